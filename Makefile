@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Everything else is here for developers; `make help` lists it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EXCHANGE := $(VENV)/bin/exchange
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install test lint fmt sim soak bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its test extras
+
+test: install  ## run the whole suite (pytest's "no tests ran" fails the target)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff (lint + format check) and mypy (strict on the consensus core)
+	$(VENV)/bin/ruff check node tests $(wildcard operator)
+	$(VENV)/bin/ruff format --check node tests $(wildcard operator)
+	$(VENV)/bin/mypy node/exchange_node/raft
+
+fmt: install  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix node tests $(wildcard operator)
+	$(VENV)/bin/ruff format node tests $(wildcard operator)
+
+sim: install  ## a batch of deterministic simulation seeds
+	$(EXCHANGE) sim --seeds 300 --steps 5000 --nodes mixed
+
+soak: install  ## simulation and crash soaks until Ctrl-C; prints seeds per second
+	$(EXCHANGE) sim --soak --steps 5000 --nodes mixed
+
+bench: install  ## every benchmark, one JSON object each
+	$(EXCHANGE) bench raft --json
+	$(EXCHANGE) bench storage --json
+	$(EXCHANGE) bench engine --json
+
+clean:  ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist

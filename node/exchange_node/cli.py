@@ -1,0 +1,74 @@
+"""The `exchange` command.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``main(args) -> int``; this file only routes. Modules are imported lazily so
+`exchange --help` stays fast and one broken optional dependency cannot take the
+whole CLI down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("exchange_node.server_cli", "run one Raft exchange node"),
+    "local": ("exchange_node.local", "run a local cluster of node processes"),
+    "sim": ("exchange_node.sim.cli", "deterministic simulation of the consensus core"),
+    "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
+    "operator": ("exchange_operator.cli", "run the Kubernetes operator"),
+}
+
+# `exchange bench NAME` -> (module, one-line help)
+BENCHES: dict[str, tuple[str, str]] = {
+    "raft": ("exchange_node.raft.bench", "commit throughput of 3 in-process cores"),
+    "storage": ("exchange_node.storage.bench", "WAL append, fsync and recovery"),
+    "engine": ("exchange_node.engine.bench", "matching engine apply and snapshot"),
+    "cluster": ("exchange_node.cluster_bench", "a local 3-node cluster under load"),
+}
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exchange", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if not _available(module):
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    bench = sub.add_parser("bench", help="benchmarks in one shared output format")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, (module, help_text) in BENCHES.items():
+        if not _available(module):
+            continue
+        p = bench_sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
