@@ -8,7 +8,7 @@ EXCHANGE := $(VENV)/bin/exchange
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint fmt sim soak bench clean
+.PHONY: help install system-deps test lint fmt sim soak bench image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
-test: install  ## run the whole suite (pytest's "no tests ran" fails the target)
-	$(PY) -m pytest $(PYTEST_ARGS)
+system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; start dockerd
+	scripts/system-deps.sh
+	scripts/dockerd.sh
+
+test: install system-deps  ## run the whole suite (pytest's "no tests ran" fails the target)
+	$(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint + format check) and mypy (strict on the consensus core)
 	$(VENV)/bin/ruff check node tests $(wildcard operator)
@@ -43,6 +47,12 @@ bench: install  ## every benchmark, one JSON object each
 	$(EXCHANGE) bench raft --json
 	$(EXCHANGE) bench storage --json
 	$(EXCHANGE) bench engine --json
+
+image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
+	scripts/build-image.sh
+
+proto: install  ## regenerate the gRPC peer protocol code from node/exchange_node/transport/peer.proto
+	cd node && ../$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. exchange_node/transport/peer.proto
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,0 +1,1 @@
+"""Trading agents that exercise a cluster through its public API only."""
