@@ -51,6 +51,7 @@ bench: install  ## every benchmark, one JSON object each
 image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
 	scripts/build-image.sh
 
+.PHONY: proto
 proto: install  ## regenerate the gRPC peer protocol code from node/exchange_node/transport/peer.proto
 	cd node && ../$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. exchange_node/transport/peer.proto
 
