@@ -1,0 +1,140 @@
+"""What a leader knows about each follower's log, and how fast it may send.
+
+A follower is in one of three states:
+
+* PROBE: the leader does not know where the logs agree; it sends one APP at
+  a time and waits for the answer (or a heartbeat response) before the next.
+* REPLICATE: the logs agree up to ``match_index``; the leader streams APPs
+  optimistically, at most ``max_inflight`` unacknowledged at once.
+* SNAPSHOT: the follower needs entries the leader has compacted; the leader
+  sent a snapshot and sends nothing else until it is reported or acked.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+
+class ProgressState(Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Inflights:
+    """The last index of each APP sent but not yet acknowledged, oldest first."""
+
+    __slots__ = ("_last_indexes", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        assert capacity >= 1, "an inflight window of zero would never send"
+        self.capacity = capacity
+        self._last_indexes: deque[int] = deque()
+
+    def add(self, last_index: int) -> None:
+        assert len(self._last_indexes) < self.capacity, "inflight window overflow"
+        self._last_indexes.append(last_index)
+
+    def free_le(self, index: int) -> None:
+        """Forget every message whose entries are all acknowledged by ``index``."""
+        pending = self._last_indexes
+        while pending and pending[0] <= index:
+            pending.popleft()
+
+    def free_first(self) -> None:
+        if self._last_indexes:
+            self._last_indexes.popleft()
+
+    def reset(self) -> None:
+        self._last_indexes.clear()
+
+    def full(self) -> bool:
+        return len(self._last_indexes) >= self.capacity
+
+    def __len__(self) -> int:
+        return len(self._last_indexes)
+
+
+class Progress:
+    __slots__ = (
+        "inflights",
+        "match_index",
+        "next_index",
+        "pending_snapshot",
+        "probe_sent",
+        "recent_active",
+        "state",
+    )
+
+    def __init__(self, next_index: int, max_inflight: int) -> None:
+        self.match_index = 0
+        self.next_index = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        """PROBE: an APP is outstanding; wait for its answer or a heartbeat response."""
+        self.pending_snapshot = 0
+        """SNAPSHOT: index of the snapshot sent."""
+        self.recent_active = False
+        """Heard from since the last check-quorum round."""
+        self.inflights = Inflights(max_inflight)
+
+    def _reset_state(self, state: ProgressState) -> None:
+        self.state = state
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.inflights.reset()
+
+    def become_probe(self) -> None:
+        # Coming out of SNAPSHOT, the follower has at least the snapshot.
+        if self.state is ProgressState.SNAPSHOT:
+            pending = self.pending_snapshot
+            self._reset_state(ProgressState.PROBE)
+            self.next_index = max(self.match_index + 1, pending + 1)
+        else:
+            self._reset_state(ProgressState.PROBE)
+            self.next_index = self.match_index + 1
+
+    def become_replicate(self) -> None:
+        self._reset_state(ProgressState.REPLICATE)
+        self.next_index = self.match_index + 1
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self._reset_state(ProgressState.SNAPSHOT)
+        self.pending_snapshot = snapshot_index
+
+    def maybe_update(self, index: int) -> bool:
+        """An acknowledgement up to ``index``; False when it tells nothing new."""
+        updated = False
+        if self.match_index < index:
+            self.match_index = index
+            updated = True
+            self.probe_sent = False
+        if self.next_index < index + 1:
+            self.next_index = index + 1
+        return updated
+
+    def maybe_decrease_to(self, rejected: int, match_hint: int) -> bool:
+        """A rejection of the APP whose previous index was ``rejected``.
+
+        ``match_hint`` is the highest index the logs may agree on (from the
+        follower's hint). Returns False for stale rejections.
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match_index:
+                return False
+            # Optimistic sends went wrong: restart right after the known match.
+            self.next_index = self.match_index + 1
+            return True
+        if self.next_index - 1 != rejected:
+            return False
+        self.next_index = max(min(rejected, match_hint + 1), self.match_index + 1)
+        self.probe_sent = False
+        return True
+
+    def is_paused(self) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True
