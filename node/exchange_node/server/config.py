@@ -1,0 +1,359 @@
+"""The node's configuration: flags, ``EXCHANGE_*`` environment variables, YAML.
+
+Every flag ``--some-flag`` has the variable ``EXCHANGE_SOME_FLAG``; a flag
+given on the command line wins over the environment, which wins over the
+default (docs/node-contract.md, "Configuration"). A bad value, from either
+source, raises ``ConfigError`` with a message that names the flag (and the
+variable when it came from there), which the CLI prints as a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "EXCHANGE_"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolConfig:
+    name: str
+    tick_size: int = 1
+    lot_size: int = 1
+    price_band_bps: int = 1_000
+    reference_price: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    max_order_qty: int = 1_000_000
+    max_notional: int = 10**12
+    max_position: int = 10**9
+
+
+DEFAULT_SYMBOLS = (
+    SymbolConfig("BTC-USD", tick_size=1, lot_size=1, price_band_bps=2_000, reference_price=50_000),
+    SymbolConfig("ETH-USD", tick_size=1, lot_size=1, price_band_bps=2_000, reference_price=3_000),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    node_id: int
+    grpc_address: str
+    http_address: str
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    name: str
+    node_id: int | None
+    peers: list[PeerSpec]
+    cluster_state: str
+    http_port: int
+    grpc_port: int
+    listen_host: str
+    advertise_address: str
+    advertise_http: str
+    data_dir: Path
+    config_file: Path | None
+    symbols: tuple[SymbolConfig, ...]
+    risk: RiskConfig
+    api_keys: dict[str, str]
+    admin_token: str | None
+    snapshot_threshold: int
+    election_ms: int
+    heartbeat_ms: int
+    shutdown_grace_seconds: float
+    fsync: bool
+    max_pending_proposals: int
+    request_timeout_ms: int
+    log_level: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grpc_listen(self) -> str:
+        return f"{self.listen_host}:{self.grpc_port}"
+
+
+# --- parsing helpers ---------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65_535:
+        raise ValueError("must be a port number 0..65535")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number >= 0")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _cluster_state(text: str) -> str:
+    if text not in ("new", "existing"):
+        raise ValueError("must be 'new' or 'existing'")
+    return text
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    _port(port)
+    return text
+
+
+def parse_peer_map(text: str) -> dict[int, str]:
+    """``1=host:port,2=host:port`` -> {1: "host:port", 2: ...}."""
+    peers: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        ident, sep, address = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not id=host:port")
+        node_id = int(ident)
+        if node_id < 1:
+            raise ValueError(f"node id {node_id} must be >= 1")
+        if node_id in peers:
+            raise ValueError(f"node id {node_id} appears twice")
+        peers[node_id] = _host_port(address.strip())
+    return peers
+
+
+# name -> (parser, default, help)
+_OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
+    "name": (str, None, "human name of this node (default: the hostname)"),
+    "node-id": (_positive_int, None, "Raft id; otherwise from identity.json or the name's ordinal"),
+    "peers": (parse_peer_map, None, "initial voters of a new cluster: 1=host:port,2=host:port"),
+    "peer-http": (
+        parse_peer_map,
+        None,
+        "HTTP addresses of the initial voters: 1=host:port,... "
+        "(default: each peer's gRPC host with this node's --http-port)",
+    ),
+    "cluster-state": (_cluster_state, "new", "new | existing"),
+    "http-port": (_port, 8080, "HTTP API, WebSocket, /metrics and probes"),
+    "grpc-port": (_port, 7070, "Raft peer traffic"),
+    "listen-host": (str, "0.0.0.0", "address both servers bind"),
+    "advertise-address": (_host_port, None, "gRPC host:port other members use for this node"),
+    "advertise-http": (_host_port, None, "HTTP host:port other members use for this node"),
+    "data-dir": (Path, Path("./data"), "WAL, snapshots, identity.json"),
+    "config": (Path, None, "YAML with symbols and risk limits"),
+    "api-keys-file": (Path, None, "file of token=client_id lines"),
+    "admin-token-file": (Path, None, "file holding the admin token"),
+    "snapshot-threshold": (_positive_int, 50_000, "entries applied between automatic snapshots"),
+    "election-ms": (_positive_int, 1_000, "election timeout in milliseconds"),
+    "heartbeat-ms": (_positive_int, 100, "heartbeat interval in milliseconds (one core tick)"),
+    "shutdown-grace-seconds": (_non_negative_float, 20.0, "SIGTERM: exit within this many seconds"),
+    "fsync": (_bool, True, "fsync the WAL before acknowledging (true|false)"),
+    "max-pending-proposals": (
+        _positive_int,
+        20_000,
+        "commands waiting to be proposed or committed before 503",
+    ),
+    "request-timeout-ms": (_positive_int, 5_000, "a write not applied in time answers 504"),
+    "log-level": (str, "info", "debug | info | warning | error"),
+}
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.upper().replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (_parse, default, help_text) in _OPTIONS.items():
+        shown = "" if default is None else f" [default: {default}]"
+        parser.add_argument(
+            f"--{flag}",
+            dest=flag.replace("-", "_"),
+            default=None,
+            metavar=flag.split("-")[-1].upper(),
+            help=f"{help_text}{shown} (env {env_name(flag)})",
+        )
+
+
+def _value(flag: str, args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    parse, default, _help = _OPTIONS[flag]
+    raw = getattr(args, flag.replace("-", "_"), None)
+    source = f"--{flag}"
+    if raw is None and env.get(env_name(flag)):
+        raw = env[env_name(flag)]
+        source = f"--{flag} (from {env_name(flag)})"
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: invalid value {raw!r}: {exc}") from None
+
+
+def load_yaml_config(path: Path) -> tuple[tuple[SymbolConfig, ...], RiskConfig]:
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping")
+    symbols: list[SymbolConfig] = []
+    for i, item in enumerate(doc.get("symbols") or []):
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(f"--config: symbols[{i}] needs a name")
+        unknown = set(item) - set(SymbolConfig.__slots__)
+        if unknown:
+            raise ConfigError(f"--config: symbols[{i}] has unknown keys {sorted(unknown)}")
+        try:
+            symbols.append(
+                SymbolConfig(
+                    name=str(item["name"]),
+                    **{
+                        k: _strict_int(v, f"symbols[{i}].{k}")
+                        for k, v in item.items()
+                        if k != "name"
+                    },
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--config: {exc}") from None
+    risk_doc = doc.get("risk") or {}
+    if not isinstance(risk_doc, dict):
+        raise ConfigError("--config: risk must be a mapping")
+    unknown = set(risk_doc) - set(RiskConfig.__slots__)
+    if unknown:
+        raise ConfigError(f"--config: risk has unknown keys {sorted(unknown)}")
+    try:
+        risk = RiskConfig(**{k: _strict_int(v, f"risk.{k}") for k, v in risk_doc.items()})
+    except ValueError as exc:
+        raise ConfigError(f"--config: {exc}") from None
+    return tuple(symbols) or DEFAULT_SYMBOLS, risk
+
+
+def _strict_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _api_keys(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    path = _value("api-keys-file", args, env)
+    lines: list[str] = []
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"--api-keys-file: cannot read {path}: {exc}") from None
+    lines += env.get(f"{ENV_PREFIX}API_KEYS", "").split(",")
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        token, sep, client = line.partition("=")
+        if not sep or not token.strip() or not client.strip():
+            raise ConfigError("--api-keys-file / EXCHANGE_API_KEYS: entries are token=client_id")
+        keys[token.strip()] = client.strip()
+    return keys
+
+
+def _admin_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    path = _value("admin-token-file", args, env)
+    if path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--admin-token-file: cannot read {path}: {exc}") from None
+        if not token:
+            raise ConfigError(f"--admin-token-file: {path} is empty")
+        return token
+    return env.get(f"{ENV_PREFIX}ADMIN_TOKEN") or None
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
+    env = os.environ if env is None else env
+    name = _value("name", args, env) or socket.gethostname()
+    http_port = _value("http-port", args, env)
+    grpc_port = _value("grpc-port", args, env)
+    listen_host = _value("listen-host", args, env)
+    peer_grpc: dict[int, str] = _value("peers", args, env) or {}
+    peer_http: dict[int, str] = _value("peer-http", args, env) or {}
+    extra_http = set(peer_http) - set(peer_grpc)
+    if extra_http:
+        raise ConfigError(f"--peer-http: ids {sorted(extra_http)} are not in --peers")
+    peers = [
+        PeerSpec(
+            node_id,
+            address,
+            peer_http.get(node_id) or f"{address.rpartition(':')[0]}:{http_port}",
+        )
+        for node_id, address in sorted(peer_grpc.items())
+    ]
+    host = socket.gethostname() if listen_host in ("0.0.0.0", "::", "") else listen_host
+    advertise = _value("advertise-address", args, env) or f"{host}:{grpc_port}"
+    advertise_http = _value("advertise-http", args, env) or f"{host}:{http_port}"
+    config_file = _value("config", args, env)
+    symbols, risk = (
+        load_yaml_config(config_file) if config_file else (DEFAULT_SYMBOLS, RiskConfig())
+    )
+    election_ms = _value("election-ms", args, env)
+    heartbeat_ms = _value("heartbeat-ms", args, env)
+    if election_ms < 2 * heartbeat_ms:
+        raise ConfigError(
+            f"--election-ms ({election_ms}) must be at least twice --heartbeat-ms ({heartbeat_ms})"
+        )
+    level = _value("log-level", args, env).lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level: invalid value {level!r}")
+    return NodeConfig(
+        name=name,
+        node_id=_value("node-id", args, env),
+        peers=peers,
+        cluster_state=_value("cluster-state", args, env),
+        http_port=http_port,
+        grpc_port=grpc_port,
+        listen_host=listen_host,
+        advertise_address=advertise,
+        advertise_http=advertise_http,
+        data_dir=_value("data-dir", args, env),
+        config_file=config_file,
+        symbols=symbols,
+        risk=risk,
+        api_keys=_api_keys(args, env),
+        admin_token=_admin_token(args, env),
+        snapshot_threshold=_value("snapshot-threshold", args, env),
+        election_ms=election_ms,
+        heartbeat_ms=heartbeat_ms,
+        shutdown_grace_seconds=_value("shutdown-grace-seconds", args, env),
+        fsync=_value("fsync", args, env),
+        max_pending_proposals=_value("max-pending-proposals", args, env),
+        request_timeout_ms=_value("request-timeout-ms", args, env),
+        log_level=level,
+    )

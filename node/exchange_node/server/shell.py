@@ -1,0 +1,1107 @@
+"""The node's I/O shell: one asyncio loop that drives the consensus core.
+
+Everything that touches the core runs in one driver task, so the core (a
+plain synchronous state machine) never sees two callers at once::
+
+    inputs (ticks, peer messages, client proposals, reads, admin ops)
+        -> core.tick / step / propose_many / read_index / ...
+    while core.has_ready():
+        rd = core.ready()
+        persist rd (storage.save in the disk thread: one fsync)   # before any ack
+        send rd.messages                                         # leader: during the fsync
+        restore a received snapshot, apply rd.committed_entries in order
+        resolve waiting requests, publish results, serve read states
+        core.advance(rd)
+
+While a Ready's fsync runs in the dedicated disk thread the loop keeps
+accepting requests; they are proposed together in the next Ready, so one
+fsync covers everything that arrived meanwhile (group commit).
+
+A waiting client request is keyed by the (term, index) its entry got when
+proposed. If the entry applied at that index has another term, the leader
+lost that entry (a new leader overwrote it): the request fails as
+``Unavailable`` and is safe to retry (client order ids make it exactly-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange_node.engine.commands import (
+    AddSymbol,
+    SetRiskLimits,
+    encode_batch,
+)
+from exchange_node.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    NotLeaderError,
+    ProposalDroppedError,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from exchange_node.server import logs, tracing
+from exchange_node.server.config import NodeConfig
+from exchange_node.server.envelope import (
+    KIND_ENGINE_BATCH,
+    EnvelopeError,
+    MemberInfo,
+    unwrap_entry,
+    unwrap_snapshot,
+    wrap_entry,
+    wrap_snapshot,
+)
+from exchange_node.server.identity import resolve_node_id
+from exchange_node.server.metrics import NodeMetrics
+from exchange_node.server.subscriptions import Publisher, Subscription
+from exchange_node.service import (
+    MemberStatus,
+    NodeStatus,
+    NotLeader,
+    Overloaded,
+    Timeout,
+    Unavailable,
+)
+
+log = logging.getLogger("exchange.node")
+
+ROLE_NAMES = {
+    Role.FOLLOWER: "follower",
+    Role.PRE_CANDIDATE: "pre_candidate",
+    Role.CANDIDATE: "candidate",
+    Role.LEADER: "leader",
+}
+
+DIGEST_INTERVAL_S = 1.0
+"""How often replicas exchange (applied_index, state_hash) digests."""
+CHECKPOINT_EVERY = 4_096
+"""Every replica records its state hash at indexes that are multiples of this."""
+HASH_RING = 64
+"""Recorded (index, hash) pairs kept for comparison with peers' digests."""
+READY_LAG = 1_000
+"""/readyz: commit - applied must be below this."""
+MAX_PROPOSALS_PER_READY = 4_096
+"""Client requests (entries) proposed in one Ready; the rest wait for the next."""
+
+
+@dataclass(slots=True)
+class _Proposal:
+    commands: Sequence[Any]
+    future: asyncio.Future[list[Any]]
+    deadline: float
+    started: float
+    span: Any = None
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: int
+    future: asyncio.Future[Any]
+    deadline: float
+    started: float
+    commands: int
+    span: Any = None
+
+
+@dataclass(slots=True)
+class _ReadRequest:
+    futures: list[asyncio.Future[None]]
+    deadline: float
+    index: int = -1
+
+
+@dataclass(slots=True)
+class _DiskTimings:
+    append: list[float] = field(default_factory=list)
+    fsync: list[float] = field(default_factory=list)
+
+
+class Node:
+    """One exchange replica: implements ``exchange_node.service.ExchangeService``."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        metrics: NodeMetrics | None = None,
+        *,
+        engine_factory: Callable[[], Any] | None = None,
+        storage_factory: Callable[[NodeConfig, Callable[[str, float], None]], Any] | None = None,
+    ) -> None:
+        """``engine_factory`` and ``storage_factory`` replace the real engine and
+        WAL (tests of the shell alone); by default ``Engine()`` and ``open_storage``."""
+        self.config = config
+        self._engine_factory = engine_factory
+        self._storage_factory = storage_factory
+        self.metrics = metrics or NodeMetrics()
+        self.node_id = 0
+        self.name = config.name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal")
+        self._wakeup = asyncio.Event()
+        self._inbox: list[Message] = []
+        self._proposals: deque[_Proposal] = deque()
+        self._pending_commands = 0
+        self._waiters: dict[int, _Waiter] = {}
+        self._read_batch: list[asyncio.Future[None]] = []
+        self._reads: dict[bytes, _ReadRequest] = {}
+        self._ready_reads: list[_ReadRequest] = []
+        self._ops: deque[Callable[[], None]] = deque()
+        self._ticks = 0
+        self._publisher = Publisher(on_count=self.metrics.ws_subscribers.set)
+        self.members: dict[int, MemberInfo] = {}
+        self.conf_state = ConfState()
+        self.term = 0
+        self.role = Role.FOLLOWER
+        self.leader = NONE
+        self.commit_index = 0
+        self.applied_index = 0
+        self._applied_term = 0
+        self._snapshot_index = 0
+        self._persisted_term_vote = (0, NONE)
+        self._hash_ring: dict[int, bytes] = {}
+        self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
+        self.diverged = False
+        self._last_heard: dict[int, float] = {}
+        self._driver: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._started_at = time.monotonic()
+        self._last_loop_beat = time.monotonic()
+        self._pending_conf: dict[int, asyncio.Future[None]] = {}
+        self._symbols_checked_term = -1
+        self._read_seq = 0
+        self.storage: Any = None
+        self.core: Any = None
+        self.engine: Any = None
+        self.transport: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Open storage, recover state and build the core (synchronous, before ``start``)."""
+        from exchange_node.raft.config import RaftConfig
+        from exchange_node.raft.core import RaftCore
+
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.node_id = resolve_node_id(
+            data_dir=cfg.data_dir,
+            name=cfg.name,
+            explicit=cfg.node_id,
+            cluster_state=cfg.cluster_state,
+            initial_size=len(cfg.peers),
+        )
+        logs.CONTEXT.node_id = self.node_id
+        logs.CONTEXT.name = cfg.name
+        if self._storage_factory is not None:
+            self.storage = self._storage_factory(cfg, self._on_disk_timing)
+        else:
+            self.storage = _open_wal(cfg, self._on_disk_timing)
+        recovered = self.storage.recover()
+        self.engine = self._engine_factory() if self._engine_factory else _new_engine()
+        if recovered.snapshot is not None:
+            self._restore_snapshot(recovered.snapshot)
+        fresh = (
+            recovered.snapshot is None and not recovered.entries and recovered.hard_state.term == 0
+        )
+        bootstrap: list[ConfChange] = []
+        if fresh and cfg.cluster_state == "new":
+            peers = cfg.peers or []
+            if not peers:
+                # A lone node with no --peers forms a single-member cluster.
+                bootstrap = [
+                    ConfChange(
+                        ConfChangeType.PROMOTE,
+                        self.node_id,
+                        MemberInfo(
+                            cfg.name, cfg.advertise_address, cfg.advertise_http
+                        ).to_context(),
+                    )
+                ]
+            elif any(p.node_id == self.node_id for p in peers):
+                bootstrap = [
+                    ConfChange(
+                        ConfChangeType.PROMOTE,
+                        p.node_id,
+                        MemberInfo(
+                            cfg.name if p.node_id == self.node_id else f"node-{p.node_id}",
+                            cfg.advertise_address if p.node_id == self.node_id else p.grpc_address,
+                            cfg.advertise_http if p.node_id == self.node_id else p.http_address,
+                        ).to_context(),
+                    )
+                    for p in peers
+                ]
+            else:
+                log.warning(
+                    "node %d is not among --peers; waiting to be added by the leader",
+                    self.node_id,
+                )
+        ticks = max(2, round(cfg.election_ms / cfg.heartbeat_ms))
+        self.core = RaftCore(
+            RaftConfig(
+                node_id=self.node_id,
+                election_tick=ticks,
+                heartbeat_tick=1,
+                seed=random.SystemRandom().randrange(1 << 62),
+            ),
+            hard_state=recovered.hard_state,
+            snapshot=recovered.snapshot,
+            entries=recovered.entries,
+            bootstrap=bootstrap,
+        )
+        self._persisted_term_vote = (recovered.hard_state.term, recovered.hard_state.vote)
+        self.term = recovered.hard_state.term
+        self.conf_state = self.core.conf_state
+        self.commit_index = self.core.commit_index
+        self._update_member_gauges()
+        logs.CONTEXT.term = self.term
+        log.info(
+            "opened",
+            extra={
+                "data_dir": str(cfg.data_dir),
+                "snapshot_index": self._snapshot_index,
+                "entries": len(recovered.entries),
+                "bootstrap": [cc.node_id for cc in bootstrap],
+            },
+        )
+
+    async def start(self) -> None:
+        from exchange_node.transport import PeerTransport
+
+        if self.core is None:
+            self.open()
+        self._loop = asyncio.get_running_loop()
+        self.transport = PeerTransport(
+            self.node_id,
+            self.config.grpc_listen,
+            self._on_message,
+            on_digest=self._on_digest,
+            on_snapshot_status=self._on_snapshot_status,
+            on_unreachable=self._on_unreachable,
+        )
+        await self.transport.start()
+        self._set_transport_peers()
+        self._driver = asyncio.create_task(self._drive(), name="raft-driver")
+        self._timers = [
+            asyncio.create_task(self._tick_timer(), name="raft-tick"),
+            asyncio.create_task(self._digest_timer(), name="digest"),
+        ]
+        self._wakeup.set()
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """SIGTERM path: hand leadership over, flush in-flight work, stop everything."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        grace = self.config.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + grace
+        if self.role == Role.LEADER and len(self.conf_state.voters) > 1:
+            try:
+                target = await asyncio.wait_for(
+                    self.transfer_leadership(None), timeout=max(0.1, grace * 0.5)
+                )
+                log.info("leadership handed over on shutdown", extra={"target": target})
+            except (TimeoutError, Exception) as exc:
+                log.warning("leadership transfer on shutdown failed: %s", exc)
+        self._stopping = True
+        # Let waiting requests whose entries are in flight finish (or fail) within the grace.
+        while self._waiters and time.monotonic() < deadline - 0.2:
+            await asyncio.sleep(0.02)
+        for timer in self._timers:
+            timer.cancel()
+        self._wakeup.set()
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._driver
+        self._fail_everything(Unavailable("node is shutting down"))
+        self._publisher.close_all()
+        if self.transport is not None:
+            try:
+                await asyncio.wait_for(
+                    self.transport.stop(), timeout=max(0.1, deadline - time.monotonic())
+                )
+            except (TimeoutError, Exception) as exc:
+                log.warning("transport stop: %s", exc)
+        await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
+        self._disk.shutdown(wait=True)
+        self._stopped.set()
+        log.info("stopped")
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_message(self, message: Message) -> None:
+        self._last_heard[message.frm] = time.monotonic()
+        self._inbox.append(message)
+        self._wakeup.set()
+
+    def _on_snapshot_status(self, peer: int, ok: bool) -> None:
+        self._ops.append(lambda: self.core.report_snapshot(peer, ok))
+        self._wakeup.set()
+
+    def _on_unreachable(self, peer: int) -> None:
+        self._ops.append(lambda: self.core.report_unreachable(peer))
+        self._wakeup.set()
+
+    def _on_disk_timing(self, kind: str, seconds: float) -> None:
+        # Called from the disk thread; prometheus_client's histograms are thread-safe.
+        if kind == "append":
+            self.metrics.wal_append.observe(seconds)
+        elif kind == "fsync":
+            self.metrics.wal_fsync.observe(seconds)
+
+    async def _tick_timer(self) -> None:
+        interval = self.config.heartbeat_ms / 1000.0
+        next_at = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            self._last_loop_beat = now
+            # Catch up missed ticks (a paused process) but never burst more than a few.
+            missed = min(3, max(1, int((now - next_at) / interval) + 1))
+            next_at += missed * interval
+            if next_at < now:
+                next_at = now + interval
+            self._ticks += missed
+            self._wakeup.set()
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _drive(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                self._feed_core()
+                while self.core.has_ready():
+                    rd = self.core.ready()
+                    await self._handle_ready(rd)
+                    self.core.advance(rd)
+                    self._after_advance()
+                    # Everything that arrived during the fsync goes into the next Ready.
+                    self._feed_core()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("driver step failed; the node stops to stay safe")
+                os._exit(70)
+
+    def _feed_core(self) -> None:
+        core = self.core
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            core.tick()
+        if ticks:
+            self._expire(time.monotonic())
+        if self._inbox:
+            inbox, self._inbox = self._inbox, []
+            for message in inbox:
+                try:
+                    core.step(message)
+                except Exception as exc:
+                    log.warning("dropped a peer message: %s", exc, extra={"type": message.type})
+        while self._ops:
+            op = self._ops.popleft()
+            try:
+                op()
+            except Exception as exc:
+                log.warning("operation failed: %s", exc)
+        if self._proposals:
+            self._propose_pending()
+        if self._read_batch:
+            self._start_read()
+
+    def _propose_pending(self) -> None:
+        if self.role != Role.LEADER:
+            error = self._not_leader_error()
+            while self._proposals:
+                p = self._proposals.popleft()
+                self._finish_proposal_early(p, error, "not_leader")
+            return
+        batch: list[_Proposal] = []
+        while self._proposals and len(batch) < MAX_PROPOSALS_PER_READY:
+            batch.append(self._proposals.popleft())
+        now_ns = time.time_ns()
+        datas = []
+        for p in batch:
+            trace = tracing.carrier_from_span(p.span) if p.span is not None else b""
+            datas.append(wrap_entry(encode_batch(now_ns, p.commands), trace))
+        try:
+            term, first = self.core.propose_many(datas)
+        except NotLeaderError:
+            for p in batch:
+                self._finish_proposal_early(p, self._not_leader_error(), "not_leader")
+            return
+        except ProposalDroppedError as exc:
+            for p in batch:
+                self._finish_proposal_early(p, Unavailable(str(exc)), "dropped")
+            return
+        for offset, p in enumerate(batch):
+            self._waiters[first + offset] = _Waiter(
+                term, p.future, p.deadline, p.started, len(p.commands), p.span
+            )
+        if len(self._proposals):
+            self._wakeup.set()
+
+    def _finish_proposal_early(self, p: _Proposal, error: Exception, outcome: str) -> None:
+        self._pending_commands -= len(p.commands)
+        self.metrics.proposals.labels(outcome=outcome).inc()
+        if p.span is not None:
+            p.span.set_attribute("exchange.outcome", outcome)
+            p.span.end()
+        if not p.future.done():
+            p.future.set_exception(error)
+
+    def _start_read(self) -> None:
+        futures, self._read_batch = self._read_batch, []
+        self._read_seq += 1
+        ctx = f"{self.node_id}:{self._read_seq}".encode()
+        try:
+            self.core.read_index(ctx)
+        except (NotLeaderError, ProposalDroppedError):
+            error = self._not_leader_error()
+            for f in futures:
+                if not f.done():
+                    f.set_exception(error if self.leader == NONE else Unavailable("read failed"))
+            return
+        self._reads[ctx] = _ReadRequest(
+            futures, time.monotonic() + self.config.request_timeout_ms / 1000.0
+        )
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        hs = rd.hard_state
+        if hs is not None:
+            if hs.term != self.term:
+                self.term = hs.term
+                logs.CONTEXT.term = hs.term
+                self.metrics.term.set(hs.term)
+            self.commit_index = hs.commit
+        must_persist = bool(rd.entries or hs is not None or rd.snapshot is not None)
+        # A leader may send its appends while its own fsync runs (Raft thesis 10.2.1):
+        # its own ack only counts once this Ready is advanced, after the fsync.
+        # Anything that depends on a new term or vote waits for the disk.
+        early = (
+            self.role == Role.LEADER
+            and rd.messages
+            and (hs is None or (hs.term, hs.vote) == self._persisted_term_vote)
+        )
+        if early:
+            self.transport.send(rd.messages)
+        if must_persist:
+            await self._loop.run_in_executor(  # type: ignore[union-attr]
+                self._disk,
+                _save,
+                self.storage,
+                rd.entries,
+                hs,
+                rd.snapshot,
+            )
+            if hs is not None:
+                self._persisted_term_vote = (hs.term, hs.vote)
+        if rd.messages and not early:
+            self.transport.send(rd.messages)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        if rd.read_states:
+            for rs in rd.read_states:
+                req = self._reads.pop(rs.request_ctx, None)
+                if req is not None:
+                    req.index = rs.index
+                    self._ready_reads.append(req)
+        if self._ready_reads:
+            self._serve_reads()
+
+    def _after_advance(self) -> None:
+        self.metrics.commit_index.set(self.commit_index)
+        self.metrics.applied_index.set(self.applied_index)
+        if self.applied_index - self._snapshot_index >= self.config.snapshot_threshold:
+            self._take_snapshot()
+        if self.role == Role.LEADER:
+            self._maybe_list_configured_symbols()
+
+    def _serve_reads(self) -> None:
+        still: list[_ReadRequest] = []
+        for req in self._ready_reads:
+            if req.index <= self.applied_index:
+                for f in req.futures:
+                    if not f.done():
+                        f.set_result(None)
+            else:
+                still.append(req)
+        self._ready_reads = still
+
+    # ------------------------------------------------------------------ role changes
+
+    def _on_soft_state(self, leader: int, role: Role) -> None:
+        if leader != self.leader:
+            self.metrics.leader_changes.inc()
+            log.info("leader changed", extra={"leader": leader, "previous": self.leader})
+        was_leader = self.role == Role.LEADER
+        self.leader = leader
+        self.role = role
+        name = self._role_name()
+        logs.CONTEXT.role = name
+        self.metrics.set_role(name)
+        if was_leader and role != Role.LEADER:
+            log.info("lost leadership")
+            self.metrics.follower_lag.clear()
+            error = self._not_leader_error()
+            while self._proposals:
+                self._finish_proposal_early(self._proposals.popleft(), error, "not_leader")
+
+    def _role_name(self) -> str:
+        if self.role == Role.FOLLOWER and self.node_id in self.conf_state.learners:
+            return "learner"
+        return ROLE_NAMES.get(self.role, "follower")
+
+    def _not_leader_error(self) -> Exception:
+        if self.leader == NONE or self.leader == self.node_id:
+            return Unavailable("no leader is known")
+        info = self.members.get(self.leader)
+        return NotLeader(self.leader, info.http if info else None)
+
+    # ------------------------------------------------------------------ apply
+
+    def _apply(self, entries: list[Entry]) -> None:
+        engine = self.engine
+        waiters = self._waiters
+        now = time.monotonic()
+        for entry in entries:
+            index = entry.index
+            results: list[Any] | None = None
+            if entry.type == EntryType.CONF_CHANGE:
+                self._apply_conf_change(entry)
+            elif entry.data:
+                try:
+                    kind, trace, payload = unwrap_entry(entry.data)
+                except EnvelopeError as exc:
+                    log.error("unreadable log entry %d: %s", index, exc)
+                    kind, trace, payload = 0, b"", b""
+                if kind == KIND_ENGINE_BATCH:
+                    if trace and tracing.enabled():
+                        with tracing.tracer().start_as_current_span(
+                            "apply",
+                            context=tracing.context_from_bytes(trace),
+                            attributes={"exchange.log_index": index, "exchange.node": self.node_id},
+                        ):
+                            results = engine.apply_entry(index, payload)
+                    else:
+                        results = engine.apply_entry(index, payload)
+                    self._count_results(results)
+                    self._publisher.publish(index, results)
+            self.applied_index = index
+            self._applied_term = entry.term
+            if index % CHECKPOINT_EVERY == 0:
+                self._record_hash(index, self._state_hash_bytes())
+            waiter = waiters.pop(index, None) if waiters else None
+            if waiter is not None:
+                self._resolve(waiter, entry.term, results, now)
+
+    def _resolve(self, waiter: _Waiter, term: int, results: list[Any] | None, now: float) -> None:
+        self._pending_commands -= waiter.commands
+        if waiter.term == term and results is not None:
+            self.metrics.proposals.labels(outcome="committed").inc()
+            self.metrics.commit_latency.observe(now - waiter.started)
+            if waiter.span is not None:
+                waiter.span.end()
+            if not waiter.future.done():
+                waiter.future.set_result(results)
+        else:
+            self.metrics.proposals.labels(outcome="dropped").inc()
+            if waiter.span is not None:
+                waiter.span.set_attribute("exchange.outcome", "dropped")
+                waiter.span.end()
+            if not waiter.future.done():
+                waiter.future.set_exception(
+                    Unavailable("leadership changed before the order was committed; retry")
+                )
+
+    def _count_results(self, results: list[Any]) -> None:
+        m = self.metrics
+        for result in results:
+            for event in result.events:
+                kind = event.kind
+                if kind == "accepted":
+                    m.orders.labels(symbol=event.symbol, side=event.side.name.lower()).inc()
+                elif kind == "fill":
+                    m.fills.labels(symbol=event.symbol).inc()
+                elif kind == "rejected":
+                    m.rejects.labels(reason=event.reason.name.lower()).inc()
+
+    def _apply_conf_change(self, entry: Entry) -> None:
+        cc = ConfChange.decode(entry.data)
+        if cc.type == ConfChangeType.REMOVE:
+            self.members.pop(cc.node_id, None)
+        elif cc.context:
+            try:
+                self.members[cc.node_id] = MemberInfo.from_context(cc.context, cc.node_id)
+            except EnvelopeError as exc:
+                log.error("%s", exc)
+        self.conf_state = self.core.conf_state
+        self._update_member_gauges()
+        self._set_transport_peers()
+        log.info(
+            "configuration changed",
+            extra={
+                "change": ConfChangeType(cc.type).name,
+                "member": cc.node_id,
+                "voters": list(self.conf_state.voters),
+                "learners": list(self.conf_state.learners),
+            },
+        )
+        pending = self._pending_conf.pop(entry.index, None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
+        if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
+            log.warning("this node was removed from the cluster")
+
+    def _update_member_gauges(self) -> None:
+        self.metrics.members.labels(kind="voter").set(len(self.conf_state.voters))
+        self.metrics.members.labels(kind="learner").set(len(self.conf_state.learners))
+
+    def _set_transport_peers(self) -> None:
+        if self.transport is None:
+            return
+        peers = {
+            node_id: info.grpc
+            for node_id, info in self.members.items()
+            if node_id != self.node_id and info.grpc
+        }
+        self.transport.set_peers(peers)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _restore_snapshot(self, snapshot: Snapshot) -> None:
+        members, engine_state = unwrap_snapshot(snapshot.data)
+        self.engine.restore(engine_state)
+        self.members = members
+        self.conf_state = snapshot.meta.conf_state
+        self.applied_index = snapshot.meta.index
+        self._applied_term = snapshot.meta.term
+        self._snapshot_index = snapshot.meta.index
+        self._update_member_gauges()
+
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """A leader's snapshot arrived (and is persisted): replace the engine's state."""
+        started = time.monotonic()
+        self._restore_snapshot(snapshot)
+        self._set_transport_peers()
+        # Requests waiting at covered indexes: committed or not, their results are gone.
+        for index in [i for i in self._waiters if i <= snapshot.meta.index]:
+            waiter = self._waiters.pop(index)
+            self._pending_commands -= waiter.commands
+            if not waiter.future.done():
+                waiter.future.set_exception(Timeout("outcome unknown after a snapshot install"))
+        self.metrics.snapshots.inc()
+        self.metrics.snapshot_seconds.observe(time.monotonic() - started)
+        log.info("installed snapshot", extra={"index": snapshot.meta.index})
+
+    def _take_snapshot(self) -> None:
+        started = time.monotonic()
+        index, term = self.applied_index, self._applied_term
+        data = wrap_snapshot(self.members, self.engine.snapshot())
+        snapshot = Snapshot(SnapshotMeta(index, term, self.conf_state), data)
+        # The disk thread runs one job at a time, in order, so this lands after
+        # every save already queued; the loop does not wait for it.
+        self._snapshot_index = index
+
+        def persist() -> None:
+            self.storage.save_snapshot(snapshot)
+
+        future = self._loop.run_in_executor(self._disk, persist)  # type: ignore[union-attr]
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.exception() is not None:
+                log.error("snapshot at %d failed: %s", index, f.exception())
+                return
+            self._ops.append(lambda: self.core.compact(snapshot))
+            self._wakeup.set()
+            self.metrics.snapshots.inc()
+            self.metrics.snapshot_seconds.observe(time.monotonic() - started)
+            log.info("snapshot taken", extra={"index": index, "bytes": len(data)})
+
+        future.add_done_callback(done)
+
+    # ------------------------------------------------------------------ divergence
+
+    def _state_hash_bytes(self) -> bytes:
+        value = self.engine.state_hash()
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    def _record_hash(self, index: int, digest: bytes) -> None:
+        self._hash_ring[index] = digest
+        while len(self._hash_ring) > HASH_RING:
+            del self._hash_ring[next(iter(self._hash_ring))]
+        for peer, theirs in self._remote_digests.pop(index, []):
+            self._compare(peer, index, theirs, digest)
+
+    def _on_digest(self, peer: int, applied_index: int, state_hash: bytes) -> None:
+        mine = self._hash_ring.get(applied_index)
+        if mine is not None:
+            self._compare(peer, applied_index, state_hash, mine)
+        elif applied_index > self.applied_index:
+            pending = self._remote_digests.setdefault(applied_index, [])
+            pending.append((peer, state_hash))
+            while len(self._remote_digests) > HASH_RING:
+                del self._remote_digests[next(iter(self._remote_digests))]
+
+    def _compare(self, peer: int, index: int, theirs: bytes, mine: bytes) -> None:
+        if theirs == mine:
+            return
+        self.diverged = True
+        self.metrics.divergence.inc()
+        log.error(
+            "STATE DIVERGENCE: peer %d has another state hash at applied index %d",
+            peer,
+            index,
+            extra={"peer": peer, "index": index, "mine": mine.hex(), "theirs": theirs.hex()},
+        )
+
+    async def _digest_timer(self) -> None:
+        last_sent = -1
+        while True:
+            await asyncio.sleep(DIGEST_INTERVAL_S)
+            self._last_loop_beat = time.monotonic()
+            index = self.applied_index
+            if index == last_sent or index == 0:
+                continue
+            digest = self._hash_ring.get(index) or self._state_hash_bytes()
+            self._record_hash(index, digest)
+            last_sent = index
+            for peer in self.members:
+                if peer != self.node_id:
+                    try:
+                        self.transport.send_digest(peer, index, digest)
+                    except Exception as exc:
+                        log.debug("digest to %d not sent: %s", peer, exc)
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _expire(self, now: float) -> None:
+        waiters = self._waiters
+        while waiters:
+            index = next(iter(waiters))
+            waiter = waiters[index]
+            if waiter.deadline > now:
+                break
+            del waiters[index]
+            self._pending_commands -= waiter.commands
+            if waiter.span is not None:
+                waiter.span.set_attribute("exchange.outcome", "timeout")
+                waiter.span.end()
+            if not waiter.future.done():
+                waiter.future.set_exception(Timeout("not applied in time; outcome unknown"))
+        for ctx in [c for c, r in self._reads.items() if r.deadline <= now]:
+            req = self._reads.pop(ctx)
+            for f in req.futures:
+                if not f.done():
+                    f.set_exception(Timeout("read barrier timed out"))
+        if self._ready_reads:
+            keep = []
+            for req in self._ready_reads:
+                if req.deadline <= now:
+                    for f in req.futures:
+                        if not f.done():
+                            f.set_exception(Timeout("read barrier timed out"))
+                else:
+                    keep.append(req)
+            self._ready_reads = keep
+
+    def _fail_everything(self, error: Exception) -> None:
+        while self._proposals:
+            self._finish_proposal_early(self._proposals.popleft(), error, "dropped")
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(Timeout("node stopped; outcome unknown"))
+        self._waiters.clear()
+        for req in list(self._reads.values()) + self._ready_reads:
+            for f in req.futures:
+                if not f.done():
+                    f.set_exception(error)
+        for f in self._read_batch:
+            if not f.done():
+                f.set_exception(error)
+        for f in self._pending_conf.values():
+            if not f.done():
+                f.set_exception(error)
+
+    # ------------------------------------------------------------------ configured symbols
+
+    def _maybe_list_configured_symbols(self) -> None:
+        """A new leader lists the configured symbols the engine does not know yet.
+
+        Symbols enter the engine only through the log (AddSymbol), so every
+        replica lists them at the same index. Runs once per term, after the
+        leader has applied its own no-op (everything before it is applied).
+        """
+        if self._symbols_checked_term == self.term or self.applied_index < self.commit_index:
+            return
+        if self._applied_term != self.term:
+            return
+        self._symbols_checked_term = self.term
+        listed = set(self.engine.symbols())
+        commands: list[Any] = [
+            AddSymbol(s.name, s.tick_size, s.lot_size, s.price_band_bps, s.reference_price)
+            for s in self.config.symbols
+            if s.name not in listed
+        ]
+        if not commands:
+            return
+        risk = self.config.risk
+        commands.append(
+            SetRiskLimits(None, risk.max_order_qty, risk.max_notional, risk.max_position)
+        )
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        future.add_done_callback(lambda f: f.exception())
+        now = time.monotonic()
+        self._proposals.append(_Proposal(commands, future, now + 30.0, now))
+        self._pending_commands += len(commands)
+        self._wakeup.set()
+        log.info("listing configured symbols", extra={"symbols": [c.symbol for c in commands[:-1]]})
+
+    # ================================================================== ExchangeService
+
+    async def submit(
+        self, commands: Sequence[Any], *, trace_carrier: dict[str, str] | None = None
+    ) -> list[Any]:
+        if self._stopping:
+            raise Unavailable("node is shutting down")
+        if self.role != Role.LEADER:
+            self.metrics.proposals.labels(outcome="not_leader").inc()
+            raise self._not_leader_error()
+        if self._pending_commands + len(commands) > self.config.max_pending_proposals:
+            self.metrics.proposals.labels(outcome="overloaded").inc()
+            raise Overloaded(retry_after_seconds=0.05)
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        now = time.monotonic()
+        span = None
+        if tracing.enabled():
+            span = tracing.tracer().start_span(
+                "propose",
+                context=tracing.context_from_carrier(trace_carrier),
+                attributes={"exchange.commands": len(commands), "exchange.node": self.node_id},
+            )
+        self._proposals.append(
+            _Proposal(commands, future, now + self.config.request_timeout_ms / 1000.0, now, span)
+        )
+        self._pending_commands += len(commands)
+        self._wakeup.set()
+        return await future
+
+    async def read_barrier(self) -> None:
+        if self._stopping:
+            raise Unavailable("node is shutting down")
+        if self.leader == NONE:
+            raise Unavailable("no leader is known")
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[None] = loop.create_future()
+        self._read_batch.append(future)
+        self._wakeup.set()
+        await future
+
+    def subscribe(self, max_queue: int = 10_000) -> Subscription:
+        return self._publisher.subscribe(max_queue)
+
+    def status(self) -> NodeStatus:
+        progress: dict[int, Any] = {}
+        last_index = self.commit_index
+        if self.core is not None:
+            st = self.core.status()
+            progress = st.progress
+            last_index = st.last_index
+        now = time.monotonic()
+        heard_window = 2 * self.config.election_ms / 1000.0
+        members: list[MemberStatus] = []
+        for node_id in sorted(set(self.conf_state.voters) | set(self.conf_state.learners)):
+            info = self.members.get(node_id) or MemberInfo(f"node-{node_id}", "", "")
+            pr = progress.get(node_id)
+            if node_id == self.node_id:
+                match = last_index if self.role == Role.LEADER else self.applied_index
+                healthy = True
+            else:
+                match = pr.match if pr is not None else 0
+                healthy = now - self._last_heard.get(node_id, -1e9) < heard_window
+            members.append(
+                MemberStatus(
+                    id=node_id,
+                    name=info.name,
+                    grpc_address=info.grpc,
+                    http_address=info.http,
+                    voter=node_id in self.conf_state.voters,
+                    match_index=match,
+                    lag=max(0, last_index - match)
+                    if pr is not None or node_id == self.node_id
+                    else 0,
+                    healthy=healthy,
+                )
+            )
+        return NodeStatus(
+            node_id=self.node_id,
+            name=self.name,
+            role=self._role_name(),
+            term=self.term,
+            leader=self.leader,
+            commit_index=self.commit_index,
+            applied_index=self.applied_index,
+            state_hash=self._state_hash_bytes().hex() if self.engine is not None else "",
+            diverged=self.diverged,
+            members=members,
+        )
+
+    def refresh_gauges(self) -> None:
+        """Gauges read at scrape time (lag per peer, book depth)."""
+        m = self.metrics
+        m.commit_index.set(self.commit_index)
+        m.applied_index.set(self.applied_index)
+        m.term.set(self.term)
+        if self.role == Role.LEADER and self.core is not None:
+            st = self.core.status()
+            for peer, pr in st.progress.items():
+                if peer != self.node_id:
+                    m.follower_lag.labels(peer=str(peer)).set(max(0, st.last_index - pr.match))
+        depth = getattr(self.engine, "book_depth_counts", None)
+        if callable(depth):
+            for (symbol, side), count in depth().items():
+                m.book_depth.labels(symbol=symbol, side=side).set(count)
+
+    def healthy(self) -> bool:
+        return not self._stopping and time.monotonic() - self._last_loop_beat < 5.0
+
+    def ready(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "shutting down"
+        if (
+            self.node_id not in self.conf_state.voters
+            and self.node_id not in self.conf_state.learners
+        ):
+            return False, "not a member of the configuration"
+        if self.leader == NONE:
+            return False, "no known leader"
+        lag = self.commit_index - self.applied_index
+        if lag >= READY_LAG:
+            return False, f"applied index {lag} entries behind commit"
+        return True, "ok"
+
+    # ------------------------------------------------------------------ membership
+
+    def _require_leader(self) -> None:
+        if self.role != Role.LEADER:
+            raise self._not_leader_error()
+
+    async def _conf_change(self, cc: ConfChange) -> None:
+        self._require_leader()
+        loop = self._loop
+        assert loop is not None
+        done: asyncio.Future[None] = loop.create_future()
+
+        def op() -> None:
+            if self.role != Role.LEADER:
+                done.set_exception(self._not_leader_error())
+                return
+            try:
+                _term, index = self.core.propose_conf_change(cc)
+            except (NotLeaderError, ProposalDroppedError) as exc:
+                done.set_exception(Unavailable(str(exc)))
+                return
+            self._pending_conf[index] = done
+
+        self._ops.append(op)
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(done, timeout=self.config.request_timeout_ms / 1000.0)
+        except TimeoutError:
+            raise Timeout("configuration change not applied in time") from None
+
+    async def add_member(self, node_id: int, grpc_address: str, http_address: str) -> None:
+        if node_id < 1:
+            raise ValueError("node id must be >= 1")
+        if node_id in self.conf_state.voters or node_id in self.conf_state.learners:
+            raise ValueError(f"node {node_id} is already a member")
+        info = MemberInfo(f"node-{node_id}", grpc_address, http_address)
+        await self._conf_change(ConfChange(ConfChangeType.ADD_LEARNER, node_id, info.to_context()))
+
+    async def promote_member(self, node_id: int) -> None:
+        if node_id not in self.conf_state.learners:
+            raise ValueError(f"node {node_id} is not a learner")
+        self._require_leader()
+        st = self.core.status()
+        pr = st.progress.get(node_id)
+        if pr is None or st.last_index - pr.match > READY_LAG:
+            raise ValueError(f"learner {node_id} has not caught up yet")
+        info = self.members.get(node_id)
+        await self._conf_change(
+            ConfChange(ConfChangeType.PROMOTE, node_id, info.to_context() if info else b"")
+        )
+
+    async def remove_member(self, node_id: int) -> None:
+        if node_id not in self.conf_state.voters and node_id not in self.conf_state.learners:
+            raise ValueError(f"node {node_id} is not a member")
+        await self._conf_change(ConfChange(ConfChangeType.REMOVE, node_id))
+
+    async def transfer_leadership(self, target: int | None) -> int:
+        self._require_leader()
+        st = self.core.status()
+        if target is None:
+            candidates = [
+                (pr.match, peer)
+                for peer, pr in st.progress.items()
+                if peer != self.node_id and peer in st.conf_state.voters
+            ]
+            if not candidates:
+                raise ValueError("no other voter to hand leadership to")
+            target = max(candidates)[1]
+        elif target not in st.conf_state.voters:
+            raise ValueError(f"node {target} is not a voter")
+        if target == self.node_id:
+            return target
+        self._ops.append(lambda: self.core.transfer_leadership(target))
+        self._wakeup.set()
+        deadline = time.monotonic() + 2 * self.config.election_ms / 1000.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.config.heartbeat_ms / 4000.0)
+            if self.leader == target:
+                return target
+        raise Timeout(f"leadership did not move to {target} in time")
+
+
+def _save(storage: Any, entries: list[Entry], hard_state: Any, snapshot: Snapshot | None) -> None:
+    storage.save(entries=entries, hard_state=hard_state, snapshot=snapshot)
+
+
+def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> Any:
+    from exchange_node.storage import open_storage
+
+    return open_storage(cfg.data_dir, fsync=cfg.fsync, on_timing=on_timing)
+
+
+def _new_engine() -> Any:
+    from exchange_node.engine import Engine
+
+    return Engine()

@@ -1,0 +1,89 @@
+"""`exchange node`: run one Raft exchange node from flags and ``EXCHANGE_*`` variables.
+
+See docs/node-contract.md for every flag. The process serves the HTTP API,
+probes, metrics and admin API on ``--http-port`` and Raft peers on
+``--grpc-port``. SIGTERM (or Ctrl-C): a leader hands leadership over, the
+node flushes and exits within ``--shutdown-grace-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from exchange_node.server import config as node_config
+from exchange_node.server import logs, tracing
+
+log = logging.getLogger("exchange.node")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    node_config.add_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = node_config.from_args(args)
+    except node_config.ConfigError as exc:
+        print(f"exchange node: error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(run(cfg))
+
+
+async def run(cfg: node_config.NodeConfig) -> int:
+    from exchange_node.server.app import start_http
+    from exchange_node.server.identity import IdentityError
+    from exchange_node.server.shell import Node
+
+    node = Node(cfg)
+    try:
+        node.open()
+    except IdentityError as exc:
+        print(f"exchange node: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"exchange node: error: --data-dir {cfg.data_dir}: {exc}", file=sys.stderr)
+        return 1
+    tracing.setup(cfg.name, node.node_id)
+    try:
+        await node.start()
+    except OSError as exc:
+        print(f"exchange node: error: --grpc-port {cfg.grpc_port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        runner = await start_http(node, cfg.listen_host, cfg.http_port)
+    except OSError as exc:
+        print(f"exchange node: error: --http-port {cfg.http_port}: {exc}", file=sys.stderr)
+        await node.stop(0)
+        return 1
+    log.info(
+        "serving",
+        extra={
+            "http": f"{cfg.listen_host}:{cfg.http_port}",
+            "grpc": cfg.grpc_listen,
+            "advertise": cfg.advertise_address,
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": cfg.shutdown_grace_seconds})
+    try:
+        await asyncio.wait_for(node.stop(), timeout=cfg.shutdown_grace_seconds + 1.0)
+    except TimeoutError:
+        log.error("shutdown exceeded the grace period")
+    await runner.cleanup()
+    tracing.shutdown()
+    return 0

@@ -1,0 +1,8 @@
+"""tests/node: helpers (``node_fakes``, ``node_cluster``) importable by the tests here."""
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)

@@ -1,0 +1,131 @@
+"""The shell on its own: three ``Node``s in one event loop, real gRPC transport,
+the simulator's in-memory disk and a recording engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
+from exchange_node.server import config as node_config
+from exchange_node.server.shell import Node
+from exchange_node.service import NotLeader, Unavailable
+from exchange_node.sim.disk import SimStorage
+from node_fakes import RecordingEngine
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def make_config(
+    tmp: Path, node_id: int, grpc: dict[int, int], http: dict[int, int]
+) -> node_config.NodeConfig:
+    parser = argparse.ArgumentParser()
+    node_config.add_arguments(parser)
+    peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in grpc.items())
+    peer_http = ",".join(f"{i}=127.0.0.1:{p}" for i, p in http.items())
+    args = parser.parse_args(
+        [
+            f"--node-id={node_id}",
+            f"--name=n{node_id}",
+            f"--peers={peers}",
+            f"--peer-http={peer_http}",
+            "--listen-host=127.0.0.1",
+            f"--grpc-port={grpc[node_id]}",
+            f"--http-port={http[node_id]}",
+            f"--data-dir={tmp / f'n{node_id}'}",
+            "--election-ms=300",
+            "--heartbeat-ms=30",
+            "--snapshot-threshold=40",
+        ]
+    )
+    return node_config.from_args(args, env={})
+
+
+def order(i: int) -> NewOrder:
+    return NewOrder("alice", f"o{i}", "BTC-USD", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 100, 1)
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    ports = free_ports(6)
+    grpc = {1: ports[0], 2: ports[1], 3: ports[2]}
+    http = {1: ports[3], 2: ports[4], 3: ports[5]}
+    disks = {i: SimStorage() for i in grpc}
+    nodes = {
+        i: Node(
+            make_config(tmp_path, i, grpc, http),
+            engine_factory=RecordingEngine,
+            storage_factory=lambda cfg, timing, d=disks[i]: d,
+        )
+        for i in grpc
+    }
+    for node in nodes.values():
+        await node.start()
+    yield nodes
+    for node in nodes.values():
+        if not node._stopped.is_set():
+            await node.stop(0.5)
+
+
+def leader_of(nodes: dict[int, Node]) -> Node | None:
+    leaders = [n for n in nodes.values() if n.role.name == "LEADER"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+async def test_three_nodes_elect_replicate_and_agree(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster.values() if n is not leader)
+    with pytest.raises((NotLeader, Unavailable)) as exc:
+        await follower.submit([order(0)])
+    if isinstance(exc.value, NotLeader):
+        assert exc.value.leader_id == leader.node_id
+        assert exc.value.leader_http == leader.config.advertise_http
+    results = await asyncio.gather(*(leader.submit([order(i)]) for i in range(1, 101)))
+    assert [r[0].command.client_order_id for r in results] == [f"o{i}" for i in range(1, 101)]
+    target = leader.applied_index
+    await wait_for(lambda: all(n.applied_index >= target for n in cluster.values()))
+    hashes = {n.engine.state_hash() for n in cluster.values()}
+    assert len(hashes) == 1
+    ids = [cid for _, cid in leader.engine.applied]
+    assert ids == [f"o{i}" for i in range(1, 101)]
+    # The leader listed the configured symbols through the log.
+    assert all(n.engine.symbols() == ["BTC-USD", "ETH-USD"] for n in cluster.values())
+    # Automatic snapshots happened (threshold 40 entries).
+    assert leader._snapshot_index > 0
+    await follower.read_barrier()
+    assert follower.applied_index >= target
+    st = leader.status()
+    assert st.role == "leader" and len(st.members) == 3
+    assert {m.http_address for m in st.members} == {
+        n.config.advertise_http for n in cluster.values()
+    }
+
+
+async def test_leadership_transfer_moves_the_leader(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    await leader.submit([order(1)])
+    target = await leader.transfer_leadership(None)
+    assert target != leader.node_id
+    await wait_for(lambda: leader_of(cluster) is not None and leader_of(cluster).node_id == target)
