@@ -1,0 +1,844 @@
+"""One simulated cluster on virtual time, driven by one seed.
+
+Everything that happens is an event on a heap ordered by virtual time
+(milliseconds); one popped event is one *step*: a node's clock ticks, a
+message is delivered or dropped, a client proposes or reads, the nemesis
+injects a fault, a crashed node restarts. Every random choice comes from
+one ``random.Random(seed)``, so a seed replays exactly.
+
+The run alternates between *chaos* and *calm*. During chaos the nemesis
+crashes nodes (sometimes in the middle of a write), partitions the network
+(symmetric, one-way, isolated leader, bridge), drops, duplicates and delays
+messages, changes the membership (add a learner, promote it, remove a
+member, the leader included) and moves leadership, while clients keep
+proposing and reading and nodes keep compacting their logs, so snapshots
+are installed in the middle of it all. At the end of chaos everything
+heals: crashed nodes restart, links return, the weather clears. Then a
+liveness probe proposes marker entries until one commits; if none has
+committed within ``LIVENESS_BOUND_MS`` of the heal, that is a violation.
+
+The invariants of ``checkers.Checker`` are checked as each node persists,
+sends and applies, that is after every step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from exchange_node.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    MessageType,
+    NotLeaderError,
+    ProposalDroppedError,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from exchange_node.sim.app import HashChainApp
+from exchange_node.sim.checkers import Checker, NodeWatch, Violation
+from exchange_node.sim.disk import SimStorage
+from exchange_node.sim.network import Network
+
+TICK_MS = 10
+"""Nominal interval between two ticks of a node's clock (each node drifts a little)."""
+LIVENESS_BOUND_MS = 4_000
+"""After a heal, some proposal must commit within this much virtual time."""
+PROBE_INTERVAL_MS = 60
+MAX_MEMBERS = 7
+MAX_READY_ROUNDS = 64
+
+# Event kinds (small ints keep heap entries cheap to compare and build).
+_TICK = 0
+_DELIVER = 1
+_CLIENT = 2
+_NEMESIS = 3
+_RESTART = 4
+_HEAL = 5
+_CHAOS = 6
+_PROBE = 7
+_DEADLINE = 8
+_START = 9
+_RETIRE = 10
+_COMPACT = 11
+
+_LEADER = Role.LEADER
+_SNAP = MessageType.SNAP
+_APP = MessageType.APP
+_CONF_CHANGE = EntryType.CONF_CHANGE
+_ROLE_CHAR = {0: "F", 1: "p", 2: "C", 3: "L"}
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """What one seed's cluster looks like; derived from the seed."""
+
+    nodes: int
+    election_tick: int
+    heartbeat_tick: int
+    max_msg_entries: int
+    max_msg_bytes: int
+    max_inflight: int
+    pre_vote: bool
+    check_quorum: bool
+
+    @classmethod
+    def for_seed(cls, rng: random.Random, nodes: int) -> SimSettings:
+        return cls(
+            nodes=nodes,
+            election_tick=rng.choice((8, 10, 12)),
+            heartbeat_tick=rng.choice((1, 2, 3)),
+            max_msg_entries=rng.choice((1, 2, 4, 16, 256)),
+            max_msg_bytes=rng.choice((64, 512, 1 << 20)),
+            max_inflight=rng.choice((1, 2, 4, 64)),
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.8,
+        )
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    nodes: int
+    steps: int
+    virtual_ms: int
+    violation: str | None = None
+    violation_step: int | None = None
+    digest: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class SimNode:
+    """One member: its disk survives crashes; its core and application do not."""
+
+    __slots__ = (
+        "alive",
+        "app",
+        "core",
+        "crash_on_write",
+        "id",
+        "incarnation",
+        "initial",
+        "leader",
+        "retired",
+        "role",
+        "storage",
+        "term",
+        "tick_ms",
+        "watch",
+    )
+
+    def __init__(self, node_id: int, tick_ms: int, initial: bool) -> None:
+        self.id = node_id
+        self.storage = SimStorage()
+        self.watch = NodeWatch(node_id)
+        self.core: Any = None
+        self.app = HashChainApp()
+        self.alive = False
+        self.retired = False
+        self.initial = initial
+        self.incarnation = 0
+        self.role = Role.FOLLOWER
+        self.leader = 0
+        self.term = 0
+        self.tick_ms = tick_ms
+        self.crash_on_write = False
+
+
+def nodes_for_seed(seed: int, nodes: str | int) -> int:
+    """``mixed`` alternates 3- and 5-node clusters by seed."""
+    if nodes == "mixed":
+        return 3 if seed % 2 == 0 else 5
+    return int(nodes)
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        nodes: int = 3,
+        *,
+        raft: ModuleType | None = None,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        if raft is None:
+            import exchange_node.raft as raft
+        self.raft = raft
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.settings = SimSettings.for_seed(self.rng, nodes)
+        self.trace = trace
+        self.now = 0
+        self.step = 0
+        self.heap: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self.network = Network()
+        self.checker = Checker(on_commit=self._on_commit)
+        self.nodes: dict[int, SimNode] = {}
+        self.next_node_id = nodes + 1
+        self.bootstrap = [ConfChange(ConfChangeType.PROMOTE, i, b"") for i in range(1, nodes + 1)]
+        self.chaos = False
+        self.heal_round = 0
+        self.healed_at = 0
+        self.markers: dict[bytes, int] = {}
+        self.live_rounds: set[int] = set()
+        self.proposals = 0
+        self.reads = 0
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "ticks",
+                "delivered",
+                "dropped",
+                "duplicated",
+                "crashes",
+                "torn_writes",
+                "restarts",
+                "partitions",
+                "elections",
+                "snapshots_sent",
+                "snapshots_installed",
+                "compactions",
+                "conf_changes",
+                "transfers",
+                "reads_answered",
+                "heals",
+                "max_recovery_ms",
+            ),
+            0,
+        )
+        for node_id in range(1, nodes + 1):
+            node = SimNode(node_id, TICK_MS + self.rng.randint(-1, 1), initial=True)
+            self.nodes[node_id] = node
+            self._boot(node)
+        self._heal()
+        self._push(self.rng.randint(1, 30), _CLIENT, None)
+        self._push(self.rng.randint(1, 200), _COMPACT, None)
+
+    # -- the event loop ---------------------------------------------------------
+
+    def _push(self, at: int, kind: int, arg: Any, arg2: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (at, self._seq, kind, arg, arg2))
+
+    def run(self, steps: int) -> SeedResult:
+        heap = self.heap
+        pop = heapq.heappop
+        handlers = (
+            self._on_tick,
+            self._on_deliver,
+            self._on_client,
+            self._on_nemesis,
+            self._on_restart,
+            self._on_heal,
+            self._on_chaos,
+            self._on_probe,
+            self._on_deadline,
+            self._on_start,
+            self._on_retire,
+            self._on_compact,
+        )
+        violation = None
+        try:
+            while self.step < steps and heap:
+                at, _, kind, arg, arg2 = pop(heap)
+                self.now = at
+                if handlers[kind](arg, arg2) is False:
+                    continue  # a stale event (a tick of a crashed node): not a step
+                self.step += 1
+        except Violation as exc:
+            violation = str(exc)
+        except Exception as exc:  # the core failed an assertion or raised: also a bug
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            violation = (
+                f"{type(exc).__name__} raised at {frame.filename.rsplit('/', 1)[-1]}:"
+                f"{frame.lineno} ({frame.name}): {exc}"
+            )
+        result = SeedResult(
+            seed=self.seed,
+            nodes=self.settings.nodes,
+            steps=self.step,
+            virtual_ms=self.now,
+            digest=self.digest(),
+            stats=dict(self.stats),
+        )
+        if violation is not None:
+            result.violation = violation
+            result.violation_step = self.step + 1
+            if self.trace:
+                self.trace(f"VIOLATION at step {self.step + 1}: {violation}")
+        return result
+
+    def digest(self) -> int:
+        """A fingerprint of the whole run: equal digests mean identical runs."""
+        state = [self.step, self.now, self.checker.commit_index, self.checker.chains[-1]]
+        for node in self.nodes.values():
+            hard = node.storage.hard_state
+            state.extend((node.id, hard.term, hard.vote, hard.commit, node.storage.last_index()))
+        for name in sorted(self.stats):
+            state.append(self.stats[name])
+        return hash(tuple(state)) & 0xFFFFFFFFFFFF
+
+    # -- nodes ------------------------------------------------------------------
+
+    def _config(self, node_id: int) -> Any:
+        s = self.settings
+        return self.raft.RaftConfig(
+            node_id,
+            election_tick=s.election_tick,
+            heartbeat_tick=s.heartbeat_tick,
+            max_msg_entries=s.max_msg_entries,
+            max_msg_bytes=s.max_msg_bytes,
+            max_inflight=s.max_inflight,
+            pre_vote=s.pre_vote,
+            check_quorum=s.check_quorum,
+            seed=self.rng.getrandbits(32),
+        )
+
+    def _boot(self, node: SimNode) -> None:
+        """Start (or restart) a node from whatever its disk holds."""
+        recovered = node.storage.recover()
+        bootstrap = self.bootstrap if node.initial and node.storage.is_empty() else None
+        node.core = self.raft.RaftCore(
+            self._config(node.id),
+            hard_state=recovered.hard_state,
+            snapshot=recovered.snapshot,
+            entries=recovered.entries,
+            bootstrap=bootstrap,
+        )
+        self.checker.on_restart(node.watch, recovered.hard_state, recovered.snapshot)
+        node.app = HashChainApp()
+        if recovered.snapshot is not None:
+            node.app.restore(recovered.snapshot.data)
+        node.alive = True
+        node.incarnation += 1
+        node.role = Role.FOLLOWER
+        node.leader = 0
+        node.term = recovered.hard_state.term
+        node.crash_on_write = False
+        self._push(self.now + self.rng.randint(1, node.tick_ms), _TICK, node, node.incarnation)
+        self._process(node)
+
+    def _crash(self, node: SimNode, torn: bool) -> None:
+        self.stats["crashes"] += 1
+        node.storage.crash(self.rng if torn else None)
+        node.core = None
+        node.alive = False
+        node.incarnation += 1
+        node.role = Role.FOLLOWER
+        node.leader = 0
+
+    def _process(self, node: SimNode) -> None:
+        """Drain the core's Ready batches: persist, send, apply, advance."""
+        core = node.core
+        checker = self.checker
+        storage = node.storage
+        watch = node.watch
+        for _ in range(MAX_READY_ROUNDS):
+            if not core.has_ready():
+                return
+            rd: Ready = core.ready()
+            soft = rd.soft_state
+            entries = rd.entries
+            hard = rd.hard_state
+            snapshot = rd.snapshot
+            if snapshot is not None or entries or hard is not None:
+                role = soft.role if soft is not None else node.role
+                checker.on_persist(
+                    watch,
+                    storage,
+                    entries=entries,
+                    hard_state=hard,
+                    snapshot=snapshot,
+                    is_leader=role == _LEADER,
+                )
+                storage.write(entries=entries, hard_state=hard, snapshot=snapshot)
+                if node.crash_on_write:
+                    self.stats["torn_writes"] += 1
+                    self._note(f"node {node.id} crashes before its write is synced")
+                    self._crash(node, torn=True)
+                    self._schedule_restart(node)
+                    return
+                storage.sync()
+                checker.after_persist(watch, storage, entries=entries, hard_state=hard)
+                if hard is not None:
+                    node.term = hard.term
+            if rd.messages:
+                checker.on_messages(node.id, rd.messages)
+                self._send(rd.messages)
+            if snapshot is not None:
+                self.stats["snapshots_installed"] += 1
+                checker.on_snapshot(watch, snapshot)
+                node.app.restore(snapshot.data)
+            committed = rd.committed_entries
+            if committed:
+                checker.on_apply(watch, committed)
+                apply = node.app.apply
+                for entry in committed:
+                    apply(entry)
+            if rd.read_states:
+                self.stats["reads_answered"] += len(rd.read_states)
+                checker.on_read_states(node.id, rd.read_states)
+            if soft is not None:
+                if soft.role == _LEADER and node.role != _LEADER:
+                    self.stats["elections"] += 1
+                    term = core.status().term
+                    self._note(f"node {node.id} becomes leader of term {term}")
+                    checker.on_leader(watch, storage, term)
+                node.role = soft.role
+                node.leader = soft.leader
+            core.advance(rd)
+        raise Violation(f"node {node.id} still has work after {MAX_READY_ROUNDS} Ready rounds")
+
+    def _send(self, messages: list[Any]) -> None:
+        network = self.network
+        rng = self.rng
+        now = self.now
+        push = self._push
+        for message in messages:
+            push(now + network.latency(rng), _DELIVER, message)
+            if network.duplicate_rate and rng.random() < network.duplicate_rate:
+                self.stats["duplicated"] += 1
+                push(now + network.latency(rng), _DELIVER, message)
+
+    def _leader(self) -> SimNode | None:
+        """The live node that believes it leads the newest term, if any."""
+        best = None
+        for node in self.nodes.values():
+            if node.alive and node.role == _LEADER and (best is None or node.term > best.term):
+                best = node
+        return best
+
+    def _live_nodes(self) -> list[SimNode]:
+        return [node for node in self.nodes.values() if node.alive]
+
+    def _note(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"      {text}")
+
+    def _trace_step(self, event: str) -> None:
+        parts = []
+        for node in self.nodes.values():
+            if node.retired:
+                continue
+            if not node.alive:
+                parts.append(f"{node.id}:down")
+                continue
+            status = node.core.status()
+            parts.append(
+                f"{node.id}:{_ROLE_CHAR[int(status.role)]}{status.term}"
+                f" c{status.commit} a{node.app.applied} l{status.last_index}"
+            )
+        assert self.trace is not None
+        self.trace(f"{self.step + 1:6d} t={self.now:<7d} {event:<44s} | {' '.join(parts)}")
+
+    # -- event handlers (return False for a stale event that is not a step) ------
+
+    def _on_tick(self, node: SimNode, incarnation: int) -> bool | None:
+        if node.incarnation != incarnation or not node.alive:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"tick {node.id}")
+        self.stats["ticks"] += 1
+        node.core.tick()
+        self._push(self.now + node.tick_ms, _TICK, node, incarnation)
+        self._process(node)
+        return None
+
+    def _on_deliver(self, message: Any, _: Any) -> None:
+        node = self.nodes.get(message.to)
+        sender = self.nodes.get(message.frm)
+        arrives = (
+            node is not None
+            and node.alive
+            and self.network.passes(message.frm, message.to, self.rng)
+        )
+        is_snapshot = message.type == _SNAP
+        if self.trace is not None:
+            verb = "deliver" if arrives else "drop"
+            detail = f" i{message.index}+{len(message.entries)}" if message.entries else ""
+            self._trace_step(
+                f"{verb} {MessageType(message.type).name} {message.frm}->{message.to} "
+                f"t{message.term}{detail}{' reject' if message.reject else ''}"
+            )
+        if not arrives:
+            self.stats["dropped"] += 1
+            if sender is not None and sender.alive and sender.role == _LEADER:
+                # The transport notices a broken stream (sometimes): tell the leader.
+                if is_snapshot:
+                    sender.core.report_snapshot(message.to, False)
+                    self._process(sender)
+                elif message.type == _APP and self.rng.random() < 0.5:
+                    sender.core.report_unreachable(message.to)
+                    self._process(sender)
+            return
+        assert node is not None
+        self.stats["delivered"] += 1
+        node.core.step(message)
+        self._process(node)
+        if is_snapshot:
+            self.stats["snapshots_sent"] += 1
+            if sender is not None and sender.alive:
+                sender.core.report_snapshot(message.to, True)
+                self._process(sender)
+
+    def _on_client(self, _: Any, __: Any) -> None:
+        rng = self.rng
+        self._push(self.now + rng.randint(3, 40), _CLIENT, None)
+        roll = rng.random()
+        if roll < 0.8:
+            count = 1 if roll < 0.5 else rng.randint(2, 12)
+            self._propose(count)
+        else:
+            self._read_index()
+
+    def _target(self) -> SimNode | None:
+        """Where a client sends a request: usually the leader, sometimes anyone."""
+        leader = self._leader()
+        if leader is not None and self.rng.random() < 0.85:
+            return leader
+        live = self._live_nodes()
+        return self.rng.choice(live) if live else None
+
+    def _propose(self, count: int, marker: bytes | None = None) -> None:
+        node = self._target()
+        if node is None:
+            if self.trace is not None:
+                self._trace_step("propose: no live node")
+            return
+        rng = self.rng
+        if marker is not None:
+            datas = [marker]
+        else:
+            datas = []
+            for _ in range(count):
+                self.proposals += 1
+                pad = b"." * rng.choice((0, 0, 0, 40, 300))
+                datas.append(b"c%d%s" % (self.proposals, pad))
+        for data in datas:
+            self.checker.on_propose(data)
+        for _attempt in range(2):
+            if self.trace is not None:
+                self._trace_step(f"propose {len(datas)} at {node.id} ({datas[0][:12]!r})")
+            try:
+                if len(datas) == 1:
+                    node.core.propose(datas[0])
+                else:
+                    node.core.propose_many(datas)
+            except NotLeaderError as exc:
+                hinted = self.nodes.get(exc.leader)
+                if hinted is None or not hinted.alive or hinted is node:
+                    return
+                node = hinted  # follow the hint once, as a client would
+                continue
+            except ProposalDroppedError:
+                return
+            self._process(node)
+            return
+
+    def _read_index(self) -> None:
+        node = self._target()
+        if node is None:
+            return
+        self.reads += 1
+        context = b"r%d" % self.reads
+        if self.trace is not None:
+            self._trace_step(f"read_index at {node.id} ({context!r})")
+        self.checker.on_read(context)
+        try:
+            node.core.read_index(context)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        self._process(node)
+
+    def _on_compact(self, _: Any, __: Any) -> None:
+        """A node snapshots its application at the applied index and compacts its log."""
+        rng = self.rng
+        self._push(self.now + rng.randint(20, 250), _COMPACT, None)
+        live = [n for n in self._live_nodes() if n.app.applied > n.storage.snapshot_index]
+        if not live:
+            return
+        node = rng.choice(live)
+        index = node.app.applied
+        snapshot = Snapshot(
+            SnapshotMeta(index, self.checker.terms[index], self.checker.conf_at(index)),
+            node.app.snapshot_data(),
+        )
+        if self.trace is not None:
+            self._trace_step(f"compact {node.id} at {index}")
+        self.stats["compactions"] += 1
+        node.storage.save_snapshot(snapshot)
+        node.core.compact(snapshot)
+        self._process(node)
+
+    # -- chaos and calm ------------------------------------------------------------
+
+    def _heal(self) -> None:
+        """End of chaos: every crashed node restarts and the network recovers."""
+        self.chaos = False
+        self.network.heal()
+        self.heal_round += 1
+        self.healed_at = self.now
+        self.stats["heals"] += 1
+        for node in self.nodes.values():
+            node.crash_on_write = False
+            if not node.alive and not node.retired and node.incarnation > 0:
+                self.stats["restarts"] += 1
+                self._boot(node)
+        self._push(self.now + 1, _PROBE, self.heal_round)
+        self._push(self.now + LIVENESS_BOUND_MS, _DEADLINE, self.heal_round)
+
+    def _on_heal(self, _: Any, __: Any) -> None:
+        if self.trace is not None:
+            self._trace_step("heal: restart all, reconnect, clear weather")
+        self._heal()
+
+    def _on_chaos(self, _: Any, __: Any) -> None:
+        rng = self.rng
+        self.chaos = True
+        if self.trace is not None:
+            self._trace_step("chaos begins")
+        self._push(self.now + rng.randint(200, 1500), _HEAL, None)
+        self._push(self.now + rng.randint(1, 30), _NEMESIS, None)
+
+    def _on_probe(self, heal_round: int, _: Any) -> bool | None:
+        if heal_round != self.heal_round or heal_round in self.live_rounds:
+            return False
+        self._push(self.now + PROBE_INTERVAL_MS, _PROBE, heal_round)
+        marker = b"live%d.%d" % (heal_round, self.now)
+        self.markers[marker] = heal_round
+        self._propose(1, marker)
+        return None
+
+    def _on_deadline(self, heal_round: int, _: Any) -> bool | None:
+        if heal_round in self.live_rounds or heal_round != self.heal_round:
+            return False
+        raise Violation(
+            f"liveness: nothing proposed after the heal at t={self.healed_at}ms committed "
+            f"within {LIVENESS_BOUND_MS}ms"
+        )
+
+    def _on_commit(self, entry: Entry) -> None:
+        """The global history grew by ``entry`` (called by the checker)."""
+        if entry.type == _CONF_CHANGE:
+            self.stats["conf_changes"] += 1
+            change = ConfChange.decode(entry.data)
+            node = self.nodes.get(change.node_id)
+            if change.type == ConfChangeType.REMOVE:
+                if node is not None and not node.retired:
+                    # The operator deletes the pod some time after the removal commits.
+                    self._push(self.now + self.rng.randint(0, 300), _RETIRE, node)
+            elif node is None:
+                # A new member's process starts once the leader has added it.
+                fresh = SimNode(change.node_id, TICK_MS + self.rng.randint(-1, 1), initial=False)
+                self.nodes[change.node_id] = fresh
+                self._push(self.now + self.rng.randint(0, 50), _START, fresh)
+            return
+        heal_round = self.markers.get(entry.data)
+        if heal_round == self.heal_round and heal_round not in self.live_rounds:
+            self.live_rounds.add(heal_round)
+            recovery = self.now - self.healed_at
+            self.stats["max_recovery_ms"] = max(self.stats["max_recovery_ms"], recovery)
+            self._note(f"liveness: committed {recovery}ms after the heal")
+            self._push(self.now + self.rng.randint(50, 400), _CHAOS, None)
+
+    def _on_start(self, node: SimNode, _: Any) -> bool | None:
+        if node.retired or node.alive:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"start new member {node.id}")
+        self._boot(node)
+        return None
+
+    def _on_retire(self, node: SimNode, _: Any) -> bool | None:
+        if node.retired:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"retire removed member {node.id}")
+        node.retired = True
+        node.alive = False
+        node.core = None
+        node.incarnation += 1
+        return None
+
+    def _on_restart(self, node: SimNode, incarnation: int) -> bool | None:
+        if node.alive or node.retired or node.incarnation != incarnation:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"restart {node.id}")
+        self.stats["restarts"] += 1
+        self._boot(node)
+        return None
+
+    def _schedule_restart(self, node: SimNode) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.4:
+            downtime = rng.randint(1, 30)
+        elif roll < 0.8:
+            downtime = rng.randint(50, 600)
+        else:
+            return  # stays down until the heal
+        self._push(self.now + downtime, _RESTART, node, node.incarnation)
+
+    def _on_nemesis(self, _: Any, __: Any) -> bool | None:
+        if not self.chaos:
+            return False
+        rng = self.rng
+        self._push(self.now + rng.randint(5, 80), _NEMESIS, None)
+        action = rng.choices(_NEMESIS_ACTIONS, _NEMESIS_WEIGHTS)[0]
+        action(self)
+        return None
+
+    # -- the nemesis' repertoire ------------------------------------------------
+
+    def _members(self) -> list[int]:
+        return [
+            node.id for node in self.nodes.values() if not node.retired and node.incarnation > 0
+        ]
+
+    def _nemesis_crash(self) -> None:
+        live = self._live_nodes()
+        if not live:
+            return
+        leader = self._leader()
+        node = leader if leader is not None and self.rng.random() < 0.4 else self.rng.choice(live)
+        torn = self.rng.random() < 0.3
+        if self.trace is not None:
+            self._trace_step(f"crash {node.id}{' (torn)' if torn else ''}")
+        if torn:
+            self.stats["torn_writes"] += 1
+        self._crash(node, torn)
+        self._schedule_restart(node)
+
+    def _nemesis_crash_on_write(self) -> None:
+        live = self._live_nodes()
+        if live:
+            node = self.rng.choice(live)
+            if self.trace is not None:
+                self._trace_step(f"arm crash of {node.id} at its next write")
+            node.crash_on_write = True
+
+    def _nemesis_restart(self) -> None:
+        down = [n for n in self.nodes.values() if not n.alive and not n.retired and n.incarnation]
+        if down:
+            node = self.rng.choice(down)
+            if self.trace is not None:
+                self._trace_step(f"restart {node.id}")
+            self.stats["restarts"] += 1
+            self._boot(node)
+
+    def _nemesis_partition(self) -> None:
+        kind = self.rng.choice(("split", "one-way", "isolate-leader", "bridge"))
+        leader = self._leader()
+        self.network.partition(self._members(), self.rng, kind, leader.id if leader else 0)
+        self.stats["partitions"] += 1
+        if self.trace is not None:
+            self._trace_step(f"partition: {self.network.description}")
+
+    def _nemesis_heal_links(self) -> None:
+        self.network.heal_links()
+        if self.trace is not None:
+            self._trace_step("links healed")
+
+    def _nemesis_weather(self) -> None:
+        self.network.set_weather(self.rng)
+        if self.trace is not None:
+            self._trace_step(f"weather: {self.network.description}")
+
+    def _nemesis_membership(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        rng = self.rng
+        conf = self.checker.conf_state
+        members = len(conf.voters) + len(conf.learners)
+        choices = []
+        if members < MAX_MEMBERS:
+            choices.append("add")
+        if conf.learners:
+            choices.append("promote")
+        if len(conf.voters) > 3 or conf.learners:
+            choices.append("remove")
+        if not choices:
+            return
+        kind = rng.choice(choices)
+        if kind == "add":
+            change = ConfChange(ConfChangeType.ADD_LEARNER, self.next_node_id, b"")
+        elif kind == "promote":
+            change = ConfChange(ConfChangeType.PROMOTE, rng.choice(conf.learners), b"")
+        else:
+            pool = list(conf.learners)
+            if len(conf.voters) > 3:
+                pool.extend(conf.voters)
+            victim = leader.id if leader.id in pool and rng.random() < 0.3 else rng.choice(pool)
+            change = ConfChange(ConfChangeType.REMOVE, victim, b"")
+        if self.trace is not None:
+            self._trace_step(
+                f"propose {ConfChangeType(change.type).name} {change.node_id} at {leader.id}"
+            )
+        try:
+            leader.core.propose_conf_change(change)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        if kind == "add":
+            self.next_node_id += 1
+        self._process(leader)
+
+    def _nemesis_transfer(self) -> None:
+        live = self._live_nodes()
+        voters = self.checker.conf_state.voters
+        if not live or len(voters) < 2:
+            return
+        node = self._leader() if self.rng.random() < 0.8 else self.rng.choice(live)
+        if node is None:
+            return
+        target = self.rng.choice([v for v in voters if v != node.id] or list(voters))
+        if self.trace is not None:
+            self._trace_step(f"transfer leadership {node.id} -> {target}")
+        self.stats["transfers"] += 1
+        try:
+            node.core.transfer_leadership(target)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        self._process(node)
+
+
+_NEMESIS_TABLE: tuple[tuple[Callable[[Simulation], None], int], ...] = (
+    (Simulation._nemesis_crash, 10),
+    (Simulation._nemesis_crash_on_write, 4),
+    (Simulation._nemesis_restart, 6),
+    (Simulation._nemesis_partition, 8),
+    (Simulation._nemesis_heal_links, 5),
+    (Simulation._nemesis_weather, 5),
+    (Simulation._nemesis_membership, 7),
+    (Simulation._nemesis_transfer, 5),
+)
+_NEMESIS_ACTIONS = [action for action, _ in _NEMESIS_TABLE]
+_NEMESIS_WEIGHTS = [weight for _, weight in _NEMESIS_TABLE]
+
+
+def run_seed(
+    seed: int,
+    steps: int,
+    nodes: str | int = "mixed",
+    *,
+    raft: ModuleType | None = None,
+    trace: Callable[[str], None] | None = None,
+) -> SeedResult:
+    """Run one seed for ``steps`` steps and report what happened."""
+    simulation = Simulation(seed, nodes_for_seed(seed, nodes), raft=raft, trace=trace)
+    return simulation.run(steps)
+
+
+def print_trace(line: str) -> None:
+    sys.stdout.write(line + "\n")
