@@ -122,6 +122,8 @@ class RejectReason(IntEnum):
     POST_ONLY_WOULD_TAKE = 14
     SYMBOL_EXISTS = 15
     INVALID_SYMBOL_SPEC = 16
+    MALFORMED_BATCH = 17
+    """The log entry could not be decoded (``CommandDecodeError``); nothing was applied."""
 
 
 class Rejection(NamedTuple):
@@ -337,7 +339,9 @@ def validate_format(command: Command, symbols: Mapping[str, _SymbolLike]) -> Rej
         rejection = _check_str(command.client_id, "client_id")
         if rejection:
             return rejection
-        if command.symbol is not None and command.symbol not in symbols:
+        if command.symbol is not None and (
+            not isinstance(command.symbol, str) or command.symbol not in symbols
+        ):
             return Rejection(RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {command.symbol!r}")
         return None
     if isinstance(command, AddSymbol):

@@ -1,0 +1,1285 @@
+"""The exchange state machine: apply committed commands, answer queries, snapshot.
+
+Determinism. The engine reads no clock, no random source and no environment.
+Time is the leader's stamp on the log entry, made monotonic here (the engine's
+clock is ``max(previous, stamp)`` so a new leader with a slower clock cannot
+move it backwards). Order ids are a counter; trade ids are
+``(log_index << 24) | n`` for the n-th fill of that log entry. Every
+iteration whose order can show in events or state is over a canonical order
+(book priority, order id, FIFO), never over a hash or a dict filled in a
+different order after a restore.
+
+Rules, in the order the checks are made for a new order:
+
+1. Exactly-once. A command carrying a ``(client_id, client_order_id)`` key
+   (a ``NewOrder``, or a ``CancelReplace`` by its ``new_client_order_id``)
+   whose key is in the retention table returns the *original* result object
+   and changes nothing. Retention: the results of the last ``dedup_window``
+   keyed commands (default 65,536), whatever their outcome, in apply order
+   (a global FIFO, included in snapshots). After a key has left the window, a
+   command reusing it is rejected ``DUPLICATE_CLIENT_ORDER_ID`` while the
+   order it named is still live, and is a new command once that order is gone.
+2. Format (``validate_format``): ids, symbol, quantity > 0 and on the lot
+   grid, limit price > 0 and on the tick grid, market price 0, post-only
+   only for GTC limits.
+3. ``DUPLICATE_CLIENT_ORDER_ID``, then ``SYMBOL_HALTED``.
+4. Price band: with ``price_band_bps`` > 0 and a reference (the last trade,
+   else the symbol's reference price, else no band) a limit price must lie in
+   ``[ceil(ref * (1 - bps/10^4)), floor(ref * (1 + bps/10^4))]``; a market
+   order sweeps only up to that bound (its collar) and its remainder expires.
+5. Risk, per client and symbol (``SetRiskLimits``; 0 = unlimited): quantity
+   <= ``max_order_qty``; ``price * quantity`` <= ``max_notional`` (a market
+   order is valued at its collar, or the reference price without a band);
+   worst-case absolute position (position + same-side open quantity + this
+   order) <= ``max_position``.
+6. Post-only: rejected ``POST_ONLY_WOULD_TAKE`` if it would cross.
+7. Accepted. FOK: if the quantity it could fill now (walking the book in
+   priority order under the self-trade rule) is short, it expires whole and
+   nothing else happens. Then price-time matching (fills at the resting
+   order's price), self-trade prevention by the *incoming* order's mode
+   (``SelfTradeMode``), and the remainder rests (GTC limit) or expires (IOC,
+   FOK, market).
+
+A rejected command changes nothing but the retention table. Nothing a command
+carries makes ``apply`` raise: malformed input is a ``Rejected`` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from exchange_node.engine.book import BookSide, Level, RestingOrder
+from exchange_node.engine.commands import (
+    AddSymbol,
+    Cancel,
+    CancelReplace,
+    Command,
+    CommandDecodeError,
+    HaltSymbol,
+    MassCancel,
+    NewOrder,
+    OrderType,
+    Rejection,
+    RejectReason,
+    ResumeSymbol,
+    SelfTradeMode,
+    SetRiskLimits,
+    Side,
+    SymbolSpec,
+    TimeInForce,
+    check_price_quantity,
+    decode_batch,
+    validate_format,
+)
+from exchange_node.engine.events import (
+    Accepted,
+    BookUpdate,
+    Cancelled,
+    CancelReason,
+    CommandResult,
+    Event,
+    Expired,
+    Fill,
+    Rejected,
+    Replaced,
+    Status,
+    TradingStatus,
+)
+from exchange_node.engine.views import (
+    Analytics,
+    BestBidOffer,
+    Candle,
+    Depth,
+    OrderView,
+    Position,
+    RiskLimits,
+)
+
+DEFAULT_DEDUP_WINDOW = 65_536
+DEFAULT_FINISHED_WINDOW = 65_536
+DEFAULT_TRADE_HISTORY = 1_000
+DEFAULT_CANDLE_INTERVALS_NS = (1_000_000_000, 60_000_000_000)
+DEFAULT_CANDLE_HISTORY = 720
+TRADE_SEQ_BITS = 24
+"""Trade id = (log_index << 24) | n: room for 16.7 million fills per log entry."""
+MARKET_BUY_LIMIT = (1 << 63) - 1
+
+_BUY = Side.BUY
+_SELL = Side.SELL
+_GTC = TimeInForce.GTC
+_FOK = TimeInForce.FOK
+_LIMIT = OrderType.LIMIT
+_MARKET = OrderType.MARKET
+_CANCEL_RESTING = SelfTradeMode.CANCEL_RESTING
+_CANCEL_INCOMING = SelfTradeMode.CANCEL_INCOMING
+_TIFS = (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK)
+_STPS = (SelfTradeMode.CANCEL_RESTING, SelfTradeMode.CANCEL_INCOMING, SelfTradeMode.CANCEL_BOTH)
+_INT64_MAX = (1 << 63) - 1
+
+Touched = list[tuple["SymbolState", BookSide, int]]
+
+
+class SymbolState:
+    """A listed symbol: its spec, its two book sides, market data and analytics."""
+
+    __slots__ = (
+        "asks",
+        "bids",
+        "candles",
+        "last_price",
+        "notional",
+        "seq",
+        "spec",
+        "trade_count",
+        "trades",
+        "volume",
+    )
+
+    def __init__(self, spec: SymbolSpec, trade_history: int, candle_slots: int, history: int):
+        self.spec = spec
+        self.bids = BookSide(Side.BUY)
+        self.asks = BookSide(Side.SELL)
+        self.last_price = 0
+        """Price of the last trade, 0 before the first."""
+        self.seq = 0
+        """Sequence number of the last ``BookUpdate`` of this symbol."""
+        self.trades: deque[Fill] = deque(maxlen=trade_history)
+        self.trade_count = 0
+        self.volume = 0
+        self.notional = 0
+        self.candles: list[deque[list[int]]] = [deque(maxlen=history) for _ in range(candle_slots)]
+        """Per interval: [start_ns, open, high, low, close, volume, notional], oldest first."""
+
+
+def _reject(
+    reason: RejectReason,
+    message: str,
+    log_index: int,
+    client_id: Any = None,
+    client_order_id: Any = None,
+    order_id: int | None = None,
+) -> CommandResult:
+    return CommandResult(
+        log_index,
+        None,
+        Status.REJECTED,
+        [
+            Rejected(
+                reason,
+                message,
+                client_id if isinstance(client_id, str) else None,
+                client_order_id if isinstance(client_order_id, str) else None,
+                order_id if isinstance(order_id, int) else None,
+            )
+        ],
+    )
+
+
+def _good_key_part(value: object) -> bool:
+    if type(value) is str:
+        if 0 < len(value) <= 63:  # 63 characters are at most 252 UTF-8 bytes
+            return True
+        return len(value) > 0 and len(value.encode()) <= 255
+    return False
+
+
+class Engine:
+    """The deterministic exchange state machine. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        symbols: Iterable[AddSymbol | SymbolSpec] = (),
+        default_risk: RiskLimits | None = None,
+        *,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        finished_window: int = DEFAULT_FINISHED_WINDOW,
+        trade_history: int = DEFAULT_TRADE_HISTORY,
+        candle_intervals_ns: tuple[int, ...] = DEFAULT_CANDLE_INTERVALS_NS,
+        candle_history: int = DEFAULT_CANDLE_HISTORY,
+    ) -> None:
+        if dedup_window < 1 or finished_window < 1 or trade_history < 1 or candle_history < 1:
+            raise ValueError("retention sizes must be >= 1")
+        if any(interval <= 0 for interval in candle_intervals_ns):
+            raise ValueError("candle intervals must be positive")
+        self.dedup_window = dedup_window
+        self.finished_window = finished_window
+        self.trade_history = trade_history
+        self.candle_intervals_ns = tuple(candle_intervals_ns)
+        self.candle_history = candle_history
+
+        self._symbols: dict[str, SymbolState] = {}
+        self._specs: dict[str, SymbolSpec] = {}
+        self._orders: dict[int, RestingOrder] = {}
+        self._live_by_client: dict[str, dict[str, RestingOrder]] = {}
+        self._results: dict[tuple[str, str], CommandResult] = {}
+        self._result_fifo: deque[tuple[tuple[str, str], CommandResult]] = deque()
+        self._finished: dict[int, OrderView] = {}
+        self._finished_fifo: deque[int] = deque()
+        self._positions: dict[str, dict[str, Position]] = {}
+        self._default_limits = default_risk or RiskLimits()
+        self._client_limits: dict[str, RiskLimits] = {}
+        self._next_order_id = 1
+        self._trade_log_index = -1
+        self._trade_seq = 0
+        self._now = 0
+        self._log_index = 0
+        self.applied_index = 0
+        """Highest log index applied; ``apply_entry`` skips entries at or below it."""
+
+        self._handlers: dict[type, Any] = {
+            NewOrder: self._new_order,
+            Cancel: self._cancel,
+            CancelReplace: self._cancel_replace,
+            MassCancel: self._mass_cancel,
+            AddSymbol: self._add_symbol,
+            HaltSymbol: self._halt_symbol,
+            ResumeSymbol: self._resume_symbol,
+            SetRiskLimits: self._set_risk_limits,
+        }
+        for item in symbols:
+            spec = item if isinstance(item, SymbolSpec) else None
+            command = (
+                AddSymbol(
+                    item.symbol,
+                    item.tick_size,
+                    item.lot_size,
+                    item.price_band_bps,
+                    item.reference_price,
+                )
+                if spec is not None
+                else item
+            )
+            assert isinstance(command, AddSymbol)
+            rejection = validate_format(command, self._specs)
+            if rejection is not None:
+                raise ValueError(f"bad initial symbol {command.symbol!r}: {rejection.message}")
+            self._list_symbol(command, halted=spec.halted if spec is not None else False)
+
+    # ------------------------------------------------------------------ applying
+
+    def apply_entry(self, log_index: int, data: bytes) -> list[CommandResult]:
+        """Apply one committed log entry (a batch); one result per command.
+
+        An entry at or below ``applied_index`` was applied already (for example
+        it is older than the snapshot this engine was restored from) and is
+        skipped: the result is an empty list. A batch that does not decode
+        yields one ``MALFORMED_BATCH`` rejection and changes nothing else.
+        """
+        if log_index <= self.applied_index:
+            return []
+        try:
+            timestamp_ns, commands = decode_batch(data)
+        except CommandDecodeError as exc:
+            self.applied_index = log_index
+            return [_reject(RejectReason.MALFORMED_BATCH, str(exc), log_index)]
+        apply = self.apply
+        results = [
+            apply(command, log_index=log_index, timestamp_ns=timestamp_ns) for command in commands
+        ]
+        self.applied_index = log_index
+        return results
+
+    def apply(self, command: Command, *, log_index: int, timestamp_ns: int) -> CommandResult:
+        """Apply one command stamped with the log position and the leader's time."""
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            return _reject(
+                RejectReason.INVALID_FIELD, f"not a command: {type(command).__name__}", log_index
+            )
+        self._log_index = log_index
+        if type(timestamp_ns) is int and self._now < timestamp_ns <= _INT64_MAX:
+            self._now = timestamp_ns
+        if log_index > self.applied_index:
+            self.applied_index = log_index
+        result: CommandResult = handler(command)
+        return result
+
+    # ------------------------------------------------------------------ new orders
+
+    def _new_order(self, command: NewOrder) -> CommandResult:
+        client_id = command.client_id
+        client_order_id = command.client_order_id
+        log_index = self._log_index
+        keyed = _good_key_part(client_id) and _good_key_part(client_order_id)
+        key = (client_id, client_order_id)
+        if keyed:
+            original = self._results.get(key)
+            if original is not None:
+                return original
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            result = _reject(
+                rejection.reason, rejection.message, log_index, client_id, client_order_id
+            )
+            if keyed:
+                self._retain(key, result)
+            return result
+        result = self._accept_new_order(command, key)
+        self._retain(key, result)
+        return result
+
+    def _accept_new_order(self, command: NewOrder, key: tuple[str, str]) -> CommandResult:
+        client_id, client_order_id = key
+        log_index = self._log_index
+        live = self._live_by_client.get(client_id)
+        if live is not None and client_order_id in live:
+            return _reject(
+                RejectReason.DUPLICATE_CLIENT_ORDER_ID,
+                f"client order id {client_order_id!r} names live order "
+                f"{live[client_order_id].order_id}",
+                log_index,
+                client_id,
+                client_order_id,
+            )
+        symbol = command.symbol
+        state = self._symbols[symbol]
+        spec = state.spec
+        if spec.halted:
+            return _reject(
+                RejectReason.SYMBOL_HALTED,
+                f"{symbol} is halted",
+                log_index,
+                client_id,
+                client_order_id,
+            )
+        # Plain ints equal to enum members passed validation; events carry the members.
+        side = _BUY if command.side == _BUY else _SELL
+        buy = side == _BUY
+        quantity = command.quantity
+        market = command.order_type == _MARKET
+        order_type = _MARKET if market else _LIMIT
+        time_in_force = _TIFS[command.time_in_force]
+        stp = _STPS[command.stp]
+        price = command.price
+
+        # Price band, and a market order's collar.
+        reference = state.last_price or spec.reference_price
+        bps = spec.price_band_bps
+        if bps and reference:
+            low = -((-reference * (10_000 - bps)) // 10_000)
+            high = (reference * (10_000 + bps)) // 10_000
+            if market:
+                limit = high if buy else low
+                valuation = limit
+            else:
+                if price < low or price > high:
+                    return _reject(
+                        RejectReason.PRICE_BAND,
+                        f"price {price} outside band [{low}, {high}] around {reference}",
+                        log_index,
+                        client_id,
+                        client_order_id,
+                    )
+                limit = valuation = price
+        elif market:
+            limit = MARKET_BUY_LIMIT if buy else 0
+            valuation = reference
+        else:
+            limit = valuation = price
+
+        # Pre-trade risk.
+        limits = self._client_limits.get(client_id, self._default_limits)
+        positions = self._positions.get(client_id)
+        position = positions.get(symbol) if positions is not None else None
+        if limits.max_order_qty or limits.max_notional or limits.max_position:
+            rejection = _risk_check(limits, buy, quantity, valuation, position)
+            if rejection is not None:
+                return _reject(
+                    rejection.reason, rejection.message, log_index, client_id, client_order_id
+                )
+
+        opposite = state.asks if buy else state.bids
+        limit_key = limit if buy else -limit
+        opposite_keys = opposite.keys
+        crosses = bool(opposite_keys) and opposite_keys[0] <= limit_key
+        if command.post_only and crosses:
+            return _reject(
+                RejectReason.POST_ONLY_WOULD_TAKE,
+                f"post-only {side.name} at {price} would trade",
+                log_index,
+                client_id,
+                client_order_id,
+            )
+
+        # Accepted: nothing below rejects.
+        if position is None:
+            position = self._position(client_id, symbol)
+        order_id = self._next_order_id
+        self._next_order_id = order_id + 1
+        order = RestingOrder(
+            order_id,
+            client_id,
+            client_order_id,
+            symbol,
+            side,
+            price,
+            quantity,
+            quantity,
+            bool(command.post_only),
+            stp,
+        )
+        events: list[Event] = [
+            Accepted(
+                order_id,
+                client_id,
+                client_order_id,
+                symbol,
+                side,
+                order_type,
+                time_in_force,
+                price,
+                quantity,
+                self._now,
+            )
+        ]
+        if time_in_force == _FOK and not (
+            crosses and _fillable(opposite, limit_key, quantity, client_id, stp)
+        ):
+            events.append(Expired(order_id, client_id, client_order_id, symbol, quantity))
+            self._finish(order, order_type, time_in_force, Status.EXPIRED, quantity)
+            return CommandResult(log_index, order_id, Status.EXPIRED, events)
+
+        touched: Touched = []
+        stp_cancelled = False
+        if crosses:
+            stp_cancelled = self._match(state, order, opposite, limit_key, events, touched)
+        leaves = order.leaves
+        if stp_cancelled:
+            status = Status.CANCELLED
+            self._finish(order, order_type, time_in_force, status, quantity - leaves)
+        elif leaves == 0:
+            status = Status.FILLED
+            self._finish(order, order_type, time_in_force, status, quantity)
+        elif market or time_in_force != _GTC:
+            events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
+            status = Status.EXPIRED
+            self._finish(order, order_type, time_in_force, status, quantity - leaves)
+        else:
+            own = state.bids if buy else state.asks
+            own.add(order)
+            if buy:
+                position.open_buy_quantity += leaves
+            else:
+                position.open_sell_quantity += leaves
+            self._orders[order_id] = order
+            if live is None:
+                live = self._live_by_client[client_id] = {}
+            live[client_order_id] = order
+            touched.append((state, own, price))
+            status = Status.NEW if leaves == quantity else Status.PARTIALLY_FILLED
+        if touched:
+            self._book_updates(touched, events)
+        return CommandResult(log_index, order_id, status, events)
+
+    def _match(
+        self,
+        state: SymbolState,
+        taker: RestingOrder,
+        opposite: BookSide,
+        limit_key: int,
+        events: list[Event],
+        touched: Touched,
+    ) -> bool:
+        """Trade ``taker`` against ``opposite`` up to ``limit_key``.
+
+        Returns True when self-trade prevention cancelled the taker's remainder
+        (the ``Cancelled`` event is already in ``events``; ``taker.leaves`` is
+        left as the cancelled quantity for the caller's records).
+        """
+        keys = opposite.keys
+        levels = opposite.levels
+        taker_client = taker.client_id
+        stp = taker.stp
+        symbol = state.spec.symbol
+        taker_side = taker.side
+        taker_buy = taker_side == _BUY
+        now = self._now
+        positions = self._positions
+        taker_position = positions[taker_client][symbol]
+        if self._trade_log_index != self._log_index:
+            self._trade_log_index = self._log_index
+            self._trade_seq = 0
+        trade_base = self._log_index << TRADE_SEQ_BITS
+        taker_cancelled = False
+        while taker.leaves and keys:
+            key = keys[0]
+            if key > limit_key:
+                break
+            level = levels[key]
+            price = level.price
+            orders = level.orders
+            level_changed = False
+            while orders:
+                maker = orders[0]
+                maker_leaves = maker.leaves
+                if not maker_leaves:
+                    orders.popleft()
+                    continue
+                if maker.client_id == taker_client:
+                    if stp != _CANCEL_INCOMING:
+                        level_changed = True
+                        orders.popleft()
+                        level.total -= maker_leaves
+                        level.count -= 1
+                        self._close_resting(maker, Status.CANCELLED)
+                        events.append(
+                            Cancelled(
+                                maker.order_id,
+                                maker.client_id,
+                                maker.client_order_id,
+                                symbol,
+                                maker_leaves,
+                                CancelReason.SELF_TRADE,
+                            )
+                        )
+                    if stp != _CANCEL_RESTING:
+                        taker_cancelled = True
+                        events.append(
+                            Cancelled(
+                                taker.order_id,
+                                taker_client,
+                                taker.client_order_id,
+                                symbol,
+                                taker.leaves,
+                                CancelReason.SELF_TRADE,
+                            )
+                        )
+                        break
+                    continue
+                level_changed = True
+                taker_leaves = taker.leaves
+                quantity = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+                seq = self._trade_seq
+                self._trade_seq = seq + 1
+                events.append(
+                    Fill(
+                        trade_base | seq,
+                        symbol,
+                        price,
+                        quantity,
+                        taker_side,
+                        maker.order_id,
+                        taker.order_id,
+                        maker.client_id,
+                        taker_client,
+                        now,
+                    )
+                )
+                taker.leaves = taker_leaves - quantity
+                maker.leaves = maker_leaves - quantity
+                level.total -= quantity
+                maker_position = positions[maker.client_id][symbol]
+                if taker_buy:
+                    maker_position.open_sell_quantity -= quantity
+                    _apply_fill(maker_position, -quantity, price)
+                    _apply_fill(taker_position, quantity, price)
+                else:
+                    maker_position.open_buy_quantity -= quantity
+                    _apply_fill(maker_position, quantity, price)
+                    _apply_fill(taker_position, -quantity, price)
+                self._record_trade(state, events[-1], price, quantity)  # type: ignore[arg-type]
+                if maker_leaves == quantity:
+                    orders.popleft()
+                    level.count -= 1
+                    self._close_resting(maker, Status.FILLED, closing_quantity=0)
+                if not taker.leaves:
+                    break
+            if level_changed:
+                touched.append((state, opposite, price))
+            if level.count == 0:
+                del levels[key]
+                keys.pop(0)
+            if taker_cancelled:
+                break
+        return taker_cancelled
+
+    def _record_trade(self, state: SymbolState, fill: Fill, price: int, quantity: int) -> None:
+        state.last_price = price
+        state.trades.append(fill)
+        state.trade_count += 1
+        state.volume += quantity
+        notional = price * quantity
+        state.notional += notional
+        now = self._now
+        for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True):
+            start = now - now % interval
+            if history and history[-1][0] >= start:
+                candle = history[-1]
+                if price > candle[2]:
+                    candle[2] = price
+                if price < candle[3]:
+                    candle[3] = price
+                candle[4] = price
+                candle[5] += quantity
+                candle[6] += notional
+            else:
+                history.append([start, price, price, price, price, quantity, notional])
+
+    # ------------------------------------------------------------------ cancels
+
+    def _find_live(
+        self, client_id: str, order_id: int | None, client_order_id: str | None
+    ) -> RestingOrder | None:
+        if order_id is not None:
+            order = self._orders.get(order_id)
+            if order is not None and order.client_id == client_id:
+                return order
+            return None
+        live = self._live_by_client.get(client_id)
+        if live is None or client_order_id is None:
+            return None
+        return live.get(client_order_id)
+
+    def _cancel(self, command: Cancel) -> CommandResult:
+        log_index = self._log_index
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(
+                rejection.reason,
+                rejection.message,
+                log_index,
+                command.client_id,
+                command.client_order_id,
+                command.order_id,
+            )
+        order = self._find_live(command.client_id, command.order_id, command.client_order_id)
+        if order is None:
+            return _reject(
+                RejectReason.UNKNOWN_ORDER,
+                "no such live order for this client",
+                log_index,
+                command.client_id,
+                command.client_order_id,
+                command.order_id,
+            )
+        events: list[Event] = []
+        touched: Touched = []
+        self._cancel_resting(order, CancelReason.REQUESTED, events, touched)
+        self._book_updates(touched, events)
+        return CommandResult(log_index, order.order_id, Status.CANCELLED, events)
+
+    def _cancel_resting(
+        self, order: RestingOrder, reason: CancelReason, events: list[Event], touched: Touched
+    ) -> None:
+        state = self._symbols[order.symbol]
+        book_side = state.bids if order.side == _BUY else state.asks
+        leaves = order.leaves
+        events.append(
+            Cancelled(
+                order.order_id,
+                order.client_id,
+                order.client_order_id,
+                order.symbol,
+                leaves,
+                reason,
+            )
+        )
+        self._close_resting(order, Status.CANCELLED)
+        book_side.remove(order)  # marks it dead
+        touched.append((state, book_side, order.price))
+
+    def _close_resting(
+        self, order: RestingOrder, status: Status, closing_quantity: int | None = None
+    ) -> None:
+        """Forget a live order (not its book entry): open quantity, indexes, finished record."""
+        leaves = order.leaves if closing_quantity is None else closing_quantity
+        position = self._positions[order.client_id][order.symbol]
+        if order.side == _BUY:
+            position.open_buy_quantity -= leaves
+        else:
+            position.open_sell_quantity -= leaves
+        del self._orders[order.order_id]
+        # A client's (possibly empty) index stays: callers may hold it across matching.
+        del self._live_by_client[order.client_id][order.client_order_id]
+        filled = order.quantity - order.leaves if status != Status.FILLED else order.quantity
+        self._finish(order, _LIMIT, _GTC, status, filled)
+        order.leaves = 0
+
+    def _mass_cancel(self, command: MassCancel) -> CommandResult:
+        log_index = self._log_index
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, log_index, command.client_id)
+        live = self._live_by_client.get(command.client_id)
+        events: list[Event] = []
+        if live:
+            symbol = command.symbol
+            doomed = sorted(
+                (order for order in live.values() if symbol is None or order.symbol == symbol),
+                key=_order_id_of,
+            )
+            touched: Touched = []
+            for order in doomed:
+                self._cancel_resting(order, CancelReason.MASS_CANCEL, events, touched)
+            self._book_updates(touched, events)
+        return CommandResult(log_index, None, Status.ACCEPTED, events)
+
+    # ------------------------------------------------------------------ cancel-replace
+
+    def _cancel_replace(self, command: CancelReplace) -> CommandResult:
+        client_id = command.client_id
+        new_client_order_id = command.new_client_order_id
+        keyed = _good_key_part(client_id) and _good_key_part(new_client_order_id)
+        key = (client_id, new_client_order_id)
+        if keyed:
+            original = self._results.get(key)
+            if original is not None:
+                return original
+        result = self._replace_checked(command, key)
+        if keyed:
+            self._retain(key, result)
+        return result
+
+    def _replace_checked(self, command: CancelReplace, key: tuple[str, str]) -> CommandResult:
+        client_id, new_client_order_id = key
+        log_index = self._log_index
+
+        def reject(reason: RejectReason, message: str) -> CommandResult:
+            return _reject(
+                reason, message, log_index, client_id, new_client_order_id, command.order_id
+            )
+
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return reject(rejection.reason, rejection.message)
+        order = self._find_live(client_id, command.order_id, command.client_order_id)
+        if order is None:
+            return reject(RejectReason.UNKNOWN_ORDER, "no such live order for this client")
+        live = self._live_by_client[client_id]
+        other = live.get(new_client_order_id)
+        if other is not None and other is not order:
+            return reject(
+                RejectReason.DUPLICATE_CLIENT_ORDER_ID,
+                f"client order id {new_client_order_id!r} names live order {other.order_id}",
+            )
+        state = self._symbols[order.symbol]
+        spec = state.spec
+        if spec.halted:
+            return reject(RejectReason.SYMBOL_HALTED, f"{spec.symbol} is halted")
+        price = command.price
+        quantity = command.quantity
+        rejection = check_price_quantity(spec, price, quantity)
+        if rejection is not None:
+            return reject(rejection.reason, rejection.message)
+        buy = order.side == _BUY
+        filled = order.quantity - order.leaves
+        events: list[Event] = []
+        touched: Touched = []
+        if quantity <= filled:
+            self._rename(order, new_client_order_id)
+            self._cancel_resting(order, CancelReason.REPLACED_TO_FILLED, events, touched)
+            self._book_updates(touched, events)
+            return CommandResult(log_index, order.order_id, Status.CANCELLED, events)
+        new_leaves = quantity - filled
+        price_changed = price != order.price
+        if price_changed:
+            reference = state.last_price or spec.reference_price
+            bps = spec.price_band_bps
+            if bps and reference:
+                low = -((-reference * (10_000 - bps)) // 10_000)
+                high = (reference * (10_000 + bps)) // 10_000
+                if price < low or price > high:
+                    return reject(
+                        RejectReason.PRICE_BAND,
+                        f"price {price} outside band [{low}, {high}] around {reference}",
+                    )
+        limits = self._client_limits.get(client_id, self._default_limits)
+        position = self._positions[client_id][order.symbol]
+        if limits.max_order_qty or limits.max_notional or limits.max_position:
+            # Judge the replaced order as if the old one were already gone.
+            adjusted = Position(
+                position.quantity,
+                0,
+                0,
+                0,
+                0,
+                position.open_buy_quantity - (order.leaves if buy else 0),
+                position.open_sell_quantity - (0 if buy else order.leaves),
+            )
+            rejection = _risk_check(
+                limits, buy, quantity, price, adjusted, open_quantity=new_leaves
+            )
+            if rejection is not None:
+                return reject(rejection.reason, rejection.message)
+        opposite = state.asks if buy else state.bids
+        limit_key = price if buy else -price
+        crosses = bool(opposite.keys) and opposite.keys[0] <= limit_key
+        if order.post_only and crosses:
+            return reject(
+                RejectReason.POST_ONLY_WOULD_TAKE, f"post-only replace to {price} would trade"
+            )
+
+        own = state.bids if buy else state.asks
+        old_client_order_id = order.client_order_id
+        if not price_changed and quantity <= order.quantity:
+            # Quantity down (or unchanged) at the same price keeps time priority.
+            delta = order.quantity - quantity
+            self._rename(order, new_client_order_id)
+            if delta:
+                order.leaves -= delta
+                order.quantity = quantity
+                own.levels[own.sign * price].total -= delta
+                if buy:
+                    position.open_buy_quantity -= delta
+                else:
+                    position.open_sell_quantity -= delta
+                touched.append((state, own, price))
+            events.append(
+                Replaced(
+                    order.order_id,
+                    client_id,
+                    old_client_order_id,
+                    new_client_order_id,
+                    spec.symbol,
+                    price,
+                    quantity,
+                    order.leaves,
+                    True,
+                )
+            )
+            self._book_updates(touched, events)
+            status = Status.NEW if order.leaves == quantity else Status.PARTIALLY_FILLED
+            return CommandResult(log_index, order.order_id, status, events)
+
+        # Loses priority: the old record leaves the book, a new one enters at the back.
+        old_leaves = order.leaves
+        own.remove(order)
+        touched.append((state, own, order.price))
+        if buy:
+            position.open_buy_quantity -= old_leaves
+        else:
+            position.open_sell_quantity -= old_leaves
+        del self._orders[order.order_id]
+        del live[old_client_order_id]
+        replacement = RestingOrder(
+            order.order_id,
+            client_id,
+            new_client_order_id,
+            order.symbol,
+            order.side,
+            price,
+            quantity,
+            new_leaves,
+            order.post_only,
+            order.stp,
+        )
+        events.append(
+            Replaced(
+                order.order_id,
+                client_id,
+                old_client_order_id,
+                new_client_order_id,
+                spec.symbol,
+                price,
+                quantity,
+                new_leaves,
+                False,
+            )
+        )
+        stp_cancelled = False
+        if crosses:
+            stp_cancelled = self._match(state, replacement, opposite, limit_key, events, touched)
+        leaves = replacement.leaves
+        if stp_cancelled:
+            status = Status.CANCELLED
+            self._finish(replacement, _LIMIT, _GTC, status, quantity - leaves)
+        elif leaves == 0:
+            status = Status.FILLED
+            self._finish(replacement, _LIMIT, _GTC, status, quantity)
+        else:
+            own.add(replacement)
+            if buy:
+                position.open_buy_quantity += leaves
+            else:
+                position.open_sell_quantity += leaves
+            self._orders[replacement.order_id] = replacement
+            live[new_client_order_id] = replacement
+            touched.append((state, own, price))
+            status = Status.NEW if leaves == quantity else Status.PARTIALLY_FILLED
+        self._book_updates(touched, events)
+        return CommandResult(log_index, order.order_id, status, events)
+
+    def _rename(self, order: RestingOrder, new_client_order_id: str) -> None:
+        live = self._live_by_client[order.client_id]
+        del live[order.client_order_id]
+        order.client_order_id = new_client_order_id
+        live[new_client_order_id] = order
+
+    # ------------------------------------------------------------------ admin
+
+    def _list_symbol(self, command: AddSymbol, *, halted: bool = False) -> SymbolSpec:
+        spec = SymbolSpec(
+            command.symbol,
+            command.tick_size,
+            command.lot_size,
+            command.price_band_bps,
+            command.reference_price,
+            halted,
+        )
+        self._specs[spec.symbol] = spec
+        self._symbols[spec.symbol] = SymbolState(
+            spec, self.trade_history, len(self.candle_intervals_ns), self.candle_history
+        )
+        return spec
+
+    def _add_symbol(self, command: AddSymbol) -> CommandResult:
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, self._log_index)
+        self._list_symbol(command)
+        return CommandResult(
+            self._log_index, None, Status.ACCEPTED, [TradingStatus(command.symbol, False)]
+        )
+
+    def _set_halted(self, command: HaltSymbol | ResumeSymbol, halted: bool) -> CommandResult:
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, self._log_index)
+        self._specs[command.symbol].halted = halted
+        return CommandResult(
+            self._log_index, None, Status.ACCEPTED, [TradingStatus(command.symbol, halted)]
+        )
+
+    def _halt_symbol(self, command: HaltSymbol) -> CommandResult:
+        return self._set_halted(command, True)
+
+    def _resume_symbol(self, command: ResumeSymbol) -> CommandResult:
+        return self._set_halted(command, False)
+
+    def _set_risk_limits(self, command: SetRiskLimits) -> CommandResult:
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, self._log_index)
+        limits = RiskLimits(command.max_order_qty, command.max_notional, command.max_position)
+        if command.client_id is None:
+            self._default_limits = limits
+        else:
+            self._client_limits[command.client_id] = limits
+        return CommandResult(self._log_index, None, Status.ACCEPTED, [])
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _position(self, client_id: str, symbol: str) -> Position:
+        positions = self._positions.get(client_id)
+        if positions is None:
+            positions = self._positions[client_id] = {}
+        position = positions.get(symbol)
+        if position is None:
+            position = positions[symbol] = Position()
+        return position
+
+    def _retain(self, key: tuple[str, str], result: CommandResult) -> None:
+        self._results[key] = result
+        fifo = self._result_fifo
+        fifo.append((key, result))
+        if len(fifo) > self.dedup_window:
+            old_key, old_result = fifo.popleft()
+            if self._results.get(old_key) is old_result:
+                del self._results[old_key]
+
+    def _finish(
+        self,
+        order: RestingOrder,
+        order_type: OrderType,
+        time_in_force: TimeInForce,
+        status: Status,
+        filled: int,
+    ) -> None:
+        self._finished[order.order_id] = OrderView(
+            order.order_id,
+            order.client_id,
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            order_type,
+            time_in_force,
+            order.price,
+            order.quantity,
+            filled,
+            0,
+            status,
+            order.post_only,
+            order.stp,
+        )
+        fifo = self._finished_fifo
+        fifo.append(order.order_id)
+        if len(fifo) > self.finished_window:
+            del self._finished[fifo.popleft()]
+
+    def _book_updates(self, touched: Touched, events: list[Event]) -> None:
+        for state, book_side, price in dict.fromkeys(touched):
+            level = book_side.levels.get(book_side.sign * price)
+            state.seq += 1
+            events.append(
+                BookUpdate(
+                    state.spec.symbol,
+                    book_side.side,
+                    price,
+                    0 if level is None else level.total,
+                    state.seq,
+                )
+            )
+
+    # ------------------------------------------------------------------ queries
+
+    def symbols(self) -> dict[str, SymbolSpec]:
+        """Listed symbols by name (copies), in name order."""
+        return {
+            name: SymbolSpec(
+                spec.symbol,
+                spec.tick_size,
+                spec.lot_size,
+                spec.price_band_bps,
+                spec.reference_price,
+                spec.halted,
+            )
+            for name, spec in sorted(self._specs.items())
+        }
+
+    def best_bid_offer(self, symbol: str) -> BestBidOffer | None:
+        state = self._symbols.get(symbol)
+        if state is None:
+            return None
+        bid = state.bids.best()
+        ask = state.asks.best()
+        return BestBidOffer(
+            symbol,
+            None if bid is None else bid.price,
+            0 if bid is None else bid.total,
+            None if ask is None else ask.price,
+            0 if ask is None else ask.total,
+            state.seq,
+        )
+
+    def depth(self, symbol: str, levels: int = 10) -> Depth | None:
+        state = self._symbols.get(symbol)
+        if state is None:
+            return None
+
+        def top(book_side: BookSide) -> list[tuple[int, int]]:
+            out: list[tuple[int, int]] = []
+            for level in book_side.iter_levels():
+                if len(out) >= levels:
+                    break
+                out.append((level.price, level.total))
+            return out
+
+        return Depth(symbol, top(state.bids), top(state.asks), state.seq)
+
+    def order(self, order_id: int) -> OrderView | None:
+        """A live order, or a finished one still in the finished window (``finished_window``)."""
+        order = self._orders.get(order_id)
+        if order is not None:
+            return _live_view(order)
+        return self._finished.get(order_id)
+
+    def order_by_client_id(self, client_id: str, client_order_id: str) -> OrderView | None:
+        live = self._live_by_client.get(client_id)
+        if live is not None:
+            order = live.get(client_order_id)
+            if order is not None:
+                return _live_view(order)
+        result = self._results.get((client_id, client_order_id))
+        if result is not None and result.order_id is not None:
+            view = self.order(result.order_id)
+            if view is not None and view.client_order_id == client_order_id:
+                return view
+        return None
+
+    def result_for(self, client_id: str, client_order_id: str) -> CommandResult | None:
+        """The retained result of the command that used this key, if still retained."""
+        return self._results.get((client_id, client_order_id))
+
+    def open_orders(self, client_id: str, symbol: str | None = None) -> list[OrderView]:
+        live = self._live_by_client.get(client_id, {})
+        return [
+            _live_view(order)
+            for order in sorted(live.values(), key=_order_id_of)
+            if symbol is None or order.symbol == symbol
+        ]
+
+    def recent_trades(self, symbol: str, limit: int = 100) -> list[Fill]:
+        """The last ``limit`` trades of ``symbol``, oldest first (at most ``trade_history``)."""
+        state = self._symbols.get(symbol)
+        if state is None or limit <= 0:
+            return []
+        trades = list(state.trades)
+        return trades[-limit:]
+
+    def positions(self, client_id: str) -> dict[str, Position]:
+        """The client's positions by symbol (copies), in symbol order."""
+        positions = self._positions.get(client_id, {})
+        return {
+            symbol: Position(
+                p.quantity,
+                p.open_cost,
+                p.realised_pnl,
+                p.bought_quantity,
+                p.sold_quantity,
+                p.open_buy_quantity,
+                p.open_sell_quantity,
+            )
+            for symbol, p in sorted(positions.items())
+        }
+
+    def risk_limits(self, client_id: str | None = None) -> RiskLimits:
+        if client_id is None:
+            return self._default_limits
+        return self._client_limits.get(client_id, self._default_limits)
+
+    def analytics(self, symbol: str) -> Analytics | None:
+        state = self._symbols.get(symbol)
+        if state is None:
+            return None
+        candles = {
+            interval: [Candle(c[0], interval, *c[1:]) for c in history]
+            for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True)
+        }
+        return Analytics(
+            symbol,
+            state.trade_count,
+            state.volume,
+            state.notional,
+            state.notional / state.volume if state.volume else None,
+            state.last_price or None,
+            candles,
+        )
+
+    def resting_order_count(self) -> int:
+        return len(self._orders)
+
+    def live_orders_in_priority(self, symbol: str) -> tuple[list[RestingOrder], list[RestingOrder]]:
+        """(bids, asks) live orders best first, FIFO within a level (tests and snapshots)."""
+        state = self._symbols[symbol]
+        return (
+            [o for level in state.bids.iter_levels() for o in level.live_orders()],
+            [o for level in state.asks.iter_levels() for o in level.live_orders()],
+        )
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole state in the canonical, versioned snapshot format (``snapshot.py``)."""
+        from exchange_node.engine.snapshot import encode_snapshot
+
+        return encode_snapshot(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        """Rebuild an engine from ``snapshot()`` bytes; raises ``SnapshotError`` if malformed."""
+        from exchange_node.engine.snapshot import decode_snapshot
+
+        return decode_snapshot(data)
+
+    def state_hash(self) -> str:
+        """BLAKE2b-256 hex digest of the canonical snapshot: equal on every replica."""
+        return hashlib.blake2b(self.snapshot(), digest_size=32).hexdigest()
+
+
+def _order_id_of(order: RestingOrder) -> int:
+    return order.order_id
+
+
+def _live_view(order: RestingOrder) -> OrderView:
+    filled = order.quantity - order.leaves
+    return OrderView(
+        order.order_id,
+        order.client_id,
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        _LIMIT,
+        _GTC,
+        order.price,
+        order.quantity,
+        filled,
+        order.leaves,
+        Status.NEW if filled == 0 else Status.PARTIALLY_FILLED,
+        order.post_only,
+        order.stp,
+    )
+
+
+def _risk_check(
+    limits: RiskLimits,
+    buy: bool,
+    quantity: int,
+    valuation_price: int,
+    position: Position | None,
+    *,
+    open_quantity: int | None = None,
+) -> Rejection | None:
+    """Pre-trade limits; ``open_quantity`` is what this order adds to its side (default all)."""
+    if limits.max_order_qty and quantity > limits.max_order_qty:
+        return Rejection(
+            RejectReason.RISK_MAX_ORDER_QTY,
+            f"quantity {quantity} above the limit {limits.max_order_qty}",
+        )
+    if limits.max_notional and valuation_price * quantity > limits.max_notional:
+        return Rejection(
+            RejectReason.RISK_MAX_NOTIONAL,
+            f"notional {valuation_price * quantity} above the limit {limits.max_notional}",
+        )
+    if limits.max_position:
+        adds = quantity if open_quantity is None else open_quantity
+        current = position.quantity if position is not None else 0
+        if buy:
+            open_same = position.open_buy_quantity if position is not None else 0
+            worst = current + open_same + adds
+        else:
+            open_same = position.open_sell_quantity if position is not None else 0
+            worst = open_same + adds - current
+        if worst > limits.max_position:
+            return Rejection(
+                RejectReason.RISK_MAX_POSITION,
+                f"worst-case position {worst} above the limit {limits.max_position}",
+            )
+    return None
+
+
+def _fillable(
+    opposite: BookSide, limit_key: int, quantity: int, client_id: str, stp: SelfTradeMode
+) -> bool:
+    """Whether a FOK of ``quantity`` would fill completely right now (no state change)."""
+    available = 0
+    for key in opposite.keys.irange(maximum=limit_key):
+        level: Level = opposite.levels[key]
+        for maker in level.orders:
+            if not maker.leaves:
+                continue
+            if maker.client_id == client_id:
+                if stp == _CANCEL_RESTING:
+                    continue
+                return False
+            available += maker.leaves
+            if available >= quantity:
+                return True
+    return False
+
+
+def _apply_fill(position: Position, signed_quantity: int, price: int) -> None:
+    """Average-cost position update (see ``Position``)."""
+    if signed_quantity > 0:
+        position.bought_quantity += signed_quantity
+    else:
+        position.sold_quantity -= signed_quantity
+    current = position.quantity
+    if current == 0 or (current > 0) == (signed_quantity > 0):
+        position.quantity = current + signed_quantity
+        position.open_cost += price * signed_quantity
+        return
+    size = current if current > 0 else -current
+    traded = signed_quantity if signed_quantity > 0 else -signed_quantity
+    closing = traded if traded < size else size
+    removed_cost = position.open_cost * closing // size
+    closing_signed = closing if signed_quantity > 0 else -closing
+    position.realised_pnl += -(price * closing_signed) - removed_cost
+    position.open_cost -= removed_cost
+    position.quantity = current + closing_signed
+    rest = signed_quantity - closing_signed
+    if rest:
+        position.quantity += rest
+        position.open_cost += price * rest
