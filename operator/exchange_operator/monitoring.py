@@ -1,0 +1,438 @@
+"""ServiceMonitor, PrometheusRule and Grafana dashboards, all from one place.
+
+Every query uses only metric names from docs/node-contract.md;
+`metric_names_used()` lists them so a test can hold this module to the table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from exchange_operator import names
+from exchange_operator.render import _meta
+from exchange_operator.spec import ClusterRef
+
+Obj = dict[str, Any]
+
+# Alert thresholds, stated up front.
+FOLLOWER_LAG_ENTRIES = 1000
+COMMIT_LATENCY_P99_SECONDS = 0.25
+FSYNC_P99_SECONDS = 0.05
+LEADER_CHANGES_PER_15M = 3
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+
+def selector(namespace: str, cluster: str, extra: str = "") -> str:
+    parts = [f'namespace="{namespace}"', f'{names.PROM_CLUSTER_LABEL}="{cluster}"']
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}"
+
+
+def alerts(namespace: str, cluster: str) -> list[Alert]:
+    sel = selector(namespace, cluster)
+    voters = selector(namespace, cluster, 'kind="voter"')
+    where = f"ExchangeCluster {namespace}/{cluster}"
+    return [
+        Alert(
+            "ExchangeNoLeader",
+            f"max(exchange_raft_is_leader{sel}) < 1",
+            "30s",
+            "critical",
+            f"{where} has no Raft leader",
+            "No member reports itself leader: orders cannot commit. Check QuorumLost on the "
+            "ExchangeCluster status and the pods' /readyz.",
+        ),
+        Alert(
+            "ExchangeQuorumAtRisk",
+            f"count(exchange_raft_term{sel})"
+            f" <= scalar(floor(max(exchange_raft_members{voters}) / 2) + 1)"
+            f" and on() max(exchange_raft_members{voters}) > 1",
+            "1m",
+            "warning",
+            f"{where} is one failure away from losing quorum",
+            "Only a bare majority of voters is reporting; one more failure stops the exchange.",
+        ),
+        Alert(
+            "ExchangeFollowerLagging",
+            f"max by (peer) (exchange_raft_follower_lag_entries{sel}) > {FOLLOWER_LAG_ENTRIES}",
+            "2m",
+            "warning",
+            f"A follower of {where} lags the leader",
+            f"Follower {{{{ $labels.peer }}}} is more than {FOLLOWER_LAG_ENTRIES} entries behind.",
+        ),
+        Alert(
+            "ExchangeCommitLatencyHigh",
+            "histogram_quantile(0.99, sum by (le) "
+            f"(rate(exchange_raft_commit_latency_seconds_bucket{sel}[5m])))"
+            f" > {COMMIT_LATENCY_P99_SECONDS}",
+            "5m",
+            "warning",
+            f"{where} commits slowly",
+            f"p99 commit latency is above {COMMIT_LATENCY_P99_SECONDS}s.",
+        ),
+        Alert(
+            "ExchangeWalFsyncSlow",
+            "histogram_quantile(0.99, sum by (le, pod) "
+            f"(rate(exchange_wal_fsync_seconds_bucket{sel}[5m]))) > {FSYNC_P99_SECONDS}",
+            "5m",
+            "warning",
+            f"WAL fsync is slow on a member of {where}",
+            f"p99 fsync on {{{{ $labels.pod }}}} is above {FSYNC_P99_SECONDS}s: check its disk.",
+        ),
+        Alert(
+            "ExchangeLeaderChangesFrequent",
+            f"max(increase(exchange_raft_leader_changes_total{sel}[15m]))"
+            f" > {LEADER_CHANGES_PER_15M}",
+            "0s",
+            "warning",
+            f"{where} changes leader often",
+            f"More than {LEADER_CHANGES_PER_15M} leader changes in 15 minutes: check the network "
+            "and electionMs.",
+        ),
+        Alert(
+            "ExchangeStateDivergence",
+            f"max(increase(exchange_state_divergence_total{sel}[10m])) > 0",
+            "0s",
+            "critical",
+            f"Replicas of {where} disagree on state",
+            "A replica's state hash differs from the leader's: stop trading and investigate.",
+        ),
+    ]
+
+
+def rule_groups(namespace: str, cluster: str) -> list[Obj]:
+    """The `groups:` of a Prometheus rule file (also what promtool checks)."""
+    rules = []
+    for alert in alerts(namespace, cluster):
+        rule: Obj = {
+            "alert": alert.name,
+            "expr": alert.expr,
+            "labels": {"severity": alert.severity},
+            "annotations": {"summary": alert.summary, "description": alert.description},
+        }
+        if alert.for_ != "0s":
+            rule["for"] = alert.for_
+        rules.append(rule)
+    return [{"name": f"raft-exchange.{namespace}.{cluster}", "rules": rules}]
+
+
+def service_monitor(cluster: ClusterRef) -> Obj:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(cluster, names.service_monitor(cluster.name), names.COMPONENT_MONITORING),
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    names.LABEL_INSTANCE: cluster.name,
+                    names.LABEL_SERVICE: "peers",
+                }
+            },
+            "namespaceSelector": {"matchNames": [cluster.namespace]},
+            "endpoints": [
+                {
+                    "port": names.HTTP_PORT_NAME,
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "relabelings": [
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
+                            ],
+                            "targetLabel": names.PROM_CLUSTER_LABEL,
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def prometheus_rule(cluster: ClusterRef) -> Obj:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": _meta(cluster, names.prometheus_rule(cluster.name), names.COMPONENT_MONITORING),
+        "spec": {"groups": rule_groups(cluster.namespace, cluster.name)},
+    }
+
+
+# --- Grafana dashboards ---------------------------------------------------------
+
+SEL = f'{{namespace="$namespace",{names.PROM_CLUSTER_LABEL}="$cluster"}}'
+
+
+def _sel(extra: str = "") -> str:
+    return SEL if not extra else SEL[:-1] + "," + extra + "}"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    exprs: tuple[tuple[str, str], ...]  # (expr, legend)
+    unit: str = "short"
+    kind: str = "timeseries"
+
+
+def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
+    s = _sel()
+    return {
+        "cluster-health": (
+            "Raft exchange: cluster health",
+            [
+                Panel(
+                    "Members reporting",
+                    ((f"count(exchange_raft_term{s})", "members"),),
+                    kind="stat",
+                ),
+                Panel(
+                    "Voters and learners",
+                    ((f"max by (kind) (exchange_raft_members{s})", "{{kind}}"),),
+                ),
+                Panel(
+                    "Role per pod",
+                    ((f"max by (pod, role) (exchange_raft_role{s})", "{{pod}} {{role}}"),),
+                ),
+                Panel("Leader", ((f"max by (pod) (exchange_raft_is_leader{s})", "{{pod}}"),)),
+                Panel("Term", ((f"max(exchange_raft_term{s})", "term"),)),
+                Panel(
+                    "Leader changes (15m)",
+                    ((f"max(increase(exchange_raft_leader_changes_total{s}[15m]))", "changes"),),
+                ),
+                Panel(
+                    "State divergence",
+                    ((f"sum(exchange_state_divergence_total{s})", "divergences"),),
+                    kind="stat",
+                ),
+            ],
+        ),
+        "replication": (
+            "Raft exchange: replication",
+            [
+                Panel(
+                    "Commit rate",
+                    ((f"max(rate(exchange_raft_commit_index{s}[1m]))", "entries/s"),),
+                    unit="ops",
+                ),
+                Panel(
+                    "Commit and applied index",
+                    (
+                        (f"max by (pod) (exchange_raft_commit_index{s})", "commit {{pod}}"),
+                        (f"max by (pod) (exchange_raft_applied_index{s})", "applied {{pod}}"),
+                    ),
+                ),
+                Panel(
+                    "Follower lag",
+                    ((f"max by (peer) (exchange_raft_follower_lag_entries{s})", "{{peer}}"),),
+                ),
+                Panel(
+                    "Proposals by outcome",
+                    (
+                        (
+                            f"sum by (outcome) (rate(exchange_raft_proposals_total{s}[1m]))",
+                            "{{outcome}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Commit latency p50/p99",
+                    tuple(
+                        (
+                            f"histogram_quantile({q}, sum by (le) "
+                            f"(rate(exchange_raft_commit_latency_seconds_bucket{s}[5m])))",
+                            f"p{int(q * 100)}",
+                        )
+                        for q in (0.5, 0.99)
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "WAL fsync p99 per pod",
+                    (
+                        (
+                            "histogram_quantile(0.99, sum by (le, pod) "
+                            f"(rate(exchange_wal_fsync_seconds_bucket{s}[5m])))",
+                            "{{pod}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "WAL append p99",
+                    (
+                        (
+                            "histogram_quantile(0.99, sum by (le) "
+                            f"(rate(exchange_wal_append_seconds_bucket{s}[5m])))",
+                            "p99",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "Snapshots",
+                    (
+                        (f"sum(increase(exchange_snapshots_total{s}[1h]))", "per hour"),
+                        (
+                            f"sum(rate(exchange_snapshot_seconds_sum{s}[1h]))"
+                            f" / sum(rate(exchange_snapshot_seconds_count{s}[1h]))",
+                            "mean seconds",
+                        ),
+                    ),
+                ),
+            ],
+        ),
+        "trading": (
+            "Raft exchange: trading",
+            [
+                Panel(
+                    "Orders by symbol",
+                    (
+                        (
+                            f"sum by (symbol, side) (rate(exchange_orders_total{s}[1m]))",
+                            "{{symbol}} {{side}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Fills by symbol",
+                    ((f"sum by (symbol) (rate(exchange_fills_total{s}[1m]))", "{{symbol}}"),),
+                    unit="ops",
+                ),
+                Panel(
+                    "Rejects by reason",
+                    ((f"sum by (reason) (rate(exchange_rejects_total{s}[1m]))", "{{reason}}"),),
+                    unit="ops",
+                ),
+                Panel(
+                    "Book depth",
+                    ((f"max by (symbol, side) (exchange_book_depth{s})", "{{symbol}} {{side}}"),),
+                ),
+                Panel(
+                    "Request latency p99 by route",
+                    (
+                        (
+                            "histogram_quantile(0.99, sum by (le, route) "
+                            f"(rate(exchange_http_request_seconds_bucket{s}[5m])))",
+                            "{{route}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "WebSocket subscribers",
+                    ((f"sum(exchange_ws_subscribers{s})", "subscribers"),),
+                ),
+            ],
+        ),
+    }
+
+
+DASHBOARDS = ("cluster-health", "replication", "trading")
+
+
+def dashboard(key: str) -> Obj:
+    title, panels = _dashboard_panels()[key]
+    grafana_panels = []
+    for index, panel in enumerate(panels):
+        grafana_panels.append(
+            {
+                "id": index + 1,
+                "type": panel.kind,
+                "title": panel.title,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": 12, "x": (index % 2) * 12, "y": (index // 2) * 8},
+                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "targets": [
+                    {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+                    for i, (expr, legend) in enumerate(panel.exprs)
+                ],
+            }
+        )
+    variables = [
+        {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
+        {
+            "name": "namespace",
+            "type": "query",
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "query": "label_values(exchange_raft_term, namespace)",
+            "refresh": 2,
+        },
+        {
+            "name": "cluster",
+            "type": "query",
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "query": f'label_values(exchange_raft_term{{namespace="$namespace"}}, '
+            f"{names.PROM_CLUSTER_LABEL})",
+            "refresh": 2,
+        },
+    ]
+    return {
+        "uid": f"raft-exchange-{key}",
+        "title": title,
+        "tags": ["raft-exchange"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": variables},
+        "panels": grafana_panels,
+    }
+
+
+def dashboard_json(key: str) -> str:
+    return json.dumps(dashboard(key), indent=2, sort_keys=True) + "\n"
+
+
+def dashboard_config_map(cluster: ClusterRef, key: str) -> Obj:
+    meta = _meta(cluster, names.dashboard_config_map(cluster.name, key), names.COMPONENT_DASHBOARDS)
+    meta["labels"]["grafana_dashboard"] = "1"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {f"raft-exchange-{key}.json": dashboard_json(key)},
+    }
+
+
+# --- the metric names in use -------------------------------------------------------
+
+_METRIC = re.compile(r"\bexchange_[a-z0-9_]+")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _exprs() -> list[str]:
+    exprs = [a.expr for a in alerts("ns", "cluster")]
+    for key in DASHBOARDS:
+        board = dashboard(key)
+        exprs.extend(t["expr"] for p in board["panels"] for t in p["targets"])
+        exprs.extend(str(v.get("query", "")) for v in board["templating"]["list"])
+    return exprs
+
+
+def metric_names_used() -> set[str]:
+    """Every node metric name used by the dashboards and alerts (histogram base names)."""
+    used: set[str] = set()
+    for expr in _exprs():
+        for name in _METRIC.findall(expr):
+            for suffix in _HISTOGRAM_SUFFIXES:
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            used.add(name)
+    return used

@@ -1,0 +1,224 @@
+"""The ExchangeCluster spec as typed values, with the defaults the CRD declares.
+
+The CRD (crd.py) takes its `default:` values from the constants here, so the
+API server and the operator agree on what an omitted field means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_REPLICAS = 3
+MIN_REPLICAS = 1
+MAX_REPLICAS = 7
+DEFAULT_IMAGE = "ghcr.io/raft-exchange/exchange:0.1.0"
+DEFAULT_PULL_POLICY = "IfNotPresent"
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"memory": "512Mi"},
+}
+DEFAULT_STORAGE_SIZE = "1Gi"
+RETENTION_POLICIES = ("Retain", "Delete")
+DEFAULT_WHEN_DELETED = "Retain"
+# A member removed by scale-down has left the Raft configuration; its data is
+# of no use to a later member, so its claim goes by default.
+DEFAULT_WHEN_SCALED = "Delete"
+DEFAULT_SYMBOLS: tuple[dict[str, Any], ...] = (
+    {"name": "BTC-USD", "tickSize": 1, "lotSize": 1, "priceBandBps": 1000, "referencePrice": 50000},
+    {"name": "ETH-USD", "tickSize": 1, "lotSize": 1, "priceBandBps": 1000, "referencePrice": 3000},
+)
+DEFAULT_RISK: dict[str, int] = {
+    "maxOrderQty": 1_000_000,
+    "maxNotional": 1_000_000_000,
+    "maxPosition": 10_000_000,
+}
+DEFAULT_SNAPSHOT_THRESHOLD = 10_000
+DEFAULT_ELECTION_MS = 1000
+DEFAULT_HEARTBEAT_MS = 100
+DEFAULT_API_KEYS_KEY = "api-keys"
+ANTI_AFFINITY_MODES = ("none", "preferred", "required")
+DEFAULT_ANTI_AFFINITY = "preferred"
+DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
+WHEN_UNSATISFIABLE = ("DoNotSchedule", "ScheduleAnyway")
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    tick_size: int
+    lot_size: int
+    price_band_bps: int
+    reference_price: int | None = None
+
+
+@dataclass(frozen=True)
+class Risk:
+    max_order_qty: int
+    max_notional: int
+    max_position: int
+
+
+@dataclass(frozen=True)
+class Storage:
+    size: str = DEFAULT_STORAGE_SIZE
+    storage_class_name: str | None = None
+    when_deleted: str = DEFAULT_WHEN_DELETED
+    when_scaled: str = DEFAULT_WHEN_SCALED
+
+
+@dataclass(frozen=True)
+class TopologySpread:
+    topology_key: str = DEFAULT_TOPOLOGY_KEY
+    max_skew: int = 1
+    when_unsatisfiable: str = "ScheduleAnyway"
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    anti_affinity: str = DEFAULT_ANTI_AFFINITY
+    tolerations: tuple[dict[str, Any], ...] = ()
+    node_selector: dict[str, str] = field(default_factory=dict)
+    topology_spread: TopologySpread | None = None
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    service_monitor: bool = True
+    prometheus_rule: bool = True
+    dashboards: bool = False
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str = DEFAULT_API_KEYS_KEY
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    replicas: int = DEFAULT_REPLICAS
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: str = DEFAULT_PULL_POLICY
+    resources: dict[str, dict[str, str]] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    storage: Storage = field(default_factory=Storage)
+    symbols: tuple[Symbol, ...] = ()
+    risk: Risk = field(default_factory=lambda: _risk(DEFAULT_RISK))
+    snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    election_ms: int = DEFAULT_ELECTION_MS
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    api_keys_secret: SecretRef | None = None
+    otlp_endpoint: str | None = None
+    monitoring: Monitoring = field(default_factory=Monitoring)
+    scheduling: Scheduling = field(default_factory=Scheduling)
+    paused: bool = False
+    cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """The identity of one ExchangeCluster object: what owner references need."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def _risk(raw: Mapping[str, Any]) -> Risk:
+    merged = {**DEFAULT_RISK, **raw}
+    return Risk(
+        max_order_qty=int(merged["maxOrderQty"]),
+        max_notional=int(merged["maxNotional"]),
+        max_position=int(merged["maxPosition"]),
+    )
+
+
+def _symbol(raw: Mapping[str, Any]) -> Symbol:
+    ref = raw.get("referencePrice")
+    return Symbol(
+        name=str(raw["name"]),
+        tick_size=int(raw.get("tickSize", 1)),
+        lot_size=int(raw.get("lotSize", 1)),
+        price_band_bps=int(raw.get("priceBandBps", 1000)),
+        reference_price=None if ref is None else int(ref),
+    )
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
+    """Turn a (possibly partial) `spec` mapping into a ClusterSpec with defaults.
+
+    The API server applies the same defaults from the CRD; applying them here
+    too keeps the renderers correct for objects that bypass admission (tests,
+    `kubectl --dry-run`, the emulator).
+    """
+    spec = dict(raw or {})
+    storage_raw = dict(spec.get("storage") or {})
+    retention = dict(storage_raw.get("retention") or {})
+    storage = Storage(
+        size=str(storage_raw.get("size", DEFAULT_STORAGE_SIZE)),
+        storage_class_name=storage_raw.get("storageClassName"),
+        when_deleted=str(retention.get("whenDeleted", DEFAULT_WHEN_DELETED)),
+        when_scaled=str(retention.get("whenScaled", DEFAULT_WHEN_SCALED)),
+    )
+    sched_raw = dict(spec.get("scheduling") or {})
+    spread_raw = sched_raw.get("topologySpread")
+    spread = None
+    if spread_raw is not None and spread_raw.get("enabled", True):
+        spread = TopologySpread(
+            topology_key=str(spread_raw.get("topologyKey", DEFAULT_TOPOLOGY_KEY)),
+            max_skew=int(spread_raw.get("maxSkew", 1)),
+            when_unsatisfiable=str(spread_raw.get("whenUnsatisfiable", "ScheduleAnyway")),
+        )
+    scheduling = Scheduling(
+        anti_affinity=str(sched_raw.get("antiAffinity", DEFAULT_ANTI_AFFINITY)),
+        tolerations=tuple(dict(t) for t in sched_raw.get("tolerations") or ()),
+        node_selector={str(k): str(v) for k, v in (sched_raw.get("nodeSelector") or {}).items()},
+        topology_spread=spread,
+    )
+    mon_raw = dict(spec.get("monitoring") or {})
+    monitoring = Monitoring(
+        service_monitor=bool(mon_raw.get("serviceMonitor", True)),
+        prometheus_rule=bool(mon_raw.get("prometheusRule", True)),
+        dashboards=bool(mon_raw.get("dashboards", False)),
+    )
+    keys_raw = spec.get("apiKeysSecretRef")
+    api_keys = None
+    if keys_raw and keys_raw.get("name"):
+        api_keys = SecretRef(
+            name=str(keys_raw["name"]), key=str(keys_raw.get("key", DEFAULT_API_KEYS_KEY))
+        )
+    tracing = dict(spec.get("tracing") or {})
+    symbols_raw = spec.get("symbols")
+    if symbols_raw is None:
+        symbols_raw = DEFAULT_SYMBOLS
+    resources = spec.get("resources")
+    return ClusterSpec(
+        replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
+        image=str(spec.get("image", DEFAULT_IMAGE)),
+        image_pull_policy=str(spec.get("imagePullPolicy", DEFAULT_PULL_POLICY)),
+        resources={k: dict(v) for k, v in (resources or DEFAULT_RESOURCES).items()},
+        storage=storage,
+        symbols=tuple(_symbol(s) for s in symbols_raw),
+        risk=_risk(spec.get("risk") or {}),
+        snapshot_threshold=int(spec.get("snapshotThreshold", DEFAULT_SNAPSHOT_THRESHOLD)),
+        election_ms=int(spec.get("electionMs", DEFAULT_ELECTION_MS)),
+        heartbeat_ms=int(spec.get("heartbeatMs", DEFAULT_HEARTBEAT_MS)),
+        api_keys_secret=api_keys,
+        otlp_endpoint=tracing.get("otlpEndpoint") or None,
+        monitoring=monitoring,
+        scheduling=scheduling,
+        paused=bool(spec.get("paused", False)),
+        cluster_id=spec.get("clusterId"),
+    )
+
+
+def majority(voters: int) -> int:
+    """The smallest number of voters that forms a quorum."""
+    return voters // 2 + 1
+
+
+def tolerated_failures(voters: int) -> int:
+    """How many voters may be down while a majority remains."""
+    return voters - majority(voters) if voters > 0 else 0
