@@ -1,0 +1,637 @@
+"""The public HTTP API: routes, handlers and the mapping of service errors to answers.
+
+``add_routes(app, service, config)`` mounts everything on an existing
+application (the node's shell adds /healthz, /readyz, /metrics and the admin
+API beside it); ``create_app(service, config)`` makes a stand-alone one.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from exchange_node.engine.commands import (
+    Cancel,
+    CancelReplace,
+    MassCancel,
+    NewOrder,
+    OrderType,
+    RejectReason,
+    SelfTradeMode,
+    Side,
+    TimeInForce,
+    check_price_quantity,
+    validate_format,
+)
+from exchange_node.service import (
+    ExchangeService,
+    NotLeader,
+    Overloaded,
+    ServiceError,
+    Timeout,
+    Unavailable,
+)
+
+from . import errors, jsonio, queries, schema
+from .auth import Authenticator, RateLimiter
+from .config import ApiConfig
+from .errors import ApiError
+from .forwarding import LEADER_HEADER, Forwarder
+from .present import REJECT_FIELD, result_answer
+
+API_KEY: web.AppKey[Api] = web.AppKey("exchange_api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_JSON = "application/json"
+_BODY_KEY: web.RequestKey[bytes] = web.RequestKey("exchange_api.body", bytes)
+
+_SIDE = {"BUY": Side.BUY, "SELL": Side.SELL}
+_ORDER_TYPE = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET}
+_TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
+_STP = {mode.name: mode for mode in SelfTradeMode}
+
+_REJECT_CODE = {
+    RejectReason.UNKNOWN_SYMBOL: errors.UNKNOWN_SYMBOL,
+    RejectReason.PRICE_OFF_TICK: errors.PRICE_OFF_TICK,
+    RejectReason.QUANTITY_OFF_LOT: errors.QUANTITY_OFF_LOT,
+}
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=jsonio.dumps(body), status=status, content_type=_JSON, headers=headers)
+
+
+def _new_client_order_id() -> str:
+    return f"api-{uuid.uuid4().hex}"
+
+
+class Api:
+    """Everything the handlers share: the service, config, auth, forwarding, the WS hub."""
+
+    def __init__(self, service: ExchangeService, config: ApiConfig) -> None:
+        from .ws import WsHub  # the hub imports this module's helpers
+
+        self.service = service
+        self.config = config
+        self.auth = Authenticator(
+            config.api_keys, RateLimiter(config.rate_limit_per_second, config.rate_limit_burst)
+        )
+        self.forwarder = Forwarder(
+            config.forward_timeout_seconds,
+            config.max_forward_hops,
+            config.unavailable_retry_after_seconds,
+        )
+        self.hub = WsHub(self)
+        self._openapi_body: bytes | None = None
+        self._symbols: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_cleanup(self, _app: web.Application) -> None:
+        await self.hub.close()
+        await self.forwarder.close()
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        await self.hub.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def endpoint(self, *, write: bool) -> Callable[[Handler], Handler]:
+        """Wrap a handler: ApiError and service errors become JSON answers;
+        NotLeader forwards the request to the leader (or redirects)."""
+
+        def wrap(handler: Handler) -> Handler:
+            @functools.wraps(handler)
+            async def run(request: web.Request) -> web.StreamResponse:
+                try:
+                    return await handler(request)
+                except ApiError as exc:
+                    return exc.response()
+                except NotLeader as exc:
+                    try:
+                        return await self.not_leader(request, exc, write=write)
+                    except ApiError as inner:
+                        return inner.response()
+                except ServiceError as exc:
+                    return self.service_error(exc).response()
+
+            return run
+
+        return wrap
+
+    async def not_leader(
+        self, request: web.Request, exc: NotLeader, *, write: bool
+    ) -> web.StreamResponse:
+        if self.config.follower_writes == "redirect":
+            if not exc.leader_http:
+                raise self.forwarder.no_leader("this node is not the leader and no leader is known")
+            raise ApiError(
+                421,
+                "not_leader",
+                "this node is not the leader; send the request to the leader",
+                None,
+                extra={"leader": exc.leader_id, "leader_address": exc.leader_http},
+            )
+        response = await self.forwarder.forward(
+            request, exc.leader_http, request.get(_BODY_KEY), write=write
+        )
+        return response
+
+    def service_error(self, exc: ServiceError) -> ApiError:
+        retry = self.config.unavailable_retry_after_seconds
+        if isinstance(exc, Overloaded):
+            return ApiError(
+                503,
+                errors.OVERLOADED,
+                "the node is overloaded (proposal queue full); retry after the Retry-After delay",
+                retry_after=exc.retry_after_seconds,
+            )
+        if isinstance(exc, Timeout):
+            return ApiError(504, errors.TIMEOUT, errors.TIMEOUT_MESSAGE)
+        if isinstance(exc, Unavailable):
+            return ApiError(503, errors.UNAVAILABLE, f"unavailable: {exc}", retry_after=retry)
+        if isinstance(exc, NotLeader):
+            return self.forwarder.no_leader("this node is not the leader")
+        return ApiError(503, errors.UNAVAILABLE, f"unavailable: {exc}", retry_after=retry)
+
+    async def read_json(self, request: web.Request, *, allow_empty: bool = False) -> Any:
+        """The request body as JSON: 415 for a wrong content type, 413 when too large,
+        400 when malformed (NaN and Infinity included)."""
+        limit = self.config.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise self.too_large(length)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise self.too_large(None)
+        body = b"".join(chunks)
+        request[_BODY_KEY] = body
+        if not body.strip():
+            if allow_empty:
+                return {}
+            raise errors.bad_request(errors.MALFORMED_JSON, "the request body is empty", "body")
+        if request.content_type != _JSON:
+            raise ApiError(
+                415,
+                errors.UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Type must be {_JSON}, got {request.content_type or 'none'}",
+                "Content-Type",
+            )
+        try:
+            return jsonio.loads(body)
+        except jsonio.JsonInputError as exc:
+            raise errors.bad_request(
+                errors.MALFORMED_JSON, f"malformed JSON: {exc}", "body"
+            ) from None
+
+    def too_large(self, length: int | None) -> ApiError:
+        size = f"{length} bytes" if length is not None else "the body"
+        return ApiError(
+            413,
+            errors.BODY_TOO_LARGE,
+            f"{size} exceeds the limit of {self.config.max_body_bytes} bytes",
+            "body",
+        )
+
+    async def consistent_read(self, request: web.Request) -> None:
+        """Linearizable by default (ReadIndex); ``?consistency=stale`` reads locally."""
+        mode = request.query.get("consistency", "linearizable")
+        if mode == "stale":
+            return
+        if mode != "linearizable":
+            raise errors.bad_request(
+                errors.INVALID_VALUE,
+                f"consistency must be linearizable or stale, got {mode[:40]!r}",
+                "consistency",
+            )
+        await self.service.read_barrier()
+
+    def symbols(self) -> Mapping[str, Any]:
+        """Listed symbols -> spec, cached: a symbol's tick and lot sizes never change
+        once listed and symbols are never delisted, so only a miss refreshes it."""
+        return self._symbols
+
+    def symbol_spec(self, symbol: str) -> Any:
+        spec = self._symbols.get(symbol)
+        if spec is None:
+            self._symbols = dict(queries.symbol_specs(self.service.engine))
+            spec = self._symbols.get(symbol)
+        return spec
+
+    def known_symbol(self, symbol: str, field: str = "symbol", status: int = 404) -> Any:
+        spec = self.symbol_spec(symbol)
+        if spec is None:
+            raise ApiError(status, errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}", field)
+        return spec
+
+    @staticmethod
+    def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.query.get(name)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+            raise errors.bad_request(
+                errors.INVALID_TYPE, f"{name} must be an integer, got {raw[:40]!r}", name
+            )
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise errors.bad_request(
+                errors.INVALID_VALUE, f"{name} must be between {lo} and {hi}, got {value}", name
+            )
+        return value
+
+    @staticmethod
+    def path_order_id(request: web.Request) -> int:
+        raw = request.match_info["order_id"]
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
+            raise errors.bad_request(
+                errors.INVALID_TYPE,
+                f"order_id must be a positive integer, got {raw[:40]!r}",
+                "order_id",
+            )
+        value = int(raw)
+        if not 1 <= value <= schema.UINT64_MAX:
+            raise errors.bad_request(errors.INVALID_VALUE, "order_id out of range", "order_id")
+        return value
+
+    @staticmethod
+    def path_client_order_id(request: web.Request) -> str:
+        raw = request.match_info["client_order_id"]
+        if schema.CLIENT_ORDER_ID_RE.fullmatch(raw) is None:
+            raise errors.bad_request(
+                errors.INVALID_VALUE,
+                f"client_order_id must match {schema.CLIENT_ORDER_ID_PATTERN}",
+                "client_order_id",
+            )
+        return raw
+
+    # ------------------------------------------------------------------ commands
+
+    def new_order_command(
+        self, client_id: str, fields: dict[str, Any], prefix: str = ""
+    ) -> NewOrder:
+        """A validated NewOrder from schema-checked ``fields``; 400 naming the field otherwise."""
+
+        def at(name: str) -> str:
+            return f"{prefix}.{name}" if prefix else name
+
+        symbol = fields["symbol"]
+        spec = self.symbol_spec(symbol)
+        if spec is None:
+            raise errors.bad_request(
+                errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", at("symbol")
+            )
+        order_type = _ORDER_TYPE[fields["order_type"]]
+        price = fields.get("price")
+        tif = _TIF[fields["time_in_force"]]
+        if order_type is OrderType.MARKET:
+            if price not in (None, 0):
+                raise errors.bad_request(
+                    errors.INVALID_VALUE, "a MARKET order takes no price (absent or 0)", at("price")
+                )
+            price = 0
+        elif price is None:
+            raise errors.bad_request(
+                errors.MISSING_FIELD,
+                f"missing required field {at('price')!r} for a LIMIT order",
+                at("price"),
+            )
+        elif price <= 0:
+            raise errors.bad_request(
+                errors.INVALID_VALUE,
+                f"{at('price')} must be positive for a LIMIT order",
+                at("price"),
+            )
+        if fields["post_only"] and (order_type is OrderType.MARKET or tif is not TimeInForce.GTC):
+            raise errors.bad_request(
+                errors.INVALID_VALUE, "post_only requires a GTC LIMIT order", at("post_only")
+            )
+        command = NewOrder(
+            client_id=client_id,
+            client_order_id=fields.get("client_order_id") or _new_client_order_id(),
+            symbol=symbol,
+            side=_SIDE[fields["side"]],
+            order_type=order_type,
+            time_in_force=tif,
+            price=price,
+            quantity=fields["quantity"],
+            post_only=fields["post_only"],
+            stp=_STP[fields["stp"]],
+        )
+        self.check_format(command, self.symbols(), prefix)
+        return command
+
+    @staticmethod
+    def check_format(command: Any, symbols: Mapping[str, Any], prefix: str = "") -> None:
+        """The engine's own format check: whatever it would reject never reaches the log."""
+        rejection = validate_format(command, symbols)
+        if rejection is None:
+            return
+        name = REJECT_FIELD.get(rejection.reason)
+        field = (f"{prefix}.{name}" if prefix else name) if name else (prefix or None)
+        raise errors.bad_request(
+            _REJECT_CODE.get(rejection.reason, errors.INVALID_VALUE), rejection.message, field
+        )
+
+    async def submit(self, commands: list[Any]) -> list[Any]:
+        return list(await self.service.submit(commands))
+
+    # --- operations shared by HTTP and WebSocket (they return status and body) ---
+
+    async def place_order(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        fields = schema.NEW_ORDER.validate(payload)
+        command = self.new_order_command(client_id, fields)
+        (result,) = await self.submit([command])
+        return result_answer(result, client_id)
+
+    async def place_batch(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        body = schema.BATCH.validate(payload)
+        items = schema.validate_array(
+            body[schema.BATCH_ITEMS_FIELD],
+            schema.BATCH_ITEMS_FIELD,
+            schema.NEW_ORDER,
+            self.config.max_batch,
+        )
+        commands = [
+            self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
+            for i, item in enumerate(items)
+        ]
+        results = await self.submit(commands)
+        out = []
+        for result in results:
+            status, answer = result_answer(result, client_id)
+            out.append({"status": status, **answer} if status != 200 else answer)
+        return 200, {"results": out}
+
+    async def cancel_order(
+        self, client_id: str, order_id: int | None, client_order_id: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        if order_id is not None:
+            self.check_owner(client_id, queries.order_owner(self.service.engine, order_id))
+        command = Cancel(client_id=client_id, order_id=order_id, client_order_id=client_order_id)
+        self.check_format(command, self.symbols())
+        (result,) = await self.submit([command])
+        return result_answer(result, client_id)
+
+    async def replace_order(
+        self,
+        client_id: str,
+        order_id: int | None,
+        client_order_id: str | None,
+        payload: Any,
+    ) -> tuple[int, dict[str, Any]]:
+        fields = schema.REPLACE.validate(payload)
+        engine = self.service.engine
+        if order_id is not None:
+            self.check_owner(client_id, queries.order_owner(engine, order_id))
+            symbol = queries.order_symbol(engine, order_id)
+        else:
+            assert client_order_id is not None
+            symbol = queries.order_symbol_by_client_id(engine, client_id, client_order_id)
+        if symbol is not None:
+            spec = self.symbol_spec(symbol)
+            if spec is not None:
+                rejection = check_price_quantity(spec, fields["price"], fields["quantity"])
+                if rejection is not None:
+                    name = REJECT_FIELD.get(rejection.reason)
+                    raise errors.bad_request(
+                        _REJECT_CODE.get(rejection.reason, errors.INVALID_VALUE),
+                        rejection.message,
+                        name,
+                    )
+        command = CancelReplace(
+            client_id=client_id,
+            order_id=order_id,
+            client_order_id=client_order_id,
+            new_client_order_id=fields.get("new_client_order_id") or _new_client_order_id(),
+            price=fields["price"],
+            quantity=fields["quantity"],
+        )
+        self.check_format(command, self.symbols())
+        (result,) = await self.submit([command])
+        return result_answer(result, client_id)
+
+    async def mass_cancel(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        fields = schema.MASS_CANCEL.validate(payload)
+        symbol = fields.get("symbol")
+        if symbol is not None and self.symbol_spec(symbol) is None:
+            raise errors.bad_request(errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", "symbol")
+        command = MassCancel(client_id=client_id, symbol=symbol)
+        self.check_format(command, self.symbols())
+        (result,) = await self.submit([command])
+        return result_answer(result, client_id)
+
+    @staticmethod
+    def check_owner(client_id: str, owner: str | None) -> None:
+        if owner is not None and owner != client_id:
+            raise ApiError(
+                403, errors.FORBIDDEN, "this order belongs to another client", "order_id"
+            )
+
+    # ------------------------------------------------------------------ HTTP handlers
+
+    async def h_new_order(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        payload = await self.read_json(request)
+        status, body = await self.place_order(client_id, payload)
+        return json_response(body, status)
+
+    async def h_batch(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        payload = await self.read_json(request)
+        status, body = await self.place_batch(client_id, payload)
+        return json_response(body, status)
+
+    async def h_cancel(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        status, body = await self.cancel_order(client_id, self.path_order_id(request), None)
+        return json_response(body, status)
+
+    async def h_cancel_by_client_id(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        coid = self.path_client_order_id(request)
+        status, body = await self.cancel_order(client_id, None, coid)
+        return json_response(body, status)
+
+    async def h_replace(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        order_id = self.path_order_id(request)
+        payload = await self.read_json(request)
+        status, body = await self.replace_order(client_id, order_id, None, payload)
+        return json_response(body, status)
+
+    async def h_replace_by_client_id(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        coid = self.path_client_order_id(request)
+        payload = await self.read_json(request)
+        status, body = await self.replace_order(client_id, None, coid, payload)
+        return json_response(body, status)
+
+    async def h_mass_cancel(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        payload = await self.read_json(request, allow_empty=True)
+        status, body = await self.mass_cancel(client_id, payload)
+        return json_response(body, status)
+
+    async def h_get_order(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        order_id = self.path_order_id(request)
+        await self.consistent_read(request)
+        order = queries.order_view(self.service.engine, order_id)
+        if order is None:
+            raise ApiError(404, errors.NOT_FOUND, f"no order {order_id}", "order_id")
+        self.check_owner(client_id, order["client_id"])
+        return json_response(order)
+
+    async def h_get_order_by_client_id(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        coid = self.path_client_order_id(request)
+        await self.consistent_read(request)
+        order = queries.order_view_by_client_id(self.service.engine, client_id, coid)
+        if order is None:
+            raise ApiError(
+                404, errors.NOT_FOUND, f"no order with client_order_id {coid!r}", "client_order_id"
+            )
+        return json_response(order)
+
+    async def h_open_orders(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        symbol = request.query.get("symbol")
+        await self.consistent_read(request)
+        if symbol is not None:
+            self.known_symbol(symbol, status=400)
+        return json_response(
+            {"orders": queries.open_orders_view(self.service.engine, client_id, symbol)}
+        )
+
+    def market_reader(self, request: web.Request) -> None:
+        if self.config.public_market_data:
+            self.auth.optional_client(request)
+        else:
+            self.auth.client_for(request)
+
+    async def h_symbols(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        await self.consistent_read(request)
+        return json_response({"symbols": queries.symbols_view(self.service.engine)})
+
+    async def h_book(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        symbol = request.match_info["symbol"]
+        depth = self.query_int(
+            request, "depth", self.config.default_depth, 1, self.config.max_depth
+        )
+        await self.consistent_read(request)
+        self.known_symbol(symbol)
+        return json_response(queries.book_view(self.service.engine, symbol, depth))
+
+    async def h_trades(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        symbol = request.match_info["symbol"]
+        limit = self.query_int(
+            request, "limit", self.config.default_trades, 1, self.config.max_trades
+        )
+        await self.consistent_read(request)
+        self.known_symbol(symbol)
+        return json_response(
+            {"symbol": symbol, "trades": queries.trades_view(self.service.engine, symbol, limit)}
+        )
+
+    async def h_bbo(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        symbol = request.match_info["symbol"]
+        await self.consistent_read(request)
+        self.known_symbol(symbol)
+        return json_response(queries.bbo_view(self.service.engine, symbol))
+
+    async def h_analytics(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        symbol = request.match_info["symbol"]
+        await self.consistent_read(request)
+        self.known_symbol(symbol)
+        return json_response(queries.analytics_view(self.service.engine, symbol))
+
+    async def h_positions(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.auth.client_for(request)
+        await self.consistent_read(request)
+        return json_response(
+            {
+                "client_id": client_id,
+                "positions": queries.positions_view(self.service.engine, client_id),
+            }
+        )
+
+    async def h_cluster(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        return json_response(queries.cluster_view(self.service.status()))
+
+    async def h_openapi(self, request: web.Request) -> web.StreamResponse:
+        if self._openapi_body is None:
+            from .openapi import build_openapi
+
+            self._openapi_body = jsonio.dumps(build_openapi(self.config))
+        return web.Response(body=self._openapi_body, content_type=_JSON)
+
+
+# The routes: (method, path, handler name, is a write). The OpenAPI document
+# (openapi.py) describes exactly these; a test checks both ways.
+ROUTES: list[tuple[str, str, str, bool]] = [
+    ("POST", "/v1/orders", "h_new_order", True),
+    ("GET", "/v1/orders", "h_open_orders", False),
+    ("POST", "/v1/orders/batch", "h_batch", True),
+    ("POST", "/v1/orders/mass-cancel", "h_mass_cancel", True),
+    ("GET", "/v1/orders/by-client-id/{client_order_id}", "h_get_order_by_client_id", False),
+    ("DELETE", "/v1/orders/by-client-id/{client_order_id}", "h_cancel_by_client_id", True),
+    ("POST", "/v1/orders/by-client-id/{client_order_id}/replace", "h_replace_by_client_id", True),
+    ("GET", "/v1/orders/{order_id}", "h_get_order", False),
+    ("DELETE", "/v1/orders/{order_id}", "h_cancel", True),
+    ("POST", "/v1/orders/{order_id}/replace", "h_replace", True),
+    ("GET", "/v1/positions", "h_positions", False),
+    ("GET", "/v1/symbols", "h_symbols", False),
+    ("GET", "/v1/book/{symbol}", "h_book", False),
+    ("GET", "/v1/trades/{symbol}", "h_trades", False),
+    ("GET", "/v1/bbo/{symbol}", "h_bbo", False),
+    ("GET", "/v1/analytics/{symbol}", "h_analytics", False),
+    ("GET", "/v1/cluster", "h_cluster", False),
+    ("GET", "/openapi.json", "h_openapi", False),
+]
+
+WS_PATH = "/v1/ws"
+
+
+def add_routes(app: web.Application, service: ExchangeService, config: ApiConfig) -> Api:
+    """Mount the public API on ``app`` (which may already hold other routes)."""
+    api = Api(service, config)
+    app[API_KEY] = api
+    for method, path, name, write in ROUTES:
+        handler = api.endpoint(write=write)(getattr(api, name))
+        app.router.add_route(method, path, handler)
+    app.router.add_get(WS_PATH, api.hub.handle)
+    app.on_shutdown.append(api.on_shutdown)
+    app.on_cleanup.append(api.on_cleanup)
+    return api
+
+
+def create_app(service: ExchangeService, config: ApiConfig | None = None) -> web.Application:
+    """A stand-alone application serving the public API."""
+    config = config or ApiConfig()
+    app = web.Application(client_max_size=config.max_body_bytes + 1024)
+    add_routes(app, service, config)
+    return app
+
+
+__all__ = ["API_KEY", "LEADER_HEADER", "Api", "add_routes", "create_app", "json_response"]

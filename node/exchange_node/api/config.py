@@ -1,0 +1,148 @@
+"""ApiConfig: API keys, limits and follower behaviour of the public API.
+
+API keys are bearer tokens, each bound to exactly one client id. They come
+from a file (YAML or JSON mapping ``token: client_id``, or a list of
+``{token, client_id}``) or from ``EXCHANGE_API_KEYS`` (``token=client_id,...``).
+A client never chooses its client id: the key decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ENV_API_KEYS = "EXCHANGE_API_KEYS"
+ENV_API_KEYS_FILE = "EXCHANGE_API_KEYS_FILE"
+
+DEFAULT_MAX_BATCH = 500
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+_KEY_LINE = re.compile(r"[^\s=:]+\s*=\s*[^\s=]+")
+
+
+class ApiConfigError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class ApiConfig:
+    api_keys: dict[str, str] = field(default_factory=dict)
+    """token -> client id."""
+    rate_limit_per_second: float = 2_000.0
+    """Requests per second per key (a batch counts as one request); 0 disables the limit."""
+    rate_limit_burst: int = 4_000
+    """Bucket size: requests a key may make at once after being idle."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    public_market_data: bool = True
+    """Symbols, book, trades, BBO, analytics and the cluster view need no key."""
+    follower_writes: Literal["forward", "redirect"] = "forward"
+    """``forward``: a follower proxies the request to the leader; ``redirect``: it
+    answers 421 with the leader's address."""
+    forward_timeout_seconds: float = 5.0
+    max_forward_hops: int = 1
+    unavailable_retry_after_seconds: float = 1.0
+    ws_send_queue: int = 1_000
+    """Messages queued for one WebSocket before it is dropped as a slow consumer."""
+    ws_heartbeat_seconds: float = 15.0
+    ws_max_subscriptions: int = 100
+    ws_max_message_bytes: int = 1 << 16
+    default_depth: int = 10
+    max_depth: int = 1_000
+    default_trades: int = 100
+    max_trades: int = 1_000
+
+    def __post_init__(self) -> None:
+        for token, client_id in self.api_keys.items():
+            if not isinstance(token, str) or not token or not token.isprintable():
+                raise ApiConfigError("API key tokens must be non-empty printable strings")
+            if any(ch.isspace() for ch in token):
+                raise ApiConfigError("API key tokens must not contain whitespace")
+            if not isinstance(client_id, str) or not client_id:
+                raise ApiConfigError(f"API key {token[:4]}...: client id must be a string")
+            if len(client_id.encode()) > 255:
+                raise ApiConfigError(f"client id {client_id[:16]!r}... longer than 255 bytes")
+        if self.max_batch < 1:
+            raise ApiConfigError("max_batch must be >= 1")
+        if self.max_body_bytes < 1024:
+            raise ApiConfigError("max_body_bytes must be >= 1024")
+        if self.rate_limit_per_second < 0 or self.rate_limit_burst < 1:
+            raise ApiConfigError("rate limit must be >= 0 per second with a burst >= 1")
+        if self.follower_writes not in ("forward", "redirect"):
+            raise ApiConfigError("follower_writes must be 'forward' or 'redirect'")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, keys_file: str | Path | None = None, **kw: Any
+    ) -> ApiConfig:
+        """Keys from ``keys_file`` (or ``EXCHANGE_API_KEYS_FILE``) plus ``EXCHANGE_API_KEYS``."""
+        env = os.environ if env is None else env
+        keys: dict[str, str] = {}
+        path = keys_file or env.get(ENV_API_KEYS_FILE)
+        if path:
+            keys.update(load_api_keys_file(path))
+        if env.get(ENV_API_KEYS):
+            keys.update(parse_api_keys(env[ENV_API_KEYS]))
+        return cls(api_keys=keys, **kw)
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``token=client_id,token2=client_id2`` -> {token: client_id}."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        token, sep, client_id = item.partition("=")
+        token, client_id = token.strip(), client_id.strip()
+        if not sep or not token or not client_id:
+            raise ApiConfigError(f"{ENV_API_KEYS}: entry {item[:8]!r}... is not token=client_id")
+        if token in keys:
+            raise ApiConfigError(f"{ENV_API_KEYS}: a token appears twice")
+        keys[token] = client_id
+    return keys
+
+
+def load_api_keys_file(path: str | Path) -> dict[str, str]:
+    """``token=client_id`` lines, or YAML/JSON: ``{token: client_id}`` or
+    ``[{token: ..., client_id: ...}]`` (optionally under a top-level ``keys``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if lines and all(_KEY_LINE.fullmatch(line) for line in lines):
+        # The node's plain format: one ``token=client_id`` per line.
+        return parse_api_keys(",".join(lines))
+    try:
+        data: Any = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ApiConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+    if data is None:
+        return {}
+    if isinstance(data, Mapping) and "keys" in data and len(data) == 1:
+        data = data["keys"]
+    keys: dict[str, str] = {}
+    if isinstance(data, Mapping):
+        items = list(data.items())
+    elif isinstance(data, list):
+        items = []
+        for entry in data:
+            if not isinstance(entry, Mapping) or {"token", "client_id"} - set(entry):
+                raise ApiConfigError(f"{path}: list entries need token and client_id")
+            items.append((entry["token"], entry["client_id"]))
+    else:
+        raise ApiConfigError(f"{path}: expected a mapping token -> client_id")
+    for token, client_id in items:
+        if not isinstance(token, str) or not isinstance(client_id, str | int):
+            raise ApiConfigError(f"{path}: tokens and client ids must be strings")
+        if token in keys:
+            raise ApiConfigError(f"{path}: a token appears twice")
+        keys[token] = str(client_id)
+    return keys

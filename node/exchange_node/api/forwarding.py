@@ -1,0 +1,152 @@
+"""Follower writes: proxy the request to the leader, once.
+
+A follower that gets ``NotLeader(leader_http=...)`` from the service re-sends
+the same method, path, query, body and ``Authorization`` header to the leader
+and relays the leader's answer. The hop header stops loops: a request that
+already made ``max_forward_hops`` hops is not forwarded again (leadership is
+moving; the client gets 503 + Retry-After). No known leader: 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from . import errors
+from .errors import ApiError
+
+HOP_HEADER = "X-Exchange-Forward-Hops"
+FORWARDED_BY_HEADER = "X-Exchange-Forwarded-By"
+LEADER_HEADER = "X-Exchange-Leader"
+
+_RELAYED_RESPONSE_HEADERS = ("Retry-After", LEADER_HEADER)
+
+
+def request_hops(request: web.Request) -> int:
+    raw = request.headers.get(HOP_HEADER)
+    if raw is None:
+        return 0
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
+
+
+class Forwarder:
+    def __init__(self, timeout_seconds: float, max_hops: int, retry_after: float) -> None:
+        self.timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=min(1.0, timeout_seconds)
+        )
+        self.max_hops = max_hops
+        self.retry_after = retry_after
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout,
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def no_leader(self, why: str) -> ApiError:
+        return ApiError(
+            503,
+            errors.NO_LEADER,
+            f"{why}; retry after the Retry-After delay",
+            None,
+            retry_after=self.retry_after,
+        )
+
+    async def forward(
+        self,
+        request: web.Request,
+        leader_http: str | None,
+        body: bytes | None,
+        *,
+        write: bool,
+    ) -> web.Response:
+        if not leader_http:
+            raise self.no_leader("this node is not the leader and no leader is known")
+        hops = request_hops(request)
+        if hops >= self.max_hops:
+            raise self.no_leader("leadership is changing (forwarded request reached a non-leader)")
+        headers = {HOP_HEADER: str(hops + 1)}
+        for name in ("Authorization", "Content-Type", "Accept"):
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        if "Authorization" not in headers and "token" in request.query:
+            headers["Authorization"] = f"Bearer {request.query['token']}"
+        url = f"http://{leader_http}{request.rel_url}"
+        return await self.send(request.method, url, headers, body, leader_http, write=write)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        leader_http: str,
+        *,
+        write: bool,
+    ) -> web.Response:
+        status, upstream_headers, payload, content_type = await self.exchange(
+            method, url, headers, body, leader_http, write=write
+        )
+        out_headers = {FORWARDED_BY_HEADER: "1", LEADER_HEADER: leader_http}
+        for name in _RELAYED_RESPONSE_HEADERS:
+            value = upstream_headers.get(name)
+            if value is not None:
+                out_headers[name] = value
+        return web.Response(
+            body=payload, status=status, headers=out_headers, content_type=content_type
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        leader_http: str,
+        *,
+        write: bool,
+    ) -> tuple[int, dict[str, str], bytes, str]:
+        """One request to the leader: (status, headers, body, content type), or ApiError."""
+        try:
+            async with self.session().request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as upstream:
+                payload = await upstream.read()
+                return (
+                    upstream.status,
+                    dict(upstream.headers),
+                    payload,
+                    upstream.content_type or "application/json",
+                )
+        except aiohttp.ClientConnectorError:
+            # Nothing was sent: the request was certainly not accepted.
+            raise ApiError(
+                503,
+                errors.UNAVAILABLE,
+                f"could not reach the leader at {leader_http}",
+                None,
+                retry_after=self.retry_after,
+            ) from None
+        except (TimeoutError, aiohttp.ClientError):
+            if write:
+                raise ApiError(504, errors.TIMEOUT, errors.TIMEOUT_MESSAGE, None) from None
+            raise ApiError(
+                503,
+                errors.UNAVAILABLE,
+                f"the leader at {leader_http} did not answer",
+                None,
+                retry_after=self.retry_after,
+            ) from None

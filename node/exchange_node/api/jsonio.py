@@ -1,0 +1,81 @@
+"""JSON in and out of the API: strict parsing (no NaN or Infinity), compact output.
+
+orjson is used when it is installed (it already refuses NaN and Infinity);
+otherwise the standard library with ``parse_constant`` raising, which is the
+only hook that sees the ``NaN``, ``Infinity`` and ``-Infinity`` literals.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class JsonInputError(ValueError):
+    """The bytes are not one strict JSON document."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not valid JSON (NaN and Infinity are refused)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise JsonInputError(f"number {text[:32]} is out of range (Infinity is refused)")
+    return value
+
+
+_INF = float("inf")
+_std_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_std_encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+try:  # pragma: no cover - depends on the environment
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one strict JSON document or raise ``JsonInputError``."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError as exc:
+            raise JsonInputError(str(exc)) from None
+    if isinstance(data, bytes | bytearray):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonInputError(f"body is not UTF-8: {exc.reason}") from None
+    else:
+        text = data
+    try:
+        value, end = _std_decoder.raw_decode(text, _skip_ws(text, 0))
+    except JsonInputError:
+        raise
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JsonInputError(str(exc)) from None
+    if _skip_ws(text, end) != len(text):
+        raise JsonInputError(f"extra data after the JSON document at position {end}")
+    return value
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in " \t\n\r":
+        pos += 1
+    return pos
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; refuses NaN and Infinity rather than emitting them."""
+    if _orjson is not None:
+        return _orjson.dumps(value)
+    return _std_encoder.encode(value).encode("utf-8")
+
+
+def dumps_str(value: Any) -> str:
+    if _orjson is not None:
+        return _orjson.dumps(value).decode("utf-8")
+    return _std_encoder.encode(value)

@@ -1,0 +1,609 @@
+"""The WebSocket channel at /v1/ws: market data, your order events, order entry.
+
+One hub per application reads ONE ``service.subscribe()`` iterator and fans
+each applied log entry out to the connections subscribed to it:
+
+- ``book:{symbol}``: a level-2 snapshot ``{"type": "snapshot", "seq", "bids",
+  "asks"}`` then ``{"type": "delta", "updates": [{side, price, quantity, seq}]}``
+  where ``seq`` is the engine's per-symbol book sequence (consecutive: a jump
+  means a missed update; resubscribe for a new snapshot).
+- ``trades:{symbol}``: ``{"type": "trades", "trades": [...]}`` (no client ids).
+- ``orders``: your own order events ``{"type": "events", "log_index", "events"}``.
+
+Every connection has a bounded send queue; one that falls ``ws_send_queue``
+messages behind is closed with code 4008 ("slow consumer") instead of
+growing memory or slowing everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from exchange_node.engine.events import BookUpdate, Fill, TradingStatus
+from exchange_node.service import NotLeader, ServiceError
+
+from . import errors, jsonio, queries
+from .auth import bearer_token
+from .errors import ApiError
+from .forwarding import HOP_HEADER
+from .present import own_fill, public_trade
+
+if TYPE_CHECKING:
+    from .app import Api
+
+log = logging.getLogger("exchange_node.api.ws")
+
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_GOING_AWAY = 1001
+MAX_IN_FLIGHT = 1_000
+FULL_BOOK = 1 << 30
+
+
+class Connection:
+    """One WebSocket client: its identity, subscriptions and bounded send queue."""
+
+    __slots__ = (
+        "book_seq",
+        "client_id",
+        "closing",
+        "hub",
+        "in_flight",
+        "queue",
+        "subscriptions",
+        "token",
+        "ws",
+    )
+
+    def __init__(
+        self, hub: WsHub, ws: web.WebSocketResponse, client_id: str | None, token: str | None
+    ) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.client_id = client_id
+        self.token = token
+        self.queue: asyncio.Queue[str] = asyncio.Queue(hub.api.config.ws_send_queue)
+        self.subscriptions: set[str] = set()
+        self.book_seq: dict[str, int] = {}
+        """Per book subscription: the last seq this client has (snapshot or delta)."""
+        self.closing = False
+        self.in_flight = 0
+
+    def send(self, message: str) -> None:
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.hub.drop_slow_consumer(self)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send(jsonio.dumps_str(message))
+
+    async def write_loop(self) -> None:
+        queue, ws = self.queue, self.ws
+        while True:
+            message = await queue.get()
+            await ws.send_str(message)
+
+
+class WsHub:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.connections: set[Connection] = set()
+        self.book_subs: dict[str, set[Connection]] = {}
+        self.trade_subs: dict[str, set[Connection]] = {}
+        self.order_subs: dict[str, set[Connection]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ensure_started(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for conn in list(self.connections):
+            conn.closing = True
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        for task in list(self._background):
+            task.cancel()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run(self) -> None:
+        """Consume the service's applied entries; resubscribe (and resync) if dropped."""
+        first = True
+        while not self._closed:
+            if not first:
+                self._resync()
+            first = False
+            try:
+                async for log_index, results in self.api.service.subscribe():
+                    self.dispatch(log_index, results)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event fan-out failed; resubscribing")
+            # The iterator ended: this hub was too slow and was dropped (or the
+            # service is stopping). Back off a little before resubscribing.
+            await asyncio.sleep(0.05)
+
+    def _resync(self) -> None:
+        for symbol, conns in self.book_subs.items():
+            for conn in list(conns):
+                self._send_snapshot(conn, symbol)
+        gap = {"type": "gap", "message": "events may have been missed; re-read state over HTTP"}
+        for channel_subs, prefix in ((self.trade_subs, "trades:"), (self.order_subs, None)):
+            for key, conns in channel_subs.items():
+                channel = "orders" if prefix is None else prefix + key
+                text = jsonio.dumps_str({"channel": channel, **gap})
+                for conn in list(conns):
+                    conn.send(text)
+
+    # ------------------------------------------------------------------ fan-out
+
+    def dispatch(self, log_index: int, results: list[Any]) -> None:
+        book_subs, trade_subs, order_subs = self.book_subs, self.trade_subs, self.order_subs
+        if not (book_subs or trade_subs or order_subs):
+            return
+        book: dict[str, list[BookUpdate]] = {}
+        trades: dict[str, list[dict[str, Any]]] = {}
+        private: dict[str, list[dict[str, Any]]] = {}
+        statuses: list[TradingStatus] = []
+        for result in results:
+            if result.log_index != log_index:
+                continue  # an idempotent replay of an earlier result: already published
+            for event in result.events:
+                kind = type(event)
+                if kind is BookUpdate:
+                    if event.symbol in book_subs:
+                        book.setdefault(event.symbol, []).append(event)
+                elif kind is Fill:
+                    if event.symbol in trade_subs:
+                        trades.setdefault(event.symbol, []).append(public_trade(event))
+                    if event.taker_client_id in order_subs:
+                        private.setdefault(event.taker_client_id, []).append(
+                            own_fill(event, event.taker_order_id, "TAKER")
+                        )
+                    if event.maker_client_id in order_subs:
+                        private.setdefault(event.maker_client_id, []).append(
+                            own_fill(event, event.maker_order_id, "MAKER")
+                        )
+                elif kind is TradingStatus:
+                    statuses.append(event)
+                else:
+                    client_id = getattr(event, "client_id", None)
+                    if client_id is not None and client_id in order_subs:
+                        private.setdefault(client_id, []).append(event.to_dict())
+        for symbol, updates in book.items():
+            self._send_deltas(symbol, updates)
+        for symbol, items in trades.items():
+            text = jsonio.dumps_str(
+                {"channel": f"trades:{symbol}", "type": "trades", "trades": items}
+            )
+            for conn in list(trade_subs.get(symbol, ())):
+                conn.send(text)
+        for client_id, events in private.items():
+            text = jsonio.dumps_str(
+                {"channel": "orders", "type": "events", "log_index": log_index, "events": events}
+            )
+            for conn in list(order_subs.get(client_id, ())):
+                conn.send(text)
+        for status in statuses:
+            text = jsonio.dumps_str(
+                {
+                    "channel": f"book:{status.symbol}",
+                    "type": "trading_status",
+                    "halted": status.halted,
+                }
+            )
+            for conn in list(book_subs.get(status.symbol, ())):
+                conn.send(text)
+
+    def _send_deltas(self, symbol: str, updates: list[BookUpdate]) -> None:
+        channel = f"book:{symbol}"
+        first_seq, last_seq = updates[0].seq, updates[-1].seq
+        full: str | None = None
+        for conn in list(self.book_subs.get(symbol, ())):
+            have = conn.book_seq.get(symbol, 0)
+            if last_seq <= have:
+                continue  # already in this client's snapshot
+            if first_seq > have:
+                if full is None:
+                    full = _delta_text(channel, updates)
+                conn.send(full)
+            else:
+                conn.send(_delta_text(channel, [u for u in updates if u.seq > have]))
+            conn.book_seq[symbol] = last_seq
+
+    def _send_snapshot(self, conn: Connection, symbol: str) -> None:
+        view = queries.book_view(self.api.service.engine, symbol, FULL_BOOK)
+        conn.book_seq[symbol] = view["seq"]
+        conn.send_json({"channel": f"book:{symbol}", "type": "snapshot", **view})
+
+    def drop_slow_consumer(self, conn: Connection) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        self._detach(conn)
+        self._spawn(self._close_slow(conn))
+
+    async def _close_slow(self, conn: Connection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                conn.ws.close(
+                    code=CLOSE_SLOW_CONSUMER,
+                    message=b"slow consumer: send queue full",
+                ),
+                timeout=5,
+            )
+
+    def _detach(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for channel in list(conn.subscriptions):
+            self._unsubscribe(conn, channel)
+
+    # ------------------------------------------------------------------ connections
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        config = self.api.config
+        token = bearer_token(request, allow_query=True)
+        client_id: str | None = None
+        if token is not None:
+            client_id = self.api.auth.api_keys.get(token)
+            if client_id is None:
+                return ApiError(
+                    401, errors.UNAUTHORIZED, "invalid API key", "Authorization"
+                ).response()
+        elif not config.public_market_data:
+            return ApiError(
+                401,
+                errors.UNAUTHORIZED,
+                "missing API key (Authorization header or ?token=)",
+                "Authorization",
+            ).response()
+        ws = web.WebSocketResponse(
+            heartbeat=config.ws_heartbeat_seconds,
+            max_msg_size=config.ws_max_message_bytes,
+            timeout=5.0,
+        )
+        await ws.prepare(request)
+        conn = Connection(self, ws, client_id, token)
+        self.connections.add(conn)
+        self.ensure_started()
+        writer = asyncio.get_running_loop().create_task(conn.write_loop())
+        try:
+            conn.send_json(
+                {
+                    "type": "hello",
+                    "client_id": client_id,
+                    "heartbeat_seconds": config.ws_heartbeat_seconds,
+                }
+            )
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self.on_text(conn, message.data)
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    conn.send_json(
+                        _error(
+                            None,
+                            None,
+                            errors.bad_request(errors.INVALID_TYPE, "send JSON text frames", None),
+                        )
+                    )
+                else:
+                    break
+        finally:
+            conn.closing = True
+            self._detach(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        return ws
+
+    def on_text(self, conn: Connection, text: str) -> None:
+        try:
+            message = jsonio.loads(text)
+        except jsonio.JsonInputError as exc:
+            conn.send_json(
+                _error(
+                    None,
+                    None,
+                    errors.bad_request(errors.MALFORMED_JSON, f"malformed JSON: {exc}", "body"),
+                )
+            )
+            return
+        if type(message) is not dict:
+            conn.send_json(
+                _error(
+                    None,
+                    None,
+                    errors.bad_request(
+                        errors.INVALID_TYPE, "a message must be a JSON object", None
+                    ),
+                )
+            )
+            return
+        op = message.pop("op", None)
+        request_id = message.pop("id", None)
+        if request_id is not None and not (
+            (type(request_id) is str and len(request_id) <= 64) or type(request_id) is int
+        ):
+            conn.send_json(
+                _error(
+                    op,
+                    None,
+                    errors.bad_request(
+                        errors.INVALID_TYPE,
+                        "id must be a string (<= 64 characters) or an integer",
+                        "id",
+                    ),
+                )
+            )
+            return
+        handler = self._ops.get(op) if isinstance(op, str) else None
+        if handler is None:
+            conn.send_json(
+                _error(
+                    op,
+                    request_id,
+                    errors.bad_request(
+                        errors.INVALID_VALUE,
+                        "op must be one of subscribe, unsubscribe, order, cancel, ping",
+                        "op",
+                    ),
+                )
+            )
+            return
+        try:
+            handler(self, conn, request_id, message)
+        except ApiError as exc:
+            conn.send_json(_error(op, request_id, exc))
+
+    # ------------------------------------------------------------------ ops
+
+    def op_ping(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
+        conn.send_json({"type": "pong", "id": request_id})
+
+    def _channels(self, message: dict[str, Any]) -> list[str]:
+        extra = set(message) - {"channels"}
+        if extra:
+            field = sorted(extra)[0]
+            raise errors.bad_request(errors.UNKNOWN_FIELD, f"unknown field {field!r}", field)
+        channels = message.get("channels")
+        if type(channels) is not list or not channels or not all(type(c) is str for c in channels):
+            raise errors.bad_request(
+                errors.INVALID_TYPE, "channels must be a non-empty array of strings", "channels"
+            )
+        return channels
+
+    def op_subscribe(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
+        channels = self._channels(message)
+        if len(conn.subscriptions | set(channels)) > self.api.config.ws_max_subscriptions:
+            raise errors.bad_request(
+                errors.INVALID_VALUE,
+                f"at most {self.api.config.ws_max_subscriptions} subscriptions per connection",
+                "channels",
+            )
+        for channel in channels:
+            kind, _, symbol = channel.partition(":")
+            if channel == "orders":
+                if conn.client_id is None:
+                    raise ApiError(
+                        401, errors.UNAUTHORIZED, "the orders channel needs an API key", "channels"
+                    )
+            elif kind in ("book", "trades") and symbol:
+                if self.api.symbol_spec(symbol) is None:
+                    raise errors.bad_request(
+                        errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}", "channels"
+                    )
+            else:
+                raise errors.bad_request(
+                    errors.INVALID_VALUE,
+                    f"unknown channel {channel[:60]!r} (book:SYMBOL, trades:SYMBOL or orders)",
+                    "channels",
+                )
+        self.ensure_started()
+        new = [channel for channel in channels if channel not in conn.subscriptions]
+        conn.send_json({"type": "subscribed", "id": request_id, "channels": channels})
+        for channel in new:
+            conn.subscriptions.add(channel)
+            if channel == "orders":
+                assert conn.client_id is not None
+                self.order_subs.setdefault(conn.client_id, set()).add(conn)
+                continue
+            kind, _, symbol = channel.partition(":")
+            if kind == "book":
+                self.book_subs.setdefault(symbol, set()).add(conn)
+                self._send_snapshot(conn, symbol)
+            else:
+                self.trade_subs.setdefault(symbol, set()).add(conn)
+
+    def op_unsubscribe(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
+        channels = self._channels(message)
+        for channel in channels:
+            self._unsubscribe(conn, channel)
+        conn.send_json({"type": "unsubscribed", "id": request_id, "channels": channels})
+
+    def _unsubscribe(self, conn: Connection, channel: str) -> None:
+        if channel not in conn.subscriptions:
+            return
+        conn.subscriptions.discard(channel)
+        if channel == "orders":
+            index, key = self.order_subs, conn.client_id or ""
+        else:
+            kind, _, key = channel.partition(":")
+            index = self.book_subs if kind == "book" else self.trade_subs
+            if kind == "book":
+                conn.book_seq.pop(key, None)
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del index[key]
+
+    def _writer_op(self, conn: Connection, op: str) -> str:
+        if conn.client_id is None or conn.token is None:
+            raise ApiError(401, errors.UNAUTHORIZED, f"{op} needs an API key", "Authorization")
+        if conn.in_flight >= MAX_IN_FLIGHT:
+            raise ApiError(
+                429, errors.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight", None
+            )
+        self.api.auth.charge(conn.token)
+        return conn.client_id
+
+    def op_order(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
+        client_id = self._writer_op(conn, "order")
+        self._run_op(
+            conn,
+            "order",
+            request_id,
+            lambda: self.api.place_order(client_id, message),
+            ("POST", "/v1/orders", message),
+        )
+
+    def op_cancel(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
+        from .schema import WS_CANCEL
+
+        client_id = self._writer_op(conn, "cancel")
+        fields = WS_CANCEL.validate(message)
+        order_id, coid = fields.get("order_id"), fields.get("client_order_id")
+        if (order_id is None) == (coid is None):
+            raise errors.bad_request(
+                errors.INVALID_VALUE,
+                "name the order by exactly one of order_id, client_order_id",
+                "order_id",
+            )
+        path = (
+            f"/v1/orders/{order_id}" if order_id is not None else f"/v1/orders/by-client-id/{coid}"
+        )
+        self._run_op(
+            conn,
+            "cancel",
+            request_id,
+            lambda: self.api.cancel_order(client_id, order_id, coid),
+            ("DELETE", path, None),
+        )
+
+    def _run_op(
+        self,
+        conn: Connection,
+        op: str,
+        request_id: Any,
+        action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+        http: tuple[str, str, Any],
+    ) -> None:
+        conn.in_flight += 1
+        self._spawn(self._op_task(conn, op, request_id, action, http))
+
+    async def _op_task(
+        self,
+        conn: Connection,
+        op: str,
+        request_id: Any,
+        action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+        http: tuple[str, str, Any],
+    ) -> None:
+        try:
+            try:
+                status, body = await action()
+            except NotLeader as exc:
+                status, body = await self._forward(conn, exc, http)
+            except ServiceError as exc:
+                raise self.api.service_error(exc) from None
+            conn.send_json(
+                {"type": "ack", "op": op, "id": request_id, "status": status, "body": body}
+            )
+        except ApiError as exc:
+            conn.send_json(_error(op, request_id, exc))
+        finally:
+            conn.in_flight -= 1
+
+    async def _forward(
+        self, conn: Connection, exc: NotLeader, http: tuple[str, str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Order entry on a follower: the same request over HTTP to the leader."""
+        if self.api.config.follower_writes == "redirect" or not exc.leader_http:
+            if exc.leader_http:
+                raise ApiError(
+                    421,
+                    "not_leader",
+                    "this node is not the leader; connect to the leader",
+                    None,
+                    extra={"leader": exc.leader_id, "leader_address": exc.leader_http},
+                )
+            raise self.api.forwarder.no_leader("this node is not the leader and no leader is known")
+        method, path, payload = http
+        headers = {"Authorization": f"Bearer {conn.token}", HOP_HEADER: "1"}
+        body = None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+            body = jsonio.dumps(payload)
+        status, _headers, raw, _ctype = await self.api.forwarder.exchange(
+            method, f"http://{exc.leader_http}{path}", headers, body, exc.leader_http, write=True
+        )
+        try:
+            answer = jsonio.loads(raw)
+        except jsonio.JsonInputError:
+            answer = {
+                "error": {
+                    "code": errors.FORWARD_FAILED,
+                    "message": "the leader's answer was not JSON",
+                    "field": None,
+                }
+            }
+        return status, answer
+
+    _ops: dict[str, Callable[[WsHub, Connection, Any, dict[str, Any]], None]] = {
+        "ping": op_ping,
+        "subscribe": op_subscribe,
+        "unsubscribe": op_unsubscribe,
+        "order": op_order,
+        "cancel": op_cancel,
+    }
+
+
+def _delta_text(channel: str, updates: list[BookUpdate]) -> str:
+    return jsonio.dumps_str(
+        {
+            "channel": channel,
+            "type": "delta",
+            "updates": [
+                {"side": u.side.name, "price": u.price, "quantity": u.quantity, "seq": u.seq}
+                for u in updates
+            ],
+        }
+    )
+
+
+def _error(op: Any, request_id: Any, exc: ApiError) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "error",
+        "op": op if isinstance(op, str) else None,
+        "id": request_id,
+        "status": exc.status,
+    }
+    out.update(exc.body())
+    if exc.retry_after is not None:
+        out["retry_after"] = exc.retry_after
+    return out
