@@ -20,7 +20,7 @@ from exchange_node.raft.types import Entry, HardState, Snapshot
 class RecoveredState:
     """Everything durable, as found at open: what the core is rebuilt from."""
 
-    hard_state: HardState = HardState()
+    hard_state: HardState = HardState()  # noqa: RUF009 (an immutable NamedTuple)
     snapshot: Snapshot | None = None
     """The newest valid snapshot, or None."""
     entries: list[Entry] = field(default_factory=list)

@@ -1,0 +1,35 @@
+"""Durable storage for a Raft node: segmented WAL, hard state and snapshots.
+
+Start with ``open_storage``; the on-disk format is described in ``format.py``
+and the write and recovery rules in ``wal.py``.
+"""
+
+from .errors import (
+    DataDirLockedError,
+    LogCompactedError,
+    LogContractError,
+    StorageCorruptionError,
+    StorageError,
+    StorageFailedError,
+)
+from .format import CHECKSUM_NAMES, WRITE_CHECKSUM
+from .interface import RaftStorage, RecoveredState
+from .wal import SaveStats, WalStorage, open_storage
+
+CHECKSUM_IN_USE = CHECKSUM_NAMES[WRITE_CHECKSUM]
+"""The checksum new files get here: "CRC-32C" or "CRC-32 (zlib)"."""
+
+__all__ = [
+    "CHECKSUM_IN_USE",
+    "DataDirLockedError",
+    "LogCompactedError",
+    "LogContractError",
+    "RaftStorage",
+    "RecoveredState",
+    "SaveStats",
+    "StorageCorruptionError",
+    "StorageError",
+    "StorageFailedError",
+    "WalStorage",
+    "open_storage",
+]
