@@ -44,6 +44,7 @@ async def run(cfg: node_config.NodeConfig) -> int:
     from exchange_node.server.app import start_http
     from exchange_node.server.identity import IdentityError
     from exchange_node.server.shell import Node
+    from exchange_node.storage.errors import StorageError
 
     node = Node(cfg)
     try:
@@ -51,7 +52,7 @@ async def run(cfg: node_config.NodeConfig) -> int:
     except IdentityError as exc:
         print(f"exchange node: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         print(f"exchange node: error: --data-dir {cfg.data_dir}: {exc}", file=sys.stderr)
         return 1
     tracing.setup(cfg.name, node.node_id)

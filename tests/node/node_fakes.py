@@ -55,12 +55,15 @@ class RecordingEngine:
             }
         ).encode()
 
-    def restore(self, data: bytes) -> None:
+    @classmethod
+    def restore(cls, data: bytes) -> RecordingEngine:
+        self = cls()
         doc = json.loads(data)
         self.applied = [tuple(x) for x in doc["applied"]]
         self.listed = set(doc["listed"])
         self.digest = hashlib.sha256(doc["digest"].encode())
         self.last_index = doc["last"]
+        return self
 
     def state_hash(self) -> bytes:
         return self.digest.digest()

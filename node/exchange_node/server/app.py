@@ -8,7 +8,6 @@ the routes the shell owns (``/healthz``, ``/readyz``, ``/metrics``,
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Any
 
@@ -18,30 +17,16 @@ from exchange_node.server import admin
 log = logging.getLogger("exchange.node.http")
 
 
-def _api_app(node: Any) -> web.Application | None:
-    if importlib.util.find_spec("exchange_node.api.app") is None and not hasattr(
-        importlib.import_module("exchange_node.api"), "create_app"
-    ):
-        return None
-    api = importlib.import_module("exchange_node.api")
-    create_app = getattr(api, "create_app", None)
-    if create_app is None:
-        return None
-    from exchange_node.api.config import ApiConfig
-
-    return create_app(node, ApiConfig(api_keys=dict(node.config.api_keys)))  # type: ignore[no-any-return]
-
-
 def build_app(node: Any) -> web.Application:
-    try:
-        app = _api_app(node)
-    except ImportError as exc:
-        log.warning("public API unavailable: %s", exc)
-        app = None
-    if app is None:
-        app = web.Application(client_max_size=1 << 20)
-    app.middlewares.insert(0, admin.http_metrics_middleware)
+    from exchange_node.api import ApiConfig, add_routes
+
+    api_config = ApiConfig(api_keys=dict(node.config.api_keys))
+    app = web.Application(
+        client_max_size=api_config.max_body_bytes + 1024,
+        middlewares=[admin.http_metrics_middleware],
+    )
     admin.add_routes(app, node, node.config.admin_token)
+    add_routes(app, node, api_config)
     return app
 
 

@@ -76,7 +76,6 @@ class NodeConfig:
     election_ms: int
     heartbeat_ms: int
     shutdown_grace_seconds: float
-    fsync: bool
     max_pending_proposals: int
     request_timeout_ms: int
     log_level: str
@@ -175,7 +174,6 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "election-ms": (_positive_int, 1_000, "election timeout in milliseconds"),
     "heartbeat-ms": (_positive_int, 100, "heartbeat interval in milliseconds (one core tick)"),
     "shutdown-grace-seconds": (_non_negative_float, 20.0, "SIGTERM: exit within this many seconds"),
-    "fsync": (_bool, True, "fsync the WAL before acknowledging (true|false)"),
     "max-pending-proposals": (
         _positive_int,
         20_000,
@@ -264,23 +262,20 @@ def _strict_int(value: Any, where: str) -> int:
 
 
 def _api_keys(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """Keys from ``--api-keys-file`` (YAML/JSON ``token: client_id``) plus ``EXCHANGE_API_KEYS``."""
+    from exchange_node.api.config import ApiConfigError, load_api_keys_file, parse_api_keys
+
     keys: dict[str, str] = {}
     path = _value("api-keys-file", args, env)
-    lines: list[str] = []
-    if path is not None:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"--api-keys-file: cannot read {path}: {exc}") from None
-    lines += env.get(f"{ENV_PREFIX}API_KEYS", "").split(",")
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        token, sep, client = line.partition("=")
-        if not sep or not token.strip() or not client.strip():
-            raise ConfigError("--api-keys-file / EXCHANGE_API_KEYS: entries are token=client_id")
-        keys[token.strip()] = client.strip()
+    try:
+        if path is not None:
+            keys.update(load_api_keys_file(path))
+        if env.get(f"{ENV_PREFIX}API_KEYS"):
+            keys.update(parse_api_keys(env[f"{ENV_PREFIX}API_KEYS"]))
+    except OSError as exc:
+        raise ConfigError(f"--api-keys-file: cannot read {path}: {exc}") from None
+    except ApiConfigError as exc:
+        raise ConfigError(f"--api-keys-file / EXCHANGE_API_KEYS: {exc}") from None
     return keys
 
 
@@ -352,7 +347,6 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         election_ms=election_ms,
         heartbeat_ms=heartbeat_ms,
         shutdown_grace_seconds=_value("shutdown-grace-seconds", args, env),
-        fsync=_value("fsync", args, env),
         max_pending_proposals=_value("max-pending-proposals", args, env),
         request_timeout_ms=_value("request-timeout-ms", args, env),
         log_level=level,

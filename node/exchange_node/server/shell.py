@@ -34,7 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exchange_node.engine.commands import (
@@ -127,12 +127,6 @@ class _ReadRequest:
     index: int = -1
 
 
-@dataclass(slots=True)
-class _DiskTimings:
-    append: list[float] = field(default_factory=list)
-    fsync: list[float] = field(default_factory=list)
-
-
 class Node:
     """One exchange replica: implements ``exchange_node.service.ExchangeService``."""
 
@@ -178,6 +172,7 @@ class Node:
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
+        self._hash_cache: tuple[int, bytes] = (-1, b"")
         self._last_heard: dict[int, float] = {}
         self._driver: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
@@ -689,13 +684,19 @@ class Node:
             for node_id, info in self.members.items()
             if node_id != self.node_id and info.grpc
         }
+        if not peers:
+            # A member that joins empty knows nobody until the log or a snapshot
+            # tells it; the initial voters (--peers) are where its leader is.
+            peers = {p.node_id: p.grpc_address for p in self.config.peers}
         self.transport.set_peers(peers)
 
     # ------------------------------------------------------------------ snapshots
 
     def _restore_snapshot(self, snapshot: Snapshot) -> None:
         members, engine_state = unwrap_snapshot(snapshot.data)
-        self.engine.restore(engine_state)
+        # ``restore`` is a constructor (a classmethod): the engine object is replaced.
+        self.engine = type(self.engine).restore(engine_state)
+        self._hash_cache = (-1, b"")
         self.members = members
         self.conf_state = snapshot.meta.conf_state
         self.applied_index = snapshot.meta.index
@@ -747,8 +748,19 @@ class Node:
     # ------------------------------------------------------------------ divergence
 
     def _state_hash_bytes(self) -> bytes:
+        """The engine's state hash at ``applied_index`` (cached: it costs a full snapshot)."""
+        if self._hash_cache[0] == self.applied_index:
+            return self._hash_cache[1]
         value = self.engine.state_hash()
-        return value if isinstance(value, bytes) else str(value).encode()
+        if isinstance(value, str):
+            try:
+                digest = bytes.fromhex(value)
+            except ValueError:
+                digest = value.encode()
+        else:
+            digest = bytes(value)
+        self._hash_cache = (self.applied_index, digest)
+        return digest
 
     def _record_hash(self, index: int, digest: bytes) -> None:
         self._hash_ring[index] = digest
@@ -780,15 +792,26 @@ class Node:
         )
 
     async def _digest_timer(self) -> None:
-        last_sent = -1
+        last_sent = last_seen = -1
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
             index = self.applied_index
-            if index == last_sent or index == 0:
+            if index == 0:
                 continue
-            digest = self._hash_ring.get(index) or self._state_hash_bytes()
-            self._record_hash(index, digest)
+            if index != last_seen:
+                # Busy: computing a hash costs a full engine snapshot, so send
+                # only the newest checkpoint (hashed during apply anyway).
+                last_seen = index
+                index = max(self._hash_ring, default=0)
+                if index == 0 or index == last_sent:
+                    continue
+                digest = self._hash_ring[index]
+            else:
+                if index == last_sent:
+                    continue
+                digest = self._hash_ring.get(index) or self._state_hash_bytes()
+                self._record_hash(index, digest)
             last_sent = index
             for peer in self.members:
                 if peer != self.node_id:
@@ -986,10 +1009,12 @@ class Node:
             for peer, pr in st.progress.items():
                 if peer != self.node_id:
                     m.follower_lag.labels(peer=str(peer)).set(max(0, st.last_index - pr.match))
-        depth = getattr(self.engine, "book_depth_counts", None)
-        if callable(depth):
-            for (symbol, side), count in depth().items():
-                m.book_depth.labels(symbol=symbol, side=side).set(count)
+        engine = self.engine
+        if engine is not None and hasattr(engine, "live_orders_in_priority"):
+            for symbol in engine.symbols():
+                bids, asks = engine.live_orders_in_priority(symbol)
+                m.book_depth.labels(symbol=symbol, side="buy").set(len(bids))
+                m.book_depth.labels(symbol=symbol, side="sell").set(len(asks))
 
     def healthy(self) -> bool:
         return not self._stopping and time.monotonic() - self._last_loop_beat < 5.0
@@ -1096,12 +1121,16 @@ def _save(storage: Any, entries: list[Entry], hard_state: Any, snapshot: Snapsho
 
 
 def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> Any:
-    from exchange_node.storage import open_storage
+    from exchange_node.storage.wal import SaveStats, open_storage
 
-    return open_storage(cfg.data_dir, fsync=cfg.fsync, on_timing=on_timing)
+    def on_save(stats: SaveStats) -> None:
+        on_timing("append", stats.append_seconds)
+        on_timing("fsync", stats.fsync_seconds)
+
+    return open_storage(cfg.data_dir, on_save=on_save)
 
 
 def _new_engine() -> Any:
-    from exchange_node.engine import Engine
+    from exchange_node.engine.engine import Engine
 
     return Engine()

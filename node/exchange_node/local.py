@@ -1,0 +1,488 @@
+"""`exchange local up|status`: a cluster of node processes on this machine.
+
+``exchange local up --nodes 3`` starts one ``exchange node`` process per
+member, each with its own data directory under ``--data-root``, waits until
+the cluster has a leader, prints the API, metrics and stream addresses and
+keeps running until Ctrl-C (or SIGTERM), when it stops every node with
+SIGTERM (a leader hands leadership over first). Running it again on the same
+``--data-root`` restarts the same members on their data: ports, admin token
+and API keys are kept in ``<data-root>/cluster.json``.
+
+Ports: node ``i`` (1-based) serves HTTP on ``base-port + i - 1`` and gRPC on
+``base-port + 100 + i - 1``.
+
+``exchange local status`` prints every member's role, term, indexes and lag.
+
+``LocalCluster`` is the same machinery as a library: the integration tests
+and ``exchange bench cluster`` use it to start, kill -9, freeze and restart
+real processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLUSTER_FILE = "cluster.json"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out on loopback (free at the time of asking)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class MemberSpec:
+    node_id: int
+    http_port: int
+    grpc_port: int
+    data_dir: str
+    initial: bool = True
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@dataclass
+class ClusterSpec:
+    members: list[MemberSpec]
+    admin_token: str
+    api_keys: dict[str, str]
+    election_ms: int = 500
+    heartbeat_ms: int = 50
+    snapshot_threshold: int = 50_000
+    extra_args: list[str] = field(default_factory=list)
+
+    def save(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / (CLUSTER_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, root / CLUSTER_FILE)
+
+    @classmethod
+    def load(cls, root: Path) -> ClusterSpec:
+        doc = json.loads((root / CLUSTER_FILE).read_text())
+        doc["members"] = [MemberSpec(**m) for m in doc["members"]]
+        return cls(**doc)
+
+
+class LocalCluster:
+    """Node processes on loopback, each on its own data directory."""
+
+    def __init__(self, root: Path, spec: ClusterSpec, *, python: str = sys.executable) -> None:
+        self.root = root
+        self.spec = spec
+        self.python = python
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---- building -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        nodes: int,
+        *,
+        base_port: int | None = None,
+        election_ms: int = 500,
+        heartbeat_ms: int = 50,
+        snapshot_threshold: int = 50_000,
+        extra_args: list[str] | None = None,
+    ) -> LocalCluster:
+        """The cluster saved under ``root``, or a new one with ``nodes`` members."""
+        if (root / CLUSTER_FILE).exists():
+            return cls(root, ClusterSpec.load(root))
+        if base_port is None:
+            ports = free_ports(2 * nodes)
+            pairs = [(ports[i], ports[nodes + i]) for i in range(nodes)]
+        else:
+            pairs = [(base_port + i, base_port + 100 + i) for i in range(nodes)]
+        members = [
+            MemberSpec(i + 1, http, grpc, str(root / f"node-{i + 1}"))
+            for i, (http, grpc) in enumerate(pairs)
+        ]
+        spec = ClusterSpec(
+            members=members,
+            admin_token=secrets.token_urlsafe(24),
+            api_keys={
+                f"key-{name}-{secrets.token_hex(6)}": name
+                for name in ("alice", "bob", "carol", "dave", "bench")
+            },
+            election_ms=election_ms,
+            heartbeat_ms=heartbeat_ms,
+            snapshot_threshold=snapshot_threshold,
+            extra_args=list(extra_args or []),
+        )
+        spec.save(root)
+        return cls(root, spec)
+
+    def member(self, node_id: int) -> MemberSpec:
+        for m in self.spec.members:
+            if m.node_id == node_id:
+                return m
+        raise KeyError(node_id)
+
+    def add_member_spec(self, node_id: int | None = None) -> MemberSpec:
+        """Reserve ports and a data directory for a member to be added later."""
+        node_id = node_id or max(m.node_id for m in self.spec.members) + 1
+        http, grpc = free_ports(2)
+        spec = MemberSpec(node_id, http, grpc, str(self.root / f"node-{node_id}"), initial=False)
+        self.spec.members.append(spec)
+        self.spec.save(self.root)
+        return spec
+
+    def key_for(self, client: str) -> str:
+        for token, name in self.spec.api_keys.items():
+            if name == client:
+                return token
+        raise KeyError(client)
+
+    # ---- processes --------------------------------------------------------------
+
+    def command(self, m: MemberSpec) -> list[str]:
+        initial = [x for x in self.spec.members if x.initial]
+        peers = ",".join(f"{x.node_id}={x.grpc}" for x in initial)
+        peer_http = ",".join(f"{x.node_id}={x.http}" for x in initial)
+        return [
+            self.python,
+            "-m",
+            "exchange_node.cli",
+            "node",
+            f"--node-id={m.node_id}",
+            f"--name=local-{m.node_id - 1}",
+            f"--peers={peers}",
+            f"--peer-http={peer_http}",
+            f"--cluster-state={'new' if m.initial else 'existing'}",
+            "--listen-host=127.0.0.1",
+            f"--http-port={m.http_port}",
+            f"--grpc-port={m.grpc_port}",
+            f"--advertise-address={m.grpc}",
+            f"--advertise-http={m.http}",
+            f"--data-dir={m.data_dir}",
+            f"--election-ms={self.spec.election_ms}",
+            f"--heartbeat-ms={self.spec.heartbeat_ms}",
+            f"--snapshot-threshold={self.spec.snapshot_threshold}",
+            f"--admin-token-file={self.root / 'admin-token'}",
+            f"--api-keys-file={self.root / 'api-keys'}",
+            "--shutdown-grace-seconds=10",
+            *self.spec.extra_args,
+        ]
+
+    def _write_secrets(self) -> None:
+        token = self.root / "admin-token"
+        token.write_text(self.spec.admin_token + "\n")
+        keys = self.root / "api-keys"
+        keys.write_text("".join(f"{t}: {c}\n" for t, c in self.spec.api_keys.items()))
+        for path in (token, keys):
+            path.chmod(0o600)
+
+    def start(self, node_id: int) -> subprocess.Popen[bytes]:
+        m = self.member(node_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_secrets()
+        log = open(self.root / f"node-{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        proc = subprocess.Popen(
+            self.command(m),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[node_id] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for m in self.spec.members:
+            if m.initial or Path(m.data_dir).exists():
+                self.start(m.node_id)
+
+    def alive(self, node_id: int) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    def signal(self, node_id: int, sig: int) -> None:
+        proc = self.procs[node_id]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+
+    def kill(self, node_id: int) -> None:
+        """kill -9: no flush, no goodbye."""
+        proc = self.procs[node_id]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def pause(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def stop(self, node_id: int, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; kill -9 if it does not exit in ``timeout``."""
+        proc = self.procs.get(node_id)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for node_id, proc in self.procs.items():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log_tail(self, node_id: int, lines: int = 30) -> str:
+        path = self.root / f"node-{node_id}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # ---- HTTP --------------------------------------------------------------------
+
+    def request(
+        self,
+        node_id: int,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        timeout: float = 2.0,
+    ) -> tuple[int, Any]:
+        m = self.member(node_id)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://{m.http}{path}", data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token or self.spec.admin_token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            status = exc.code
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def status(self, node_id: int, timeout: float = 1.0) -> dict[str, Any] | None:
+        try:
+            code, doc = self.request(node_id, "GET", "/v1/admin/status", timeout=timeout)
+        except (OSError, urllib.error.URLError):
+            return None
+        return doc if code == 200 and isinstance(doc, dict) else None
+
+    def leader(self, among: list[int] | None = None) -> int | None:
+        """The id a majority of the reachable nodes' status documents agree leads."""
+        ids = among or [m.node_id for m in self.spec.members if self.alive(m.node_id)]
+        for node_id in ids:
+            st = self.status(node_id)
+            if st and st["role"] == "leader":
+                return node_id
+        return None
+
+    def wait_for_leader(self, timeout: float = 30.0, among: list[int] | None = None) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node_id, proc in self.procs.items():
+                if proc.poll() is not None and proc.returncode not in (0, -9, -15):
+                    raise RuntimeError(
+                        f"node {node_id} exited with {proc.returncode}:\n{self.log_tail(node_id)}"
+                    )
+            leader = self.leader(among)
+            if leader is not None:
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError("no leader elected in time")
+
+    def wait_converged(self, node_ids: list[int], timeout: float = 30.0) -> dict[int, dict]:
+        """Wait until the nodes report the same applied index and state hash."""
+        deadline = time.monotonic() + timeout
+        last: dict[int, dict] = {}
+        while time.monotonic() < deadline:
+            last = {i: st for i in node_ids if (st := self.status(i)) is not None}
+            if len(last) == len(node_ids):
+                applied = {st["applied_index"] for st in last.values()}
+                hashes = {st["state_hash"] for st in last.values()}
+                commits = {st["commit_index"] for st in last.values()}
+                if len(applied) == 1 and len(hashes) == 1 and applied == commits:
+                    return last
+            time.sleep(0.1)
+        raise TimeoutError(f"replicas did not converge: {json.dumps(last)[:2000]}")
+
+
+# ---- CLI ---------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    up = sub.add_parser("up", help="start (or restart) the local cluster and wait for Ctrl-C")
+    up.add_argument("--nodes", type=int, default=3, help="members of a new cluster (default 3)")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=8080,
+        help="HTTP of node i is base+i-1, gRPC base+100+i-1 (default 8080)",
+    )
+    up.add_argument("--data-root", type=Path, default=Path("./local-cluster"))
+    up.add_argument("--election-ms", type=int, default=500)
+    up.add_argument("--heartbeat-ms", type=int, default=50)
+    up.add_argument("--snapshot-threshold", type=int, default=50_000)
+    st = sub.add_parser("status", help="members, roles and lag of the local cluster")
+    st.add_argument("--data-root", type=Path, default=Path("./local-cluster"))
+    st.add_argument("--json", action="store_true", help="print the raw status documents")
+
+
+def _usage_error(message: str) -> int:
+    print(f"exchange local: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.local_command == "up":
+        return _up(args)
+    return _status(args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= 9:
+        return _usage_error("--nodes must be between 1 and 9")
+    if not 1024 <= args.base_port <= 65_000:
+        return _usage_error("--base-port must be between 1024 and 65000")
+    if args.election_ms < 2 * args.heartbeat_ms:
+        return _usage_error("--election-ms must be at least twice --heartbeat-ms")
+    root: Path = args.data_root.resolve()
+    existing = (root / CLUSTER_FILE).exists()
+    cluster = LocalCluster.create(
+        root,
+        args.nodes,
+        base_port=args.base_port,
+        election_ms=args.election_ms,
+        heartbeat_ms=args.heartbeat_ms,
+        snapshot_threshold=args.snapshot_threshold,
+    )
+    if existing:
+        print(f"restarting the cluster in {root} on its data")
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    cluster.start_all()
+    try:
+        leader = cluster.wait_for_leader(60.0)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"exchange local: {exc}", file=sys.stderr)
+        cluster.stop_all()
+        return 1
+    print(f"cluster up in {root}: {len(cluster.procs)} nodes, leader {leader}")
+    for m in cluster.spec.members:
+        if m.node_id not in cluster.procs:
+            continue
+        print(
+            f"  node {m.node_id}: api http://{m.http}/v1  stream ws://{m.http}/v1/ws  "
+            f"metrics http://{m.http}/metrics  grpc {m.grpc}  log {root}/node-{m.node_id}.log"
+        )
+    print(f"  admin token: {root}/admin-token   API keys: {root}/api-keys")
+    for token, client in cluster.spec.api_keys.items():
+        print(f"    {client}: {token}")
+    print("Ctrl-C stops every node (a leader hands leadership over first).", flush=True)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+            for node_id, proc in list(cluster.procs.items()):
+                if proc.poll() is not None and not stop["now"]:
+                    print(
+                        f"node {node_id} exited with {proc.returncode}; restarting it", flush=True
+                    )
+                    cluster.start(node_id)
+    finally:
+        print("stopping...", flush=True)
+        cluster.stop_all()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    root: Path = args.data_root.resolve()
+    if not (root / CLUSTER_FILE).exists():
+        return _usage_error(f"--data-root {root} holds no local cluster (run `exchange local up`)")
+    cluster = LocalCluster(root, ClusterSpec.load(root))
+    docs = {m.node_id: cluster.status(m.node_id) for m in cluster.spec.members}
+    if args.json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    print(f"{'id':>3} {'role':<13} {'term':>5} {'leader':>6} {'commit':>9} {'applied':>9}  http")
+    for node_id, st in docs.items():
+        http = cluster.member(node_id).http
+        if st is None:
+            print(f"{node_id:>3} {'down':<13} {'':>5} {'':>6} {'':>9} {'':>9}  {http}")
+            continue
+        print(
+            f"{node_id:>3} {st['role']:<13} {st['term']:>5} {st['leader']:>6} "
+            f"{st['commit_index']:>9} {st['applied_index']:>9}  {http}"
+            + ("  DIVERGED" if st.get("diverged") else "")
+        )
+    leader_doc = next((st for st in docs.values() if st and st["role"] == "leader"), None)
+    if leader_doc:
+        print("\nmembers (as the leader sees them):")
+        print(f"{'id':>3} {'voter':<6} {'match':>9} {'lag':>7} {'healthy':<8} grpc")
+        for m in leader_doc["members"]:
+            print(
+                f"{m['id']:>3} {str(m['voter']).lower():<6} {m['match_index']:>9} "
+                f"{m['lag']:>7} {str(m['healthy']).lower():<8} {m['address']}"
+            )
+    else:
+        print("\nno leader reachable")
+    return 0 if leader_doc else 1
