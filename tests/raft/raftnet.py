@@ -134,14 +134,16 @@ class Network:
     def campaign(self, node_id: int) -> None:
         """Make ``node_id``'s election timer fire (others are not ticked), then settle."""
         core = self.cores[node_id]
-        for _ in range(2 * core.config.election_tick):
-            if core.role is not Role.FOLLOWER:
-                break
-            core.tick()
+        core.election_elapsed = max(core.election_elapsed, core.randomized_election_timeout - 1)
+        core.tick()
         self.deliver()
 
-    def elect(self, node_id: int) -> RaftCore:
-        self.campaign(node_id)
+    def elect(self, node_id: int, attempts: int = 3) -> RaftCore:
+        """Campaign until ``node_id`` leads (a lost election is retried in the next term)."""
+        for _ in range(attempts):
+            self.campaign(node_id)
+            if self.cores[node_id].role is Role.LEADER:
+                break
         assert self.cores[node_id].role is Role.LEADER
         return self.cores[node_id]
 

@@ -620,6 +620,7 @@ class RaftCore:
                     pr.become_probe()
                 self._send_append(m.frm, send_if_empty=True)
             return
+        was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
         if pr.state is _PROBE:
@@ -633,7 +634,8 @@ class RaftCore:
         if self._maybe_commit():
             self._bcast_append(send_if_empty=True)
         else:
-            self._send_append(m.frm, send_if_empty=False)
+            # A follower we held back missed any commit broadcast meanwhile.
+            self._send_append(m.frm, send_if_empty=was_paused)
         if m.frm == self.lead_transferee and pr.match_index == log.last_index():
             self._send(Message(_TIMEOUT_NOW, m.frm, self.id, self.term))
 
