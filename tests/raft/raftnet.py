@@ -22,6 +22,7 @@ from exchange_node.raft import (
     ReadState,
     Role,
     Snapshot,
+    SnapshotMeta,
 )
 
 
@@ -92,9 +93,9 @@ class Network:
                     continue
                 self.queue.append(m)
             if rd.snapshot is not None:
-                self.applied[node_id] = [
-                    Entry(rd.snapshot.meta.term, rd.snapshot.meta.index, b"<snap>")
-                ]
+                # The application restores its state from the snapshot's data.
+                restored = [d for d in rd.snapshot.data.split(b"|") if d]
+                self.applied[node_id] = [Entry(0, 0, d) for d in restored]
             self.applied[node_id].extend(rd.committed_entries)
             self.read_states[node_id].extend(rd.read_states)
             core.advance(rd)
@@ -170,6 +171,20 @@ class Network:
         self.queue = [m for m in self.queue if m.to != node_id]
         self.applied[node_id] = []
         return core
+
+    def take_snapshot(self, node_id: int) -> Snapshot:
+        """What the application does: snapshot at its applied index, then compact."""
+        core = self.cores[node_id]
+        index = core.log.applied_index
+        term = core.log.term(index)
+        assert term is not None
+        state = b"|".join(self.data_applied(node_id))
+        snapshot = Snapshot(SnapshotMeta(index, term, core.conf_state), state)
+        core.compact(snapshot)
+        disk = self.disks[node_id]
+        disk.snapshot = snapshot
+        disk.entries = [e for e in disk.entries if e.index > index]
+        return snapshot
 
     # -- observing -----------------------------------------------------------
 

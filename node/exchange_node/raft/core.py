@@ -582,7 +582,10 @@ class RaftCore:
             if log.match_term(meta.index, meta.term):
                 # We already hold everything the snapshot covers: just commit it.
                 log.commit_to(meta.index)
-            elif self.id in meta.conf_state.voters or self.id in meta.conf_state.learners:
+            else:
+                # Restored even when this node is not in the snapshot's configuration:
+                # a member added after the snapshot was taken learns of its own
+                # addition from the entries that follow it.
                 log.restore(snapshot)
                 self._set_conf(meta.conf_state)
                 self._conf_index = meta.index
