@@ -266,7 +266,7 @@ class LocalCluster:
         return proc.returncode
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        for node_id, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGCONT)

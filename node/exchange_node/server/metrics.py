@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -47,6 +48,8 @@ class NodeMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        # ``*_created`` series double the exposition and no dashboard uses them.
+        disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.role = Gauge(
             "exchange_raft_role", "1 on the node's current role", ["role"], registry=r
