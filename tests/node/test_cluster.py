@@ -186,7 +186,7 @@ def test_restarted_node_catches_up_by_snapshot(make_cluster) -> None:
     assert len({st["state_hash"] for st in converged.values()}) == 1
     lagging_log = (cluster.root / f"node-{lagging}.log").read_text()
     assert '"msg": "installed snapshot"' in lagging_log
-    code, text = cluster.request(lagging, "GET", "/metrics")
+    _code, text = cluster.request(lagging, "GET", "/metrics")
     assert re.search(r"^exchange_snapshots_total [1-9]", text, flags=re.M)
     verify_acknowledged(cluster, load.acked, leader)
 
