@@ -3,7 +3,7 @@
 The public ``/v1`` API (``exchange_node.api.create_app``) is built by its own
 package against the ``ExchangeService`` seam; this module mounts it and adds
 the routes the shell owns (``/healthz``, ``/readyz``, ``/metrics``,
-``/v1/admin/*``) and the request-latency middleware.
+``/v1/admin/*``), the live view at ``/`` and the request-latency middleware.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def build_app(node: Any) -> web.Application:
     )
     admin.add_routes(app, node, node.config.admin_token)
     add_routes(app, node, api_config)
+    from exchange_node import web as live_view
+
+    live_view.add_routes(app)
     return app
 
 
