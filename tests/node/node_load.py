@@ -52,6 +52,8 @@ class OrderLoad:
     prefix: str = "load"
     concurrency: int = 8
     pace_seconds: float = 0.0
+    avoid: set[int] = field(default_factory=set)
+    """Node ids not to send to (for example a frozen one)."""
     acked: dict[str, Ack] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -88,7 +90,7 @@ class OrderLoad:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=10)
+        timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
 
@@ -97,7 +99,7 @@ class OrderLoad:
             seq = next(self._seq)
             client, body = order_body(seq, self.prefix)
             answer = await submit_until_answered(
-                session, self.cluster, client, body, self._stop, self.errors
+                session, self.cluster, client, body, self._stop, self.errors, self.avoid
             )
             if answer is not None:
                 self.acked[body["client_order_id"]] = Ack(client, body, answer)
@@ -112,12 +114,17 @@ async def submit_until_answered(
     body: dict[str, Any],
     stop: threading.Event | None = None,
     errors: dict[str, int] | None = None,
+    avoid: set[int] | None = None,
 ) -> dict[str, Any] | None:
     """POST the order to live nodes until one answers 200 (None if stopped first)."""
     token = cluster.key_for(client)
     errors = errors if errors is not None else {}
     while stop is None or not stop.is_set():
-        alive = [m for m in cluster.spec.members if cluster.alive(m.node_id)]
+        alive = [
+            m
+            for m in cluster.spec.members
+            if cluster.alive(m.node_id) and m.node_id not in (avoid or ())
+        ]
         if not alive:
             await asyncio.sleep(0.05)
             continue

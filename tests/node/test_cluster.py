@@ -232,9 +232,7 @@ def test_partitioned_minority_cannot_acknowledge_and_rejoins(cluster: LocalClust
         others = [i for i in ids(cluster) if i != old]
         new = cluster.wait_for_leader(30, among=others)
         assert new != old
-        load = OrderLoad(cluster, prefix="q", concurrency=4)
-        load.cluster = cluster
-        load.start()
+        load = OrderLoad(cluster, prefix="q", concurrency=4, avoid={old}).start()
         load.wait_for_acks(50)
         load.stop()
     finally:
