@@ -118,6 +118,22 @@ _CANCEL_INCOMING = SelfTradeMode.CANCEL_INCOMING
 _TIFS = (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK)
 _STPS = (SelfTradeMode.CANCEL_RESTING, SelfTradeMode.CANCEL_INCOMING, SelfTradeMode.CANCEL_BOTH)
 _INT64_MAX = (1 << 63) - 1
+_UINT64_MAX = (1 << 64) - 1
+# Enum members bound once: attribute access on an Enum class is slow in Python 3.11.
+_S_ACCEPTED = Status.ACCEPTED
+_S_REJECTED = Status.REJECTED
+_S_NEW = Status.NEW
+_S_PARTIALLY_FILLED = Status.PARTIALLY_FILLED
+_S_FILLED = Status.FILLED
+_S_CANCELLED = Status.CANCELLED
+_S_EXPIRED = Status.EXPIRED
+_C_REQUESTED = CancelReason.REQUESTED
+_C_MASS_CANCEL = CancelReason.MASS_CANCEL
+_C_SELF_TRADE = CancelReason.SELF_TRADE
+_C_REPLACED_TO_FILLED = CancelReason.REPLACED_TO_FILLED
+
+FinishedOrder = tuple[RestingOrder, OrderType, TimeInForce, Status, int]
+"""A finished order's record: (order, order type, time in force, status, filled quantity)."""
 
 Touched = list[tuple["SymbolState", BookSide, int]]
 
@@ -165,7 +181,7 @@ def _reject(
     return CommandResult(
         log_index,
         None,
-        Status.REJECTED,
+        _S_REJECTED,
         [
             Rejected(
                 reason,
@@ -176,6 +192,32 @@ def _reject(
             )
         ],
     )
+
+
+def _plainly_valid(command: NewOrder, spec: SymbolSpec | None) -> bool:
+    """A fast sufficient test that ``validate_format`` would accept ``command``.
+
+    False means "look closer" (run ``validate_format``), not "invalid".
+    """
+    if spec is None:
+        return False
+    quantity = command.quantity
+    price = command.price
+    if type(quantity) is not int or type(price) is not int:
+        return False
+    if not 0 < quantity <= _INT64_MAX or quantity % spec.lot_size:
+        return False
+    if (
+        type(command.side) is not Side
+        or type(command.time_in_force) is not TimeInForce
+        or type(command.stp) is not SelfTradeMode
+        or command.post_only is not False
+    ):
+        return False
+    order_type = command.order_type
+    if order_type is _LIMIT:
+        return 0 < price <= _INT64_MAX and not price % spec.tick_size
+    return order_type is _MARKET and price == 0
 
 
 def _good_key_part(value: object) -> bool:
@@ -216,7 +258,7 @@ class Engine:
         self._live_by_client: dict[str, dict[str, RestingOrder]] = {}
         self._results: dict[tuple[str, str], CommandResult] = {}
         self._result_fifo: deque[tuple[tuple[str, str], CommandResult]] = deque()
-        self._finished: dict[int, OrderView] = {}
+        self._finished: dict[int, FinishedOrder] = {}
         self._finished_fifo: deque[int] = deque()
         self._positions: dict[str, dict[str, Position]] = {}
         self._default_limits = default_risk or RiskLimits()
@@ -302,23 +344,44 @@ class Engine:
     def _new_order(self, command: NewOrder) -> CommandResult:
         client_id = command.client_id
         client_order_id = command.client_order_id
-        log_index = self._log_index
-        keyed = _good_key_part(client_id) and _good_key_part(client_order_id)
+        # 63 characters are at most 252 UTF-8 bytes: a cheap bound for the common case.
+        if (
+            type(client_id) is str
+            and type(client_order_id) is str
+            and 0 < len(client_id) <= 63
+            and 0 < len(client_order_id) <= 63
+        ):
+            keyed = True
+        else:
+            keyed = _good_key_part(client_id) and _good_key_part(client_order_id)
         key = (client_id, client_order_id)
         if keyed:
             original = self._results.get(key)
             if original is not None:
                 return original
-        rejection = validate_format(command, self._specs)
-        if rejection is not None:
-            result = _reject(
-                rejection.reason, rejection.message, log_index, client_id, client_order_id
-            )
-            if keyed:
-                self._retain(key, result)
-            return result
+        # Keyed means both ids are well formed, which _plainly_valid takes for granted.
+        if not (keyed and _plainly_valid(command, self._specs.get(command.symbol))):
+            rejection = validate_format(command, self._specs)
+            if rejection is not None:
+                result = _reject(
+                    rejection.reason,
+                    rejection.message,
+                    self._log_index,
+                    client_id,
+                    client_order_id,
+                )
+                if keyed:
+                    self._retain(key, result)
+                return result
         result = self._accept_new_order(command, key)
-        self._retain(key, result)
+        # Retain (inline _retain: this is the hottest path).
+        self._results[key] = result
+        fifo = self._result_fifo
+        fifo.append((key, result))
+        if len(fifo) > self.dedup_window:
+            old_key, old_result = fifo.popleft()
+            if self._results.get(old_key) is old_result:
+                del self._results[old_key]
         return result
 
     def _accept_new_order(self, command: NewOrder, key: tuple[str, str]) -> CommandResult:
@@ -394,7 +457,9 @@ class Engine:
         opposite = state.asks if buy else state.bids
         limit_key = limit if buy else -limit
         opposite_keys = opposite.keys
-        crosses = bool(opposite_keys) and opposite_keys[0] <= limit_key
+        # SortedList internals (stable since sortedcontainers 2.0): the first key without
+        # the generic __getitem__ path.
+        crosses = opposite_keys._len > 0 and opposite_keys._lists[0][0] <= limit_key
         if command.post_only and crosses:
             return _reject(
                 RejectReason.POST_ONLY_WOULD_TAKE,
@@ -439,8 +504,8 @@ class Engine:
             crosses and _fillable(opposite, limit_key, quantity, client_id, stp)
         ):
             events.append(Expired(order_id, client_id, client_order_id, symbol, quantity))
-            self._finish(order, order_type, time_in_force, Status.EXPIRED, quantity)
-            return CommandResult(log_index, order_id, Status.EXPIRED, events)
+            self._finish(order, order_type, time_in_force, _S_EXPIRED, 0)
+            return CommandResult(log_index, order_id, _S_EXPIRED, events)
 
         touched: Touched = []
         stp_cancelled = False
@@ -448,14 +513,14 @@ class Engine:
             stp_cancelled = self._match(state, order, opposite, limit_key, events, touched)
         leaves = order.leaves
         if stp_cancelled:
-            status = Status.CANCELLED
+            status = _S_CANCELLED
             self._finish(order, order_type, time_in_force, status, quantity - leaves)
         elif leaves == 0:
-            status = Status.FILLED
+            status = _S_FILLED
             self._finish(order, order_type, time_in_force, status, quantity)
         elif market or time_in_force != _GTC:
             events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
-            status = Status.EXPIRED
+            status = _S_EXPIRED
             self._finish(order, order_type, time_in_force, status, quantity - leaves)
         else:
             own = state.bids if buy else state.asks
@@ -469,7 +534,7 @@ class Engine:
                 live = self._live_by_client[client_id] = {}
             live[client_order_id] = order
             touched.append((state, own, price))
-            status = Status.NEW if leaves == quantity else Status.PARTIALLY_FILLED
+            status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
         if touched:
             self._book_updates(touched, events)
         return CommandResult(log_index, order_id, status, events)
@@ -504,8 +569,8 @@ class Engine:
             self._trade_seq = 0
         trade_base = self._log_index << TRADE_SEQ_BITS
         taker_cancelled = False
-        while taker.leaves and keys:
-            key = keys[0]
+        while taker.leaves and keys._len:
+            key = keys._lists[0][0]
             if key > limit_key:
                 break
             level = levels[key]
@@ -524,7 +589,7 @@ class Engine:
                         orders.popleft()
                         level.total -= maker_leaves
                         level.count -= 1
-                        self._close_resting(maker, Status.CANCELLED)
+                        self._close_resting(maker, _S_CANCELLED)
                         events.append(
                             Cancelled(
                                 maker.order_id,
@@ -532,7 +597,7 @@ class Engine:
                                 maker.client_order_id,
                                 symbol,
                                 maker_leaves,
-                                CancelReason.SELF_TRADE,
+                                _C_SELF_TRADE,
                             )
                         )
                     if stp != _CANCEL_RESTING:
@@ -544,7 +609,7 @@ class Engine:
                                 taker.client_order_id,
                                 symbol,
                                 taker.leaves,
-                                CancelReason.SELF_TRADE,
+                                _C_SELF_TRADE,
                             )
                         )
                         break
@@ -584,7 +649,7 @@ class Engine:
                 if maker_leaves == quantity:
                     orders.popleft()
                     level.count -= 1
-                    self._close_resting(maker, Status.FILLED, closing_quantity=0)
+                    self._close_resting(maker, _S_FILLED, closing_quantity=0)
                 if not taker.leaves:
                     break
             if level_changed:
@@ -604,8 +669,11 @@ class Engine:
         notional = price * quantity
         state.notional += notional
         now = self._now
-        for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True):
-            start = now - now % interval
+        intervals = self.candle_intervals_ns
+        candles = state.candles
+        for i in range(len(intervals)):
+            history = candles[i]
+            start = now - now % intervals[i]
             if history and history[-1][0] >= start:
                 candle = history[-1]
                 if price > candle[2]:
@@ -635,7 +703,20 @@ class Engine:
 
     def _cancel(self, command: Cancel) -> CommandResult:
         log_index = self._log_index
-        rejection = validate_format(command, self._specs)
+        client_id = command.client_id
+        order_id = command.order_id
+        client_order_id = command.client_order_id
+        plain = type(client_id) is str and 0 < len(client_id) <= 63
+        if plain:
+            if order_id is None:
+                plain = type(client_order_id) is str and 0 < len(client_order_id) <= 63
+            else:
+                plain = (
+                    client_order_id is None
+                    and type(order_id) is int
+                    and 0 <= order_id <= _UINT64_MAX
+                )
+        rejection = None if plain else validate_format(command, self._specs)
         if rejection is not None:
             return _reject(
                 rejection.reason,
@@ -657,9 +738,9 @@ class Engine:
             )
         events: list[Event] = []
         touched: Touched = []
-        self._cancel_resting(order, CancelReason.REQUESTED, events, touched)
+        self._cancel_resting(order, _C_REQUESTED, events, touched)
         self._book_updates(touched, events)
-        return CommandResult(log_index, order.order_id, Status.CANCELLED, events)
+        return CommandResult(log_index, order.order_id, _S_CANCELLED, events)
 
     def _cancel_resting(
         self, order: RestingOrder, reason: CancelReason, events: list[Event], touched: Touched
@@ -677,8 +758,9 @@ class Engine:
                 reason,
             )
         )
-        self._close_resting(order, Status.CANCELLED)
-        book_side.remove(order)  # marks it dead
+        book_side.remove(order)  # takes its leaves off the level, then marks it dead
+        order.leaves = leaves  # for the finished record; _close_resting zeroes it again
+        self._close_resting(order, _S_CANCELLED)
         touched.append((state, book_side, order.price))
 
     def _close_resting(
@@ -694,7 +776,7 @@ class Engine:
         del self._orders[order.order_id]
         # A client's (possibly empty) index stays: callers may hold it across matching.
         del self._live_by_client[order.client_id][order.client_order_id]
-        filled = order.quantity - order.leaves if status != Status.FILLED else order.quantity
+        filled = order.quantity - order.leaves if status != _S_FILLED else order.quantity
         self._finish(order, _LIMIT, _GTC, status, filled)
         order.leaves = 0
 
@@ -713,9 +795,9 @@ class Engine:
             )
             touched: Touched = []
             for order in doomed:
-                self._cancel_resting(order, CancelReason.MASS_CANCEL, events, touched)
+                self._cancel_resting(order, _C_MASS_CANCEL, events, touched)
             self._book_updates(touched, events)
-        return CommandResult(log_index, None, Status.ACCEPTED, events)
+        return CommandResult(log_index, None, _S_ACCEPTED, events)
 
     # ------------------------------------------------------------------ cancel-replace
 
@@ -770,9 +852,9 @@ class Engine:
         touched: Touched = []
         if quantity <= filled:
             self._rename(order, new_client_order_id)
-            self._cancel_resting(order, CancelReason.REPLACED_TO_FILLED, events, touched)
+            self._cancel_resting(order, _C_REPLACED_TO_FILLED, events, touched)
             self._book_updates(touched, events)
-            return CommandResult(log_index, order.order_id, Status.CANCELLED, events)
+            return CommandResult(log_index, order.order_id, _S_CANCELLED, events)
         new_leaves = quantity - filled
         price_changed = price != order.price
         if price_changed:
@@ -841,7 +923,7 @@ class Engine:
                 )
             )
             self._book_updates(touched, events)
-            status = Status.NEW if order.leaves == quantity else Status.PARTIALLY_FILLED
+            status = _S_NEW if order.leaves == quantity else _S_PARTIALLY_FILLED
             return CommandResult(log_index, order.order_id, status, events)
 
         # Loses priority: the old record leaves the book, a new one enters at the back.
@@ -884,10 +966,10 @@ class Engine:
             stp_cancelled = self._match(state, replacement, opposite, limit_key, events, touched)
         leaves = replacement.leaves
         if stp_cancelled:
-            status = Status.CANCELLED
+            status = _S_CANCELLED
             self._finish(replacement, _LIMIT, _GTC, status, quantity - leaves)
         elif leaves == 0:
-            status = Status.FILLED
+            status = _S_FILLED
             self._finish(replacement, _LIMIT, _GTC, status, quantity)
         else:
             own.add(replacement)
@@ -898,7 +980,7 @@ class Engine:
             self._orders[replacement.order_id] = replacement
             live[new_client_order_id] = replacement
             touched.append((state, own, price))
-            status = Status.NEW if leaves == quantity else Status.PARTIALLY_FILLED
+            status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
         self._book_updates(touched, events)
         return CommandResult(log_index, order.order_id, status, events)
 
@@ -931,7 +1013,7 @@ class Engine:
             return _reject(rejection.reason, rejection.message, self._log_index)
         self._list_symbol(command)
         return CommandResult(
-            self._log_index, None, Status.ACCEPTED, [TradingStatus(command.symbol, False)]
+            self._log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, False)]
         )
 
     def _set_halted(self, command: HaltSymbol | ResumeSymbol, halted: bool) -> CommandResult:
@@ -940,7 +1022,7 @@ class Engine:
             return _reject(rejection.reason, rejection.message, self._log_index)
         self._specs[command.symbol].halted = halted
         return CommandResult(
-            self._log_index, None, Status.ACCEPTED, [TradingStatus(command.symbol, halted)]
+            self._log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, halted)]
         )
 
     def _halt_symbol(self, command: HaltSymbol) -> CommandResult:
@@ -958,7 +1040,7 @@ class Engine:
             self._default_limits = limits
         else:
             self._client_limits[command.client_id] = limits
-        return CommandResult(self._log_index, None, Status.ACCEPTED, [])
+        return CommandResult(self._log_index, None, _S_ACCEPTED, [])
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -988,29 +1070,15 @@ class Engine:
         status: Status,
         filled: int,
     ) -> None:
-        self._finished[order.order_id] = OrderView(
-            order.order_id,
-            order.client_id,
-            order.client_order_id,
-            order.symbol,
-            order.side,
-            order_type,
-            time_in_force,
-            order.price,
-            order.quantity,
-            filled,
-            0,
-            status,
-            order.post_only,
-            order.stp,
-        )
+        order_id = order.order_id
+        self._finished[order_id] = (order, order_type, time_in_force, status, filled)
         fifo = self._finished_fifo
-        fifo.append(order.order_id)
+        fifo.append(order_id)
         if len(fifo) > self.finished_window:
             del self._finished[fifo.popleft()]
 
     def _book_updates(self, touched: Touched, events: list[Event]) -> None:
-        for state, book_side, price in dict.fromkeys(touched):
+        for state, book_side, price in touched if len(touched) == 1 else dict.fromkeys(touched):
             level = book_side.levels.get(book_side.sign * price)
             state.seq += 1
             events.append(
@@ -1074,7 +1142,8 @@ class Engine:
         order = self._orders.get(order_id)
         if order is not None:
             return _live_view(order)
-        return self._finished.get(order_id)
+        finished = self._finished.get(order_id)
+        return None if finished is None else finished_view(finished)
 
     def order_by_client_id(self, client_id: str, client_order_id: str) -> OrderView | None:
         live = self._live_by_client.get(client_id)
@@ -1179,6 +1248,26 @@ class Engine:
         return hashlib.blake2b(self.snapshot(), digest_size=32).hexdigest()
 
 
+def finished_view(record: FinishedOrder) -> OrderView:
+    order, order_type, time_in_force, status, filled = record
+    return OrderView(
+        order.order_id,
+        order.client_id,
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        order_type,
+        time_in_force,
+        order.price,
+        order.quantity,
+        filled,
+        0,
+        status,
+        order.post_only,
+        order.stp,
+    )
+
+
 def _order_id_of(order: RestingOrder) -> int:
     return order.order_id
 
@@ -1197,7 +1286,7 @@ def _live_view(order: RestingOrder) -> OrderView:
         order.quantity,
         filled,
         order.leaves,
-        Status.NEW if filled == 0 else Status.PARTIALLY_FILLED,
+        _S_NEW if filled == 0 else _S_PARTIALLY_FILLED,
         order.post_only,
         order.stp,
     )

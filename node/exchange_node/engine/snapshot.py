@@ -49,7 +49,7 @@ from exchange_node.engine.commands import (
     SymbolSpec,
     TimeInForce,
 )
-from exchange_node.engine.engine import Engine, SymbolState
+from exchange_node.engine.engine import Engine, SymbolState, finished_view
 from exchange_node.engine.events import (
     Accepted,
     BookUpdate,
@@ -391,7 +391,7 @@ def encode_snapshot(engine: Engine) -> bytes:
 
     writer.u32(len(engine._finished_fifo))
     for order_id in engine._finished_fifo:
-        view = engine._finished[order_id]
+        view = finished_view(engine._finished[order_id])
         writer.fields(_VIEW_SPEC, [getattr(view, name) for name in view.__slots__])
     return b"".join(parts)
 
@@ -529,7 +529,25 @@ def _decode(data: bytes) -> Engine:
     finished_fifo: deque[int] = engine._finished_fifo
     for _ in range(reader.u32()):
         view = OrderView(*reader.fields(_VIEW_SPEC))
-        engine._finished[view.order_id] = view
+        record = RestingOrder(
+            view.order_id,
+            view.client_id,
+            view.client_order_id,
+            view.symbol,
+            view.side,
+            view.price,
+            view.quantity,
+            0,
+            view.post_only,
+            view.stp,
+        )
+        engine._finished[view.order_id] = (
+            record,
+            view.order_type,
+            view.time_in_force,
+            view.status,
+            view.filled_quantity,
+        )
         finished_fifo.append(view.order_id)
     if reader.pos != len(data):
         raise SnapshotError(f"{len(data) - reader.pos} trailing bytes")

@@ -1,0 +1,244 @@
+"""`exchange bench engine`: apply throughput and latency, memory per order, snapshot times.
+
+The workload is generated before any timing from a seeded RNG: about 60%
+limit orders, 25% cancels (by client order id, some of orders already gone),
+15% market or IOC orders, over 4 symbols whose mid prices random-walk; limit
+prices cluster around the mid, most passive, some crossing.
+
+Figures (names never change meaning):
+
+- ``apply_throughput``: commands/s through ``Engine.apply`` on one core.
+- ``apply_entry_throughput``: commands/s through ``Engine.apply_entry`` with
+  encoded batches of ``--batch`` commands (decoding included).
+- ``apply_p50_us`` / ``apply_p99_us``: per-command latency of ``apply``.
+- ``bytes_per_resting_order``: traced heap growth per resting order.
+- ``snapshot_write_seconds_1m`` / ``snapshot_restore_seconds_1m``: ``snapshot()``
+  and ``Engine.restore()`` with ``--resting`` (default 1,000,000) resting orders.
+- ``snapshot_bytes_per_order``: snapshot size per resting order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+import tracemalloc
+
+from exchange_node.benchfmt import BenchResult, report
+from exchange_node.engine.commands import (
+    AddSymbol,
+    Cancel,
+    Command,
+    NewOrder,
+    OrderType,
+    Side,
+    TimeInForce,
+    encode_batch,
+)
+from exchange_node.engine.engine import Engine
+
+SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
+START_MID = 10_000
+BASE_TIME_NS = 1_700_000_000_000_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--commands", type=int, default=300_000, help="mixed-workload commands")
+    parser.add_argument("--resting", type=int, default=1_000_000, help="orders in the snapshot")
+    parser.add_argument("--batch", type=int, default=64, help="commands per log entry")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-snapshot", action="store_true", help="skip the 1M snapshot part")
+
+
+def new_engine() -> Engine:
+    return Engine([AddSymbol(symbol, 1, 1, 2_000, START_MID) for symbol in SYMBOLS])
+
+
+def mixed_workload(count: int, *, seed: int, clients: int) -> list[Command]:
+    """The mixed command stream, deterministic for a seed."""
+    rng = random.Random(seed)
+    mids = dict.fromkeys(SYMBOLS, START_MID)
+    placed: list[tuple[str, str]] = []
+    commands: list[Command] = []
+    buy, sell = Side.BUY, Side.SELL
+    for n in range(count):
+        symbol = SYMBOLS[rng.randrange(len(SYMBOLS))]
+        if rng.random() < 0.05:
+            mids[symbol] = max(1_000, mids[symbol] + rng.choice((-1, 1)) * rng.randint(1, 3))
+        mid = mids[symbol]
+        client_id = f"c{rng.randrange(clients)}"
+        roll = rng.random()
+        if roll < 0.60:
+            side = buy if rng.random() < 0.5 else sell
+            offset = int(rng.expovariate(1 / 6)) - 1  # mostly passive, sometimes crossing
+            price = mid - offset if side is buy else mid + offset
+            client_order_id = f"o{n}"
+            placed.append((client_id, client_order_id))
+            commands.append(
+                NewOrder(
+                    client_id,
+                    client_order_id,
+                    symbol,
+                    side,
+                    OrderType.LIMIT,
+                    TimeInForce.GTC,
+                    max(1, price),
+                    rng.randint(1, 20) * 5,
+                )
+            )
+        elif roll < 0.85 and placed:
+            index = len(placed) - 1 - min(len(placed) - 1, int(rng.expovariate(1 / 200)))
+            owner, client_order_id = placed[index]
+            commands.append(Cancel(owner, None, client_order_id))
+        else:
+            side = buy if rng.random() < 0.5 else sell
+            if rng.random() < 0.5:
+                order_type, time_in_force, price = OrderType.MARKET, TimeInForce.IOC, 0
+            else:
+                reach = rng.randint(0, 4)
+                price = mid + reach if side is buy else mid - reach
+                order_type, time_in_force = OrderType.LIMIT, TimeInForce.IOC
+            commands.append(
+                NewOrder(
+                    client_id,
+                    f"o{n}",
+                    symbol,
+                    side,
+                    order_type,
+                    time_in_force,
+                    price,
+                    rng.randint(1, 20) * 5,
+                )
+            )
+    return commands
+
+
+def resting_workload(count: int, *, clients: int) -> list[Command]:
+    """``count`` non-crossing GTC limit orders spread over the symbols and 200 levels a side."""
+    commands: list[Command] = []
+    for n in range(count):
+        symbol = SYMBOLS[n % len(SYMBOLS)]
+        side = Side.BUY if (n // len(SYMBOLS)) % 2 == 0 else Side.SELL
+        distance = 1 + (n * 7919) % 200
+        price = START_MID - distance if side is Side.BUY else START_MID + distance
+        commands.append(
+            NewOrder(
+                f"c{n % clients}",
+                f"r{n}",
+                symbol,
+                side,
+                OrderType.LIMIT,
+                TimeInForce.GTC,
+                price,
+                10,
+            )
+        )
+    return commands
+
+
+def _apply_all(engine: Engine, commands: list[Command], first_index: int = 1) -> None:
+    apply = engine.apply
+    index = first_index
+    for command in commands:
+        apply(command, log_index=index, timestamp_ns=BASE_TIME_NS + index * 1_000)
+        index += 1
+
+
+def measure_apply(commands: list[Command]) -> tuple[float, float, float]:
+    """(commands/s, p50 us, p99 us) on fresh engines."""
+    engine = new_engine()
+    gc.collect()
+    started = time.perf_counter()
+    _apply_all(engine, commands)
+    elapsed = time.perf_counter() - started
+    throughput = len(commands) / elapsed
+
+    engine = new_engine()
+    apply = engine.apply
+    clock = time.perf_counter_ns
+    samples = [0] * len(commands)
+    gc.collect()
+    for i, command in enumerate(commands):
+        begin = clock()
+        apply(command, log_index=i + 1, timestamp_ns=BASE_TIME_NS + i * 1_000)
+        samples[i] = clock() - begin
+    samples.sort()
+    p50 = samples[len(samples) // 2] / 1_000
+    p99 = samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / 1_000
+    return throughput, p50, p99
+
+
+def measure_apply_entry(commands: list[Command], batch: int) -> float:
+    entries = [
+        encode_batch(BASE_TIME_NS + i, commands[i : i + batch])
+        for i in range(0, len(commands), batch)
+    ]
+    engine = new_engine()
+    gc.collect()
+    started = time.perf_counter()
+    for index, entry in enumerate(entries, start=1):
+        engine.apply_entry(index, entry)
+    return len(commands) / (time.perf_counter() - started)
+
+
+def measure_bytes_per_order(count: int, clients: int) -> float:
+    commands = resting_workload(count, clients=clients)
+    engine = new_engine()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    # Only the book state counts: keep the results table and finished ring out of it.
+    engine.dedup_window = 1
+    _apply_all(engine, commands)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / max(1, engine.resting_order_count())
+
+
+def measure_snapshot(count: int, clients: int) -> tuple[float, float, float, int]:
+    engine = new_engine()
+    _apply_all(engine, resting_workload(count, clients=clients))
+    assert engine.resting_order_count() == count
+    gc.collect()
+    started = time.perf_counter()
+    snapshot = engine.snapshot()
+    write_seconds = time.perf_counter() - started
+    gc.collect()
+    started = time.perf_counter()
+    restored = Engine.restore(snapshot)
+    restore_seconds = time.perf_counter() - started
+    if restored.resting_order_count() != count:
+        raise AssertionError("restore lost orders")
+    return write_seconds, restore_seconds, len(snapshot) / count, len(snapshot)
+
+
+def main(args: argparse.Namespace) -> int:
+    commands = mixed_workload(args.commands, seed=args.seed, clients=args.clients)
+    throughput, p50, p99 = measure_apply(commands)
+    entry_throughput = measure_apply_entry(commands, args.batch)
+    results = [
+        BenchResult("apply_throughput", round(throughput), "commands/s"),
+        BenchResult("apply_entry_throughput", round(entry_throughput), "commands/s"),
+        BenchResult("apply_p50_us", round(p50, 2), "us"),
+        BenchResult("apply_p99_us", round(p99, 2), "us"),
+        BenchResult(
+            "bytes_per_resting_order",
+            round(measure_bytes_per_order(100_000, args.clients)),
+            "bytes",
+        ),
+    ]
+    if not args.skip_snapshot:
+        write_seconds, restore_seconds, per_order, _total = measure_snapshot(
+            args.resting, args.clients
+        )
+        results += [
+            BenchResult("snapshot_write_seconds_1m", round(write_seconds, 3), "s"),
+            BenchResult("snapshot_restore_seconds_1m", round(restore_seconds, 3), "s"),
+            BenchResult("snapshot_bytes_per_order", round(per_order, 1), "bytes"),
+            BenchResult("snapshot_orders", args.resting, "orders"),
+        ]
+    report("engine", results, as_json=args.json)
+    return 0
