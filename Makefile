@@ -8,7 +8,8 @@ EXCHANGE := $(VENV)/bin/exchange
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test lint fmt sim soak bench image clean
+# `make demo` resumes the cluster in .demo; `rm -rf .demo` starts afresh.
+.PHONY: help install demo system-deps test lint fmt sim soak bench image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
+
+demo: install  ## a local 3-node cluster with trading agents; prints where to look; Ctrl-C stops
+	$(EXCHANGE) demo --data-root .demo
 
 system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; start dockerd
 	scripts/system-deps.sh

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("exchange_node.server_cli", "run one Raft exchange node"),
     "local": ("exchange_node.local", "run a local cluster of node processes"),
+    "demo": ("exchange_node.demo", "a local 3-node cluster with trading agents"),
     "sim": ("exchange_node.sim.cli", "deterministic simulation of the consensus core"),
     "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
     "operator": ("exchange_operator.cli", "run the Kubernetes operator"),

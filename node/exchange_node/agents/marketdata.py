@@ -85,11 +85,15 @@ def closes_from_frame(frame: Any, symbols: Iterable[str]) -> dict[str, float]:
 
 def yfinance_download(symbols: list[str]) -> Any:
     """The real download (network): five daily bars per ticker."""
+    import warnings
+
     import yfinance
 
-    return yfinance.download(
-        symbols, period="5d", interval="1d", progress=False, timeout=5, threads=False
-    )
+    with warnings.catch_warnings():  # yfinance's own pandas deprecations are not ours to show
+        warnings.simplefilter("ignore")
+        return yfinance.download(
+            symbols, period="5d", interval="1d", progress=False, timeout=5, threads=False
+        )
 
 
 class ReferencePrices:
