@@ -65,6 +65,7 @@ class Network:
         self.cut: set[tuple[int, int]] = set()
         self.drop: Callable[[Message], bool] = lambda m: False
         self.snapshot_reports: bool = True
+        self.bootstrap = bootstrap
         changes = bootstrap_changes(self.ids) if bootstrap else None
         for i in self.ids:
             self.add_node(i, bootstrap=changes)
@@ -161,11 +162,14 @@ class Network:
     def crash_and_restart(self, node_id: int) -> RaftCore:
         """Lose everything not persisted through a Ready, rebuild from the disk."""
         disk = self.disks[node_id]
+        # An initial member that crashed before persisting anything bootstraps again.
+        changes = bootstrap_changes(self.ids) if self.bootstrap and node_id in self.ids else None
         core = RaftCore(
             self._config(node_id),
             hard_state=disk.hard_state,
             snapshot=disk.snapshot,
             entries=list(disk.entries),
+            bootstrap=changes,
         )
         self.cores[node_id] = core
         self.queue = [m for m in self.queue if m.to != node_id]

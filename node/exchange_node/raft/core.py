@@ -409,6 +409,7 @@ class RaftCore:
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_tick:
             self.election_elapsed = 0
+            self._expire_snapshots()
             if self.config.check_quorum and not self._quorum_active():
                 # Dissertation 6.2: a leader that cannot hear a majority steps down
                 # so clients go looking for the real leader.
@@ -420,6 +421,16 @@ class RaftCore:
         if self.heartbeat_elapsed >= self.config.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat(self.read_only.last_pending_context())
+
+    def _expire_snapshots(self) -> None:
+        """Backstop for a SNAP lost without ``report_snapshot``: after a full election
+        timeout without an answer, probe again (which resends the snapshot if needed)."""
+        for pr in self.progress.values():
+            if pr.state is _SNAPSHOT:
+                pr.snapshot_rounds += 1
+                if pr.snapshot_rounds >= 2:
+                    pr.pending_snapshot = 0
+                    pr.become_probe()
 
     def _quorum_active(self) -> bool:
         active = 0

@@ -64,6 +64,7 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
+        "snapshot_rounds",
         "state",
     )
 
@@ -77,12 +78,15 @@ class Progress:
         """SNAPSHOT: index of the snapshot sent."""
         self.recent_active = False
         """Heard from since the last check-quorum round."""
+        self.snapshot_rounds = 0
+        """SNAPSHOT: election timeouts since the snapshot was sent."""
         self.inflights = Inflights(max_inflight)
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot_rounds = 0
         self.inflights.reset()
 
     def become_probe(self) -> None:
