@@ -36,6 +36,7 @@ Trace context for an order travels inside the entry data itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -89,6 +90,8 @@ DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 DEFAULT_MAX_SNAPSHOT_BYTES = 4 << 30
 DIGEST_SIZE_BYTES = 80
 SNAPSHOT_QUEUE_LIMIT = 2
+SHUTDOWN_WAIT_S = 2.0
+"""How long stopping waits for one peer's tasks, a channel or the server."""
 
 
 @dataclass(slots=True)
@@ -152,11 +155,14 @@ class _Peer:
 
     __slots__ = (
         "address",
+        "call",
         "channel",
+        "closed",
         "node_id",
         "queue",
         "queued_bytes",
         "sender",
+        "snapshot_call",
         "snapshot_sender",
         "snapshot_wake",
         "snapshots",
@@ -178,10 +184,19 @@ class _Peer:
         self.stats = PeerStats(address)
         self.sender: asyncio.Task[None] | None = None
         self.snapshot_sender: asyncio.Task[None] | None = None
+        self.call: Any = None
+        self.snapshot_call: Any = None
+        self.closed = asyncio.Event()
 
 
 class _StreamBroken(Exception):
     pass
+
+
+def _consume_result(future: asyncio.Future[Any]) -> None:
+    """Retrieve a helper future's outcome so asyncio never logs it as unhandled."""
+    if not future.cancelled():
+        future.exception()
 
 
 class PeerTransport:
@@ -294,9 +309,9 @@ class PeerTransport:
         for node_id in list(self._peers):
             await self._close_peer(node_id)
         if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.wait(set(self._background), timeout=SHUTDOWN_WAIT_S)
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._bounded(self._server.stop(grace), "stopping the gRPC server")
 
     @property
     def address(self) -> str:
@@ -425,12 +440,33 @@ class PeerTransport:
             await self._shutdown_peer(state)
 
     async def _shutdown_peer(self, state: _Peer) -> None:
-        tasks = [t for t in (state.sender, state.snapshot_sender) if t is not None]
-        for task in tasks:
+        # Cancelling a task while it awaits inside grpc.aio (initial metadata,
+        # a write) can leave it hanging; ending the calls lets the tasks return
+        # by themselves. Task cancellation is only the fallback.
+        state.closed.set()
+        for call in (state.call, state.snapshot_call):
+            if call is not None:
+                call.cancel()
+        state.wake.set()
+        state.snapshot_wake.set()
+        tasks = {t for t in (state.sender, state.snapshot_sender) if t is not None}
+        _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S) if tasks else ((), ())
+        for task in pending:
+            log.warning("peer %d task %s did not stop; cancelling it", state.node_id, task)
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await state.channel.close(grace=None)
+        await self._bounded(
+            state.channel.close(grace=None), f"closing the channel to {state.node_id}"
+        )
         state.stats.connected = False
+
+    async def _bounded(self, coro: Any, what: str) -> None:
+        """Await ``coro`` for at most ``SHUTDOWN_WAIT_S``; past that, leave it running."""
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_WAIT_S)
+        if not done:
+            log.warning("%s takes longer than %.1f s; not waiting for it", what, SHUTDOWN_WAIT_S)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # ---- the replication stream --------------------------------------------------
 
@@ -438,13 +474,22 @@ class PeerTransport:
         """Keep one stream to the peer open and feed it; reconnect with backoff."""
         attempt = 0
         established_before = False
-        while True:
+        while not state.closed.is_set():
             call = state.stub.Replicate(metadata=self._metadata)
+            state.call = call
             call.add_done_callback(lambda _call: state.wake.set())
             established = False
             try:
-                await asyncio.wait_for(call.initial_metadata(), self._connect_timeout)
-                if call.done():
+                # The server answers with its initial metadata at once: that is
+                # "connected". Not asyncio.wait_for: cancelling grpc.aio's
+                # initial_metadata() can hang; cancelling the call cannot.
+                metadata = asyncio.ensure_future(call.initial_metadata())
+                metadata.add_done_callback(_consume_result)
+                done, _ = await asyncio.wait({metadata}, timeout=self._connect_timeout)
+                if not done:
+                    call.cancel()
+                    raise _StreamBroken
+                if call.done() or state.closed.is_set():
                     raise _StreamBroken
                 established = True
                 attempt = 0
@@ -463,6 +508,9 @@ class PeerTransport:
             finally:
                 state.stats.connected = False
             call.cancel()
+            state.call = None
+            if state.closed.is_set():
+                return
             if established:
                 self.stats.stream_failures += 1
                 state.stats.stream_failures += 1
@@ -471,7 +519,10 @@ class PeerTransport:
                 self._report_unreachable(state.node_id)
             delay = min(self._max_backoff, self._min_backoff * (2**attempt))
             attempt = min(attempt + 1, 30)
-            await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    state.closed.wait(), delay * (0.5 + 0.5 * self._rng.random())
+                )
 
     async def _pump(self, state: _Peer, call: Any) -> None:
         queue = state.queue
@@ -480,11 +531,9 @@ class PeerTransport:
         while True:
             if not queue:
                 state.wake.clear()
-                if call.done():
+                if call.done() or state.closed.is_set():
                     raise _StreamBroken
                 await state.wake.wait()
-                if call.done():
-                    raise _StreamBroken
                 continue
             messages: list[Message] = []
             digests: list[Digest] = []
@@ -526,7 +575,7 @@ class PeerTransport:
     # ---- snapshots -------------------------------------------------------------------
 
     async def _run_snapshot_sender(self, state: _Peer) -> None:
-        while True:
+        while not state.closed.is_set():
             if not state.snapshots:
                 state.snapshot_wake.clear()
                 await state.snapshot_wake.wait()
@@ -543,6 +592,7 @@ class PeerTransport:
         self._transfer_ids += 1
         transfer_id = self._transfer_ids
         call = state.stub.InstallSnapshot(metadata=self._metadata, timeout=self._snapshot_timeout)
+        state.snapshot_call = call
         try:
             for chunk in snapshot_chunks(msg, transfer_id, self._chunk_bytes):
                 await call.write(chunk)
@@ -555,6 +605,8 @@ class PeerTransport:
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
             log.warning("snapshot to %d failed: %r", state.node_id, exc)
             return False
+        finally:
+            state.snapshot_call = None
         if not result.ok:
             log.warning("snapshot to %d refused: %s", state.node_id, result.reason)
         return result.ok
