@@ -1,0 +1,156 @@
+"""Crash tests with real processes and SIGKILL.
+
+A child (``crash_child.py``) replays a seeded workload into a data directory
+and prints ``ACK k`` only after op k's ``save()`` returned (its fsync done).
+The parent kills it with SIGKILL at a random moment (after a random delay, or
+just after it announced a snapshot, a hard-state change or an overwrite), then
+recovers the directory itself. The recovered state must be exactly the
+workload's state after the last acknowledged op, or after the one in flight
+(a batch is atomic): every acknowledged entry is there, in order, with its
+content, and nothing that was never written. The next trial's child resumes
+from the recovered state in the same directory, so recovery of one crash is
+also the starting point of the next.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from exchange_node.storage import open_storage
+from storage_workload import Workload, state_key
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = os.path.join(HERE, "crash_child.py")
+SEGMENT_BYTES = 48 << 10
+
+
+class ForkServer:
+    """The warm child interpreter; each ``trial`` forks a fresh writer from it."""
+
+    def __init__(self, data_dir: str, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, data_dir, str(seed), str(SEGMENT_BYTES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=HERE,
+        )
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        self.pending = b""
+        self.lines: list[str] = []
+
+    def start_writer(self, start: int) -> int:
+        """Fork a writer that resumes after ``start`` ops; returns its pid once READY."""
+        self.lines = []
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"RUN {start}\n".encode())
+        self.proc.stdin.flush()
+        ok = self.read_until(lambda _line: self._has("PID") and self._has("READY"), 60)
+        assert ok, f"writer did not start: {self.lines}"
+        return int(next(line for line in self.lines if line.startswith("PID")).split()[1])
+
+    def _has(self, prefix: str) -> bool:
+        return any(line.startswith(prefix) for line in self.lines)
+
+    def read_until(self, predicate, timeout: float) -> bool:
+        """Read lines until ``predicate(line)`` holds or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self._drain():
+                assert not line.startswith(("ERROR", "MISMATCH")), line
+                if predicate(line):
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                assert chunk, f"fork server exited: {self.lines}"
+                self.pending += chunk
+
+    def _drain(self) -> list[str]:
+        *complete, self.pending = self.pending.split(b"\n")
+        lines = [line.decode() for line in complete]
+        self.lines.extend(lines)
+        return lines
+
+    def kill_writer(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+        # DONE comes after the writer is reaped, so every line it wrote is in by then.
+        assert self.read_until(lambda line: line == "DONE", 60)
+
+    def last_ack(self, start: int) -> int:
+        acks = [int(line.split()[1]) for line in self.lines if line.startswith("ACK ")]
+        return acks[-1] if acks else start
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    data_dir = str(tmp_path / "data")
+    workload = Workload(seed)  # the state after the ops recovered so far
+    outcomes = {"in_flight_lost": 0, "in_flight_kept": 0, "killed_during": 0}
+    server = ForkServer(data_dir, seed)
+    try:
+        for trial in range(trials):
+            start = workload.count
+            pid = server.start_writer(start)
+            if rng.random() < 0.5:
+                # Kill at a random instant.
+                server.read_until(lambda _line: False, rng.uniform(0, 0.03))
+            else:
+                # Kill while a chosen kind of write is under way.
+                kind = rng.choice(["snapshot", "install", "hard_state", "overwrite"])
+                hit = server.read_until(
+                    lambda line, kind=kind: line.startswith("BEGIN") and line.endswith(kind), 5
+                )
+                outcomes["killed_during"] += hit
+                if rng.random() < 0.7:
+                    time.sleep(rng.uniform(0, 0.003))
+            server.kill_writer(pid)
+            acked = server.last_ack(start)
+            while workload.count < acked:
+                workload.next_op()
+            in_flight = workload.clone()
+            in_flight.next_op()
+            with open_storage(data_dir, segment_bytes=SEGMENT_BYTES, keep_snapshots=2) as storage:
+                state = storage.recover()
+                found = state_key(state.hard_state, state.snapshot, state.entries)
+            if found == workload.model.key():
+                outcomes["in_flight_lost"] += 1
+            elif found == in_flight.model.key():
+                workload = in_flight
+                outcomes["in_flight_kept"] += 1
+            else:
+                pytest.fail(
+                    f"seed {seed} trial {trial}: after acknowledging op {acked} the recovered "
+                    f"state is neither the state after op {acked} nor after op {acked + 1}"
+                )
+    finally:
+        server.close()
+    return outcomes
+
+
+def test_sigkill_never_loses_an_acknowledged_write(tmp_path):
+    outcomes = run_trials(tmp_path, seed=20261124, trials=110)
+    assert sum(outcomes[k] for k in ("in_flight_lost", "in_flight_kept")) == 110
+    # The kills did land inside writes, not only between them.
+    assert outcomes["killed_during"] > 20
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(8))
+def test_sigkill_soak(tmp_path, seed):
+    run_trials(tmp_path, seed=seed, trials=250)
