@@ -505,6 +505,8 @@ def _decode(data: bytes) -> Engine:
                     )
                     if leaves <= 0 or leaves > quantity:
                         raise SnapshotError(f"order {order_id} has bad quantities")
+                    if order_id in orders or client_order_id in live_of[client]:
+                        raise SnapshotError(f"order {order_id} appears twice")
                     book_side.add(order)
                     orders[order_id] = order
                     live_of[client][client_order_id] = order
