@@ -1,6 +1,7 @@
 """Log compaction and InstallSnapshot: paper section 7, dissertation chapter 5."""
 
-from exchange_node.raft import Message, MessageType, ProgressState
+import pytest
+from exchange_node.raft import Message, MessageType, ProgressState, Snapshot, SnapshotMeta
 from raftnet import Network
 
 PAPER = {"pre_vote": False, "check_quorum": False}
@@ -108,3 +109,27 @@ def test_restart_from_snapshot_hard_state_and_later_entries():
     leader.propose(b"e")
     net.deliver()
     assert restarted.commit_index == leader.commit_index
+
+
+def test_compaction_may_happen_before_advance_but_never_beyond_what_was_handed_out():
+    net = Network([1, 2, 3], **PAPER)
+    leader = net.elect(1)
+    leader.propose(b"a")
+    net.deliver()
+    leader.propose(b"b")
+    rd = leader.ready()
+    # "b" is not committed yet: a snapshot covering it is refused.
+    with pytest.raises(ValueError, match="beyond the applied index"):
+        leader.compact(
+            Snapshot(SnapshotMeta(leader.log.last_index(), leader.term, leader.conf_state), b"")
+        )
+    net.queue.extend(rd.messages)
+    leader.advance(rd)
+    net.deliver()
+    index = leader.commit_index
+    follower = net.cores[2]
+    assert follower.log.applying_index == index
+    follower.compact(Snapshot(SnapshotMeta(index, leader.term, follower.conf_state), b"a|b"))
+    assert follower.log.offset == index
+    with pytest.raises(ValueError, match="term"):
+        leader.compact(Snapshot(SnapshotMeta(index, leader.term + 1, leader.conf_state), b""))

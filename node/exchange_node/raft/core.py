@@ -230,6 +230,9 @@ class RaftCore:
             raise NotLeaderError(NONE)
 
     def compact(self, snapshot: Snapshot) -> None:
+        """The application snapshotted its state at ``snapshot.meta.index`` (at most the
+        last index handed out for applying): keep it for followers behind the log and
+        drop the entries it covers. A snapshot older than the log's start is ignored."""
         self.log.compact(snapshot)
 
     def report_unreachable(self, peer: int) -> None:
@@ -276,6 +279,8 @@ class RaftCore:
         if soft != self._prev_soft_state:
             rd.soft_state = self._prev_soft_state = soft
         hard = HardState(self.term, self.vote, log.commit_index)
+        assert hard.term >= self._prev_hard_state.term, "term went backwards"
+        assert hard.commit >= self._prev_hard_state.commit, "commit index went backwards"
         if hard != self._prev_hard_state:
             rd.hard_state = self._prev_hard_state = hard
         if log.pending_snapshot is not None:

@@ -222,10 +222,13 @@ class RaftLog:
         """Drop entries the application's snapshot covers; keep it to send to followers."""
         index = snapshot.meta.index
         if index <= self.offset:
-            return
-        assert index <= self.applied_index, "compacting beyond the applied index"
+            return  # older than what we hold (e.g. a leader's snapshot arrived meanwhile)
+        # The application may snapshot before advance(): entries handed out count.
+        if index > self.applying_index:
+            raise ValueError(f"snapshot at {index} is beyond the applied index")
         term = self.term(index)
-        assert term == snapshot.meta.term, "snapshot term disagrees with the log"
+        if term != snapshot.meta.term:
+            raise ValueError(f"snapshot term {snapshot.meta.term} disagrees with the log")
         del self.entries[: index - self.offset]
         self.offset = index
         self.offset_term = term
