@@ -20,6 +20,8 @@ What is checked, and where:
   durably committed; every applied entry is the next entry of the history,
   and every snapshot restored carries the history's chain value at its
   index (``on_apply``, ``on_snapshot``, ``on_restart``);
+* the commit rule (paper 5.4.2): a leader advances its commit index only to
+  an entry of its own term, never by counting replicas of an older entry;
 * commit indexes never go backwards: within a node's incarnation, and for
   the durable hard state across crashes; terms never go backwards either;
 * linearizable reads: a ReadIndex answer is at least the commit index that
@@ -110,6 +112,8 @@ class Checker:
         self.reads: dict[bytes, int] = {}
         """ReadIndex context -> the least index a correct answer may carry."""
         self._on_commit = on_commit
+        self.commit_rule = True
+        """Check the commit rule itself, not only its consequences (figure 8)."""
 
     # -- queries ------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class Checker:
         *,
         entries: Sequence[Entry],
         hard_state: HardState | None,
+        is_leader: bool = False,
     ) -> None:
         """Checks once a ``Ready``'s writes are durable."""
         node_id = watch.node_id
@@ -226,32 +231,63 @@ class Checker:
             raise Violation(
                 f"node {node_id}'s commit index goes backwards from {watch.commit} to {commit}"
             )
+        if is_leader and commit > durable.commit and self.commit_rule:
+            term_there = storage.term_at(commit)
+            if term_there != hard_state.term:
+                raise Violation(
+                    f"commit rule: leader {node_id} of term {hard_state.term} advances its "
+                    f"commit index to {commit}, an entry of term {term_there} (paper 5.4.2: "
+                    f"only entries of the leader's own term commit by counting replicas)"
+                )
         watch.durable = hard_state
         watch.commit = commit
         if commit > watch.verified:
             self._verify_committed(watch, storage, commit)
 
-    def on_restart(
-        self, watch: NodeWatch, hard_state: HardState, snapshot: Snapshot | None
-    ) -> None:
-        """A node came back with what its disk recovered."""
+    def on_restart(self, watch: NodeWatch, storage: SimStorage, *, torn: bool) -> None:
+        """A node came back with what its disk recovered.
+
+        A crash in the middle of a write (``torn``) may have left some of that
+        write on disk without the checks ``after_persist`` would have made, so
+        then the whole recovered log is checked here too.
+        """
         node_id = watch.node_id
-        if hard_state.commit < watch.durable.commit or hard_state.term < watch.durable.term:
+        hard_state = storage.hard_state
+        durable = watch.durable
+        if hard_state.commit < durable.commit or hard_state.term < durable.term:
             raise Violation(
                 f"node {node_id} recovers hard state {tuple(hard_state)} older than the "
-                f"durable {tuple(watch.durable)}"
+                f"durable {tuple(durable)}"
             )
-        watch.durable = hard_state
-        watch.commit = hard_state.commit
+        if hard_state.term == durable.term and durable.vote and hard_state.vote != durable.vote:
+            raise Violation(
+                f"node {node_id} recovers vote {hard_state.vote} in term {durable.term} after "
+                f"voting for {durable.vote}"
+            )
+        first = storage.first_index()
+        last = storage.last_index()
+        if torn and last >= first:
+            self.after_persist(
+                watch, storage, entries=storage.entries(first, last + 1), hard_state=None
+            )
+        snapshot = storage.snapshot
         watch.applied = 0
         if snapshot is not None:
             self._check_snapshot(node_id, snapshot, "recovers")
             watch.applied = snapshot.meta.index
+        watch.durable = hard_state
+        watch.commit = hard_state.commit
+        commit = max(hard_state.commit, storage.snapshot_index)
+        if commit > watch.verified:
+            self._verify_committed(watch, storage, commit)
 
-    def on_messages(self, node_id: int, messages: Sequence[Message]) -> None:
+    def on_messages(self, node_id: int, messages: Sequence[Message]) -> bool:
+        """Checks outgoing messages; True when they grant a vote."""
         votes = self.votes
+        granted_any = False
         for message in messages:
             if message.type == _VOTE_RESP and not message.reject:
+                granted_any = True
                 key = (node_id, message.term)
                 granted = votes.setdefault(key, message.to)
                 if granted != message.to:
@@ -259,6 +295,7 @@ class Checker:
                         f"node {node_id} grants its vote in term {message.term} to "
                         f"{message.to} after granting it to {granted}"
                     )
+        return granted_any
 
     def on_leader(self, watch: NodeWatch, storage: SimStorage, term: int) -> None:
         """A node has just become leader of ``term``."""

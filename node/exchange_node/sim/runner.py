@@ -74,10 +74,10 @@ class BatchReport:
         }
 
 
-def _run_one(job: tuple[int, int, str | int, str | None]) -> SeedResult:
-    seed, steps, nodes, raft_module = job
+def _run_one(job: tuple[int, int, str | int, str | None, bool]) -> SeedResult:
+    seed, steps, nodes, raft_module, commit_rule = job
     raft = importlib.import_module(raft_module) if raft_module else None
-    return run_seed(seed, steps, nodes, raft=raft)
+    return run_seed(seed, steps, nodes, raft=raft, commit_rule=commit_rule)
 
 
 def iter_results(
@@ -87,11 +87,12 @@ def iter_results(
     *,
     workers: int | None = None,
     raft_module: str | None = None,
+    commit_rule: bool = True,
 ) -> Iterator[SeedResult]:
     """Results as they finish (not in seed order). ``raft_module`` names the
     core's package (default ``exchange_node.raft``); it must be importable in
     the workers, which are forked, so a module built at run time works too."""
-    jobs = [(seed, steps, nodes, raft_module) for seed in seeds]
+    jobs = [(seed, steps, nodes, raft_module, commit_rule) for seed in seeds]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         for job in jobs:
@@ -109,12 +110,16 @@ def run_batch(
     *,
     workers: int | None = None,
     raft_module: str | None = None,
+    commit_rule: bool = True,
     stop_on_first: bool = False,
     on_result: Callable[[SeedResult], None] | None = None,
 ) -> BatchReport:
     report = BatchReport(steps=steps)
     started = time.perf_counter()
-    for result in iter_results(seeds, steps, nodes, workers=workers, raft_module=raft_module):
+    results = iter_results(
+        seeds, steps, nodes, workers=workers, raft_module=raft_module, commit_rule=commit_rule
+    )
+    for result in results:
         report.add(result, nodes)
         if on_result is not None:
             on_result(result)

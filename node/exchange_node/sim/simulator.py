@@ -71,6 +71,7 @@ _DEADLINE = 8
 _START = 9
 _RETIRE = 10
 _COMPACT = 11
+_CRASH = 12
 
 _LEADER = Role.LEADER
 _SNAP = MessageType.SNAP
@@ -130,11 +131,13 @@ class SimNode:
         "incarnation",
         "initial",
         "leader",
+        "lost_outboxes",
         "retired",
         "role",
         "storage",
         "term",
         "tick_ms",
+        "torn",
         "watch",
     )
 
@@ -153,6 +156,9 @@ class SimNode:
         self.term = 0
         self.tick_ms = tick_ms
         self.crash_on_write = False
+        self.torn = False
+        self.lost_outboxes: set[int] = set()
+        """Incarnations whose messages still in flight died with the process."""
 
 
 def nodes_for_seed(seed: int, nodes: str | int) -> int:
@@ -170,6 +176,7 @@ class Simulation:
         *,
         raft: ModuleType | None = None,
         trace: Callable[[str], None] | None = None,
+        commit_rule: bool = True,
     ) -> None:
         if raft is None:
             import exchange_node.raft as raft
@@ -184,6 +191,7 @@ class Simulation:
         self._seq = 0
         self.network = Network()
         self.checker = Checker(on_commit=self._on_commit)
+        self.checker.commit_rule = commit_rule
         self.nodes: dict[int, SimNode] = {}
         self.next_node_id = nodes + 1
         self.bootstrap = [ConfChange(ConfChangeType.PROMOTE, i, b"") for i in range(1, nodes + 1)]
@@ -217,8 +225,8 @@ class Simulation:
             0,
         )
         for node_id in range(1, nodes + 1):
-            node = SimNode(node_id, TICK_MS + self.rng.randint(-1, 1), initial=True)
-            self.nodes[node_id] = node
+            self.nodes[node_id] = SimNode(node_id, TICK_MS + self.rng.randint(-1, 1), initial=True)
+        for node in list(self.nodes.values()):
             self._boot(node)
         self._heal()
         self._push(self.rng.randint(1, 30), _CLIENT, None)
@@ -246,6 +254,7 @@ class Simulation:
             self._on_start,
             self._on_retire,
             self._on_compact,
+            self._on_crash,
         )
         violation = None
         try:
@@ -315,7 +324,8 @@ class Simulation:
             entries=recovered.entries,
             bootstrap=bootstrap,
         )
-        self.checker.on_restart(node.watch, recovered.hard_state, recovered.snapshot)
+        self.checker.on_restart(node.watch, node.storage, torn=node.torn)
+        node.torn = False
         node.app = HashChainApp()
         if recovered.snapshot is not None:
             node.app.restore(recovered.snapshot.data)
@@ -331,6 +341,10 @@ class Simulation:
     def _crash(self, node: SimNode, torn: bool) -> None:
         self.stats["crashes"] += 1
         node.storage.crash(self.rng if torn else None)
+        if self.rng.random() < 0.5:
+            # Messages still in user-space send buffers die with the process.
+            node.lost_outboxes.add(node.incarnation)
+        node.torn = torn
         node.core = None
         node.alive = False
         node.incarnation += 1
@@ -369,12 +383,15 @@ class Simulation:
                     self._schedule_restart(node)
                     return
                 storage.sync()
-                checker.after_persist(watch, storage, entries=entries, hard_state=hard)
+                checker.after_persist(
+                    watch, storage, entries=entries, hard_state=hard, is_leader=role == _LEADER
+                )
                 if hard is not None:
                     node.term = hard.term
             if rd.messages:
-                checker.on_messages(node.id, rd.messages)
-                self._send(rd.messages)
+                if checker.on_messages(node.id, rd.messages) and self.chaos:
+                    self._maybe_crash_soon(node, 0.15)
+                self._send(rd.messages, node.incarnation)
             if snapshot is not None:
                 self.stats["snapshots_installed"] += 1
                 checker.on_snapshot(watch, snapshot)
@@ -394,21 +411,23 @@ class Simulation:
                     term = core.status().term
                     self._note(f"node {node.id} becomes leader of term {term}")
                     checker.on_leader(watch, storage, term)
+                    if self.chaos:
+                        self._maybe_crash_soon(node, 0.3)
                 node.role = soft.role
                 node.leader = soft.leader
             core.advance(rd)
         raise Violation(f"node {node.id} still has work after {MAX_READY_ROUNDS} Ready rounds")
 
-    def _send(self, messages: list[Any]) -> None:
+    def _send(self, messages: list[Any], incarnation: int) -> None:
         network = self.network
         rng = self.rng
         now = self.now
         push = self._push
         for message in messages:
-            push(now + network.latency(rng), _DELIVER, message)
+            push(now + network.latency(rng), _DELIVER, message, incarnation)
             if network.duplicate_rate and rng.random() < network.duplicate_rate:
                 self.stats["duplicated"] += 1
-                push(now + network.latency(rng), _DELIVER, message)
+                push(now + network.latency(rng), _DELIVER, message, incarnation)
 
     def _leader(self) -> SimNode | None:
         """The live node that believes it leads the newest term, if any."""
@@ -454,11 +473,12 @@ class Simulation:
         self._process(node)
         return None
 
-    def _on_deliver(self, message: Any, _: Any) -> None:
+    def _on_deliver(self, message: Any, sent_by: int) -> None:
         node = self.nodes.get(message.to)
         sender = self.nodes.get(message.frm)
         arrives = (
-            node is not None
+            (sender is None or sent_by not in sender.lost_outboxes)
+            and node is not None
             and node.alive
             and self.network.passes(message.frm, message.to, self.rng)
         )
@@ -589,7 +609,7 @@ class Simulation:
         self.heal_round += 1
         self.healed_at = self.now
         self.stats["heals"] += 1
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             node.crash_on_write = False
             if not node.alive and not node.retired and node.incarnation > 0:
                 self.stats["restarts"] += 1
@@ -677,6 +697,21 @@ class Simulation:
             self._trace_step(f"restart {node.id}")
         self.stats["restarts"] += 1
         self._boot(node)
+        return None
+
+    def _maybe_crash_soon(self, node: SimNode, probability: float) -> None:
+        """Aim a crash at an interesting moment: just after a vote or an election."""
+        rng = self.rng
+        if rng.random() < probability:
+            self._push(self.now + rng.randint(0, 12), _CRASH, node, node.incarnation)
+
+    def _on_crash(self, node: SimNode, incarnation: int) -> bool | None:
+        if not node.alive or node.incarnation != incarnation or not self.chaos:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"crash {node.id} (aimed)")
+        self._crash(node, torn=False)
+        self._schedule_restart(node)
         return None
 
     def _schedule_restart(self, node: SimNode) -> None:
@@ -834,9 +869,16 @@ def run_seed(
     *,
     raft: ModuleType | None = None,
     trace: Callable[[str], None] | None = None,
+    commit_rule: bool = True,
 ) -> SeedResult:
-    """Run one seed for ``steps`` steps and report what happened."""
-    simulation = Simulation(seed, nodes_for_seed(seed, nodes), raft=raft, trace=trace)
+    """Run one seed for ``steps`` steps and report what happened.
+
+    ``commit_rule=False`` leaves out the direct check of the commit rule, so
+    that a core breaking it is caught only by what it leads to (figure 8).
+    """
+    simulation = Simulation(
+        seed, nodes_for_seed(seed, nodes), raft=raft, trace=trace, commit_rule=commit_rule
+    )
     return simulation.run(steps)
 
 

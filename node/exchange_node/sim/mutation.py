@@ -1,0 +1,164 @@
+"""Planted bugs: a copy of the consensus core with a textual mutation applied.
+
+The simulator is only worth trusting if it catches a broken core. This
+module imports a fresh copy of the ``exchange_node.raft`` package under
+another name, with chosen source lines replaced, so tests (and
+``exchange sim --plant BUG``) can check that each known Raft bug is
+reported within a bounded number of seeds. The original package is never
+touched; the copy shares only the value types (``types.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import exchange_node.raft as _raft
+import exchange_node.raft.types as _raft_types
+
+RAFT_DIR = Path(_raft.__file__).parent
+
+
+@dataclass(frozen=True)
+class PlantedBug:
+    name: str
+    description: str
+    module: str
+    """The core module to mutate (file name without .py)."""
+    replacements: tuple[tuple[str, str], ...]
+    """(original source text, replacement); each original must occur exactly once."""
+
+
+PLANTED_BUGS: dict[str, PlantedBug] = {
+    bug.name: bug
+    for bug in (
+        PlantedBug(
+            "commit-previous-term",
+            "a leader commits an entry of an earlier term by counting replicas (figure 8)",
+            "core",
+            (
+                (
+                    "if index <= log.commit_index or log.term(index) != self.term:",
+                    "if index <= log.commit_index:",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "forget-vote",
+            "the vote is never persisted in the hard state, so a restarted node votes again",
+            "core",
+            (
+                (
+                    "hard = HardState(self.term, self.vote, log.commit_index)",
+                    "hard = HardState(self.term, NONE, log.commit_index)",
+                ),
+                (
+                    "self._prev_hard_state != (self.term, self.vote, log.commit_index)",
+                    "self._prev_hard_state != (self.term, NONE, log.commit_index)",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "vote-for-shorter-log",
+            "a voter grants its vote to a candidate whose log is shorter (same last term)",
+            "log",
+            (
+                (
+                    "return last_term > my_term or (last_term == my_term and last_index >= self.last_index())",
+                    "return last_term >= my_term",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "vote-for-older-log",
+            "a voter compares only log lengths, granting its vote to a log with an older last term",
+            "log",
+            (
+                (
+                    "return last_term > my_term or (last_term == my_term and last_index >= self.last_index())",
+                    "return last_index >= self.last_index()",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "heartbeat-commit-beyond-match",
+            "a leader's heartbeat tells a follower to commit beyond what it is known to hold",
+            "core",
+            (("commit=min(pr.match_index, commit),", "commit=commit,"),),
+        ),
+    )
+}
+
+
+class MutationError(Exception):
+    """The text a planted bug replaces is no longer in the core: update the bug."""
+
+
+class _MutantLoader(importlib.abc.Loader):
+    def __init__(self, filename: Path, replacements: tuple[tuple[str, str], ...]) -> None:
+        self.filename = filename
+        self.replacements = replacements
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        source = self.filename.read_text()
+        for original, replacement in self.replacements:
+            found = source.count(original)
+            if found != 1:
+                raise MutationError(
+                    f"{self.filename.name}: expected the text {original!r} exactly once, "
+                    f"found it {found} times"
+                )
+            source = source.replace(original, replacement)
+        exec(compile(source, str(self.filename), "exec"), module.__dict__)
+
+
+class _MutantFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, package: str, bug: PlantedBug) -> None:
+        self.package = package
+        self.bug = bug
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname == self.package:
+            filename = RAFT_DIR / "__init__.py"
+            module = "__init__"
+        elif fullname.startswith(self.package + "."):
+            module = fullname[len(self.package) + 1 :]
+            filename = RAFT_DIR / f"{module}.py"
+            if not filename.exists():
+                return None
+        else:
+            return None
+        replacements = self.bug.replacements if module == self.bug.module else ()
+        loader = _MutantLoader(filename, replacements)
+        return importlib.util.spec_from_file_location(
+            fullname,
+            filename,
+            loader=loader,
+            submodule_search_locations=[str(RAFT_DIR)] if module == "__init__" else None,
+        )
+
+
+def load_mutant(bug_name: str) -> str:
+    """Import a copy of the core with ``bug_name`` planted; returns its package name.
+
+    The package stays in ``sys.modules``, so forked simulation workers can
+    import it by that name.
+    """
+    bug = PLANTED_BUGS[bug_name]
+    package = "exchange_node_mutant_" + bug_name.replace("-", "_")
+    if package not in sys.modules:
+        sys.modules[package + ".types"] = _raft_types
+        sys.meta_path.insert(0, _MutantFinder(package, bug))
+        importlib.import_module(package)
+    return package
