@@ -591,6 +591,27 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
                 operationId="cluster",
             )
         },
+        "/v1/ws": {
+            "get": op(
+                "WebSocket: market data, your order events, order entry (see docs/api.md)",
+                {
+                    "101": {"description": "Switching to the WebSocket protocol."},
+                    "400": _error("Not a WebSocket upgrade request."),
+                    "401": _error("Invalid API key (a key is needed for orders)."),
+                },
+                security=public,
+                operationId="websocket",
+                parameters=[
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The API key, for browsers that cannot set headers.",
+                    }
+                ],
+            )
+        },
         "/openapi.json": {
             "get": op(
                 "This document",

@@ -134,11 +134,13 @@ class WsHub:
         """Consume the service's applied entries; resubscribe (and resync) if dropped."""
         first = True
         while not self._closed:
-            if not first:
-                self._resync()
-            first = False
             try:
-                async for log_index, results in self.api.service.subscribe():
+                subscription = self.api.service.subscribe()
+                if not first:
+                    # Subscribed again first, so nothing falls between the two.
+                    self._resync()
+                first = False
+                async for log_index, results in subscription:
                     self.dispatch(log_index, results)
             except asyncio.CancelledError:
                 raise
@@ -287,6 +289,12 @@ class WsHub:
             max_msg_size=config.ws_max_message_bytes,
             timeout=5.0,
         )
+        if not ws.can_prepare(request).ok:
+            return errors.bad_request(
+                errors.INVALID_VALUE,
+                "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+                "Upgrade",
+            ).response()
         await ws.prepare(request)
         conn = Connection(self, ws, client_id, token)
         self.connections.add(conn)
