@@ -133,7 +133,7 @@ class LocalCluster:
             admin_token=secrets.token_urlsafe(24),
             api_keys={
                 f"key-{name}-{secrets.token_hex(6)}": name
-                for name in ("alice", "bob", "carol", "dave", "bench")
+                for name in ("alice", "bob", "carol", "dave", *(f"bench{i}" for i in range(8)))
             },
             election_ms=election_ms,
             heartbeat_ms=heartbeat_ms,
@@ -437,7 +437,8 @@ def _up(args: argparse.Namespace) -> int:
         )
     print(f"  admin token: {root}/admin-token   API keys: {root}/api-keys")
     for token, client in cluster.spec.api_keys.items():
-        print(f"    {client}: {token}")
+        if not client.startswith("bench"):
+            print(f"    {client}: {token}")
     print("Ctrl-C stops every node (a leader hands leadership over first).", flush=True)
     try:
         while not stop["now"]:

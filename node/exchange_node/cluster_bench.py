@@ -1,0 +1,397 @@
+"""`exchange bench cluster`: a local cluster of real node processes under load.
+
+Starts a 3-node cluster (fsync on, every node its own process and data
+directory) and drives it through the public HTTP API from a *separate* load
+process. Then the same single-order figures against a 1-node cluster
+(no replication), in the same run. Results (names are stable):
+
+- ``batch_throughput``: orders/s acknowledged through ``POST /v1/orders/batch``
+  (committed and applied before the answer).
+- ``single_throughput``: orders/s with one order per ``POST /v1/orders``.
+- ``latency_p50_ms_at_500`` / ``latency_p99_ms_at_500``: 500 orders/s offered
+  on a fixed schedule, latency from each order's *intended* send time to its
+  answer (corrected for coordinated omission: a stalled server cannot make
+  the client send less).
+- ``failover_unavailability_median_s``: kill -9 of the leader while writes
+  flow to every node; per trial the time from the kill to the first write
+  acknowledged after it; median of ``--failover-trials`` (default 5).
+- ``single_node_single_throughput``, ``single_node_latency_p50_ms_at_500``,
+  ``single_node_latency_p99_ms_at_500``: the same on one node.
+
+Election and heartbeat intervals are the bench's ``--election-ms`` and
+``--heartbeat-ms`` (defaults 300 and 30); they are printed as results too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from exchange_node.benchfmt import BenchResult, report
+from exchange_node.local import LocalCluster
+
+SYMBOL = "BTC-USD"
+BASE_PRICE = 50_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
+    parser.add_argument("--failover-trials", type=int, default=5)
+    parser.add_argument("--election-ms", type=int, default=300)
+    parser.add_argument("--heartbeat-ms", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=500, help="orders per batch request")
+    parser.add_argument("--batch-clients", type=int, default=6, help="concurrent batch requests")
+    parser.add_argument(
+        "--single-clients", type=int, default=64, help="concurrent single-order requests"
+    )
+    parser.add_argument("--rate", type=float, default=500.0, help="offered orders/s (latency)")
+    parser.add_argument("--data-root", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument("--skip-single-node", action="store_true")
+    parser.add_argument("--skip-failover", action="store_true")
+
+
+# ---------------------------------------------------------------- the load process
+
+
+def _order(seq: int, prefix: str) -> dict[str, Any]:
+    buy = seq % 2 == 0
+    return {
+        "symbol": SYMBOL,
+        "side": "BUY" if buy else "SELL",
+        "price": BASE_PRICE + (seq % 7 if buy else -(seq % 7)),
+        "quantity": 1 + seq % 3,
+        "client_order_id": f"{prefix}{seq}",
+    }
+
+
+def _auth(spec: dict[str, Any], worker: int) -> dict[str, str]:
+    tokens = spec["tokens"]
+    return {"Authorization": f"Bearer {tokens[worker % len(tokens)]}"}
+
+
+async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    url = f"http://{spec['leader_http']}/v1/orders/batch"
+    size = spec["batch_size"]
+    deadline = time.monotonic() + spec["duration"]
+    acked = 0
+    errors = 0
+    seq = 0
+
+    async def worker(session: aiohttp.ClientSession, wid: int) -> None:
+        nonlocal acked, errors, seq
+        headers = _auth(spec, wid)
+        while time.monotonic() < deadline:
+            first = seq
+            seq += size
+            body = {"orders": [_order(first + i, f"b{wid}-") for i in range(size)]}
+            async with session.post(url, json=body, headers=headers) as resp:
+                doc = await resp.json(content_type=None)
+                if resp.status == 200:
+                    acked += sum(
+                        1 for r in doc["results"] if "status" not in r or r["status"] != 503
+                    )
+                else:
+                    errors += 1
+                    await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
+    return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
+
+
+async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    url = f"http://{spec['leader_http']}/v1/orders"
+    deadline = time.monotonic() + spec["duration"]
+    acked = 0
+    errors = 0
+    counter = 0
+
+    async def worker(session: aiohttp.ClientSession, wid: int) -> None:
+        nonlocal acked, errors, counter
+        headers = _auth(spec, wid)
+        while time.monotonic() < deadline:
+            counter += 1
+            async with session.post(
+                url, json=_order(counter, spec["prefix"]), headers=headers
+            ) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    acked += 1
+                else:
+                    errors += 1
+
+    started = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
+    return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
+
+
+async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open loop: order i is due at start + i/rate whatever happened before it."""
+    import aiohttp
+
+    url = f"http://{spec['leader_http']}/v1/orders"
+    rate = spec["rate"]
+    count = int(rate * spec["duration"])
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(session: aiohttp.ClientSession, i: int, due: float) -> None:
+        nonlocal errors
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        headers = _auth(spec, i)
+        async with session.post(url, json=_order(i, spec["prefix"]), headers=headers) as resp:
+            await resp.read()
+            if resp.status != 200:
+                errors += 1
+        latencies.append(time.monotonic() - due)
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # Warm the connection pool so the first orders do not pay for TCP setup.
+        warm = [asyncio.create_task(one(session, -1 - i, time.monotonic())) for i in range(16)]
+        await asyncio.gather(*warm)
+        latencies.clear()
+        start = time.monotonic() + 0.05
+        tasks = [asyncio.create_task(one(session, i, start + i / rate)) for i in range(count)]
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    return {
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "errors": errors,
+        "orders": len(latencies),
+    }
+
+
+async def _failover_writer(spec: dict[str, Any], stop_file: str) -> dict[str, Any]:
+    """Writes to every node in turn until ``stop_file`` exists; returns success times."""
+    import aiohttp
+
+    nodes = spec["nodes_http"]
+    successes: list[tuple[float, float]] = []
+    counter = 0
+    stop = False
+
+    async def worker(session: aiohttp.ClientSession, wid: int) -> None:
+        nonlocal counter
+        headers = _auth(spec, wid)
+        k = wid
+        while not stop:
+            counter += 1
+            k += 1
+            node = nodes[k % len(nodes)]
+            sent = time.monotonic()
+            try:
+                async with session.post(
+                    f"http://{node}/v1/orders",
+                    json=_order(counter, spec["prefix"]),
+                    headers=headers,
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        successes.append((sent, time.monotonic()))
+                        await asyncio.sleep(0.002)
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.005)
+
+    async def watch() -> None:
+        nonlocal stop
+        while not Path(stop_file).exists():
+            await asyncio.sleep(0.05)
+        stop = True
+
+    timeout = aiohttp.ClientTimeout(total=2.0)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(watch(), *(worker(session, w) for w in range(8)))
+    return {"successes": successes}
+
+
+def _load_main(phase: str, spec: dict[str, Any], out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    runners = {
+        "batch": _batch_phase,
+        "single": _single_phase,
+        "latency": _latency_phase,
+    }
+    if phase == "failover":
+        result = asyncio.run(_failover_writer(spec, spec["stop_file"]))
+    else:
+        result = asyncio.run(runners[phase](spec))
+    out.put(result)
+
+
+def _run_load(phase: str, spec: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_load_main, args=(phase, spec, queue), daemon=True)
+    proc.start()
+    result: dict[str, Any] = queue.get(timeout=timeout)
+    proc.join(10)
+    return result
+
+
+class _LoadProcess:
+    """A load process running in the background (the failover writer)."""
+
+    def __init__(self, phase: str, spec: dict[str, Any]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.queue = ctx.Queue()
+        self.proc = ctx.Process(target=_load_main, args=(phase, spec, self.queue), daemon=True)
+        self.proc.start()
+
+    def result(self, timeout: float = 60.0) -> dict[str, Any]:
+        result: dict[str, Any] = self.queue.get(timeout=timeout)
+        self.proc.join(10)
+        return result
+
+
+# ---------------------------------------------------------------- the bench
+
+
+def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
+    cluster = LocalCluster.create(
+        root,
+        nodes,
+        election_ms=args.election_ms,
+        heartbeat_ms=args.heartbeat_ms,
+        snapshot_threshold=100_000,
+        extra_args=[
+            "--log-level=warning",
+            "--max-pending-proposals=200000",
+            "--request-timeout-ms=10000",
+        ],
+    )
+    cluster.start_all()
+    leader = cluster.wait_for_leader(60)
+    # Ready: the leader has listed the symbols (its first entries are applied).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, doc = cluster.request(leader, "GET", "/v1/symbols")
+        if code == 200 and doc.get("symbols"):
+            break
+        time.sleep(0.05)
+    return cluster
+
+
+def _spec(cluster: LocalCluster, args: argparse.Namespace, prefix: str, **extra: Any) -> dict:
+    leader = cluster.wait_for_leader(30)
+    return {
+        "leader_http": cluster.member(leader).http,
+        "nodes_http": [m.http for m in cluster.spec.members],
+        "tokens": [cluster.key_for(f"bench{i}") for i in range(8)],
+        "duration": args.duration,
+        "prefix": prefix,
+        **extra,
+    }
+
+
+def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> list[float]:
+    stop_file = root / "failover.stop"
+    load = _LoadProcess("failover", _spec(cluster, args, "f-", stop_file=str(stop_file)))
+    kills: list[float] = []
+    try:
+        time.sleep(1.0)
+        for _trial in range(args.failover_trials):
+            leader = cluster.wait_for_leader(30)
+            others = [m.node_id for m in cluster.spec.members if m.node_id != leader]
+            kills.append(time.monotonic())
+            cluster.kill(leader)
+            cluster.wait_for_leader(30, among=others)
+            time.sleep(1.0)
+            cluster.start(leader)
+            cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
+            time.sleep(0.5)
+    finally:
+        stop_file.write_text("stop")
+    successes = load.result()["successes"]
+    gaps = []
+    for killed_at in kills:
+        after = [done for sent, done in successes if sent >= killed_at]
+        gaps.append(min(after) - killed_at if after else float("inf"))
+    return gaps
+
+
+def main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
+        root = Path(args.data_root or tmp)
+        results: list[BenchResult] = []
+        cluster = _start(root / "three", 3, args)
+        try:
+            batch = _run_load(
+                "batch",
+                _spec(cluster, args, "b-", batch_size=args.batch_size, clients=args.batch_clients),
+            )
+            results.append(
+                BenchResult(
+                    "batch_throughput", round(batch["orders"] / batch["seconds"], 1), "orders/s"
+                )
+            )
+            single = _run_load("single", _spec(cluster, args, "s-", clients=args.single_clients))
+            results.append(
+                BenchResult(
+                    "single_throughput", round(single["orders"] / single["seconds"], 1), "orders/s"
+                )
+            )
+            lat = _run_load("latency", _spec(cluster, args, "l-", rate=args.rate))
+            results.append(BenchResult("latency_p50_ms_at_500", round(lat["p50_ms"], 3), "ms"))
+            results.append(BenchResult("latency_p99_ms_at_500", round(lat["p99_ms"], 3), "ms"))
+            if not args.skip_failover:
+                gaps = _failover(cluster, args, root)
+                results.append(
+                    BenchResult(
+                        "failover_unavailability_median_s", round(statistics.median(gaps), 3), "s"
+                    )
+                )
+                results.append(
+                    BenchResult("failover_unavailability_max_s", round(max(gaps), 3), "s")
+                )
+        finally:
+            cluster.stop_all(10)
+        if not args.skip_single_node:
+            one = _start(root / "one", 1, args)
+            try:
+                single = _run_load("single", _spec(one, args, "s-", clients=args.single_clients))
+                results.append(
+                    BenchResult(
+                        "single_node_single_throughput",
+                        round(single["orders"] / single["seconds"], 1),
+                        "orders/s",
+                    )
+                )
+                lat = _run_load("latency", _spec(one, args, "l-", rate=args.rate))
+                results.append(
+                    BenchResult("single_node_latency_p50_ms_at_500", round(lat["p50_ms"], 3), "ms")
+                )
+                results.append(
+                    BenchResult("single_node_latency_p99_ms_at_500", round(lat["p99_ms"], 3), "ms")
+                )
+            finally:
+                one.stop_all(10)
+        results.append(BenchResult("election_ms", args.election_ms, "ms"))
+        results.append(BenchResult("heartbeat_ms", args.heartbeat_ms, "ms"))
+    report("cluster", results, as_json=args.json)
+    return 0
