@@ -129,3 +129,38 @@ async def test_leadership_transfer_moves_the_leader(cluster):
     target = await leader.transfer_leadership(None)
     assert target != leader.node_id
     await wait_for(lambda: leader_of(cluster) is not None and leader_of(cluster).node_id == target)
+
+
+async def test_one_trace_per_order_across_replicas(cluster):
+    from exchange_node.server import tracing
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        await wait_for(lambda: leader_of(cluster) is not None)
+        leader = leader_of(cluster)
+        with provider.get_tracer("test").start_as_current_span("client") as client_span:
+            carrier: dict[str, str] = {}
+            from opentelemetry.propagate import inject
+
+            inject(carrier)
+            await leader.submit([order(7)], trace_carrier=carrier)
+        target = leader.applied_index
+        await wait_for(lambda: all(n.applied_index >= target for n in cluster.values()))
+        trace_id = client_span.get_span_context().trace_id
+        spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+        names = sorted(s.name for s in spans)
+        assert names == ["apply", "apply", "apply", "client", "propose"], names
+        applying_nodes = {s.attributes["exchange.node"] for s in spans if s.name == "apply"}
+        assert applying_nodes == {1, 2, 3}
+        propose = next(s for s in spans if s.name == "propose")
+        assert propose.parent.span_id == client_span.get_span_context().span_id
+        assert any(e.name == "committed" for e in propose.events)
+        assert all(s.parent.span_id == propose.context.span_id for s in spans if s.name == "apply")
+    finally:
+        tracing._enabled = False

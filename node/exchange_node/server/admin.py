@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from exchange_node.server import tracing
 from exchange_node.service import NotLeader, Overloaded, Timeout, Unavailable
 
 NODE_KEY: web.AppKey[Any] = web.AppKey("exchange_node", object)
@@ -38,7 +39,10 @@ async def http_metrics_middleware(request: web.Request, handler: Handler) -> web
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        if tracing.enabled():
+            response = await _traced(request, handler)
+        else:
+            response = await handler(request)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -54,6 +58,24 @@ async def http_metrics_middleware(request: web.Request, handler: Handler) -> web
             node.metrics.http_request.labels(
                 route=route, method=request.method, status=str(status)
             ).observe(time.perf_counter() - started)
+
+
+async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The order's trace starts here (or continues an incoming ``traceparent``):
+    the shell's propose span becomes a child of this one through the context."""
+    from opentelemetry.trace import SpanKind
+
+    info = request.match_info
+    route = info.route.resource.canonical if info and info.route.resource else request.path
+    with tracing.tracer().start_as_current_span(
+        f"{request.method} {route}",
+        context=tracing.context_from_headers(request.headers),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "http.route": route},
+    ) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 def _root_node(request: web.Request) -> Any:

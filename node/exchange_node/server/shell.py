@@ -612,14 +612,17 @@ class Node:
                 self._record_hash(index, self._state_hash_bytes())
             waiter = waiters.pop(index, None) if waiters else None
             if waiter is not None:
-                self._resolve(waiter, entry.term, results, now)
+                self._resolve(waiter, index, entry.term, results, now)
 
-    def _resolve(self, waiter: _Waiter, term: int, results: list[Any] | None, now: float) -> None:
+    def _resolve(
+        self, waiter: _Waiter, index: int, term: int, results: list[Any] | None, now: float
+    ) -> None:
         self._pending_commands -= waiter.commands
         if waiter.term == term and results is not None:
             self.metrics.proposals.labels(outcome="committed").inc()
             self.metrics.commit_latency.observe(now - waiter.started)
             if waiter.span is not None:
+                waiter.span.add_event("committed", {"exchange.log_index": index})
                 waiter.span.end()
             if not waiter.future.done():
                 waiter.future.set_result(results)

@@ -40,7 +40,6 @@ def exporting_requested(env: Mapping[str, str] | None = None) -> bool:
 
 def setup(node_name: str, node_id: int) -> bool:
     """Install the exporting provider when asked to; returns whether it did."""
-    global _enabled
     if not exporting_requested():
         return False
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -53,9 +52,15 @@ def setup(node_name: str, node_id: int) -> bool:
         attributes["service.name"] = "exchange-node"
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    install(provider)
+    return True
+
+
+def install(provider: trace.TracerProvider) -> None:
+    """Use ``provider`` for the node's spans (``setup`` does this; tests pass their own)."""
+    global _enabled
     trace.set_tracer_provider(provider)
     _enabled = True
-    return True
 
 
 def enabled() -> bool:
@@ -89,6 +94,13 @@ def context_from_bytes(raw: bytes) -> otel_context.Context | None:
 
 
 def context_from_carrier(carrier: Mapping[str, str] | None) -> otel_context.Context | None:
+    """The parent context a carrier names; None (the current context) without one."""
     if not carrier:
         return None
     return _PROPAGATOR.extract(dict(carrier))
+
+
+def context_from_headers(headers: Mapping[str, str]) -> otel_context.Context | None:
+    if "traceparent" not in headers:
+        return None
+    return _PROPAGATOR.extract({k.lower(): v for k, v in headers.items()})
