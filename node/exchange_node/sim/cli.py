@@ -8,12 +8,14 @@ exchange sim --soak                       # seeds until Ctrl-C, seeds/s printed
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import os
 import sys
 import time
 
+from exchange_node.sim.mutation import PLANTED_BUGS, load_mutant
 from exchange_node.sim.runner import DEFAULT_STEPS, replay_command, run_batch
 from exchange_node.sim.simulator import print_trace, run_seed
 
@@ -37,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default: one per core)"
     )
+    parser.add_argument(
+        "--plant",
+        choices=sorted(PLANTED_BUGS),
+        help="run against a copy of the core with this known bug planted (to see it caught)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace) -> int:
     trace = print_trace if args.trace else None
-    result = run_seed(args.seed, args.steps, args.nodes, trace=trace)
+    raft = importlib.import_module(load_mutant(args.plant)) if args.plant else None
+    result = run_seed(args.seed, args.steps, args.nodes, raft=raft, trace=trace)
     doc = {
         "seed": result.seed,
         "nodes": result.nodes,
@@ -69,12 +77,15 @@ def _run_one(args: argparse.Namespace) -> int:
         )
         if result.violation is not None:
             print(f"VIOLATION at step {result.violation_step}: {result.violation}")
+            print(f"  replay: {replay_command(result.seed, args.nodes, args.steps, args.plant)}")
     return 1 if result.violation is not None else 0
 
 
 def _run_batch(args: argparse.Namespace) -> int:
     seeds = range(args.start_seed, args.start_seed + args.seeds)
-    report = run_batch(seeds, args.steps, args.nodes, workers=args.workers or None)
+    report = run_batch(
+        seeds, args.steps, args.nodes, workers=args.workers or None, plant=args.plant
+    )
     doc = report.as_json()
     if args.json:
         print(json.dumps(doc))
@@ -103,7 +114,13 @@ def _soak(args: argparse.Namespace) -> int:
     violations = 0
     try:
         for first in itertools.count(args.start_seed, batch):
-            report = run_batch(range(first, first + batch), args.steps, args.nodes, workers=workers)
+            report = run_batch(
+                range(first, first + batch),
+                args.steps,
+                args.nodes,
+                workers=workers,
+                plant=args.plant,
+            )
             seeds_done += report.seeds
             steps_done += report.total_steps
             elapsed = time.perf_counter() - started
@@ -125,4 +142,4 @@ def _soak(args: argparse.Namespace) -> int:
     return 1 if violations else 0
 
 
-__all__ = ["add_arguments", "main", "replay_command"]
+__all__ = ["add_arguments", "main"]

@@ -87,6 +87,17 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
             ),
         ),
         PlantedBug(
+            "never-campaign",
+            "a follower whose election timer fires never campaigns (a liveness bug)",
+            "core",
+            (
+                (
+                    "if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:",
+                    "if False:",
+                ),
+            ),
+        ),
+        PlantedBug(
             "heartbeat-commit-beyond-match",
             "a leader's heartbeat tells a follower to commit beyond what it is known to hold",
             "core",

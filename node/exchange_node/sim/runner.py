@@ -13,14 +13,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from exchange_node.sim.mutation import load_mutant
 from exchange_node.sim.simulator import SeedResult, run_seed
 
 DEFAULT_STEPS = 5_000
 
 
-def replay_command(seed: int, nodes: str | int, steps: int) -> str:
+def replay_command(seed: int, nodes: str | int, steps: int, plant: str | None = None) -> str:
     """The exact command that replays ``seed`` step by step."""
     parts = ["exchange sim --seed", str(seed)]
+    if plant:
+        parts += ["--plant", plant]
     if str(nodes) != "mixed":
         parts += ["--nodes", str(nodes)]
     if steps != DEFAULT_STEPS:
@@ -39,6 +42,8 @@ class BatchReport:
     violations: list[dict[str, object]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     digests: dict[int, int] = field(default_factory=dict)
+    plant: str | None = None
+    """The planted bug the batch ran with, if any."""
 
     def add(self, result: SeedResult, nodes: str | int) -> None:
         self.seeds += 1
@@ -56,7 +61,7 @@ class BatchReport:
                     "nodes": result.nodes,
                     "step": result.violation_step,
                     "message": result.violation,
-                    "replay": replay_command(result.seed, nodes, self.steps),
+                    "replay": replay_command(result.seed, nodes, self.steps, self.plant),
                 }
             )
 
@@ -113,8 +118,12 @@ def run_batch(
     commit_rule: bool = True,
     stop_on_first: bool = False,
     on_result: Callable[[SeedResult], None] | None = None,
+    plant: str | None = None,
 ) -> BatchReport:
-    report = BatchReport(steps=steps)
+    """Run ``seeds``; ``plant`` names a planted bug (see ``mutation``) to run against."""
+    if plant is not None:
+        raft_module = load_mutant(plant)
+    report = BatchReport(steps=steps, plant=plant)
     started = time.perf_counter()
     results = iter_results(
         seeds, steps, nodes, workers=workers, raft_module=raft_module, commit_rule=commit_rule

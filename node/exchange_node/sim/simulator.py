@@ -73,6 +73,22 @@ _RETIRE = 10
 _COMPACT = 11
 _CRASH = 12
 
+_EVENT_NAMES = (
+    "tick",
+    "deliver",
+    "client",
+    "nemesis",
+    "restart",
+    "heal",
+    "chaos",
+    "liveness probe",
+    "liveness deadline",
+    "start",
+    "retire",
+    "compact",
+    "crash",
+)
+
 _LEADER = Role.LEADER
 _SNAP = MessageType.SNAP
 _APP = MessageType.APP
@@ -185,6 +201,7 @@ class Simulation:
         self.rng = random.Random(seed)
         self.settings = SimSettings.for_seed(self.rng, nodes)
         self.trace = trace
+        self._step_traced = False
         self.now = 0
         self.step = 0
         self.heap: list[tuple[Any, ...]] = []
@@ -257,12 +274,16 @@ class Simulation:
             self._on_crash,
         )
         violation = None
+        traced = self.trace is not None
         try:
             while self.step < steps and heap:
                 at, _, kind, arg, arg2 = pop(heap)
                 self.now = at
+                self._step_traced = False
                 if handlers[kind](arg, arg2) is False:
                     continue  # a stale event (a tick of a crashed node): not a step
+                if traced and not self._step_traced:
+                    self._trace_step(f"{_EVENT_NAMES[kind]}: nothing to do")
                 self.step += 1
         except Violation as exc:
             violation = str(exc)
@@ -458,6 +479,10 @@ class Simulation:
                 f" c{status.commit} a{node.app.applied} l{status.last_index}"
             )
         assert self.trace is not None
+        if self._step_traced:
+            self.trace(f"      {event}")
+            return
+        self._step_traced = True
         self.trace(f"{self.step + 1:6d} t={self.now:<7d} {event:<44s} | {' '.join(parts)}")
 
     # -- event handlers (return False for a stale event that is not a step) ------

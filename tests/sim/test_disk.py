@@ -1,0 +1,102 @@
+"""The simulator's disk model: durable means synced; a crash loses the rest."""
+
+import random
+
+import pytest
+from exchange_node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from exchange_node.sim.disk import SimStorage, StorageError
+
+
+def entries(first: int, last: int, term: int = 1) -> list[Entry]:
+    return [Entry(term, i, b"e%d" % i) for i in range(first, last + 1)]
+
+
+def snapshot(index: int, term: int = 1) -> Snapshot:
+    return Snapshot(SnapshotMeta(index, term, ConfState((1, 2, 3))), b"state@%d" % index)
+
+
+def test_a_fresh_disk_recovers_nothing():
+    disk = SimStorage()
+    state = disk.recover()
+    assert state.hard_state == HardState()
+    assert state.snapshot is None
+    assert state.entries == []
+    assert (disk.first_index(), disk.last_index()) == (1, 0)
+
+
+def test_save_is_durable_across_a_crash():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 3), hard_state=HardState(1, 2, 3))
+    disk.crash(random.Random(1))
+    state = disk.recover()
+    assert state.hard_state == HardState(1, 2, 3)
+    assert [e.index for e in state.entries] == [1, 2, 3]
+
+
+def test_unsynced_writes_vanish_on_crash():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 2), hard_state=HardState(1, 0, 1))
+    disk.write(entries=entries(3, 5), hard_state=HardState(2, 3, 4))
+    assert disk.last_index() == 5  # the page cache serves reads before the sync
+    assert disk.unsynced == 2
+    disk.crash()
+    state = disk.recover()
+    assert state.hard_state == HardState(1, 0, 1)
+    assert [e.index for e in state.entries] == [1, 2]
+
+
+def test_an_unsynced_truncation_is_undone_by_a_crash():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 5, term=1))
+    disk.write(entries=entries(3, 3, term=2))
+    assert [e.term for e in disk.entries(1, 6)] == [1, 1, 2]
+    disk.crash()
+    assert [(e.index, e.term) for e in disk.recover().entries] == [(i, 1) for i in range(1, 6)]
+
+
+def test_a_torn_crash_keeps_a_prefix_of_the_unsynced_writes_in_order():
+    for seed in range(200):
+        disk = SimStorage()
+        disk.save(entries=entries(1, 2), hard_state=HardState(1, 0, 2))
+        disk.write(entries=entries(3, 6), hard_state=HardState(1, 0, 6))
+        disk.crash(random.Random(seed))
+        state = disk.recover()
+        indexes = [e.index for e in state.entries]
+        assert indexes == list(range(1, len(indexes) + 1)) and len(indexes) >= 2
+        # The hard state is written last: if it survived, so did every entry.
+        if state.hard_state.commit == 6:
+            assert indexes[-1] == 6
+        else:
+            assert state.hard_state == HardState(1, 0, 2)
+
+
+def test_a_snapshot_from_the_leader_replaces_the_whole_log():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 4))
+    disk.save(snapshot=snapshot(10, term=3), entries=entries(11, 12, term=3))
+    state = disk.recover()
+    assert state.snapshot is not None and state.snapshot.meta.index == 10
+    assert [e.index for e in state.entries] == [11, 12]
+    assert (disk.first_index(), disk.last_index()) == (11, 12)
+    assert disk.term_at(10) == 3 and disk.term_at(9) is None
+
+
+def test_an_application_snapshot_compacts_the_covered_log():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 6))
+    disk.save_snapshot(snapshot(4))
+    assert disk.first_index() == 5
+    assert [e.index for e in disk.entries(5, 7)] == [5, 6]
+    with pytest.raises(StorageError):
+        disk.entries(3, 5)
+    disk.save_snapshot(snapshot(2))  # older than what we have: ignored
+    assert disk.first_index() == 5
+    disk.crash()
+    assert disk.recover().snapshot == snapshot(4)
+
+
+def test_an_append_that_leaves_a_gap_is_refused():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 2))
+    with pytest.raises(StorageError):
+        disk.save(entries=entries(5, 6))

@@ -1,0 +1,164 @@
+"""The deterministic simulator: the big batch, determinism, replay and liveness.
+
+Speed is reported (printed), never asserted.
+"""
+
+import json
+
+import pytest
+from exchange_node import cli
+from exchange_node.sim import run_seed
+from exchange_node.sim.runner import run_batch
+from exchange_node.sim.simulator import LIVENESS_BOUND_MS, Simulation
+
+BATCH_SEEDS = 300
+BATCH_STEPS = 5_000
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(["sim", *argv])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
+    code, out = run_cli(
+        capsys,
+        "--seeds",
+        str(BATCH_SEEDS),
+        "--steps",
+        str(BATCH_STEPS),
+        "--nodes",
+        "mixed",
+        "--json",
+    )
+    report = json.loads(out)
+    with capsys.disabled():
+        print(
+            f"\nsim: {report['seeds']} seeds x {report['steps']} steps in {report['seconds']}s "
+            f"({report['seeds_per_second']} seeds/s, {report['steps_per_second']} steps/s)"
+        )
+    assert report["violations"] == [], report["violations"][:3]
+    assert code == 0
+    assert report["seeds"] == BATCH_SEEDS
+    assert report["total_steps"] == BATCH_SEEDS * BATCH_STEPS
+    # The faults really happened, and often: this is not a quiet cluster.
+    stats = report["stats"]
+    for fault in (
+        "crashes",
+        "torn_writes",
+        "partitions",
+        "dropped",
+        "duplicated",
+        "snapshots_installed",
+        "conf_changes",
+        "transfers",
+        "reads_answered",
+        "elections",
+    ):
+        assert stats[fault] >= BATCH_SEEDS, (fault, stats[fault])
+    assert stats["heals"] >= 2 * BATCH_SEEDS
+    assert 0 < stats["max_recovery_ms"] <= LIVENESS_BOUND_MS
+
+
+def test_a_seed_replays_identically():
+    first = run_seed(11, 3_000)
+    second = run_seed(11, 3_000)
+    assert first == second
+    assert run_seed(12, 3_000).digest != first.digest
+
+
+def test_tracing_does_not_change_the_run_and_traces_are_identical():
+    lines_a: list[str] = []
+    lines_b: list[str] = []
+    traced = run_seed(5, 2_000, trace=lines_a.append)
+    run_seed(5, 2_000, trace=lines_b.append)
+    assert lines_a == lines_b
+    assert traced == run_seed(5, 2_000)
+    steps = [line for line in lines_a if line[:6].strip().isdigit()]
+    assert len(steps) == 2_000
+    assert [int(line[:6]) for line in steps] == list(range(1, 2_001))
+
+
+def test_the_trace_command_prints_every_step_and_the_cluster_state(capsys):
+    code, out = run_cli(capsys, "--seed", "3", "--steps", "400", "--trace")
+    assert code == 0
+    lines = out.splitlines()
+    steps = [line for line in lines if line[:6].strip().isdigit()]
+    assert len(steps) == 400
+    assert "| 1:" in steps[0]  # the cluster state after the step
+    assert lines[-1].startswith("seed 3: 5 nodes, 400 steps")
+    lines_direct: list[str] = []
+    run_seed(3, 400, trace=lines_direct.append)
+    assert lines[:-1] == lines_direct
+    _, again = run_cli(capsys, "--seed", "3", "--steps", "400", "--trace")
+    assert again == out
+
+
+def test_batch_results_do_not_depend_on_the_number_of_workers():
+    one = run_batch(range(20, 26), 1_500, workers=1)
+    two = run_batch(range(20, 26), 1_500, workers=2)
+    assert one.digests == two.digests
+    assert one.stats == two.stats
+
+
+def test_proposals_commit_within_the_bound_after_every_heal():
+    for seed in range(6):
+        simulation = Simulation(seed, 3 if seed % 2 == 0 else 5)
+        result = simulation.run(8_000)
+        assert result.violation is None
+        heals = result.stats["heals"]
+        assert heals >= 2
+        # Every heal but perhaps the last (cut off by the step budget) was followed by a commit.
+        assert len(simulation.live_rounds) >= heals - 1
+        assert result.stats["max_recovery_ms"] <= LIVENESS_BOUND_MS
+
+
+def test_the_cli_json_report_has_the_documented_shape(capsys):
+    code, out = run_cli(capsys, "--seeds", "4", "--steps", "500", "--nodes", "3", "--json")
+    assert code == 0
+    assert len(out.splitlines()) == 1
+    report = json.loads(out)
+    for key in ("seeds", "steps", "violations", "seconds", "seeds_per_second"):
+        assert key in report
+    assert report["seeds"] == 4 and report["steps"] == 500 and report["violations"] == []
+    assert report["seconds"] > 0 and report["seeds_per_second"] > 0
+
+
+def test_a_violation_exits_1_and_names_the_replay_command(capsys):
+    code, out = run_cli(
+        capsys,
+        "--plant",
+        "never-campaign",
+        "--seeds",
+        "2",
+        "--steps",
+        "2000",
+        "--nodes",
+        "3",
+        "--json",
+    )
+    assert code == 1
+    report = json.loads(out)
+    assert [v["seed"] for v in report["violations"]] == [0, 1]
+    violation = report["violations"][0]
+    assert set(violation) >= {"seed", "step", "message", "replay"}
+    assert "liveness" in violation["message"]
+    assert violation["replay"] == (
+        "exchange sim --seed 0 --plant never-campaign --nodes 3 --steps 2000 --trace"
+    )
+    # The replay command reproduces the same violation at the same step.
+    code, out = run_cli(
+        capsys,
+        "--seed",
+        "0",
+        "--plant",
+        "never-campaign",
+        "--nodes",
+        "3",
+        "--steps",
+        "2000",
+        "--trace",
+    )
+    assert code == 1
+    assert f"VIOLATION at step {violation['step']}: {violation['message']}" in out
