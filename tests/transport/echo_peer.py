@@ -1,6 +1,6 @@
 """A PeerTransport in its own process for the cross-process tests.
 
-Usage: python echo_peer.py NODE_ID PEER_ID PEER_ADDRESS
+Usage: python echo_peer.py NODE_ID PEER_ID PEER_ADDRESS [asyncio|uvloop]
 
 Prints ``PORT <n>`` once serving, then echoes every Raft message back to its
 sender (``to`` and ``frm`` swapped, everything else unchanged) and every state
@@ -43,4 +43,10 @@ def _check_eof(done: asyncio.Future[None]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    coro = main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    if sys.argv[4:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)

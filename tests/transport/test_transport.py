@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -182,7 +183,10 @@ async def test_digests_travel_in_order_with_messages(cluster: Cluster) -> None:
     assert a.transport.stats.digests_sent == b.transport.stats.digests_received == 2
 
 
-async def test_exchange_with_a_transport_in_another_process(cluster: Cluster) -> None:
+@pytest.mark.parametrize("child_loop", ["asyncio", "uvloop"])
+async def test_exchange_with_a_transport_in_another_process(
+    cluster: Cluster, child_loop: str
+) -> None:
     a = await cluster.add(1)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -190,6 +194,7 @@ async def test_exchange_with_a_transport_in_another_process(cluster: Cluster) ->
         "2",
         "1",
         a.transport.address,
+        child_loop,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -356,6 +361,57 @@ async def test_queue_overflow_drops_and_reports_unreachable(cluster: Cluster) ->
     await until(lambda: len(b.seen.messages) == 16, "the queued messages")
     assert b.seen.messages == burst[:16]
     assert a.transport.stats.peers[2].dropped == 84
+
+
+async def test_queue_byte_limit_drops_and_reports_unreachable(cluster: Cluster) -> None:
+    a = await cluster.add(1, queue_limit_bytes=100_000)
+    b = await cluster.add(2)
+    cluster.connect_all()
+    batches = [app(1, 2, 1 + 100 * i, 100) for i in range(20)]  # ~13 KB each
+    a.transport.send(batches)
+    dropped = a.transport.stats.dropped_queue_full
+    assert 0 < dropped < len(batches)
+    await until(lambda: a.seen.unreachable == [2], "the unreachable report")
+    await until(lambda: len(b.seen.messages) == len(batches) - dropped, "the queued messages")
+    assert [canonical(m) for m in b.seen.messages] == [
+        canonical(m) for m in batches[: len(batches) - dropped]
+    ]
+
+
+async def test_a_message_the_codec_rejects_does_not_break_the_stream(cluster: Cluster) -> None:
+    a = await cluster.add(1)
+    b = await cluster.add(2)
+    cluster.connect_all()
+    await until(lambda: a.transport.peer_connected(2), "the stream")
+    bad = Message(MessageType.APP, 2, 1, entries=[Entry(1, 1, "not bytes")])  # type: ignore[arg-type]
+    a.transport.send([bad])
+    await until(lambda: a.transport.stats.encode_failures == 1, "the encode failure")
+    good = small(MessageType.HEARTBEAT, 1, 2, 1)
+    a.transport.send([good])
+    await until(lambda: len(b.seen.messages) == 1, "the next message")
+    assert b.seen.messages == [good]
+    assert a.seen.unreachable == [2]
+    assert a.transport.stats.stream_failures == 0
+
+
+async def test_stopping_with_open_streams_is_clean_every_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # grpc.aio can hang when a task is cancelled inside a call; stop() must not.
+    caplog.set_level(logging.WARNING, logger="exchange_node.transport")
+    for round_ in range(8):
+        a = PeerTransport(1, "127.0.0.1:0", lambda m: None)
+        b = PeerTransport(2, "127.0.0.1:0", lambda m: None)
+        await a.start()
+        await b.start()
+        a.set_peers({2: b.address})
+        b.set_peers({1: a.address})
+        a.send([small(MessageType.HEARTBEAT, 1, 2, 1)])
+        await until(lambda: a.peer_connected(2), "a->b")  # noqa: B023
+        first, second = (a, b) if round_ % 2 else (b, a)
+        await first.stop()
+        await second.stop()
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 async def test_unknown_destination_reports_unreachable(cluster: Cluster) -> None:

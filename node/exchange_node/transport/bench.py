@@ -24,7 +24,7 @@ from typing import Any
 
 from exchange_node.benchfmt import BenchResult, report
 from exchange_node.raft.types import Entry, Message, MessageType
-from exchange_node.transport.transport import PeerTransport
+from exchange_node.transport.transport import DEFAULT_ENVELOPE_BYTES, PeerTransport
 
 SENDER_ID = 1
 RECEIVER_ID = 2
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entries", type=int, default=300_000, help="entries sent per batch size")
     parser.add_argument("--entry-bytes", type=int, default=100, help="bytes of data per entry")
     parser.add_argument("--window", type=int, default=64, help="APP messages in flight at most")
+    parser.add_argument(
+        "--envelope-bytes", type=int, default=DEFAULT_ENVELOPE_BYTES, help="envelope size target"
+    )
     parser.add_argument("--uvloop", action="store_true", help="run both processes on uvloop")
     parser.add_argument("--codec", action="store_true", help="also time the codec in-process")
     parser.add_argument("--receiver", default="", help=argparse.SUPPRESS)
@@ -50,7 +53,14 @@ def main(args: argparse.Namespace) -> int:
     for batch in (int(b) for b in args.batches.split(",")):
         results.extend(
             _run(
-                _sender(batch, args.entries, args.entry_bytes, args.window, args.uvloop),
+                _sender(
+                    batch,
+                    args.entries,
+                    args.entry_bytes,
+                    args.window,
+                    args.envelope_bytes,
+                    args.uvloop,
+                ),
                 uvloop=args.uvloop,
             )
         )
@@ -69,7 +79,7 @@ def _run(coro: Any, *, uvloop: bool) -> Any:
 
 
 async def _sender(
-    batch: int, total_entries: int, entry_bytes: int, window: int, uvloop: bool
+    batch: int, total_entries: int, entry_bytes: int, window: int, envelope_bytes: int, uvloop: bool
 ) -> list[BenchResult]:
     messages_total = max(1, total_entries // batch)
     payload = bytes(range(256)) * (entry_bytes // 256 + 1)
@@ -95,7 +105,9 @@ async def _sender(
             acks += 1
             acked.set()
 
-    transport = PeerTransport(SENDER_ID, "127.0.0.1:0", on_message, queue_limit=window * 4)
+    transport = PeerTransport(
+        SENDER_ID, "127.0.0.1:0", on_message, queue_limit=window * 4, envelope_bytes=envelope_bytes
+    )
     await transport.start()
     command = [sys.executable, "-m", "exchange_node.transport.bench"]
     command += ["--receiver", transport.address] + (["--uvloop"] if uvloop else [])
@@ -114,6 +126,8 @@ async def _sender(
             await asyncio.sleep(0.01)
         stats = transport.stats
         envelopes_before, bytes_before = stats.envelopes_sent, stats.bytes_sent
+        child.stdin.write(b"mark\n")  # the receiver starts its CPU clock
+        cpu_started = time.process_time()
         started = time.perf_counter()
         sent = 0
         while acks < messages_total:
@@ -124,6 +138,9 @@ async def _sender(
             acked.clear()
             await acked.wait()
         elapsed = time.perf_counter() - started
+        sender_cpu = time.process_time() - cpu_started
+        child.stdin.write(b"report\n")
+        receiver_cpu = float((await child.stdout.readline()).decode().split()[1])
         envelopes = stats.envelopes_sent - envelopes_before
         wire_bytes = stats.bytes_sent - bytes_before
         if stats.dropped_queue_full or stats.dropped_disconnected:
@@ -139,6 +156,8 @@ async def _sender(
         BenchResult(f"stream_messages_per_s_{tag}", round(messages_total / elapsed), "messages/s"),
         BenchResult(f"stream_envelopes_per_s_{tag}", round(envelopes / elapsed), "envelopes/s"),
         BenchResult(f"stream_mb_per_s_{tag}", round(wire_bytes / elapsed / 1e6, 1), "MB/s"),
+        BenchResult(f"sender_cpu_percent_{tag}", round(100 * sender_cpu / elapsed), "%"),
+        BenchResult(f"receiver_cpu_percent_{tag}", round(100 * receiver_cpu / elapsed), "%"),
     ]
 
 
@@ -158,10 +177,22 @@ async def _receiver(sender_address: str) -> None:
     transport.set_peers({SENDER_ID: sender_address})
     print(f"PORT {transport.port}", flush=True)
     stdin_closed: asyncio.Future[None] = loop.create_future()
+    cpu_mark = time.process_time()
 
     def on_stdin() -> None:
-        if not sys.stdin.buffer.read1(4096) and not stdin_closed.done():
-            stdin_closed.set_result(None)
+        # Commands from the sender, one per line: "mark" starts the CPU clock,
+        # "report" prints the CPU seconds since; end of input stops.
+        nonlocal cpu_mark
+        chunk = sys.stdin.buffer.read1(4096)
+        if not chunk:
+            if not stdin_closed.done():
+                stdin_closed.set_result(None)
+            return
+        for command in chunk.split():
+            if command == b"mark":
+                cpu_mark = time.process_time()
+            elif command == b"report":
+                print(f"CPU {time.process_time() - cpu_mark:.6f}", flush=True)
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
     await stdin_closed

@@ -83,6 +83,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_QUEUE_LIMIT = 8192
 """Messages waiting per peer. A leader sends a few per Ready, so a full queue
 means the peer (or the network to it) has stopped keeping up."""
+DEFAULT_QUEUE_BYTES = 64 << 20
+"""Estimated bytes waiting per peer (entries dominate)."""
 DEFAULT_ENVELOPE_BYTES = 1 << 20
 """Target envelope size: large enough to amortise per-message gRPC costs,
 small enough that encoding one (about 2 ms) never stalls the event loop."""
@@ -139,6 +141,8 @@ class TransportStats:
     """Envelopes never seen on a stream (sequence numbers skipped; dropped frames are
     counted by the counters above, not here)."""
     callback_errors: int = 0
+    encode_failures: int = 0
+    """Outgoing messages the codec rejected (dropped; a bug upstream)."""
     connects: int = 0
     reconnects: int = 0
     """Streams established after a peer's first one."""
@@ -213,6 +217,7 @@ class PeerTransport:
         on_unreachable: OnUnreachable | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_limit_bytes: int = DEFAULT_QUEUE_BYTES,
         envelope_bytes: int = DEFAULT_ENVELOPE_BYTES,
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
@@ -220,7 +225,7 @@ class PeerTransport:
         connect_timeout: float = 5.0,
         min_backoff: float = 0.05,
         max_backoff: float = 1.0,
-        keepalive_seconds: float = 5.0,
+        keepalive_seconds: float = 2.0,
         metadata: Metadata = (),
         rng: random.Random | None = None,
     ) -> None:
@@ -236,6 +241,7 @@ class PeerTransport:
         self._on_unreachable = on_unreachable
         self.max_message_bytes = max_message_bytes
         self.queue_limit = queue_limit
+        self.queue_limit_bytes = queue_limit_bytes
         # Room for the envelope framing, so a full envelope never trips the limit.
         self._message_budget = max_message_bytes - 2 * ENVELOPE_OVERHEAD_BYTES - 1024
         self._envelope_budget = max(1, min(envelope_bytes, self._message_budget))
@@ -301,8 +307,12 @@ class PeerTransport:
         self._server = server
         self.set_peers(self._wanted_peers)
 
-    async def stop(self, grace: float = 0.5) -> None:
-        """Close every stream and the server. Queued messages are dropped."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Close every stream and the server. Queued messages are dropped.
+
+        ``grace``: seconds the server lets incoming calls run on. Replication
+        streams never end by themselves, so the default ends them at once.
+        """
         if self._closed:
             return
         self._closed = True
@@ -373,14 +383,15 @@ class PeerTransport:
             else:
                 pieces = [msg]
             for piece in pieces:
-                if len(state.queue) >= self.queue_limit:
+                piece_size = size if piece is msg else estimated_size(piece)
+                if not self._has_room(state, piece_size):
                     stats.dropped_queue_full += 1
                     state.stats.dropped += 1
                     unreachable.add(msg.to)
                     continue
-                piece_size = size if piece is msg else estimated_size(piece)
                 state.queue.append((piece, piece_size))
                 state.queued_bytes += piece_size
+            state.stats.queued = len(state.queue)
             state.wake.set()
         for peer in unreachable:
             self._report_unreachable(peer)
@@ -390,13 +401,20 @@ class PeerTransport:
         state = self._peers.get(peer)
         if state is None:
             return
-        if len(state.queue) >= self.queue_limit:
+        if not self._has_room(state, DIGEST_SIZE_BYTES):
             self.stats.dropped_queue_full += 1
             state.stats.dropped += 1
             return
         state.queue.append((Digest(applied_index, state_hash), DIGEST_SIZE_BYTES))
         state.queued_bytes += DIGEST_SIZE_BYTES
         state.wake.set()
+
+    def _has_room(self, state: _Peer, size: int) -> bool:
+        queue = state.queue
+        if len(queue) >= self.queue_limit:
+            return False
+        # One message larger than the byte limit still goes through an empty queue.
+        return not queue or state.queued_bytes + size <= self.queue_limit_bytes
 
     def _queue_snapshot(self, state: _Peer, msg: Message) -> None:
         if msg.snapshot is None:
@@ -505,6 +523,8 @@ class PeerTransport:
                 raise
             except (_StreamBroken, grpc.RpcError, asyncio.InvalidStateError, TimeoutError) as exc:
                 log.debug("stream %d->%d broke: %r", self.node_id, state.node_id, exc)
+            except Exception:
+                log.exception("stream %d->%d failed", self.node_id, state.node_id)
             finally:
                 state.stats.connected = False
             call.cancel()
@@ -550,8 +570,19 @@ class PeerTransport:
                     digests.append(item)
                 else:
                     messages.append(item)  # type: ignore[arg-type]
+            try:
+                envelope = encode_envelope(
+                    self.node_id, state.node_id, sequence + 1, messages, digests
+                )
+            except Exception:
+                # A message the codec cannot carry (e.g. a str where bytes belong)
+                # is a bug upstream; drop the batch, keep the stream.
+                log.exception("cannot encode %d messages for %d", len(messages), state.node_id)
+                stats.encode_failures += len(messages) + len(digests)
+                state.stats.dropped += len(messages) + len(digests)
+                self._report_unreachable(state.node_id)
+                continue
             sequence += 1
-            envelope = encode_envelope(self.node_id, state.node_id, sequence, messages, digests)
             await call.write(envelope)
             stats.envelopes_sent += 1
             stats.messages_sent += len(messages)
@@ -604,6 +635,9 @@ class PeerTransport:
             raise
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
             log.warning("snapshot to %d failed: %r", state.node_id, exc)
+            return False
+        except Exception:
+            log.exception("snapshot to %d failed", state.node_id)
             return False
         finally:
             state.snapshot_call = None
