@@ -162,7 +162,9 @@ class Workload:
                 self.term += 1
                 return Op("hard_state", hard_state=HardState(self.term, rng.randint(0, 5), commit))
             new_commit = rng.randint(commit, model.last)
-            return Op("hard_state", hard_state=HardState(self.term, model.hard_state.vote, new_commit))
+            return Op(
+                "hard_state", hard_state=HardState(self.term, model.hard_state.vote, new_commit)
+            )
         if roll < 0.22 and commit > model.base:
             index = rng.randint(model.base + 1, commit)
             return Op("snapshot", snapshot=self._snapshot(index, model.term_at(index)))

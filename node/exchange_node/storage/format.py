@@ -199,8 +199,8 @@ def decode_segment_header(raw: bytes) -> SegmentHeader:
         crc = checksum_fn(checksum)
     except UnknownChecksumError as exc:
         raise ValueError(str(exc)) from None
-    (stored,) = U32.unpack_from(raw, SEGMENT_HEADER.size)
-    if crc(raw[: SEGMENT_HEADER.size]) != stored:
+    stored, pad = struct.unpack_from("<II", raw, SEGMENT_HEADER.size)
+    if crc(raw[: SEGMENT_HEADER.size]) != stored or pad != 0:
         raise ValueError("segment header checksum mismatch")
     return SegmentHeader(checksum, seq, first, prev_term, (term, vote, commit), batch_seq)
 
