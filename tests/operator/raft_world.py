@@ -49,6 +49,7 @@ class RaftWorld:
     statefulset_replicas: int = 0
     template_hash: str = "h1"
     learner_start_lag: int = 5000
+    manage_pods: bool = True  # False when a harness's StatefulSet controller owns the pods
     log: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
@@ -177,7 +178,8 @@ class RaftWorld:
             self.leader_id = 0
 
     def tick(self) -> None:
-        self.sync_pods()
+        if self.manage_pods:
+            self.sync_pods()
         for member in self.members.values():
             if self._alive(member.id):
                 member.lag = max(0, member.lag - 2500)

@@ -1,0 +1,387 @@
+"""The kopf layer: thin, idempotent handlers that call the pure functions.
+
+`register(registry, config)` installs the handlers on a registry, so tests
+run the real operator with their own settings (intervals, admin URLs, the
+emulated API server) and production uses kopf's default registry.
+
+One reconcile does, in order: make sure the admin Secret exists; observe the
+StatefulSet, the pods and every node's admin status; decide the single next
+action; apply every child (server-side apply); carry out the action; move the
+role labels; write status. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+
+from exchange_operator import decisions, monitoring, names, render
+from exchange_operator.admin import DEFAULT_URL_TEMPLATE, AdminClient, AdminError, admin_base_url
+from exchange_operator.kube import KubeClient, selector_string
+from exchange_operator.observed import Observed, PodState
+from exchange_operator.quantity import parse_quantity
+from exchange_operator.spec import ClusterRef, ClusterSpec, parse_spec
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class OperatorConfig:
+    """What differs between production and tests."""
+
+    reconcile_interval: float = 5.0
+    admin_url_template: str = DEFAULT_URL_TEMPLATE
+    admin_timeout: float = 2.0
+    # How soon a handler that raised runs again (kopf's default is 60 s).
+    error_backoff: float = 5.0
+    # Children are re-applied when their rendering changes, and at least this often.
+    resync_seconds: float = 60.0
+    # Extra kopf settings (tests shorten kopf's idle and batching windows).
+    tune: Callable[[kopf.OperatorSettings], None] | None = None
+    # None: in-cluster service account, else ~/.kube/config (kopf's own logins).
+    login: Callable[[], kopf.ConnectionInfo] | None = None
+
+
+@dataclass
+class Runtime:
+    """Shared clients and per-cluster locks; one per running operator."""
+
+    config: OperatorConfig
+    kube: KubeClient | None = None
+    http: aiohttp.ClientSession | None = None
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
+
+    def admin_http(self) -> aiohttp.ClientSession:
+        if self.http is None or self.http.closed:
+            self.http = aiohttp.ClientSession()
+        return self.http
+
+    async def close(self) -> None:
+        if self.kube is not None:
+            await self.kube.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _login(config: OperatorConfig, logger: logging.Logger | Any) -> kopf.ConnectionInfo:
+    if config.login is not None:
+        return config.login()
+    info = kopf.login_with_service_account(logger=logger) or kopf.login_with_kubeconfig(
+        logger=logger
+    )
+    if info is None:
+        raise kopf.PermanentError(
+            "no Kubernetes credentials: neither a service account nor kubeconfig"
+        )
+    return info
+
+
+# --- observing ---------------------------------------------------------------------
+
+
+async def _admin_token(kube: KubeClient, cluster: ClusterRef) -> str:
+    secret = await kube.get("Secret", cluster.namespace, names.admin_secret(cluster.name))
+    if secret is None:
+        token = secrets.token_urlsafe(32)
+        await kube.create(render.admin_secret(cluster, token))
+        return token
+    data = secret.get("data") or {}
+    if names.ADMIN_TOKEN_KEY in data:
+        return base64.b64decode(data[names.ADMIN_TOKEN_KEY]).decode()
+    return str((secret.get("stringData") or {}).get(names.ADMIN_TOKEN_KEY, ""))
+
+
+async def _observe_pods(
+    rt: Runtime, kube: KubeClient, cluster: ClusterRef, token: str
+) -> list[PodState]:
+    pods = await kube.list("Pod", cluster.namespace, names.selector_labels(cluster.name))
+    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout)
+
+    async def one(pod: Obj) -> PodState | None:
+        meta = pod["metadata"]
+        ordinal = names.ordinal_of_pod(cluster.name, meta["name"])
+        if ordinal is None:
+            return None
+        base = admin_base_url(
+            rt.config.admin_url_template, cluster.name, cluster.namespace, meta["name"]
+        )
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        containers = (pod.get("spec") or {}).get("containers") or [{}]
+        return PodState(
+            name=meta["name"],
+            ordinal=ordinal,
+            ready=ready,
+            deleting=bool(meta.get("deletionTimestamp")),
+            restart_hash=(meta.get("annotations") or {}).get(names.ANNOTATION_RESTART_HASH, ""),
+            image=str(containers[0].get("image", "")),
+            role_label=(meta.get("labels") or {}).get(names.LABEL_ROLE),
+            node=await admin.status(base),
+        )
+
+    states = await asyncio.gather(*(one(p) for p in pods))
+    return sorted((s for s in states if s is not None), key=lambda s: s.ordinal)
+
+
+# --- acting ---------------------------------------------------------------------------
+
+
+async def _carry_out(
+    rt: Runtime,
+    kube: KubeClient,
+    cluster: ClusterRef,
+    token: str,
+    obs: Observed,
+    action: decisions.Action,
+    logger: logging.Logger | Any,
+) -> None:
+    """Membership calls go to the leader's admin API; restarts delete the pod."""
+    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout)
+    leader_pod = obs.leader_pod()
+    base = (
+        admin_base_url(
+            rt.config.admin_url_template, cluster.name, cluster.namespace, leader_pod.name
+        )
+        if leader_pod is not None
+        else ""
+    )
+    try:
+        await _call_admin(admin, base, kube, cluster, action)
+    except (AdminError, aiohttp.ClientError, TimeoutError) as error:
+        # The next reconcile observes again and decides again; a lost race with
+        # an election (421) or a node restart is not worth a handler failure.
+        logger.warning(f"{action.kind} did not go through: {error}")
+
+
+async def _call_admin(
+    admin: AdminClient,
+    base: str,
+    kube: KubeClient,
+    cluster: ClusterRef,
+    action: decisions.Action,
+) -> None:
+    match action:
+        case decisions.AddLearner(node_id=node_id, address=address):
+            await admin.add_learner(base, node_id, address)
+        case decisions.PromoteLearner(node_id=node_id):
+            await admin.promote(base, node_id)
+        case decisions.RemoveMember(node_id=node_id):
+            await admin.remove(base, node_id)
+        case decisions.TransferLeadership(to_id=to_id):
+            await admin.transfer_leadership(base, to_id)
+        case decisions.RestartPod(pod=pod):
+            await kube.delete("Pod", cluster.namespace, pod)
+        case _:
+            pass  # ScaleStatefulSet is applied with the StatefulSet; Wait and Steady do nothing.
+
+
+async def _apply_children(
+    kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec, state: render.RenderState
+) -> list[str]:
+    applied = []
+    for child in render.core_children(cluster, spec, state):
+        await kube.apply(child)
+        applied.append(f"{child['kind']}/{child['metadata']['name']}")
+
+    async def toggle(kind: str, wanted: bool, obj: Obj) -> None:
+        if not await kube.served(kind):
+            return
+        if wanted:
+            await kube.apply(obj)
+            applied.append(f"{kind}/{obj['metadata']['name']}")
+        elif await kube.get(kind, cluster.namespace, obj["metadata"]["name"]) is not None:
+            await kube.delete(kind, cluster.namespace, obj["metadata"]["name"])
+
+    await toggle(
+        "ServiceMonitor", spec.monitoring.service_monitor, monitoring.service_monitor(cluster)
+    )
+    await toggle(
+        "PrometheusRule", spec.monitoring.prometheus_rule, monitoring.prometheus_rule(cluster)
+    )
+    for key in monitoring.DASHBOARDS:
+        board = monitoring.dashboard_config_map(cluster, key)
+        if spec.monitoring.dashboards:
+            await kube.apply(board)
+            applied.append(f"ConfigMap/{board['metadata']['name']}")
+        elif await kube.get("ConfigMap", cluster.namespace, board["metadata"]["name"]) is not None:
+            await kube.delete("ConfigMap", cluster.namespace, board["metadata"]["name"])
+    return applied
+
+
+async def _grow_claims(kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec) -> None:
+    """Claim templates are immutable; a larger storage.size is applied to each claim."""
+    wanted = parse_quantity(spec.storage.size)
+    claims = await kube.list(
+        "PersistentVolumeClaim", cluster.namespace, names.selector_labels(cluster.name)
+    )
+    for claim in claims:
+        requests = ((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}
+        current = requests.get("storage")
+        if current is not None and parse_quantity(current) < wanted:
+            body = {"spec": {"resources": {"requests": {"storage": spec.storage.size}}}}
+            await kube.patch(
+                "PersistentVolumeClaim", cluster.namespace, claim["metadata"]["name"], body
+            )
+
+
+async def _move_role_labels(kube: KubeClient, cluster: ClusterRef, obs: Observed) -> None:
+    wanted = decisions.desired_role_labels(obs)
+    # Take the label off a former leader before putting it on the new one, so a
+    # Service never selects two leaders.
+    order = sorted(obs.pods, key=lambda p: wanted.get(p.name) == names.ROLE_LEADER)
+    for pod in order:
+        label = wanted.get(pod.name)
+        if label is not None and label != pod.role_label:
+            body = {"metadata": {"labels": {names.LABEL_ROLE: label}}}
+            await kube.patch("Pod", cluster.namespace, pod.name, body)
+
+
+# --- the reconcile ----------------------------------------------------------------------
+
+
+async def reconcile(
+    rt: Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: logging.Logger | Any,
+) -> decisions.Action:
+    meta = body["metadata"]
+    cluster = ClusterRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    spec = parse_spec(body.get("spec") or {})
+    status = dict(body.get("status") or {})
+    assert rt.kube is not None, "the login handler creates the client"
+    kube = rt.kube
+
+    async with rt.lock(cluster.namespace, cluster.name):
+        token = await _admin_token(kube, cluster)
+        sts = await kube.get("StatefulSet", cluster.namespace, cluster.name)
+        pods = await _observe_pods(rt, kube, cluster, token)
+        bootstrap_replicas = int(status.get("bootstrapReplicas") or spec.replicas)
+        sts_replicas = int(sts["spec"]["replicas"]) if sts is not None else None
+        claim_size = None
+        if sts is not None:
+            templates = sts["spec"].get("volumeClaimTemplates") or [{}]
+            claim_size = (
+                templates[0].get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+            )
+        probe = Observed(statefulset_replicas=sts_replicas, pods=tuple(pods))
+        bootstrapped = bool(status.get("bootstrapped")) or probe.leader() is not None
+
+        def state_for(replicas: int) -> render.RenderState:
+            return render.RenderState(
+                statefulset_replicas=replicas,
+                bootstrap_replicas=bootstrap_replicas,
+                bootstrapped=bootstrapped,
+                claim_size=claim_size,
+            )
+
+        current = (
+            sts_replicas
+            if sts_replicas is not None
+            else (int(status.get("replicas") or 0) if bootstrapped else spec.replicas)
+        )
+        template = render.pod_template(cluster, spec, state_for(current))
+        obs = Observed(
+            statefulset_replicas=sts_replicas,
+            pods=tuple(pods),
+            bootstrapped=bootstrapped,
+            desired_restart_hash=template["metadata"]["annotations"][names.ANNOTATION_RESTART_HASH],
+        )
+        action = decisions.next_action(cluster.name, cluster.namespace, spec, obs)
+        replicas = action.replicas if isinstance(action, decisions.ScaleStatefulSet) else current
+
+        await _apply_children(kube, cluster, spec, state_for(replicas))
+        if claim_size is not None:
+            await _grow_claims(kube, cluster, spec)
+        if not isinstance(action, decisions.Wait | decisions.Steady | decisions.ScaleStatefulSet):
+            await _carry_out(rt, kube, cluster, token, obs, action, logger)
+        if not isinstance(action, decisions.Wait | decisions.Steady):
+            logger.info(f"{action.kind}: {action.reason}")
+            kopf.info(dict(body), reason=action.kind, message=action.reason)
+        await _move_role_labels(kube, cluster, obs)
+
+        conds = decisions.conditions(spec, obs, action)
+        leader = obs.leader()
+        leader_pod = obs.leader_pod()
+        patch.status["observedGeneration"] = meta.get("generation", 0)
+        patch.status["phase"] = decisions.phase(spec, obs, action, conds)
+        patch.status["message"] = action.reason
+        patch.status["conditions"] = decisions.merge_conditions(
+            status.get("conditions"), conds, _now(), int(meta.get("generation", 0))
+        )
+        patch.status["replicas"] = replicas
+        patch.status["readyReplicas"] = sum(1 for p in pods if p.ready)
+        patch.status["selector"] = selector_string(names.selector_labels(cluster.name))
+        patch.status["members"] = decisions.member_statuses(obs)
+        patch.status["bootstrapReplicas"] = bootstrap_replicas
+        patch.status["bootstrapped"] = bootstrapped
+        patch.status["lastAction"] = action.kind
+        patch.status["leader"] = leader_pod.name if leader_pod is not None else ""
+        patch.status["leaderId"] = leader.node_id if leader is not None else 0
+        if leader is not None:
+            patch.status["term"] = leader.term
+            patch.status["commitIndex"] = leader.commit_index
+        if spec.cluster_id:
+            patch.status["clusterId"] = spec.cluster_id
+        return action
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime:
+    """Install the handlers on `registry`; the returned Runtime holds the shared clients."""
+    rt = Runtime(config=config)
+    resource = (names.GROUP, names.VERSION, names.PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=names.ANNOTATION_PREFIX
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{names.GROUP}/finalizer"
+        settings.posting.level = logging.INFO
+        settings.peering.standalone = True
+        settings.watching.server_timeout = 300
+        if config.tune is not None:
+            config.tune(settings)
+
+    @kopf.on.login(registry=registry)
+    def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
+        info = _login(config, logger)
+        rt.kube = KubeClient(info)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await rt.close()
+
+    backoff = config.error_backoff
+
+    @kopf.on.create(*resource, registry=registry, backoff=backoff)
+    @kopf.on.resume(*resource, registry=registry, backoff=backoff)
+    @kopf.on.update(*resource, field="spec", registry=registry, backoff=backoff)
+    async def changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        await reconcile(rt, body, patch, logger)
+
+    @kopf.timer(*resource, interval=config.reconcile_interval, registry=registry, backoff=backoff)
+    async def refresh(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        await reconcile(rt, body, patch, logger)
+
+    return rt
