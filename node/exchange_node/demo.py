@@ -31,6 +31,10 @@ PRICE_SCALE = 100
 AGENT_KEYS = 12
 
 
+class UsageError(Exception):
+    """A flag's value cannot work; the message names the flag."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=3, help="members (default 3)")
     parser.add_argument(
@@ -90,7 +94,7 @@ def prepare(args: argparse.Namespace) -> tuple[LocalCluster, list[str]]:
         return cluster, notes
     for port in range(args.base_port, args.base_port + args.nodes):
         if not _port_free(port) or not _port_free(port + 100):
-            raise SystemExit(
+            raise UsageError(
                 f"exchange demo: error: --base-port {args.base_port}: port {port} or {port + 100} is in use"
             )
     root.mkdir(parents=True, exist_ok=True)
@@ -108,7 +112,10 @@ def prepare(args: argparse.Namespace) -> tuple[LocalCluster, list[str]]:
 def where_to_look(cluster: LocalCluster, leader: int) -> str:
     first = cluster.spec.members[0]
     token = cluster.key_for("alice")
-    order = json.dumps({"symbol": DEMO_TICKERS[0], "side": "BUY", "price": 10_000, "quantity": 5})
+    # a bid 1% under the reference price: inside the price band, resting on the book
+    listed = yaml.safe_load((cluster.root / "exchange.yaml").read_text())["symbols"][0]
+    price = listed["reference_price"] * 99 // 100
+    order = json.dumps({"symbol": listed["name"], "side": "BUY", "price": price, "quantity": 5})
     lines = [
         f"cluster up: {len(cluster.procs)} nodes, leader is node {leader}",
         "",
@@ -162,7 +169,11 @@ def main(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 7:
         print("exchange demo: error: --nodes must be between 1 and 7", file=sys.stderr)
         return 2
-    cluster, notes = prepare(args)
+    try:
+        cluster, notes = prepare(args)
+    except UsageError as exc:
+        print(f"exchange demo: error: {exc}", file=sys.stderr)
+        return 2
     for note in notes:
         print(note)
     cluster.start_all()
