@@ -64,3 +64,24 @@ def test_token_bucket_refills_at_its_rate():
     assert limiter.acquire("k") == 0
     assert limiter.acquire("other") == 0  # per key
     assert RateLimiter(rate=0, burst=1).acquire("k") == 0  # disabled
+
+
+def test_limits_from_the_environment_and_keywords_win():
+    config = ApiConfig.from_env(
+        {
+            "EXCHANGE_API_KEYS": "t1=alice",
+            "EXCHANGE_API_RATE_LIMIT": "50",
+            "EXCHANGE_API_MAX_BATCH": "20",
+            "EXCHANGE_API_PUBLIC_MARKET_DATA": "false",
+            "EXCHANGE_API_FOLLOWER_WRITES": "redirect",
+        },
+        api_keys={"t2": "bob"},
+        max_batch=30,
+    )
+    assert config.api_keys == {"t1": "alice", "t2": "bob"}
+    assert config.rate_limit_per_second == 50 and config.max_batch == 30
+    assert config.public_market_data is False and config.follower_writes == "redirect"
+    with pytest.raises(ApiConfigError, match="EXCHANGE_API_MAX_BATCH"):
+        ApiConfig.from_env({"EXCHANGE_API_MAX_BATCH": "many"})
+    with pytest.raises(ApiConfigError):
+        ApiConfig.from_env({"EXCHANGE_API_FOLLOWER_WRITES": "sometimes"})

@@ -36,9 +36,9 @@ class ApiConfigError(ValueError):
 class ApiConfig:
     api_keys: dict[str, str] = field(default_factory=dict)
     """token -> client id."""
-    rate_limit_per_second: float = 2_000.0
+    rate_limit_per_second: float = 10_000.0
     """Requests per second per key (a batch counts as one request); 0 disables the limit."""
-    rate_limit_burst: int = 4_000
+    rate_limit_burst: int = 20_000
     """Bucket size: requests a key may make at once after being idle."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
@@ -47,7 +47,10 @@ class ApiConfig:
     follower_writes: Literal["forward", "redirect"] = "forward"
     """``forward``: a follower proxies the request to the leader; ``redirect``: it
     answers 421 with the leader's address."""
-    forward_timeout_seconds: float = 5.0
+    forward_timeout_seconds: float = 6.0
+    """Total time for a forwarded request: a little above the node's own write timeout
+    (5 s by default) so the leader's answer, even its 504, normally comes back. The
+    connect phase is limited to 1 s, so a dead leader is noticed at once."""
     max_forward_hops: int = 1
     unavailable_retry_after_seconds: float = 1.0
     ws_send_queue: int = 1_000
@@ -76,6 +79,10 @@ class ApiConfig:
             raise ApiConfigError("max_body_bytes must be >= 1024")
         if self.rate_limit_per_second < 0 or self.rate_limit_burst < 1:
             raise ApiConfigError("rate limit must be >= 0 per second with a burst >= 1")
+        if not (self.rate_limit_per_second < float("inf")):
+            raise ApiConfigError("rate limit must be finite")
+        if self.ws_send_queue < 1 or self.forward_timeout_seconds <= 0:
+            raise ApiConfigError("ws_send_queue and forward_timeout_seconds must be positive")
         if self.follower_writes not in ("forward", "redirect"):
             raise ApiConfigError("follower_writes must be 'forward' or 'redirect'")
 
@@ -83,7 +90,9 @@ class ApiConfig:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, keys_file: str | Path | None = None, **kw: Any
     ) -> ApiConfig:
-        """Keys from ``keys_file`` (or ``EXCHANGE_API_KEYS_FILE``) plus ``EXCHANGE_API_KEYS``."""
+        """Keys from ``keys_file`` (or ``EXCHANGE_API_KEYS_FILE``) plus ``EXCHANGE_API_KEYS``
+        (merged with any ``api_keys`` given), and the limits from ``EXCHANGE_API_*``
+        variables (see ``ENV_SETTINGS``); keyword arguments win over the environment."""
         env = os.environ if env is None else env
         keys: dict[str, str] = {}
         path = keys_file or env.get(ENV_API_KEYS_FILE)
@@ -91,7 +100,39 @@ class ApiConfig:
             keys.update(load_api_keys_file(path))
         if env.get(ENV_API_KEYS):
             keys.update(parse_api_keys(env[ENV_API_KEYS]))
-        return cls(api_keys=keys, **kw)
+        keys.update(kw.pop("api_keys", None) or {})
+        settings: dict[str, Any] = {}
+        for variable, (name, parse) in ENV_SETTINGS.items():
+            raw = env.get(variable)
+            if raw is None or name in kw:
+                continue
+            try:
+                settings[name] = parse(raw)
+            except ValueError as exc:
+                raise ApiConfigError(f"{variable}={raw!r}: {exc}") from None
+        return cls(api_keys=keys, **settings, **kw)
+
+
+def _env_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+ENV_SETTINGS: dict[str, tuple[str, Any]] = {
+    "EXCHANGE_API_RATE_LIMIT": ("rate_limit_per_second", float),
+    "EXCHANGE_API_RATE_BURST": ("rate_limit_burst", int),
+    "EXCHANGE_API_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "EXCHANGE_API_MAX_BATCH": ("max_batch", int),
+    "EXCHANGE_API_PUBLIC_MARKET_DATA": ("public_market_data", _env_bool),
+    "EXCHANGE_API_FOLLOWER_WRITES": ("follower_writes", str),
+    "EXCHANGE_API_FORWARD_TIMEOUT_SECONDS": ("forward_timeout_seconds", float),
+    "EXCHANGE_API_WS_SEND_QUEUE": ("ws_send_queue", int),
+}
+"""Environment variables for the API's limits -> ApiConfig field."""
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
