@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from sortedcontainers import SortedList
 
 from exchange_node.engine.commands import SelfTradeMode, Side
+from exchange_node.engine.views import Position
 
 
 class RestingOrder:
@@ -35,6 +36,7 @@ class RestingOrder:
         "client_order_id",
         "leaves",
         "order_id",
+        "position",
         "post_only",
         "price",
         "quantity",
@@ -55,6 +57,7 @@ class RestingOrder:
         leaves: int,
         post_only: bool,
         stp: SelfTradeMode,
+        position: Position,
     ) -> None:
         self.order_id = order_id
         self.client_id = client_id
@@ -66,6 +69,8 @@ class RestingOrder:
         self.leaves = leaves
         self.post_only = post_only
         self.stp = stp
+        self.position = position
+        """The owner's ``Position`` in this symbol (kept here to spare lookups per fill)."""
 
 
 class Level:

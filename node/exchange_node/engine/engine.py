@@ -194,32 +194,6 @@ def _reject(
     )
 
 
-def _plainly_valid(command: NewOrder, spec: SymbolSpec | None) -> bool:
-    """A fast sufficient test that ``validate_format`` would accept ``command``.
-
-    False means "look closer" (run ``validate_format``), not "invalid".
-    """
-    if spec is None:
-        return False
-    quantity = command.quantity
-    price = command.price
-    if type(quantity) is not int or type(price) is not int:
-        return False
-    if not 0 < quantity <= _INT64_MAX or quantity % spec.lot_size:
-        return False
-    if (
-        type(command.side) is not Side
-        or type(command.time_in_force) is not TimeInForce
-        or type(command.stp) is not SelfTradeMode
-        or command.post_only is not False
-    ):
-        return False
-    order_type = command.order_type
-    if order_type is _LIMIT:
-        return 0 < price <= _INT64_MAX and not price % spec.tick_size
-    return order_type is _MARKET and price == 0
-
-
 def _good_key_part(value: object) -> bool:
     if type(value) is str:
         if 0 < len(value) <= 63:  # 63 characters are at most 252 UTF-8 bytes
@@ -355,12 +329,39 @@ class Engine:
         else:
             keyed = _good_key_part(client_id) and _good_key_part(client_order_id)
         key = (client_id, client_order_id)
+        results = self._results
         if keyed:
-            original = self._results.get(key)
+            original = results.get(key)
             if original is not None:
                 return original
-        # Keyed means both ids are well formed, which _plainly_valid takes for granted.
-        if not (keyed and _plainly_valid(command, self._specs.get(command.symbol))):
+            # A fast sufficient test that validate_format would accept the order (both ids are
+            # well formed when keyed); anything unusual takes the full check.
+            spec = self._specs.get(command.symbol)
+            quantity = command.quantity
+            price = command.price
+            order_type = command.order_type
+            plain = (
+                spec is not None
+                and type(quantity) is int
+                and type(price) is int
+                and 0 < quantity <= _INT64_MAX
+                and not quantity % spec.lot_size
+                and type(command.side) is Side
+                and type(command.time_in_force) is TimeInForce
+                and type(command.stp) is SelfTradeMode
+                and command.post_only is False
+                and (
+                    (
+                        order_type is _LIMIT
+                        and 0 < price <= _INT64_MAX
+                        and not price % spec.tick_size
+                    )
+                    or (order_type is _MARKET and price == 0)
+                )
+            )
+        else:
+            plain = False
+        if not plain:
             rejection = validate_format(command, self._specs)
             if rejection is not None:
                 result = _reject(
@@ -375,13 +376,13 @@ class Engine:
                 return result
         result = self._accept_new_order(command, key)
         # Retain (inline _retain: this is the hottest path).
-        self._results[key] = result
+        results[key] = result
         fifo = self._result_fifo
         fifo.append((key, result))
         if len(fifo) > self.dedup_window:
             old_key, old_result = fifo.popleft()
-            if self._results.get(old_key) is old_result:
-                del self._results[old_key]
+            if results.get(old_key) is old_result:
+                del results[old_key]
         return result
 
     def _accept_new_order(self, command: NewOrder, key: tuple[str, str]) -> CommandResult:
@@ -485,6 +486,7 @@ class Engine:
             quantity,
             bool(command.post_only),
             stp,
+            position,
         )
         events: list[Event] = [
             Accepted(
@@ -535,7 +537,21 @@ class Engine:
             live[client_order_id] = order
             touched.append((state, own, price))
             status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
-        if touched:
+        if len(touched) == 1:
+            # The common case (one level changed), without the general helper.
+            state.seq = seq = state.seq + 1
+            book_side = touched[0][1]
+            level = book_side.levels.get(book_side.sign * touched[0][2])
+            events.append(
+                BookUpdate(
+                    symbol,
+                    book_side.side,
+                    touched[0][2],
+                    0 if level is None else level.total,
+                    seq,
+                )
+            )
+        elif touched:
             self._book_updates(touched, events)
         return CommandResult(log_index, order_id, status, events)
 
@@ -562,8 +578,11 @@ class Engine:
         taker_side = taker.side
         taker_buy = taker_side == _BUY
         now = self._now
-        positions = self._positions
-        taker_position = positions[taker_client][symbol]
+        taker_position = taker.position
+        trades = state.trades
+        intervals = self.candle_intervals_ns
+        candles = state.candles
+        interval_count = len(intervals)
         if self._trade_log_index != self._log_index:
             self._trade_log_index = self._log_index
             self._trade_seq = 0
@@ -636,7 +655,7 @@ class Engine:
                 taker.leaves = taker_leaves - quantity
                 maker.leaves = maker_leaves - quantity
                 level.total -= quantity
-                maker_position = positions[maker.client_id][symbol]
+                maker_position = maker.position
                 if taker_buy:
                     maker_position.open_sell_quantity -= quantity
                     _apply_fill(maker_position, -quantity, price)
@@ -645,7 +664,27 @@ class Engine:
                     maker_position.open_buy_quantity -= quantity
                     _apply_fill(maker_position, quantity, price)
                     _apply_fill(taker_position, -quantity, price)
-                self._record_trade(state, events[-1], price, quantity)  # type: ignore[arg-type]
+                # Market data: last price, trade ring, totals, candles (bucketed by time).
+                state.last_price = price
+                trades.append(events[-1])  # type: ignore[arg-type]
+                state.trade_count += 1
+                state.volume += quantity
+                notional = price * quantity
+                state.notional += notional
+                for i in range(interval_count):
+                    history = candles[i]
+                    start = now - now % intervals[i]
+                    if history and history[-1][0] >= start:
+                        candle = history[-1]
+                        if price > candle[2]:
+                            candle[2] = price
+                        elif price < candle[3]:
+                            candle[3] = price
+                        candle[4] = price
+                        candle[5] += quantity
+                        candle[6] += notional
+                    else:
+                        history.append([start, price, price, price, price, quantity, notional])
                 if maker_leaves == quantity:
                     orders.popleft()
                     level.count -= 1
@@ -660,31 +699,6 @@ class Engine:
             if taker_cancelled:
                 break
         return taker_cancelled
-
-    def _record_trade(self, state: SymbolState, fill: Fill, price: int, quantity: int) -> None:
-        state.last_price = price
-        state.trades.append(fill)
-        state.trade_count += 1
-        state.volume += quantity
-        notional = price * quantity
-        state.notional += notional
-        now = self._now
-        intervals = self.candle_intervals_ns
-        candles = state.candles
-        for i in range(len(intervals)):
-            history = candles[i]
-            start = now - now % intervals[i]
-            if history and history[-1][0] >= start:
-                candle = history[-1]
-                if price > candle[2]:
-                    candle[2] = price
-                if price < candle[3]:
-                    candle[3] = price
-                candle[4] = price
-                candle[5] += quantity
-                candle[6] += notional
-            else:
-                history.append([start, price, price, price, price, quantity, notional])
 
     # ------------------------------------------------------------------ cancels
 
@@ -768,7 +782,7 @@ class Engine:
     ) -> None:
         """Forget a live order (not its book entry): open quantity, indexes, finished record."""
         leaves = order.leaves if closing_quantity is None else closing_quantity
-        position = self._positions[order.client_id][order.symbol]
+        position = order.position
         if order.side == _BUY:
             position.open_buy_quantity -= leaves
         else:
@@ -947,6 +961,7 @@ class Engine:
             new_leaves,
             order.post_only,
             order.stp,
+            order.position,
         )
         events.append(
             Replaced(

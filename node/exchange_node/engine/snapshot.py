@@ -502,6 +502,7 @@ def _decode(data: bytes) -> Engine:
                         leaves,
                         bool(flags & 1),
                         _STPS[flags >> 1],
+                        engine._position(client_id, name),
                     )
                     if leaves <= 0 or leaves > quantity:
                         raise SnapshotError(f"order {order_id} has bad quantities")
@@ -511,12 +512,22 @@ def _decode(data: bytes) -> Engine:
                     orders[order_id] = order
                     live_of[client][client_order_id] = order
 
-    for _ in range(reader.u32()):
-        client_id = reader.str()
-        symbol = reader.str()
-        engine._positions.setdefault(client_id, {})[symbol] = Position(
-            *(reader.int() for _ in range(7))
-        )
+    # Orders created their owners' (empty) positions above; fill those objects in place.
+    created = sum(len(by_symbol) for by_symbol in engine._positions.values())
+    count = reader.u32()
+    for _ in range(count):
+        position = engine._position(reader.str(), reader.str())
+        (
+            position.quantity,
+            position.open_cost,
+            position.realised_pnl,
+            position.bought_quantity,
+            position.sold_quantity,
+            position.open_buy_quantity,
+            position.open_sell_quantity,
+        ) = (reader.int() for _ in range(7))
+    if sum(len(by_symbol) for by_symbol in engine._positions.values()) != count or created > count:
+        raise SnapshotError("positions section does not cover the live orders' owners")
 
     for _ in range(reader.u32()):
         key = (reader.str(), reader.str())
@@ -542,6 +553,7 @@ def _decode(data: bytes) -> Engine:
             0,
             view.post_only,
             view.stp,
+            engine._positions.get(view.client_id, {}).get(view.symbol) or Position(),
         )
         engine._finished[view.order_id] = (
             record,
