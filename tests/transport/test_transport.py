@@ -414,6 +414,33 @@ async def test_stopping_with_open_streams_is_clean_every_time(
     assert [r.getMessage() for r in caplog.records] == []
 
 
+async def test_peers_set_before_start_are_connected_on_start(cluster: Cluster) -> None:
+    b = await cluster.add(2)
+    a = PeerTransport(1, "127.0.0.1:0", lambda m: None)
+    a.set_peers({1: "127.0.0.1:1", 2: b.transport.address})  # its own entry is ignored
+    await a.start()
+    try:
+        a.send([small(MessageType.HEARTBEAT, 1, 2, 1)])
+        await until(lambda: len(b.seen.messages) == 1, "the heartbeat")
+        assert set(a.stats.peers) == {2}
+    finally:
+        await a.stop()
+
+
+async def test_snapshot_for_another_node_is_refused(cluster: Cluster) -> None:
+    b = await cluster.add(2)
+    snap = Message(
+        MessageType.SNAP, 3, 1, snapshot=Snapshot(SnapshotMeta(10, 2, ConfState((1, 3))), b"s")
+    )
+    async with grpc.aio.insecure_channel(b.transport.address) as channel:
+        result = await pb_grpc.PeerStub(channel).InstallSnapshot(
+            iter(list(snapshot_chunks(snap, 1, 1024)))
+        )
+    assert not result.ok
+    assert b.seen.messages == []
+    assert (b.transport.stats.misdirected, b.transport.stats.decode_failures) == (1, 0)
+
+
 async def test_unknown_destination_reports_unreachable(cluster: Cluster) -> None:
     a = await cluster.add(1)
     a.transport.send([small(MessageType.VOTE, 1, 9, 1)])

@@ -85,9 +85,12 @@ DEFAULT_QUEUE_LIMIT = 8192
 means the peer (or the network to it) has stopped keeping up."""
 DEFAULT_QUEUE_BYTES = 64 << 20
 """Estimated bytes waiting per peer (entries dominate)."""
-DEFAULT_ENVELOPE_BYTES = 1 << 20
-"""Target envelope size: large enough to amortise per-message gRPC costs,
-small enough that encoding one (about 2 ms) never stalls the event loop."""
+DEFAULT_ENVELOPE_BYTES = 256 << 10
+"""Target envelope size (a single larger message still travels whole, up to
+``max_message_bytes``). Large enough to amortise gRPC's cost per message
+(about 90 us of sender CPU per envelope, measured by ``bench``), small
+enough that the two processes overlap encoding and decoding, and that
+encoding one envelope (about 0.5 ms) never stalls the event loop."""
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 DEFAULT_MAX_SNAPSHOT_BYTES = 4 << 30
 DIGEST_SIZE_BYTES = 80
@@ -753,7 +756,8 @@ class _PeerService(pb_grpc.PeerServicer):
                 body = open_chunk(chunk)
                 if body.to_node not in (0, transport.node_id):
                     stats.misdirected += 1
-                    raise ValueError(f"snapshot for node {body.to_node}")
+                    stats.snapshot_failures += 1
+                    return pb.SnapshotResult(ok=False, reason=f"snapshot for node {body.to_node}")
                 if assembler is None:
                     assembler = SnapshotAssembler(body, transport._max_snapshot_bytes)
                 else:
