@@ -177,6 +177,12 @@ class SimNode:
         """Incarnations whose messages still in flight died with the process."""
 
 
+def _default_core() -> ModuleType:
+    import exchange_node.raft
+
+    return exchange_node.raft
+
+
 def nodes_for_seed(seed: int, nodes: str | int) -> int:
     """``mixed`` alternates 3- and 5-node clusters by seed."""
     if nodes == "mixed":
@@ -193,13 +199,14 @@ class Simulation:
         raft: ModuleType | None = None,
         trace: Callable[[str], None] | None = None,
         commit_rule: bool = True,
+        settings: SimSettings | None = None,
     ) -> None:
-        if raft is None:
-            import exchange_node.raft as raft
-        self.raft = raft
+        self.raft: ModuleType = raft if raft is not None else _default_core()
         self.seed = seed
         self.rng = random.Random(seed)
         self.settings = SimSettings.for_seed(self.rng, nodes)
+        if settings is not None:
+            self.settings = settings
         self.trace = trace
         self._step_traced = False
         self.now = 0
