@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -183,7 +184,7 @@ async def _receiver(sender_address: str) -> None:
         # Commands from the sender, one per line: "mark" starts the CPU clock,
         # "report" prints the CPU seconds since; end of input stops.
         nonlocal cpu_mark
-        chunk = sys.stdin.buffer.read1(4096)
+        chunk = os.read(sys.stdin.fileno(), 4096)
         if not chunk:
             if not stdin_closed.done():
                 stdin_closed.set_result(None)

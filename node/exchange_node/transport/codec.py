@@ -283,7 +283,8 @@ def open_envelope(envelope: pb.Envelope) -> pb.EnvelopeBody:
     raw = envelope.body
     if zlib.crc32(raw) != envelope.crc32:
         raise ChecksumError("envelope checksum mismatch")
-    return pb.EnvelopeBody.FromString(raw)
+    body: pb.EnvelopeBody = pb.EnvelopeBody.FromString(raw)
+    return body
 
 
 def decode_messages(body: pb.EnvelopeBody) -> list[Message]:
@@ -323,7 +324,8 @@ def open_chunk(chunk: pb.SnapshotChunk) -> pb.SnapshotChunkBody:
     raw = chunk.body
     if zlib.crc32(raw) != chunk.crc32:
         raise ChecksumError("snapshot chunk checksum mismatch")
-    return pb.SnapshotChunkBody.FromString(raw)
+    body: pb.SnapshotChunkBody = pb.SnapshotChunkBody.FromString(raw)
+    return body
 
 
 class SnapshotAssembler:

@@ -182,7 +182,7 @@ class _Peer:
         self.node_id = node_id
         self.address = address
         self.channel = channel
-        self.stub = pb_grpc.PeerStub(channel)
+        self.stub = pb_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
         self.queue: deque[tuple[Message | Digest, int]] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
@@ -298,7 +298,7 @@ class PeerTransport:
             raise RuntimeError("PeerTransport already started")
         self._loop = asyncio.get_running_loop()
         server = grpc.aio.server(options=self._server_options)
-        pb_grpc.add_PeerServicer_to_server(_PeerService(self), server)
+        pb_grpc.add_PeerServicer_to_server(_PeerService(self), server)  # type: ignore[no-untyped-call]
         try:
             port = server.add_insecure_port(self.listen_address)
         except RuntimeError as exc:
