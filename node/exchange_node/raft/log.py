@@ -15,6 +15,7 @@ a ``Ready`` but not yet acknowledged by ``advance``, so that a second
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 from operator import attrgetter
@@ -26,6 +27,7 @@ _data = attrgetter("data")
 
 class RaftLog:
     __slots__ = (
+        "_batch_cache",
         "applied_index",
         "applying_index",
         "commit_index",
@@ -60,6 +62,8 @@ class RaftLog:
         self.pending_snapshot: Snapshot | None = None
         """A snapshot received from the leader, not yet handed out to persist."""
         self.snapshot_in_progress: Snapshot | None = None
+        self._batch_cache: tuple[int, list[Entry]] | None = None
+        """The last APP batch built, by first index; dropped whenever the log changes."""
 
     # -- queries ---------------------------------------------------------
 
@@ -101,15 +105,17 @@ class RaftLog:
     def slice_limited(self, lo: int, max_entries: int, max_bytes: int) -> list[Entry]:
         """Entries from ``lo`` for one APP message: at most ``max_entries``,
         and at most ``max_bytes`` of data unless a single entry is larger."""
+        cached = self._batch_cache
+        if cached is not None and cached[0] == lo:
+            # Followers in step ask for the same batch: build (and measure) it once.
+            return cached[1]
         batch = self.slice(lo, lo + max_entries)
-        if len(batch) <= 1 or sum(map(len, map(_data, batch))) <= max_bytes:
-            return batch
-        # Rare: find the cut with C-level loops, never a Python loop per entry.
-        sizes = list(accumulate(map(len, map(_data, batch))))
-        keep = 1
-        while keep < len(sizes) and sizes[keep] <= max_bytes:
-            keep += 1
-        return batch[:keep]
+        if len(batch) > 1 and sum(map(len, map(_data, batch))) > max_bytes:
+            # Find the cut with C-level loops, never a Python loop per entry.
+            sizes = list(accumulate(map(len, map(_data, batch))))
+            batch = batch[: max(1, bisect_right(sizes, max_bytes))]
+        self._batch_cache = (lo, batch)
+        return batch
 
     def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
         """The largest index <= ``index`` whose term is <= ``term``, and that term.
@@ -145,6 +151,7 @@ class RaftLog:
         """Append ``entries``, replacing any suffix starting at ``entries[0].index``."""
         if not entries:
             return
+        self._batch_cache = None
         first = entries[0].index
         assert first > self.commit_index, "appending at or below the commit index"
         last = self.last_index()
@@ -209,6 +216,7 @@ class RaftLog:
         """Replace the whole log by a snapshot received from the leader."""
         meta = snapshot.meta
         assert meta.index > self.commit_index, "restoring a snapshot below the commit index"
+        self._batch_cache = None
         self.snapshot = snapshot
         self.pending_snapshot = snapshot
         self.offset = meta.index
@@ -229,6 +237,7 @@ class RaftLog:
         term = self.term(index)
         if term != snapshot.meta.term:
             raise ValueError(f"snapshot term {snapshot.meta.term} disagrees with the log")
+        self._batch_cache = None
         del self.entries[: index - self.offset]
         self.offset = index
         self.offset_term = term
