@@ -208,8 +208,10 @@ def decode_segment_header(raw: bytes) -> SegmentHeader:
 # -- snapshot files -----------------------------------------------------------------
 
 
-def encode_snapshot(snapshot: Snapshot, checksum: int = WRITE_CHECKSUM) -> list[bytes]:
+def encode_snapshot(snapshot: Snapshot, checksum: int | None = None) -> list[bytes]:
     """The snapshot file's bytes, as pieces for ``os.writev`` (the data is not copied)."""
+    if checksum is None:
+        checksum = WRITE_CHECKSUM
     meta = snapshot.meta
     voters, learners = meta.conf_state.voters, meta.conf_state.learners
     head = SNAPSHOT_HEADER.pack(
