@@ -9,6 +9,7 @@ the dissertation (Ongaro, 2014).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from itertools import count, repeat
@@ -140,6 +141,12 @@ class RaftCore:
         """Handle a message from a peer. Stale, duplicate or malformed ones are dropped."""
         if m.to != self.id or m.frm == NONE or m.frm == self.id:
             return
+        if m.type.__class__ is not MessageType:
+            # Handlers compare types by identity; accept a plain int once, here.
+            try:
+                m = dataclasses.replace(m, type=MessageType(m.type))
+            except ValueError:
+                return
         if m.term > self.term:
             if m.type is _VOTE or m.type is _PRE_VOTE:
                 forced = m.context == TRANSFER_CONTEXT
@@ -555,8 +562,10 @@ class RaftCore:
     def _handle_append(self, m: Message) -> None:
         log = self.log
         entries = m.entries
-        if entries and entries[0].index != m.index + 1:
-            return  # malformed: entries must follow the previous index
+        if entries and (
+            entries[0].index != m.index + 1 or entries[-1].index != m.index + len(entries)
+        ):
+            return  # malformed: entries must run on from the previous index
         if m.index < log.commit_index:
             # Everything up to our commit index is settled; say so.
             self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=log.commit_index))
