@@ -170,6 +170,27 @@ async def test_batches_of_thousands_of_entries_arrive_in_order_both_ways(
         assert node.seen.unreachable == []
 
 
+async def test_a_dead_peer_does_not_hold_up_the_others(cluster: Cluster) -> None:
+    a = await cluster.add(1, min_backoff=0.01, max_backoff=0.1)
+    b = await cluster.add(2)
+    dead = await cluster.add(3)
+    dead_address = dead.transport.address
+    await dead.transport.stop()
+    a.transport.set_peers({2: b.transport.address, 3: dead_address})
+    sent: list[Message] = []
+    for i in range(50):
+        batch = [app(1, 2, 1 + 200 * i, 200), app(1, 3, 1 + 200 * i, 200)]
+        sent.append(batch[0])
+        a.transport.send(batch)
+        await asyncio.sleep(0)
+    await until(lambda: len(b.seen.messages) == len(sent), "everything at node 2")
+    assert [canonical(m) for m in b.seen.messages] == [canonical(m) for m in sent]
+    await until(lambda: 3 in a.seen.unreachable, "node 3 reported unreachable")
+    assert 2 not in a.seen.unreachable
+    assert not a.transport.peer_connected(3)
+    assert a.transport.stats.peers[3].dropped > 0
+
+
 async def test_digests_travel_in_order_with_messages(cluster: Cluster) -> None:
     a = await cluster.add(1)
     b = await cluster.add(2)

@@ -67,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.codec:
         results.extend(_codec_results(args.entry_bytes))
+    # Two processes on a shared host: other load moves these figures a lot.
+    results.append(BenchResult("host_load_average_1m", round(os.getloadavg()[0], 2), "tasks"))
     report("transport", results, as_json=getattr(args, "json", False))
     return 0
 

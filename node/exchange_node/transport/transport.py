@@ -319,8 +319,7 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
-        for node_id in list(self._peers):
-            await self._close_peer(node_id)
+        await asyncio.gather(*(self._close_peer(node_id) for node_id in list(self._peers)))
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_WAIT_S)
         if self._server is not None:
