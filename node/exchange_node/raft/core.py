@@ -389,7 +389,8 @@ class RaftCore:
         self.role = Role.LEADER
         self.leader = self.id
         last = self.log.last_index()
-        for peer in (*self._voters, *self._learners):
+        # Sorted: message order must not depend on set iteration order.
+        for peer in sorted(self._voters | self._learners):
             self.progress[peer] = Progress(last + 1, self.config.max_inflight)
         me = self.progress.get(self.id)
         if me is not None:
@@ -543,9 +544,9 @@ class RaftCore:
             self._hup(transfer=True)
         elif t is _READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
-        elif (t is _READ_INDEX or t is _TRANSFER_LEADER) and self.leader != NONE:
-            # The sender's idea of the leader was stale: pass the request on.
-            self._send(Message(t, self.leader, m.frm, self.term, index=m.index, context=m.context))
+        # READ_INDEX or TRANSFER_LEADER here means the sender's idea of the leader was
+        # stale: dropped rather than relayed under another sender's name; the
+        # requester retries once it learns the leader.
 
     def _step_candidate(self, m: Message) -> None:
         t = m.type
