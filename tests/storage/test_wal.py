@@ -231,3 +231,28 @@ def test_contract_errors(tmp_path):
         with pytest.raises(IndexError):
             storage.entries(5, 12)
         assert storage.last_index() == 10
+
+
+def test_without_crc32c_new_files_use_zlib_and_crc32c_files_are_refused_as_config(tmp_path):
+    with open_storage(tmp_path / "crc32c") as storage:
+        storage.save(entries=entries(1, 3))
+    script = (
+        "import sys; sys.modules['crc32c'] = None\n"
+        "from exchange_node.storage import CHECKSUM_IN_USE, ChecksumUnavailableError, open_storage\n"
+        "print(CHECKSUM_IN_USE)\n"
+        "open_storage(sys.argv[2]).close()\n"
+        "try:\n"
+        "    open_storage(sys.argv[1])\n"
+        "except ChecksumUnavailableError as exc:\n"
+        "    print('REFUSED', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "crc32c"), str(tmp_path / "zlib")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines()[0] == "CRC-32 (zlib)"
+    assert "REFUSED" in out and "pip install crc32c" in out
+    with open_storage(tmp_path / "zlib") as storage:  # and we read what it wrote
+        storage.save(entries=entries(1, 1))

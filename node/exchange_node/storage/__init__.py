@@ -5,6 +5,7 @@ and the write and recovery rules in ``wal.py``.
 """
 
 from .errors import (
+    ChecksumUnavailableError,
     DataDirLockedError,
     LogCompactedError,
     LogContractError,
@@ -21,6 +22,7 @@ CHECKSUM_IN_USE = CHECKSUM_NAMES[WRITE_CHECKSUM]
 
 __all__ = [
     "CHECKSUM_IN_USE",
+    "ChecksumUnavailableError",
     "DataDirLockedError",
     "LogCompactedError",
     "LogContractError",

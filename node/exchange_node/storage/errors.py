@@ -56,3 +56,8 @@ class LogCompactedError(StorageError, IndexError):
 class LogContractError(StorageError, ValueError):
     """A caller broke the storage contract (a gap in the log, a truncation below the
     snapshot, a snapshot beyond the log)."""
+
+
+class ChecksumUnavailableError(StorageError):
+    """Files use a checksum this process cannot compute (CRC-32C without the ``crc32c``
+    package). Nothing is wrong with the disk: install the package and start again."""

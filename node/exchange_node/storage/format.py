@@ -61,20 +61,21 @@ from collections.abc import Callable
 
 from exchange_node.raft.types import ConfState, Snapshot, SnapshotMeta
 
-try:
-    from crc32c import crc32c as _crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    _crc32c = None
+from .errors import ChecksumUnavailableError
 
 ChecksumFn = Callable[..., int]
 
 CHECKSUM_CRC32C = 1
 CHECKSUM_CRC32 = 2
 CHECKSUMS: dict[int, ChecksumFn] = {CHECKSUM_CRC32: zlib.crc32}
-if _crc32c is not None:
+try:
+    from crc32c import crc32c as _crc32c
+
     CHECKSUMS[CHECKSUM_CRC32C] = _crc32c
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
 CHECKSUM_NAMES = {CHECKSUM_CRC32C: "CRC-32C", CHECKSUM_CRC32: "CRC-32 (zlib)"}
-WRITE_CHECKSUM = CHECKSUM_CRC32C if _crc32c is not None else CHECKSUM_CRC32
+WRITE_CHECKSUM = CHECKSUM_CRC32C if CHECKSUM_CRC32C in CHECKSUMS else CHECKSUM_CRC32
 """The checksum new files get: the fastest one available here."""
 
 VERSION = 1
@@ -122,19 +123,17 @@ BODY_SIZES = {
 }
 
 
-class UnknownChecksumError(Exception):
-    """A file names a checksum algorithm this process cannot compute."""
-
-
 def checksum_fn(algorithm: int) -> ChecksumFn:
+    """The function for a checksum id; ValueError for an id that is not one."""
     try:
         return CHECKSUMS[algorithm]
     except KeyError:
         if algorithm == CHECKSUM_CRC32C:
-            raise UnknownChecksumError(
-                "file uses CRC-32C but the crc32c package is not installed (pip install crc32c)"
+            raise ChecksumUnavailableError(
+                "the data directory uses CRC-32C checksums but the crc32c package is not "
+                "installed here (pip install crc32c); the files themselves are fine"
             ) from None
-        raise UnknownChecksumError(f"unknown checksum algorithm {algorithm}") from None
+        raise ValueError(f"unknown checksum algorithm {algorithm}") from None
 
 
 def record(crc: ChecksumFn, rtype: int, body: bytes) -> bytes:
@@ -195,10 +194,7 @@ def decode_segment_header(raw: bytes) -> SegmentHeader:
         raise ValueError(f"bad magic {magic!r}: not a WAL segment")
     if version != VERSION:
         raise ValueError(f"unsupported segment version {version}")
-    try:
-        crc = checksum_fn(checksum)
-    except UnknownChecksumError as exc:
-        raise ValueError(str(exc)) from None
+    crc = checksum_fn(checksum)
     stored, pad = struct.unpack_from("<II", raw, SEGMENT_HEADER.size)
     if crc(raw[: SEGMENT_HEADER.size]) != stored or pad != 0:
         raise ValueError("segment header checksum mismatch")
@@ -239,10 +235,7 @@ def decode_snapshot(raw: bytes) -> Snapshot:
         raise ValueError(f"bad magic {magic!r}: not a snapshot file")
     if version != VERSION:
         raise ValueError(f"unsupported snapshot version {version}")
-    try:
-        crc = checksum_fn(checksum)
-    except UnknownChecksumError as exc:
-        raise ValueError(str(exc)) from None
+    crc = checksum_fn(checksum)
     ids_end = SNAPSHOT_HEADER.size + 8 * (n_voters + n_learners)
     expected = ids_end + data_length + 4
     if len(raw) != expected:
