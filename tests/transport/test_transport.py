@@ -27,6 +27,7 @@ from exchange_node.transport import PeerTransport
 from exchange_node.transport import peer_pb2 as pb
 from exchange_node.transport import peer_pb2_grpc as pb_grpc
 from exchange_node.transport.codec import encode_envelope, snapshot_chunks
+from exchange_node.transport.transport import backoff_delay
 
 ECHO_PEER = Path(__file__).with_name("echo_peer.py")
 
@@ -526,3 +527,13 @@ async def test_stop_is_clean_and_idempotent() -> None:
     await a.stop()
     await a.stop()
     a.send([small(MessageType.HEARTBEAT, 1, 2, 2)])  # harmless after stop
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    rng = random.Random(1)
+    for attempt in range(40):
+        ceiling = min(1.0, 0.05 * 2**attempt)
+        delays = [backoff_delay(attempt, 0.05, 1.0, rng) for _ in range(50)]
+        assert all(ceiling * 0.5 <= d < ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert backoff_delay(1000, 0.05, 1.0, rng) < 1.0

@@ -206,6 +206,13 @@ def _consume_result(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def backoff_delay(attempt: int, minimum: float, maximum: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based): doubling from
+    ``minimum``, capped at ``maximum``, times a jitter in [0.5, 1) so that peers
+    that lost each other at the same moment do not retry in lockstep."""
+    return min(maximum, minimum * (2 ** min(attempt, 30))) * (0.5 + 0.5 * rng.random())
+
+
 class PeerTransport:
     """Raft peer messaging over gRPC; see the module docstring for the policy."""
 
@@ -539,12 +546,10 @@ class PeerTransport:
             dropped = self._discard_queue(state)
             if established or dropped:
                 self._report_unreachable(state.node_id)
-            delay = min(self._max_backoff, self._min_backoff * (2**attempt))
+            delay = backoff_delay(attempt, self._min_backoff, self._max_backoff, self._rng)
             attempt = min(attempt + 1, 30)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    state.closed.wait(), delay * (0.5 + 0.5 * self._rng.random())
-                )
+                await asyncio.wait_for(state.closed.wait(), delay)
 
     async def _pump(self, state: _Peer, call: Any) -> None:
         queue = state.queue
