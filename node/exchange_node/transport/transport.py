@@ -12,7 +12,13 @@ Shape (one process, one event loop):
   second on one stream, so batching is what makes replication fast.
 - Per peer, one snapshot task: SNAP messages leave through a separate
   ``InstallSnapshot`` call in chunks, so a large transfer never holds up
-  heartbeats and votes on the replication stream.
+  heartbeats and votes on the replication stream. A SNAP message may
+  therefore overtake or trail the messages around it; Raft's term and index
+  checks make that safe, and ``on_snapshot_status`` tells the core when the
+  transfer ended.
+- Streams are client-streaming, one per direction: each node dials each
+  peer, and answers (APP_RESP, VOTE_RESP, ...) travel on the peer's own
+  stream back. One writer per stream, no coupling between the directions.
 
 Failure policy (Raft tolerates lost messages; it does not tolerate stalls):
 
