@@ -286,14 +286,8 @@ def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
         ],
     )
     cluster.start_all()
-    leader = cluster.wait_for_leader(60)
-    # Ready: the leader has listed the symbols (its first entries are applied).
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        code, doc = cluster.request(leader, "GET", "/v1/symbols")
-        if code == 200 and doc.get("symbols"):
-            break
-        time.sleep(0.05)
+    cluster.wait_for_leader(60)
+    cluster.wait_ready(timeout=60)
     return cluster
 
 
@@ -324,6 +318,7 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
             time.sleep(1.0)
             cluster.start(leader)
             cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
+            cluster.wait_ready(timeout=60)
             time.sleep(0.5)
     finally:
         stop_file.write_text("stop")

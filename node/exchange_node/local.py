@@ -345,6 +345,27 @@ class LocalCluster:
             time.sleep(0.05)
         raise TimeoutError("no leader elected in time")
 
+    def wait_ready(self, node_ids: list[int] | None = None, timeout: float = 30.0) -> None:
+        """Wait until every node answers /readyz 200 and lists the configured symbols."""
+        ids = node_ids or [m.node_id for m in self.spec.members if self.alive(m.node_id)]
+        deadline = time.monotonic() + timeout
+        pending = list(ids)
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {pending} not ready in time")
+            node_id = pending[0]
+            try:
+                ready, _ = self.request(node_id, "GET", "/readyz", timeout=1.0)
+                code, doc = self.request(
+                    node_id, "GET", "/v1/symbols", token=self.key_for("alice"), timeout=1.0
+                )
+            except (OSError, urllib.error.URLError):
+                ready, code, doc = 0, 0, None
+            if ready == 200 and code == 200 and isinstance(doc, dict) and doc.get("symbols"):
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+
     def wait_converged(self, node_ids: list[int], timeout: float = 30.0) -> dict[int, dict]:
         """Wait until the nodes report the same applied index and state hash."""
         deadline = time.monotonic() + timeout
@@ -427,6 +448,10 @@ def _up(args: argparse.Namespace) -> int:
         print(f"exchange local: {exc}", file=sys.stderr)
         cluster.stop_all()
         return 1
+    try:
+        cluster.wait_ready(timeout=60.0)
+    except TimeoutError as exc:
+        print(f"exchange local: {exc}", file=sys.stderr)
     print(f"cluster up in {root}: {len(cluster.procs)} nodes, leader {leader}")
     for m in cluster.spec.members:
         if m.node_id not in cluster.procs:

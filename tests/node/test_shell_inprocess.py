@@ -117,6 +117,9 @@ async def test_three_nodes_elect_replicate_and_agree(cluster):
     assert follower.applied_index >= target
     st = leader.status()
     assert st.role == "leader" and len(st.members) == 3
+    # Idle replicas exchange state digests at the same applied index and agree.
+    await wait_for(lambda: all(n.digests_compared > 0 for n in cluster.values()))
+    assert not any(n.diverged for n in cluster.values())
     assert {m.http_address for m in st.members} == {
         n.config.advertise_http for n in cluster.values()
     }
@@ -164,3 +167,19 @@ async def test_one_trace_per_order_across_replicas(cluster):
         assert all(s.parent.span_id == propose.context.span_id for s in spans if s.name == "apply")
     finally:
         tracing._enabled = False
+
+
+async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    node = next(iter(cluster.values()))
+    before = node.metrics.divergence._value.get()
+    node._record_hash(10_000, b"mine")
+    node._on_digest(2, 10_000, b"mine")
+    assert not node.diverged
+    node._on_digest(3, 10_000, b"theirs")
+    assert node.diverged and node.status().diverged
+    assert node.metrics.divergence._value.get() == before + 1
+    # A digest from ahead of us is compared once we reach that index.
+    node._on_digest(2, 20_000, b"later")
+    node._record_hash(20_000, b"other")
+    assert node.metrics.divergence._value.get() == before + 2

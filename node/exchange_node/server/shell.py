@@ -172,6 +172,7 @@ class Node:
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
+        self.digests_compared = 0
         self._hash_cache: tuple[int, bytes] = (-1, b"")
         self._last_heard: dict[int, float] = {}
         self._driver: asyncio.Task[None] | None = None
@@ -300,6 +301,11 @@ class Node:
             asyncio.create_task(self._digest_timer(), name="digest"),
         ]
         self._wakeup.set()
+        # Replay what this node already knows is committed before serving anything,
+        # so a restarted replica never answers from an empty engine.
+        known_committed = self.commit_index
+        while self.applied_index < known_committed:
+            await asyncio.sleep(0.005)
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """SIGTERM path: hand leadership over, flush in-flight work, stop everything."""
@@ -776,13 +782,14 @@ class Node:
         mine = self._hash_ring.get(applied_index)
         if mine is not None:
             self._compare(peer, applied_index, state_hash, mine)
-        elif applied_index > self.applied_index:
+        elif applied_index >= self.applied_index:
             pending = self._remote_digests.setdefault(applied_index, [])
             pending.append((peer, state_hash))
             while len(self._remote_digests) > HASH_RING:
                 del self._remote_digests[next(iter(self._remote_digests))]
 
     def _compare(self, peer: int, index: int, theirs: bytes, mine: bytes) -> None:
+        self.digests_compared += 1
         if theirs == mine:
             return
         self.diverged = True
