@@ -138,7 +138,7 @@ ORDER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("int-post-only", _with(post_only=1), "invalid_type", "post_only"),
     ("zero-quantity", _with(quantity=0), "invalid_value", "quantity"),
     ("negative-quantity", _with(quantity=-5), "invalid_value", "quantity"),
-    ("huge-quantity", _with(quantity=1 << 64), "invalid_value", "quantity"),
+    ("huge-quantity", _with(quantity=1 << 63), "invalid_value", "quantity"),
     ("negative-price", _with(price=-5), "invalid_value", "price"),
     ("zero-limit-price", _with(price=0), "invalid_value", "price"),
     ("off-tick", _with(price=50_003), "price_off_tick", "price"),
@@ -281,3 +281,17 @@ async def test_path_and_query_problems(api, method, path, field):
     error = (await response.json())["error"]
     assert error["field"] == field
     assert service.submitted == []
+
+
+async def test_unknown_routes_and_methods_answer_json(api):
+    client, _ = api
+    response = await client.get("/v1/nothing/here")
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+    response = await client.put("/v1/orders", json={})
+    assert response.status == 405
+    assert "POST" in response.headers["Allow"]
+    assert (await response.json())["error"]["code"] == "method_not_allowed"
+    response = await client.get("/v1/orders/a%2Fb", headers=ALICE)  # an encoded slash
+    assert response.status == 400
+    assert (await response.json())["error"]["field"] == "order_id"

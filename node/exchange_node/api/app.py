@@ -613,9 +613,30 @@ ROUTES: list[tuple[str, str, str, bool]] = [
 WS_PATH = "/v1/ws"
 
 
+@web.middleware
+async def json_routing_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No route matched (404) or wrong method (405): answer in the API's JSON error shape
+    too. Matched routes pass straight through (one attribute check)."""
+    routing_error = request.match_info.http_exception
+    if routing_error is None:
+        return await handler(request)
+    if routing_error.status == 405:
+        allowed = getattr(routing_error, "allowed_methods", ())
+        response = ApiError(
+            405, "method_not_allowed", f"{request.method} is not allowed here", None
+        ).response()
+        response.headers["Allow"] = ",".join(sorted(allowed))
+        return response
+    return ApiError(
+        routing_error.status, errors.NOT_FOUND, f"no route {request.path[:100]!r}", None
+    ).response()
+
+
 def add_routes(app: web.Application, service: ExchangeService, config: ApiConfig) -> Api:
-    """Mount the public API on ``app`` (which may already hold other routes)."""
+    """Mount the public API on ``app`` (which may already hold other routes); it also
+    adds a middleware that answers unmatched routes with the JSON error shape."""
     api = Api(service, config)
+    app.middlewares.append(json_routing_errors)
     app[API_KEY] = api
     for method, path, name, write in ROUTES:
         handler = api.endpoint(write=write)(getattr(api, name))

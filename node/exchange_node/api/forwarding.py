@@ -15,11 +15,29 @@ from aiohttp import web
 from . import errors
 from .errors import ApiError
 
+_inject: Callable[..., None] | None
+try:
+    from opentelemetry.propagate import inject as _inject
+except ImportError:  # pragma: no cover - opentelemetry-api is a dependency of the node
+    _inject = None
+
 HOP_HEADER = "X-Exchange-Forward-Hops"
 FORWARDED_BY_HEADER = "X-Exchange-Forwarded-By"
 LEADER_HEADER = "X-Exchange-Leader"
 
 _RELAYED_RESPONSE_HEADERS = ("Retry-After", LEADER_HEADER)
+
+
+def _inject_trace_context(headers: dict[str, str], request: web.Request) -> None:
+    """Carry the order's trace to the leader: the current span's ``traceparent``
+    when tracing is on, else the client's own header, if any."""
+    if _inject is not None:
+        _inject(headers)
+    if "traceparent" not in headers:
+        for name in ("traceparent", "tracestate"):
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
 
 
 def request_hops(request: web.Request) -> int:
@@ -84,6 +102,7 @@ class Forwarder:
                 headers[name] = value
         if "Authorization" not in headers and "token" in request.query:
             headers["Authorization"] = f"Bearer {request.query['token']}"
+        _inject_trace_context(headers, request)
         url = f"http://{leader_http}{request.rel_url}"
         return await self.send(request.method, url, headers, body, leader_http, write=write)
 

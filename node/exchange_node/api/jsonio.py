@@ -71,11 +71,13 @@ def _skip_ws(text: str, pos: int) -> int:
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON; refuses NaN and Infinity rather than emitting them."""
     if _orjson is not None:
-        return _orjson.dumps(value)
+        encoded: bytes = _orjson.dumps(value)
+        return encoded
     return _std_encoder.encode(value).encode("utf-8")
 
 
 def dumps_str(value: Any) -> str:
     if _orjson is not None:
-        return _orjson.dumps(value).decode("utf-8")
+        text: str = _orjson.dumps(value).decode("utf-8")
+        return text
     return _std_encoder.encode(value)
