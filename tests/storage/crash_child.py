@@ -2,13 +2,15 @@
 
     python crash_child.py DATA_DIR SEED SEGMENT_BYTES
 
-Reads ``RUN START`` lines on stdin. For each, it advances its seeded workload
+Reads ``RUN START [pieces]`` lines on stdin. For each, it advances its seeded workload
 to START ops, forks a writer process and prints ``PID <pid>``. The writer opens
 the storage (recovering it), checks it holds the workload's state after START
 ops, prints ``READY``, then for each further op k prints ``BEGIN k KIND``,
 performs it (``save`` / ``save_snapshot``: fsync done when it returns) and only
 then prints ``ACK k``, until it is killed. When the writer is gone the server
-prints ``DONE``. Every line is flushed at once (one ``write`` each, atomic on a
+prints ``DONE``. With ``pieces`` the writer issues each batch in 64-byte
+``write`` calls and prints ``TEARING`` after the first one, so that kills
+can tear a batch. Every line is flushed at once (one ``write`` each, atomic on a
 pipe), so the parent knows exactly which ops were acknowledged.
 
 Forking from a warm interpreter keeps each trial to milliseconds; the writer
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from exchange_node.storage import open_storage
+from exchange_node.storage import open_storage, wal
 from storage_workload import Workload, state_key
 
 
@@ -45,11 +47,29 @@ def writer(data_dir: str, workload: Workload, segment_bytes: int) -> int:
         write(f"ACK {k}")
 
 
+whole_writes = wal._write_all
+
+
+def write_in_small_pieces(fd: int, buf: bytes | bytearray | memoryview) -> None:
+    """Test instrumentation: one batch in many ``write`` calls, so that a SIGKILL can land
+    between them and leave a torn batch on disk (one call is never split by a kill)."""
+    view = memoryview(buf)
+    first = True
+    while view:
+        written = os.write(fd, view[:64])
+        view = view[written:]
+        if first and view:
+            write("TEARING")  # the parent may kill now: the batch is half on disk
+            first = False
+
+
 def main() -> int:
     data_dir, seed, segment_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     workload = Workload(seed)
     for line in sys.stdin:
-        start = int(line.split()[1])
+        command = line.split()
+        start = int(command[1])
+        wal._write_all = write_in_small_pieces if "pieces" in command else whole_writes
         while workload.count < start:
             workload.next_op()
         pid = os.fork()

@@ -3,7 +3,9 @@
 A child (``crash_child.py``) replays a seeded workload into a data directory
 and prints ``ACK k`` only after op k's ``save()`` returned (its fsync done).
 The parent kills it with SIGKILL at a random moment (after a random delay, or
-just after it announced a snapshot, a hard-state change or an overwrite), then
+just after it announced a snapshot, a hard-state change or an overwrite; in
+half the trials the writer issues each batch in small ``write`` calls so that
+kills also tear batches, which one ``write`` call never is), then
 recovers the directory itself. The recovered state must be exactly the
 workload's state after the last acknowledged op, or after the one in flight
 (a batch is atomic): every acknowledged entry is there, in order, with its
@@ -14,6 +16,7 @@ also the starting point of the next.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import select
@@ -31,6 +34,24 @@ CHILD = os.path.join(HERE, "crash_child.py")
 SEGMENT_BYTES = 48 << 10
 
 
+class TornTailCounter(logging.Handler):
+    """Counts the torn tails recovery cuts off while it is installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "torn write" in record.getMessage()
+
+    def __enter__(self) -> TornTailCounter:
+        logging.getLogger("exchange_node.storage").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("exchange_node.storage").removeHandler(self)
+
+
 class ForkServer:
     """The warm child interpreter; each ``trial`` forks a fresh writer from it."""
 
@@ -46,11 +67,11 @@ class ForkServer:
         self.pending = b""
         self.lines: list[str] = []
 
-    def start_writer(self, start: int) -> int:
+    def start_writer(self, start: int, *, pieces: bool) -> int:
         """Fork a writer that resumes after ``start`` ops; returns its pid once READY."""
         self.lines = []
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"RUN {start}\n".encode())
+        self.proc.stdin.write(f"RUN {start}{' pieces' if pieces else ''}\n".encode())
         self.proc.stdin.flush()
         ok = self.read_until(lambda _line: self._has("PID") and self._has("READY"), 60)
         assert ok, f"writer did not start: {self.lines}"
@@ -101,18 +122,23 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
     rng = random.Random(seed)
     data_dir = str(tmp_path / "data")
     workload = Workload(seed)  # the state after the ops recovered so far
-    outcomes = {"in_flight_lost": 0, "in_flight_kept": 0, "killed_during": 0}
+    outcomes = {"in_flight_lost": 0, "in_flight_kept": 0, "killed_during": 0, "torn": 0}
     server = ForkServer(data_dir, seed)
     try:
         for trial in range(trials):
             start = workload.count
-            pid = server.start_writer(start)
-            if rng.random() < 0.5:
+            pieces = rng.random() < 0.5
+            pid = server.start_writer(start, pieces=pieces)
+            mode = rng.random()
+            if pieces and mode < 0.3:
+                # Kill while a batch is half written.
+                server.read_until(lambda line: line == "TEARING", 5)
+            elif mode < 0.6:
                 # Kill at a random instant.
                 server.read_until(lambda _line: False, rng.uniform(0, 0.03))
             else:
                 # Kill while a chosen kind of write is under way.
-                kind = rng.choice(["snapshot", "install", "hard_state", "overwrite"])
+                kind = rng.choice(["snapshot", "install", "hard_state", "overwrite", "append"])
                 hit = server.read_until(
                     lambda line, kind=kind: line.startswith("BEGIN") and line.endswith(kind), 5
                 )
@@ -125,9 +151,13 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
                 workload.next_op()
             in_flight = workload.clone()
             in_flight.next_op()
-            with open_storage(data_dir, segment_bytes=SEGMENT_BYTES, keep_snapshots=2) as storage:
+            with (
+                TornTailCounter() as torn,
+                open_storage(data_dir, segment_bytes=SEGMENT_BYTES, keep_snapshots=2) as storage,
+            ):
                 state = storage.recover()
                 found = state_key(state.hard_state, state.snapshot, state.entries)
+            outcomes["torn"] += torn.count
             if found == workload.model.key():
                 outcomes["in_flight_lost"] += 1
             elif found == in_flight.model.key():
@@ -146,8 +176,9 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
 def test_sigkill_never_loses_an_acknowledged_write(tmp_path):
     outcomes = run_trials(tmp_path, seed=20261124, trials=110)
     assert sum(outcomes[k] for k in ("in_flight_lost", "in_flight_kept")) == 110
-    # The kills did land inside writes, not only between them.
+    # The kills did land inside writes, not only between them, and tore some batches.
     assert outcomes["killed_during"] > 20
+    assert outcomes["torn"] > 0
 
 
 @pytest.mark.soak
