@@ -59,6 +59,11 @@ class Runtime:
     kube: KubeClient | None = None
     http: aiohttp.ClientSession | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # (kind, namespace, name) -> (hash of the rendering, when applied)
+    applied: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)  # cluster uids reconciled in this run
+    # kind -> (served, when checked)
+    served: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
@@ -67,6 +72,41 @@ class Runtime:
         if self.http is None or self.http.closed:
             self.http = aiohttp.ClientSession()
         return self.http
+
+    async def apply(self, kube: KubeClient, obj: Obj) -> None:
+        """Server-side apply, skipped when the same rendering went out recently.
+
+        Every reconcile renders every child, but only changes (and a periodic
+        resync that repairs drift) reach the API server.
+        """
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        digest = render.stable_hash(obj)
+        now = asyncio.get_running_loop().time()
+        last = self.applied.get(key)
+        if last is not None and last[0] == digest and now - last[1] < self.config.resync_seconds:
+            return
+        await kube.apply(obj)
+        self.applied[key] = (digest, now)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.applied.pop((kind, namespace, name), None)
+
+    def applied_once(self, cluster: ClusterRef) -> bool:
+        return cluster.uid in self.seen
+
+    def mark_applied_once(self, cluster: ClusterRef) -> None:
+        self.seen.add(cluster.uid)
+
+    async def is_served(self, kube: KubeClient, kind: str) -> bool:
+        """API discovery, cached for resync_seconds (the Prometheus CRDs may come later)."""
+        now = asyncio.get_running_loop().time()
+        cached = self.served.get(kind)
+        if cached is not None and now - cached[1] < self.config.resync_seconds:
+            return cached[0]
+        served = await kube.served(kind)
+        self.served[kind] = (served, now)
+        return served
 
     async def close(self) -> None:
         if self.kube is not None:
@@ -192,36 +232,30 @@ async def _call_admin(
 
 
 async def _apply_children(
-    kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec, state: render.RenderState
-) -> list[str]:
-    applied = []
+    rt: Runtime, kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec, state: render.RenderState
+) -> None:
     for child in render.core_children(cluster, spec, state):
-        await kube.apply(child)
-        applied.append(f"{child['kind']}/{child['metadata']['name']}")
+        await rt.apply(kube, child)
 
-    async def toggle(kind: str, wanted: bool, obj: Obj) -> None:
-        if not await kube.served(kind):
-            return
+    optional: list[tuple[str, bool, Obj]] = [
+        ("ServiceMonitor", spec.monitoring.service_monitor, monitoring.service_monitor(cluster)),
+        ("PrometheusRule", spec.monitoring.prometheus_rule, monitoring.prometheus_rule(cluster)),
+    ]
+    optional += [
+        ("ConfigMap", spec.monitoring.dashboards, monitoring.dashboard_config_map(cluster, key))
+        for key in monitoring.DASHBOARDS
+    ]
+    for kind, wanted, obj in optional:
+        name = obj["metadata"]["name"]
+        if kind != "ConfigMap" and not await rt.is_served(kube, kind):
+            continue
         if wanted:
-            await kube.apply(obj)
-            applied.append(f"{kind}/{obj['metadata']['name']}")
-        elif await kube.get(kind, cluster.namespace, obj["metadata"]["name"]) is not None:
-            await kube.delete(kind, cluster.namespace, obj["metadata"]["name"])
-
-    await toggle(
-        "ServiceMonitor", spec.monitoring.service_monitor, monitoring.service_monitor(cluster)
-    )
-    await toggle(
-        "PrometheusRule", spec.monitoring.prometheus_rule, monitoring.prometheus_rule(cluster)
-    )
-    for key in monitoring.DASHBOARDS:
-        board = monitoring.dashboard_config_map(cluster, key)
-        if spec.monitoring.dashboards:
-            await kube.apply(board)
-            applied.append(f"ConfigMap/{board['metadata']['name']}")
-        elif await kube.get("ConfigMap", cluster.namespace, board["metadata"]["name"]) is not None:
-            await kube.delete("ConfigMap", cluster.namespace, board["metadata"]["name"])
-    return applied
+            await rt.apply(kube, obj)
+        elif (kind, cluster.namespace, name) in rt.applied or not rt.applied_once(cluster):
+            # Switched off: delete what may exist (checked once per operator run).
+            await kube.delete(kind, cluster.namespace, name)
+            rt.forget(kind, cluster.namespace, name)
+    rt.mark_applied_once(cluster)
 
 
 async def _grow_claims(kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec) -> None:
@@ -306,7 +340,7 @@ async def reconcile(
         action = decisions.next_action(cluster.name, cluster.namespace, spec, obs)
         replicas = action.replicas if isinstance(action, decisions.ScaleStatefulSet) else current
 
-        await _apply_children(kube, cluster, spec, state_for(replicas))
+        await _apply_children(rt, kube, cluster, spec, state_for(replicas))
         if claim_size is not None:
             await _grow_claims(kube, cluster, spec)
         if not isinstance(action, decisions.Wait | decisions.Steady | decisions.ScaleStatefulSet):
@@ -363,8 +397,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
             config.tune(settings)
 
     @kopf.on.login(registry=registry)
-    def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
+    async def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
         info = _login(config, logger)
+        if rt.kube is not None:
+            await rt.kube.close()
         rt.kube = KubeClient(info)
         return info
 

@@ -16,6 +16,7 @@ real API server for the real kopf operator to run against it:
   answer 422 Invalid like the real API server;
 - LIST honours labelSelector (equality terms);
 - /api/v1/namespaces is parsed as the Namespace resource (KMock 0.8 misreads it);
+- KMock's request log is trimmed so long runs stay fast;
 - garbage collection: an object whose owner is gone is deleted (cascading);
 - a StatefulSet controller creates pods (and claims) from the template up to
   `replicas`, deletes pods above it, recreates deleted pods from the current
@@ -445,6 +446,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await self._store("apps/v1/statefulsets", {**sts, "status": status})
         return changed
 
+    def trim_requests(self, keep: int = 300) -> None:
+        """KMock keeps every request and matches each new one against all of them.
+
+        Long runs slow down quadratically; old requests (long since answered,
+        or long-lived watch streams already dispatched) are dropped.
+        """
+        if len(self._requests) > 4 * keep:
+            del self._requests[:-keep]
+
     async def refresh_pods(self) -> None:
         """Copy the kubelet's readiness into the pods' Ready conditions."""
         if self.kubelet is None:
@@ -620,6 +630,7 @@ async def drive(emulator: ClusterEmulator, world: RaftWorld, stop: asyncio.Event
     while not stop.is_set():
         world.tick()
         await emulator.refresh_pods()
+        emulator.trim_requests()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.05)
 

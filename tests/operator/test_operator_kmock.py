@@ -87,8 +87,7 @@ class Env:
 
 
 def fast_kopf(settings: kopf.OperatorSettings) -> None:
-    settings.batching.idle_timeout = 0.5
-    settings.batching.batch_window = 0.05
+    settings.queueing.idle_timeout = 0.5
 
 
 @pytest.fixture

@@ -1,0 +1,216 @@
+"""The Helm chart with the real Helm library: lint, render, values schema, and no drift.
+
+Also: the plain manifests in k8s/ are exactly the chart rendered by
+scripts/k8s/generate.py, and the RBAC the chart grants is exactly what the
+operator calls.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import pytest
+import validation
+import yaml
+from exchange_operator import monitoring, names, rbac, render
+from exchange_operator.spec import ClusterRef, parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "raft-exchange"
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "k8s_generate", ROOT / "scripts" / "k8s" / "generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _generator()
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"operator": {"watchNamespaces": ["trading", "staging"], "logLevel": "debug"}},
+    "example": {
+        "exampleCluster": {
+            "enabled": True,
+            "name": "prod",
+            "spec": {"replicas": 5, "storage": {"size": "10Gi"}, "paused": False},
+        },
+        "dashboards": {"enabled": False},
+    },
+    "no-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops"}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint_is_clean(name: str) -> None:
+    report = helm_python.lint(
+        str(CHART), values=VALUE_SETS[name], kube_version="v1.31.0", strict=True
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [] and report["errors"] == []
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_chart_is_valid(name: str) -> None:
+    objects = generate.render_chart(VALUE_SETS[name], namespace="exchange-system")
+    assert objects
+    for obj in objects:
+        assert validation.errors(obj) == [], (obj["kind"], obj["metadata"]["name"])
+
+
+def test_namespaced_install_uses_roles_per_namespace() -> None:
+    objects = generate.render_chart(VALUE_SETS["namespaced"])
+    roles = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "Role")
+    assert roles == ["staging", "trading"]
+    assert not [o for o in objects if o["kind"] == "ClusterRole"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=trading" in args and "--namespace=staging" in args
+    assert "--all-namespaces" not in args and "--verbose" in args
+
+
+def test_operator_deployment_is_restricted() -> None:
+    import pss_restricted
+
+    (deployment,) = [o for o in generate.render_chart({}) if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pss_restricted.violations(pod) == []
+    assert pod["containers"][0]["command"] == ["exchange", "operator"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bogus": True},
+        {"operator": {"logLevel": "trace"}},
+        {"operator": {"watchNamespaces": ["Not_A_Namespace"]}},
+        {"operator": {"interval": 0}},
+        {"exampleCluster": {"spec": {"replicas": "three"}}},
+        {"exampleCluster": {"spec": {"replicas": 9}}},
+        {"exampleCluster": {"spec": {"storage": {"size": "lots"}}}},
+        {"dashboards": {"enabled": "yes"}},
+    ],
+)
+def test_values_schema_rejects(bad: dict[str, Any]) -> None:
+    with helm_python.Chart.load(str(CHART)) as chart, pytest.raises(helm_python.HelmValuesError):
+        chart.render(bad, name="x", namespace="y")
+
+
+def test_notes_tell_the_user_what_to_run_next() -> None:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        notes = chart.render({}, name="rx", namespace="ops")["raft-exchange/templates/NOTES.txt"]
+    assert "kubectl -n ops rollout status deployment/rx-operator" in notes
+    assert "kubectl -n ops scale exchangecluster/" in notes
+    assert "port-forward svc/" in notes
+
+
+def test_chart_installs_the_crd_and_dashboards() -> None:
+    objects = generate.render_chart({})
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == [names.CRD_NAME]
+    boards = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    assert len(boards) == len(monitoring.DASHBOARDS)
+
+
+# --- one source, no drift ---------------------------------------------------------
+
+
+def test_generated_chart_files_match_their_python_source() -> None:
+    stale = [str(p.relative_to(ROOT)) for p in generate.drift(generate.chart_sources())]
+    assert stale == [], "run: python scripts/k8s/generate.py"
+
+
+def test_k8s_manifests_are_the_rendered_chart() -> None:
+    files = generate.k8s_manifests(generate.render_chart(generate.K8S_VALUES))
+    assert {p.name for p in files} == {p.name for p in (ROOT / "k8s").glob("*.yaml")}
+    stale = [str(p.relative_to(ROOT)) for p in generate.drift(files)]
+    assert stale == [], "run: python scripts/k8s/generate.py"
+
+
+# --- RBAC: exactly what the operator calls -------------------------------------------
+
+_KIND_TO_RESOURCE = {
+    "ConfigMap": ("", "configmaps"),
+    "Secret": ("", "secrets"),
+    "Service": ("", "services"),
+    "Pod": ("", "pods"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "StatefulSet": ("apps", "statefulsets"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
+}
+_METHOD_VERBS = {
+    "get": {"get"},
+    "list": {"list"},
+    "create": {"create"},
+    "patch": {"patch"},
+    "delete": {"delete"},
+}
+
+
+def _used_permissions() -> dict[tuple[str, str], set[str]]:
+    used: dict[tuple[str, str], set[str]] = {}
+
+    def add(kind: str, verbs: set[str]) -> None:
+        used.setdefault(_KIND_TO_RESOURCE[kind], set()).update(verbs)
+
+    source = (ROOT / "operator" / "exchange_operator" / "handlers.py").read_text()
+    for method, kind in re.findall(r"kube\.(get|list|create|patch|delete)\(\s*\"(\w+)\"", source):
+        add(kind, _METHOD_VERBS[method])
+    # The admin token Secret is created once, from its renderer.
+    assert "kube.create(render.admin_secret(" in source
+    add("Secret", {"create"})
+    # Server-side apply of every rendered child needs create + patch.
+    cluster = ClusterRef("xc", "ns", "uid")
+    spec = parse_spec({})
+    applied = render.core_children(cluster, spec, render.RenderState.initial(spec))
+    applied += [monitoring.service_monitor(cluster), monitoring.prometheus_rule(cluster)]
+    for obj in applied:
+        add(obj["kind"], {"create", "patch"})
+    # Switched-off optional children are deleted (handlers._apply_children).
+    assert "await kube.delete(kind, cluster.namespace, name)" in source
+    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
+        add(kind, {"delete"})
+    # kopf itself: watch and annotate the custom resource, patch its status,
+    # post events, notice CRDs and namespaces.
+    used[(names.GROUP, names.PLURAL)] = {"list", "watch", "patch"}
+    used[(names.GROUP, f"{names.PLURAL}/status")] = {"patch"}
+    used[("", "events")] = {"create"}
+    used[("apiextensions.k8s.io", "customresourcedefinitions")] = {"list", "watch"}
+    used[("", "namespaces")] = {"list", "watch"}
+    return used
+
+
+def test_rbac_rules_are_exactly_what_the_operator_uses() -> None:
+    granted = {(group, resource): set(verbs) for group, resource, verbs, _ in rbac.RULES}
+    assert granted == _used_permissions()
+
+
+def test_chart_grants_the_rbac_rules() -> None:
+    objects = generate.render_chart({})
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert role["rules"] == rbac.cluster_role_rules()
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert binding["subjects"][0]["name"] == account["metadata"]["name"]
+
+
+def test_rbac_rules_file_is_yaml_of_the_rules() -> None:
+    text = (CHART / "files" / "rbac-rules.yaml").read_text()
+    assert yaml.safe_load(text) == rbac.cluster_role_rules()
