@@ -122,6 +122,20 @@ class Network:
             self.process_all()
         return delivered
 
+    def deliver_batched(self, rounds: int = 1000) -> None:
+        """Like ``deliver``, but each node steps every message queued for it before
+        its next Ready, as a server draining its inbox does."""
+        self.process_all()
+        for _ in range(rounds):
+            if not self.queue:
+                return
+            batch, self.queue = self.queue, []
+            for m in batch:
+                if m.to in self.cores:
+                    self.cores[m.to].step(m)
+            self.process_all()
+        raise AssertionError("network did not settle")
+
     def tick(self, node_id: int, times: int = 1) -> None:
         for _ in range(times):
             self.cores[node_id].tick()

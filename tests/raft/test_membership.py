@@ -133,6 +133,19 @@ def test_4_2_2_removing_the_leader_it_steps_down_after_commit_and_another_takes_
     assert leader.role is Role.FOLLOWER
 
 
+def test_4_2_2_the_hand_over_works_when_it_arrives_with_the_commit_of_the_removal():
+    net = Network([1, 2, 3], **PAPER)
+    leader = net.elect(1)
+    leader.propose_conf_change(ConfChange(ConfChangeType.REMOVE, 1))
+    net.deliver_batched()
+    timeout_now = [m for m in net.sent if m.type is MessageType.TIMEOUT_NOW]
+    assert len(timeout_now) == 1
+    successor = net.cores[timeout_now[0].to]
+    # No tick happened: the successor campaigned as soon as it applied the removal.
+    assert successor.role is Role.LEADER
+    assert successor.conf_state.voters == (2, 3)
+
+
 def test_removing_a_follower_shrinks_the_quorum():
     net = Network([1, 2, 3, 4], **PAPER)
     leader = net.elect(1)

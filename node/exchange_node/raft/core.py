@@ -120,6 +120,8 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
         self.lead_transferee = NONE
+        self._campaign_after_apply = False
+        """A TIMEOUT_NOW arrived while a committed configuration change was unapplied."""
         self.pending_conf_index = 0
         """Index of the newest configuration change this leader may have proposed."""
         self._become_follower(self.term, NONE)
@@ -266,6 +268,7 @@ class RaftCore:
             or log.pending_snapshot is not None
             or log.persisting_index < log.last_index()
             or log.commit_index > max(log.applying_index, log.offset)
+            or self._campaign_after_apply
             or self._prev_soft_state != (self.leader, self.role)
             or self._prev_hard_state != (self.term, self.vote, log.commit_index)
         )
@@ -282,6 +285,9 @@ class RaftCore:
             if _CONF_CHANGE in map(_entry_type, committed):
                 self._apply_conf_changes(committed)
             rd.committed_entries = committed
+        if self._campaign_after_apply and not self._has_unapplied_conf_change():
+            self._campaign_after_apply = False
+            self._hup(transfer=True)
         soft = SoftState(self.leader, self.role)
         if soft != self._prev_soft_state:
             rd.soft_state = self._prev_soft_state = soft
@@ -360,6 +366,7 @@ class RaftCore:
             self.config.election_tick
         )
         self.lead_transferee = NONE
+        self._campaign_after_apply = False
         self.votes = {}
         self.progress = {}
         self.read_only = ReadOnly()
@@ -456,13 +463,15 @@ class RaftCore:
             pr.recent_active = False
         return active >= majority(len(self._voters))
 
+    def _has_unapplied_conf_change(self) -> bool:
+        log = self.log
+        pending = log.slice(max(self._conf_index, log.offset) + 1, log.commit_index + 1)
+        return _CONF_CHANGE in map(_entry_type, pending)
+
     def _hup(self, transfer: bool) -> None:
         if self.role is Role.LEADER or not self._promotable():
             return
-        pending = self.log.slice(
-            max(self._conf_index, self.log.offset) + 1, self.log.commit_index + 1
-        )
-        if _CONF_CHANGE in map(_entry_type, pending):
+        if self._has_unapplied_conf_change():
             # The configuration we would campaign in is about to change.
             return
         self._campaign(pre=self.config.pre_vote and not transfer, transfer=transfer)
@@ -541,7 +550,12 @@ class RaftCore:
             self.leader = m.frm
             self._handle_snapshot(m)
         elif t is _TIMEOUT_NOW:
-            self._hup(transfer=True)
+            if self._has_unapplied_conf_change():
+                # Typically the removed leader's hand-over, arriving together with the
+                # commit of its removal: campaign once that change is applied.
+                self._campaign_after_apply = True
+            else:
+                self._hup(transfer=True)
         elif t is _READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
         # READ_INDEX or TRANSFER_LEADER here means the sender's idea of the leader was
