@@ -9,6 +9,8 @@ moving; the client gets 503 + Retry-After). No known leader: 503 + Retry-After.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 from aiohttp import web
 
