@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -101,6 +102,33 @@ def test_empty_snapshot_is_still_a_snapshot() -> None:
     assert back.snapshot == msg.snapshot
 
 
+def test_usual_app_omits_index_and_type_columns() -> None:
+    msg = Message(
+        MessageType.APP, 2, 1, index=41, entries=[Entry(3, 42 + i, b"x") for i in range(5)]
+    )
+    raw = message_to_pb(msg)
+    assert len(raw.entry_indexes) == len(raw.entry_types) == 0
+    assert list(raw.entry_terms) == [3] * 5
+    assert message_from_pb(
+        pb.RaftMessage.FromString(raw.SerializeToString())
+    ) == dataclasses.replace(msg, entries=list(msg.entries))
+
+
+@pytest.mark.parametrize(
+    ("index", "entry_indexes"),
+    [(41, [42, 43, 45]), (40, [42, 43, 44]), (41, [42, 42, 43]), (0, [7])],
+    ids=["gap", "not-after-index", "repeat", "lone"],
+)
+def test_unusual_indexes_travel_explicitly(index: int, entry_indexes: list[int]) -> None:
+    msg = Message(
+        MessageType.APP, 2, 1, index=index, entries=[Entry(3, i, b"y") for i in entry_indexes]
+    )
+    raw = message_to_pb(msg)
+    assert list(raw.entry_indexes) == entry_indexes
+    back = message_from_pb(pb.RaftMessage.FromString(raw.SerializeToString()))
+    assert [e.index for e in back.entries] == entry_indexes
+
+
 def test_inconsistent_entry_columns_are_rejected() -> None:
     raw = message_to_pb(Message(MessageType.APP, 2, 1, entries=[Entry(1, 1, b"abc")]))
     raw.entry_sizes[0] = 5
@@ -108,6 +136,16 @@ def test_inconsistent_entry_columns_are_rejected() -> None:
         message_from_pb(raw)
     raw = message_to_pb(Message(MessageType.APP, 2, 1, entries=[Entry(1, 1, b"abc")]))
     raw.entry_terms.append(3)
+    with pytest.raises(ValueError):
+        message_from_pb(raw)
+    raw = message_to_pb(Message(MessageType.APP, 2, 1, entries=[Entry(1, 5, b"abc")]))
+    raw.entry_types.extend([0, 1])
+    with pytest.raises(ValueError):
+        message_from_pb(raw)
+    raw = message_to_pb(
+        Message(MessageType.APP, 2, 1, entries=[Entry(1, 5, b"a"), Entry(1, 9, b"")])
+    )
+    raw.entry_indexes.append(10)
     with pytest.raises(ValueError):
         message_from_pb(raw)
     raw = pb.RaftMessage(type=200)

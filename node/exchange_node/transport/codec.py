@@ -21,11 +21,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, repeat
 
 from exchange_node.raft.types import (
     ConfState,
     Entry,
+    EntryType,
     Message,
     MessageType,
     Snapshot,
@@ -75,8 +76,14 @@ def message_to_pb(msg: Message) -> pb.RaftMessage:
     if entries:
         datas = [e.data for e in entries]
         out.entry_terms.extend([e.term for e in entries])
-        out.entry_indexes.extend([e.index for e in entries])
-        out.entry_types.extend([e.type for e in entries])
+        indexes = [e.index for e in entries]
+        first = indexes[0]
+        # The usual case travels without these two columns (see peer.proto).
+        if first != msg.index + 1 or indexes != list(range(first, first + len(indexes))):
+            out.entry_indexes.extend(indexes)
+        types = [e.type for e in entries]
+        if any(types):
+            out.entry_types.extend(types)
         out.entry_sizes.extend(map(len, datas))
         out.entry_data = b"".join(datas)
     if msg.snapshot is not None:
@@ -115,22 +122,19 @@ def message_from_pb(raw: pb.RaftMessage) -> Message:
 def _entries_from_columns(raw: pb.RaftMessage) -> list[Entry]:
     sizes = raw.entry_sizes
     count = len(sizes)
-    if not (len(raw.entry_terms) == len(raw.entry_indexes) == len(raw.entry_types) == count):
+    terms = raw.entry_terms
+    indexes: Iterable[int] = raw.entry_indexes or range(raw.index + 1, raw.index + 1 + count)
+    types: Iterable[int] = raw.entry_types or repeat(EntryType.NORMAL, count)
+    if len(terms) != count or len(raw.entry_indexes) not in (0, count):
+        raise ValueError("entry columns of different lengths")
+    if len(raw.entry_types) not in (0, count):
         raise ValueError("entry columns of different lengths")
     data = raw.entry_data
     ends = list(accumulate(sizes))
     if ends[-1] != len(data):
         raise ValueError("entry sizes do not add up to the data blob")
     starts = [0, *ends[:-1]]
-    return list(
-        map(
-            Entry,
-            raw.entry_terms,
-            raw.entry_indexes,
-            map(data.__getitem__, map(slice, starts, ends)),
-            raw.entry_types,
-        )
-    )
+    return list(map(Entry, terms, indexes, map(data.__getitem__, map(slice, starts, ends)), types))
 
 
 def _snapshot_to_pb(snapshot: Snapshot, out: pb.Snapshot, *, with_data: bool = True) -> None:
