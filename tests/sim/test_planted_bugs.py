@@ -12,7 +12,7 @@ import pytest
 from exchange_node.sim.mutation import PLANTED_BUGS, load_mutant
 from exchange_node.sim.runner import run_batch
 
-SEED_BOUND = 100
+SEED_BOUND = 200
 STEPS = 5_000
 
 # bug -> words the first violation's message must contain (the checker that fired)

@@ -208,7 +208,8 @@ class Simulation:
         if settings is not None:
             self.settings = settings
         self.trace = trace
-        self._step_traced = False
+        self._trace_event: str | None = None
+        self._trace_notes: list[str] = []
         self.now = 0
         self.step = 0
         self.heap: list[tuple[Any, ...]] = []
@@ -241,6 +242,10 @@ class Simulation:
                 "snapshots_installed",
                 "compactions",
                 "conf_changes",
+                "members_added",
+                "members_promoted",
+                "members_removed",
+                "leaders_removed",
                 "transfers",
                 "reads_answered",
                 "heals",
@@ -286,11 +291,10 @@ class Simulation:
             while self.step < steps and heap:
                 at, _, kind, arg, arg2 = pop(heap)
                 self.now = at
-                self._step_traced = False
                 if handlers[kind](arg, arg2) is False:
                     continue  # a stale event (a tick of a crashed node): not a step
-                if traced and not self._step_traced:
-                    self._trace_step(f"{_EVENT_NAMES[kind]}: nothing to do")
+                if traced:
+                    self._flush_trace(f"{_EVENT_NAMES[kind]}: nothing to do")
                 self.step += 1
         except Violation as exc:
             violation = str(exc)
@@ -312,6 +316,7 @@ class Simulation:
             result.violation = violation
             result.violation_step = self.step + 1
             if self.trace:
+                self._flush_trace("(interrupted)")
                 self.trace(f"VIOLATION at step {self.step + 1}: {violation}")
         return result
 
@@ -405,9 +410,12 @@ class Simulation:
                 )
                 storage.write(entries=entries, hard_state=hard, snapshot=snapshot)
                 if node.crash_on_write:
+                    # Power fails between write and sync: the write is lost, or
+                    # (torn) some prefix of it reached the disk.
+                    torn = self.rng.random() < 0.7
                     self.stats["torn_writes"] += 1
                     self._note(f"node {node.id} crashes before its write is synced")
-                    self._crash(node, torn=True)
+                    self._crash(node, torn=torn)
                     self._schedule_restart(node)
                     return
                 storage.sync()
@@ -470,9 +478,19 @@ class Simulation:
 
     def _note(self, text: str) -> None:
         if self.trace is not None:
-            self.trace(f"      {text}")
+            self._trace_notes.append(f"      {text}")
 
     def _trace_step(self, event: str) -> None:
+        """Name the current step's event (printed once the step is done)."""
+        if self._trace_event is None:
+            self._trace_event = event
+        else:
+            self._trace_notes.append(f"      {event}")
+
+    def _flush_trace(self, default_event: str) -> None:
+        """Print the step: its event and the cluster after it, then its notes."""
+        assert self.trace is not None
+        event = self._trace_event or default_event
         parts = []
         for node in self.nodes.values():
             if node.retired:
@@ -485,12 +503,11 @@ class Simulation:
                 f"{node.id}:{_ROLE_CHAR[int(status.role)]}{status.term}"
                 f" c{status.commit} a{node.app.applied} l{status.last_index}"
             )
-        assert self.trace is not None
-        if self._step_traced:
-            self.trace(f"      {event}")
-            return
-        self._step_traced = True
         self.trace(f"{self.step + 1:6d} t={self.now:<7d} {event:<44s} | {' '.join(parts)}")
+        for note in self._trace_notes:
+            self.trace(note)
+        self._trace_event = None
+        self._trace_notes = []
 
     # -- event handlers (return False for a stale event that is not a step) ------
 
@@ -517,7 +534,13 @@ class Simulation:
         is_snapshot = message.type == _SNAP
         if self.trace is not None:
             verb = "deliver" if arrives else "drop"
-            detail = f" i{message.index}+{len(message.entries)}" if message.entries else ""
+            if message.entries:
+                first = message.entries[0].index
+                detail = f" e{first}-{first + len(message.entries) - 1} c{message.commit}"
+            elif message.type == _APP:
+                detail = f" prev{message.index} c{message.commit}"
+            else:
+                detail = f" i{message.index}" if message.index else ""
             self._trace_step(
                 f"{verb} {MessageType(message.type).name} {message.frm}->{message.to} "
                 f"t{message.term}{detail}{' reject' if message.reject else ''}"
@@ -685,6 +708,15 @@ class Simulation:
             self.stats["conf_changes"] += 1
             change = ConfChange.decode(entry.data)
             node = self.nodes.get(change.node_id)
+            if entry.index > self.settings.nodes:  # past the bootstrap configuration
+                if change.type == ConfChangeType.ADD_LEARNER:
+                    self.stats["members_added"] += 1
+                elif change.type == ConfChangeType.PROMOTE:
+                    self.stats["members_promoted"] += 1
+                else:
+                    self.stats["members_removed"] += 1
+                    if node is not None and node.alive and node.role == _LEADER:
+                        self.stats["leaders_removed"] += 1
             if change.type == ConfChangeType.REMOVE:
                 if node is not None and not node.retired:
                     # The operator deletes the pod some time after the removal commits.
@@ -779,12 +811,9 @@ class Simulation:
             return
         leader = self._leader()
         node = leader if leader is not None and self.rng.random() < 0.4 else self.rng.choice(live)
-        torn = self.rng.random() < 0.3
         if self.trace is not None:
-            self._trace_step(f"crash {node.id}{' (torn)' if torn else ''}")
-        if torn:
-            self.stats["torn_writes"] += 1
-        self._crash(node, torn)
+            self._trace_step(f"crash {node.id}")
+        self._crash(node, torn=False)
         self._schedule_restart(node)
 
     def _nemesis_crash_on_write(self) -> None:
