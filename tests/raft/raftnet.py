@@ -20,6 +20,7 @@ from exchange_node.raft import (
     RaftConfig,
     RaftCore,
     ReadState,
+    Ready,
     Role,
     Snapshot,
     SnapshotMeta,
@@ -65,6 +66,8 @@ class Network:
         self.cut: set[tuple[int, int]] = set()
         self.drop: Callable[[Message], bool] = lambda m: False
         self.snapshot_reports: bool = True
+        self.defer_advance: Callable[[], bool] = lambda: False
+        self.unadvanced: dict[int, list[Ready]] = {}
         self.bootstrap = bootstrap
         changes = bootstrap_changes(self.ids) if bootstrap else None
         for i in self.ids:
@@ -99,7 +102,13 @@ class Network:
                 self.applied[node_id] = [Entry(0, 0, d) for d in restored]
             self.applied[node_id].extend(rd.committed_entries)
             self.read_states[node_id].extend(rd.read_states)
-            core.advance(rd)
+            held = self.unadvanced.setdefault(node_id, [])
+            held.append(rd)
+            if not self.defer_advance():
+                # advance() may lag behind ready(): acknowledge in order, later.
+                for done in held:
+                    core.advance(done)
+                held.clear()
 
     def process_all(self) -> None:
         for i in list(self.cores):
@@ -187,6 +196,7 @@ class Network:
         )
         self.cores[node_id] = core
         self.queue = [m for m in self.queue if m.to != node_id]
+        self.unadvanced.pop(node_id, None)
         self.applied[node_id] = []
         return core
 

@@ -262,3 +262,21 @@ def test_a_leader_never_appends_below_its_commit_index_and_the_follower_refuses_
     reply = follower.ready().messages[-1]
     assert not reply.reject and reply.index == commit
     assert follower.log.term(commit - 1) != leader.term or follower.log.entries[-2].data != b"bogus"
+
+
+def test_report_unreachable_moves_a_replicating_follower_back_to_probing():
+    net = Network([1, 2, 3], **PAPER)
+    leader = net.elect(1)
+    assert leader.progress[2].state is ProgressState.REPLICATE
+    net.isolate(2)
+    leader.report_unreachable(2)
+    assert leader.progress[2].state is ProgressState.PROBE
+    # Probing sends one APP and then waits, instead of streaming into the void.
+    net.sent.clear()
+    leader.propose_many([b"a"] * 5)
+    leader.propose_many([b"b"] * 5)
+    net.deliver()
+    assert len([m for m in net.sent if m.type is MessageType.APP and m.to == 2]) == 1
+    net.heal()
+    net.tick_all(2)
+    assert net.log_terms(2) == net.log_terms(1)
