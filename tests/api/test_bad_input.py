@@ -23,6 +23,22 @@ RAW_CASES: list[tuple[str, bytes, str, int, str, str | None]] = [
     ("trailing", b'{"a": 1} {"b": 2}', "application/json", 400, "malformed_json", "body"),
     ("not-utf8", b'{"symbol": "\xff"}', "application/json", 400, "malformed_json", "body"),
     (
+        "5000-digit-int",
+        b'{"quantity": ' + b"9" * 5000 + b"}",
+        "application/json",
+        400,
+        "malformed_json",
+        "body",
+    ),
+    (
+        "deep-nesting",
+        b"[" * 100_000 + b"]" * 100_000,
+        "application/json",
+        400,
+        "malformed_json",
+        "body",
+    ),
+    (
         "text-plain",
         json.dumps(ORDER).encode(),
         "text/plain",

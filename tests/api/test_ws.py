@@ -330,3 +330,30 @@ async def test_hub_resubscribes_and_resyncs_when_the_service_drops_it(api):
     await client.post("/v1/orders", json=SELL, headers=ALICE)
     assert (await recv(ws, type="delta"))["updates"][0]["seq"] == first["seq"] + 1
     await ws.close()
+
+
+async def test_socket_limits_rate_and_subscriptions(make_client):
+    client, service = await make_client(
+        rate_limit_per_second=0.001, rate_limit_burst=1, ws_max_subscriptions=2
+    )
+    ws = await connect(client, ALICE)
+    await ws.send_json({"op": "order", "id": 1, **SELL})
+    assert (await recv(ws, id=1))["status"] == 200
+    await ws.send_json({"op": "order", "id": 2, **SELL})
+    limited = await recv(ws, id=2)
+    assert limited["status"] == 429 and limited["error"]["code"] == "rate_limited"
+    assert limited["retry_after"] > 0
+    assert len(service.submitted) == 1
+    await ws.send_json(
+        {"op": "subscribe", "channels": ["book:BTC-USD", "trades:BTC-USD", "book:ETH-USD"]}
+    )
+    assert (await recv(ws, type="error"))["error"]["field"] == "channels"
+    await ws.close()
+
+
+async def test_private_market_data_needs_a_key_on_the_socket_too(make_client):
+    client, _ = await make_client(public_market_data=False)
+    response = await client.get("/v1/ws")
+    assert response.status == 401
+    ws = await connect(client, path="/v1/ws?token=tok-alice")
+    await ws.close()

@@ -54,7 +54,8 @@ def loads(data: bytes | str) -> Any:
         value, end = _std_decoder.raw_decode(text, _skip_ws(text, 0))
     except JsonInputError:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError also covers integers longer than Python's digit limit.
         raise JsonInputError(str(exc)) from None
     if _skip_ws(text, end) != len(text):
         raise JsonInputError(f"extra data after the JSON document at position {end}")
