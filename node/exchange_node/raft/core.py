@@ -66,7 +66,19 @@ _SNAPSHOT = ProgressState.SNAPSHOT
 
 
 class RaftCore:
-    """One member's consensus state. See ``types.Ready`` for the driving loop."""
+    """One member's consensus state. See ``types.Ready`` for the driving loop.
+
+    Construction covers three cases:
+
+    * restart: ``hard_state``, the newest ``snapshot`` and the stored ``entries``
+      after it, as recovered from storage; applying restarts at the snapshot;
+    * first start of an initial member: empty storage and ``bootstrap`` listing one
+      ``PROMOTE`` per initial voter, identical on every initial member; they become
+      committed term-1 entries 1..N, handed out by the first Ready both to persist
+      and to apply (``bootstrap`` is ignored once storage holds anything);
+    * a member added later: empty storage and no ``bootstrap``; it has no
+      configuration, never campaigns, and waits for the leader to replicate one.
+    """
 
     def __init__(
         self,
