@@ -412,11 +412,11 @@ def dashboard_config_map(cluster: ClusterRef, key: str) -> Obj:
 
 # --- the metric names in use -------------------------------------------------------
 
-_METRIC = re.compile(r"\bexchange_[a-z0-9_]+")
+METRIC_NAME = re.compile(r"\bexchange_[a-z0-9_]+")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def _exprs() -> list[str]:
+def expressions() -> list[str]:
     exprs = [a.expr for a in alerts("ns", "cluster")]
     for key in DASHBOARDS:
         board = dashboard(key)
@@ -428,8 +428,8 @@ def _exprs() -> list[str]:
 def metric_names_used() -> set[str]:
     """Every node metric name used by the dashboards and alerts (histogram base names)."""
     used: set[str] = set()
-    for expr in _exprs():
-        for name in _METRIC.findall(expr):
+    for expr in expressions():
+        for name in METRIC_NAME.findall(expr):
             for suffix in _HISTOGRAM_SUFFIXES:
                 if name.endswith(suffix):
                     name = name[: -len(suffix)]
