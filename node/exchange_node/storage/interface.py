@@ -44,15 +44,28 @@ class RaftStorage(Protocol):
         ``snapshot`` (received from a leader) replaces the whole log up to its
         index. ``entries[0].index`` may be at or below the last stored index:
         the stored suffix from there is durably replaced.
+
+        Shared by every implementation (``tests/storage/test_contract.py``):
+        after a ``snapshot`` the whole previous log is gone, even entries past
+        the snapshot's index; an append that would leave a gap or overwrite the
+        snapshot raises and changes nothing; an unchanged ``hard_state`` costs
+        nothing. Only what a ``save`` that returned wrote survives a crash.
         """
         ...
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Persist a snapshot the application took; compacts covered log."""
+        """Persist a snapshot the application took; compacts covered log.
+
+        Entries after its index stay. A snapshot at or below the one in force is
+        ignored; one beyond the last stored index raises.
+        """
         ...
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
-        """Stored entries with ``lo <= index < hi`` (fast: no full scan)."""
+        """Stored entries with ``lo <= index < hi`` (fast: no full scan).
+
+        ``hi`` past the end is clamped; ``lo`` below ``first_index()`` raises.
+        """
         ...
 
     def first_index(self) -> int:
