@@ -357,3 +357,15 @@ async def test_private_market_data_needs_a_key_on_the_socket_too(make_client):
     assert response.status == 401
     ws = await connect(client, path="/v1/ws?token=tok-alice")
     await ws.close()
+
+
+async def test_shutdown_closes_sockets_and_gives_the_subscription_back(make_client):
+    client, service = await make_client()
+    ws = await connect(client)
+    await ws.send_json({"op": "subscribe", "channels": ["book:BTC-USD"]})
+    await recv(ws, type="snapshot")
+    assert len(service.subscribers) == 1
+    await client.close()
+    message = await ws.receive(timeout=SAFETY)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert service.subscribers == []

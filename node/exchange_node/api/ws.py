@@ -101,6 +101,7 @@ class WsHub:
         self.trade_subs: dict[str, set[Connection]] = {}
         self.order_subs: dict[str, set[Connection]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._subscription: Any = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -134,8 +135,9 @@ class WsHub:
         """Consume the service's applied entries; resubscribe (and resync) if dropped."""
         first = True
         while not self._closed:
+            subscription: Any = None
             try:
-                subscription = self.api.service.subscribe()
+                subscription = self._subscription = self.api.service.subscribe()
                 if not first:
                     # Subscribed again first, so nothing falls between the two.
                     self._resync()
@@ -146,17 +148,20 @@ class WsHub:
                 raise
             except Exception:
                 log.exception("event fan-out failed; resubscribing")
+            finally:
+                await _close_subscription(subscription)
+                self._subscription = None
             # The iterator ended: this hub was too slow and was dropped (or the
             # service is stopping). Back off a little before resubscribing.
             await asyncio.sleep(0.05)
 
     def _resync(self) -> None:
-        for symbol, conns in self.book_subs.items():
+        for symbol, conns in list(self.book_subs.items()):
             for conn in list(conns):
                 self._send_snapshot(conn, symbol)
         gap = {"type": "gap", "message": "events may have been missed; re-read state over HTTP"}
         for channel_subs, prefix in ((self.trade_subs, "trades:"), (self.order_subs, None)):
-            for key, conns in channel_subs.items():
+            for key, conns in list(channel_subs.items()):
                 channel = "orders" if prefix is None else prefix + key
                 text = jsonio.dumps_str({"channel": channel, **gap})
                 for conn in list(conns):
@@ -589,6 +594,20 @@ class WsHub:
         "order": op_order,
         "cancel": op_cancel,
     }
+
+
+async def _close_subscription(subscription: Any) -> None:
+    """Give the service's subscription back (it would otherwise fill up and be dropped)."""
+    if subscription is None:
+        return
+    with contextlib.suppress(Exception):
+        aclose = getattr(subscription, "aclose", None)
+        if aclose is not None:
+            await aclose()
+            return
+        close = getattr(subscription, "close", None)
+        if close is not None:
+            close()
 
 
 def _delta_text(channel: str, updates: list[BookUpdate]) -> str:
