@@ -4,11 +4,12 @@ Entries travel column-wise inside a ``RaftMessage`` (packed ``entry_terms``,
 ``entry_indexes``, ``entry_types``, ``entry_sizes`` plus one concatenated
 ``entry_data`` blob). Measured on the build machine with 100-byte entries in
 batches of 1024 (``python -m exchange_node.transport.bench --codec`` repeats
-the comparison): about 170 ns to encode and 380 ns to decode one entry,
-against 630 ns and 550 ns with a ``repeated Entry`` sub-message, and about
-the same as a hand-packed ``struct`` blob (120 ns / 390 ns) while staying
-plain, schema-described protobuf. Python pays per protobuf object, so fewer
-objects win.
+the comparison): on a quiet host about 170 ns to encode and 380 ns to
+decode one entry, against 630 ns and 550 ns with a ``repeated Entry``
+sub-message, and about the same as a hand-packed ``struct`` blob (120 ns /
+390 ns) while staying plain, schema-described protobuf. Python pays per
+protobuf object, so fewer objects win. Most of the decoding cost is building
+the ``Entry`` objects themselves.
 
 Framing: an ``Envelope`` (and a ``SnapshotChunk``) carries its body as
 serialized bytes plus ``zlib.crc32`` of exactly those bytes. The receiver
