@@ -311,3 +311,22 @@ async def test_unknown_routes_and_methods_answer_json(api):
     response = await client.get("/v1/orders/a%2Fb", headers=ALICE)  # an encoded slash
     assert response.status == 400
     assert (await response.json())["error"]["field"] == "order_id"
+
+
+async def test_websocket_order_entry_names_the_field_for_every_order_case(api):
+    client, service = api
+    ws = await client.ws_connect("/v1/ws", headers=ALICE)
+    assert (await ws.receive_json(timeout=10))["type"] == "hello"
+    for i, (name, body, code, field) in enumerate(ORDER_CASES):
+        await ws.send_json({"op": "order", "id": i, **body})
+        answer = await ws.receive_json(timeout=10)
+        assert answer["type"] == "error" and answer["id"] == i, name
+        assert answer["status"] == 400, name
+        assert (answer["error"]["code"], answer["error"]["field"]) == (code, field), name
+    for bad in [{"op": "cancel"}, {"op": "cancel", "order_id": 1, "client_order_id": "a"}]:
+        await ws.send_json(bad)
+        assert (await ws.receive_json(timeout=10))["status"] == 400
+    await ws.send_json({"op": "cancel", "order_id": True})
+    assert (await ws.receive_json(timeout=10))["error"]["field"] == "order_id"
+    await ws.close()
+    assert service.submitted == []
