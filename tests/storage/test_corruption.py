@@ -250,6 +250,14 @@ def test_missing_middle_segment_is_reported(memory_dir):
     assert segments[0] in str(info.value) and segments[2] in str(info.value)
 
 
+def test_missing_newest_segment_is_reported(built):
+    files = dict(built.files)
+    del files[built.segments[-1]]
+    built.restore(files)
+    with pytest.raises(StorageCorruptionError, match="newest segment"):
+        recovered_key(built.data_dir)
+
+
 def test_missing_oldest_segments_are_reported(built):
     files = dict(built.files)
     del files[built.segments[0]]

@@ -7,7 +7,9 @@
 Directory
 ---------
 ``LOCK`` (flock, holder's pid), ``wal-<seq>-<first_index>.log`` segments,
-``snap-<index>-<term>.snap`` snapshots, and transient ``*.tmp`` files.
+``snap-<index>-<term>.snap`` snapshots, ``NEWEST_SEGMENT`` (the sequence
+number of the newest segment ever created, written durably after each
+rotation) and transient ``*.tmp`` files.
 
 Writing
 -------
@@ -53,9 +55,11 @@ Recovery rules
 --------------
 1. ``*.tmp`` files are leftovers of an interrupted create or rename: removed.
 2. Segment sequence numbers must be contiguous; a gap is a missing segment:
-   ``StorageCorruptionError``. Every segment header must verify and chain on
-   from the previous segment (first index, previous term, hard state, batch
-   sequence).
+   ``StorageCorruptionError``. So is a newest segment older than the one
+   ``NEWEST_SEGMENT`` records (the newest segments were lost), or a directory
+   with snapshots or that record but no segment at all. Every segment header
+   must verify and chain on from the previous segment (first index, previous
+   term, hard state, batch sequence).
 3. Records are replayed batch by batch; a batch takes effect at its intact
    COMMIT record. Entries must be contiguous; a TRUNCATE's ``prev_term`` must
    match the log. Replay starts from the oldest surviving segment's header
@@ -140,6 +144,8 @@ _READ_CHUNK = 8 << 20
 _ENTRY_RECORD = struct.Struct("<IIBQQB")
 """A whole ENTRY record head at once: crc, length, type, term, index, entry_type."""
 _NO_HARD_STATE = HardState()
+NEWEST_SEGMENT_FILE = "NEWEST_SEGMENT"
+"""Holds the sequence number of the newest segment created, so that losing it is seen."""
 
 
 def segment_name(seq: int, first_index: int) -> str:
@@ -561,6 +567,8 @@ class WalStorage:
         )
         name = segment_name(seq, first_index)
         path = _write_file_durably(self.data_dir, name, [header])
+        # Only after the segment exists: the record may lag the newest segment, never lead.
+        _write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [f"{seq}\n".encode()])
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         if self._write_fd >= 0:
             os.close(self._write_fd)
@@ -683,11 +691,12 @@ class WalStorage:
                 segment_files.append((int(match[1], 16), int(match[2], 16), name))
         segment_files.sort()
         snapshots = _list_snapshots(data_dir)
+        newest_created = _read_newest_segment(data_dir)
 
         if not segment_files:
-            if snapshots:
+            if snapshots or newest_created:
                 raise StorageCorruptionError(
-                    data_dir, None, "snapshot files are present but every WAL segment is missing"
+                    data_dir, None, "every WAL segment is missing (the directory had a log)"
                 )
             if leftovers:
                 fsync_dir(data_dir)
@@ -704,6 +713,14 @@ class WalStorage:
                     f"segment(s) {seq_a + 1}..{seq_b - 1} between {name_a} and {name_b} are "
                     "missing",
                 )
+
+        if segment_files[-1][0] < newest_created:
+            raise StorageCorruptionError(
+                os.path.join(data_dir, segment_files[-1][2]),
+                None,
+                f"segment {newest_created} was created but the newest segment file left is "
+                f"{segment_files[-1][0]}: the newest segment(s) are missing",
+            )
 
         replay = _Replay()
         torn: tuple[str, int, int] | None = None
@@ -1106,6 +1123,17 @@ def _find_commit(fd: int, crc: fmt.ChecksumFn, start: int, size: int) -> int | N
                 return start + record_at
         at = rest.find(pattern, at + 1)
     return None
+
+
+def _read_newest_segment(data_dir: str) -> int:
+    path = os.path.join(data_dir, NEWEST_SEGMENT_FILE)
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().decode().strip())
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        raise StorageCorruptionError(path, 0, "unreadable segment record") from None
 
 
 def _list_snapshots(data_dir: str) -> list[tuple[int, int, str]]:
