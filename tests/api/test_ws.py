@@ -369,3 +369,12 @@ async def test_shutdown_closes_sockets_and_gives_the_subscription_back(make_clie
     message = await ws.receive(timeout=SAFETY)
     assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert service.subscribers == []
+
+
+async def test_connection_limit_refuses_one_more_socket(make_client):
+    client, _ = await make_client(ws_max_connections=2)
+    first, second = await connect(client), await connect(client)
+    response = await client.get("/v1/ws", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert response.status == 503 and "Retry-After" in response.headers
+    await first.close()
+    await second.close()

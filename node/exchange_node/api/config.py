@@ -57,6 +57,8 @@ class ApiConfig:
     """Messages queued for one WebSocket before it is dropped as a slow consumer."""
     ws_heartbeat_seconds: float = 15.0
     ws_max_subscriptions: int = 100
+    ws_max_connections: int = 10_000
+    """Open WebSockets per node; one more is refused with 503 + Retry-After."""
     ws_max_message_bytes: int = 1 << 16
     default_depth: int = 10
     max_depth: int = 1_000

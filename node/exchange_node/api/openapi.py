@@ -598,6 +598,7 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
                     "101": {"description": "Switching to the WebSocket protocol."},
                     "400": _error("Not a WebSocket upgrade request."),
                     "401": _error("Invalid API key (a key is needed for orders)."),
+                    "503": _error("Too many WebSocket connections on this node."),
                 },
                 security=public,
                 operationId="websocket",

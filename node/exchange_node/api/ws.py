@@ -294,6 +294,14 @@ class WsHub:
             max_msg_size=config.ws_max_message_bytes,
             timeout=5.0,
         )
+        if len(self.connections) >= config.ws_max_connections:
+            return ApiError(
+                503,
+                errors.UNAVAILABLE,
+                f"too many WebSocket connections (limit {config.ws_max_connections})",
+                None,
+                retry_after=config.unavailable_retry_after_seconds,
+            ).response()
         if not ws.can_prepare(request).ok:
             return errors.bad_request(
                 errors.INVALID_VALUE,
