@@ -393,7 +393,7 @@ def build_crd() -> dict[str, Any]:
 
 
 def crd_yaml() -> str:
-    return yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return str(yaml.safe_dump(build_crd(), sort_keys=False, width=100))
 
 
 def main() -> int:

@@ -360,14 +360,16 @@ def merge_conditions(
     merged = []
     for cond in current:
         before = old.get(cond.type)
-        changed = before is None or before.get("status") != cond.status
+        since = now
+        if before is not None and before.get("status") == cond.status:
+            since = str(before.get("lastTransitionTime") or now)
         merged.append(
             {
                 "type": cond.type,
                 "status": cond.status,
                 "reason": cond.reason,
                 "message": cond.message,
-                "lastTransitionTime": now if changed else before.get("lastTransitionTime", now),
+                "lastTransitionTime": since,
                 "observedGeneration": generation,
             }
         )

@@ -119,12 +119,14 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _login(config: OperatorConfig, logger: logging.Logger | Any) -> kopf.ConnectionInfo:
+def _login(
+    config: OperatorConfig, settings: kopf.OperatorSettings, logger: logging.Logger | Any
+) -> kopf.ConnectionInfo:
     if config.login is not None:
         return config.login()
-    info = kopf.login_with_service_account(logger=logger) or kopf.login_with_kubeconfig(
-        logger=logger
-    )
+    info = kopf.login_with_service_account(settings=settings, logger=logger)
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
     if info is None:
         raise kopf.PermanentError(
             "no Kubernetes credentials: neither a service account nor kubeconfig"
@@ -347,7 +349,7 @@ async def reconcile(
             await _carry_out(rt, kube, cluster, token, obs, action, logger)
         if not isinstance(action, decisions.Wait | decisions.Steady):
             logger.info(f"{action.kind}: {action.reason}")
-            kopf.info(dict(body), reason=action.kind, message=action.reason)
+            kopf.info(body, reason=action.kind, message=action.reason)
         await _move_role_labels(kube, cluster, obs)
 
         conds = decisions.conditions(spec, obs, action)
@@ -397,8 +399,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
             config.tune(settings)
 
     @kopf.on.login(registry=registry)
-    async def login(logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
-        info = _login(config, logger)
+    async def login(
+        settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
+    ) -> kopf.ConnectionInfo:
+        info = _login(config, settings, logger)
         if rt.kube is not None:
             await rt.kube.close()
         rt.kube = KubeClient(info)

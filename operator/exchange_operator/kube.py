@@ -101,12 +101,16 @@ def selector_string(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
 class KubeClient:
     """GET, LIST, server-side APPLY, merge PATCH, CREATE and DELETE of namespaced objects."""
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
+    def __init__(self, info: kopf.ConnectionInfo, token_file: str = SERVICE_ACCOUNT_TOKEN) -> None:
         self._server = info.server.rstrip("/")
         self._headers = {"Accept": "application/json", **info.as_http_headers()}
+        self._token_file = token_file if info.token else None
         self._ssl = _ssl_context(info)
         self._session: aiohttp.ClientSession | None = None
 
@@ -132,11 +136,16 @@ class KubeClient:
         body: Obj | None = None,
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
+        retry: bool = True,
     ) -> Obj | None:
         headers = {"Content-Type": content_type} if body is not None else {}
         async with self._http().request(
             method, self._server + path, json=body, params=params, headers=headers
         ) as response:
+            if response.status == 401 and retry and self._refresh_token():
+                return await self._call(
+                    method, path, body=body, params=params, content_type=content_type, retry=False
+                )
             if response.status == 404:
                 return None
             payload = await response.json(content_type=None)
@@ -144,6 +153,19 @@ class KubeClient:
                 message = payload.get("message") if isinstance(payload, dict) else str(payload)
                 raise KubeError(response.status, str(message))
             return payload if isinstance(payload, dict) else None
+
+    def _refresh_token(self) -> bool:
+        """Bound service-account tokens rotate; the kubelet rewrites the file."""
+        if self._token_file is None or not os.path.exists(self._token_file):
+            return False
+        with open(self._token_file) as f:
+            token = f.read().strip()
+        if not token or self._headers.get("Authorization") == f"Bearer {token}":
+            return False
+        self._headers["Authorization"] = f"Bearer {token}"
+        if self._session is not None:
+            self._session.headers["Authorization"] = self._headers["Authorization"]
+        return True
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         path = f"{RESOURCES[kind].collection(namespace)}/{quote(name)}"

@@ -320,3 +320,45 @@ async def test_delete_cascades_to_every_child(env: Env) -> None:
     ]
     # Only the claim survives: whenDeleted defaults to Retain, the data is kept.
     assert leftovers == [("v1/persistentvolumeclaims", "data-xc-0")]
+
+
+async def test_storage_growth_expands_the_claims_not_the_template(env: Env) -> None:
+    await env.create({"replicas": 3, "storage": {"size": "1Gi"}})
+    await env.until("running", lambda: env.condition("Available") == "True")
+    status, _ = await env.patch_spec({"storage": {"size": "4Gi"}})
+    assert status == 200
+
+    def sizes() -> list[str]:
+        return [
+            c["spec"]["resources"]["requests"]["storage"]
+            for _, c in env.emulator.live("v1/persistentvolumeclaims")
+        ]
+
+    await env.until("claims grown", lambda: sizes() == ["4Gi", "4Gi", "4Gi"])
+    sts = env.obj("apps/v1/statefulsets", NAME)
+    assert (
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    )
+    # Shrinking is refused at admission.
+    status, body = await env.patch_spec({"storage": {"size": "2Gi"}})
+    assert status == 422 and "shrink" in body["message"]
+
+
+async def test_paused_cluster_neither_scales_nor_restarts(env: Env) -> None:
+    await env.create({"replicas": 3})
+    await env.until("running", lambda: env.condition("Available") == "True")
+    uids = sorted(p["metadata"]["uid"] for p in env.pods())
+    await env.patch_spec(
+        {"paused": True, "replicas": 5, "image": "ghcr.io/raft-exchange/exchange:9.9.9"}
+    )
+    await env.until(
+        "phase Paused", lambda: (env.cr() or {}).get("status", {}).get("phase") == "Paused"
+    )
+    cr = env.cr()
+    assert cr is not None and cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
+    assert sorted(p["metadata"]["uid"] for p in env.pods()) == uids
+    assert len(env.world.members) == 3
+    # The template carries the new image for later, but nothing restarted.
+    sts = env.obj("apps/v1/statefulsets", NAME)
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":9.9.9")
+    assert sts["spec"]["replicas"] == 3
