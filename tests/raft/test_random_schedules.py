@@ -161,7 +161,7 @@ def heal_and_commit(net: ChaosNet, seed: int) -> None:
 
 @pytest.mark.parametrize("nodes", [3, 5])
 def test_random_fault_schedules_stay_safe_and_live(nodes: int):
-    for seed in range(25):
+    for seed in range(15):
         net = run_schedule(seed, nodes, 400)
         heal_and_commit(net, seed)
 
