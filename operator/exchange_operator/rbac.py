@@ -14,6 +14,12 @@ from exchange_operator import names
 RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     (names.GROUP, names.PLURAL, ("list", "watch", "patch"), "kopf watches and annotates"),
     (names.GROUP, f"{names.PLURAL}/status", ("patch",), "status, conditions, members"),
+    (
+        names.GROUP,
+        f"{names.PLURAL}/finalizers",
+        ("update",),
+        "children's ownerReferences set blockOwnerDeletion (OwnerReferencesPermissionEnforcement)",
+    ),
     ("", "events", ("create",), "kopf posts an event per action"),
     ("", "secrets", ("get", "create"), "the admin token Secret, created once"),
     ("", "configmaps", ("create", "patch", "delete"), "node config and dashboards (apply)"),

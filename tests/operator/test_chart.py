@@ -190,6 +190,10 @@ def _used_permissions() -> dict[tuple[str, str], set[str]]:
     # post events, notice CRDs and namespaces.
     used[(names.GROUP, names.PLURAL)] = {"list", "watch", "patch"}
     used[(names.GROUP, f"{names.PLURAL}/status")] = {"patch"}
+    # Owner references with blockOwnerDeletion need update on the owner's finalizers.
+    owner = render.owner_reference(cluster)
+    assert owner["blockOwnerDeletion"] is True
+    used[(names.GROUP, f"{names.PLURAL}/finalizers")] = {"update"}
     used[("", "events")] = {"create"}
     used[("apiextensions.k8s.io", "customresourcedefinitions")] = {"list", "watch"}
     used[("", "namespaces")] = {"list", "watch"}
