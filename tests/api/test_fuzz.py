@@ -116,7 +116,7 @@ queries = st.dictionaries(
     max_size=3,
 )
 FUZZ = settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -204,7 +204,7 @@ def test_schemathesis_against_openapi_finds_no_server_errors(live, mode):
         strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
 
         @settings(
-            max_examples=15,
+            max_examples=12,
             deadline=None,
             derandomize=True,
             suppress_health_check=list(HealthCheck),
