@@ -348,6 +348,8 @@ async def test_socket_limits_rate_and_subscriptions(make_client):
         {"op": "subscribe", "channels": ["book:BTC-USD", "trades:BTC-USD", "book:ETH-USD"]}
     )
     assert (await recv(ws, type="error"))["error"]["field"] == "channels"
+    await ws.send_json({"op": "subscribe", "channels": ["book:BTC-USD"]})
+    assert (await recv(ws, type="error"))["status"] == 429  # subscribing is charged too
     await ws.close()
 
 

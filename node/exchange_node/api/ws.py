@@ -56,6 +56,7 @@ class Connection:
         "hub",
         "in_flight",
         "queue",
+        "rate_key",
         "subscriptions",
         "token",
         "ws",
@@ -74,6 +75,8 @@ class Connection:
         """Per book subscription: the last seq this client has (snapshot or delta)."""
         self.closing = False
         self.in_flight = 0
+        self.rate_key = token or "ws-anonymous"
+        """Whose rate-limit bucket this socket's requests are charged to."""
 
     def send(self, message: str) -> None:
         if self.closing:
@@ -310,6 +313,8 @@ class WsHub:
             ).response()
         await ws.prepare(request)
         conn = Connection(self, ws, client_id, token)
+        if token is None:
+            conn.rate_key = f"addr:{request.remote}"
         self.connections.add(conn)
         self.ensure_started()
         writer = asyncio.get_running_loop().create_task(conn.write_loop())
@@ -444,6 +449,7 @@ class WsHub:
                     f"unknown channel {channel[:60]!r} (book:SYMBOL, trades:SYMBOL or orders)",
                     "channels",
                 )
+        self.api.auth.charge(conn.rate_key)  # a book snapshot is not free
         self.ensure_started()
         new = [channel for channel in channels if channel not in conn.subscriptions]
         conn.send_json({"type": "subscribed", "id": request_id, "channels": channels})
@@ -490,7 +496,7 @@ class WsHub:
             raise ApiError(
                 429, errors.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight", None
             )
-        self.api.auth.charge(conn.token)
+        self.api.auth.charge(conn.rate_key)
         return conn.client_id
 
     def op_order(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
