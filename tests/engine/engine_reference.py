@@ -159,7 +159,7 @@ class ReferenceExchange:
             "reason": reason.name,
             "client_id": client_id if isinstance(client_id, str) else None,
             "client_order_id": client_order_id if isinstance(client_order_id, str) else None,
-            "order_id": order_id if isinstance(order_id, int) else None,
+            "order_id": order_id if type(order_id) is int else None,
         }
         return self.result(None, "REJECTED", [event])
 

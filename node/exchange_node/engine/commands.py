@@ -256,7 +256,11 @@ class _SymbolLike(Protocol):
 def _check_str(value: object, name: str) -> Rejection | None:
     if not isinstance(value, str) or not value:
         return Rejection(RejectReason.INVALID_FIELD, f"{name} must be a non-empty string")
-    if len(value.encode()) > MAX_STRING_BYTES:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # lone surrogates
+        return Rejection(RejectReason.INVALID_FIELD, f"{name} is not valid Unicode text")
+    if size > MAX_STRING_BYTES:
         return Rejection(RejectReason.INVALID_FIELD, f"{name} longer than {MAX_STRING_BYTES} bytes")
     return None
 
@@ -463,7 +467,10 @@ _STPS = (SelfTradeMode.CANCEL_RESTING, SelfTradeMode.CANCEL_INCOMING, SelfTradeM
 def _put_str(out: bytearray, value: str, name: str) -> None:
     if not isinstance(value, str):
         raise CommandEncodeError(f"{name} must be a string")
-    raw = value.encode()
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        raise CommandEncodeError(f"{name} is not valid Unicode text") from None
     if len(raw) > MAX_STRING_BYTES:
         raise CommandEncodeError(f"{name} longer than {MAX_STRING_BYTES} bytes")
     out.append(len(raw))

@@ -6,38 +6,46 @@ Everything is written in a defined order: symbols, clients and positions by
 name; books best level first and FIFO within a level (dead records left by
 lazy cancels are not written); the exactly-once table and the finished
 orders in their FIFO order; trades and candles oldest first. ``state_hash``
-is BLAKE2b over these bytes.
+is BLAKE2b over these bytes. Strings go into one table, numbered in order of
+first use during that canonical walk.
 
-Format, version 1 (little endian)::
+Format, version 2 (little endian)::
 
     magic "EXSN" | u8 version
+    strings   u32 n, u32[n] lengths in characters, UTF-8 of all n strings concatenated
     config    u32 dedup_window, finished_window, trade_history, candle_history,
               u8 n + i64 interval_ns * n
     counters  i64 next_order_id, trade_log_index, trade_seq, now, log_index, applied_index
-    risk      default limits, u32 n + (str client, limits) * n      limits := int int int
-    clients   u32 n + str * n     (the string table the books refer to)
+    risk      limits(default), u32 n + (ref client, limits) * n      limits := int * 3
     symbols   u32 n + symbol * n
-      symbol := str name, i64 tick, lot, band_bps, reference, u8 halted,
+      symbol := ref name, i64 tick, lot, band_bps, reference, u8 halted,
                 i64 last_price, seq, trade_count, int volume, int notional,
-                per candle interval: u32 n + (int start, open, high, low, close, volume, notional) * n,
-                u32 n + event(fill) * n,
-                bids, asks := u32 levels + (i64 price, u32 n + order * n) * levels
-      order  := u64 order_id, i64 quantity, i64 leaves, u8 flags (post_only | stp << 1),
-                u32 client index, u8 len + client_order_id
-    positions u32 n + (str client, str symbol, int * 7) * n
-    results   u32 n + (str client, str client_order_id, result) * n
-      result := int log_index, optint order_id, u8 status, u32 n + event * n
-    finished  u32 n + order_view * n
+                per candle interval: u32 n + int[7] * n,
+                u32 n + event * n (recent fills),
+                bids, asks
+      side   := u32 levels, i64[levels] prices, u32[levels] counts, then for all the
+                side's orders column by column: u64[] order ids, i64[] quantities,
+                i64[] leaves, u8[] flags (post_only | stp << 1), u32[] client refs,
+                u32[] client order id refs
+    positions u32 n + (ref client, ref symbol, int * 7) * n
+    results   u32 n + (ref client, ref client_order_id, i64 log_index, u8 has_order_id,
+              i64 order_id, u8 status, u32 n + event * n) * n
+    finished  u32 n + finished order * n
 
-``str`` is u32 length + UTF-8; ``int`` is a u8 length + little-endian two's
-complement (any size); ``optint`` is u8 present + int.
+``ref`` is a u32 index into the string table; ``int`` a u8 length plus
+little-endian two's complement (any size). An event is a u8 tag and one
+fixed struct of its fields (strings as refs, optional strings as ref + 1
+with 0 for None); an event with an integer too large for its struct slot is
+written field by field instead, under its tag + 128. Trade ids are stored as
+u64: a log index below 2^40 keeps them in range.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import deque
-from enum import IntEnum
+from array import array
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from exchange_node.engine.book import RestingOrder
@@ -64,10 +72,11 @@ from exchange_node.engine.events import (
     Status,
     TradingStatus,
 )
-from exchange_node.engine.views import OrderView, Position, RiskLimits
+from exchange_node.engine.views import Position, RiskLimits
 
 MAGIC = b"EXSN"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+_GENERIC = 0x80
 
 
 class SnapshotError(ValueError):
@@ -79,113 +88,355 @@ _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _I64X4 = struct.Struct("<qqqq")
 _I64X6 = struct.Struct("<qqqqqq")
-_ORDER = struct.Struct("<QqqBIB")
-_LEVEL = struct.Struct("<qI")
+_SYMBOL_HEAD = struct.Struct("<IqqqqBqqq")
+_RESULT_HEAD = struct.Struct("<IIqBqBI")
+_FINISHED = struct.Struct("<qIIIBBBqqqBBB")
 
-_SIDES = tuple(Side)
-_STPS = tuple(SelfTradeMode)
-
-# Event field kinds: s str, S optional str, i int, I optional int, b bool, or an enum class.
+# Field kinds: s string, S optional string, q i64, Q u64, I optional i64, b bool, or an enum.
 _EVENT_SPECS: dict[type, tuple[int, tuple[Any, ...]]] = {
-    Accepted: (1, ("i", "s", "s", "s", Side, OrderType, TimeInForce, "i", "i", "i")),
+    Accepted: (1, ("q", "s", "s", "s", Side, OrderType, TimeInForce, "q", "q", "q")),
     Rejected: (2, (RejectReason, "s", "S", "S", "I")),
-    Fill: (3, ("i", "s", "i", "i", Side, "i", "i", "s", "s", "i")),
-    Cancelled: (4, ("i", "s", "s", "s", "i", CancelReason)),
-    Expired: (5, ("i", "s", "s", "s", "i")),
-    Replaced: (6, ("i", "s", "s", "s", "s", "i", "i", "i", "b")),
-    BookUpdate: (7, ("s", Side, "i", "i", "i")),
+    Fill: (3, ("Q", "s", "q", "q", Side, "q", "q", "s", "s", "q")),
+    Cancelled: (4, ("q", "s", "s", "s", "q", CancelReason)),
+    Expired: (5, ("q", "s", "s", "s", "q")),
+    Replaced: (6, ("q", "s", "s", "s", "s", "q", "q", "q", "b")),
+    BookUpdate: (7, ("s", Side, "q", "q", "q")),
     TradingStatus: (8, ("s", "b")),
 }
-_EVENT_BY_TAG: dict[int, tuple[type, tuple[Any, ...]]] = {
-    tag: (cls, spec) for cls, (tag, spec) in _EVENT_SPECS.items()
+
+
+def _struct_for(spec: tuple[Any, ...]) -> struct.Struct:
+    codes = {"s": "I", "S": "I", "q": "q", "Q": "Q", "I": "Bq", "b": "B"}
+    return struct.Struct("<B" + "".join(codes.get(kind, "B") for kind in spec))
+
+
+_EVENT_STRUCTS = {cls: _struct_for(spec) for cls, (_, spec) in _EVENT_SPECS.items()}
+_EVENT_BY_TAG: dict[int, tuple[type, tuple[Any, ...], struct.Struct]] = {
+    tag: (cls, spec, _EVENT_STRUCTS[cls]) for cls, (tag, spec) in _EVENT_SPECS.items()
 }
-_VIEW_SPEC: tuple[Any, ...] = (
-    "i",
-    "s",
-    "s",
-    "s",
-    Side,
-    OrderType,
-    TimeInForce,
-    "i",
-    "i",
-    "i",
-    "i",
-    Status,
-    "b",
-    SelfTradeMode,
-)
+_ENUM_MEMBERS: dict[type, dict[int, Any]] = {
+    cls: {int(member): member for member in cls}
+    for cls in (Side, OrderType, TimeInForce, RejectReason, CancelReason, Status, SelfTradeMode)
+}
+_STPS = tuple(SelfTradeMode)
+
+
+def _member(cls: type, value: int) -> Any:
+    member = _ENUM_MEMBERS[cls].get(value)
+    if member is None:
+        raise SnapshotError(f"bad {cls.__name__} value {value}")
+    return member
+
+
+def _encode_accepted(ref: Callable[[str], int], e: Any) -> bytes:
+    return _EVENT_STRUCTS[Accepted].pack(
+        1,
+        e.order_id,
+        ref(e.client_id),
+        ref(e.client_order_id),
+        ref(e.symbol),
+        e.side,
+        e.order_type,
+        e.time_in_force,
+        e.price,
+        e.quantity,
+        e.timestamp_ns,
+    )
+
+
+def _encode_fill(ref: Callable[[str], int], e: Any) -> bytes:
+    return _EVENT_STRUCTS[Fill].pack(
+        3,
+        e.trade_id,
+        ref(e.symbol),
+        e.price,
+        e.quantity,
+        e.aggressor_side,
+        e.maker_order_id,
+        e.taker_order_id,
+        ref(e.maker_client_id),
+        ref(e.taker_client_id),
+        e.timestamp_ns,
+    )
+
+
+def _encode_cancelled(ref: Callable[[str], int], e: Any) -> bytes:
+    return _EVENT_STRUCTS[Cancelled].pack(
+        4,
+        e.order_id,
+        ref(e.client_id),
+        ref(e.client_order_id),
+        ref(e.symbol),
+        e.quantity,
+        e.reason,
+    )
+
+
+def _encode_expired(ref: Callable[[str], int], e: Any) -> bytes:
+    return _EVENT_STRUCTS[Expired].pack(
+        5, e.order_id, ref(e.client_id), ref(e.client_order_id), ref(e.symbol), e.quantity
+    )
+
+
+def _encode_book_update(ref: Callable[[str], int], e: Any) -> bytes:
+    return _EVENT_STRUCTS[BookUpdate].pack(7, ref(e.symbol), e.side, e.price, e.quantity, e.seq)
+
+
+_FAST_ENCODERS: dict[type, Callable[[Callable[[str], int], Any], bytes]] = {
+    Accepted: _encode_accepted,
+    Fill: _encode_fill,
+    Cancelled: _encode_cancelled,
+    Expired: _encode_expired,
+    BookUpdate: _encode_book_update,
+}
+
+
+def _big(value: int) -> bytes:
+    length = (value.bit_length() + 8) // 8
+    return _U8.pack(length) + value.to_bytes(length, "little", signed=True)
+
+
+# --------------------------------------------------------------------------- writing
 
 
 class _Writer:
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "string_index", "strings")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.strings: list[str] = []
+        self.string_index: dict[str, int] = {}
 
-    def u8(self, value: int) -> None:
-        self.parts.append(_U8.pack(value))
+    def ref(self, value: str) -> int:
+        index = self.string_index.get(value)
+        if index is None:
+            index = self.string_index[value] = len(self.strings)
+            self.strings.append(value)
+        return index
 
     def u32(self, value: int) -> None:
         self.parts.append(_U32.pack(value))
 
-    def i64(self, value: int) -> None:
-        self.parts.append(_I64.pack(value))
-
-    def int(self, value: int) -> None:
-        length = (value.bit_length() + 8) // 8
-        self.parts.append(_U8.pack(length) + value.to_bytes(length, "little", signed=True))
-
-    def optint(self, value: int | None) -> None:
-        if value is None:
-            self.parts.append(b"\x00")
-        else:
-            self.parts.append(b"\x01")
-            self.int(value)
-
-    def str(self, value: str) -> None:
-        raw = value.encode()
-        self.parts.append(_U32.pack(len(raw)) + raw)
-
-    def optstr(self, value: str | None) -> None:
-        if value is None:
-            self.parts.append(b"\x00")
-        else:
-            self.parts.append(b"\x01")
-            self.str(value)
-
-    def fields(self, spec: tuple[Any, ...], values: Any) -> None:
-        for kind, value in zip(spec, values, strict=True):
-            if kind == "i":
-                self.int(value)
-            elif kind == "s":
-                self.str(value)
-            elif kind == "S":
-                self.optstr(value)
-            elif kind == "I":
-                self.optint(value)
-            elif kind == "b":
-                self.u8(1 if value else 0)
-            else:
-                self.u8(int(value))
+    def big(self, value: int) -> None:
+        self.parts.append(_big(value))
 
     def event(self, event: Event) -> None:
-        tag, spec = _EVENT_SPECS[type(event)]
-        self.u8(tag)
-        self.fields(spec, [getattr(event, name) for name in event.__slots__])  # type: ignore[union-attr]
+        cls = type(event)
+        fast = _FAST_ENCODERS.get(cls)
+        if fast is not None:
+            try:
+                self.parts.append(fast(self.ref, event))
+                return
+            except struct.error:
+                pass  # an integer beyond its slot: the generic path below handles it
+        tag, spec = _EVENT_SPECS[cls]
+        values: list[Any] = [tag]
+        ref = self.ref
+        for kind, name in zip(spec, cls.__slots__, strict=True):  # type: ignore[attr-defined]
+            value = getattr(event, name)
+            if kind == "s":
+                values.append(ref(value))
+            elif kind == "S":
+                values.append(0 if value is None else ref(value) + 1)
+            elif kind == "I":
+                values += (0, 0) if value is None else (1, value)
+            else:
+                values.append(int(value))
+        try:
+            self.parts.append(_EVENT_STRUCTS[cls].pack(*values))
+        except struct.error:
+            self._generic_event(tag, spec, event)
+
+    def _generic_event(self, tag: int, spec: tuple[Any, ...], event: Event) -> None:
+        parts = self.parts
+        parts.append(_U8.pack(tag | _GENERIC))
+        for kind, name in zip(spec, type(event).__slots__, strict=True):  # type: ignore[attr-defined]
+            value = getattr(event, name)
+            if kind == "s":
+                parts.append(_U32.pack(self.ref(value)))
+            elif kind == "S":
+                parts.append(_U32.pack(0 if value is None else self.ref(value) + 1))
+            elif kind == "I":
+                parts.append(b"\x00" if value is None else b"\x01" + _big(value))
+            elif kind in ("q", "Q"):
+                parts.append(_big(value))
+            else:
+                parts.append(_U8.pack(int(value)))
+
+    def limits(self, limits: RiskLimits) -> None:
+        for value in (limits.max_order_qty, limits.max_notional, limits.max_position):
+            self.big(value)
+
+
+def encode_snapshot(engine: Engine) -> bytes:
+    writer = _Writer()
+    parts = writer.parts
+    ref = writer.ref
+    for size in (
+        engine.dedup_window,
+        engine.finished_window,
+        engine.trade_history,
+        engine.candle_history,
+    ):
+        writer.u32(size)
+    parts.append(_U8.pack(len(engine.candle_intervals_ns)))
+    for interval in engine.candle_intervals_ns:
+        parts.append(_I64.pack(interval))
+    parts.append(
+        _I64X6.pack(
+            engine._next_order_id,
+            engine._trade_log_index,
+            engine._trade_seq,
+            engine._now,
+            engine._log_index,
+            engine.applied_index,
+        )
+    )
+    writer.limits(engine._default_limits)
+    writer.u32(len(engine._client_limits))
+    for client_id, limits in sorted(engine._client_limits.items()):
+        writer.u32(ref(client_id))
+        writer.limits(limits)
+
+    writer.u32(len(engine._symbols))
+    for name, state in sorted(engine._symbols.items()):
+        spec = state.spec
+        parts.append(
+            _SYMBOL_HEAD.pack(
+                ref(name),
+                spec.tick_size,
+                spec.lot_size,
+                spec.price_band_bps,
+                spec.reference_price,
+                1 if spec.halted else 0,
+                state.last_price,
+                state.seq,
+                state.trade_count,
+            )
+        )
+        writer.big(state.volume)
+        writer.big(state.notional)
+        for history in state.candles:
+            writer.u32(len(history))
+            for candle in history:
+                parts.append(b"".join(_big(value) for value in candle))
+        writer.u32(len(state.trades))
+        for fill in state.trades:
+            writer.event(fill)
+        for book_side in (state.bids, state.asks):
+            _write_side(writer, book_side.iter_levels())
+
+    positions = sorted(
+        (client_id, symbol, position)
+        for client_id, by_symbol in engine._positions.items()
+        for symbol, position in by_symbol.items()
+    )
+    writer.u32(len(positions))
+    for client_id, symbol, position in positions:
+        writer.u32(ref(client_id))
+        writer.u32(ref(symbol))
+        for value in (
+            position.quantity,
+            position.open_cost,
+            position.realised_pnl,
+            position.bought_quantity,
+            position.sold_quantity,
+            position.open_buy_quantity,
+            position.open_sell_quantity,
+        ):
+            writer.big(value)
+
+    retained = [
+        (key, result) for key, result in engine._result_fifo if engine._results.get(key) is result
+    ]
+    writer.u32(len(retained))
+    for (client_id, client_order_id), result in retained:
+        order_id = result.order_id
+        parts.append(
+            _RESULT_HEAD.pack(
+                ref(client_id),
+                ref(client_order_id),
+                result.log_index,
+                0 if order_id is None else 1,
+                0 if order_id is None else order_id,
+                int(result.status),
+                len(result.events),
+            )
+        )
+        for event in result.events:
+            writer.event(event)
+
+    writer.u32(len(engine._finished_fifo))
+    for order_id in engine._finished_fifo:
+        view = finished_view(engine._finished[order_id])
+        parts.append(
+            _FINISHED.pack(
+                view.order_id,
+                ref(view.client_id),
+                ref(view.client_order_id),
+                ref(view.symbol),
+                int(view.side),
+                int(view.order_type),
+                int(view.time_in_force),
+                view.price,
+                view.quantity,
+                view.filled_quantity,
+                int(view.status),
+                1 if view.post_only else 0,
+                int(view.stp),
+            )
+        )
+
+    strings = writer.strings
+    lengths = array("I", map(len, strings))
+    blob = "".join(strings).encode()
+    header = [MAGIC, _U8.pack(SNAPSHOT_VERSION), _U32.pack(len(strings))]
+    return b"".join([*header, lengths.tobytes(), _U32.pack(len(blob)), blob, *parts])
+
+
+def _write_side(writer: _Writer, levels: Any) -> None:
+    # Column by column with C-level iteration (map + attrgetter): this is the bulk of a
+    # large snapshot.
+    level_list = list(levels)
+    live = [order for level in level_list for order in level.orders if order.leaves]
+    ref = writer.ref
+    client_refs = {client_id: ref(client_id) for client_id in map(_CLIENT_ID, live)}
+    parts = writer.parts
+    parts.append(_U32.pack(len(level_list)))
+    parts.append(array("q", map(_PRICE, level_list)).tobytes())
+    parts.append(array("I", map(_COUNT, level_list)).tobytes())
+    parts.append(array("Q", map(_ORDER_ID, live)).tobytes())
+    parts.append(array("q", map(_QUANTITY, live)).tobytes())
+    parts.append(array("q", map(_LEAVES, live)).tobytes())
+    parts.append(bytes([(1 if o.post_only else 0) | o.stp << 1 for o in live]))
+    parts.append(array("I", map(client_refs.__getitem__, map(_CLIENT_ID, live))).tobytes())
+    parts.append(array("I", map(ref, map(_CLIENT_ORDER_ID, live))).tobytes())
+
+
+_PRICE = attrgetter("price")
+_COUNT = attrgetter("count")
+_ORDER_ID = attrgetter("order_id")
+_QUANTITY = attrgetter("quantity")
+_LEAVES = attrgetter("leaves")
+_CLIENT_ID = attrgetter("client_id")
+_CLIENT_ORDER_ID = attrgetter("client_order_id")
+
+
+# --------------------------------------------------------------------------- reading
 
 
 class _Reader:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "strings")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self.strings: list[str] = []
 
     def take(self, size: int) -> int:
         pos = self.pos
         end = pos + size
-        if end > len(self.data):
+        if size < 0 or end > len(self.data):
             raise SnapshotError(f"truncated at byte {pos}")
         self.pos = end
         return pos
@@ -200,200 +451,73 @@ class _Reader:
         value: int = _U32.unpack_from(self.data, self.take(4))[0]
         return value
 
-    def i64(self) -> int:
-        value: int = _I64.unpack_from(self.data, self.take(8))[0]
-        return value
-
-    def int(self) -> int:
+    def big(self) -> int:
         length = self.u8()
         pos = self.take(length)
         return int.from_bytes(self.data[pos : pos + length], "little", signed=True)
 
-    def optint(self) -> int | None:
-        return self.int() if self.flag() else None
+    def string(self, index: int) -> str:
+        return self.strings[index]
 
-    def flag(self) -> bool:
-        value = self.u8()
-        if value > 1:
-            raise SnapshotError(f"bad flag byte {value} at {self.pos - 1}")
-        return value == 1
+    def optional_string(self, index: int) -> str | None:
+        return None if index == 0 else self.strings[index - 1]
 
-    def str(self) -> str:
-        length = self.u32()
-        pos = self.take(length)
-        try:
-            return self.data[pos : pos + length].decode()
-        except UnicodeDecodeError:
-            raise SnapshotError(f"invalid UTF-8 at byte {pos}") from None
+    def column(self, code: str, count: int) -> array[int]:
+        column = array(code)
+        pos = self.take(column.itemsize * count)
+        column.frombytes(self.data[pos : pos + column.itemsize * count])
+        return column
 
-    def optstr(self) -> str | None:
-        return self.str() if self.flag() else None
-
-    def fields(self, spec: tuple[Any, ...]) -> list[Any]:
-        values: list[Any] = []
-        for kind in spec:
-            if kind == "i":
-                values.append(self.int())
-            elif kind == "s":
-                values.append(self.str())
-            elif kind == "S":
-                values.append(self.optstr())
-            elif kind == "I":
-                values.append(self.optint())
-            elif kind == "b":
-                values.append(self.flag())
-            else:
-                values.append(self.enum(kind))
-        return values
-
-    def enum(self, cls: type[IntEnum]) -> Any:
-        value = self.u8()
-        try:
-            return cls(value)
-        except ValueError:
-            raise SnapshotError(f"bad {cls.__name__} value {value}") from None
+    def limits(self) -> RiskLimits:
+        return RiskLimits(self.big(), self.big(), self.big())
 
     def event(self) -> Event:
         tag = self.u8()
-        entry = _EVENT_BY_TAG.get(tag)
+        entry = _EVENT_BY_TAG.get(tag & ~_GENERIC)
         if entry is None:
             raise SnapshotError(f"unknown event tag {tag}")
-        cls, spec = entry
-        event: Event = cls(*self.fields(spec))
+        cls, spec, st = entry
+        args: list[Any] = []
+        if tag & _GENERIC:
+            for kind in spec:
+                if kind == "s":
+                    args.append(self.strings[self.u32()])
+                elif kind == "S":
+                    args.append(self.optional_string(self.u32()))
+                elif kind == "I":
+                    args.append(self.big() if self.u8() else None)
+                elif kind in ("q", "Q"):
+                    args.append(self.big())
+                else:
+                    args.append(self._small(kind, self.u8()))
+        else:
+            # The struct starts with the tag byte, already read.
+            values = st.unpack_from(self.data, self.take(st.size - 1) - 1)[1:]
+            index = 0
+            for kind in spec:
+                value = values[index]
+                index += 1
+                if kind == "s":
+                    args.append(self.strings[value])
+                elif kind == "S":
+                    args.append(self.optional_string(value))
+                elif kind == "I":
+                    args.append(values[index] if value else None)
+                    index += 1
+                elif kind in ("q", "Q"):
+                    args.append(value)
+                else:
+                    args.append(self._small(kind, value))
+        event: Event = cls(*args)
         return event
 
-
-def _write_limits(writer: _Writer, limits: RiskLimits) -> None:
-    writer.int(limits.max_order_qty)
-    writer.int(limits.max_notional)
-    writer.int(limits.max_position)
-
-
-def _read_limits(reader: _Reader) -> RiskLimits:
-    return RiskLimits(reader.int(), reader.int(), reader.int())
-
-
-def encode_snapshot(engine: Engine) -> bytes:
-    writer = _Writer()
-    parts = writer.parts
-    parts.append(MAGIC)
-    writer.u8(SNAPSHOT_VERSION)
-    for size in (
-        engine.dedup_window,
-        engine.finished_window,
-        engine.trade_history,
-        engine.candle_history,
-    ):
-        writer.u32(size)
-    writer.u8(len(engine.candle_intervals_ns))
-    for interval in engine.candle_intervals_ns:
-        writer.i64(interval)
-    parts.append(
-        _I64X6.pack(
-            engine._next_order_id,
-            engine._trade_log_index,
-            engine._trade_seq,
-            engine._now,
-            engine._log_index,
-            engine.applied_index,
-        )
-    )
-    _write_limits(writer, engine._default_limits)
-    writer.u32(len(engine._client_limits))
-    for client_id, limits in sorted(engine._client_limits.items()):
-        writer.str(client_id)
-        _write_limits(writer, limits)
-
-    clients = sorted({order.client_id for order in engine._orders.values()})
-    client_index = {client_id: i for i, client_id in enumerate(clients)}
-    writer.u32(len(clients))
-    for client_id in clients:
-        writer.str(client_id)
-
-    writer.u32(len(engine._symbols))
-    order_pack = _ORDER.pack
-    level_pack = _LEVEL.pack
-    append = parts.append
-    for name, state in sorted(engine._symbols.items()):
-        spec = state.spec
-        writer.str(name)
-        parts.append(
-            _I64X4.pack(spec.tick_size, spec.lot_size, spec.price_band_bps, spec.reference_price)
-        )
-        writer.u8(1 if spec.halted else 0)
-        writer.i64(state.last_price)
-        writer.i64(state.seq)
-        writer.i64(state.trade_count)
-        writer.int(state.volume)
-        writer.int(state.notional)
-        for history in state.candles:
-            writer.u32(len(history))
-            for candle in history:
-                for value in candle:
-                    writer.int(value)
-        writer.u32(len(state.trades))
-        for fill in state.trades:
-            writer.event(fill)
-        for book_side in (state.bids, state.asks):
-            writer.u32(len(book_side.keys))
-            for level in book_side.iter_levels():
-                append(level_pack(level.price, level.count))
-                for order in level.orders:
-                    if not order.leaves:
-                        continue
-                    coid = order.client_order_id.encode()
-                    append(
-                        order_pack(
-                            order.order_id,
-                            order.quantity,
-                            order.leaves,
-                            (1 if order.post_only else 0) | order.stp << 1,
-                            client_index[order.client_id],
-                            len(coid),
-                        )
-                    )
-                    append(coid)
-
-    positions = [
-        (client_id, symbol, position)
-        for client_id, by_symbol in engine._positions.items()
-        for symbol, position in by_symbol.items()
-    ]
-    positions.sort(key=lambda item: (item[0], item[1]))
-    writer.u32(len(positions))
-    for client_id, symbol, position in positions:
-        writer.str(client_id)
-        writer.str(symbol)
-        for value in (
-            position.quantity,
-            position.open_cost,
-            position.realised_pnl,
-            position.bought_quantity,
-            position.sold_quantity,
-            position.open_buy_quantity,
-            position.open_sell_quantity,
-        ):
-            writer.int(value)
-
-    retained = [
-        (key, result) for key, result in engine._result_fifo if engine._results.get(key) is result
-    ]
-    writer.u32(len(retained))
-    for (client_id, client_order_id), result in retained:
-        writer.str(client_id)
-        writer.str(client_order_id)
-        writer.int(result.log_index)
-        writer.optint(result.order_id)
-        writer.u8(int(result.status))
-        writer.u32(len(result.events))
-        for event in result.events:
-            writer.event(event)
-
-    writer.u32(len(engine._finished_fifo))
-    for order_id in engine._finished_fifo:
-        view = finished_view(engine._finished[order_id])
-        writer.fields(_VIEW_SPEC, [getattr(view, name) for name in view.__slots__])
-    return b"".join(parts)
+    @staticmethod
+    def _small(kind: Any, value: int) -> Any:
+        if kind == "b":
+            if value > 1:
+                raise SnapshotError(f"bad flag {value}")
+            return value == 1
+        return _member(kind, value)
 
 
 def decode_snapshot(data: bytes) -> Engine:
@@ -401,7 +525,7 @@ def decode_snapshot(data: bytes) -> Engine:
         return _decode(bytes(data))
     except SnapshotError:
         raise
-    except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, struct.error) as exc:
         raise SnapshotError(f"corrupt snapshot: {exc}") from None
 
 
@@ -413,13 +537,26 @@ def _decode(data: bytes) -> Engine:
     version = reader.u8()
     if version != SNAPSHOT_VERSION:
         raise SnapshotError(f"unknown snapshot version {version}")
+    string_count = reader.u32()
+    lengths = reader.column("I", string_count)
+    blob_size = reader.u32()
+    pos = reader.take(blob_size)
+    text = data[pos : pos + blob_size].decode()
+    if sum(lengths) != len(text):
+        raise SnapshotError("string table lengths do not match its text")
+    strings = reader.strings
+    offset = 0
+    for length in lengths:
+        strings.append(text[offset : offset + length])
+        offset += length
+
     dedup_window, finished_window, trade_history, candle_history = (
         reader.u32(),
         reader.u32(),
         reader.u32(),
         reader.u32(),
     )
-    intervals = tuple(reader.i64() for _ in range(reader.u8()))
+    intervals = tuple(reader.unpack(_I64)[0] for _ in range(reader.u8()))
     engine = Engine(
         dedup_window=dedup_window,
         finished_window=finished_window,
@@ -435,88 +572,55 @@ def _decode(data: bytes) -> Engine:
         engine._log_index,
         engine.applied_index,
     ) = reader.unpack(_I64X6)
-    engine._default_limits = _read_limits(reader)
+    engine._default_limits = reader.limits()
     for _ in range(reader.u32()):
-        client_id = reader.str()
-        engine._client_limits[client_id] = _read_limits(reader)
-    clients = [reader.str() for _ in range(reader.u32())]
+        client_id = strings[reader.u32()]
+        engine._client_limits[client_id] = reader.limits()
 
-    orders = engine._orders
-    live_by_client = engine._live_by_client
-    for client_id in clients:
-        live_by_client[client_id] = {}
-    live_of = [live_by_client[client_id] for client_id in clients]
-    order_unpack = _ORDER.unpack_from
-    order_size = _ORDER.size
-    level_unpack = _LEVEL.unpack_from
-    level_size = _LEVEL.size
     for _ in range(reader.u32()):
-        name = reader.str()
-        tick_size, lot_size, band, reference = reader.unpack(_I64X4)
-        halted = reader.flag()
+        (
+            name_ref,
+            tick_size,
+            lot_size,
+            band,
+            reference,
+            halted,
+            last_price,
+            seq,
+            trade_count,
+        ) = reader.unpack(_SYMBOL_HEAD)
+        name = strings[name_ref]
+        if halted > 1 or name in engine._symbols:
+            raise SnapshotError(f"bad symbol record {name!r}")
         state = SymbolState(
-            SymbolSpec(name, tick_size, lot_size, band, reference, halted),
+            SymbolSpec(name, tick_size, lot_size, band, reference, halted == 1),
             trade_history,
             len(intervals),
             candle_history,
         )
         engine._symbols[name] = state
         engine._specs[name] = state.spec
-        state.last_price = reader.i64()
-        state.seq = reader.i64()
-        state.trade_count = reader.i64()
-        state.volume = reader.int()
-        state.notional = reader.int()
+        state.last_price = last_price
+        state.seq = seq
+        state.trade_count = trade_count
+        state.volume = reader.big()
+        state.notional = reader.big()
         for history in state.candles:
             for _ in range(reader.u32()):
-                history.append([reader.int() for _ in range(7)])
+                history.append([reader.big() for _ in range(7)])
         for _ in range(reader.u32()):
             fill = reader.event()
             if not isinstance(fill, Fill):
                 raise SnapshotError("trade history holds a non-fill event")
             state.trades.append(fill)
         for book_side in (state.bids, state.asks):
-            side = book_side.side
-            sign = book_side.sign
-            previous_key: int | None = None
-            for _ in range(reader.u32()):
-                price, count = level_unpack(data, reader.take(level_size))
-                key = sign * price
-                if count == 0 or (previous_key is not None and key <= previous_key):
-                    raise SnapshotError(f"book levels out of order at price {price}")
-                previous_key = key
-                for _ in range(count):
-                    pos = reader.take(order_size)
-                    order_id, quantity, leaves, flags, client, coid_len = order_unpack(data, pos)
-                    pos = reader.take(coid_len)
-                    client_order_id = data[pos : pos + coid_len].decode()
-                    client_id = clients[client]
-                    order = RestingOrder(
-                        order_id,
-                        client_id,
-                        client_order_id,
-                        name,
-                        side,
-                        price,
-                        quantity,
-                        leaves,
-                        bool(flags & 1),
-                        _STPS[flags >> 1],
-                        engine._position(client_id, name),
-                    )
-                    if leaves <= 0 or leaves > quantity:
-                        raise SnapshotError(f"order {order_id} has bad quantities")
-                    if order_id in orders or client_order_id in live_of[client]:
-                        raise SnapshotError(f"order {order_id} appears twice")
-                    book_side.add(order)
-                    orders[order_id] = order
-                    live_of[client][client_order_id] = order
+            _read_side(reader, engine, name, book_side)
 
     # Orders created their owners' (empty) positions above; fill those objects in place.
     created = sum(len(by_symbol) for by_symbol in engine._positions.values())
     count = reader.u32()
     for _ in range(count):
-        position = engine._position(reader.str(), reader.str())
+        position = engine._position(strings[reader.u32()], strings[reader.u32()])
         (
             position.quantity,
             position.open_cost,
@@ -525,47 +629,134 @@ def _decode(data: bytes) -> Engine:
             position.sold_quantity,
             position.open_buy_quantity,
             position.open_sell_quantity,
-        ) = (reader.int() for _ in range(7))
+        ) = (reader.big() for _ in range(7))
     if sum(len(by_symbol) for by_symbol in engine._positions.values()) != count or created > count:
         raise SnapshotError("positions section does not cover the live orders' owners")
 
     for _ in range(reader.u32()):
-        key = (reader.str(), reader.str())
-        log_index = reader.int()
-        order_id = reader.optint()
-        status = reader.enum(Status)
-        events = [reader.event() for _ in range(reader.u32())]
-        result = CommandResult(log_index, order_id, status, events)
+        client_ref, coid_ref, log_index, has_order_id, order_id, status, events = reader.unpack(
+            _RESULT_HEAD
+        )
+        key = (strings[client_ref], strings[coid_ref])
+        if key in engine._results or has_order_id > 1:
+            raise SnapshotError(f"bad retained result {key!r}")
+        result = CommandResult(
+            log_index,
+            order_id if has_order_id else None,
+            _member(Status, status),
+            [reader.event() for _ in range(events)],
+        )
         engine._results[key] = result
         engine._result_fifo.append((key, result))
 
-    finished_fifo: deque[int] = engine._finished_fifo
     for _ in range(reader.u32()):
-        view = OrderView(*reader.fields(_VIEW_SPEC))
+        (
+            order_id,
+            client_ref,
+            coid_ref,
+            symbol_ref,
+            side,
+            order_type,
+            time_in_force,
+            price,
+            quantity,
+            filled,
+            status,
+            post_only,
+            stp,
+        ) = reader.unpack(_FINISHED)
+        client_id = strings[client_ref]
+        symbol = strings[symbol_ref]
+        if post_only > 1 or order_id in engine._finished:
+            raise SnapshotError(f"bad finished order {order_id}")
         record = RestingOrder(
-            view.order_id,
-            view.client_id,
-            view.client_order_id,
-            view.symbol,
-            view.side,
-            view.price,
-            view.quantity,
+            order_id,
+            client_id,
+            strings[coid_ref],
+            symbol,
+            _member(Side, side),
+            price,
+            quantity,
             0,
-            view.post_only,
-            view.stp,
-            engine._positions.get(view.client_id, {}).get(view.symbol) or Position(),
+            post_only == 1,
+            _member(SelfTradeMode, stp),
+            engine._positions.get(client_id, {}).get(symbol) or Position(),
         )
-        engine._finished[view.order_id] = (
+        engine._finished[order_id] = (
             record,
-            view.order_type,
-            view.time_in_force,
-            view.status,
-            view.filled_quantity,
+            _member(OrderType, order_type),
+            _member(TimeInForce, time_in_force),
+            _member(Status, status),
+            filled,
         )
-        finished_fifo.append(view.order_id)
+        engine._finished_fifo.append(order_id)
     if reader.pos != len(data):
         raise SnapshotError(f"{len(data) - reader.pos} trailing bytes")
     return engine
+
+
+def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> None:
+    level_count = reader.u32()
+    prices = reader.column("q", level_count)
+    counts = reader.column("I", level_count)
+    total = sum(counts)
+    order_ids = reader.column("Q", total)
+    quantities = reader.column("q", total)
+    leaves_column = reader.column("q", total)
+    pos = reader.take(total)
+    flags = reader.data[pos : pos + total]
+    clients = reader.column("I", total)
+    client_order_ids = reader.column("I", total)
+    strings = reader.strings
+    side = book_side.side
+    sign = book_side.sign
+    orders = engine._orders
+    live_by_client = engine._live_by_client
+    position_of: dict[int, Position] = {}
+    live_of: dict[int, dict[str, RestingOrder]] = {}
+    new_order: Callable[..., RestingOrder] = RestingOrder
+    add = book_side.add
+    previous_key: int | None = None
+    start = 0
+    for level_index in range(level_count):
+        price = prices[level_index]
+        key = sign * price
+        count = counts[level_index]
+        if count == 0 or (previous_key is not None and key <= previous_key):
+            raise SnapshotError(f"book levels out of order at price {price}")
+        previous_key = key
+        for index in range(start, start + count):
+            client = clients[index]
+            position = position_of.get(client)
+            if position is None:
+                client_id = strings[client]
+                position = position_of[client] = engine._position(client_id, symbol)
+                live_of[client] = live_by_client.setdefault(client_id, {})
+            live = live_of[client]
+            order_id = order_ids[index]
+            quantity = quantities[index]
+            leaves = leaves_column[index]
+            client_order_id = strings[client_order_ids[index]]
+            if not 0 < leaves <= quantity or order_id in orders or client_order_id in live:
+                raise SnapshotError(f"bad resting order {order_id}")
+            flag = flags[index]
+            order = new_order(
+                order_id,
+                strings[client],
+                client_order_id,
+                symbol,
+                side,
+                price,
+                quantity,
+                leaves,
+                flag & 1 == 1,
+                _STPS[flag >> 1],
+                position,
+            )
+            add(order)
+            orders[order_id] = order
+            live[client_order_id] = order
+        start += count
 
 
 __all__: list[str] = ["SnapshotError", "decode_snapshot", "encode_snapshot"]
