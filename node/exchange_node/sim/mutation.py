@@ -98,6 +98,19 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
             ),
         ),
         PlantedBug(
+            "lost-snapshot-stalls",
+            "a leader ignores the report that a snapshot was lost (and has no timeout "
+            "for it), so that follower stalls",
+            "core",
+            (
+                (
+                    "if pr is None or pr.state is not _SNAPSHOT:\n            return\n        if not success:",
+                    "if pr is None or pr.state is not _SNAPSHOT or not success:\n            return\n        if not success:",
+                ),
+                ("if pr.snapshot_rounds >= 2:", "if False:"),
+            ),
+        ),
+        PlantedBug(
             "heartbeat-commit-beyond-match",
             "a leader's heartbeat tells a follower to commit beyond what it is known to hold",
             "core",

@@ -55,6 +55,10 @@ TICK_MS = 10
 LIVENESS_BOUND_MS = 4_000
 """After a heal, some proposal must commit within this much virtual time."""
 PROBE_INTERVAL_MS = 60
+CATCH_UP_BASE_MS = 3_000
+CATCH_UP_PER_ENTRY_MS = 25
+"""After a commit following a heal, every member must apply up to that commit
+within CATCH_UP_BASE_MS plus this much per entry it was behind."""
 MAX_MEMBERS = 7
 MAX_READY_ROUNDS = 64
 
@@ -72,6 +76,7 @@ _START = 9
 _RETIRE = 10
 _COMPACT = 11
 _CRASH = 12
+_CATCH_UP = 13
 
 _EVENT_NAMES = (
     "tick",
@@ -87,6 +92,7 @@ _EVENT_NAMES = (
     "retire",
     "compact",
     "crash",
+    "catch-up check",
 )
 
 _LEADER = Role.LEADER
@@ -148,6 +154,7 @@ class SimNode:
         "initial",
         "leader",
         "lost_outboxes",
+        "paused_until",
         "retired",
         "role",
         "storage",
@@ -173,6 +180,8 @@ class SimNode:
         self.tick_ms = tick_ms
         self.crash_on_write = False
         self.torn = False
+        self.paused_until = 0
+        """A paused process (a long GC, SIGSTOP) neither ticks nor reads until then."""
         self.lost_outboxes: set[int] = set()
         """Incarnations whose messages still in flight died with the process."""
 
@@ -237,9 +246,11 @@ class Simulation:
                 "torn_writes",
                 "restarts",
                 "partitions",
+                "pauses",
                 "elections",
                 "snapshots_sent",
                 "snapshots_installed",
+                "snapshots_broken",
                 "compactions",
                 "conf_changes",
                 "members_added",
@@ -250,6 +261,7 @@ class Simulation:
                 "reads_answered",
                 "heals",
                 "max_recovery_ms",
+                "max_catch_up_ms",
             ),
             0,
         )
@@ -284,6 +296,7 @@ class Simulation:
             self._on_retire,
             self._on_compact,
             self._on_crash,
+            self._on_catch_up,
         )
         violation = None
         traced = self.trace is not None
@@ -378,6 +391,7 @@ class Simulation:
             # Messages still in user-space send buffers die with the process.
             node.lost_outboxes.add(node.incarnation)
         node.torn = torn
+        node.paused_until = 0
         node.core = None
         node.alive = False
         node.incarnation += 1
@@ -468,13 +482,21 @@ class Simulation:
     def _leader(self) -> SimNode | None:
         """The live node that believes it leads the newest term, if any."""
         best = None
+        now = self.now
         for node in self.nodes.values():
-            if node.alive and node.role == _LEADER and (best is None or node.term > best.term):
+            if (
+                node.alive
+                and node.role == _LEADER
+                and node.paused_until <= now
+                and (best is None or node.term > best.term)
+            ):
                 best = node
         return best
 
     def _live_nodes(self) -> list[SimNode]:
-        return [node for node in self.nodes.values() if node.alive]
+        """Nodes that are up and not paused: they answer a request at once."""
+        now = self.now
+        return [node for node in self.nodes.values() if node.alive and node.paused_until <= now]
 
     def _note(self, text: str) -> None:
         if self.trace is not None:
@@ -514,6 +536,9 @@ class Simulation:
     def _on_tick(self, node: SimNode, incarnation: int) -> bool | None:
         if node.incarnation != incarnation or not node.alive:
             return False
+        if node.paused_until > self.now:
+            self._push(node.paused_until, _TICK, node, incarnation)
+            return False
         if self.trace is not None:
             self._trace_step(f"tick {node.id}")
         self.stats["ticks"] += 1
@@ -522,8 +547,12 @@ class Simulation:
         self._process(node)
         return None
 
-    def _on_deliver(self, message: Any, sent_by: int) -> None:
+    def _on_deliver(self, message: Any, sent_by: int) -> bool | None:
         node = self.nodes.get(message.to)
+        if node is not None and node.paused_until > self.now and node.alive:
+            # A paused process reads its socket when it wakes up.
+            self._push(node.paused_until + self.rng.randint(0, 3), _DELIVER, message, sent_by)
+            return False
         sender = self.nodes.get(message.frm)
         arrives = (
             (sender is None or sent_by not in sender.lost_outboxes)
@@ -532,6 +561,10 @@ class Simulation:
             and self.network.passes(message.frm, message.to, self.rng)
         )
         is_snapshot = message.type == _SNAP
+        if is_snapshot and arrives and self.rng.random() < (0.3 if self.chaos else 0.1):
+            # A snapshot is a long transfer: its stream breaks more often than a message.
+            arrives = False
+            self.stats["snapshots_broken"] += 1
         if self.trace is not None:
             verb = "deliver" if arrives else "drop"
             if message.entries:
@@ -555,7 +588,7 @@ class Simulation:
                 elif message.type == _APP and self.rng.random() < 0.5:
                     sender.core.report_unreachable(message.to)
                     self._process(sender)
-            return
+            return None
         assert node is not None
         self.stats["delivered"] += 1
         node.core.step(message)
@@ -565,6 +598,7 @@ class Simulation:
             if sender is not None and sender.alive:
                 sender.core.report_snapshot(message.to, True)
                 self._process(sender)
+        return None
 
     def _on_client(self, _: Any, __: Any) -> None:
         rng = self.rng
@@ -666,6 +700,7 @@ class Simulation:
         self.stats["heals"] += 1
         for node in list(self.nodes.values()):
             node.crash_on_write = False
+            node.paused_until = 0
             if not node.alive and not node.retired and node.incarnation > 0:
                 self.stats["restarts"] += 1
                 self._boot(node)
@@ -733,7 +768,40 @@ class Simulation:
             recovery = self.now - self.healed_at
             self.stats["max_recovery_ms"] = max(self.stats["max_recovery_ms"], recovery)
             self._note(f"liveness: committed {recovery}ms after the heal")
+            target = self.checker.commit_index
+            behind = max(
+                (target - applied for applied in self._member_applied().values()), default=0
+            )
+            deadline = self.now + CATCH_UP_BASE_MS + CATCH_UP_PER_ENTRY_MS * behind
+            self._push(self.now + 20, _CATCH_UP, (target, self.now), deadline)
+
+    def _member_applied(self) -> dict[int, int]:
+        """Applied index of every member of the committed configuration (0 if down)."""
+        conf = self.checker.conf_state
+        applied = {}
+        for member in (*conf.voters, *conf.learners):
+            node = self.nodes.get(member)
+            applied[member] = node.app.applied if node is not None and node.alive else 0
+        return applied
+
+    def _on_catch_up(self, goal: tuple[int, int], deadline: int) -> bool | None:
+        """Calm continues until every member has applied what was committed."""
+        target, since = goal
+        lagging = {m: a for m, a in self._member_applied().items() if a < target}
+        if not lagging:
+            caught_up = self.now - since
+            self.stats["max_catch_up_ms"] = max(self.stats["max_catch_up_ms"], caught_up)
+            if self.trace is not None:
+                self._trace_step(f"every member applied {target} ({caught_up}ms)")
             self._push(self.now + self.rng.randint(50, 400), _CHAOS, None)
+            return None
+        if self.now >= deadline:
+            raise Violation(
+                f"liveness: members {sorted(lagging)} (applied {sorted(lagging.values())}) did "
+                f"not apply the commit index {target} within {deadline - since}ms of calm"
+            )
+        self._push(self.now + 20, _CATCH_UP, goal, deadline)
+        return False
 
     def _on_start(self, node: SimNode, _: Any) -> bool | None:
         if node.retired or node.alive:
@@ -824,6 +892,17 @@ class Simulation:
                 self._trace_step(f"arm crash of {node.id} at its next write")
             node.crash_on_write = True
 
+    def _nemesis_pause(self) -> None:
+        live = self._live_nodes()
+        if not live:
+            return
+        leader = self._leader()
+        node = leader if leader is not None and self.rng.random() < 0.4 else self.rng.choice(live)
+        node.paused_until = self.now + self.rng.randint(30, 600)
+        self.stats["pauses"] += 1
+        if self.trace is not None:
+            self._trace_step(f"pause {node.id} until t={node.paused_until}")
+
     def _nemesis_restart(self) -> None:
         down = [n for n in self.nodes.values() if not n.alive and not n.retired and n.incarnation]
         if down:
@@ -913,6 +992,7 @@ _NEMESIS_TABLE: tuple[tuple[Callable[[Simulation], None], int], ...] = (
     (Simulation._nemesis_crash, 10),
     (Simulation._nemesis_crash_on_write, 4),
     (Simulation._nemesis_restart, 6),
+    (Simulation._nemesis_pause, 4),
     (Simulation._nemesis_partition, 8),
     (Simulation._nemesis_heal_links, 5),
     (Simulation._nemesis_weather, 5),
