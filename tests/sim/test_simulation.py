@@ -55,9 +55,14 @@ def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
         "transfers",
         "reads_answered",
         "elections",
+        "pauses",
+        "members_added",
+        "members_removed",
     ):
         assert stats[fault] >= BATCH_SEEDS, (fault, stats[fault])
     assert stats["heals"] >= 2 * BATCH_SEEDS
+    assert stats["leaders_removed"] > 0 and stats["members_promoted"] > 0
+    assert stats["snapshots_broken"] > 0
     assert 0 < stats["max_recovery_ms"] <= LIVENESS_BOUND_MS
 
 
