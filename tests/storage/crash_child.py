@@ -2,15 +2,16 @@
 
     python crash_child.py DATA_DIR SEED SEGMENT_BYTES
 
-Reads ``RUN START [pieces]`` lines on stdin. For each, it advances its seeded workload
+Reads ``RUN START [pieces] [tear=N]`` lines on stdin. For each, it advances its seeded workload
 to START ops, forks a writer process and prints ``PID <pid>``. The writer opens
 the storage (recovering it), checks it holds the workload's state after START
 ops, prints ``READY``, then for each further op k prints ``BEGIN k KIND``,
 performs it (``save`` / ``save_snapshot``: fsync done when it returns) and only
 then prints ``ACK k``, until it is killed. When the writer is gone the server
 prints ``DONE``. With ``pieces`` the writer issues each batch in 64-byte
-``write`` calls and prints ``TEARING`` after the first one, so that kills
-can tear a batch. Every line is flushed at once (one ``write`` each, atomic on a
+``write`` calls, so that kills can tear a batch; with ``tear=N`` as well, the
+Nth batch that takes several calls stops after its first one and prints
+``TEARING``, so the kill finds it half written. Every line is flushed at once (one ``write`` each, atomic on a
 pipe), so the parent knows exactly which ops were acknowledged.
 
 Forking from a warm interpreter keeps each trial to milliseconds; the writer
@@ -21,6 +22,7 @@ real SIGKILL.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from exchange_node.storage import open_storage, wal
@@ -50,26 +52,37 @@ def writer(data_dir: str, workload: Workload, segment_bytes: int) -> int:
 whole_writes = wal._write_all
 
 
+tear_countdown = 0
+"""With a count N: the Nth batch written in several pieces stops after its first piece."""
+
+
 def write_in_small_pieces(fd: int, buf: bytes | bytearray | memoryview) -> None:
     """Test instrumentation: one batch in many ``write`` calls, so that a SIGKILL can land
     between them and leave a torn batch on disk (one call is never split by a kill)."""
+    global tear_countdown
     view = memoryview(buf)
     first = True
     while view:
         written = os.write(fd, view[:64])
         view = view[written:]
-        if first and view:
-            write("TEARING")  # the parent may kill now: the batch is half on disk
-            first = False
+        if first and view and tear_countdown:
+            tear_countdown -= 1
+            if not tear_countdown:
+                write("TEARING")  # half of this batch is on disk; wait for the kill
+                while True:
+                    signal.pause()
+        first = False
 
 
 def main() -> int:
     data_dir, seed, segment_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     workload = Workload(seed)
     for line in sys.stdin:
+        global tear_countdown
         command = line.split()
         start = int(command[1])
         wal._write_all = write_in_small_pieces if "pieces" in command else whole_writes
+        tear_countdown = next((int(c[5:]) for c in command if c.startswith("tear=")), 0)
         while workload.count < start:
             workload.next_op()
         pid = os.fork()

@@ -3,9 +3,10 @@
 A child (``crash_child.py``) replays a seeded workload into a data directory
 and prints ``ACK k`` only after op k's ``save()`` returned (its fsync done).
 The parent kills it with SIGKILL at a random moment (after a random delay, or
-just after it announced a snapshot, a hard-state change or an overwrite; in
-half the trials the writer issues each batch in small ``write`` calls so that
-kills also tear batches, which one ``write`` call never is), then
+just after it announced a snapshot, a hard-state change, an overwrite or an
+append; in half the trials the writer issues each batch in small ``write``
+calls so that kills can also tear batches, which one ``write`` call never is,
+and in some of those it stops half-way through a batch for the kill), then
 recovers the directory itself. The recovered state must be exactly the
 workload's state after the last acknowledged op, or after the one in flight
 (a batch is atomic): every acknowledged entry is there, in order, with its
@@ -67,11 +68,12 @@ class ForkServer:
         self.pending = b""
         self.lines: list[str] = []
 
-    def start_writer(self, start: int, *, pieces: bool) -> int:
+    def start_writer(self, start: int, *, pieces: bool, tear: int = 0) -> int:
         """Fork a writer that resumes after ``start`` ops; returns its pid once READY."""
         self.lines = []
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"RUN {start}{' pieces' if pieces else ''}\n".encode())
+        command = f"RUN {start}{' pieces' if pieces else ''}{f' tear={tear}' if tear else ''}"
+        self.proc.stdin.write(f"{command}\n".encode())
         self.proc.stdin.flush()
         ok = self.read_until(lambda _line: self._has("PID") and self._has("READY"), 60)
         assert ok, f"writer did not start: {self.lines}"
@@ -122,18 +124,24 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
     rng = random.Random(seed)
     data_dir = str(tmp_path / "data")
     workload = Workload(seed)  # the state after the ops recovered so far
-    outcomes = {"in_flight_lost": 0, "in_flight_kept": 0, "killed_during": 0, "torn": 0}
+    outcomes = dict.fromkeys(
+        ("in_flight_lost", "in_flight_kept", "killed_during", "torn", "tear_trials"), 0
+    )
     server = ForkServer(data_dir, seed)
     try:
         for trial in range(trials):
             start = workload.count
             pieces = rng.random() < 0.5
-            pid = server.start_writer(start, pieces=pieces)
+            tear = rng.randint(1, 8) if pieces and rng.random() < 0.4 else 0
+            pid = server.start_writer(start, pieces=pieces, tear=tear)
             mode = rng.random()
-            if pieces and mode < 0.3:
+            if tear:
                 # Kill while a batch is half written.
-                server.read_until(lambda line: line == "TEARING", 5)
-            elif mode < 0.6:
+                assert "TEARING" in server.lines or server.read_until(
+                    lambda line: line == "TEARING", 60
+                )
+                outcomes["tear_trials"] += 1
+            elif mode < 0.5:
                 # Kill at a random instant.
                 server.read_until(lambda _line: False, rng.uniform(0, 0.03))
             else:
@@ -158,6 +166,8 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
                 state = storage.recover()
                 found = state_key(state.hard_state, state.snapshot, state.entries)
             outcomes["torn"] += torn.count
+            if tear:
+                assert torn.count == 1, f"trial {trial}: a half-written batch was not cut off"
             if found == workload.model.key():
                 outcomes["in_flight_lost"] += 1
             elif found == in_flight.model.key():
@@ -176,9 +186,9 @@ def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
 def test_sigkill_never_loses_an_acknowledged_write(tmp_path):
     outcomes = run_trials(tmp_path, seed=20261124, trials=110)
     assert sum(outcomes[k] for k in ("in_flight_lost", "in_flight_kept")) == 110
-    # The kills did land inside writes, not only between them, and tore some batches.
+    # The kills did land inside writes, not only between them, and tore batches.
     assert outcomes["killed_during"] > 20
-    assert outcomes["torn"] > 0
+    assert outcomes["torn"] >= outcomes["tear_trials"] > 10
 
 
 @pytest.mark.soak
