@@ -164,10 +164,18 @@ class Checker:
             last = storage.last_index() if snapshot is None else snapshot.meta.index
             if first <= last:
                 if is_leader and snapshot is None:
-                    raise Violation(
-                        f"leader {node_id} overwrites its own log from index {first} "
-                        f"(last index {last})"
+                    # Leader append-only: rewriting stored entries unchanged is harmless,
+                    # changing or dropping any of them is not.
+                    changed = entries[-1].index < last or any(
+                        storage.term_at(entry.index) != entry.term
+                        for entry in entries
+                        if entry.index <= last
                     )
+                    if changed:
+                        raise Violation(
+                            f"leader {node_id} overwrites its own log from index {first} "
+                            f"(last index {last})"
+                        )
                 durable_commit = watch.durable.commit
                 for entry in entries:
                     index = entry.index
