@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import manifest_validation as validation
 import pytest
-import validation
 import yaml
 from exchange_operator import monitoring, names, rbac, render
 from exchange_operator.spec import ClusterRef, parse_spec

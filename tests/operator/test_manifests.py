@@ -12,8 +12,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import manifest_validation as validation
 import pytest
-import validation
 import yaml
 from exchange_operator import crd, monitoring, render
 from exchange_operator.spec import ClusterRef, parse_spec
