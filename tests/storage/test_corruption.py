@@ -186,6 +186,31 @@ def test_bad_record_followed_by_an_intact_batch_is_corruption_not_a_torn_tail(bu
     assert "intact batch COMMIT" in message
 
 
+def test_bad_record_inside_the_last_batch_with_its_commit_intact_is_corruption(built):
+    """The final batch's own COMMIT made it to disk: it may have been acknowledged."""
+    files = dict(built.files)
+    last = built.segments[-1]
+    raw = bytearray(built.files[last])
+    raw[built.tail_ends[-2] + RECORD_HEAD_SIZE + 20] ^= 0x01  # first record of the last batch
+    files[last] = bytes(raw)
+    built.restore(files)
+    with pytest.raises(StorageCorruptionError, match="intact batch COMMIT"):
+        recovered_key(built.data_dir)
+
+
+def test_bad_commit_record_of_the_last_batch_is_cut_as_torn(built, caplog):
+    """The one case indistinguishable from a torn write: it is cut, and logged."""
+    files = dict(built.files)
+    last = built.segments[-1]
+    raw = bytearray(built.files[last])
+    raw[-3] ^= 0x01
+    files[last] = bytes(raw)
+    built.restore(files)
+    caplog.set_level(logging.WARNING)
+    assert recovered_key(built.data_dir) == built.states[-2]
+    assert "torn write" in caplog.text
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_single_bit_flips_are_detected_or_cut_as_torn_never_served(built, seed):
     rng = random.Random(seed)
