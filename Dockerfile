@@ -18,13 +18,14 @@ RUN if ! command -v python3 >/dev/null; then \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 COPY . /src
-RUN python3 -m venv /opt/exchange \
-    && if [ -n "$PIP_NO_INDEX" ]; then \
-         /opt/exchange/bin/pip install --no-index --find-links /src/build/wheels raft-exchange; \
-       else \
-         /opt/exchange/bin/pip install /src; \
-       fi \
-    && /opt/exchange/bin/pip uninstall -y pip setuptools wheel >/dev/null 2>&1 || true
+RUN set -e; python3 -m venv /opt/exchange; \
+    if [ -n "$PIP_NO_INDEX" ]; then \
+        /opt/exchange/bin/pip install --no-index --find-links /src/build/wheels raft-exchange; \
+    else \
+        /opt/exchange/bin/pip install /src; \
+    fi; \
+    /opt/exchange/bin/exchange --help >/dev/null; \
+    /opt/exchange/bin/pip uninstall -y -q pip setuptools wheel
 
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive

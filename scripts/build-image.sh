@@ -39,8 +39,15 @@ if ! docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
     tar -C "$rootfs" -c . | docker import - "$LOCAL_BASE" >/dev/null
 fi
 
+# Resolve the wheelhouse with the image's own interpreter (Debian bookworm's
+# python3, 3.11.2): a newer host Python may pick releases that refuse 3.11.2.
+wheel_python=$PY
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    [ -x build/wheel-venv/bin/pip ] || /usr/bin/python3 -m venv build/wheel-venv
+    wheel_python=build/wheel-venv/bin/python
+fi
 rm -rf build/wheels
-"$PY" -m pip wheel -q . -w build/wheels
+"$wheel_python" -m pip wheel -q . -w build/wheels 2> >(grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' >&2)
 docker build -q --build-arg BASE_IMAGE="$LOCAL_BASE" --build-arg PIP_NO_INDEX=1 -t "$IMAGE" . >/dev/null
 size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
 echo "build-image: built $IMAGE ($((size / 1000000)) MB) in $(( $(date +%s) - start )) s"

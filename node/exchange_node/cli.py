@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "storage": ("exchange_node.storage.bench", "WAL append, fsync and recovery"),
     "engine": ("exchange_node.engine.bench", "matching engine apply and snapshot"),
     "cluster": ("exchange_node.cluster_bench", "a local 3-node cluster under load"),
+    "transport": ("exchange_node.transport.bench", "one replication stream between two processes"),
 }
 
 

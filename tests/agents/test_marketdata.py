@@ -94,3 +94,15 @@ def test_random_walk_is_seeded_and_positive():
     assert min(path1) > 0 and path1 != [10_000] * 500
     with pytest.raises(ValueError):
         RandomWalk(0)
+
+
+def test_without_yfinance_installed_the_real_path_falls_back(tmp_path, monkeypatch):
+    import sys
+
+    from exchange_node.agents.marketdata import yfinance_download
+
+    monkeypatch.setitem(sys.modules, "yfinance", None)  # import yfinance -> ImportError
+    with pytest.raises(ImportError):
+        yfinance_download(["AAPL"])
+    got = ReferencePrices(tmp_path / "p.json").load(["AAPL"])  # default downloader: the real one
+    assert (got["AAPL"].price, got["AAPL"].source) == (FALLBACK_PRICES["AAPL"], "fallback")
