@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import queue
 import statistics
 import tempfile
 import time
@@ -59,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the load process
 
 
-def _order(seq: int, prefix: str) -> dict[str, Any]:
-    buy = seq % 2 == 0
+def _order(seq: int, prefix: str, buy: bool | None = None) -> dict[str, Any]:
+    buy = seq % 2 == 0 if buy is None else buy
     return {
         "symbol": SYMBOL,
         "side": "BUY" if buy else "SELL",
@@ -91,20 +92,24 @@ async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
         while time.monotonic() < deadline:
             first = seq
             seq += size
-            body = {"orders": [_order(first + i, f"b{wid}-") for i in range(size)]}
-            async with session.post(url, json=body, headers=headers) as resp:
-                doc = await resp.json(content_type=None)
-                if resp.status == 200:
-                    acked += sum(
-                        1 for r in doc["results"] if "status" not in r or r["status"] != 503
-                    )
-                else:
-                    errors += 1
-                    await asyncio.sleep(0.01)
+            # Even workers buy, odd ones sell (each worker is one client): orders trade.
+            body = {"orders": [_order(first + i, f"b{wid}-", wid % 2 == 0) for i in range(size)]}
+            try:
+                async with session.post(url, json=body, headers=headers) as resp:
+                    doc = await resp.json(content_type=None)
+                    if resp.status == 200:
+                        # Engine results carry the order's status name; failures an int.
+                        acked += sum(1 for r in doc["results"] if isinstance(r["status"], str))
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            errors += 1
+            await asyncio.sleep(0.01)
 
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
     return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
 
@@ -123,18 +128,23 @@ async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
         headers = _auth(spec, wid)
         while time.monotonic() < deadline:
             counter += 1
-            async with session.post(
-                url, json=_order(counter, spec["prefix"]), headers=headers
-            ) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    acked += 1
-                else:
-                    errors += 1
+            try:
+                async with session.post(
+                    url, json=_order(counter, spec["prefix"]), headers=headers
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        acked += 1
+                        continue
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            errors += 1
+            await asyncio.sleep(0.01)
 
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
     return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
 
@@ -155,14 +165,19 @@ async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
         if delay > 0:
             await asyncio.sleep(delay)
         headers = _auth(spec, i)
-        async with session.post(url, json=_order(i, spec["prefix"]), headers=headers) as resp:
-            await resp.read()
-            if resp.status != 200:
-                errors += 1
+        try:
+            async with session.post(url, json=_order(i, spec["prefix"]), headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+        except (aiohttp.ClientError, TimeoutError):
+            errors += 1
+        # A failed order counts with its full latency: it was not served sooner.
         latencies.append(time.monotonic() - due)
 
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # Warm the connection pool so the first orders do not pay for TCP setup.
         warm = [asyncio.create_task(one(session, -1 - i, time.monotonic())) for i in range(16)]
         await asyncio.gather(*warm)
@@ -245,13 +260,7 @@ def _load_main(phase: str, spec: dict[str, Any], out: Any) -> None:
 
 
 def _run_load(phase: str, spec: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_load_main, args=(phase, spec, queue), daemon=True)
-    proc.start()
-    result: dict[str, Any] = queue.get(timeout=timeout)
-    proc.join(10)
-    return result
+    return _LoadProcess(phase, spec).result(timeout)
 
 
 class _LoadProcess:
@@ -264,7 +273,19 @@ class _LoadProcess:
         self.proc.start()
 
     def result(self, timeout: float = 60.0) -> dict[str, Any]:
-        result: dict[str, Any] = self.queue.get(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result: dict[str, Any] = self.queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    raise RuntimeError(
+                        f"the load process died (exit code {self.proc.exitcode})"
+                    ) from None
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise TimeoutError("the load process did not finish in time") from None
         self.proc.join(10)
         return result
 
