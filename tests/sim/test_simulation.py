@@ -9,7 +9,7 @@ import pytest
 from exchange_node import cli
 from exchange_node.sim import run_seed
 from exchange_node.sim.runner import run_batch
-from exchange_node.sim.simulator import LIVENESS_BOUND_MS, Simulation
+from exchange_node.sim.simulator import Simulation, liveness_bound_ms
 
 BATCH_SEEDS = 300
 BATCH_STEPS = 5_000
@@ -56,14 +56,14 @@ def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
         "reads_answered",
         "elections",
         "pauses",
-        "members_added",
-        "members_removed",
     ):
         assert stats[fault] >= BATCH_SEEDS, (fault, stats[fault])
+    assert stats["members_added"] >= BATCH_SEEDS // 2
+    assert stats["members_removed"] >= BATCH_SEEDS // 2
     assert stats["heals"] >= 2 * BATCH_SEEDS
     assert stats["leaders_removed"] > 0 and stats["members_promoted"] > 0
     assert stats["snapshots_broken"] > 0
-    assert 0 < stats["max_recovery_ms"] <= LIVENESS_BOUND_MS
+    assert 0 < stats["max_recovery_ms"] <= liveness_bound_ms(20)
 
 
 def test_a_seed_replays_identically():
@@ -116,7 +116,7 @@ def test_proposals_commit_within_the_bound_after_every_heal():
         assert heals >= 2
         # Every heal but perhaps the last (cut off by the step budget) was followed by a commit.
         assert len(simulation.live_rounds) >= heals - 1
-        assert result.stats["max_recovery_ms"] <= LIVENESS_BOUND_MS
+        assert result.stats["max_recovery_ms"] <= simulation.liveness_bound_ms
 
 
 def test_the_cli_json_report_has_the_documented_shape(capsys):
@@ -138,7 +138,7 @@ def test_a_violation_exits_1_and_names_the_replay_command(capsys):
         "--seeds",
         "2",
         "--steps",
-        "2000",
+        "4000",
         "--nodes",
         "3",
         "--json",
@@ -150,7 +150,7 @@ def test_a_violation_exits_1_and_names_the_replay_command(capsys):
     assert set(violation) >= {"seed", "step", "message", "replay"}
     assert "liveness" in violation["message"]
     assert violation["replay"] == (
-        "exchange sim --seed 0 --plant never-campaign --nodes 3 --steps 2000 --trace"
+        "exchange sim --seed 0 --plant never-campaign --nodes 3 --steps 4000 --trace"
     )
     # The replay command reproduces the same violation at the same step.
     code, out = run_cli(
@@ -162,7 +162,7 @@ def test_a_violation_exits_1_and_names_the_replay_command(capsys):
         "--nodes",
         "3",
         "--steps",
-        "2000",
+        "4000",
         "--trace",
     )
     assert code == 1

@@ -15,7 +15,8 @@ proposing and reading and nodes keep compacting their logs, so snapshots
 are installed in the middle of it all. At the end of chaos everything
 heals: crashed nodes restart, links return, the weather clears. Then a
 liveness probe proposes marker entries until one commits; if none has
-committed within ``LIVENESS_BOUND_MS`` of the heal, that is a violation.
+committed within ``liveness_bound_ms()`` of the heal (25 election timeouts),
+that is a violation; and then every member must apply what was committed.
 
 The invariants of ``checkers.Checker`` are checked as each node persists,
 sends and applies, that is after every step.
@@ -52,8 +53,13 @@ from exchange_node.sim.network import Network
 
 TICK_MS = 10
 """Nominal interval between two ticks of a node's clock (each node drifts a little)."""
-LIVENESS_BOUND_MS = 4_000
-"""After a heal, some proposal must commit within this much virtual time."""
+
+
+def liveness_bound_ms(election_tick: int) -> int:
+    """After a heal, some proposal must commit within this much virtual time."""
+    return max(2_000, 25 * election_tick * TICK_MS)
+
+
 PROBE_INTERVAL_MS = 60
 CATCH_UP_BASE_MS = 3_000
 CATCH_UP_PER_ENTRY_MS = 25
@@ -117,10 +123,11 @@ class SimSettings:
 
     @classmethod
     def for_seed(cls, rng: random.Random, nodes: int) -> SimSettings:
+        heartbeat_tick = rng.choice((1, 1, 2, 3))
         return cls(
             nodes=nodes,
-            election_tick=rng.choice((8, 10, 12)),
-            heartbeat_tick=rng.choice((1, 2, 3)),
+            election_tick=max(rng.choice((4, 8, 10, 10, 12, 20)), 2 * heartbeat_tick + 1),
+            heartbeat_tick=heartbeat_tick,
             max_msg_entries=rng.choice((1, 2, 4, 16, 256)),
             max_msg_bytes=rng.choice((64, 512, 1 << 20)),
             max_inflight=rng.choice((1, 2, 4, 64)),
@@ -216,6 +223,7 @@ class Simulation:
         self.settings = SimSettings.for_seed(self.rng, nodes)
         if settings is not None:
             self.settings = settings
+        self.liveness_bound_ms = liveness_bound_ms(self.settings.election_tick)
         self.trace = trace
         self._trace_event: str | None = None
         self._trace_notes: list[str] = []
@@ -266,7 +274,7 @@ class Simulation:
             0,
         )
         for node_id in range(1, nodes + 1):
-            self.nodes[node_id] = SimNode(node_id, TICK_MS + self.rng.randint(-1, 1), initial=True)
+            self.nodes[node_id] = SimNode(node_id, self._tick_interval(), initial=True)
         for node in list(self.nodes.values()):
             self._boot(node)
         self._heal()
@@ -344,6 +352,10 @@ class Simulation:
         return hash(tuple(state)) & 0xFFFFFFFFFFFF
 
     # -- nodes ------------------------------------------------------------------
+
+    def _tick_interval(self) -> int:
+        """Each node's clock runs a little fast or slow (skew is a fault too)."""
+        return TICK_MS + self.rng.randint(-2, 3)
 
     def _config(self, node_id: int) -> Any:
         s = self.settings
@@ -705,7 +717,7 @@ class Simulation:
                 self.stats["restarts"] += 1
                 self._boot(node)
         self._push(self.now + 1, _PROBE, self.heal_round)
-        self._push(self.now + LIVENESS_BOUND_MS, _DEADLINE, self.heal_round)
+        self._push(self.now + self.liveness_bound_ms, _DEADLINE, self.heal_round)
 
     def _on_heal(self, _: Any, __: Any) -> None:
         if self.trace is not None:
@@ -734,7 +746,7 @@ class Simulation:
             return False
         raise Violation(
             f"liveness: nothing proposed after the heal at t={self.healed_at}ms committed "
-            f"within {LIVENESS_BOUND_MS}ms"
+            f"within {self.liveness_bound_ms}ms"
         )
 
     def _on_commit(self, entry: Entry) -> None:
@@ -758,7 +770,7 @@ class Simulation:
                     self._push(self.now + self.rng.randint(0, 300), _RETIRE, node)
             elif node is None:
                 # A new member's process starts once the leader has added it.
-                fresh = SimNode(change.node_id, TICK_MS + self.rng.randint(-1, 1), initial=False)
+                fresh = SimNode(change.node_id, self._tick_interval(), initial=False)
                 self.nodes[change.node_id] = fresh
                 self._push(self.now + self.rng.randint(0, 50), _START, fresh)
             return
