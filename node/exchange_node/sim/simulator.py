@@ -7,16 +7,21 @@ injects a fault, a crashed node restarts. Every random choice comes from
 one ``random.Random(seed)``, so a seed replays exactly.
 
 The run alternates between *chaos* and *calm*. During chaos the nemesis
-crashes nodes (sometimes in the middle of a write), partitions the network
-(symmetric, one-way, isolated leader, bridge), drops, duplicates and delays
-messages, changes the membership (add a learner, promote it, remove a
-member, the leader included) and moves leadership, while clients keep
-proposing and reading and nodes keep compacting their logs, so snapshots
-are installed in the middle of it all. At the end of chaos everything
-heals: crashed nodes restart, links return, the weather clears. Then a
-liveness probe proposes marker entries until one commits; if none has
-committed within ``liveness_bound_ms()`` of the heal (25 election timeouts),
-that is a violation; and then every member must apply what was committed.
+crashes nodes (at random, just after they vote or win an election, or
+between a write and its sync, leaving a torn tail; messages still in a
+crashed process's buffers may die with it), pauses processes, partitions
+the network (symmetric, one-way, isolated leader, bridge), drops,
+duplicates and delays messages, breaks snapshot transfers, changes the
+membership (add a learner, promote it, remove a member, the leader
+included) and moves leadership, while clients keep proposing (single
+entries and batches) and reading, and nodes keep compacting their logs, so
+snapshots are installed in the middle of it all. Clocks drift per node.
+At the end of chaos everything heals: crashed nodes restart, links return,
+the weather clears. Then a liveness probe proposes marker entries until
+one commits; if none has committed within ``liveness_bound_ms()`` of the
+heal (25 election timeouts), that is a violation; and every member must
+then apply what was committed within a bound (catch-up), before the next
+round of chaos.
 
 The invariants of ``checkers.Checker`` are checked as each node persists,
 sends and applies, that is after every step.
