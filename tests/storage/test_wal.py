@@ -256,3 +256,22 @@ def test_without_crc32c_new_files_use_zlib_and_crc32c_files_are_refused_as_confi
     assert "REFUSED" in out and "pip install crc32c" in out
     with open_storage(tmp_path / "zlib") as storage:  # and we read what it wrote
         storage.save(entries=entries(1, 1))
+
+
+def test_recovery_finishes_a_compaction_the_crash_interrupted(tmp_path, monkeypatch):
+    with open_storage(tmp_path, segment_bytes=2048) as storage:
+        for first in range(1, 200, 10):
+            storage.save(entries=entries(first, first + 9), hard_state=HardState(1, 1, first))
+        before = [n for n in listing(tmp_path) if n.startswith("wal-")]
+        # The leader's snapshot is durable, then the process dies before deleting anything.
+        monkeypatch.setattr(wal.os, "unlink", lambda path: None)
+        storage.save(snapshot=snapshot(150, 2), hard_state=HardState(2, 0, 150))
+        monkeypatch.undo()
+    during = [n for n in listing(tmp_path) if n.startswith("wal-")]
+    assert set(before) <= set(during) and len(before) > 3
+    with open_storage(tmp_path, segment_bytes=2048) as storage:
+        state = storage.recover()
+        assert state.snapshot == snapshot(150, 2) and state.entries == []
+        assert state.hard_state == HardState(2, 0, 150)
+    # Only the segment holding the RESET is left.
+    assert [n for n in listing(tmp_path) if n.startswith("wal-")] == during[-1:]

@@ -92,7 +92,9 @@ Recovery rules
    marker; its file must exist and verify, else ``StorageCorruptionError``.
    Snapshot files newer than that marker belong to a ``save`` that never
    completed (never acknowledged) and are removed. Without any marker the log
-   must start at index 1 and any snapshot file is such a leftover.
+   must start at index 1 and any snapshot file is such a leftover. Once all
+   checks pass, a compaction the crash interrupted is finished (segments the
+   snapshot covers, segments older than the last RESET, surplus snapshots).
 7. The recovered hard state's ``commit`` must not exceed the last recovered
    index: entries known committed would be missing.
 
@@ -502,7 +504,8 @@ class WalStorage:
         if self.on_save is not None:
             self.on_save(SaveStats(len(entries), len(buf), wrote - started, synced - wrote))
         if snapshot is not None:
-            self._compact(snapshot.meta.index, reset=snapshot_mode == fmt.SNAPSHOT_RESET)
+            reset = snapshot_mode == fmt.SNAPSHOT_RESET
+            self._compact(snapshot.meta.index, dead_before_seq=segment.seq if reset else 0)
 
     def _fail(self, exc: BaseException, *, undo_to: int | None) -> None:
         self._failed = exc
@@ -584,10 +587,16 @@ class WalStorage:
             self.data_dir, snapshot_name(meta.index, meta.term), fmt.encode_snapshot(snapshot)
         )
 
-    def _compact(self, snapshot_index: int, *, reset: bool) -> None:
+    def _compact(self, snapshot_index: int, *, dead_before_seq: int = 0) -> None:
+        """Delete, oldest first, segments the snapshot covers (every entry ever written in
+        them is at or below its index) or that a RESET in segment ``dead_before_seq``
+        made dead; then snapshots beyond the newest ``keep_snapshots``. Never the active
+        segment."""
         removed = False
         segments = self._segments
-        while len(segments) > 1 and (reset or segments[0].max_index <= snapshot_index):
+        while len(segments) > 1 and (
+            segments[0].seq < dead_before_seq or segments[0].max_index <= snapshot_index
+        ):
             segment = segments[0]
             os.unlink(segment.path)
             self._close_read_fd(segment)
@@ -807,6 +816,9 @@ class WalStorage:
         self._recovered = RecoveredState(
             hard_state=self._hard_state, snapshot=snapshot, entries=entries
         )
+        if marker is not None:
+            # Finish a compaction a crash may have interrupted.
+            self._compact(marker[0], dead_before_seq=replay.reset_seq)
         log.info(
             "recovered %s: %d segment(s), snapshot at %s, entries %d..%d, %s, in %.3f s",
             data_dir,
@@ -830,6 +842,8 @@ class _Replay:
         self.hard_state: tuple[int, int, int] = (0, 0, 0)
         self.batch_seq = 0
         self.marker: tuple[int, int] | None = None
+        self.reset_seq = 0
+        """Segment holding the last RESET marker: every older segment is dead."""
         self.started = False
         self.base_from_header = True
         """Nothing below ``base_index`` is known: it came from the first segment's header."""
@@ -993,6 +1007,8 @@ class _Replay:
                     problem = self._apply(snap, truncate, pending, pending_pos)
                     if problem:
                         break
+                    if snap is not None and snap[2] == fmt.SNAPSHOT_RESET:
+                        self.reset_seq = segment.seq
                     if pending:
                         segment.max_index = max(segment.max_index, pending[-1].index)
                     deferred = False
