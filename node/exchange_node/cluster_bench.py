@@ -338,7 +338,7 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
             cluster.wait_for_leader(30, among=others)
             time.sleep(1.0)
             cluster.start(leader)
-            cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
+            cluster.wait_caught_up(leader, timeout=60)
             cluster.wait_ready(timeout=60)
             time.sleep(0.5)
     finally:

@@ -366,6 +366,20 @@ class LocalCluster:
             else:
                 time.sleep(0.05)
 
+    def wait_caught_up(self, node_id: int, slack: int = 200, timeout: float = 60.0) -> None:
+        """Wait until ``node_id`` has applied to within ``slack`` of the leader's commit
+        (for use while load keeps the cluster moving)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            mine = self.status(node_id)
+            theirs = self.status(leader) if leader is not None else None
+            if mine and theirs and theirs["commit_index"] - mine["applied_index"] <= slack:
+                if mine["leader"] == leader:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"node {node_id} did not catch up in time")
+
     def wait_converged(self, node_ids: list[int], timeout: float = 30.0) -> dict[int, dict]:
         """Wait until the nodes report the same applied index and state hash."""
         deadline = time.monotonic() + timeout
