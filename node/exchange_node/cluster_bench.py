@@ -307,8 +307,12 @@ def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
         ],
     )
     cluster.start_all()
-    cluster.wait_for_leader(60)
-    cluster.wait_ready(timeout=60)
+    try:
+        cluster.wait_for_leader(60)
+        cluster.wait_ready(timeout=60)
+    except BaseException:
+        cluster.stop_all(5)
+        raise
     return cluster
 
 

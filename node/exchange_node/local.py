@@ -21,6 +21,7 @@ real processes.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -101,6 +102,15 @@ class LocalCluster:
         self.spec = spec
         self.python = python
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        # Node processes run in their own sessions (Ctrl-C goes to ``local up``, which
+        # stops them in order); make sure none outlives this process by accident.
+        atexit.register(self._kill_leftovers)
+
+    def _kill_leftovers(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
 
     # ---- building -------------------------------------------------------------
 

@@ -27,8 +27,12 @@ def start_cluster(root: Path, nodes: int = 3, **kw) -> LocalCluster:
     kw.setdefault("extra_args", ["--request-timeout-ms=3000", "--log-level=info"])
     cluster = LocalCluster.create(root, nodes, **kw)
     cluster.start_all()
-    cluster.wait_for_leader(60)
-    cluster.wait_ready(timeout=60)
+    try:
+        cluster.wait_for_leader(60)
+        cluster.wait_ready(timeout=60)
+    except BaseException:
+        cluster.stop_all(5)
+        raise
     return cluster
 
 
