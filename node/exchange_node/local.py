@@ -384,9 +384,13 @@ class LocalCluster:
             leader = self.leader()
             mine = self.status(node_id)
             theirs = self.status(leader) if leader is not None else None
-            if mine and theirs and theirs["commit_index"] - mine["applied_index"] <= slack:
-                if mine["leader"] == leader:
-                    return
+            if (
+                mine
+                and theirs
+                and mine["leader"] == leader
+                and theirs["commit_index"] - mine["applied_index"] <= slack
+            ):
+                return
             time.sleep(0.05)
         raise TimeoutError(f"node {node_id} did not catch up in time")
 
