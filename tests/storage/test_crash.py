@@ -17,6 +17,7 @@ also the starting point of the next.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -67,6 +68,7 @@ class ForkServer:
         self.fd = self.proc.stdout.fileno()
         self.pending = b""
         self.lines: list[str] = []
+        self.writer: int | None = None
 
     def start_writer(self, start: int, *, pieces: bool, tear: int = 0) -> int:
         """Fork a writer that resumes after ``start`` ops; returns its pid once READY."""
@@ -77,7 +79,8 @@ class ForkServer:
         self.proc.stdin.flush()
         ok = self.read_until(lambda _line: self._has("PID") and self._has("READY"), 60)
         assert ok, f"writer did not start: {self.lines}"
-        return int(next(line for line in self.lines if line.startswith("PID")).split()[1])
+        self.writer = int(next(line for line in self.lines if line.startswith("PID")).split()[1])
+        return self.writer
 
     def _has(self, prefix: str) -> bool:
         return any(line.startswith(prefix) for line in self.lines)
@@ -106,6 +109,7 @@ class ForkServer:
         return lines
 
     def kill_writer(self, pid: int) -> None:
+        self.writer = None
         os.kill(pid, signal.SIGKILL)
         # DONE comes after the writer is reaped, so every line it wrote is in by then.
         assert self.read_until(lambda line: line == "DONE", 60)
@@ -115,9 +119,17 @@ class ForkServer:
         return acks[-1] if acks else start
 
     def close(self) -> None:
+        """End the server, and a writer still running if a trial failed half-way."""
+        if self.writer is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.writer, signal.SIGKILL)
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:
