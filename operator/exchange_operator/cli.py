@@ -64,15 +64,20 @@ def main(args: argparse.Namespace) -> int:
     if args.admin_url_template:
         config.admin_url_template = args.admin_url_template
     registry = kopf.OperatorRegistry()
-    register(registry, config)
+    runtime = register(registry, config)
     clusterwide, namespaces = namespaces_from(args)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=clusterwide,
-            namespaces=namespaces,
-            standalone=True,
-            liveness_endpoint=args.liveness or None,
-        )
-    )
+
+    async def run() -> None:
+        try:
+            await kopf.operator(
+                registry=registry,
+                clusterwide=clusterwide,
+                namespaces=namespaces,
+                standalone=True,
+                liveness_endpoint=args.liveness or None,
+            )
+        finally:
+            await runtime.close()
+
+    asyncio.run(run())
     return 0

@@ -379,7 +379,11 @@ async def reconcile(
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime:
-    """Install the handlers on `registry`; the returned Runtime holds the shared clients."""
+    """Install the handlers on `registry`; the returned Runtime holds the shared clients.
+
+    Close the Runtime after kopf.operator() returns, not in a cleanup handler:
+    timers may still be finishing while cleanup handlers run.
+    """
     rt = Runtime(config=config)
     resource = (names.GROUP, names.VERSION, names.PLURAL)
 
@@ -407,10 +411,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
             await rt.kube.close()
         rt.kube = KubeClient(info)
         return info
-
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        await rt.close()
 
     backoff = config.error_backoff
 
