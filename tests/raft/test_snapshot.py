@@ -133,3 +133,25 @@ def test_compaction_may_happen_before_advance_but_never_beyond_what_was_handed_o
     assert follower.log.offset == index
     with pytest.raises(ValueError, match="term"):
         leader.compact(Snapshot(SnapshotMeta(index, leader.term + 1, leader.conf_state), b""))
+
+
+def test_7_a_lost_snapshot_acknowledgement_is_made_up_for_by_the_next_heartbeat():
+    net = Network([1, 2, 3], **PAPER)
+    leader = net.elect(1)
+    net.isolate(3)
+    leader.propose_many([b"x"] * 10)
+    net.deliver()
+    net.take_snapshot(1)
+    net.heal()
+    net.snapshot_reports = False  # the transport never reports...
+    # ...and the follower's acknowledgement of the snapshot is lost.
+    net.drop = lambda m: m.type is MessageType.APP_RESP and m.frm == 3 and not m.reject
+    net.tick(1)
+    net.deliver()
+    assert net.cores[3].log.offset == leader.log.offset  # installed
+    assert leader.progress[3].state is ProgressState.SNAPSHOT
+    net.heal()
+    net.tick(1)  # one heartbeat round, far less than an election timeout
+    net.deliver()
+    assert leader.progress[3].state is ProgressState.REPLICATE
+    assert leader.progress[3].match_index == leader.log.last_index()

@@ -621,8 +621,19 @@ class RaftCore:
 
     def _handle_heartbeat(self, m: Message) -> None:
         # The leader sends min(match, commit), which we are known to hold.
-        self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._send(Message(_HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+        log = self.log
+        log.commit_to(min(m.commit, log.last_index()))
+        # Our commit index tells a leader waiting on a snapshot that it has landed.
+        self._send(
+            Message(
+                _HEARTBEAT_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                commit=log.commit_index,
+                context=m.context,
+            )
+        )
 
     def _handle_snapshot(self, m: Message) -> None:
         snapshot = m.snapshot
@@ -696,6 +707,10 @@ class RaftCore:
 
     def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
+        if pr.state is _SNAPSHOT and m.commit >= pr.pending_snapshot > 0:
+            # The snapshot was installed but its acknowledgement was lost: the
+            # follower holds everything up to its commit index, so probe from there.
+            pr.become_probe()
         pr.probe_sent = False
         if pr.state is _REPLICATE and pr.inflights.full():
             # An acknowledgement may have been lost: make room for one more APP,
