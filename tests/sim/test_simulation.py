@@ -36,7 +36,8 @@ def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
     with capsys.disabled():
         print(
             f"\nsim: {report['seeds']} seeds x {report['steps']} steps in {report['seconds']}s "
-            f"({report['seeds_per_second']} seeds/s, {report['steps_per_second']} steps/s)"
+            f"({report['seeds_per_second']} seeds/s, {report['steps_per_second']} steps/s; "
+            f"{report['steps_per_cpu_second']} steps per CPU-second)"
         )
     assert report["violations"] == [], report["violations"][:3]
     assert code == 0

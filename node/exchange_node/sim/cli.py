@@ -93,7 +93,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         print(
             f"{doc['seeds']} seeds x {args.steps} steps ({args.nodes} nodes): "
             f"{len(report.violations)} violations in {doc['seconds']}s "
-            f"({doc['seeds_per_second']} seeds/s, {doc['steps_per_second']} steps/s)"
+            f"({doc['seeds_per_second']} seeds/s, {doc['steps_per_second']} steps/s; "
+            f"{doc['steps_per_cpu_second']} steps per CPU-second)"
         )
         print("coverage: " + ", ".join(f"{k}={v}" for k, v in doc["stats"].items()))  # type: ignore[attr-defined]
     if not args.json:

@@ -39,6 +39,9 @@ class BatchReport:
     """Steps asked per seed."""
     total_steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """CPU time summed over the workers: a speed figure that other load on the
+    machine does not distort."""
     violations: list[dict[str, object]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     digests: dict[int, int] = field(default_factory=dict)
@@ -48,6 +51,7 @@ class BatchReport:
     def add(self, result: SeedResult, nodes: str | int) -> None:
         self.seeds += 1
         self.total_steps += result.steps
+        self.cpu_seconds += result.cpu_seconds
         self.digests[result.seed] = result.digest
         for name, value in result.stats.items():
             if name.startswith("max_"):
@@ -75,6 +79,8 @@ class BatchReport:
             "seconds": round(self.seconds, 3),
             "seeds_per_second": round(self.seeds / seconds, 2),
             "steps_per_second": round(self.total_steps / seconds),
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "steps_per_cpu_second": round(self.total_steps / max(self.cpu_seconds, 1e-9)),
             "stats": dict(sorted(self.stats.items())),
         }
 

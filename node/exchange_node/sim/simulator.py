@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import random
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class SeedResult:
     violation_step: int | None = None
     digest: int = 0
     stats: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = field(default=0.0, compare=False)
+    """Process CPU time the seed took (speed is measured, never part of the result)."""
 
 
 class SimNode:
@@ -1037,7 +1040,10 @@ def run_seed(
     simulation = Simulation(
         seed, nodes_for_seed(seed, nodes), raft=raft, trace=trace, commit_rule=commit_rule
     )
-    return simulation.run(steps)
+    started = time.process_time()
+    result = simulation.run(steps)
+    result.cpu_seconds = time.process_time() - started
+    return result
 
 
 def print_trace(line: str) -> None:
