@@ -27,6 +27,9 @@ class Network:
 
     def latency(self, rng: random.Random) -> int:
         if self.slow_rate and rng.random() < self.slow_rate:
+            if rng.random() < 0.05:
+                # A zombie: delivered long after, terms and leaders later.
+                return rng.randint(500, 5_000)
             return rng.randint(20, 300)
         return rng.randint(1, 5)
 
