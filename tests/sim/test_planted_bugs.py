@@ -23,6 +23,8 @@ EXPECTED = {
     "vote-for-older-log": ("leader completeness",),
     "heartbeat-commit-beyond-match": ("committed entry",),
     "lost-snapshot-stalls": ("did not apply the commit index",),
+    "read-before-term-commit": ("answers read",),
+    "read-without-quorum": ("answers read",),
     "never-campaign": ("liveness",),
 }
 

@@ -111,6 +111,24 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
             ),
         ),
         PlantedBug(
+            "read-before-term-commit",
+            "a new leader answers ReadIndex before an entry of its term commits, so its "
+            "commit index may lag what is already committed (stale read)",
+            "core",
+            (("elif log.term(log.commit_index) != self.term:", "elif False:"),),
+        ),
+        PlantedBug(
+            "read-without-quorum",
+            "a leader answers ReadIndex at once, without a heartbeat round proving it still leads",
+            "core",
+            (
+                (
+                    "elif self.read_only.add(log.commit_index, requester, ctx, self.id):\n            self._bcast_heartbeat(ctx)",
+                    "else:\n            self._answer_read(ReadRequest(log.commit_index, requester, ctx))",
+                ),
+            ),
+        ),
+        PlantedBug(
             "heartbeat-commit-beyond-match",
             "a leader's heartbeat tells a follower to commit beyond what it is known to hold",
             "core",
