@@ -665,3 +665,32 @@ def test_queries() -> None:
     assert desk.engine.order(12345) is None and desk.engine.best_bid_offer("ZZZ") is None
     assert resting.to_dict()["events"][0]["type"] == "accepted"
     assert desk.engine.order(resting.order_id).to_dict()["status"] == "FILLED"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- odd inputs and snapshots
+
+
+def test_lone_surrogates_are_rejected_not_raised() -> None:
+    desk = Desk()
+    for command in (
+        NewOrder("\ud800", "1", "AAA", BUY, OrderType.LIMIT, GTC, 99, 1),
+        NewOrder("a", "\udfff", "AAA", BUY, OrderType.LIMIT, GTC, 99, 1),
+        CancelReplace("a", 1, None, "\ud800", 99, 1),
+        AddSymbol("\ud800", 1, 1, 0, 0),
+    ):
+        assert reason(desk.do(command)) == RejectReason.INVALID_FIELD
+    restored = Engine.restore(desk.engine.snapshot())
+    assert restored.state_hash() == desk.engine.state_hash()
+
+
+def test_retained_results_with_out_of_range_ids_survive_a_snapshot() -> None:
+    desk = Desk()
+    huge = desk.do(CancelReplace("a", (1 << 64) - 1, None, "n1", 99, 1))
+    flag = desk.do(CancelReplace("a", True, None, "n2", 99, 1))  # type: ignore[arg-type]
+    assert reason(huge) == RejectReason.UNKNOWN_ORDER
+    assert huge.events[0].order_id == (1 << 64) - 1  # type: ignore[union-attr]
+    assert flag.events[0].order_id is None  # type: ignore[union-attr]
+    restored = Engine.restore(desk.engine.snapshot())
+    assert restored.result_for("a", "n1").to_dict() == huge.to_dict()  # type: ignore[union-attr]
+    assert restored.result_for("a", "n2").to_dict() == flag.to_dict()  # type: ignore[union-attr]
+    assert restored.state_hash() == desk.engine.state_hash()

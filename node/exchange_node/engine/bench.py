@@ -266,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
         BenchResult("apply_p99_us", round(p99, 2), "us"),
         BenchResult(
             "bytes_per_resting_order",
-            round(measure_bytes_per_order(100_000, args.clients)),
+            round(measure_bytes_per_order(min(100_000, args.resting), args.clients)),
             "bytes",
         ),
     ]

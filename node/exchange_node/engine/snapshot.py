@@ -26,7 +26,7 @@ Format, version 2 (little endian)::
       side   := u32 levels, i64[levels] prices, u32[levels] counts, then for all the
                 side's orders column by column: u64[] order ids, i64[] quantities,
                 i64[] leaves, u8[] flags (post_only | stp << 1), u32[] client refs,
-                u32[] client order id refs
+                u8[] client order id lengths (characters), u32 size + their UTF-8
     positions u32 n + (ref client, ref symbol, int * 7) * n
     results   u32 n + (ref client, ref client_order_id, i64 log_index, u8 has_order_id,
               i64 order_id, u8 status, u32 n + event * n) * n
@@ -45,7 +45,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from exchange_node.engine.book import RestingOrder
@@ -395,31 +395,45 @@ def encode_snapshot(engine: Engine) -> bytes:
 
 
 def _write_side(writer: _Writer, levels: Any) -> None:
-    # Column by column with C-level iteration (map + attrgetter): this is the bulk of a
-    # large snapshot.
+    # The bulk of a large snapshot. Each resting order is visited once (orders applied
+    # over time lie scattered in memory, so every visit is a cache miss); its fields
+    # land in a row tuple, and the columns are cut from the rows with C-level maps.
     level_list = list(levels)
-    live = [order for level in level_list for order in level.orders if order.leaves]
+    row = _ROW
+    rows = [row(order) for level in level_list for order in level.orders if order.leaves]
     ref = writer.ref
-    client_refs = {client_id: ref(client_id) for client_id in map(_CLIENT_ID, live)}
+    # dict.fromkeys: distinct clients in first-seen order (a set would not be canonical).
+    client_refs = {
+        client_id: ref(client_id) for client_id in dict.fromkeys(map(_ROW_CLIENT_ID, rows))
+    }
+    client_order_ids = list(map(_ROW_CLIENT_ORDER_ID, rows))
+    client_order_id_blob = "".join(client_order_ids).encode()
     parts = writer.parts
     parts.append(_U32.pack(len(level_list)))
     parts.append(array("q", map(_PRICE, level_list)).tobytes())
     parts.append(array("I", map(_COUNT, level_list)).tobytes())
-    parts.append(array("Q", map(_ORDER_ID, live)).tobytes())
-    parts.append(array("q", map(_QUANTITY, live)).tobytes())
-    parts.append(array("q", map(_LEAVES, live)).tobytes())
-    parts.append(bytes([(1 if o.post_only else 0) | o.stp << 1 for o in live]))
-    parts.append(array("I", map(client_refs.__getitem__, map(_CLIENT_ID, live))).tobytes())
-    parts.append(array("I", map(ref, map(_CLIENT_ORDER_ID, live))).tobytes())
+    parts.append(array("Q", map(_ROW_ORDER_ID, rows)).tobytes())
+    parts.append(array("q", map(_ROW_QUANTITY, rows)).tobytes())
+    parts.append(array("q", map(_ROW_LEAVES, rows)).tobytes())
+    parts.append(
+        bytes([(1 if post_only else 0) | stp << 1 for _, _, _, post_only, stp, _, _ in rows])
+    )
+    parts.append(array("I", map(client_refs.__getitem__, map(_ROW_CLIENT_ID, rows))).tobytes())
+    parts.append(array("B", map(len, client_order_ids)).tobytes())
+    parts.append(_U32.pack(len(client_order_id_blob)))
+    parts.append(client_order_id_blob)
 
 
+_ROW = attrgetter(
+    "order_id", "quantity", "leaves", "post_only", "stp", "client_id", "client_order_id"
+)
+_ROW_ORDER_ID = itemgetter(0)
+_ROW_QUANTITY = itemgetter(1)
+_ROW_LEAVES = itemgetter(2)
+_ROW_CLIENT_ID = itemgetter(5)
+_ROW_CLIENT_ORDER_ID = itemgetter(6)
 _PRICE = attrgetter("price")
 _COUNT = attrgetter("count")
-_ORDER_ID = attrgetter("order_id")
-_QUANTITY = attrgetter("quantity")
-_LEAVES = attrgetter("leaves")
-_CLIENT_ID = attrgetter("client_id")
-_CLIENT_ORDER_ID = attrgetter("client_order_id")
 
 
 # --------------------------------------------------------------------------- reading
@@ -706,7 +720,17 @@ def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> 
     pos = reader.take(total)
     flags = reader.data[pos : pos + total]
     clients = reader.column("I", total)
-    client_order_ids = reader.column("I", total)
+    id_lengths = reader.column("B", total)
+    blob_size = reader.u32()
+    pos = reader.take(blob_size)
+    id_text = reader.data[pos : pos + blob_size].decode()
+    if sum(id_lengths) != len(id_text):
+        raise SnapshotError("client order id lengths do not match their text")
+    client_order_ids: list[str] = []
+    offset = 0
+    for length in id_lengths:
+        client_order_ids.append(id_text[offset : offset + length])
+        offset += length
     strings = reader.strings
     side = book_side.side
     sign = book_side.sign
@@ -736,7 +760,7 @@ def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> 
             order_id = order_ids[index]
             quantity = quantities[index]
             leaves = leaves_column[index]
-            client_order_id = strings[client_order_ids[index]]
+            client_order_id = client_order_ids[index]
             if not 0 < leaves <= quantity or order_id in orders or client_order_id in live:
                 raise SnapshotError(f"bad resting order {order_id}")
             flag = flags[index]
