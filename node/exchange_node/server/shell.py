@@ -169,6 +169,7 @@ class Node:
         self._applied_term = 0
         self._snapshot_index = 0
         self._persisted_term_vote = (0, NONE)
+        self._deferred_hard_state: Any = None
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
@@ -412,6 +413,7 @@ class Node:
             core.tick()
         if ticks:
             self._expire(time.monotonic())
+            self._flush_deferred_hard_state()
         if self._inbox:
             inbox, self._inbox = self._inbox, []
             for message in inbox:
@@ -429,6 +431,17 @@ class Node:
             self._propose_pending()
         if self._read_batch:
             self._start_read()
+
+    def _flush_deferred_hard_state(self) -> None:
+        """Persist a commit-only hard state nothing else carried (idle cluster)."""
+        hs = self._deferred_hard_state
+        if hs is None:
+            return
+        self._deferred_hard_state = None
+        future = self._loop.run_in_executor(  # type: ignore[union-attr]
+            self._disk, _save, self.storage, [], hs, None
+        )
+        future.add_done_callback(_log_failure)
 
     def _propose_pending(self) -> None:
         if self.role != Role.LEADER:
@@ -497,6 +510,19 @@ class Node:
                 logs.CONTEXT.term = hs.term
                 self.metrics.term.set(hs.term)
             self.commit_index = hs.commit
+        # A change of the commit index alone need not be durable before anything
+        # (commit is re-learnt from the leader after a restart), so it does not wait
+        # for an fsync: it rides along with the next save, or is flushed on a tick.
+        if (
+            hs is not None
+            and not rd.entries
+            and rd.snapshot is None
+            and (hs.term, hs.vote) == self._persisted_term_vote
+        ):
+            self._deferred_hard_state = hs
+            hs = None
+        elif hs is None and rd.entries and rd.snapshot is None:
+            hs = self._deferred_hard_state
         must_persist = bool(rd.entries or hs is not None or rd.snapshot is not None)
         # A leader may send its appends while its own fsync runs (Raft thesis 10.2.1):
         # its own ack only counts once this Ready is advanced, after the fsync.
@@ -509,6 +535,8 @@ class Node:
         if early:
             self.transport.send(rd.messages)
         if must_persist:
+            if hs is not None:
+                self._deferred_hard_state = None
             await self._loop.run_in_executor(  # type: ignore[union-attr]
                 self._disk,
                 _save,
@@ -1124,6 +1152,11 @@ class Node:
             if self.leader == target:
                 return target
         raise Timeout(f"leadership did not move to {target} in time")
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("saving the hard state failed: %s", future.exception())
 
 
 def _save(storage: Any, entries: list[Entry], hard_state: Any, snapshot: Snapshot | None) -> None:
