@@ -33,9 +33,12 @@ def test_every_planted_bug_has_an_expectation():
     assert set(EXPECTED) == set(PLANTED_BUGS)
 
 
-# A follower stalled by a lost snapshot needs the lost snapshot to coincide with a
-# leader that survives into the calm: rarer, so it gets more seeds.
-SEED_BOUNDS = {"lost-snapshot-stalls": 400}
+# Rarer bugs get more seeds. Measured on seeds 0-199 (5,000 steps): caught in
+# 114 (commit-previous-term), 11 (forget-vote), 42 (heartbeat-commit-beyond-match),
+# 3 (lost-snapshot-stalls: a lost snapshot must meet a leader that survives into
+# the calm), 200 (never-campaign), 13 (read-before-term-commit), 5
+# (read-without-quorum), 8 (vote-for-older-log), 74 (vote-for-shorter-log).
+SEED_BOUNDS = {"lost-snapshot-stalls": 600, "read-without-quorum": 400}
 
 
 @pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
