@@ -55,10 +55,13 @@ class AdminClient:
             return None
         return parse_admin_status(payload) if isinstance(payload, dict) else None
 
-    async def add_learner(self, base_url: str, node_id: int, address: str) -> None:
-        await self._call(
-            "POST", f"{base_url}/v1/admin/members", {"id": node_id, "address": address}
-        )
+    async def add_learner(
+        self, base_url: str, node_id: int, address: str, http_address: str = ""
+    ) -> None:
+        body: dict[str, Any] = {"id": node_id, "address": address}
+        if http_address:
+            body["http_address"] = http_address
+        await self._call("POST", f"{base_url}/v1/admin/members", body)
 
     async def promote(self, base_url: str, node_id: int) -> None:
         await self._call("POST", f"{base_url}/v1/admin/members/{node_id}/promote")

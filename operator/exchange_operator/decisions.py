@@ -42,9 +42,10 @@ class ScaleStatefulSet:
 @dataclass(frozen=True)
 class AddLearner:
     node_id: int
-    address: str
+    address: str  # gRPC host:port
     pod: str
     reason: str
+    http_address: str = ""  # HTTP host:port (followers forward writes there)
     kind: str = "AddLearner"
 
 
@@ -190,8 +191,13 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
             return RemoveMember(
                 stale.id, f"{pod.name} lost its volume; its old identity {stale.id} leaves first"
             )
-        address = names.peer_address(cluster, pod.ordinal, namespace)
-        return AddLearner(node.node_id, address, pod.name, f"{pod.name} joins as a learner")
+        return AddLearner(
+            node.node_id,
+            names.peer_address(cluster, pod.ordinal, namespace),
+            pod.name,
+            f"{pod.name} joins as a learner",
+            http_address=names.peer_http_address(cluster, pod.ordinal, namespace),
+        )
 
     # 2. Learners: promote when caught up; drop those no longer wanted.
     for learner in view.learners:

@@ -219,8 +219,8 @@ async def _call_admin(
     action: decisions.Action,
 ) -> None:
     match action:
-        case decisions.AddLearner(node_id=node_id, address=address):
-            await admin.add_learner(base, node_id, address)
+        case decisions.AddLearner(node_id=node_id, address=address, http_address=http):
+            await admin.add_learner(base, node_id, address, http)
         case decisions.PromoteLearner(node_id=node_id):
             await admin.promote(base, node_id)
         case decisions.RemoveMember(node_id=node_id):

@@ -122,6 +122,11 @@ def peer_address(cluster: str, ordinal: int, namespace: str) -> str:
     return f"{peer_host(cluster, ordinal, namespace)}:{GRPC_PORT}"
 
 
+def peer_http_address(cluster: str, ordinal: int, namespace: str) -> str:
+    """The HTTP address followers forward writes to (`--advertise-http`, `http_address`)."""
+    return f"{peer_host(cluster, ordinal, namespace)}:{HTTP_PORT}"
+
+
 def initial_node_id(ordinal: int) -> int:
     """Members 0..N-1 of a new cluster get ids ordinal + 1 (0 means nobody)."""
     return ordinal + 1

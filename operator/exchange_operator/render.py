@@ -269,6 +269,10 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
             "EXCHANGE_ADVERTISE_ADDRESS",
             f"$(EXCHANGE_NAME).{peers_svc}.{cluster.namespace}.svc:{names.GRPC_PORT}",
         ),
+        value(
+            "EXCHANGE_ADVERTISE_HTTP",
+            f"$(EXCHANGE_NAME).{peers_svc}.{cluster.namespace}.svc:{names.HTTP_PORT}",
+        ),
         value("EXCHANGE_DATA_DIR", names.DATA_DIR),
         value("EXCHANGE_PEERS", peers_env(cluster, state.bootstrap_replicas)),
         value("EXCHANGE_CLUSTER_STATE", "existing" if state.bootstrapped else "new"),

@@ -601,7 +601,10 @@ class WorldKubelet:
         if (refusal := self._leader_only(request)) is not None:
             return refusal
         body = await request.json()
-        self.world.add_member(int(body["id"]), str(body["address"]))
+        node_id, address = int(body["id"]), str(body["address"])
+        http = body.get("http_address")
+        assert http is None or http.rsplit(":", 1)[0] == address.rsplit(":", 1)[0], body
+        self.world.add_member(node_id, address)
         return web.json_response({"ok": True})
 
     async def _promote(self, request: web.Request) -> web.Response:

@@ -169,7 +169,9 @@ def test_pod_that_lost_its_volume_is_replaced_as_a_new_member() -> None:
     removed = next(a for a in actions if isinstance(a, decisions.RemoveMember))
     added = next(a for a in actions if isinstance(a, decisions.AddLearner))
     assert removed.node_id == 2
-    assert added.node_id not in (1, 2, 3) and added.address.startswith("xc-1.xc-peers.trading")
+    assert added.node_id not in (1, 2, 3)
+    assert added.address == "xc-1.xc-peers.trading.svc:7070"
+    assert added.http_address == "xc-1.xc-peers.trading.svc:8080"
     assert sorted(world.members) == sorted([1, 3, added.node_id])
 
 

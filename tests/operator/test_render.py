@@ -98,6 +98,7 @@ def test_peers_env_lists_initial_voters_with_headless_names() -> None:
         "3=xc1-2.xc1-peers.trading.svc:7070"
     )
     assert env["EXCHANGE_ADVERTISE_ADDRESS"] == "$(EXCHANGE_NAME).xc1-peers.trading.svc:7070"
+    assert env["EXCHANGE_ADVERTISE_HTTP"] == "$(EXCHANGE_NAME).xc1-peers.trading.svc:8080"
     assert env["EXCHANGE_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["EXCHANGE_CLUSTER_STATE"] == "new"
     assert env["EXCHANGE_HTTP_PORT"] == "8080"
