@@ -105,8 +105,8 @@ class BookSide:
         self.keys: SortedList = SortedList()
         self.levels: dict[int, Level] = {}
 
-    def add(self, order: RestingOrder) -> None:
-        """Append ``order`` at the back of its price level."""
+    def add(self, order: RestingOrder) -> Level:
+        """Append ``order`` at the back of its price level; return the level."""
         key = self.sign * order.price
         level = self.levels.get(key)
         if level is None:
@@ -116,6 +116,7 @@ class BookSide:
         level.orders.append(order)
         level.total += order.leaves
         level.count += 1
+        return level
 
     def remove(self, order: RestingOrder) -> None:
         """Take a live ``order`` off the book (marks it dead; the caller keeps its record)."""

@@ -144,6 +144,9 @@ class SymbolState:
 
     __slots__ = (
         "asks",
+        "band_high",
+        "band_low",
+        "band_reference",
         "bids",
         "candles",
         "last_price",
@@ -169,6 +172,17 @@ class SymbolState:
         self.notional = 0
         self.candles: list[deque[list[int]]] = [deque(maxlen=history) for _ in range(candle_slots)]
         """Per interval: [start_ns, open, high, low, close, volume, notional], oldest first."""
+        self.band_reference = 0
+        """The reference the cached band bounds were computed from (0: none yet)."""
+        self.band_low = 0
+        self.band_high = 0
+
+    def set_band(self, reference: int) -> None:
+        """Cache ``[ceil(ref * (1 - bps/10^4)), floor(ref * (1 + bps/10^4))]``."""
+        bps = self.spec.price_band_bps
+        self.band_reference = reference
+        self.band_low = -((-reference * (10_000 - bps)) // 10_000)
+        self.band_high = (reference * (10_000 + bps)) // 10_000
 
 
 def _reject(
@@ -435,10 +449,11 @@ class Engine:
 
         # Price band, and a market order's collar.
         reference = state.last_price or spec.reference_price
-        bps = spec.price_band_bps
-        if bps and reference:
-            low = -((-reference * (10_000 - bps)) // 10_000)
-            high = (reference * (10_000 + bps)) // 10_000
+        if spec.price_band_bps and reference:
+            if reference != state.band_reference:
+                state.set_band(reference)
+            low = state.band_low
+            high = state.band_high
             if market:
                 limit = high if buy else low
                 valuation = limit
@@ -540,7 +555,7 @@ class Engine:
             self._finish(order, order_type, time_in_force, status, quantity - leaves)
         else:
             own = state.bids if buy else state.asks
-            own.add(order)
+            level = own.add(order)
             if buy:
                 position.open_buy_quantity += leaves
             else:
@@ -549,6 +564,11 @@ class Engine:
             if live is None:
                 live = self._live_by_client[client_id] = {}
             live[client_order_id] = order
+            if not touched:
+                # Rested without trading (the commonest outcome): one level changed.
+                state.seq = seq = state.seq + 1
+                events.append(BookUpdate(symbol, side, price, level.total, seq))
+                return CommandResult(log_index, order_id, _S_NEW, events)
             touched.append((state, own, price))
             status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
         if len(touched) == 1:
@@ -783,7 +803,12 @@ class Engine:
         events: list[Event] = []
         touched: Touched = []
         self._cancel_resting(order, _C_REQUESTED, events, touched)
-        self._book_updates(touched, events)
+        state, book_side, price = touched[0]
+        level = book_side.levels.get(book_side.sign * price)
+        state.seq = seq = state.seq + 1
+        events.append(
+            BookUpdate(order.symbol, order.side, price, 0 if level is None else level.total, seq)
+        )
         return CommandResult(log_index, order.order_id, _S_CANCELLED, events)
 
     def _cancel_resting(
@@ -903,10 +928,11 @@ class Engine:
         price_changed = price != order.price
         if price_changed:
             reference = state.last_price or spec.reference_price
-            bps = spec.price_band_bps
-            if bps and reference:
-                low = -((-reference * (10_000 - bps)) // 10_000)
-                high = (reference * (10_000 + bps)) // 10_000
+            if spec.price_band_bps and reference:
+                if reference != state.band_reference:
+                    state.set_band(reference)
+                low = state.band_low
+                high = state.band_high
                 if price < low or price > high:
                     return reject(
                         RejectReason.PRICE_BAND,
