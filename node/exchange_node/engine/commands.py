@@ -652,11 +652,11 @@ def _decode_command(reader: _Reader) -> Command:
     if tag == TAG_CANCEL_REPLACE:
         client_id = reader.string()
         order_id = reader.opt_order_id()
-        client_order_id = reader.optstr()
+        replaced_client_order_id = reader.optstr()
         new_client_order_id = reader.string()
         price, quantity = reader.unpack(_I64X2)
         return CancelReplace(
-            client_id, order_id, client_order_id, new_client_order_id, price, quantity
+            client_id, order_id, replaced_client_order_id, new_client_order_id, price, quantity
         )
     if tag == TAG_MASS_CANCEL:
         client_id = reader.string()
@@ -670,9 +670,9 @@ def _decode_command(reader: _Reader) -> Command:
     if tag == TAG_RESUME_SYMBOL:
         return ResumeSymbol(reader.string())
     if tag == TAG_SET_RISK_LIMITS:
-        client_id = reader.optstr()
+        limited_client = reader.optstr()
         max_order_qty, max_notional, max_position = reader.unpack(_I64X3)
-        return SetRiskLimits(client_id, max_order_qty, max_notional, max_position)
+        return SetRiskLimits(limited_client, max_order_qty, max_notional, max_position)
     raise CommandDecodeError(f"unknown command tag {tag} at byte {reader.pos - 1}")
 
 

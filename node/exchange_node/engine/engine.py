@@ -575,13 +575,13 @@ class Engine:
             # The common case (one level changed), without the general helper.
             state.seq = seq = state.seq + 1
             book_side = touched[0][1]
-            level = book_side.levels.get(book_side.sign * touched[0][2])
+            changed = book_side.levels.get(book_side.sign * touched[0][2])
             events.append(
                 BookUpdate(
                     symbol,
                     book_side.side,
                     touched[0][2],
-                    0 if level is None else level.total,
+                    0 if changed is None else changed.total,
                     seq,
                 )
             )

@@ -232,7 +232,7 @@ class _Writer:
         tag, spec = _EVENT_SPECS[cls]
         values: list[Any] = [tag]
         ref = self.ref
-        for kind, name in zip(spec, cls.__slots__, strict=True):  # type: ignore[attr-defined]
+        for kind, name in zip(spec, cls.__slots__, strict=True):
             value = getattr(event, name)
             if kind == "s":
                 values.append(ref(value))
@@ -250,7 +250,7 @@ class _Writer:
     def _generic_event(self, tag: int, spec: tuple[Any, ...], event: Event) -> None:
         parts = self.parts
         parts.append(_U8.pack(tag | _GENERIC))
-        for kind, name in zip(spec, type(event).__slots__, strict=True):  # type: ignore[attr-defined]
+        for kind, name in zip(spec, type(event).__slots__, strict=True):
             value = getattr(event, name)
             if kind == "s":
                 parts.append(_U32.pack(self.ref(value)))
