@@ -1,0 +1,209 @@
+"""A kubelet that runs real `exchange node` processes behind the emulated pods.
+
+It plugs into ClusterEmulator's Kubelet protocol. Each pod becomes a node
+process on loopback with the pod template's environment, rewritten only where
+a cluster differs from one machine: the headless-service names become
+127.0.0.1 with per-pod ports, the ConfigMap and Secret the pod would mount
+or reference are read from the emulator, and the volume is a directory.
+The operator reaches each node's admin API through a small proxy at
+`http://127.0.0.1:PORT/<pod>/...`, the same URL shape the model kubelet serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from exchange_operator import names
+from kmock_harness import ClusterEmulator
+
+Obj = dict[str, Any]
+NODE_MAIN = (
+    "import argparse, sys\n"
+    "from exchange_node import server_cli\n"
+    "parser = argparse.ArgumentParser()\n"
+    "server_cli.add_arguments(parser)\n"
+    "sys.exit(server_cli.main(parser.parse_args([])))\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessKubelet:
+    def __init__(
+        self, emulator: ClusterEmulator, workdir: Path, cluster: str, namespace: str
+    ) -> None:
+        self.emulator = emulator
+        self.workdir = workdir
+        self.cluster = cluster
+        self.namespace = namespace
+        self.http_ports = [_free_port() for _ in range(7)]
+        self.grpc_ports = [_free_port() for _ in range(7)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.ready: dict[int, bool] = {}
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- the Kubelet protocol --------------------------------------------------------
+    def pod_created(self, pod: Obj, ordinal: int, fresh_volume: bool) -> None:
+        data_dir = self.workdir / "volumes" / str(ordinal)
+        if fresh_volume and data_dir.exists():
+            shutil.rmtree(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = self._env(pod, ordinal, data_dir)
+        log = open(self.workdir / f"node-{ordinal}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.processes[ordinal] = subprocess.Popen(
+            [sys.executable, "-c", NODE_MAIN], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.ready[ordinal] = False
+
+    def pod_deleted(self, pod: Obj, ordinal: int) -> None:
+        process = self.processes.pop(ordinal, None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        self.ready[ordinal] = False
+
+    def is_ready(self, pod_name: str) -> bool:
+        return self.ready.get(int(pod_name.rsplit("-", 1)[1]), False)
+
+    # --- faults --------------------------------------------------------------------
+    def kill(self, ordinal: int) -> None:
+        """A crash: the process dies, the pod object stays (no restart here)."""
+        process = self.processes.get(ordinal)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    # --- environment ---------------------------------------------------------------
+    def _env(self, pod: Obj, ordinal: int, data_dir: Path) -> dict[str, str]:
+        container = pod["spec"]["containers"][0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "OTEL_"))}
+        for item in container.get("env", ()):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+        pod_name = pod["metadata"]["name"]
+        env["EXCHANGE_NAME"] = pod_name
+        env["EXCHANGE_LISTEN_HOST"] = "127.0.0.1"
+        env["EXCHANGE_HTTP_PORT"] = str(self.http_ports[ordinal])
+        env["EXCHANGE_GRPC_PORT"] = str(self.grpc_ports[ordinal])
+        env["EXCHANGE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{self.grpc_ports[ordinal]}"
+        env["EXCHANGE_ADVERTISE_HTTP"] = f"127.0.0.1:{self.http_ports[ordinal]}"
+        peers, peer_http = [], []
+        for entry in env.get("EXCHANGE_PEERS", "").split(","):
+            if not entry:
+                continue
+            peer_id, address = entry.split("=", 1)
+            peer_ordinal = names.ordinal_of_address(self.cluster, address)
+            assert peer_ordinal is not None, address
+            peers.append(f"{peer_id}=127.0.0.1:{self.grpc_ports[peer_ordinal]}")
+            peer_http.append(f"{peer_id}=127.0.0.1:{self.http_ports[peer_ordinal]}")
+        env["EXCHANGE_PEERS"] = ",".join(peers)
+        env["EXCHANGE_PEER_HTTP"] = ",".join(peer_http)
+        env["EXCHANGE_DATA_DIR"] = str(data_dir)
+        config_map = self.emulator.get(
+            "v1/configmaps", self.namespace, names.config_map(self.cluster)
+        )
+        assert config_map is not None, "the pod would not start without its ConfigMap"
+        config_file = self.workdir / "config" / names.CONFIG_FILE_NAME
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(config_map["data"][names.CONFIG_FILE_NAME])
+        env["EXCHANGE_CONFIG"] = str(config_file)
+        secret = self.emulator.get("v1/secrets", self.namespace, names.admin_secret(self.cluster))
+        assert secret is not None, "the pod would not start without its admin Secret"
+        env["EXCHANGE_ADMIN_TOKEN"] = base64.b64decode(
+            secret["data"][names.ADMIN_TOKEN_KEY]
+        ).decode()
+        env["EXCHANGE_SHUTDOWN_GRACE_SECONDS"] = "2"
+        return env
+
+    # --- the admin proxy and the readiness probe ----------------------------------------
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        app = web.Application()
+        app.router.add_route("*", "/{pod}/{path:.*}", self._proxy)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None and site._server.sockets
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    @property
+    def url_template(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{{pod}}"
+
+    async def _proxy(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        ordinal = int(request.match_info["pod"].rsplit("-", 1)[1])
+        url = f"http://127.0.0.1:{self.http_ports[ordinal]}/{request.match_info['path']}"
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        try:
+            async with self._session.request(
+                request.method, url, data=await request.read(), headers=headers
+            ) as upstream:
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status, body=body, content_type=upstream.content_type
+                )
+        except (aiohttp.ClientError, TimeoutError):
+            raise web.HTTPBadGateway() from None
+
+    async def probe(self) -> None:
+        """The kubelet's readiness probe: GET /readyz on every running node."""
+        assert self._session is not None
+        for ordinal, process in list(self.processes.items()):
+            ready = False
+            if process.poll() is None:
+                try:
+                    url = f"http://127.0.0.1:{self.http_ports[ordinal]}/readyz"
+                    async with self._session.get(url) as response:
+                        ready = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ready = False
+            self.ready[ordinal] = ready
+
+    async def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes.values():
+            process.wait()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("node-*.log")):
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}")
+        return "\n".join(parts)
+
+
+async def drive(emulator: ClusterEmulator, kubelet: ProcessKubelet, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await kubelet.probe()
+        await emulator.refresh_pods()
+        emulator.trim_requests()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
