@@ -12,8 +12,8 @@ What is checked, and where:
 * log matching: two entries with the same index and term carry the same
   data and follow entries of the same term, so by induction the logs agree
   on the whole prefix (``on_persist``, per written entry);
-* leader completeness: a new leader's log holds every committed entry
-  (``on_leader``), and a leader never overwrites its own log;
+* leader completeness: a new leader's log holds every entry committed in an
+  earlier term (``on_leader``), and a leader never overwrites its own log;
 * state machine safety: the committed history is global and append-only;
   whenever a node's commit index moves, its log up to there must equal
   that history (``on_persist``); no node ever truncates an entry it has
@@ -102,6 +102,8 @@ class Checker:
         self.terms: list[int] = [0]
         self.datas: list[bytes] = [b""]
         self.chains: list[int] = [0]
+        self.commit_terms: list[int] = [0]
+        """By index: the term of the first node known to have committed it."""
         # (index, configuration from that index on), one per committed change.
         self.confs: list[tuple[int, ConfState]] = [(0, ConfState())]
         self.leaders: dict[int, int] = {}
@@ -250,7 +252,7 @@ class Checker:
         watch.durable = hard_state
         watch.commit = commit
         if commit > watch.verified:
-            self._verify_committed(watch, storage, commit)
+            self._verify_committed(watch, storage, commit, hard_state.term)
 
     def on_restart(self, watch: NodeWatch, storage: SimStorage, *, torn: bool) -> None:
         """A node came back with what its disk recovered.
@@ -287,7 +289,7 @@ class Checker:
         watch.commit = hard_state.commit
         commit = max(hard_state.commit, storage.snapshot_index)
         if commit > watch.verified:
-            self._verify_committed(watch, storage, commit)
+            self._verify_committed(watch, storage, commit, hard_state.term)
 
     def on_messages(self, node_id: int, messages: Sequence[Message]) -> bool:
         """Checks outgoing messages; True when they grant a vote."""
@@ -311,8 +313,11 @@ class Checker:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             raise Violation(f"two leaders in term {term}: nodes {other} and {node_id}")
-        # Leader completeness: every committed entry is in the new leader's log.
+        # Leader completeness: every entry committed in an earlier term is in the
+        # new leader's log. (A leader of an old term, elected late by delayed
+        # votes, may legitimately lack entries committed in later terms.)
         terms = self.terms
+        commit_terms = self.commit_terms
         start = storage.snapshot_index
         if start > self.commit_index:
             raise Violation(
@@ -320,11 +325,11 @@ class Checker:
                 f"commit index {self.commit_index}"
             )
         for index in range(start + 1, self.commit_index + 1):
-            if storage.term_at(index) != terms[index]:
+            if commit_terms[index] < term and storage.term_at(index) != terms[index]:
                 raise Violation(
-                    f"leader completeness: leader {node_id} of term {term} lacks committed "
-                    f"entry {index} (term {terms[index]}); its log has term "
-                    f"{storage.term_at(index)} there"
+                    f"leader completeness: leader {node_id} of term {term} lacks entry "
+                    f"{index} (term {terms[index]}) committed in term {commit_terms[index]}; "
+                    f"its log has term {storage.term_at(index)} there"
                 )
 
     def on_snapshot(self, watch: NodeWatch, snapshot: Snapshot) -> None:
@@ -381,7 +386,10 @@ class Checker:
                 f"committed history's state there"
             )
 
-    def _verify_committed(self, watch: NodeWatch, storage: SimStorage, commit: int) -> None:
+    def _verify_committed(
+        self, watch: NodeWatch, storage: SimStorage, commit: int, term: int
+    ) -> None:
+        """``watch``'s node, in ``term``, says its log is committed up to ``commit``."""
         node_id = watch.node_id
         last = storage.last_index()
         if commit > last:
@@ -402,13 +410,16 @@ class Checker:
                         f"{terms[index]} data {datas[index][:24]!r}"
                     )
             else:
-                self._extend_history(node_id, entry)
+                self._extend_history(node_id, entry, term)
                 known = index
         watch.verified = commit
 
-    def _extend_history(self, node_id: int, entry: Entry) -> None:
+    def _extend_history(self, node_id: int, entry: Entry, term: int) -> None:
         index = entry.index
         data = entry.data
+        # The term in which the entry was committed: the reporting node's term,
+        # which is that term or a later one (so the completeness check stays sound).
+        self.commit_terms.append(term)
         self.terms.append(entry.term)
         self.datas.append(data)
         self.chains.append(chain_step(self.chains[-1], entry.term, index, data))
