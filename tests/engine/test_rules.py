@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -37,6 +38,8 @@ from exchange_node.engine.events import (
     TradingStatus,
 )
 from exchange_node.engine.views import RiskLimits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BUY, SELL = Side.BUY, Side.SELL
 GTC, IOC, FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
@@ -693,4 +696,28 @@ def test_retained_results_with_out_of_range_ids_survive_a_snapshot() -> None:
     restored = Engine.restore(desk.engine.snapshot())
     assert restored.result_for("a", "n1").to_dict() == huge.to_dict()  # type: ignore[union-attr]
     assert restored.result_for("a", "n2").to_dict() == flag.to_dict()  # type: ignore[union-attr]
+    assert restored.state_hash() == desk.engine.state_hash()
+
+
+JUNK = [None, True, 0, -1, 1.5, 2**70, "", "AAA", "\ud800", ["AAA"], {}, b"AAA", BUY, GTC]
+
+
+@settings(settings.get_profile("engine"), max_examples=300)
+@given(
+    st.sampled_from(
+        [NewOrder, Cancel, CancelReplace, MassCancel, AddSymbol, SetRiskLimits, HaltSymbol]
+    ).flatmap(
+        lambda cls: st.tuples(
+            st.just(cls),
+            st.lists(st.sampled_from(JUNK), min_size=len(fields(cls)), max_size=len(fields(cls))),
+        )
+    )
+)
+def test_any_field_values_are_rejected_or_applied_never_raised(case: tuple[type, list]) -> None:
+    cls, values = case
+    desk = Desk()
+    desk.limit("a", "live", BUY, 99, 5)
+    result = desk.do(cls(*values))
+    assert isinstance(result, CommandResult)
+    restored = Engine.restore(desk.engine.snapshot())
     assert restored.state_hash() == desk.engine.state_hash()

@@ -357,7 +357,8 @@ class Engine:
                 return original
             # A fast sufficient test that validate_format would accept the order (both ids are
             # well formed when keyed); anything unusual takes the full check.
-            spec = self._specs.get(command.symbol)
+            symbol = command.symbol
+            spec = self._specs.get(symbol) if type(symbol) is str else None
             quantity = command.quantity
             price = command.price
             order_type = command.order_type
