@@ -40,6 +40,36 @@ Rules, in the order the checks are made for a new order:
    (``SelfTradeMode``), and the remainder rests (GTC limit) or expires (IOC,
    FOK, market).
 
+Self-trade prevention (``SelfTradeMode``, chosen by the incoming order, default
+``CANCEL_INCOMING``): before each fill against a resting order of the same
+client, ``CANCEL_RESTING`` cancels that resting order and goes on matching;
+``CANCEL_INCOMING`` cancels the incoming remainder (fills already made stand);
+``CANCEL_BOTH`` does both.
+
+Other commands:
+
+- ``Cancel`` (by order id or client order id; only the owner's live orders,
+  else ``UNKNOWN_ORDER``; allowed while halted). ``MassCancel`` cancels the
+  client's live orders (one symbol or all) in order-id order.
+- ``CancelReplace``: exactly-once by ``new_client_order_id``; then format,
+  ``UNKNOWN_ORDER``, ``DUPLICATE_CLIENT_ORDER_ID``, ``SYMBOL_HALTED``, tick and
+  lot; a new total quantity not above the filled quantity cancels the order;
+  then band (if the price changes), risk (as if the old order were gone) and
+  post-only. Same price and quantity not increased keeps time priority;
+  otherwise the order leaves the book and re-enters as an aggressor (it may
+  trade) at the back of its new level. The order id stays; its client order id
+  becomes the new one.
+- Admin: ``AddSymbol``, ``HaltSymbol`` / ``ResumeSymbol`` (new orders and
+  replaces rejected while halted), ``SetRiskLimits``.
+
+Events: ``BookUpdate`` events come last in a result, one per level whose total
+changed, in the order the levels first changed, each with the symbol's next
+sequence number. Positions and realised P&L use integer average cost
+(``Position``). Queries answer live orders and the last ``finished_window``
+finished ones; ``recent_trades`` keeps ``trade_history`` fills per symbol and
+``analytics`` keeps ``candle_history`` candles per interval, bucketed by the
+engine clock (a late stamp is folded into the newest candle).
+
 A rejected command changes nothing but the retention table. Nothing a command
 carries makes ``apply`` raise: malformed input is a ``Rejected`` event.
 """
