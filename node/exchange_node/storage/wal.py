@@ -2,7 +2,8 @@
 
 ``open_storage(data_dir)`` locks the directory, recovers, and returns a
 ``WalStorage`` implementing ``RaftStorage``. The byte layout is in
-``format.py``; this module holds the rules.
+``format.py``, file names and durable file writes in ``files.py``, the
+recovery rules in ``recovery.py``; this module holds the writing rules.
 
 Directory
 ---------
@@ -51,73 +52,17 @@ ones with one ``pread`` per segment touched, verifying every record's
 checksum again on the way. ``entries`` clamps ``hi`` to the end of the log and
 raises ``LogCompactedError`` below the first index, like the simulator's disk.
 
-Recovery rules
---------------
-1. ``*.tmp`` files are leftovers of an interrupted create or rename: removed.
-2. Segment sequence numbers must be contiguous; a gap is a missing segment:
-   ``StorageCorruptionError``. So is a newest segment older than the one
-   ``NEWEST_SEGMENT`` records (the newest segments were lost), or a directory
-   with snapshots or that record but no segment at all. Every segment header
-   must verify and chain on from the previous segment (first index, previous
-   term, hard state, batch sequence).
-3. Records are replayed batch by batch; a batch takes effect at its intact
-   COMMIT record. Entries must be contiguous; a TRUNCATE's ``prev_term`` must
-   match the log. Replay starts from the oldest surviving segment's header
-   (first index, previous term); a TRUNCATE or a KEEP marker may point below
-   that start, into segments compaction has removed, and then the log below
-   it is simply unknown until a later marker sets the base (rule 6 checks the
-   end result).
-4. Any bad or incomplete record, or a batch without COMMIT, in a segment that
-   is *not the last* is corruption.
-5. In the *last* segment, a bad record at offset F (incomplete header, length
-   past the end of the file, checksum mismatch, unknown type, malformed body)
-   or a batch without COMMIT is a *torn tail* if and only if no intact COMMIT
-   record appears anywhere after F. The tail is then truncated back to the
-   start of that incomplete batch and a warning is logged. If an intact COMMIT
-   does follow, the bad bytes were written before a batch completed: that is
-   corruption of data that may have been acknowledged, and recovery stops.
-   Why this rule: ``save`` is synchronous, so at most one batch (the last one)
-   can be in flight at a crash, and a batch is acknowledged only after its
-   COMMIT is written and fsynced. A crash can therefore damage only bytes after
-   the last intact COMMIT. A record that is complete but fails its checksum at
-   the very end is treated as torn, because a crash mid-write can leave
-   exactly that (the file size reached the disk, some of the data did not).
-   The one case the rule cannot tell apart: bit rot confined to the final
-   COMMIT record of the log. That batch is then dropped (and logged) although
-   it may have been acknowledged; if the hard state that survives says
-   ``commit`` is beyond the recovered log, recovery stops instead (rule 7).
-   Conversely a bad record *inside* the last batch whose own COMMIT is intact
-   is reported as corruption, never dropped.
-6. The snapshot in force is the one named by the last committed SNAPSHOT
-   marker; its file must exist and verify, else ``StorageCorruptionError``.
-   Snapshot files newer than that marker belong to a ``save`` that never
-   completed (never acknowledged) and are removed. Without any marker the log
-   must start at index 1 and any snapshot file is such a leftover. Once all
-   checks pass, a compaction the crash interrupted is finished (segments the
-   snapshot covers, segments older than the last RESET, surplus snapshots).
-7. The recovered hard state's ``commit`` must not exceed the last recovered
-   index: entries known committed would be missing.
-
-Every ``StorageCorruptionError`` names the file and byte offset and tells the
-operator to restore the member from its peers (wipe and re-add). Recovery
-reads segments in 8 MiB chunks and changes no file until every check passed.
-
-Cost of recovery: ``RecoveredState.entries`` holds every entry after the
-snapshot in memory (about 240 bytes per 100-byte entry in CPython), so the
-node should snapshot often enough to keep that log short. Python's cyclic
-garbage collector is paused while replay builds those objects (it would
-rescan them again and again; replay creates no cycles).
+Recovery
+--------
+The rules by which a directory is read back are in ``recovery.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import logging
 import os
-import re
-import struct
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -133,29 +78,27 @@ from .errors import (
     StorageError,
     StorageFailedError,
 )
+from .files import (
+    NEWEST_SEGMENT_FILE,
+    OFFSET_BITS,
+    OFFSET_MASK,
+    Segment,
+    fsync_dir,
+    list_snapshots,
+    load_snapshot,
+    segment_name,
+    snapshot_name,
+    write_file_durably,
+)
+from .files import fdatasync as _fdatasync
+from .files import write_all as _write_all
 from .interface import RecoveredState
 from .lock import DataDirLock
+from .recovery import recover_directory
 
 log = logging.getLogger(__name__)
 
-_SEGMENT_NAME = re.compile(r"^wal-([0-9a-f]{16})-([0-9a-f]{16})\.log$")
-_SNAPSHOT_NAME = re.compile(r"^snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
-_OFFSET_BITS = 40
-_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
-_READ_CHUNK = 8 << 20
-_ENTRY_RECORD = struct.Struct("<IIBQQB")
-"""A whole ENTRY record head at once: crc, length, type, term, index, entry_type."""
 _NO_HARD_STATE = HardState()
-NEWEST_SEGMENT_FILE = "NEWEST_SEGMENT"
-"""Holds the sequence number of the newest segment created, so that losing it is seen."""
-
-
-def segment_name(seq: int, first_index: int) -> str:
-    return f"wal-{seq:016x}-{first_index:016x}.log"
-
-
-def snapshot_name(index: int, term: int) -> str:
-    return f"snap-{index:016x}-{term:016x}.snap"
 
 
 class SaveStats(NamedTuple):
@@ -170,56 +113,6 @@ class SaveStats(NamedTuple):
 
 
 SaveObserver = Callable[[SaveStats], None]
-
-
-class _Segment:
-    __slots__ = ("checksum", "first_index", "max_index", "path", "read_fd", "seq", "size")
-
-    def __init__(self, seq: int, first_index: int, path: str, checksum: int, size: int) -> None:
-        self.seq = seq
-        self.first_index = first_index
-        self.path = path
-        self.checksum = checksum
-        self.size = size
-        self.max_index = first_index - 1
-        """Highest index of any entry ever written here (dead ones included)."""
-        self.read_fd: int | None = None
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_fdatasync = getattr(os, "fdatasync", os.fsync)
-
-
-def _write_all(fd: int, buf: bytes | bytearray | memoryview) -> None:
-    view = memoryview(buf)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _write_file_durably(directory: str, name: str, pieces: Sequence[bytes]) -> str:
-    """temp file, fsync, rename, directory fsync. Returns the final path."""
-    path = os.path.join(directory, name)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        total = sum(len(p) for p in pieces)
-        written = os.writev(fd, pieces)
-        if written != total:
-            _write_all(fd, b"".join(pieces)[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(directory)
-    return path
 
 
 class WalStorage:
@@ -257,8 +150,8 @@ class WalStorage:
         self._tail_cap = max(tail_cache_entries, 0)
         self._failed: BaseException | None = None
         self._closed = False
-        self._segments: list[_Segment] = []
-        self._by_seq: dict[int, _Segment] = {}
+        self._segments: list[Segment] = []
+        self._by_seq: dict[int, Segment] = {}
         self._write_fd = -1
         self._crc: fmt.ChecksumFn = fmt.CHECKSUMS[fmt.WRITE_CHECKSUM]
         self._base_index = 0
@@ -404,7 +297,7 @@ class WalStorage:
     # -- writing ----------------------------------------------------------------
 
     @property
-    def _active(self) -> _Segment:
+    def _active(self) -> Segment:
         return self._segments[-1]
 
     def _check_usable(self) -> None:
@@ -442,7 +335,7 @@ class WalStorage:
                 truncate_at = first
                 body = fmt.TRUNCATE_BODY.pack(first, self.term(first - 1))
                 buf += fmt.record(crc, fmt.RT_TRUNCATE, body)
-            seq_bits = segment.seq << _OFFSET_BITS
+            seq_bits = segment.seq << OFFSET_BITS
             position = segment.size + len(buf)
             pack_head = fmt.ENTRY_HEAD.pack
             pack_u32 = fmt.U32.pack
@@ -569,21 +462,21 @@ class WalStorage:
             self._batch_seq,
         )
         name = segment_name(seq, first_index)
-        path = _write_file_durably(self.data_dir, name, [header])
+        path = write_file_durably(self.data_dir, name, [header])
         # Only after the segment exists: the record may lag the newest segment, never lead.
-        _write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [f"{seq}\n".encode()])
+        write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [f"{seq}\n".encode()])
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         if self._write_fd >= 0:
             os.close(self._write_fd)
         self._write_fd = fd
-        segment = _Segment(seq, first_index, path, fmt.WRITE_CHECKSUM, len(header))
+        segment = Segment(seq, first_index, path, fmt.WRITE_CHECKSUM, len(header))
         self._segments.append(segment)
         self._by_seq[seq] = segment
         self._crc = fmt.checksum_fn(fmt.WRITE_CHECKSUM)
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta
-        _write_file_durably(
+        write_file_durably(
             self.data_dir, snapshot_name(meta.index, meta.term), fmt.encode_snapshot(snapshot)
         )
 
@@ -606,7 +499,7 @@ class WalStorage:
             log.debug("compaction removed %s", segment.path)
         current = self._snapshot_meta
         assert current is not None
-        for index, term, name in _list_snapshots(self.data_dir)[: -self.keep_snapshots]:
+        for index, term, name in list_snapshots(self.data_dir)[: -self.keep_snapshots]:
             if (index, term) == (current.index, current.term):
                 continue
             os.unlink(os.path.join(self.data_dir, name))
@@ -616,14 +509,14 @@ class WalStorage:
 
     # -- reading ------------------------------------------------------------------
 
-    def _read_fd(self, segment: _Segment) -> int:
+    def _read_fd(self, segment: Segment) -> int:
         fd = segment.read_fd
         if fd is None:
             fd = segment.read_fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
     @staticmethod
-    def _close_read_fd(segment: _Segment) -> None:
+    def _close_read_fd(segment: Segment) -> None:
         if segment.read_fd is not None:
             os.close(segment.read_fd)
             segment.read_fd = None
@@ -635,13 +528,13 @@ class WalStorage:
         out: list[Entry] = []
         i = lo
         while i < hi:
-            seq = positions[i - first] >> _OFFSET_BITS
+            seq = positions[i - first] >> OFFSET_BITS
             j = i
-            while j + 1 < hi and positions[j + 1 - first] >> _OFFSET_BITS == seq:
+            while j + 1 < hi and positions[j + 1 - first] >> OFFSET_BITS == seq:
                 j += 1
             segment = self._by_seq[seq]
-            start = positions[i - first] & _OFFSET_MASK
-            last_at = positions[j - first] & _OFFSET_MASK
+            start = positions[i - first] & OFFSET_MASK
+            last_at = positions[j - first] & OFFSET_MASK
             fd = self._read_fd(segment)
             head = os.pread(fd, fmt.RECORD_HEAD_SIZE, last_at)
             if len(head) < fmt.RECORD_HEAD_SIZE:
@@ -659,7 +552,7 @@ class WalStorage:
             unpack_head = fmt.RECORD_HEAD.unpack_from
             unpack_body = fmt.ENTRY_BODY.unpack_from
             for k in range(i, j + 1):
-                p = (positions[k - first] & _OFFSET_MASK) - start
+                p = (positions[k - first] & OFFSET_MASK) - start
                 stored, length, rtype = unpack_head(raw, p)
                 end = p + 9 + length
                 if rtype != fmt.RT_ENTRY or crc(view[p + 4 : end]) != stored:
@@ -680,131 +573,28 @@ class WalStorage:
         if meta is None:
             return None
         if self._snapshot is None:
-            self._snapshot = _load_snapshot(self.data_dir, meta.index, meta.term)
+            self._snapshot = load_snapshot(self.data_dir, meta.index, meta.term)
         return self._snapshot
 
     # -- recovery -------------------------------------------------------------------
 
     def _recover_from_disk(self) -> None:
-        started = time.perf_counter()
-        data_dir = self.data_dir
-        names = os.listdir(data_dir)
-        leftovers = [n for n in names if n.endswith(".tmp")]
-        for name in leftovers:
-            log.info("removing %s: left over from an interrupted write", name)
-            os.unlink(os.path.join(data_dir, name))
-        segment_files: list[tuple[int, int, str]] = []
-        for name in names:
-            match = _SEGMENT_NAME.match(name)
-            if match:
-                segment_files.append((int(match[1], 16), int(match[2], 16), name))
-        segment_files.sort()
-        snapshots = _list_snapshots(data_dir)
-        newest_created = _read_newest_segment(data_dir)
-
-        if not segment_files:
-            if snapshots or newest_created:
-                raise StorageCorruptionError(
-                    data_dir, None, "every WAL segment is missing (the directory had a log)"
-                )
-            if leftovers:
-                fsync_dir(data_dir)
+        found = recover_directory(self.data_dir)
+        if found is None:
             self._create_segment(1, 1, 0)
             self._recovered = RecoveredState()
-            log.info("initialised an empty log in %s", data_dir)
+            log.info("initialised an empty log in %s", self.data_dir)
             return
-
-        for (seq_a, _, name_a), (seq_b, _, name_b) in itertools.pairwise(segment_files):
-            if seq_b != seq_a + 1:
-                raise StorageCorruptionError(
-                    os.path.join(data_dir, name_b),
-                    None,
-                    f"segment(s) {seq_a + 1}..{seq_b - 1} between {name_a} and {name_b} are "
-                    "missing",
-                )
-
-        if segment_files[-1][0] < newest_created:
-            raise StorageCorruptionError(
-                os.path.join(data_dir, segment_files[-1][2]),
-                None,
-                f"segment {newest_created} was created but the newest segment file left is "
-                f"{segment_files[-1][0]}: the newest segment(s) are missing",
-            )
-
-        replay = _Replay()
-        torn: tuple[str, int, int] | None = None
-        for position, (seq, first_index, name) in enumerate(segment_files):
-            is_last = position == len(segment_files) - 1
-            path = os.path.join(data_dir, name)
-            segment, torn_at = replay.segment(path, seq, first_index, is_last)
-            self._segments.append(segment)
-            self._by_seq[seq] = segment
-            if torn_at is not None:
-                torn = (path, torn_at, segment.size)
-                segment.size = torn_at
-
-        marker = replay.marker
-        if marker is None:
-            if replay.base_index != 0:
-                raise StorageCorruptionError(
-                    self._segments[0].path,
-                    0,
-                    f"the log starts after index {replay.base_index} but no snapshot covers "
-                    "the entries before it (older segments are missing)",
-                )
-        elif (replay.base_index, replay.base_term) != marker:
-            raise StorageCorruptionError(
-                self._segments[0].path,
-                0,
-                f"the log starts after index {replay.base_index} (term {replay.base_term}) but "
-                f"the snapshot in force is at index {marker[0]} (term {marker[1]})",
-            )
-        last_index = replay.base_index + len(replay.positions)
-        if replay.hard_state[2] > last_index:
-            raise StorageCorruptionError(
-                self._segments[-1].path,
-                None,
-                f"the hard state says entries up to {replay.hard_state[2]} are committed but "
-                f"the log ends at {last_index}: committed entries are missing",
-            )
-        snapshot: Snapshot | None = None
-        orphans = [s for s in snapshots if marker is None or s[0] > marker[0]]
-        if marker is not None:
-            snapshot = _load_snapshot(data_dir, *marker)
-
-        # Everything checked: only now change files.
-        if torn is not None:
-            path, torn_at, size = torn
-            log.warning(
-                "%s: torn write at the end of the log: dropping %d bytes from offset %d "
-                "(a batch that was never acknowledged)",
-                path,
-                size - torn_at,
-                torn_at,
-            )
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.ftruncate(fd, torn_at)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for index, term, name in orphans:
-            log.warning(
-                "removing %s: snapshot (index %d, term %d) of a save that never completed",
-                name,
-                index,
-                term,
-            )
-            os.unlink(os.path.join(data_dir, name))
-        if orphans or leftovers:
-            fsync_dir(data_dir)
-
+        replay, snapshot = found.replay, found.snapshot
+        self._segments = found.segments
+        self._by_seq = {segment.seq: segment for segment in found.segments}
         active = self._segments[-1]
         self._crc = fmt.checksum_fn(active.checksum)
         self._write_fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._base_index, self._base_term = replay.base_index, replay.base_term
         self._positions = replay.positions
         entries = replay.entries
+        last_index = replay.last_index()
         self._last_term = entries[-1].term if entries else replay.base_term
         self._hard_state = HardState(*replay.hard_state)
         self._batch_seq = replay.batch_seq
@@ -816,368 +606,19 @@ class WalStorage:
         self._recovered = RecoveredState(
             hard_state=self._hard_state, snapshot=snapshot, entries=entries
         )
-        if marker is not None:
+        if replay.marker is not None:
             # Finish a compaction a crash may have interrupted.
-            self._compact(marker[0], dead_before_seq=replay.reset_seq)
+            self._compact(replay.marker[0], dead_before_seq=replay.reset_seq)
         log.info(
             "recovered %s: %d segment(s), snapshot at %s, entries %d..%d, %s, in %.3f s",
-            data_dir,
+            self.data_dir,
             len(self._segments),
-            marker[0] if marker else "none",
+            replay.marker[0] if replay.marker else "none",
             replay.base_index + 1,
             last_index,
             self._hard_state,
-            time.perf_counter() - started,
+            found.seconds,
         )
-
-
-class _Replay:
-    """Recovery's running state: the log as the records so far describe it."""
-
-    def __init__(self) -> None:
-        self.base_index = 0
-        self.base_term = 0
-        self.entries: list[Entry] = []
-        self.positions = array("Q")
-        self.hard_state: tuple[int, int, int] = (0, 0, 0)
-        self.batch_seq = 0
-        self.marker: tuple[int, int] | None = None
-        self.reset_seq = 0
-        """Segment holding the last RESET marker: every older segment is dead."""
-        self.started = False
-        self.base_from_header = True
-        """Nothing below ``base_index`` is known: it came from the first segment's header."""
-
-    def last_index(self) -> int:
-        return self.base_index + len(self.entries)
-
-    def term_at(self, index: int) -> int | None:
-        if index == self.base_index:
-            return self.base_term
-        offset = index - self.base_index - 1
-        if 0 <= offset < len(self.entries):
-            return self.entries[offset].term
-        return None
-
-    def segment(
-        self, path: str, seq: int, first_index: int, is_last: bool
-    ) -> tuple[_Segment, int | None]:
-        """Replay one segment file. Returns it and, for a torn tail, the offset to cut at."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            raw_header = os.pread(fd, fmt.SEGMENT_HEADER_SIZE, 0)
-            try:
-                header = fmt.decode_segment_header(raw_header)
-            except ValueError as exc:
-                raise StorageCorruptionError(path, 0, f"bad segment header: {exc}") from None
-            self._check_header(path, header, seq, first_index)
-            segment = _Segment(seq, first_index, path, header.checksum, size)
-            torn_at = self._records(fd, path, segment, size, is_last)
-        finally:
-            os.close(fd)
-        return segment, torn_at
-
-    def _check_header(self, path: str, header: fmt.SegmentHeader, seq: int, first: int) -> None:
-        if (header.seq, header.first_index) != (seq, first):
-            raise StorageCorruptionError(
-                path,
-                0,
-                f"header says segment {header.seq} starting at {header.first_index}, "
-                "the file name disagrees",
-            )
-        if not self.started:
-            self.started = True
-            self.base_index = first - 1
-            self.base_term = header.prev_term
-            self.hard_state = header.hard_state
-            self.batch_seq = header.batch_seq
-            return
-        expected = (self.last_index() + 1, self.term_at(self.last_index()), self.hard_state)
-        found = (header.first_index, header.prev_term, header.hard_state)
-        if found != expected or header.batch_seq != self.batch_seq:
-            raise StorageCorruptionError(
-                path,
-                0,
-                f"segment does not follow the previous one: header (first index, previous "
-                f"term, hard state) = {found}, batch {header.batch_seq}; expected {expected}, "
-                f"batch {self.batch_seq}",
-            )
-
-    def _records(
-        self, fd: int, path: str, segment: _Segment, size: int, is_last: bool
-    ) -> int | None:
-        crc = fmt.checksum_fn(segment.checksum)
-        unpack_head = fmt.RECORD_HEAD.unpack_from
-        unpack_entry = fmt.ENTRY_BODY.unpack_from
-        unpack_entry_record = _ENTRY_RECORD.unpack_from
-        seq_bits = segment.seq << _OFFSET_BITS
-        entries = self.entries
-        positions = self.positions
-        add_entry = entries.append
-        add_position = positions.append
-        offset = fmt.SEGMENT_HEADER_SIZE  # file offset of buf[0]
-        buf = b""
-        view = memoryview(buf)
-        p = 0
-        batch_start = offset
-        # The batch being read. Plain batches (entries, hard state) go straight into
-        # the log and are rolled back to ``mark`` if their COMMIT never comes; a batch
-        # that starts with SNAPSHOT or TRUNCATE is held aside and applied at its COMMIT.
-        mark = len(entries)
-        deferred = False
-        snap: tuple[int, int, int] | None = None
-        truncate: tuple[int, int] | None = None
-        hard_state: tuple[int, int, int] | None = None
-        pending: list[Entry] = []
-        pending_pos = array("Q")
-        expected = self.last_index() + 1
-        problem = ""
-        eof = offset >= size
-        while True:
-            if not deferred and hard_state is None:
-                # The hot path: a run of ENTRY records, one unpack each.
-                n = len(buf)
-                while p + 26 <= n:
-                    stored, length, rtype, term, index, entry_type = unpack_entry_record(buf, p)
-                    end = p + 9 + length
-                    if (
-                        rtype != 1
-                        or end > n
-                        or length < 17
-                        or index != expected
-                        or crc(view[p + 4 : end]) != stored
-                    ):
-                        break
-                    add_entry(Entry(term, index, buf[p + 26 : end], entry_type))
-                    add_position(seq_bits | (offset + p))
-                    expected += 1
-                    p = end
-            avail = len(buf) - p
-            need = 9
-            if avail >= 9:
-                need = 9 + unpack_head(buf, p)[1]
-                if offset + p + need > size:
-                    problem = "record runs past the end of the file"
-                    break
-            if avail < need:
-                if eof:
-                    if avail:
-                        problem = "incomplete record header at the end of the file"
-                    elif batch_start < offset + p:
-                        problem = "batch without a COMMIT record at the end of the file"
-                    break
-                chunk = os.pread(fd, max(_READ_CHUNK, need - avail), offset + len(buf))
-                buf = buf[p:] + chunk
-                view = memoryview(buf)
-                offset += p
-                p = 0
-                eof = offset + len(buf) >= size or not chunk
-                continue
-            stored, length, rtype = unpack_head(buf, p)
-            end = p + 9 + length
-            if crc(view[p + 4 : end]) != stored:
-                problem = "record checksum mismatch"
-                break
-            if rtype == fmt.RT_ENTRY:
-                if length < fmt.ENTRY_BODY_SIZE or hard_state is not None:
-                    problem = "malformed or misplaced ENTRY record"
-                    break
-                term, index, entry_type = unpack_entry(buf, p + 9)
-                if index != expected:
-                    problem = f"entry {index} where entry {expected} was expected"
-                    break
-                entry = Entry(term, index, buf[p + 26 : end], entry_type)
-                if deferred:
-                    pending.append(entry)
-                    pending_pos.append(seq_bits | (offset + p))
-                else:
-                    add_entry(entry)
-                    add_position(seq_bits | (offset + p))
-                expected += 1
-            elif rtype == fmt.RT_COMMIT:
-                if length != fmt.COMMIT_BODY.size:
-                    problem = "malformed COMMIT record"
-                    break
-                batch_seq, magic = fmt.COMMIT_BODY.unpack_from(buf, p + 9)
-                if magic != fmt.COMMIT_MAGIC or batch_seq != self.batch_seq + 1:
-                    problem = f"COMMIT of batch {batch_seq}, expected {self.batch_seq + 1}"
-                    break
-                if deferred:
-                    problem = self._apply(snap, truncate, pending, pending_pos)
-                    if problem:
-                        break
-                    if snap is not None and snap[2] == fmt.SNAPSHOT_RESET:
-                        self.reset_seq = segment.seq
-                    if pending:
-                        segment.max_index = max(segment.max_index, pending[-1].index)
-                    deferred = False
-                    snap = truncate = None
-                    pending = []
-                    pending_pos = array("Q")
-                elif len(entries) > mark:
-                    segment.max_index = max(segment.max_index, entries[-1].index)
-                if hard_state is not None:
-                    self.hard_state = hard_state
-                    hard_state = None
-                self.batch_seq = batch_seq
-                mark = len(entries)
-                batch_start = offset + end
-            elif rtype == fmt.RT_HARD_STATE and length == fmt.HARD_STATE_BODY.size:
-                hard_state = fmt.HARD_STATE_BODY.unpack_from(buf, p + 9)
-            elif (
-                rtype == fmt.RT_TRUNCATE
-                and length == fmt.TRUNCATE_BODY.size
-                and truncate is None
-                and len(entries) == mark
-                and not pending
-                and hard_state is None
-            ):
-                truncate = fmt.TRUNCATE_BODY.unpack_from(buf, p + 9)
-                expected = truncate[0]
-                deferred = True
-            elif (
-                rtype == fmt.RT_SNAPSHOT
-                and length == fmt.SNAPSHOT_BODY.size
-                and batch_start == offset + p
-            ):
-                snap = fmt.SNAPSHOT_BODY.unpack_from(buf, p + 9)
-                if snap[2] == fmt.SNAPSHOT_RESET:
-                    expected = snap[0] + 1
-                deferred = True
-            else:
-                problem = f"unexpected record type {rtype} (length {length})"
-                break
-            p = end
-
-        if not problem:
-            return None
-        failed_at = offset + p
-        if not is_last:
-            raise StorageCorruptionError(path, failed_at, problem + " (not the last segment)")
-        commit_at = _find_commit(fd, crc, failed_at + 1, size)
-        if commit_at is not None:
-            raise StorageCorruptionError(
-                path,
-                failed_at,
-                f"{problem}, followed by an intact batch COMMIT at offset {commit_at}: this is "
-                "not a torn write but damage to data that may have been acknowledged",
-            )
-        # A torn tail: forget the incomplete batch.
-        del entries[mark:]
-        del positions[mark:]
-        return batch_start
-
-    def _apply(
-        self,
-        snap: tuple[int, int, int] | None,
-        truncate: tuple[int, int] | None,
-        pending: list[Entry],
-        pending_pos: array[int],
-    ) -> str:
-        """Apply a committed batch; returns a problem description, or "" if it fits."""
-        entries, positions = self.entries, self.positions
-        if snap is not None:
-            index, term, mode = snap
-            if mode == fmt.SNAPSHOT_RESET:
-                del entries[:]
-                del positions[:]
-                self.base_index, self.base_term = index, term
-            elif mode == fmt.SNAPSHOT_KEEP:
-                if index > self.last_index() or self.term_at(index) not in (term, None):
-                    return f"snapshot marker ({index}, {term}) does not match the log"
-                if index > self.base_index:
-                    drop = index - self.base_index
-                    del entries[:drop]
-                    del positions[:drop]
-                    self.base_index, self.base_term = index, term
-                    self.base_from_header = False
-                # else: a snapshot older than where this replay started; a later marker
-                # (the one whose compaction removed the older segments) moves the base.
-            else:
-                return f"snapshot marker with unknown mode {mode}"
-            if mode == fmt.SNAPSHOT_RESET:
-                self.base_from_header = False
-            self.marker = (index, term)
-        if truncate is not None:
-            index, prev_term = truncate
-            if index <= self.base_index and self.base_from_header:
-                # It cuts into segments compaction already removed (every later entry is
-                # re-sent after it): the log so far is unknown below this point anyway.
-                del entries[:]
-                del positions[:]
-                self.base_index, self.base_term = index - 1, prev_term
-            if index <= self.base_index or index > self.last_index() + 1:
-                return f"truncation at {index} outside the log {self.base_index + 1}.."
-            if self.term_at(index - 1) != prev_term:
-                return f"truncation at {index} expects term {prev_term} before it"
-            keep = index - self.base_index - 1
-            del entries[keep:]
-            del positions[keep:]
-        if pending:
-            if pending[0].index != self.last_index() + 1:
-                return f"entry {pending[0].index} does not follow {self.last_index()}"
-            entries.extend(pending)
-            positions.extend(pending_pos)
-        return ""
-
-
-def _find_commit(fd: int, crc: fmt.ChecksumFn, start: int, size: int) -> int | None:
-    """Offset of the first intact COMMIT record starting at or after ``start``, if any."""
-    if start >= size:
-        return None
-    rest = os.pread(fd, size - start, start)
-    pattern = fmt.COMMIT_PATTERN
-    at = rest.find(pattern, 4)
-    while at >= 0:
-        record_at = at - 4
-        record = rest[record_at : record_at + fmt.COMMIT_RECORD_SIZE]
-        if len(record) == fmt.COMMIT_RECORD_SIZE:
-            (stored,) = fmt.U32.unpack_from(record)
-            _, magic = fmt.COMMIT_BODY.unpack_from(record, fmt.RECORD_HEAD_SIZE)
-            if magic == fmt.COMMIT_MAGIC and crc(record[4:]) == stored:
-                return start + record_at
-        at = rest.find(pattern, at + 1)
-    return None
-
-
-def _read_newest_segment(data_dir: str) -> int:
-    path = os.path.join(data_dir, NEWEST_SEGMENT_FILE)
-    try:
-        with open(path, "rb") as f:
-            return int(f.read().decode().strip())
-    except FileNotFoundError:
-        return 0
-    except ValueError:
-        raise StorageCorruptionError(path, 0, "unreadable segment record") from None
-
-
-def _list_snapshots(data_dir: str) -> list[tuple[int, int, str]]:
-    """(index, term, file name) of every snapshot file, oldest first."""
-    found = []
-    for name in os.listdir(data_dir):
-        match = _SNAPSHOT_NAME.match(name)
-        if match:
-            found.append((int(match[1], 16), int(match[2], 16), name))
-    return sorted(found)
-
-
-def _load_snapshot(data_dir: str, index: int, term: int) -> Snapshot:
-    path = os.path.join(data_dir, snapshot_name(index, term))
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise StorageCorruptionError(
-            path, None, f"the snapshot in force (index {index}, term {term}) is missing"
-        ) from None
-    try:
-        snapshot = fmt.decode_snapshot(raw)
-    except ValueError as exc:
-        raise StorageCorruptionError(path, 0, f"bad snapshot file: {exc}") from None
-    if (snapshot.meta.index, snapshot.meta.term) != (index, term):
-        raise StorageCorruptionError(path, 0, "snapshot contents disagree with the file name")
-    return snapshot
 
 
 def open_storage(
