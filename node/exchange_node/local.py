@@ -404,7 +404,11 @@ class LocalCluster:
                 applied = {st["applied_index"] for st in last.values()}
                 hashes = {st["state_hash"] for st in last.values()}
                 commits = {st["commit_index"] for st in last.values()}
-                if len(applied) == 1 and len(hashes) == 1 and applied == commits:
+                fresh = all(
+                    st.get("state_hash_index", st["applied_index"]) == st["applied_index"]
+                    for st in last.values()
+                )
+                if len(applied) == 1 and len(hashes) == 1 and applied == commits and fresh:
                     return last
             time.sleep(0.1)
         raise TimeoutError(f"replicas did not converge: {json.dumps(last)[:2000]}")

@@ -168,6 +168,8 @@ async def metrics(request: web.Request) -> web.Response:
 def status_document(node: Any) -> dict[str, Any]:
     st = node.status()
     doc = asdict(st)
+    # The index the state hash was computed at (hashing waits for an idle moment).
+    doc["state_hash_index"] = node.status_hash()[0]
     doc["members"] = [
         {
             "id": m.id,

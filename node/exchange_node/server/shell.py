@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -91,8 +92,9 @@ ROLE_NAMES = {
 
 DIGEST_INTERVAL_S = 1.0
 """How often replicas exchange (applied_index, state_hash) digests."""
-CHECKPOINT_EVERY = 4_096
-"""Every replica records its state hash at indexes that are multiples of this."""
+IDLE_HASH_SECONDS = 0.5
+"""Status documents compute a fresh state hash only after this long without applying
+(hashing is a full engine snapshot: it would stall the loop under load)."""
 HASH_RING = 64
 """Recorded (index, hash) pairs kept for comparison with peers' digests."""
 READY_LAG = 1_000
@@ -175,6 +177,10 @@ class Node:
         self.diverged = False
         self.digests_compared = 0
         self._hash_cache: tuple[int, bytes] = (-1, b"")
+        self._applied_conf = ConfState()
+        """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
+        self._last_applied_seen = -1
+        self._last_apply_time = 0.0
         self._last_heard: dict[int, float] = {}
         self._driver: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
@@ -565,8 +571,9 @@ class Node:
     def _after_advance(self) -> None:
         self.metrics.commit_index.set(self.commit_index)
         self.metrics.applied_index.set(self.applied_index)
-        if self.applied_index - self._snapshot_index >= self.config.snapshot_threshold:
-            self._take_snapshot()
+        if self._last_applied_seen != self.applied_index:
+            self._last_applied_seen = self.applied_index
+            self._last_apply_time = time.monotonic()
         if self.role == Role.LEADER:
             self._maybe_list_configured_symbols()
 
@@ -642,8 +649,10 @@ class Node:
                     self._publisher.publish(index, results)
             self.applied_index = index
             self._applied_term = entry.term
-            if index % CHECKPOINT_EVERY == 0:
-                self._record_hash(index, self._state_hash_bytes())
+            if index % self.config.snapshot_threshold == 0:
+                # Every replica snapshots at the same indexes, so the snapshot's hash
+                # doubles as a divergence checkpoint at no extra cost.
+                self._take_snapshot()
             waiter = waiters.pop(index, None) if waiters else None
             if waiter is not None:
                 self._resolve(waiter, index, entry.term, results, now)
@@ -684,6 +693,16 @@ class Node:
 
     def _apply_conf_change(self, entry: Entry) -> None:
         cc = ConfChange.decode(entry.data)
+        voters, learners = set(self._applied_conf.voters), set(self._applied_conf.learners)
+        if cc.type == ConfChangeType.REMOVE:
+            voters.discard(cc.node_id)
+            learners.discard(cc.node_id)
+        elif cc.type == ConfChangeType.PROMOTE:
+            learners.discard(cc.node_id)
+            voters.add(cc.node_id)
+        elif cc.node_id not in voters:
+            learners.add(cc.node_id)
+        self._applied_conf = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
         if cc.type == ConfChangeType.REMOVE:
             self.members.pop(cc.node_id, None)
         elif cc.context:
@@ -736,6 +755,7 @@ class Node:
         self._hash_cache = (-1, b"")
         self.members = members
         self.conf_state = snapshot.meta.conf_state
+        self._applied_conf = snapshot.meta.conf_state
         self.applied_index = snapshot.meta.index
         self._applied_term = snapshot.meta.term
         self._snapshot_index = snapshot.meta.index
@@ -759,8 +779,14 @@ class Node:
     def _take_snapshot(self) -> None:
         started = time.monotonic()
         index, term = self.applied_index, self._applied_term
-        data = wrap_snapshot(self.members, self.engine.snapshot())
-        snapshot = Snapshot(SnapshotMeta(index, term, self.conf_state), data)
+        if index <= self._snapshot_index:
+            return
+        engine_state = self.engine.snapshot()
+        digest = _digest(engine_state)
+        self._hash_cache = (index, digest)
+        self._record_hash(index, digest)
+        data = wrap_snapshot(self.members, engine_state)
+        snapshot = Snapshot(SnapshotMeta(index, term, self._applied_conf), data)
         # The disk thread runs one job at a time, in order, so this lands after
         # every save already queued; the loop does not wait for it.
         self._snapshot_index = index
@@ -785,19 +811,19 @@ class Node:
     # ------------------------------------------------------------------ divergence
 
     def _state_hash_bytes(self) -> bytes:
-        """The engine's state hash at ``applied_index`` (cached: it costs a full snapshot)."""
+        """The state hash at ``applied_index`` (cached: it costs a full engine snapshot)."""
         if self._hash_cache[0] == self.applied_index:
             return self._hash_cache[1]
-        value = self.engine.state_hash()
-        if isinstance(value, str):
-            try:
-                digest = bytes.fromhex(value)
-            except ValueError:
-                digest = value.encode()
-        else:
-            digest = bytes(value)
+        digest = _digest(self.engine.snapshot())
         self._hash_cache = (self.applied_index, digest)
         return digest
+
+    def status_hash(self) -> tuple[int, str]:
+        """(index, hex hash) for status documents: fresh when idle, else the newest known."""
+        idle = time.monotonic() - self._last_apply_time >= IDLE_HASH_SECONDS
+        if self.engine is not None and (idle or self._hash_cache[0] < 0):
+            self._state_hash_bytes()
+        return self._hash_cache[0], self._hash_cache[1].hex()
 
     def _record_hash(self, index: int, digest: bytes) -> None:
         self._hash_ring[index] = digest
@@ -1031,7 +1057,7 @@ class Node:
             leader=self.leader,
             commit_index=self.commit_index,
             applied_index=self.applied_index,
-            state_hash=self._state_hash_bytes().hex() if self.engine is not None else "",
+            state_hash=self.status_hash()[1],
             diverged=self.diverged,
             members=members,
         )
@@ -1152,6 +1178,11 @@ class Node:
             if self.leader == target:
                 return target
         raise Timeout(f"leadership did not move to {target} in time")
+
+
+def _digest(engine_state: bytes) -> bytes:
+    """BLAKE2b-256 of the engine's canonical snapshot (as ``Engine.state_hash``)."""
+    return hashlib.blake2b(engine_state, digest_size=32).digest()
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
