@@ -102,6 +102,10 @@ class _View:
     voters: tuple[Member, ...]
     learners: tuple[Member, ...]
     by_ordinal: dict[int, Member]
+    ordinals: dict[int, int]  # member id -> pod ordinal
+
+    def ordinal_of(self, member: Member) -> int | None:
+        return self.ordinals.get(member.id)
 
     def healthy_voters(self, excluding: int | None = None) -> int:
         return sum(
@@ -111,12 +115,27 @@ class _View:
         )
 
 
-def _view(cluster: str, namespace: str, leader: NodeStatus) -> _View:
-    by_ordinal: dict[int, Member] = {}
+def _view(cluster: str, namespace: str, leader: NodeStatus, obs: Observed) -> _View:
+    """Map members to pods: by the id each pod's node reports for itself, else by address.
+
+    A node's own answer is the stronger evidence (addresses are whatever the
+    member was added with); the address covers pods whose node is down.
+    """
+    ordinals: dict[int, int] = {}
     for member in leader.members:
         ordinal = member_ordinal(cluster, member)
         if ordinal is not None:
-            by_ordinal[ordinal] = member
+            ordinals[member.id] = ordinal
+    member_ids = {m.id for m in leader.members}
+    for pod in obs.pods:
+        if pod.node is not None and pod.node.node_id in member_ids:
+            ordinals[pod.node.node_id] = pod.ordinal
+    by_ordinal: dict[int, Member] = {}
+    reported = {p.node.node_id for p in obs.pods if p.node is not None}
+    # Members confirmed by their own pod win over address guesses for the same pod.
+    for member in sorted(leader.members, key=lambda m: m.id in reported):
+        if member.id in ordinals:
+            by_ordinal[ordinals[member.id]] = member
     return _View(
         cluster=cluster,
         namespace=namespace,
@@ -124,6 +143,7 @@ def _view(cluster: str, namespace: str, leader: NodeStatus) -> _View:
         voters=tuple(m for m in leader.members if m.voter),
         learners=tuple(m for m in leader.members if not m.voter),
         by_ordinal=by_ordinal,
+        ordinals=ordinals,
     )
 
 
@@ -137,7 +157,7 @@ def _best_transfer_target(
     """The most caught-up healthy voter other than the leader, preferring updated pods."""
     candidates = []
     for member in view.voters:
-        ordinal = member_ordinal(view.cluster, member)
+        ordinal = view.ordinal_of(member)
         if member.id == view.leader.node_id or ordinal is None or ordinal >= keep_below:
             continue
         if not _caught_up(member, view.leader.node_id):
@@ -169,7 +189,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
     leader = obs.leader()
     if leader is None:
         return Wait("no leader: membership changes and restarts wait for a quorum")
-    view = _view(cluster, namespace, leader)
+    view = _view(cluster, namespace, leader, obs)
     replicas = obs.statefulset_replicas
     desired = spec.replicas
     member_ids = {m.id for m in leader.members}
@@ -201,7 +221,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
 
     # 2. Learners: promote when caught up; drop those no longer wanted.
     for learner in view.learners:
-        ordinal = member_ordinal(cluster, learner)
+        ordinal = view.ordinal_of(learner)
         if ordinal is None or ordinal >= desired:
             return RemoveMember(learner.id, f"learner {learner.id} is beyond replicas={desired}")
         if _caught_up(learner, leader.node_id):
@@ -220,7 +240,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
     if replicas > desired and (replicas - 1) not in view.by_ordinal:
         return ScaleStatefulSet(replicas - 1, f"scale down: remove pod {cluster}-{replicas - 1}")
     if voters > desired:
-        mapped = [(o, m) for m in view.voters if (o := member_ordinal(cluster, m)) is not None]
+        mapped = [(o, m) for m in view.voters if (o := view.ordinal_of(m)) is not None]
         if not mapped:
             return Wait("scale down: no voter maps to a pod")
         # The StatefulSet removes the highest ordinal, so that member leaves first.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -45,6 +46,9 @@ class OperatorConfig:
     error_backoff: float = 5.0
     # Children are re-applied when their rendering changes, and at least this often.
     resync_seconds: float = 60.0
+    # (cluster, namespace, pod) -> (gRPC, HTTP) address a new member is added with.
+    # None: the pod's stable DNS name through the headless Service (Kubernetes).
+    member_addresses: Callable[[str, str, str], tuple[str, str]] | None = None
     # Extra kopf settings (tests shorten kopf's idle and batching windows).
     tune: Callable[[kopf.OperatorSettings], None] | None = None
     # None: in-cluster service account, else ~/.kube/config (kopf's own logins).
@@ -204,6 +208,9 @@ async def _carry_out(
         else ""
     )
     try:
+        if isinstance(action, decisions.AddLearner) and rt.config.member_addresses is not None:
+            grpc, http = rt.config.member_addresses(cluster.name, cluster.namespace, action.pod)
+            action = dataclasses.replace(action, address=grpc, http_address=http)
         await _call_admin(admin, base, kube, cluster, action)
     except (AdminError, aiohttp.ClientError, TimeoutError) as error:
         # The next reconcile observes again and decides again; a lost race with

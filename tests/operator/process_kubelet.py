@@ -144,6 +144,11 @@ class ProcessKubelet:
         assert site._server is not None and site._server.sockets
         self.port = site._server.sockets[0].getsockname()[1]
 
+    def member_addresses(self, cluster: str, namespace: str, pod: str) -> tuple[str, str]:
+        """Where a pod's node listens here, for the operator's add-member calls."""
+        ordinal = int(pod.rsplit("-", 1)[1])
+        return f"127.0.0.1:{self.grpc_ports[ordinal]}", f"127.0.0.1:{self.http_ports[ordinal]}"
+
     @property
     def url_template(self) -> str:
         return f"http://127.0.0.1:{self.port}/{{pod}}"

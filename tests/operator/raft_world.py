@@ -50,6 +50,7 @@ class RaftWorld:
     template_hash: str = "h1"
     learner_start_lag: int = 5000
     manage_pods: bool = True  # False when a harness's StatefulSet controller owns the pods
+    ip_addresses: bool = False  # members known by pod IPs instead of stable DNS names
     log: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
@@ -69,6 +70,8 @@ class RaftWorld:
         return world
 
     def address(self, ordinal: int) -> str:
+        if self.ip_addresses:
+            return f"10.0.0.{ordinal + 10}:7070"
         return names.peer_address(self.cluster, ordinal, self.namespace)
 
     # --- what a node answers ------------------------------------------------------
@@ -120,6 +123,8 @@ class RaftWorld:
     # --- membership calls (only the leader accepts them) -----------------------------
     def add_member(self, node_id: int, address: str) -> None:
         ordinal = names.ordinal_of_address(self.cluster, address)
+        if ordinal is None and address.startswith("10.0.0."):
+            ordinal = int(address.split(":")[0].rsplit(".", 1)[1]) - 10
         assert ordinal is not None, address
         assert node_id not in self.members
         self.members[node_id] = MemberModel(

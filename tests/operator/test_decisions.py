@@ -91,6 +91,17 @@ def test_scale_down_removes_members_before_pods() -> None:
     assert world.statefulset_replicas == 3
 
 
+def test_members_map_to_pods_by_their_own_ids_when_addresses_say_nothing() -> None:
+    world = RaftWorld.bootstrapped("xc", NS, 5)
+    world.ip_addresses = True
+    world.leader_id = 5  # ordinal 4 leads and leaves first
+    actions = run(world, {"replicas": 3})
+    assert kinds(actions) == [
+        "TransferLeadership", "RemoveMember", "ScaleStatefulSet", "RemoveMember", "ScaleStatefulSet",
+    ]  # fmt: skip
+    assert [a.node_id for a in actions if isinstance(a, decisions.RemoveMember)] == [5, 4]
+
+
 def test_scale_down_moves_leadership_off_a_leaving_leader() -> None:
     world = RaftWorld.bootstrapped("xc", NS, 3)
     world.leader_id = 3  # ordinal 2, the first to leave

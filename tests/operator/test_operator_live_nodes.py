@@ -81,6 +81,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
             admin_url_template=kubelet.url_template,
             admin_timeout=1.0,
             error_backoff=0.3,
+            member_addresses=kubelet.member_addresses,
             login=lambda: kopf.ConnectionInfo(server=url),
         )
         registry = kopf.OperatorRegistry()
@@ -151,3 +152,40 @@ async def test_real_nodes_status_degraded_and_quorum_lost(live: Live) -> None:
     live.kubelet.kill(followers[1])
     await live.until("QuorumLost", lambda: live.condition("QuorumLost") == "True")
     assert live.status()["phase"] == "QuorumLost"
+
+
+async def test_real_nodes_scale_up_and_down(live: Live) -> None:
+    body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": NAME},
+            "spec": {"replicas": 3, "electionMs": 600, "heartbeatMs": 100}}  # fmt: skip
+    async with live.http.post(live.base + CR_PATH, json=body) as response:
+        assert response.status == 200, await response.text()
+    await live.until("Running", lambda: live.status().get("phase") == "Running")
+
+    def voters() -> int:
+        return sum(
+            1 for m in live.status().get("members") or () if m.get("voter") and m.get("healthy")
+        )
+
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with live.http.patch(
+        f"{live.base}{CR_PATH}/{NAME}/scale", json={"spec": {"replicas": 5}}, headers=headers
+    ) as response:
+        assert response.status == 200
+    await live.until(
+        "5 healthy voters", lambda: voters() == 5 and live.status().get("phase") == "Running"
+    )
+    ids = sorted(m["id"] for m in live.status()["members"])
+    assert ids[:3] == [1, 2, 3] and len(set(ids)) == 5  # new members got fresh ids
+
+    async with live.http.patch(
+        f"{live.base}{CR_PATH}/{NAME}", json={"spec": {"replicas": 3}}, headers=headers
+    ) as response:
+        assert response.status == 200
+    await live.until(
+        "3 voters on 3 pods",
+        lambda: (
+            voters() == 3
+            and len(live.emulator.live("v1/pods")) == 3
+            and live.status().get("phase") == "Running"
+        ),
+    )
