@@ -45,7 +45,6 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable
-from operator import attrgetter, itemgetter
 from typing import Any
 
 from exchange_node.engine.book import RestingOrder
@@ -395,45 +394,52 @@ def encode_snapshot(engine: Engine) -> bytes:
 
 
 def _write_side(writer: _Writer, levels: Any) -> None:
-    # The bulk of a large snapshot. Each resting order is visited once (orders applied
-    # over time lie scattered in memory, so every visit is a cache miss); its fields
-    # land in a row tuple, and the columns are cut from the rows with C-level maps.
-    level_list = list(levels)
-    row = _ROW
-    rows = [row(order) for level in level_list for order in level.orders if order.leaves]
+    # The bulk of a large snapshot. Orders applied over time lie scattered in memory, so
+    # each resting order is visited exactly once and all its fields are taken then (a
+    # pass per column would pay the cache misses again for every column).
     ref = writer.ref
-    # dict.fromkeys: distinct clients in first-seen order (a set would not be canonical).
-    client_refs = {
-        client_id: ref(client_id) for client_id in dict.fromkeys(map(_ROW_CLIENT_ID, rows))
-    }
-    client_order_ids = list(map(_ROW_CLIENT_ORDER_ID, rows))
+    client_refs: dict[str, int] = {}
+    prices = array("q")
+    counts = array("I")
+    order_ids = array("Q")
+    quantities = array("q")
+    leaves_column = array("q")
+    flags = bytearray()
+    clients = array("I")
+    client_order_ids: list[str] = []
+    add_id = order_ids.append
+    add_quantity = quantities.append
+    add_leaves = leaves_column.append
+    add_flags = flags.append
+    add_client = clients.append
+    add_client_order_id = client_order_ids.append
+    for level in levels:
+        prices.append(level.price)
+        counts.append(level.count)
+        for order in level.orders:
+            leaves = order.leaves
+            if not leaves:
+                continue
+            add_id(order.order_id)
+            add_quantity(order.quantity)
+            add_leaves(leaves)
+            add_flags(order.post_only | order.stp << 1)
+            client_id = order.client_id
+            client = client_refs.get(client_id)
+            if client is None:
+                client = client_refs[client_id] = ref(client_id)
+            add_client(client)
+            add_client_order_id(order.client_order_id)
     client_order_id_blob = "".join(client_order_ids).encode()
     parts = writer.parts
-    parts.append(_U32.pack(len(level_list)))
-    parts.append(array("q", map(_PRICE, level_list)).tobytes())
-    parts.append(array("I", map(_COUNT, level_list)).tobytes())
-    parts.append(array("Q", map(_ROW_ORDER_ID, rows)).tobytes())
-    parts.append(array("q", map(_ROW_QUANTITY, rows)).tobytes())
-    parts.append(array("q", map(_ROW_LEAVES, rows)).tobytes())
-    parts.append(
-        bytes([(1 if post_only else 0) | stp << 1 for _, _, _, post_only, stp, _, _ in rows])
-    )
-    parts.append(array("I", map(client_refs.__getitem__, map(_ROW_CLIENT_ID, rows))).tobytes())
+    parts.append(_U32.pack(len(prices)))
+    for column in (prices, counts, order_ids, quantities, leaves_column):
+        parts.append(column.tobytes())
+    parts.append(bytes(flags))
+    parts.append(clients.tobytes())
     parts.append(array("B", map(len, client_order_ids)).tobytes())
     parts.append(_U32.pack(len(client_order_id_blob)))
     parts.append(client_order_id_blob)
-
-
-_ROW = attrgetter(
-    "order_id", "quantity", "leaves", "post_only", "stp", "client_id", "client_order_id"
-)
-_ROW_ORDER_ID = itemgetter(0)
-_ROW_QUANTITY = itemgetter(1)
-_ROW_LEAVES = itemgetter(2)
-_ROW_CLIENT_ID = itemgetter(5)
-_ROW_CLIENT_ORDER_ID = itemgetter(6)
-_PRICE = attrgetter("price")
-_COUNT = attrgetter("count")
 
 
 # --------------------------------------------------------------------------- reading
