@@ -130,6 +130,8 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 def run_trials(tmp_path, seed: int, trials: int) -> dict[str, int]:

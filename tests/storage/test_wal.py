@@ -69,6 +69,8 @@ def test_open_from_another_process_is_refused_and_names_its_pid(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.stdout.close()  # type: ignore[union-attr]
     # The kernel dropped the dead holder's lock: no stale lock to clean up by hand.
     open_storage(tmp_path).close()
 
