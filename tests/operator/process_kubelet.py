@@ -55,6 +55,7 @@ class ProcessKubelet:
         self.http_ports = [_free_port() for _ in range(7)]
         self.grpc_ports = [_free_port() for _ in range(7)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.terminating: dict[int, subprocess.Popen[bytes]] = {}
         self.ready: dict[int, bool] = {}
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -62,6 +63,15 @@ class ProcessKubelet:
 
     # --- the Kubelet protocol --------------------------------------------------------
     def pod_created(self, pod: Obj, ordinal: int, fresh_volume: bool) -> None:
+        # A pod's replacement starts only after the old container is gone (its
+        # data directory is locked until then), as on a real node.
+        old = self.terminating.pop(ordinal, None)
+        if old is not None:
+            try:
+                old.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                old.kill()
+                old.wait()
         data_dir = self.workdir / "volumes" / str(ordinal)
         if fresh_volume and data_dir.exists():
             shutil.rmtree(data_dir)
@@ -77,6 +87,7 @@ class ProcessKubelet:
         process = self.processes.pop(ordinal, None)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
+            self.terminating[ordinal] = process
         self.ready[ordinal] = False
 
     def is_ready(self, pod_name: str) -> bool:
@@ -188,10 +199,11 @@ class ProcessKubelet:
             self.ready[ordinal] = ready
 
     async def stop(self) -> None:
-        for process in self.processes.values():
+        everything = [*self.processes.values(), *self.terminating.values()]
+        for process in everything:
             if process.poll() is None:
                 process.kill()
-        for process in self.processes.values():
+        for process in everything:
             process.wait()
         if self._session is not None:
             await self._session.close()

@@ -189,3 +189,38 @@ async def test_real_nodes_scale_up_and_down(live: Live) -> None:
             and live.status().get("phase") == "Running"
         ),
     )
+
+
+async def test_real_nodes_rolling_upgrade_moves_leadership_and_keeps_identities(live: Live) -> None:
+    body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": NAME},
+            "spec": {"replicas": 3, "electionMs": 600, "heartbeatMs": 100,
+                     "image": "ghcr.io/raft-exchange/exchange:0.1.0"}}  # fmt: skip
+    async with live.http.post(live.base + CR_PATH, json=body) as response:
+        assert response.status == 200, await response.text()
+    await live.until("Running", lambda: live.status().get("phase") == "Running")
+    first_leader = live.status()["leader"]
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for _, p in live.emulator.live("v1/pods")}
+
+    headers = {"Content-Type": "application/merge-patch+json"}
+    patch = {"spec": {"image": "ghcr.io/raft-exchange/exchange:0.2.0"}}
+    async with live.http.patch(f"{live.base}{CR_PATH}/{NAME}", json=patch, headers=headers) as r:
+        assert r.status == 200
+
+    def upgraded() -> bool:
+        pods = [p for _, p in live.emulator.live("v1/pods")]
+        status = live.status()
+        return (
+            len(pods) == 3
+            and all(p["spec"]["containers"][0]["image"].endswith(":0.2.0") for p in pods)
+            and status.get("phase") == "Running"
+            and sum(1 for m in status.get("members") or () if m.get("healthy")) == 3
+        )
+
+    await live.until("every pod restarted on 0.2.0, all healthy", upgraded)
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for _, p in live.emulator.live("v1/pods")}
+    assert all(after[name] != uid for name, uid in before.items())
+    status = live.status()
+    # Same volumes, same identities: nobody came back as a new member.
+    assert sorted(m["id"] for m in status["members"]) == [1, 2, 3]
+    # The leader was restarted last, after handing leadership to an upgraded follower.
+    assert status["leader"] != first_leader
