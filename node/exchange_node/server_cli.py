@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -59,6 +60,13 @@ async def run(cfg: node_config.NodeConfig) -> int:
     except (OSError, StorageError) as exc:
         print(f"exchange node: error: --data-dir {cfg.data_dir}: {exc}", file=sys.stderr)
         return 1
+    # Millions of long-lived objects (books, retained results): default cyclic GC
+    # thresholds would pause the loop long enough to cost elections.
+    tune_gc = getattr(
+        importlib.import_module("exchange_node.engine.engine"), "tune_garbage_collector", None
+    )
+    if tune_gc is not None:
+        tune_gc()
     tracing.setup(cfg.name, node.node_id)
     try:
         await node.start()

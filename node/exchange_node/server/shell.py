@@ -180,6 +180,9 @@ class Node:
         self._applied_conf = ConfState()
         """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
         self._last_applied_seen = -1
+        self._orders_seen: dict[tuple[str, Any], int] = {}
+        self._fills_seen: dict[str, int] = {}
+        self._rejects_seen: dict[Any, int] = {}
         self._last_apply_time = 0.0
         self._last_heard: dict[int, float] = {}
         self._driver: asyncio.Task[None] | None = None
@@ -680,16 +683,31 @@ class Node:
                 )
 
     def _count_results(self, results: list[Any]) -> None:
-        m = self.metrics
+        # Plain dict counts here; prometheus_client's labels() costs microseconds per
+        # call, so the counters are brought up to date when /metrics is scraped.
+        orders, fills, rejects = self._orders_seen, self._fills_seen, self._rejects_seen
         for result in results:
             for event in result.events:
                 kind = event.kind
                 if kind == "accepted":
-                    m.orders.labels(symbol=event.symbol, side=event.side.name.lower()).inc()
+                    key = (event.symbol, event.side)
+                    orders[key] = orders.get(key, 0) + 1
                 elif kind == "fill":
-                    m.fills.labels(symbol=event.symbol).inc()
+                    fills[event.symbol] = fills.get(event.symbol, 0) + 1
                 elif kind == "rejected":
-                    m.rejects.labels(reason=event.reason.name.lower()).inc()
+                    rejects[event.reason] = rejects.get(event.reason, 0) + 1
+
+    def _flush_result_counts(self) -> None:
+        m = self.metrics
+        for (symbol, side), n in self._orders_seen.items():
+            m.orders.labels(symbol=symbol, side=side.name.lower()).inc(n)
+        for symbol, n in self._fills_seen.items():
+            m.fills.labels(symbol=symbol).inc(n)
+        for reason, n in self._rejects_seen.items():
+            m.rejects.labels(reason=reason.name.lower()).inc(n)
+        self._orders_seen.clear()
+        self._fills_seen.clear()
+        self._rejects_seen.clear()
 
     def _apply_conf_change(self, entry: Entry) -> None:
         cc = ConfChange.decode(entry.data)
@@ -1065,6 +1083,7 @@ class Node:
     def refresh_gauges(self) -> None:
         """Gauges read at scrape time (lag per peer, book depth)."""
         m = self.metrics
+        self._flush_result_counts()
         m.commit_index.set(self.commit_index)
         m.applied_index.set(self.applied_index)
         m.term.set(self.term)
