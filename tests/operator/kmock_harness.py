@@ -22,9 +22,9 @@ real API server for the real kopf operator to run against it:
   `replicas`, deletes pods above it, recreates deleted pods from the current
   template (OnDelete semantics), and applies the claim retention policy.
 
-Pods are "run" by a `Kubelet`: tests plug in a model of a Raft cluster
-(`WorldKubelet`); a kubelet that starts real node processes on loopback can
-plug into the same three calls once the node exists.
+Pods are "run" by a `Kubelet`: a model of a Raft cluster (`WorldKubelet`,
+here) or real node processes on loopback (`process_kubelet.ProcessKubelet`),
+through the same three calls.
 """
 
 from __future__ import annotations
