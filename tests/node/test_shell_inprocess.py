@@ -183,3 +183,20 @@ async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster
     node._on_digest(2, 20_000, b"later")
     node._record_hash(20_000, b"other")
     assert node.metrics.divergence._value.get() == before + 2
+
+
+async def test_a_full_proposal_queue_answers_overloaded(cluster):
+    from exchange_node.service import Overloaded
+
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    leader.config.max_pending_proposals = 10
+    big = [order(1000 + i) for i in range(8)]
+    first = asyncio.ensure_future(leader.submit(big))
+    await asyncio.sleep(0)  # the first request is now queued
+    with pytest.raises(Overloaded) as exc:
+        await leader.submit([order(2000 + i) for i in range(8)])
+    assert exc.value.retry_after_seconds > 0
+    assert len(await first) == 8
+    # Once the queue drained, the same request is accepted.
+    assert len(await leader.submit([order(3000 + i) for i in range(8)])) == 8

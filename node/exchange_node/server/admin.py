@@ -158,6 +158,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     node = _node(request)
     node.refresh_gauges()
+    # One subscription feeds the API's WebSocket hub; the gauge counts its sockets.
+    from exchange_node.api import API_KEY
+
+    api = request.app.get(API_KEY)
+    hub = getattr(api, "hub", None)
+    if hub is not None:
+        node.metrics.ws_subscribers.set(len(hub.connections))
     body = node.metrics.render()
     return web.Response(body=body, headers={"Content-Type": node.metrics.content_type})
 

@@ -160,7 +160,7 @@ class Node:
         self._ready_reads: list[_ReadRequest] = []
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks = 0
-        self._publisher = Publisher(on_count=self.metrics.ws_subscribers.set)
+        self._publisher = Publisher()
         self.members: dict[int, MemberInfo] = {}
         self.conf_state = ConfState()
         self.term = 0
