@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from exchange_node.storage import (
     wal,
 )
 from exchange_node.storage import format as fmt
-from storage_workload import make_entry
+from storage_workload import Workload, make_entry
 
 
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:
@@ -280,3 +281,30 @@ def test_recovery_finishes_a_compaction_the_crash_interrupted(tmp_path, monkeypa
         assert state.hard_state == HardState(2, 0, 150)
     # Only the segment holding the RESET is left.
     assert [n for n in listing(tmp_path) if n.startswith("wal-")] == during[-1:]
+
+
+@pytest.mark.parametrize("cache", [0, 3, 50])
+def test_reads_across_the_memory_and_disk_boundary_match_the_model(tmp_path, cache):
+    """Truncations and snapshots move the boundary of the in-memory tail; every range
+    and every term read must still match the model, before and after a reopen."""
+    rng = random.Random(cache)
+    workload = Workload(cache, big_snapshots=False)
+    storage = open_storage(tmp_path, segment_bytes=4096, tail_cache_entries=cache)
+    try:
+        for step in range(120):
+            workload.next_op().apply(storage)
+            model = workload.model
+            if step % 40 == 39:
+                storage.close()
+                storage = open_storage(tmp_path, segment_bytes=4096, tail_cache_entries=cache)
+            if model.last == model.base:
+                continue
+            for _ in range(3):
+                lo = rng.randint(model.base + 1, model.last)
+                hi = rng.randint(lo, model.last + 2)
+                expected = model.entries[lo - model.base - 1 : hi - model.base - 1]
+                assert storage.entries(lo, hi) == expected
+                assert storage.term(lo) == model.term_at(lo)
+            assert storage.term(model.base) == model.term_at(model.base)
+    finally:
+        storage.close()
