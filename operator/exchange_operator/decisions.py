@@ -20,9 +20,16 @@ from exchange_operator.spec import ClusterSpec, majority
 CATCH_UP_ENTRIES = 100
 
 
+# What a Wait or a TransferLeadership is part of: "scale" (membership changes,
+# including replacing a member), "upgrade" (rolling restart), or nothing.
+SCALE = "scale"
+UPGRADE = "upgrade"
+
+
 @dataclass(frozen=True)
 class Wait:
     reason: str
+    purpose: str = ""
     kind: str = "Wait"
 
 
@@ -68,6 +75,7 @@ class TransferLeadership:
     from_id: int
     to_id: int
     reason: str
+    purpose: str = ""
     kind: str = "TransferLeadership"
 
 
@@ -205,9 +213,11 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
         stale = view.by_ordinal.get(pod.ordinal)
         if stale is not None:
             if stale.id == leader.node_id:
-                return Wait(f"{pod.name} reports id {node.node_id} but leads as {stale.id}")
+                return Wait(f"{pod.name} reports id {node.node_id} but leads as {stale.id}", SCALE)
             if not _safe_to_remove(view, stale.id):
-                return Wait(f"removing stale member {stale.id} of {pod.name} would lose quorum")
+                return Wait(
+                    f"removing stale member {stale.id} of {pod.name} would lose quorum", SCALE
+                )
             return RemoveMember(
                 stale.id, f"{pod.name} lost its volume; its old identity {stale.id} leaves first"
             )
@@ -226,7 +236,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
             return RemoveMember(learner.id, f"learner {learner.id} is beyond replicas={desired}")
         if _caught_up(learner, leader.node_id):
             return PromoteLearner(learner.id, f"learner {learner.id} has caught up")
-        return Wait(f"learner {learner.id} is catching up (lag {learner.lag})")
+        return Wait(f"learner {learner.id} is catching up (lag {learner.lag})", SCALE)
 
     voters = len(view.voters)
     # 3. Scale up: one pod at a time, and only once every pod is a voter.
@@ -234,7 +244,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
         members_by_ordinal = set(view.by_ordinal)
         if replicas < desired and all(o in members_by_ordinal for o in range(replicas)):
             return ScaleStatefulSet(replicas + 1, f"scale up: add pod {cluster}-{replicas}")
-        return Wait("scale up: waiting for the new pod's node to answer")
+        return Wait("scale up: waiting for the new pod's node to answer", SCALE)
 
     # 4. Scale down: leave the Raft configuration first, then shrink, one member at a time.
     if replicas > desired and (replicas - 1) not in view.by_ordinal:
@@ -242,18 +252,21 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
     if voters > desired:
         mapped = [(o, m) for m in view.voters if (o := view.ordinal_of(m)) is not None]
         if not mapped:
-            return Wait("scale down: no voter maps to a pod")
+            return Wait("scale down: no voter maps to a pod", SCALE)
         # The StatefulSet removes the highest ordinal, so that member leaves first.
         target = max(mapped, key=lambda om: om[0])[1]
         if target.id == leader.node_id:
             to = _best_transfer_target(view, desired, obs.desired_restart_hash, obs)
             if to is None:
-                return Wait("scale down: no caught-up voter to take leadership")
+                return Wait("scale down: no caught-up voter to take leadership", SCALE)
             return TransferLeadership(
-                target.id, to.id, f"scale down: leader {target.id} hands over before leaving"
+                target.id,
+                to.id,
+                f"scale down: leader {target.id} hands over before leaving",
+                SCALE,
             )
         if not _safe_to_remove(view, target.id):
-            return Wait(f"scale down: removing {target.id} would lose quorum")
+            return Wait(f"scale down: removing {target.id} would lose quorum", SCALE)
         return RemoveMember(target.id, f"scale down: remove member {target.id}")
 
     # 5. Rolling restart: followers first, highest ordinal first, leader last.
@@ -262,7 +275,7 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
         ready = len(obs.pods) == replicas and all(p.ready for p in obs.pods)
         caught_up = all(_caught_up(m, leader.node_id) for m in view.voters)
         if not (ready and caught_up):
-            return Wait("upgrade: waiting for every member to be ready and caught up")
+            return Wait("upgrade: waiting for every member to be ready and caught up", UPGRADE)
         leader_pod = obs.leader_pod()
         followers = [p for p in outdated if leader_pod is None or p.name != leader_pod.name]
         if followers:
@@ -270,9 +283,12 @@ def next_action(cluster: str, namespace: str, spec: ClusterSpec, obs: Observed) 
             return RestartPod(pod.name, f"upgrade: restart follower {pod.name}")
         to = _best_transfer_target(view, desired, obs.desired_restart_hash, obs)
         if to is None:
-            return Wait("upgrade: no caught-up follower to take leadership")
+            return Wait("upgrade: no caught-up follower to take leadership", UPGRADE)
         return TransferLeadership(
-            leader.node_id, to.id, "upgrade: move leadership away before restarting the leader"
+            leader.node_id,
+            to.id,
+            "upgrade: move leadership away before restarting the leader",
+            UPGRADE,
         )
     return Steady()
 
@@ -363,16 +379,11 @@ def phase(spec: ClusterSpec, obs: Observed, action: Action, conds: list[Conditio
         return "Bootstrapping"
     if by_type.get("QuorumLost") == "True":
         return "QuorumLost"
-    if action.kind in SCALING_KINDS or (
-        action.kind == "TransferLeadership" and action.reason.startswith("scale")
-    ):
+    purpose = action.purpose if isinstance(action, Wait | TransferLeadership) else ""
+    if action.kind in SCALING_KINDS or purpose == SCALE:
         return "Scaling"
-    if action.kind == "RestartPod" or (
-        action.kind in ("TransferLeadership", "Wait") and action.reason.startswith("upgrade")
-    ):
+    if action.kind == "RestartPod" or purpose == UPGRADE:
         return "Upgrading"
-    if action.kind == "Wait" and action.reason.startswith("scale"):
-        return "Scaling"
     if by_type.get("Degraded") == "True":
         return "Degraded"
     return "Running"

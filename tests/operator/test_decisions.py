@@ -296,3 +296,32 @@ def test_member_statuses() -> None:
 @pytest.mark.parametrize("n", [1, 3, 5, 7])
 def test_majority(n: int) -> None:
     assert majority(n) == n // 2 + 1
+
+
+def test_phase_follows_what_the_operator_is_doing() -> None:
+    spec5 = parse_spec({"replicas": 5})
+    world = RaftWorld.bootstrapped("xc", NS, 3)
+    phases = []
+    for _ in range(40):
+        world.tick()
+        obs = world.observed()
+        action = decisions.next_action("xc", NS, spec5, obs)
+        phases.append(decisions.phase(spec5, obs, action, decisions.conditions(spec5, obs, action)))
+        apply(world, action)
+        if isinstance(action, decisions.Steady):
+            break
+    # Every step of the scale-up, waits included, reads Scaling; then Running.
+    assert phases[-1] == "Running"
+    assert set(phases[:-1]) == {"Scaling"}
+
+    world.template_hash = "h2"
+    spec = parse_spec({"replicas": 5})
+    world.tick()
+    action = decisions.next_action("xc", NS, spec, world.observed())
+    apply(world, action)
+    next(m for m in world.members.values() if m.ordinal == 4).lag = 5000
+    world.sync_pods()
+    obs = world.observed()
+    wait = decisions.next_action("xc", NS, spec, obs)
+    assert isinstance(wait, decisions.Wait) and wait.purpose == decisions.UPGRADE
+    assert decisions.phase(spec, obs, wait, decisions.conditions(spec, obs, wait)) == "Upgrading"
