@@ -200,3 +200,19 @@ async def test_a_full_proposal_queue_answers_overloaded(cluster):
     assert len(await first) == 8
     # Once the queue drained, the same request is accepted.
     assert len(await leader.submit([order(3000 + i) for i in range(8)])) == 8
+
+
+async def test_removing_the_leader_moves_leadership_to_the_rest(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    await leader.submit([order(1)])
+    await leader.remove_member(leader.node_id)
+    rest = {i: n for i, n in cluster.items() if i != leader.node_id}
+    await wait_for(lambda: leader_of(rest) is not None)
+    new = leader_of(rest)
+    assert leader.node_id not in new.conf_state.voters
+    assert sorted(m.id for m in new.status().members) == sorted(rest)
+    assert (await new.submit([order(2)]))[0].command.client_order_id == "o2"
+    await wait_for(lambda: leader.role.name != "LEADER")
+    ok, reason = leader.ready()
+    assert not ok and "not a member" in reason
