@@ -107,9 +107,11 @@ def test_a_request_whose_entry_was_truncated_is_answered_when_its_index_is_reuse
         #    leader's shorter log; the waiter at i fails (term mismatch), i+1 and i+2 stay.
         cluster.resume(old)
         _wait(
-            lambda: (st := cluster.status(old)) is not None
-            and st["leader"] == new
-            and st["applied_index"] >= (cluster.status(new) or {}).get("commit_index", 1 << 60),
+            lambda: (
+                (st := cluster.status(old)) is not None
+                and st["leader"] == new
+                and st["applied_index"] >= (cluster.status(new) or {}).get("commit_index", 1 << 60)
+            ),
             30,
             "old leader did not catch up",
         )
@@ -208,6 +210,8 @@ def test_add_member_is_not_acknowledged_when_its_entry_was_replaced(tmp_path: Pa
         members = {m["id"] for m in (cluster.status(new) or {}).get("members", [])}
         status, doc, _ = answers["add-4"]
         # Acknowledged (201) means member 4 is in the configuration.
-        assert status != 201 or 4 in members, f"add-member 4 answered {status} {doc}; members {members}"
+        assert status != 201 or 4 in members, (
+            f"add-member 4 answered {status} {doc}; members {members}"
+        )
     finally:
         cluster.stop_all(10)
