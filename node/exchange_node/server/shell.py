@@ -92,9 +92,9 @@ ROLE_NAMES = {
 
 DIGEST_INTERVAL_S = 1.0
 """How often replicas exchange (applied_index, state_hash) digests."""
-IDLE_HASH_SECONDS = 0.5
-"""Status documents compute a fresh state hash only after this long without applying
-(hashing is a full engine snapshot: it would stall the loop under load)."""
+IDLE_HASH_SECONDS = 2.0
+"""A fresh state hash (for status documents and digests) is computed only after this
+long without applying: hashing is a full engine snapshot and would stall the loop."""
 HASH_RING = 64
 """Recorded (index, hash) pairs kept for comparison with peers' digests."""
 READY_LAG = 1_000
@@ -874,17 +874,16 @@ class Node:
         )
 
     async def _digest_timer(self) -> None:
-        last_sent = last_seen = -1
+        last_sent = -1
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
             index = self.applied_index
             if index == 0:
                 continue
-            if index != last_seen:
+            if time.monotonic() - self._last_apply_time < IDLE_HASH_SECONDS:
                 # Busy: computing a hash costs a full engine snapshot, so send
-                # only the newest checkpoint (hashed during apply anyway).
-                last_seen = index
+                # only the newest checkpoint (hashed with its snapshot anyway).
                 index = max(self._hash_ring, default=0)
                 if index == 0 or index == last_sent:
                     continue
