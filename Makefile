@@ -32,14 +32,16 @@ system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; s
 test: install system-deps  ## run the whole suite (pytest's "no tests ran" fails the target)
 	$(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
 
-lint: install  ## ruff (lint + format check) and mypy (strict on the consensus core)
-	$(VENV)/bin/ruff check node tests $(wildcard operator)
-	$(VENV)/bin/ruff format --check node tests $(wildcard operator)
+lint: install  ## ruff (lint + format check), mypy (strict on the consensus core and operator), manifest drift
+	$(VENV)/bin/ruff check node tests operator scripts
+	$(VENV)/bin/ruff format --check node tests operator scripts
 	$(VENV)/bin/mypy node/exchange_node/raft
+	$(VENV)/bin/mypy --strict operator/exchange_operator
+	$(PY) scripts/k8s/generate.py --check
 
 fmt: install  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix node tests $(wildcard operator)
-	$(VENV)/bin/ruff format node tests $(wildcard operator)
+	$(VENV)/bin/ruff check --fix node tests operator scripts
+	$(VENV)/bin/ruff format node tests operator scripts
 
 sim: install  ## a batch of deterministic simulation seeds
 	$(EXCHANGE) sim --seeds 300 --steps 5000 --nodes mixed
