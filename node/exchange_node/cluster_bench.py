@@ -316,7 +316,9 @@ def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
     return cluster
 
 
-def _spec(cluster: LocalCluster, args: argparse.Namespace, prefix: str, **extra: Any) -> dict:
+def _spec(
+    cluster: LocalCluster, args: argparse.Namespace, prefix: str, **extra: Any
+) -> dict[str, Any]:
     leader = cluster.wait_for_leader(30)
     return {
         "leader_http": cluster.member(leader).http,

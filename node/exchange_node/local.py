@@ -394,10 +394,12 @@ class LocalCluster:
             time.sleep(0.05)
         raise TimeoutError(f"node {node_id} did not catch up in time")
 
-    def wait_converged(self, node_ids: list[int], timeout: float = 30.0) -> dict[int, dict]:
+    def wait_converged(
+        self, node_ids: list[int], timeout: float = 30.0
+    ) -> dict[int, dict[str, Any]]:
         """Wait until the nodes report the same applied index and state hash."""
         deadline = time.monotonic() + timeout
-        last: dict[int, dict] = {}
+        last: dict[int, dict[str, Any]] = {}
         while time.monotonic() < deadline:
             last = {i: st for i in node_ids if (st := self.status(i)) is not None}
             if len(last) == len(node_ids):

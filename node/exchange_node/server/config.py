@@ -288,7 +288,7 @@ def _admin_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None
             raise ConfigError(f"--admin-token-file: cannot read {path}: {exc}") from None
         if not token:
             raise ConfigError(f"--admin-token-file: {path} is empty")
-        return token
+        return str(token)
     return env.get(f"{ENV_PREFIX}ADMIN_TOKEN") or None
 
 

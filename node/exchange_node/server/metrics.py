@@ -49,7 +49,7 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         # ``*_created`` series double the exposition and no dashboard uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.role = Gauge(
             "exchange_raft_role", "1 on the node's current role", ["role"], registry=r
