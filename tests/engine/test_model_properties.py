@@ -260,3 +260,47 @@ def test_busy_books_match_reference_model(sequence: list[tuple[Command, int]]) -
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15, 16])
 def test_long_seeded_runs_match_reference_model(seed: int) -> None:
     run_against_model([(command, 0) for command in random_commands(seed, 700)])
+
+
+narrow_prices = st.sampled_from([99, 100, 101])
+narrow_orders = st.builds(
+    NewOrder,
+    clients,
+    coids,
+    st.just("AAA"),
+    sides,
+    st.just(OrderType.LIMIT),
+    st.sampled_from([TimeInForce.GTC] * 4 + [TimeInForce.IOC]),
+    narrow_prices,
+    st.integers(1, 12),
+    st.just(False),
+    stps,
+)
+replacement_ids = st.sampled_from([f"r{i}" for i in range(40)])
+narrow_replaces = st.builds(
+    CancelReplace,
+    clients,
+    st.none(),
+    st.one_of(coids, replacement_ids),
+    replacement_ids,  # mostly fresh keys, so the replace runs rather than replays
+    narrow_prices,
+    st.integers(1, 14),
+)
+
+
+@settings(settings.get_profile("engine"), max_examples=120)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(narrow_orders, narrow_orders, narrow_replaces, narrow_replaces, cancels),
+            st.just(0),
+        ),
+        min_size=10,
+        max_size=70,
+    )
+)
+def test_replace_heavy_books_on_three_prices_match_reference_model(
+    sequence: list[tuple[Command, int]],
+) -> None:
+    """Replaces that keep or lose priority inside crowded levels, against the model."""
+    run_against_model(sequence)
