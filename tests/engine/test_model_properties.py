@@ -237,7 +237,7 @@ def run_against_model(sequence: list[tuple[Command, int]]) -> Engine:
     return engine
 
 
-@settings(settings.get_profile("engine"), max_examples=150)
+@settings(settings.get_profile("engine"), max_examples=300)
 @given(
     st.lists(st.tuples(commands, st.sampled_from([0, 0, 0, 5_000_000])), min_size=5, max_size=80)
 )
@@ -245,7 +245,7 @@ def test_engine_matches_reference_model(sequence: list[tuple[Command, int]]) -> 
     run_against_model(sequence)
 
 
-@settings(settings.get_profile("engine"), max_examples=40)
+@settings(settings.get_profile("engine"), max_examples=80)
 @given(
     st.lists(
         st.tuples(st.one_of(new_orders(), new_orders(), cancels), st.just(0)),
@@ -288,7 +288,7 @@ narrow_replaces = st.builds(
 )
 
 
-@settings(settings.get_profile("engine"), max_examples=120)
+@settings(settings.get_profile("engine"), max_examples=250)
 @given(
     st.lists(
         st.tuples(
