@@ -280,7 +280,7 @@ class Engine:
         self._orders: dict[int, RestingOrder] = {}
         self._live_by_client: dict[str, dict[str, RestingOrder]] = {}
         self._results: dict[tuple[str, str], CommandResult] = {}
-        self._result_fifo: deque[tuple[tuple[str, str], CommandResult]] = deque()
+        self._result_fifo: deque[tuple[str, str]] = deque()
         self._finished: dict[int, FinishedOrder] = {}
         self._finished_fifo: deque[int] = deque()
         self._positions: dict[str, dict[str, Position]] = {}
@@ -430,11 +430,9 @@ class Engine:
         # Retain (inline _retain: this is the hottest path).
         results[key] = result
         fifo = self._result_fifo
-        fifo.append((key, result))
+        fifo.append(key)
         if len(fifo) > self.dedup_window:
-            old_key, old_result = fifo.popleft()
-            if results.get(old_key) is old_result:
-                del results[old_key]
+            del results[fifo.popleft()]
         return result
 
     def _accept_new_order(
@@ -1156,13 +1154,16 @@ class Engine:
         return position
 
     def _retain(self, key: tuple[str, str], result: CommandResult) -> None:
+        """Add a result to the exactly-once table, evicting the oldest beyond the window.
+
+        A key is only ever added when absent (a present key returns its result
+        first), so the FIFO holds each retained key exactly once.
+        """
         self._results[key] = result
         fifo = self._result_fifo
-        fifo.append((key, result))
+        fifo.append(key)
         if len(fifo) > self.dedup_window:
-            old_key, old_result = fifo.popleft()
-            if self._results.get(old_key) is old_result:
-                del self._results[old_key]
+            del self._results[fifo.popleft()]
 
     def _finish(
         self,

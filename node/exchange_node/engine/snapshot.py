@@ -345,9 +345,8 @@ def encode_snapshot(engine: Engine) -> bytes:
         ):
             writer.big(value)
 
-    retained = [
-        (key, result) for key, result in engine._result_fifo if engine._results.get(key) is result
-    ]
+    results = engine._results
+    retained = [(key, results[key]) for key in engine._result_fifo]
     writer.u32(len(retained))
     for (client_id, client_order_id), result in retained:
         order_id = result.order_id
@@ -667,7 +666,7 @@ def _decode(data: bytes) -> Engine:
             [reader.event() for _ in range(events)],
         )
         engine._results[key] = result
-        engine._result_fifo.append((key, result))
+        engine._result_fifo.append(key)
 
     for _ in range(reader.u32()):
         (
