@@ -216,3 +216,27 @@ async def test_removing_the_leader_moves_leadership_to_the_rest(cluster):
     await wait_for(lambda: leader.role.name != "LEADER")
     ok, reason = leader.ready()
     assert not ok and "not a member" in reason
+
+
+async def test_a_waiter_whose_index_is_reused_is_answered_not_forgotten(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    await leader.submit([order(1)])
+    loop = asyncio.get_running_loop()
+    stale = loop.create_future()
+    stale_conf = loop.create_future()
+    nxt = leader.core.log.last_index() + 1
+    from exchange_node.server.shell import _Waiter
+
+    # As if an older term's request and admin call had waited at the next index.
+    now = loop.time()
+    leader._waiters[nxt] = _Waiter(leader.term - 1, stale, now + 60, now, 1)
+    leader._pending_commands += 1
+    leader._pending_conf[nxt] = (leader.term - 1, stale_conf)
+    result = await leader.submit([order(2)])
+    assert result[0].command.client_order_id == "o2"
+    with pytest.raises(Unavailable):
+        await stale
+    with pytest.raises(Unavailable):
+        await stale_conf
+    assert leader._pending_commands == 0

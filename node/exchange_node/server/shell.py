@@ -29,6 +29,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import heapq
+import itertools
 import logging
 import os
 import random
@@ -155,6 +157,9 @@ class Node:
         self._proposals: deque[_Proposal] = deque()
         self._pending_commands = 0
         self._waiters: dict[int, _Waiter] = {}
+        self._deadlines: list[tuple[float, int, int, _Waiter]] = []
+        """A heap of (deadline, seq, index, waiter); entries of answered waiters go stale."""
+        self._deadline_seq = itertools.count()
         self._read_batch: list[asyncio.Future[None]] = []
         self._reads: dict[bytes, _ReadRequest] = {}
         self._ready_reads: list[_ReadRequest] = []
@@ -191,7 +196,8 @@ class Node:
         self._stopped = asyncio.Event()
         self._started_at = time.monotonic()
         self._last_loop_beat = time.monotonic()
-        self._pending_conf: dict[int, asyncio.Future[None]] = {}
+        self._pending_conf: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        """Configuration changes this leader proposed: index -> (term, answer)."""
         self._symbols_checked_term = -1
         self._read_seq = 0
         self.storage: Any = None
@@ -477,12 +483,29 @@ class Node:
             for p in batch:
                 self._finish_proposal_early(p, Unavailable(str(exc)), "dropped")
             return
+        waiters = self._waiters
         for offset, p in enumerate(batch):
-            self._waiters[first + offset] = _Waiter(
-                term, p.future, p.deadline, p.started, len(p.commands), p.span
-            )
+            index = first + offset
+            replaced = waiters.pop(index, None)
+            if replaced is not None:
+                # A request from an older term waited on this index; our log now holds
+                # another entry there, so that request's entry can never commit.
+                self._drop_waiter(replaced, Unavailable("its log entry was replaced; retry"))
+            waiter = _Waiter(term, p.future, p.deadline, p.started, len(p.commands), p.span)
+            waiters[index] = waiter
+            heapq.heappush(self._deadlines, (p.deadline, next(self._deadline_seq), index, waiter))
         if len(self._proposals):
             self._wakeup.set()
+
+    def _drop_waiter(self, waiter: _Waiter, error: Exception, outcome: str = "dropped") -> None:
+        self._pending_commands -= waiter.commands
+        if outcome == "dropped":
+            self.metrics.proposals.labels(outcome="dropped").inc()
+        if waiter.span is not None:
+            waiter.span.set_attribute("exchange.outcome", outcome)
+            waiter.span.end()
+        if not waiter.future.done():
+            waiter.future.set_exception(error)
 
     def _finish_proposal_early(self, p: _Proposal, error: Exception, outcome: str) -> None:
         self._pending_commands -= len(p.commands)
@@ -652,6 +675,8 @@ class Node:
                     self._publisher.publish(index, results)
             self.applied_index = index
             self._applied_term = entry.term
+            if self._pending_conf:
+                self._answer_conf_change(entry)
             if index % self.config.snapshot_threshold == 0:
                 # Every replica snapshots at the same indexes, so the snapshot's hash
                 # doubles as a divergence checkpoint at no extra cost.
@@ -740,11 +765,22 @@ class Node:
                 "learners": list(self.conf_state.learners),
             },
         )
-        pending = self._pending_conf.pop(entry.index, None)
-        if pending is not None and not pending.done():
-            pending.set_result(None)
         if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
             log.warning("this node was removed from the cluster")
+
+    def _answer_conf_change(self, entry: Entry) -> None:
+        """Answer the admin request waiting at this index: done only if the entry
+        applied here is the one it proposed (same term), else it was replaced."""
+        pending = self._pending_conf.pop(entry.index, None)
+        if pending is None or pending[1].done():
+            return
+        term, done = pending
+        if entry.type == EntryType.CONF_CHANGE and entry.term == term:
+            done.set_result(None)
+        else:
+            done.set_exception(
+                Unavailable("the configuration change was replaced by a newer leader; retry")
+            )
 
     def _update_member_gauges(self) -> None:
         self.metrics.members.labels(kind="voter").set(len(self.conf_state.voters))
@@ -785,6 +821,10 @@ class Node:
         self._restore_snapshot(snapshot)
         self._set_transport_peers()
         # Requests waiting at covered indexes: committed or not, their results are gone.
+        for index in [i for i in self._pending_conf if i <= snapshot.meta.index]:
+            _term, done = self._pending_conf.pop(index)
+            if not done.done():
+                done.set_exception(Timeout("outcome unknown after a snapshot install"))
         for index in [i for i in self._waiters if i <= snapshot.meta.index]:
             waiter = self._waiters.pop(index)
             self._pending_commands -= waiter.commands
@@ -905,18 +945,14 @@ class Node:
 
     def _expire(self, now: float) -> None:
         waiters = self._waiters
-        while waiters:
-            index = next(iter(waiters))
-            waiter = waiters[index]
-            if waiter.deadline > now:
-                break
-            del waiters[index]
-            self._pending_commands -= waiter.commands
-            if waiter.span is not None:
-                waiter.span.set_attribute("exchange.outcome", "timeout")
-                waiter.span.end()
-            if not waiter.future.done():
-                waiter.future.set_exception(Timeout("not applied in time; outcome unknown"))
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, _seq, index, waiter = heapq.heappop(deadlines)
+            if waiters.get(index) is waiter:
+                del waiters[index]
+                self._drop_waiter(
+                    waiter, Timeout("not applied in time; outcome unknown"), "timeout"
+                )
         for ctx in [c for c, r in self._reads.items() if r.deadline <= now]:
             req = self._reads.pop(ctx)
             for f in req.futures:
@@ -947,7 +983,7 @@ class Node:
         for f in self._read_batch:
             if not f.done():
                 f.set_exception(error)
-        for f in self._pending_conf.values():
+        for _term, f in self._pending_conf.values():
             if not f.done():
                 f.set_exception(error)
 
@@ -1133,11 +1169,14 @@ class Node:
                 done.set_exception(self._not_leader_error())
                 return
             try:
-                _term, index = self.core.propose_conf_change(cc)
+                term, index = self.core.propose_conf_change(cc)
             except (NotLeaderError, ProposalDroppedError) as exc:
                 done.set_exception(Unavailable(str(exc)))
                 return
-            self._pending_conf[index] = done
+            replaced = self._pending_conf.pop(index, None)
+            if replaced is not None and not replaced[1].done():
+                replaced[1].set_exception(Unavailable("its log entry was replaced; retry"))
+            self._pending_conf[index] = (term, done)
 
         self._ops.append(op)
         self._wakeup.set()
