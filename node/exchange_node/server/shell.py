@@ -566,10 +566,17 @@ class Node:
         )
         if early:
             self.transport.send(rd.messages)
+        # A leader applies the entries already committed (durable on a majority)
+        # while its disk thread fsyncs this Ready's new entries: the answers to
+        # clients do not wait for an unrelated fsync. A follower persists first and
+        # acknowledges at once (the leader is waiting), then applies.
+        apply_during_fsync = (
+            self.role == Role.LEADER and rd.snapshot is None and bool(rd.committed_entries)
+        )
         if must_persist:
             if hs is not None:
                 self._deferred_hard_state = None
-            await self._loop.run_in_executor(  # type: ignore[union-attr]
+            saving = self._loop.run_in_executor(  # type: ignore[union-attr]
                 self._disk,
                 _save,
                 self.storage,
@@ -577,13 +584,18 @@ class Node:
                 hs,
                 rd.snapshot,
             )
+            if apply_during_fsync:
+                self._apply(rd.committed_entries)
+            await saving
             if hs is not None:
                 self._persisted_term_vote = (hs.term, hs.vote)
+        elif apply_during_fsync:
+            self._apply(rd.committed_entries)
         if rd.messages and not early:
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
-        if rd.committed_entries:
+        if rd.committed_entries and not apply_during_fsync:
             self._apply(rd.committed_entries)
         if rd.read_states:
             for rs in rd.read_states:
