@@ -180,7 +180,16 @@ class RaftCore:
             elif m.type is _APP or m.type is _HEARTBEAT or m.type is _SNAP:
                 self._become_follower(m.term, m.frm)
             else:
+                # Only the leader's messages or a granted vote restart a follower's
+                # election timer (paper, figure 2). A higher-term vote request moves
+                # us to its term but keeps the time already waited, or a stale-log
+                # node campaigning over and over would keep the up-to-date nodes
+                # from ever timing out (found by the simulator, pre-vote off).
+                waited = (
+                    self.election_elapsed if m.type is _VOTE and self.role is Role.FOLLOWER else 0
+                )
                 self._become_follower(m.term, NONE)
+                self.election_elapsed = waited
         elif m.term < self.term:
             if (self.config.check_quorum or self.config.pre_vote) and (
                 m.type is _APP or m.type is _HEARTBEAT
