@@ -988,6 +988,7 @@ class Node:
             if not waiter.future.done():
                 waiter.future.set_exception(Timeout("node stopped; outcome unknown"))
         self._waiters.clear()
+        self._deadlines.clear()
         for req in list(self._reads.values()) + self._ready_reads:
             for f in req.futures:
                 if not f.done():
