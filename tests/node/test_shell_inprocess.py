@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,54 @@ async def test_a_waiter_whose_index_is_reused_is_answered_not_forgotten(cluster)
     with pytest.raises(Unavailable):
         await stale_conf
     assert leader._pending_commands == 0
+
+
+class GatedStorage(SimStorage):
+    """SimStorage whose save() can be held inside the disk thread, to see
+    what the node does while its own fsync has not returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.durable_last = 0
+
+    def save(self, *, entries=(), hard_state=None, snapshot=None) -> None:
+        if self.hold.is_set() and entries:
+            self.entered.set()
+            self.release.wait(10)
+        super().save(entries=entries, hard_state=hard_state, snapshot=snapshot)
+        if entries:
+            self.durable_last = max(self.durable_last, entries[-1].index)
+
+
+async def test_a_single_voter_never_answers_before_its_own_fsync(tmp_path):
+    """With one voter an entry commits in the Ready that first persists it:
+    answering before that fsync returns would acknowledge an order that a
+    kill -9 at that instant loses."""
+    grpc, http = {1: free_ports(1)[0]}, {1: free_ports(1)[0]}
+    disk = GatedStorage()
+    node = Node(
+        make_config(tmp_path, 1, grpc, http),
+        engine_factory=RecordingEngine,
+        storage_factory=lambda cfg, timing: disk,
+    )
+    await node.start()
+    try:
+        await wait_for(lambda: node.role.name == "LEADER")
+        await node.submit([order(1)])  # warm: symbols listed, leader settled
+        disk.hold.set()
+        answered_while_unsynced = []
+        task = asyncio.ensure_future(node.submit([order(2)]))
+        task.add_done_callback(lambda t: answered_while_unsynced.append(not disk.release.is_set()))
+        await wait_for(disk.entered.is_set)
+        await asyncio.sleep(0.3)  # the loop runs freely while the fsync is held
+        assert not task.done(), "answered before the entry was durable"
+        disk.release.set()
+        result = await asyncio.wait_for(task, 10)
+        assert result[0].command.client_order_id == "o2"
+        assert answered_while_unsynced == [False]
+    finally:
+        disk.release.set()
+        await node.stop(0.5)

@@ -556,23 +556,29 @@ class Node:
         elif hs is None and rd.entries and rd.snapshot is None:
             hs = self._deferred_hard_state
         must_persist = bool(rd.entries or hs is not None or rd.snapshot is not None)
-        # A leader may send its appends while its own fsync runs (Raft thesis 10.2.1):
-        # its own ack only counts once this Ready is advanced, after the fsync.
+        # A leader may send its appends while its own fsync runs (Raft thesis 10.2.1).
+        # The core counts the leader's own entries as soon as they are appended, so
+        # this is safe only because _drive steps no peer message while a save is in
+        # flight: a follower's ack for these entries is counted after our own fsync.
         # Anything that depends on a new term or vote waits for the disk.
-        early = (
+        send_early = bool(
             self.role == Role.LEADER
             and rd.messages
             and (hs is None or (hs.term, hs.vote) == self._persisted_term_vote)
         )
-        if early:
+        if send_early:
             self.transport.send(rd.messages)
-        # A leader applies the entries already committed (durable on a majority)
+        # A leader applies the committed entries that are already durable here
         # while its disk thread fsyncs this Ready's new entries: the answers to
-        # clients do not wait for an unrelated fsync. A follower persists first and
-        # acknowledges at once (the leader is waiting), then applies.
-        apply_during_fsync = (
-            self.role == Role.LEADER and rd.snapshot is None and bool(rd.committed_entries)
-        )
+        # clients do not wait for an unrelated fsync. Entries this very Ready
+        # persists wait for the fsync (with one voter an entry commits in the
+        # Ready that first writes it). A follower persists first and acknowledges
+        # at once (the leader is waiting), then applies.
+        early: list[Entry] = []
+        if self.role == Role.LEADER and rd.snapshot is None and rd.committed_entries:
+            first_new = rd.entries[0].index if rd.entries else None
+            early = [e for e in rd.committed_entries if first_new is None or e.index < first_new]
+        later = rd.committed_entries[len(early) :]
         if must_persist:
             if hs is not None:
                 self._deferred_hard_state = None
@@ -584,19 +590,19 @@ class Node:
                 hs,
                 rd.snapshot,
             )
-            if apply_during_fsync:
-                self._apply(rd.committed_entries)
+            if early:
+                self._apply(early)
             await saving
             if hs is not None:
                 self._persisted_term_vote = (hs.term, hs.vote)
-        elif apply_during_fsync:
-            self._apply(rd.committed_entries)
-        if rd.messages and not early:
+        elif early:
+            self._apply(early)
+        if rd.messages and not send_early:
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
-        if rd.committed_entries and not apply_during_fsync:
-            self._apply(rd.committed_entries)
+        if later:
+            self._apply(later)
         if rd.read_states:
             for rs in rd.read_states:
                 req = self._reads.pop(rs.request_ctx, None)
