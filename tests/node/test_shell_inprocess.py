@@ -180,10 +180,34 @@ async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster
     node._on_digest(3, 10_000, b"theirs")
     assert node.diverged and node.status().diverged
     assert node.metrics.divergence._value.get() == before + 1
+    # one voter out of three disagreeing is an alarm, not a verdict on this replica
+    assert not node.fenced and node.ready()[0]
     # A digest from ahead of us is compared once we reach that index.
     node._on_digest(2, 20_000, b"later")
     node._record_hash(20_000, b"other")
     assert node.metrics.divergence._value.get() == before + 2
+
+
+async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    await leader.submit([order(1)])
+    others = [i for i in cluster if i != leader.node_id]
+    leader._record_hash(30_000, b"bad")
+    for peer in others:  # both other voters hold another state at that index
+        leader._on_digest(peer, 30_000, b"good")
+    assert leader.fenced and leader.diverged
+    ready, reason = leader.ready()
+    assert not ready and "diverged" in reason
+    with pytest.raises(Unavailable):
+        await leader.submit([order(2)])
+    with pytest.raises(Unavailable):
+        await leader.read_barrier()
+    # the fenced leader hands leadership to a healthy voter, which keeps serving
+    await wait_for(lambda: leader_of(cluster) is not None and leader_of(cluster) is not leader)
+    healthy = leader_of(cluster)
+    result = await healthy.submit([order(3)])
+    assert result[0].command.client_order_id == "o3"
 
 
 async def test_a_full_proposal_queue_answers_overloaded(cluster):

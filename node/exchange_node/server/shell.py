@@ -79,6 +79,7 @@ from exchange_node.service import (
     NodeStatus,
     NotLeader,
     Overloaded,
+    ServiceError,
     Timeout,
     Unavailable,
 )
@@ -180,6 +181,11 @@ class Node:
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
+        """A replica's state hash differed from a peer's at the same index (alarm)."""
+        self.fenced = False
+        """A majority of voters contradict this replica's state: it serves nothing."""
+        self._contradicted_at: dict[int, set[int]] = {}
+        self._hand_over_task: asyncio.Future[None] | None = None
         self.digests_compared = 0
         self._hash_cache: tuple[int, bytes] = (-1, b"")
         self._applied_conf = ConfState()
@@ -200,6 +206,9 @@ class Node:
         """Configuration changes this leader proposed: index -> (term, answer)."""
         self._symbols_checked_term = -1
         self._read_seq = 0
+        # Read contexts carry a per-process nonce: a late answer to a read from a
+        # previous run of this node (same leader term) must not answer a new read.
+        self._read_nonce = os.urandom(6).hex()
         self.storage: Any = None
         self.core: Any = None
         self.engine: Any = None
@@ -519,7 +528,7 @@ class Node:
     def _start_read(self) -> None:
         futures, self._read_batch = self._read_batch, []
         self._read_seq += 1
-        ctx = f"{self.node_id}:{self._read_seq}".encode()
+        ctx = f"{self.node_id}:{self._read_nonce}:{self._read_seq}".encode()
         try:
             self.core.read_index(ctx)
         except (NotLeaderError, ProposalDroppedError):
@@ -922,6 +931,9 @@ class Node:
         self.digests_compared += 1
         if theirs == mine:
             return
+        # Any mismatch raises the alarm on every replica that sees it. Only the
+        # replica a majority of voters contradict fences itself: one bad replica
+        # must not take the healthy ones down with it.
         self.diverged = True
         self.metrics.divergence.inc()
         log.error(
@@ -930,6 +942,27 @@ class Node:
             index,
             extra={"peer": peer, "index": index, "mine": mine.hex(), "theirs": theirs.hex()},
         )
+        contradicting = self._contradicted_at.setdefault(index, set())
+        contradicting.add(peer)
+        while len(self._contradicted_at) > HASH_RING:
+            del self._contradicted_at[next(iter(self._contradicted_at))]
+        voters = self.conf_state.voters
+        if not self.fenced and len(contradicting & set(voters)) >= len(voters) // 2 + 1:
+            self.fenced = True
+            log.critical(
+                "this replica's state differs from a majority of voters at applied index %d: "
+                "refusing reads and writes; wipe its data directory and re-add it as a new member",
+                index,
+                extra={"index": index},
+            )
+            if self.role == Role.LEADER:
+                self._hand_over_task = asyncio.ensure_future(self._hand_over_after_fence())
+
+    async def _hand_over_after_fence(self) -> None:
+        try:
+            await self.transfer_leadership(None)
+        except (ServiceError, ValueError) as exc:
+            log.error("a fenced leader could not hand leadership over: %s", exc)
 
     async def _digest_timer(self) -> None:
         last_sent = -1
@@ -1049,6 +1082,8 @@ class Node:
     ) -> list[Any]:
         if self._stopping:
             raise Unavailable("node is shutting down")
+        if self.fenced:
+            raise Unavailable("this replica's state diverged from the majority")
         if self.role != Role.LEADER:
             self.metrics.proposals.labels(outcome="not_leader").inc()
             raise self._not_leader_error()
@@ -1076,6 +1111,8 @@ class Node:
     async def read_barrier(self) -> None:
         if self._stopping:
             raise Unavailable("node is shutting down")
+        if self.fenced:
+            raise Unavailable("this replica's state diverged from the majority")
         if self.leader == NONE:
             raise Unavailable("no leader is known")
         loop = self._loop
@@ -1159,6 +1196,8 @@ class Node:
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "shutting down"
+        if self.fenced:
+            return False, "state diverged from a majority of voters"
         if (
             self.node_id not in self.conf_state.voters
             and self.node_id not in self.conf_state.learners
