@@ -1,13 +1,13 @@
 """Review findings on storage/: real files, the real WAL, no mocks.
 
-Each test is ``xfail(strict=True)`` until the owner fixes the bug it shows.
+Each test was ``xfail(strict=True)`` until the owner fixed the bug it shows; now they
+are regression tests and must pass.
 """
 
 from __future__ import annotations
 
 import os
 
-import pytest
 from exchange_node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from exchange_node.storage import open_storage
 
@@ -20,15 +20,6 @@ def _segments(data_dir) -> list[str]:
     return sorted(n for n in os.listdir(data_dir) if n.startswith("wal-"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "recovery's 'finish an interrupted compaction' deletes the segment holding the "
-        "SNAPSHOT marker in force when that segment was rotated out before any entry past "
-        "the snapshot was written to it; the next open finds no marker and refuses the "
-        "directory (StorageCorruptionError), so the member must be wiped"
-    ),
-)
 def test_a_data_dir_survives_two_restarts_after_a_snapshot_marker_closes_a_segment(tmp_path):
     data_dir = tmp_path / "wal"
     # 1. A log of 20 entries in one segment (the limit is far away).

@@ -44,7 +44,13 @@ Recovery rules
    completed (never acknowledged) and are removed. Without any marker the log
    must start at index 1 and any snapshot file is such a leftover. Once all
    checks pass, a compaction the crash interrupted is finished (segments the
-   snapshot covers, segments older than the last RESET, surplus snapshots).
+   snapshot covers, segments older than the last RESET, surplus snapshots),
+   oldest first and each deletion durable before the next, but never the
+   segment holding the marker in force or any newer one: the next recovery
+   must find that marker again. (A segment whose every entry the snapshot
+   covers is kept for that reason when the marker batch itself filled it.)
+   Compaction's one-at-a-time deletions are what keep rule 2 sound: the
+   surviving segments are always contiguous, so a gap is always a loss.
 7. The recovered hard state's ``commit`` must not exceed the last recovered
    index: entries known committed would be missing.
 
@@ -233,6 +239,8 @@ class Replay:
         self.hard_state: tuple[int, int, int] = (0, 0, 0)
         self.batch_seq = 0
         self.marker: tuple[int, int] | None = None
+        self.marker_seq = 0
+        """Segment holding the marker in force: compaction must never delete it."""
         self.reset_seq = 0
         """Segment holding the last RESET marker: every older segment is dead."""
         self.started = False
@@ -398,8 +406,10 @@ class Replay:
                     problem = self._apply(snap, truncate, pending, pending_pos)
                     if problem:
                         break
-                    if snap is not None and snap[2] == fmt.SNAPSHOT_RESET:
-                        self.reset_seq = segment.seq
+                    if snap is not None:
+                        self.marker_seq = segment.seq
+                        if snap[2] == fmt.SNAPSHOT_RESET:
+                            self.reset_seq = segment.seq
                     if pending:
                         segment.max_index = max(segment.max_index, pending[-1].index)
                     deferred = False

@@ -35,8 +35,18 @@ Writing
   replaced. One the application took (``save_snapshot``) is a KEEP marker:
   entries up to its index go, the rest stay. Then, and only then, segments
   whose every entry is covered (all older segments after a RESET) are deleted
-  oldest first, snapshots beyond the newest ``keep_snapshots`` are deleted,
-  and the directory is fsynced.
+  oldest first, each deletion made durable (directory fsync) before the next,
+  then snapshots beyond the newest ``keep_snapshots`` are deleted and the
+  directory is fsynced once more.
+* Compaction never deletes the segment holding the SNAPSHOT marker in force,
+  nor any newer one: that marker is the only record of which snapshot is in
+  force (segment headers carry the hard state, not the snapshot). A marker
+  batch that fills its segment (an idle replica snapshotting at its last
+  index, a leader's snapshot with no entries after it) therefore keeps that
+  segment, covered entries and all (and any newer segment, even one holding
+  only hard-state batches), until a newer marker lands in a newer segment. Because deletions go oldest first and each one is
+  durable before the next, the segments left after a crash mid-compaction are
+  always contiguous (no gap for recovery to explain).
 * If a write or fsync fails, the store refuses all further work
   (``StorageFailedError``): after a failed fsync the page cache cannot be
   trusted, so the node must restart and recover from what is on disk. A
@@ -163,6 +173,8 @@ class WalStorage:
         self._batch_seq = 0
         self._snapshot_meta: SnapshotMeta | None = None
         self._snapshot: Snapshot | None = None
+        self._marker_seq = 0
+        """Segment holding the SNAPSHOT marker in force (0: none): compaction stops there."""
         self._tail: list[Entry] = []
         self._tail_first = 1
         self._recovered: RecoveredState | None = None
@@ -383,6 +395,7 @@ class WalStorage:
         self._batch_seq += 1
         if snapshot is not None:
             self._apply_snapshot(snapshot, snapshot_mode)
+            self._marker_seq = segment.seq
         if entries:
             if truncate_at:
                 self._truncate_from(truncate_at)
@@ -483,19 +496,27 @@ class WalStorage:
     def _compact(self, snapshot_index: int, *, dead_before_seq: int = 0) -> None:
         """Delete, oldest first, segments the snapshot covers (every entry ever written in
         them is at or below its index) or that a RESET in segment ``dead_before_seq``
-        made dead; then snapshots beyond the newest ``keep_snapshots``. Never the active
-        segment."""
+        made dead; then snapshots beyond the newest ``keep_snapshots``.
+
+        Never the segment holding the marker in force (``_marker_seq``) or any newer one
+        (so never the active segment): recovery must find that marker again. Each segment
+        deletion is made durable before the next, so a crash leaves no gap."""
         removed = False
         segments = self._segments
-        while len(segments) > 1 and (
-            segments[0].seq < dead_before_seq or segments[0].max_index <= snapshot_index
+        keep_from = self._marker_seq
+        assert keep_from > 0, "compaction without a snapshot marker in force"
+        while (
+            len(segments) > 1
+            and segments[0].seq < keep_from
+            and (segments[0].seq < dead_before_seq or segments[0].max_index <= snapshot_index)
         ):
             segment = segments[0]
             os.unlink(segment.path)
             self._close_read_fd(segment)
             del segments[0]
             del self._by_seq[segment.seq]
-            removed = True
+            # Durable before the next deletion: the survivors stay contiguous.
+            fsync_dir(self.data_dir)
             log.debug("compaction removed %s", segment.path)
         current = self._snapshot_meta
         assert current is not None
@@ -600,6 +621,7 @@ class WalStorage:
         self._batch_seq = replay.batch_seq
         if snapshot is not None:
             self._snapshot_meta, self._snapshot = snapshot.meta, snapshot
+        self._marker_seq = replay.marker_seq
         keep = min(len(entries), self._tail_cap)
         self._tail = entries[len(entries) - keep :]
         self._tail_first = last_index + 1 - keep
