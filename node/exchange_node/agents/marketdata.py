@@ -85,15 +85,29 @@ def closes_from_frame(frame: Any, symbols: Iterable[str]) -> dict[str, float]:
 
 def yfinance_download(symbols: list[str]) -> Any:
     """The real download (network): five daily bars per ticker."""
+    import contextlib
+    import io
     import warnings
 
     import yfinance
 
-    with warnings.catch_warnings():  # yfinance's own pandas deprecations are not ours to show
-        warnings.simplefilter("ignore")
-        return yfinance.download(
-            symbols, period="5d", interval="1d", progress=False, timeout=5, threads=False
-        )
+    # yfinance reports every failed ticker itself (logs and prints); offline that
+    # is a screenful per run. The caller says once where each price came from.
+    yf_log = logging.getLogger("yfinance")
+    level = yf_log.level
+    yf_log.setLevel(logging.CRITICAL)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            return yfinance.download(
+                symbols, period="5d", interval="1d", progress=False, timeout=5, threads=False
+            )
+    finally:
+        yf_log.setLevel(level)
 
 
 class ReferencePrices:
