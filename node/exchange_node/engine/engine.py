@@ -215,6 +215,15 @@ class SymbolState:
         self.band_high = (reference * (10_000 + bps)) // 10_000
 
 
+_new_object = object.__new__
+"""Hot paths build their records as ``_new_object(Cls)`` plus one store per slot (every
+slot, in field order) instead of ``Cls(...)``: calling a class whose ``__init__`` is
+Python code re-enters the interpreter from C, which on CPython 3.11 costs about 1,000
+machine instructions per object, the biggest single cost of applying a command. The
+records are the same dataclass instances either way (tests compare them field by field
+with the reference model's)."""
+
+
 def _reject(
     reason: RejectReason,
     message: str,
@@ -223,20 +232,18 @@ def _reject(
     client_order_id: Any = None,
     order_id: int | None = None,
 ) -> CommandResult:
-    return CommandResult(
-        log_index,
-        None,
-        _S_REJECTED,
-        [
-            Rejected(
-                reason,
-                message,
-                client_id if isinstance(client_id, str) else None,
-                client_order_id if isinstance(client_order_id, str) else None,
-                order_id if type(order_id) is int else None,
-            )
-        ],
-    )
+    rejected = _new_object(Rejected)
+    rejected.reason = reason
+    rejected.message = message
+    rejected.client_id = client_id if isinstance(client_id, str) else None
+    rejected.client_order_id = client_order_id if isinstance(client_order_id, str) else None
+    rejected.order_id = order_id if type(order_id) is int else None
+    result = _new_object(CommandResult)
+    result.log_index = log_index
+    result.order_id = None
+    result.status = _S_REJECTED
+    result.events = [rejected]
+    return result
 
 
 def _good_key_part(value: object) -> bool:
@@ -340,14 +347,27 @@ class Engine:
         except CommandDecodeError as exc:
             self.applied_index = log_index
             return [_reject(RejectReason.MALFORMED_BATCH, str(exc), log_index)]
-        apply = self.apply
-        results = [
-            apply(command, log_index=log_index, timestamp_ns=timestamp_ns) for command in commands
-        ]
+        # What apply() does per command, done once for the batch (same log index and time).
+        self._log_index = log_index
+        if type(timestamp_ns) is int and self._now < timestamp_ns <= _INT64_MAX:
+            self._now = timestamp_ns
         self.applied_index = log_index
+        handlers = self._handlers
+        results = []
+        for command in commands:
+            handler = handlers.get(type(command))
+            results.append(
+                handler(command)
+                if handler is not None
+                else _reject(
+                    RejectReason.INVALID_FIELD,
+                    f"not a command: {type(command).__name__}",
+                    log_index,
+                )
+            )
         return results
 
-    def apply(self, command: Command, *, log_index: int, timestamp_ns: int) -> CommandResult:
+    def apply(self, command: Command, log_index: int, timestamp_ns: int) -> CommandResult:
         """Apply one command stamped with the log position and the leader's time."""
         handler = self._handlers.get(type(command))
         if handler is None:
@@ -533,58 +553,74 @@ class Engine:
             position = self._position(client_id, symbol)
         order_id = self._next_order_id
         self._next_order_id = order_id + 1
-        order = RestingOrder(
-            order_id,
-            client_id,
-            client_order_id,
-            symbol,
-            side,
-            price,
-            quantity,
-            quantity,
-            bool(command.post_only),
-            stp,
-            position,
-        )
-        events: list[Event] = [
-            Accepted(
-                order_id,
-                client_id,
-                client_order_id,
-                symbol,
-                side,
-                order_type,
-                time_in_force,
-                price,
-                quantity,
-                self._now,
-            )
-        ]
-        if time_in_force == _FOK and not (
+        # Objects on this path are built with object.__new__ and slot stores (see _new_object).
+        order = _new_object(RestingOrder)
+        order.order_id = order_id
+        order.client_id = client_id
+        order.client_order_id = client_order_id
+        order.symbol = symbol
+        order.side = side
+        order.price = price
+        order.quantity = quantity
+        order.leaves = quantity
+        order.post_only = bool(command.post_only)
+        order.stp = stp
+        order.position = position
+        accepted = _new_object(Accepted)
+        accepted.order_id = order_id
+        accepted.client_id = client_id
+        accepted.client_order_id = client_order_id
+        accepted.symbol = symbol
+        accepted.side = side
+        accepted.order_type = order_type
+        accepted.time_in_force = time_in_force
+        accepted.price = price
+        accepted.quantity = quantity
+        accepted.timestamp_ns = self._now
+        events: list[Event] = [accepted]
+        if time_in_force is _FOK and not (
             crosses and _fillable(opposite, limit_key, quantity, client_id, stp)
         ):
             events.append(Expired(order_id, client_id, client_order_id, symbol, quantity))
             self._finish(order, order_type, time_in_force, _S_EXPIRED, 0)
             return CommandResult(log_index, order_id, _S_EXPIRED, events)
 
-        touched: Touched = []
+        touched: Touched | None = None  # the levels that changed (none unless it crossed)
         stp_cancelled = False
         if crosses:
+            touched = []
             stp_cancelled = self._match(state, order, opposite, limit_key, events, touched)
         leaves = order.leaves
-        if stp_cancelled:
-            status = _S_CANCELLED
-            self._finish(order, order_type, time_in_force, status, quantity - leaves)
-        elif leaves == 0:
-            status = _S_FILLED
-            self._finish(order, order_type, time_in_force, status, quantity)
-        elif market or time_in_force != _GTC:
-            events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
-            status = _S_EXPIRED
-            self._finish(order, order_type, time_in_force, status, quantity - leaves)
+        if stp_cancelled or not leaves or market or time_in_force is not _GTC:
+            if stp_cancelled:
+                status = _S_CANCELLED
+            elif not leaves:
+                status = _S_FILLED
+            else:
+                events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
+                status = _S_EXPIRED
+            # _finish, inlined.
+            finished = self._finished
+            finished[order_id] = (order, order_type, time_in_force, status, quantity - leaves)
+            finished_fifo = self._finished_fifo
+            finished_fifo.append(order_id)
+            if len(finished_fifo) > self.finished_window:
+                del finished[finished_fifo.popleft()]
         else:
             own = state.bids if buy else state.asks
-            level = own.add(order)
+            # BookSide.add, inlined.
+            own_key = own.sign * price
+            level = own.levels.get(own_key)
+            if level is None:
+                level = own.levels[own_key] = _new_object(Level)
+                level.price = price
+                level.orders = deque()
+                level.total = 0
+                level.count = 0
+                own.keys.add(own_key)
+            level.orders.append(order)
+            level.total += leaves
+            level.count += 1
             if buy:
                 position.open_buy_quantity += leaves
             else:
@@ -595,28 +631,44 @@ class Engine:
             live[client_order_id] = order
             if not touched:
                 # Rested without trading (the commonest outcome): one level changed.
-                state.seq = seq = state.seq + 1
-                events.append(BookUpdate(symbol, side, price, level.total, seq))
-                return CommandResult(log_index, order_id, _S_NEW, events)
+                state.seq = state.seq + 1
+                update = _new_object(BookUpdate)
+                update.symbol = symbol
+                update.side = side
+                update.price = price
+                update.quantity = level.total
+                update.seq = state.seq
+                events.append(update)
+                result = _new_object(CommandResult)
+                result.log_index = log_index
+                result.order_id = order_id
+                result.status = _S_NEW
+                result.events = events
+                return result
             touched.append((state, own, price))
             status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
-        if len(touched) == 1:
+        if not touched:
+            pass
+        elif len(touched) == 1:
             # The common case (one level changed), without the general helper.
             state.seq = seq = state.seq + 1
-            book_side = touched[0][1]
-            changed = book_side.levels.get(book_side.sign * touched[0][2])
-            events.append(
-                BookUpdate(
-                    symbol,
-                    book_side.side,
-                    touched[0][2],
-                    0 if changed is None else changed.total,
-                    seq,
-                )
-            )
-        elif touched:
+            _state, book_side, changed_price = touched[0]
+            changed = book_side.levels.get(book_side.sign * changed_price)
+            update = _new_object(BookUpdate)
+            update.symbol = symbol
+            update.side = book_side.side
+            update.price = changed_price
+            update.quantity = 0 if changed is None else changed.total
+            update.seq = seq
+            events.append(update)
+        else:
             self._book_updates(touched, events)
-        return CommandResult(log_index, order_id, status, events)
+        result = _new_object(CommandResult)
+        result.log_index = log_index
+        result.order_id = order_id
+        result.status = status
+        result.events = events
+        return result
 
     def _match(
         self,
@@ -639,7 +691,7 @@ class Engine:
         stp = taker.stp
         symbol = state.spec.symbol
         taker_side = taker.side
-        taker_buy = taker_side == _BUY
+        taker_buy = taker_side is _BUY
         now = self._now
         taker_position = taker.position
         live_orders = self._orders
@@ -648,14 +700,19 @@ class Engine:
         finished_fifo = self._finished_fifo
         finished_window = self.finished_window
         trades = state.trades
-        intervals = self.candle_intervals_ns
-        candles = state.candles
-        interval_count = len(intervals)
         if self._trade_log_index != self._log_index:
             self._trade_log_index = self._log_index
             self._trade_seq = 0
         trade_base = self._log_index << TRADE_SEQ_BITS
         taker_cancelled = False
+        # Market data is updated once per call from these running totals: every fill of one
+        # taker has the same time (one candle bucket) and prices that only move away from
+        # the first, so the first and last price are the extremes.
+        first_price = 0
+        fill_price = 0
+        fill_count = 0
+        fill_volume = 0
+        fill_notional = 0
         while taker.leaves and keys._len:
             key = keys._lists[0][0]
             if key > limit_key:
@@ -671,7 +728,7 @@ class Engine:
                     orders.popleft()
                     continue
                 if maker.client_id == taker_client:
-                    if stp != _CANCEL_INCOMING:
+                    if stp is not _CANCEL_INCOMING:
                         level_changed = True
                         orders.popleft()
                         level.total -= maker_leaves
@@ -687,7 +744,7 @@ class Engine:
                                 _C_SELF_TRADE,
                             )
                         )
-                    if stp != _CANCEL_RESTING:
+                    if stp is not _CANCEL_RESTING:
                         taker_cancelled = True
                         events.append(
                             Cancelled(
@@ -706,53 +763,64 @@ class Engine:
                 quantity = maker_leaves if maker_leaves < taker_leaves else taker_leaves
                 seq = self._trade_seq
                 self._trade_seq = seq + 1
-                events.append(
-                    Fill(
-                        trade_base | seq,
-                        symbol,
-                        price,
-                        quantity,
-                        taker_side,
-                        maker.order_id,
-                        taker.order_id,
-                        maker.client_id,
-                        taker_client,
-                        now,
-                    )
-                )
+                fill = _new_object(Fill)
+                fill.trade_id = trade_base | seq
+                fill.symbol = symbol
+                fill.price = price
+                fill.quantity = quantity
+                fill.aggressor_side = taker_side
+                fill.maker_order_id = maker.order_id
+                fill.taker_order_id = taker.order_id
+                fill.maker_client_id = maker.client_id
+                fill.taker_client_id = taker_client
+                fill.timestamp_ns = now
+                events.append(fill)
+                trades.append(fill)
                 taker.leaves = taker_leaves - quantity
                 maker.leaves = maker_leaves - quantity
                 level.total -= quantity
+                notional = price * quantity
+                # Positions. A fill that opens or extends a position (the common case) is
+                # inlined; one that reduces it takes _apply_fill's average-cost path.
                 maker_position = maker.position
                 if taker_buy:
                     maker_position.open_sell_quantity -= quantity
-                    _apply_fill(maker_position, -quantity, price)
-                    _apply_fill(taker_position, quantity, price)
+                    held = maker_position.quantity
+                    if held <= 0:
+                        maker_position.sold_quantity += quantity
+                        maker_position.quantity = held - quantity
+                        maker_position.open_cost -= notional
+                    else:
+                        _apply_fill(maker_position, -quantity, price)
+                    held = taker_position.quantity
+                    if held >= 0:
+                        taker_position.bought_quantity += quantity
+                        taker_position.quantity = held + quantity
+                        taker_position.open_cost += notional
+                    else:
+                        _apply_fill(taker_position, quantity, price)
                 else:
                     maker_position.open_buy_quantity -= quantity
-                    _apply_fill(maker_position, quantity, price)
-                    _apply_fill(taker_position, -quantity, price)
-                # Market data: last price, trade ring, totals, candles (bucketed by time).
-                state.last_price = price
-                trades.append(events[-1])  # type: ignore[arg-type]
-                state.trade_count += 1
-                state.volume += quantity
-                notional = price * quantity
-                state.notional += notional
-                for i in range(interval_count):
-                    history = candles[i]
-                    start = now - now % intervals[i]
-                    if history and history[-1][0] >= start:
-                        candle = history[-1]
-                        if price > candle[2]:
-                            candle[2] = price
-                        elif price < candle[3]:
-                            candle[3] = price
-                        candle[4] = price
-                        candle[5] += quantity
-                        candle[6] += notional
+                    held = maker_position.quantity
+                    if held >= 0:
+                        maker_position.bought_quantity += quantity
+                        maker_position.quantity = held + quantity
+                        maker_position.open_cost += notional
                     else:
-                        history.append([start, price, price, price, price, quantity, notional])
+                        _apply_fill(maker_position, quantity, price)
+                    held = taker_position.quantity
+                    if held <= 0:
+                        taker_position.sold_quantity += quantity
+                        taker_position.quantity = held - quantity
+                        taker_position.open_cost -= notional
+                    else:
+                        _apply_fill(taker_position, -quantity, price)
+                if not fill_count:
+                    first_price = price
+                fill_count += 1
+                fill_volume += quantity
+                fill_notional += notional
+                fill_price = price
                 if maker_leaves == quantity:
                     # The maker is done (inline _close_resting: its open quantity is already off).
                     orders.popleft()
@@ -773,6 +841,28 @@ class Engine:
                 keys.pop(0)
             if taker_cancelled:
                 break
+        if fill_count:
+            state.last_price = fill_price
+            state.trade_count += fill_count
+            state.volume += fill_volume
+            state.notional += fill_notional
+            high, low = (fill_price, first_price) if taker_buy else (first_price, fill_price)
+            intervals = self.candle_intervals_ns
+            for i, history in enumerate(state.candles):
+                start = now - now % intervals[i]
+                if history and history[-1][0] >= start:
+                    candle = history[-1]
+                    if high > candle[2]:
+                        candle[2] = high
+                    if low < candle[3]:
+                        candle[3] = low
+                    candle[4] = fill_price
+                    candle[5] += fill_volume
+                    candle[6] += fill_notional
+                else:
+                    history.append(
+                        [start, first_price, high, low, fill_price, fill_volume, fill_notional]
+                    )
         return taker_cancelled
 
     # ------------------------------------------------------------------ cancels
@@ -819,7 +909,15 @@ class Engine:
                 command.client_order_id,
                 command.order_id,
             )
-        order = self._find_live(command.client_id, command.order_id, command.client_order_id)
+        # _find_live, inlined.
+        order: RestingOrder | None
+        if order_id is not None:
+            order = self._orders.get(order_id)
+            if order is not None and order.client_id != client_id:
+                order = None
+        else:
+            live = self._live_by_client.get(client_id)
+            order = None if live is None or client_order_id is None else live.get(client_order_id)
         if order is None:
             return _reject(
                 RejectReason.UNKNOWN_ORDER,
@@ -834,32 +932,62 @@ class Engine:
         self._cancel_resting(order, _C_REQUESTED, events, touched)
         state, book_side, price = touched[0]
         level = book_side.levels.get(book_side.sign * price)
-        state.seq = seq = state.seq + 1
-        events.append(
-            BookUpdate(order.symbol, order.side, price, 0 if level is None else level.total, seq)
-        )
-        return CommandResult(log_index, order.order_id, _S_CANCELLED, events)
+        state.seq = state.seq + 1
+        update = _new_object(BookUpdate)
+        update.symbol = order.symbol
+        update.side = order.side
+        update.price = price
+        update.quantity = 0 if level is None else level.total
+        update.seq = state.seq
+        events.append(update)
+        result = _new_object(CommandResult)
+        result.log_index = log_index
+        result.order_id = order.order_id
+        result.status = _S_CANCELLED
+        result.events = events
+        return result
 
     def _cancel_resting(
         self, order: RestingOrder, reason: CancelReason, events: list[Event], touched: Touched
     ) -> None:
         state = self._symbols[order.symbol]
-        book_side = state.bids if order.side == _BUY else state.asks
+        book_side = state.bids if order.side is _BUY else state.asks
         leaves = order.leaves
-        events.append(
-            Cancelled(
-                order.order_id,
-                order.client_id,
-                order.client_order_id,
-                order.symbol,
-                leaves,
-                reason,
-            )
-        )
-        book_side.remove(order)  # takes its leaves off the level, then marks it dead
-        order.leaves = leaves  # for the finished record; _close_resting zeroes it again
-        self._close_resting(order, _S_CANCELLED)
-        touched.append((state, book_side, order.price))
+        cancelled = _new_object(Cancelled)
+        cancelled.order_id = order.order_id
+        cancelled.client_id = order.client_id
+        cancelled.client_order_id = order.client_order_id
+        cancelled.symbol = order.symbol
+        cancelled.quantity = leaves
+        cancelled.reason = reason
+        events.append(cancelled)
+        # BookSide.remove and _close_resting, inlined (the cancel path's hottest part).
+        price = order.price
+        key = book_side.sign * price
+        level = book_side.levels[key]
+        level.total -= leaves
+        level.count -= 1
+        if level.count == 0:
+            del book_side.levels[key]
+            book_side.keys.remove(key)
+        elif len(level.orders) > 2 * level.count + 8:
+            level.compact()
+        position = order.position
+        if order.side is _BUY:
+            position.open_buy_quantity -= leaves
+        else:
+            position.open_sell_quantity -= leaves
+        order_id = order.order_id
+        del self._orders[order_id]
+        del self._live_by_client[order.client_id][order.client_order_id]
+        finished = self._finished
+        finished[order_id] = (order, _LIMIT, _GTC, _S_CANCELLED, order.quantity - leaves)
+        finished_fifo = self._finished_fifo
+        finished_fifo.append(order_id)
+        if len(finished_fifo) > self.finished_window:
+            del finished[finished_fifo.popleft()]
+        order.leaves = 0
+        touched.append((state, book_side, price))
 
     def _close_resting(
         self, order: RestingOrder, status: Status, closing_quantity: int | None = None
@@ -867,14 +995,14 @@ class Engine:
         """Forget a live order (not its book entry): open quantity, indexes, finished record."""
         leaves = order.leaves if closing_quantity is None else closing_quantity
         position = order.position
-        if order.side == _BUY:
+        if order.side is _BUY:
             position.open_buy_quantity -= leaves
         else:
             position.open_sell_quantity -= leaves
         del self._orders[order.order_id]
         # A client's (possibly empty) index stays: callers may hold it across matching.
         del self._live_by_client[order.client_id][order.client_order_id]
-        filled = order.quantity - order.leaves if status != _S_FILLED else order.quantity
+        filled = order.quantity - order.leaves if status is not _S_FILLED else order.quantity
         self._finish(order, _LIMIT, _GTC, status, filled)
         order.leaves = 0
 
