@@ -570,9 +570,13 @@ class Node:
         # this is safe only because _drive steps no peer message while a save is in
         # flight: a follower's ack for these entries is counted after our own fsync.
         # Anything that depends on a new term or vote waits for the disk.
+        # A Ready without new entries (a commit advance: the messages only carry the
+        # new commit index) sends after applying, so the clients it answers do not
+        # wait behind the encoding and writing of those messages.
         send_early = bool(
             self.role == Role.LEADER
             and rd.messages
+            and rd.entries
             and (hs is None or (hs.term, hs.vote) == self._persisted_term_vote)
         )
         if send_early:
