@@ -3,6 +3,7 @@
 #   promtool (prometheus)  - PrometheusRule checks and a live Prometheus
 #   docker.io + debootstrap - container image build and container fault tests
 #   chromium + driver       - the live view's browser test
+#   valgrind                - the engine bench's instruction count (and its test)
 # As root (CI, these machines) missing packages are installed with apt-get.
 # Otherwise nothing is installed: the tests that need a missing program skip
 # and print which one. Idempotent and quiet when everything is present.
@@ -14,6 +15,7 @@ command -v dockerd >/dev/null 2>&1 || want+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
+command -v valgrind >/dev/null 2>&1 || want+=(valgrind)
 
 if [ ${#want[@]} -eq 0 ]; then
     exit 0

@@ -76,6 +76,23 @@ def _auth(spec: dict[str, Any], worker: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens[worker % len(tokens)]}"}
 
 
+def _session(timeout_s: float = 30.0) -> Any:
+    """The load process's HTTP client: no connection limit, one total timeout."""
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=timeout_s)
+    )
+
+
+async def _run_workers(worker: Any, clients: int) -> float:
+    """Run ``worker(session, id)`` for ``clients`` ids on one session; the seconds it took."""
+    started = time.monotonic()
+    async with _session() as session:
+        await asyncio.gather(*(worker(session, w) for w in range(clients)))
+    return time.monotonic() - started
+
+
 async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
@@ -106,12 +123,8 @@ async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
             errors += 1
             await asyncio.sleep(0.01)
 
-    started = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
-    return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
+    seconds = await _run_workers(worker, spec["clients"])
+    return {"orders": acked, "seconds": seconds, "errors": errors}
 
 
 async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
@@ -141,12 +154,8 @@ async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
             errors += 1
             await asyncio.sleep(0.01)
 
-    started = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session, w) for w in range(spec["clients"])))
-    return {"orders": acked, "seconds": time.monotonic() - started, "errors": errors}
+    seconds = await _run_workers(worker, spec["clients"])
+    return {"orders": acked, "seconds": seconds, "errors": errors}
 
 
 async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +184,7 @@ async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
         # A failed order counts with its full latency: it was not served sooner.
         latencies.append(time.monotonic() - due)
 
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with _session() as session:
         # Warm the connection pool so the first orders do not pay for TCP setup.
         warm = [asyncio.create_task(one(session, -1 - i, time.monotonic())) for i in range(16)]
         await asyncio.gather(*warm)
@@ -233,9 +240,7 @@ async def _failover_writer(spec: dict[str, Any], stop_file: str) -> dict[str, An
             await asyncio.sleep(0.05)
         stop = True
 
-    timeout = aiohttp.ClientTimeout(total=2.0)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with _session(2.0) as session:
         await asyncio.gather(watch(), *(worker(session, w) for w in range(8)))
     return {"successes": successes}
 

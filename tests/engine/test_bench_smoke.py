@@ -40,3 +40,20 @@ def test_bench_engine_json_reports_every_figure() -> None:
         "snapshot_restore_seconds_1m",
     } <= names
     assert all(result["value"] > 0 for result in doc["results"])
+
+
+def test_bench_engine_counts_instructions_per_command_under_valgrind() -> None:
+    """The load-independent figure: a real callgrind count, equal on two runs."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (scripts/system-deps.sh installs it)")
+    from exchange_node.engine.bench import measure_instructions
+
+    first = measure_instructions(1_500, seed=7, clients=16)
+    second = measure_instructions(1_500, seed=7, clients=16)
+    # Applying a command runs thousands of instructions; the count is repeatable.
+    assert 2_000 < first < 1_000_000
+    assert abs(first - second) / first < 0.02

@@ -22,13 +22,23 @@ node does); ``apply_throughput_default_gc`` shows CPython's default thresholds.
   ``snapshot()`` and ``Engine.restore()`` with ``--resting`` (default
   1,000,000) resting orders; ``state_hash_seconds_1m`` for the hash.
 - ``snapshot_bytes_per_order``: snapshot size per resting order.
+- ``apply_instructions_per_command`` (only with ``--instructions``, needs valgrind):
+  machine instructions per command of ``apply`` over the first ``--instruction-commands``
+  commands of the workload, counted by callgrind (a run that only builds the workload
+  is subtracted). Unlike the timings it does not move with the host's other load, so
+  it is the figure to compare two versions of the engine on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
+import re
+import shutil
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -59,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=5, help="throughput runs (best kept)")
     parser.add_argument("--skip-snapshot", action="store_true", help="skip the 1M snapshot part")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per command under valgrind (slow, load-independent)",
+    )
+    parser.add_argument("--instruction-commands", type=int, default=40_000)
 
 
 def new_engine() -> Engine:
@@ -248,6 +264,50 @@ def measure_snapshot(count: int, clients: int) -> dict[str, float]:
     }
 
 
+def _instruction_child(mode: str, count: int, seed: int, clients: int) -> None:
+    """Run under callgrind: build the workload, then apply it (``mode == "apply"``)."""
+    tune_garbage_collector()
+    commands = mixed_workload(count, seed=seed, clients=clients)
+    engine = new_engine()
+    gc.collect()
+    if mode == "apply":
+        _apply_all(engine, commands)
+    sys.stdout.flush()
+    os._exit(0)  # interpreter teardown would be counted too
+
+
+def measure_instructions(count: int, seed: int, clients: int) -> float:
+    """Instructions per command of ``apply`` (callgrind; workload building subtracted)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("exchange bench engine: --instructions needs valgrind on the PATH")
+    totals = {}
+    for mode in ("build", "apply"):
+        code = (
+            "from exchange_node.engine.bench import _instruction_child; "
+            f"_instruction_child({mode!r}, {count}, {seed}, {clients})"
+        )
+        run = subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            check=False,
+        )
+        found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+        if run.returncode != 0 or found is None:
+            raise SystemExit(f"exchange bench engine: callgrind failed:\n{run.stderr[-2000:]}")
+        totals[mode] = int(found.group(1).replace(",", ""))
+    return (totals["apply"] - totals["build"]) / count
+
+
 def main(args: argparse.Namespace) -> int:
     tune_garbage_collector()
     commands = mixed_workload(args.commands, seed=args.seed, clients=args.clients)
@@ -281,5 +341,10 @@ def main(args: argparse.Namespace) -> int:
             BenchResult("snapshot_bytes_per_order", round(snapshot["bytes_per_order"], 1), "bytes"),
             BenchResult("snapshot_orders", args.resting, "orders"),
         ]
+    if args.instructions:
+        per_command = measure_instructions(args.instruction_commands, args.seed, args.clients)
+        results.append(
+            BenchResult("apply_instructions_per_command", round(per_command), "instructions")
+        )
     report("engine", results, as_json=args.json)
     return 0
