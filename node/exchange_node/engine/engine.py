@@ -446,40 +446,36 @@ class Engine:
                 if keyed:
                     self._retain(key, result)
                 return result
-        result = self._accept_new_order(command, key, plain)
-        # Retain (inline _retain: this is the hottest path).
-        results[key] = result
-        fifo = self._result_fifo
-        fifo.append(key)
-        if len(fifo) > self.dedup_window:
-            del results[fifo.popleft()]
-        return result
 
-    def _accept_new_order(
-        self, command: NewOrder, key: tuple[str, str], plain: bool
-    ) -> CommandResult:
-        client_id, client_order_id = key
+        # Accepting. One function with the checks above (the hottest path: a call costs);
+        # every result below is retained for exactly-once, rejections included.
         log_index = self._log_index
         live = self._live_by_client.get(client_id)
         if live is not None and client_order_id in live:
-            return _reject(
-                RejectReason.DUPLICATE_CLIENT_ORDER_ID,
-                f"client order id {client_order_id!r} names live order "
-                f"{live[client_order_id].order_id}",
-                log_index,
-                client_id,
-                client_order_id,
+            return self._retain(
+                key,
+                _reject(
+                    RejectReason.DUPLICATE_CLIENT_ORDER_ID,
+                    f"client order id {client_order_id!r} names live order "
+                    f"{live[client_order_id].order_id}",
+                    log_index,
+                    client_id,
+                    client_order_id,
+                ),
             )
         symbol = command.symbol
         state = self._symbols[symbol]
         spec = state.spec
         if spec.halted:
-            return _reject(
-                RejectReason.SYMBOL_HALTED,
-                f"{symbol} is halted",
-                log_index,
-                client_id,
-                client_order_id,
+            return self._retain(
+                key,
+                _reject(
+                    RejectReason.SYMBOL_HALTED,
+                    f"{symbol} is halted",
+                    log_index,
+                    client_id,
+                    client_order_id,
+                ),
             )
         quantity = command.quantity
         price = command.price
@@ -508,12 +504,15 @@ class Engine:
                 valuation = limit
             else:
                 if price < low or price > high:
-                    return _reject(
-                        RejectReason.PRICE_BAND,
-                        f"price {price} outside band [{low}, {high}] around {reference}",
-                        log_index,
-                        client_id,
-                        client_order_id,
+                    return self._retain(
+                        key,
+                        _reject(
+                            RejectReason.PRICE_BAND,
+                            f"price {price} outside band [{low}, {high}] around {reference}",
+                            log_index,
+                            client_id,
+                            client_order_id,
+                        ),
                     )
                 limit = valuation = price
         elif market:
@@ -529,8 +528,11 @@ class Engine:
         if limits.max_order_qty or limits.max_notional or limits.max_position:
             rejection = _risk_check(limits, buy, quantity, valuation, position)
             if rejection is not None:
-                return _reject(
-                    rejection.reason, rejection.message, log_index, client_id, client_order_id
+                return self._retain(
+                    key,
+                    _reject(
+                        rejection.reason, rejection.message, log_index, client_id, client_order_id
+                    ),
                 )
 
         opposite = state.asks if buy else state.bids
@@ -540,12 +542,15 @@ class Engine:
         # the generic __getitem__ path.
         crosses = opposite_keys._len > 0 and opposite_keys._lists[0][0] <= limit_key
         if command.post_only and crosses:
-            return _reject(
-                RejectReason.POST_ONLY_WOULD_TAKE,
-                f"post-only {side.name} at {price} would trade",
-                log_index,
-                client_id,
-                client_order_id,
+            return self._retain(
+                key,
+                _reject(
+                    RejectReason.POST_ONLY_WOULD_TAKE,
+                    f"post-only {side.name} at {price} would trade",
+                    log_index,
+                    client_id,
+                    client_order_id,
+                ),
             )
 
         # Accepted: nothing below rejects.
@@ -583,7 +588,7 @@ class Engine:
         ):
             events.append(Expired(order_id, client_id, client_order_id, symbol, quantity))
             self._finish(order, order_type, time_in_force, _S_EXPIRED, 0)
-            return CommandResult(log_index, order_id, _S_EXPIRED, events)
+            return self._retain(key, CommandResult(log_index, order_id, _S_EXPIRED, events))
 
         touched: Touched | None = None  # the levels that changed (none unless it crossed)
         stp_cancelled = False
@@ -639,14 +644,10 @@ class Engine:
                 update.quantity = level.total
                 update.seq = state.seq
                 events.append(update)
-                result = _new_object(CommandResult)
-                result.log_index = log_index
-                result.order_id = order_id
-                result.status = _S_NEW
-                result.events = events
-                return result
-            touched.append((state, own, price))
-            status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
+                status = _S_NEW
+            else:
+                touched.append((state, own, price))
+                status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
         if not touched:
             pass
         elif len(touched) == 1:
@@ -668,6 +669,12 @@ class Engine:
         result.order_id = order_id
         result.status = status
         result.events = events
+        # _retain, inlined.
+        results[key] = result
+        fifo = self._result_fifo
+        fifo.append(key)
+        if len(fifo) > self.dedup_window:
+            del results[fifo.popleft()]
         return result
 
     def _match(
@@ -1281,7 +1288,7 @@ class Engine:
             position = positions[symbol] = Position()
         return position
 
-    def _retain(self, key: tuple[str, str], result: CommandResult) -> None:
+    def _retain(self, key: tuple[str, str], result: CommandResult) -> CommandResult:
         """Add a result to the exactly-once table, evicting the oldest beyond the window.
 
         A key is only ever added when absent (a present key returns its result
@@ -1292,6 +1299,7 @@ class Engine:
         fifo.append(key)
         if len(fifo) > self.dedup_window:
             del self._results[fifo.popleft()]
+        return result
 
     def _finish(
         self,
