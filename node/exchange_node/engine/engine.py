@@ -178,6 +178,7 @@ class SymbolState:
         "band_low",
         "band_reference",
         "bids",
+        "candle_until",
         "candles",
         "last_price",
         "notional",
@@ -202,6 +203,9 @@ class SymbolState:
         self.notional = 0
         self.candles: list[deque[list[int]]] = [deque(maxlen=history) for _ in range(candle_slots)]
         """Per interval: [start_ns, open, high, low, close, volume, notional], oldest first."""
+        self.candle_until = 0
+        """A cache: fills before this time belong to the newest candle of every interval
+        (0: unknown). Not state: a restored engine recomputes it at its first fill."""
         self.band_reference = 0
         """The reference the cached band bounds were computed from (0: none yet)."""
         self.band_low = 0
@@ -854,10 +858,9 @@ class Engine:
             state.volume += fill_volume
             state.notional += fill_notional
             high, low = (fill_price, first_price) if taker_buy else (first_price, fill_price)
-            intervals = self.candle_intervals_ns
-            for i, history in enumerate(state.candles):
-                start = now - now % intervals[i]
-                if history and history[-1][0] >= start:
+            if now < state.candle_until:
+                # Every interval's newest candle is still open (the common case).
+                for history in state.candles:
                     candle = history[-1]
                     if high > candle[2]:
                         candle[2] = high
@@ -866,10 +869,27 @@ class Engine:
                     candle[4] = fill_price
                     candle[5] += fill_volume
                     candle[6] += fill_notional
-                else:
-                    history.append(
-                        [start, first_price, high, low, fill_price, fill_volume, fill_notional]
-                    )
+            else:
+                intervals = self.candle_intervals_ns
+                until = _INT64_MAX
+                for i, history in enumerate(state.candles):
+                    interval = intervals[i]
+                    start = now - now % interval
+                    if history and history[-1][0] >= start:
+                        candle = history[-1]
+                        if high > candle[2]:
+                            candle[2] = high
+                        if low < candle[3]:
+                            candle[3] = low
+                        candle[4] = fill_price
+                        candle[5] += fill_volume
+                        candle[6] += fill_notional
+                    else:
+                        history.append(
+                            [start, first_price, high, low, fill_price, fill_volume, fill_notional]
+                        )
+                    until = min(until, start + interval)
+                state.candle_until = until
         return taker_cancelled
 
     # ------------------------------------------------------------------ cancels
