@@ -858,38 +858,26 @@ class Engine:
             state.volume += fill_volume
             state.notional += fill_notional
             high, low = (fill_price, first_price) if taker_buy else (first_price, fill_price)
-            if now < state.candle_until:
-                # Every interval's newest candle is still open (the common case).
-                for history in state.candles:
-                    candle = history[-1]
-                    if high > candle[2]:
-                        candle[2] = high
-                    if low < candle[3]:
-                        candle[3] = low
-                    candle[4] = fill_price
-                    candle[5] += fill_volume
-                    candle[6] += fill_notional
-            else:
-                intervals = self.candle_intervals_ns
+            if now >= state.candle_until:
+                # Some interval's newest candle may have closed (the bucket arithmetic on
+                # nanosecond times is costly, so it runs only then): open the missing ones
+                # at this taker's first price; the loop below adds the fills.
                 until = _INT64_MAX
-                for i, history in enumerate(state.candles):
-                    interval = intervals[i]
+                for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True):
                     start = now - now % interval
-                    if history and history[-1][0] >= start:
-                        candle = history[-1]
-                        if high > candle[2]:
-                            candle[2] = high
-                        if low < candle[3]:
-                            candle[3] = low
-                        candle[4] = fill_price
-                        candle[5] += fill_volume
-                        candle[6] += fill_notional
-                    else:
-                        history.append(
-                            [start, first_price, high, low, fill_price, fill_volume, fill_notional]
-                        )
+                    if not history or history[-1][0] < start:
+                        history.append([start, first_price, first_price, first_price, 0, 0, 0])
                     until = min(until, start + interval)
                 state.candle_until = until
+            for history in state.candles:
+                candle = history[-1]
+                if high > candle[2]:
+                    candle[2] = high
+                if low < candle[3]:
+                    candle[3] = low
+                candle[4] = fill_price
+                candle[5] += fill_volume
+                candle[6] += fill_notional
         return taker_cancelled
 
     # ------------------------------------------------------------------ cancels
@@ -936,15 +924,7 @@ class Engine:
                 command.client_order_id,
                 command.order_id,
             )
-        # _find_live, inlined.
-        order: RestingOrder | None
-        if order_id is not None:
-            order = self._orders.get(order_id)
-            if order is not None and order.client_id != client_id:
-                order = None
-        else:
-            live = self._live_by_client.get(client_id)
-            order = None if live is None or client_order_id is None else live.get(client_order_id)
+        order = self._find_live(client_id, order_id, client_order_id)
         if order is None:
             return _reject(
                 RejectReason.UNKNOWN_ORDER,
