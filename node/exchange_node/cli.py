@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+from exchange_node.grpc_io import prefer_classic_io
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("exchange_node.server_cli", "run one Raft exchange node"),
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any subcommand's module imports grpc (see grpc_io).
+    prefer_classic_io()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

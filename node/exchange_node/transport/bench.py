@@ -11,7 +11,11 @@ second from the first send to the last acknowledgement.
 conversion per entry, for the columnar encoding used on the wire and for the
 ``repeated Entry`` sub-message alternative it was chosen over.
 
-    python -m exchange_node.transport.bench --batches 256,1024
+    exchange bench transport --batches 256,1024
+    exchange bench transport --batches 1 --window 1 --entries 4000   # ping-pong
+
+Run it through ``exchange`` (not ``python -m``): the CLI picks gRPC's I/O path
+before grpc is imported, as it does for a node (``exchange_node.grpc_io``).
 """
 
 from __future__ import annotations
@@ -112,7 +116,8 @@ async def _sender(
         SENDER_ID, "127.0.0.1:0", on_message, queue_limit=window * 4, envelope_bytes=envelope_bytes
     )
     await transport.start()
-    command = [sys.executable, "-m", "exchange_node.transport.bench"]
+    # Through the CLI, so the receiver picks gRPC's I/O path as a node does.
+    command = [sys.executable, "-m", "exchange_node.cli", "bench", "transport"]
     command += ["--receiver", transport.address] + (["--uvloop"] if uvloop else [])
     child = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
@@ -290,10 +295,3 @@ def _submessage_encode(batch_cls: Any, msg: Message) -> bytes:
     for e in msg.entries:
         add(term=e.term, index=e.index, type=e.type, data=e.data)
     return bytes(out.SerializeToString())
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    _parser.add_argument("--json", action="store_true", help="print one JSON object")
-    add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
