@@ -33,6 +33,8 @@ def test_defaults_follow_the_contract() -> None:
     assert cfg.cluster_state == "new" and cfg.data_dir == Path("./data")
     assert cfg.shutdown_grace_seconds == 20.0
     assert cfg.peers == []
+    assert cfg.commit_hold_ms == 2.0
+    assert parse(["--commit-hold-ms=0"]).commit_hold_ms == 0.0
 
 
 def test_every_flag_has_its_environment_variable_and_flags_win() -> None:
@@ -77,6 +79,9 @@ def test_peer_http_addresses() -> None:
         (["--election-ms=100", "--heartbeat-ms=80"], {}, "--election-ms"),
         (["--shutdown-grace-seconds=nan"], {}, "--shutdown-grace-seconds"),
         (["--log-level=loud"], {}, "--log-level"),
+        (["--commit-hold-ms=-1"], {}, "--commit-hold-ms"),
+        (["--commit-hold-ms=200", "--heartbeat-ms=100"], {}, "--commit-hold-ms"),
+        ([], {"EXCHANGE_COMMIT_HOLD_MS": "inf"}, "EXCHANGE_COMMIT_HOLD_MS"),
         (["--config=/nonexistent.yaml"], {}, "--config"),
     ],
 )

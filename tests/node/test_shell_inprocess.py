@@ -126,6 +126,24 @@ async def test_three_nodes_elect_replicate_and_agree(cluster):
     }
 
 
+async def test_commit_notices_ride_on_the_next_append_or_leave_on_their_own(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    await wait_for(lambda: leader._pending_commands == 0)
+    stats = leader._outbox.stats
+    # Back-to-back orders: each order's append carries the previous order's commit.
+    for i in range(30):
+        await leader.submit([order(i)])
+    assert stats.merged > 0
+    # One order and then silence: its commit notice leaves when the hold is up,
+    # and every follower applies the order.
+    released = stats.released
+    await leader.submit([order(99)])
+    target = leader.applied_index
+    await wait_for(lambda: all(n.applied_index >= target for n in cluster.values()))
+    await wait_for(lambda: stats.released > released)
+
+
 async def test_leadership_transfer_moves_the_leader(cluster):
     await wait_for(lambda: leader_of(cluster) is not None)
     leader = leader_of(cluster)

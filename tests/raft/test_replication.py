@@ -269,9 +269,14 @@ def test_report_unreachable_moves_a_replicating_follower_back_to_probing():
     net = Network([1, 2, 3], **PAPER)
     leader = net.elect(1)
     assert leader.progress[2].state is ProgressState.REPLICATE
+    assert leader.is_replicating(2) and leader.is_replicating(3)
+    assert not net.cores[2].is_replicating(1)  # only a leader streams
     net.isolate(2)
     leader.report_unreachable(2)
     assert leader.progress[2].state is ProgressState.PROBE
+    # An empty APP to 2 is now a probe the leader waits on, not a commit notice.
+    assert not leader.is_replicating(2) and leader.is_replicating(3)
+    assert not leader.is_replicating(9)
     # Probing sends one APP and then waits, instead of streaming into the void.
     net.sent.clear()
     leader.propose_many([b"a"] * 5)

@@ -271,6 +271,14 @@ class RaftCore:
             # Optimistic sends are probably lost; find out where the follower is.
             pr.become_probe()
 
+    def is_replicating(self, peer: int) -> bool:
+        """This node leads and streams to ``peer`` optimistically (its log is known to
+        agree up to its match index). An empty APP to such a peer only carries the
+        commit index: losing it costs nothing but that news, which the next APP or
+        heartbeat brings again. An APP to a peer in any other state is a probe."""
+        pr = self.progress.get(peer) if self.role is Role.LEADER else None
+        return pr is not None and pr.state is _REPLICATE
+
     def report_snapshot(self, peer: int, success: bool) -> None:
         pr = self.progress.get(peer) if self.role is Role.LEADER else None
         if pr is None or pr.state is not _SNAPSHOT:

@@ -79,6 +79,7 @@ class NodeConfig:
     max_pending_proposals: int
     request_timeout_ms: int
     log_level: str
+    commit_hold_ms: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -180,6 +181,12 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
         "commands waiting to be proposed or committed before 503",
     ),
     "request-timeout-ms": (_positive_int, 5_000, "a write not applied in time answers 504"),
+    "commit-hold-ms": (
+        _non_negative_float,
+        2.0,
+        "a leader holds an append that only carries a new commit index this long, "
+        "so that the next append carries it instead (0: send at once)",
+    ),
     "log-level": (str, "info", "debug | info | warning | error"),
 }
 
@@ -324,6 +331,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise ConfigError(
             f"--election-ms ({election_ms}) must be at least twice --heartbeat-ms ({heartbeat_ms})"
         )
+    commit_hold_ms = _value("commit-hold-ms", args, env)
+    if commit_hold_ms > heartbeat_ms:
+        raise ConfigError(
+            f"--commit-hold-ms ({commit_hold_ms}) must not exceed --heartbeat-ms ({heartbeat_ms})"
+        )
     level = _value("log-level", args, env).lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level: invalid value {level!r}")
@@ -350,4 +362,5 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         max_pending_proposals=_value("max-pending-proposals", args, env),
         request_timeout_ms=_value("request-timeout-ms", args, env),
         log_level=level,
+        commit_hold_ms=commit_hold_ms,
     )

@@ -73,6 +73,7 @@ from exchange_node.server.envelope import (
 )
 from exchange_node.server.identity import resolve_node_id
 from exchange_node.server.metrics import NodeMetrics
+from exchange_node.server.outbox import Outbox
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -178,6 +179,7 @@ class Node:
         self._snapshot_index = 0
         self._persisted_term_vote = (0, NONE)
         self._deferred_hard_state: Any = None
+        self._outbox = Outbox(self._send_to_peers, config.commit_hold_ms / 1000.0)
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
@@ -353,6 +355,7 @@ class Node:
             await asyncio.sleep(0.02)
         for timer in self._timers:
             timer.cancel()
+        self._outbox.discard()
         self._wakeup.set()
         if self._driver is not None:
             self._driver.cancel()
@@ -378,6 +381,9 @@ class Node:
         self._last_heard[message.frm] = time.monotonic()
         self._inbox.append(message)
         self._wakeup.set()
+
+    def _send_to_peers(self, messages: Sequence[Message]) -> None:
+        self.transport.send(messages)
 
     def _on_snapshot_status(self, peer: int, ok: bool) -> None:
         self._ops.append(lambda: self.core.report_snapshot(peer, ok))
@@ -580,7 +586,7 @@ class Node:
             and (hs is None or (hs.term, hs.vote) == self._persisted_term_vote)
         )
         if send_early:
-            self.transport.send(rd.messages)
+            self._outbox.send(rd.messages, self.core.is_replicating)
         # A leader applies the committed entries that are already durable here
         # while its disk thread fsyncs this Ready's new entries: the answers to
         # clients do not wait for an unrelated fsync. Entries this very Ready
@@ -611,7 +617,7 @@ class Node:
         elif early:
             self._apply(early)
         if rd.messages and not send_early:
-            self.transport.send(rd.messages)
+            self._outbox.send(rd.messages, self.core.is_replicating)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         if later:
@@ -659,6 +665,7 @@ class Node:
         self.metrics.set_role(name)
         if was_leader and role != Role.LEADER:
             log.info("lost leadership")
+            self._outbox.discard()
             self.metrics.follower_lag.clear()
             error = self._not_leader_error()
             while self._proposals:
