@@ -1,0 +1,52 @@
+"""`exchange bench cluster --json` runs end to end on real processes and reports every
+figure by name, with no failed request (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange_node.cli",
+            "bench",
+            "cluster",
+            "--json",
+            "--duration=1",
+            "--failover-trials=1",
+            "--single-clients=8",
+            "--rate=200",
+            f"--data-root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["bench"] == "cluster" and doc["host"]["cores"] >= 1
+    figures = {r["name"]: r["value"] for r in doc["results"]}
+    assert set(figures) == {
+        "batch_throughput",
+        "single_throughput",
+        "latency_p50_ms_at_500",
+        "latency_p99_ms_at_500",
+        "failover_unavailability_median_s",
+        "failover_unavailability_max_s",
+        "single_node_single_throughput",
+        "single_node_latency_p50_ms_at_500",
+        "single_node_latency_p99_ms_at_500",
+        "request_errors",
+        "election_ms",
+        "heartbeat_ms",
+    }
+    assert figures["request_errors"] == 0
+    for name in ("batch_throughput", "single_throughput", "single_node_single_throughput"):
+        assert figures[name] > 0, name
+    assert 0 < figures["latency_p50_ms_at_500"] <= figures["latency_p99_ms_at_500"]
+    assert 0 < figures["failover_unavailability_median_s"] < 30
