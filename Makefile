@@ -49,10 +49,12 @@ sim: install  ## a batch of deterministic simulation seeds
 soak: install  ## simulation and crash soaks until Ctrl-C; prints seeds per second
 	$(EXCHANGE) sim --soak --steps 5000 --nodes mixed
 
-bench: install  ## every benchmark, one JSON object each
+bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 	$(EXCHANGE) bench raft --json
 	$(EXCHANGE) bench storage --json
 	$(EXCHANGE) bench engine --json
+	$(EXCHANGE) bench transport --json
+	$(EXCHANGE) bench cluster --json
 
 image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
 	scripts/build-image.sh

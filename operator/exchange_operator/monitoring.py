@@ -103,6 +103,16 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "and electionMs.",
         ),
         Alert(
+            "ExchangePeerFramesRejected",
+            f"max by (pod, reason) (increase(exchange_peer_frames_rejected_total{sel}[10m])) > 0",
+            "0s",
+            "warning",
+            f"A member of {where} received peer frames it could not use",
+            "{{ $labels.pod }} dropped peer frames ({{ $labels.reason }}): a checksum failure "
+            "means corruption between members (NIC, memory, a proxy); Raft resends, but find "
+            "the cause.",
+        ),
+        Alert(
             "ExchangeStateDivergence",
             f"max(increase(exchange_state_divergence_total{sel}[10m])) > 0",
             "0s",
@@ -281,6 +291,43 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                         ),
                     ),
                     unit="s",
+                ),
+                Panel(
+                    "Peer messages sent per pod and peer",
+                    (
+                        (
+                            f"sum by (pod, peer) (rate(exchange_peer_messages_sent_total{s}[1m]))",
+                            "{{pod}} -> {{peer}}",
+                        ),
+                        (
+                            f"sum by (pod) (rate(exchange_peer_messages_received_total{s}[1m]))",
+                            "{{pod}} received",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Peer streams connected",
+                    ((f"max by (pod, peer) (exchange_peer_connected{s})", "{{pod}} -> {{peer}}"),),
+                ),
+                Panel(
+                    "Peer faults (15m)",
+                    (
+                        (
+                            f"sum by (pod, peer) "
+                            f"(increase(exchange_peer_messages_dropped_total{s}[15m]))",
+                            "dropped {{pod}} -> {{peer}}",
+                        ),
+                        (
+                            f"sum by (pod, peer) (increase(exchange_peer_reconnects_total{s}[15m]))",
+                            "reconnects {{pod}} -> {{peer}}",
+                        ),
+                        (
+                            f"sum by (pod, reason) "
+                            f"(increase(exchange_peer_frames_rejected_total{s}[15m]))",
+                            "rejected {{pod}} {{reason}}",
+                        ),
+                    ),
                 ),
                 Panel(
                     "Snapshots",

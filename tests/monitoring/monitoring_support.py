@@ -307,4 +307,7 @@ def drive_orders(cluster: LocalCluster, rounds: int = 10) -> dict[str, Any]:
     code, doc = order(ids[-1], bob, symbol="BTC-USD", side="SELL", price=99_000)
     assert code == 422, (code, doc)
     answers["rejected"] = doc
+    # Followers learn the last commit a moment after the leader answers: wait until every
+    # replica applied everything, so each one's counters saw every order.
+    cluster.wait_converged(ids)
     return answers

@@ -97,6 +97,16 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "5m",
         {},
     ),
+    "ExchangePeerFramesRejected": (
+        [
+            series(
+                "exchange_peer_frames_rejected_total", "0 0 0 0 2x20", pod="xc-2", reason="checksum"
+            )
+        ],
+        [series("exchange_peer_frames_rejected_total", "0x24", pod="xc-2", reason="checksum")],
+        "3m",
+        {"pod": "xc-2", "reason": "checksum"},
+    ),
     "ExchangeStateDivergence": (
         pods("exchange_state_divergence_total", ["0 0 0 0 1x20"]),
         pods("exchange_state_divergence_total", ["0x24"]),

@@ -8,6 +8,9 @@ one test process (or a library's default collectors) from colliding.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,6 +20,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
 PROPOSAL_OUTCOMES = ("committed", "dropped", "not_leader", "overloaded")
@@ -125,6 +130,11 @@ class NodeMetrics:
         for kind in ("voter", "learner"):
             self.members.labels(kind=kind).set(0)
 
+    def watch_transport(self, stats: Callable[[], Any]) -> None:
+        """Export the peer transport's counters, read at scrape time from ``stats()``
+        (a ``TransportStats``, or None before the transport exists)."""
+        self.registry.register(_TransportCollector(stats))
+
     def set_role(self, role: str) -> None:
         for name in ROLES:
             self.role.labels(role=name).set(1 if name == role else 0)
@@ -132,3 +142,60 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TransportCollector(Collector):
+    """``exchange_peer_*``: what the gRPC peer transport did, per peer where it knows."""
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        sent, received, dropped, reconnects, connected, rejected = families = self._families()
+        stats = self._stats()
+        if stats is not None:
+            for peer, p in sorted(stats.peers.items()):
+                label = [str(peer)]
+                sent.add_metric(label, p.messages_sent)
+                dropped.add_metric(label, p.dropped)
+                reconnects.add_metric(label, p.reconnects)
+                connected.add_metric(label, 1 if p.connected else 0)
+            received.add_metric([], stats.messages_received)
+            rejected.add_metric(["checksum"], stats.checksum_failures)
+            rejected.add_metric(["decode"], stats.decode_failures)
+            rejected.add_metric(["misdirected"], stats.misdirected)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[Any]:
+        return [
+            CounterMetricFamily(
+                "exchange_peer_messages_sent",
+                "Raft messages written to a peer's stream",
+                labels=["peer"],
+            ),
+            CounterMetricFamily(
+                "exchange_peer_messages_received", "Raft messages received from all peers"
+            ),
+            CounterMetricFamily(
+                "exchange_peer_messages_dropped",
+                "messages to a peer dropped (queue full, stream broken, unencodable)",
+                labels=["peer"],
+            ),
+            CounterMetricFamily(
+                "exchange_peer_reconnects",
+                "replication streams to a peer re-established after a break",
+                labels=["peer"],
+            ),
+            GaugeMetricFamily(
+                "exchange_peer_connected", "1 while the stream to a peer is up", labels=["peer"]
+            ),
+            CounterMetricFamily(
+                "exchange_peer_frames_rejected",
+                "received frames dropped unread (bad CRC, unparsable, for another node)",
+                labels=["reason"],
+            ),
+        ]

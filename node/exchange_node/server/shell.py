@@ -150,6 +150,7 @@ class Node:
         self._engine_factory = engine_factory
         self._storage_factory = storage_factory
         self.metrics = metrics or NodeMetrics()
+        self.metrics.watch_transport(lambda: self.transport.stats if self.transport else None)
         self.node_id = 0
         self.name = config.name
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,0 +1,44 @@
+"""The peer transport's counters reach /metrics, read at scrape time."""
+
+from __future__ import annotations
+
+from exchange_node.server.metrics import NodeMetrics
+from exchange_node.transport import PeerStats, TransportStats
+
+
+def samples(metrics: NodeMetrics) -> dict[str, float]:
+    out = {}
+    for line in metrics.render().decode().splitlines():
+        if line.startswith("exchange_peer_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_peer_counters_are_exported_per_peer_and_rejected_frames_by_reason() -> None:
+    metrics = NodeMetrics()
+    source: list[TransportStats | None] = [None]
+    metrics.watch_transport(lambda: source[0])
+    assert samples(metrics) == {}  # no transport yet: families without samples
+
+    stats = TransportStats(messages_received=40, checksum_failures=3, misdirected=1)
+    stats.peers[2] = PeerStats("a:1", connected=True, messages_sent=5, dropped=1, reconnects=2)
+    stats.peers[3] = PeerStats("b:1", connected=False, messages_sent=7)
+    source[0] = stats
+    assert samples(metrics) == {
+        'exchange_peer_messages_sent_total{peer="2"}': 5,
+        'exchange_peer_messages_sent_total{peer="3"}': 7,
+        "exchange_peer_messages_received_total": 40,
+        'exchange_peer_messages_dropped_total{peer="2"}': 1,
+        'exchange_peer_messages_dropped_total{peer="3"}': 0,
+        'exchange_peer_reconnects_total{peer="2"}': 2,
+        'exchange_peer_reconnects_total{peer="3"}': 0,
+        'exchange_peer_connected{peer="2"}': 1,
+        'exchange_peer_connected{peer="3"}': 0,
+        'exchange_peer_frames_rejected_total{reason="checksum"}': 3,
+        'exchange_peer_frames_rejected_total{reason="decode"}': 0,
+        'exchange_peer_frames_rejected_total{reason="misdirected"}': 1,
+    }
+    # Live: a later scrape sees the counters move.
+    stats.peers[2].messages_sent += 10
+    assert samples(metrics)['exchange_peer_messages_sent_total{peer="2"}'] == 15
