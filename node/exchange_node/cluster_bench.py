@@ -23,7 +23,7 @@ process. Then the same single-order figures against a 1-node cluster
 The latency phases use ``LeanClient``, a minimal keep-alive HTTP/1.1 client,
 so that what is measured is the cluster rather than the load process's HTTP
 library, which shares the same cores (``--latency-client aiohttp`` measures
-through aiohttp instead; it adds about 0.3-0.5 ms of its own per request).
+through aiohttp instead; it spends about 0.2-0.3 ms more CPU per request).
 Every request of a latency phase is built before the clock starts.
 
 Election and heartbeat intervals are the bench's ``--election-ms`` and
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("lean", "aiohttp"),
         default="lean",
         help="HTTP client of the latency phases: the bench's minimal one, or aiohttp's "
-        "(which adds its own ~0.4 ms per request)",
+        "(about 0.2-0.3 ms more CPU per request)",
     )
     parser.add_argument("--data-root", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--skip-single-node", action="store_true")
@@ -155,7 +155,7 @@ class LeanClient:
     """A minimal keep-alive HTTP/1.1 client for load generation (like wrk2's).
 
     A Python load process shares the cores with the nodes it measures; a
-    general client library (aiohttp) spends about 0.3-0.4 ms of CPU on each
+    general client library (aiohttp) spends about 0.2-0.3 ms more CPU on each
     request, which would be counted as the cluster's latency and take CPU
     from the nodes. This client writes pre-built request bytes and reads
     ``Content-Length`` bodies, nothing more (no redirects, no chunked

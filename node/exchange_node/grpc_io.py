@@ -6,10 +6,10 @@ poller, which then wakes the event loop: two thread hops per message. gRPC's
 classic I/O path (iomgr) lets the poller thread read the socket itself: one
 hop. On two shared cores each hop costs 0.1-0.3 ms of scheduling, and a
 replicated order crosses four messages, so the classic path is faster here:
-`exchange bench transport --batches 1 --window 1 --entries 4000` (one message
-in flight, a ping-pong) measured 2,250 round trips/s with EventEngine and
-3,300-3,600/s with the classic path, and the 3-node cluster's p50 at 500
-orders/s fell by about a quarter.
+`exchange bench transport --batches 1 --window 1 --entries 4000 --uvloop`
+(one message in flight, a ping-pong) measured 2,065-2,100 round trips/s with
+EventEngine and 2,700-2,900 with the classic path (docs/performance.md has
+its share of the cluster's latency).
 
 gRPC reads ``GRPC_EXPERIMENTS`` once, when the ``grpc`` package is first
 imported, so ``prefer_classic_io`` must run before that (the ``exchange`` CLI
