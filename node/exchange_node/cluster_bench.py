@@ -177,7 +177,11 @@ class LeanClient:
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send pre-built ``request`` bytes; the status and body of the answer."""
-        conn = self._idle.pop() if self._idle else None
+        conn = None
+        while self._idle and conn is None:
+            conn = self._idle.pop()
+            if conn.closed:  # the server ended it while it was idle
+                conn = None
         if conn is None:
             loop = asyncio.get_running_loop()
             _, conn = await loop.create_connection(_Connection, self.host, self.port)

@@ -99,3 +99,25 @@ async def test_what_it_cannot_read_is_an_error_not_a_wrong_answer(server) -> Non
         assert status == 200
     finally:
         client.close()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/ok", ok)
+    runner = web.AppRunner(app, keepalive_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    client = LeanClient(f"127.0.0.1:{runner.addresses[0][1]}")
+    try:
+        assert (await client.send(post(client, "/ok", {})))[0] == 200
+        await asyncio.sleep(0.5)  # the server closes the idle connection
+        status, _ = await asyncio.wait_for(client.send(post(client, "/ok", {})), 5)
+        assert status == 200
+        assert len(client._all) == 2
+    finally:
+        client.close()
+        await runner.cleanup()
