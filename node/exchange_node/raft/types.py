@@ -19,6 +19,13 @@ from typing import NamedTuple
 NONE = 0
 """Node id meaning "nobody" (no vote cast, no known leader). Real ids are >= 1."""
 
+MAX_TERM = (1 << 62) - 1
+"""The highest term a node will ever adopt. The WAL and the wire carry terms as
+u64; capping them far below 2**64 means a term, once accepted, can always be
+incremented, encoded and persisted again. An honest cluster electing a leader
+every millisecond needs about 146 million years to get here, so a message
+above it is forged or corrupt and is refused on decode and by the core."""
+
 
 class Role(IntEnum):
     FOLLOWER = 0
