@@ -22,7 +22,7 @@ RUN set -e; python3 -m venv /opt/exchange; \
     if [ -n "$PIP_NO_INDEX" ]; then \
         /opt/exchange/bin/pip install --no-index --find-links /src/build/wheels raft-exchange; \
     else \
-        /opt/exchange/bin/pip install /src; \
+        /opt/exchange/bin/pip install -c /src/constraints.txt /src; \
     fi; \
     /opt/exchange/bin/exchange --help >/dev/null; \
     /opt/exchange/bin/pip uninstall -y -q pip setuptools wheel

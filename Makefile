@@ -14,10 +14,10 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
@@ -58,6 +58,16 @@ bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 
 image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
 	scripts/build-image.sh
+
+.PHONY: lock
+lock:  ## re-resolve pyproject.toml's floors in a fresh virtualenv and pin the result in constraints.txt
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q --upgrade pip
+	build/lock-venv/bin/pip install -q '.[test]'
+	{ sed -n '/^#/p' constraints.txt; build/lock-venv/bin/pip freeze --exclude-editable | grep -v -i '^raft-exchange'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf build/lock-venv
 
 .PHONY: proto
 proto: install  ## regenerate the gRPC peer protocol code from node/exchange_node/transport/peer.proto
