@@ -45,7 +45,7 @@ ENV PATH=/opt/exchange/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/exchange
 VOLUME ["/var/lib/exchange"]
-EXPOSE 8080 7070
+EXPOSE 8080 8081 7070
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('EXCHANGE_HTTP_PORT', '8080'), timeout=2)"]
 ENTRYPOINT ["exchange"]

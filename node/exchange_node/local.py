@@ -8,8 +8,8 @@ SIGTERM (a leader hands leadership over first). Running it again on the same
 ``--data-root`` restarts the same members on their data: ports, admin token
 and API keys are kept in ``<data-root>/cluster.json``.
 
-Ports: node ``i`` (1-based) serves HTTP on ``base-port + i - 1`` and gRPC on
-``base-port + 100 + i - 1``.
+Ports: node ``i`` (1-based) serves HTTP on ``base-port + i - 1``, gRPC on
+``base-port + 100 + i - 1`` and the admin API on ``base-port + 200 + i - 1``.
 
 ``exchange local status`` prints every member's role, term, indexes and lag.
 
@@ -61,10 +61,16 @@ class MemberSpec:
     grpc_port: int
     data_dir: str
     initial: bool = True
+    # 0 in a cluster.json written before the admin API had its own port (see load).
+    admin_port: int = 0
 
     @property
     def http(self) -> str:
         return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
 
     @property
     def grpc(self) -> str:
@@ -91,6 +97,9 @@ class ClusterSpec:
     def load(cls, root: Path) -> ClusterSpec:
         doc = json.loads((root / CLUSTER_FILE).read_text())
         doc["members"] = [MemberSpec(**m) for m in doc["members"]]
+        for m in doc["members"]:
+            if not m.admin_port:
+                m.admin_port = m.http_port + 200
         return cls(**doc)
 
 
@@ -130,13 +139,15 @@ class LocalCluster:
         if (root / CLUSTER_FILE).exists():
             return cls(root, ClusterSpec.load(root))
         if base_port is None:
-            ports = free_ports(2 * nodes)
-            pairs = [(ports[i], ports[nodes + i]) for i in range(nodes)]
+            ports = free_ports(3 * nodes)
+            triples = [(ports[i], ports[nodes + i], ports[2 * nodes + i]) for i in range(nodes)]
         else:
-            pairs = [(base_port + i, base_port + 100 + i) for i in range(nodes)]
+            triples = [
+                (base_port + i, base_port + 100 + i, base_port + 200 + i) for i in range(nodes)
+            ]
         members = [
-            MemberSpec(i + 1, http, grpc, str(root / f"node-{i + 1}"))
-            for i, (http, grpc) in enumerate(pairs)
+            MemberSpec(i + 1, http, grpc, str(root / f"node-{i + 1}"), admin_port=admin)
+            for i, (http, grpc, admin) in enumerate(triples)
         ]
         spec = ClusterSpec(
             members=members,
@@ -162,8 +173,10 @@ class LocalCluster:
     def add_member_spec(self, node_id: int | None = None) -> MemberSpec:
         """Reserve ports and a data directory for a member to be added later."""
         node_id = node_id or max(m.node_id for m in self.spec.members) + 1
-        http, grpc = free_ports(2)
-        spec = MemberSpec(node_id, http, grpc, str(self.root / f"node-{node_id}"), initial=False)
+        http, grpc, admin = free_ports(3)
+        spec = MemberSpec(
+            node_id, http, grpc, str(self.root / f"node-{node_id}"), initial=False, admin_port=admin
+        )
         self.spec.members.append(spec)
         self.spec.save(self.root)
         return spec
@@ -193,6 +206,7 @@ class LocalCluster:
             "--listen-host=127.0.0.1",
             f"--http-port={m.http_port}",
             f"--grpc-port={m.grpc_port}",
+            f"--admin-port={m.admin_port}",
             f"--advertise-address={m.grpc}",
             f"--advertise-http={m.http}",
             f"--data-dir={m.data_dir}",
@@ -309,7 +323,9 @@ class LocalCluster:
     ) -> tuple[int, Any]:
         m = self.member(node_id)
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://{m.http}{path}", data=data, method=method)
+        # The admin API listens on its own port (--admin-port); everything else on HTTP.
+        address = m.admin if path.startswith("/v1/admin/") else m.http
+        req = urllib.request.Request(f"http://{address}{path}", data=data, method=method)
         req.add_header("Authorization", f"Bearer {token or self.spec.admin_token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -427,7 +443,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-port",
         type=int,
         default=8080,
-        help="HTTP of node i is base+i-1, gRPC base+100+i-1 (default 8080)",
+        help="HTTP of node i is base+i-1, gRPC base+100+i-1, admin base+200+i-1 (default 8080)",
     )
     up.add_argument("--data-root", type=Path, default=Path("./local-cluster"))
     up.add_argument("--election-ms", type=int, default=500)
@@ -492,7 +508,8 @@ def _up(args: argparse.Namespace) -> int:
             continue
         print(
             f"  node {m.node_id}: api http://{m.http}/v1  stream ws://{m.http}/v1/ws  "
-            f"metrics http://{m.http}/metrics  grpc {m.grpc}  log {root}/node-{m.node_id}.log"
+            f"metrics http://{m.http}/metrics  admin http://{m.admin}/v1/admin  grpc {m.grpc}  "
+            f"log {root}/node-{m.node_id}.log"
         )
     print(f"  admin token: {root}/admin-token   API keys: {root}/api-keys")
     for token, client in cluster.spec.api_keys.items():

@@ -1,8 +1,8 @@
 """`exchange node`: run one Raft exchange node from flags and ``EXCHANGE_*`` variables.
 
 See docs/node-contract.md for every flag. The process serves the HTTP API,
-probes, metrics and admin API on ``--http-port`` and Raft peers on
-``--grpc-port``. SIGTERM (or Ctrl-C): a leader hands leadership over, the
+probes and metrics on ``--http-port``, the admin API on ``--admin-port`` and
+Raft peers on ``--grpc-port``. SIGTERM (or Ctrl-C): a leader hands leadership over, the
 node flushes and exits within ``--shutdown-grace-seconds``.
 """
 
@@ -46,9 +46,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def run(cfg: node_config.NodeConfig) -> int:
-    from exchange_node.server.app import start_http
+    from exchange_node.server.app import ListenError, start_http
     from exchange_node.server.identity import IdentityError
     from exchange_node.server.shell import Node
+    from exchange_node.server.tls import TLSConfigError
     from exchange_node.storage.errors import StorageError
 
     node = Node(cfg)
@@ -75,14 +76,20 @@ async def run(cfg: node_config.NodeConfig) -> int:
         return 1
     try:
         runner = await start_http(node, cfg.listen_host, cfg.http_port)
-    except OSError as exc:
-        print(f"exchange node: error: --http-port {cfg.http_port}: {exc}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"exchange node: error: {exc.strerror}", file=sys.stderr)
         await node.stop(0)
         return 1
+    except TLSConfigError as exc:
+        print(f"exchange node: error: --http-tls-cert/--http-tls-key: {exc}", file=sys.stderr)
+        await node.stop(0)
+        return 2
     log.info(
         "serving",
         extra={
             "http": f"{cfg.listen_host}:{cfg.http_port}",
+            "admin": f"{cfg.listen_host}:{cfg.admin_port}",
+            "tls": cfg.http_tls_cert is not None,
             "grpc": cfg.grpc_listen,
             "advertise": cfg.advertise_address,
         },

@@ -81,10 +81,11 @@ def http(
 
 
 class ContainerCluster:
-    def __init__(self, prefix: str, ports: list[int]) -> None:
+    def __init__(self, prefix: str, ports: list[int], admin_ports: list[int]) -> None:
         self.prefix = prefix
         self.network = f"{prefix}-net"
         self.ports = ports  # published HTTP port per member, index = ordinal
+        self.admin_ports = admin_ports  # published admin port (8081) per member
         self.names = [f"{prefix}-{i}" for i in range(len(ports))]
 
     def run(self, i: int) -> None:
@@ -103,6 +104,8 @@ class ContainerCluster:
             "bridge",
             "-p",
             f"127.0.0.1:{self.ports[i]}:8080",
+            "-p",
+            f"127.0.0.1:{self.admin_ports[i]}:8081",
             "-v",
             f"{self.names[i]}-data:/var/lib/exchange",
             "-e",
@@ -133,7 +136,7 @@ class ContainerCluster:
         docker("start", self.names[i])
 
     def status(self, i: int) -> dict[str, Any] | None:
-        code, body = http("GET", self.ports[i], "/v1/admin/status", ADMIN, timeout=1.5)
+        code, body = http("GET", self.admin_ports[i], "/v1/admin/status", ADMIN, timeout=1.5)
         return body if code == 200 else None
 
     def leader(self, among: list[int]) -> int | None:
@@ -222,7 +225,8 @@ def image() -> str:
 def containers(image: str):
     from exchange_node.local import free_ports
 
-    cluster = ContainerCluster("rx" + secrets.token_hex(3), free_ports(3))
+    ports = free_ports(6)
+    cluster = ContainerCluster("rx" + secrets.token_hex(3), ports[:3], ports[3:])
     docker("network", "create", cluster.network)
     try:
         for i in range(3):
@@ -241,7 +245,7 @@ def test_image_runs_as_non_root_with_a_healthcheck(image: str):
     assert config["User"] == "10001:10001"
     assert config["Healthcheck"]["Test"][0] in ("CMD", "CMD-SHELL")
     assert "/var/lib/exchange" in config["Volumes"]
-    assert {"8080/tcp", "7070/tcp"} <= set(config["ExposedPorts"])
+    assert {"8080/tcp", "8081/tcp", "7070/tcp"} <= set(config["ExposedPorts"])
     uid = docker("run", "--rm", "--entrypoint", "id", image, "-u").stdout.strip()
     assert uid == "10001"
     # no build tools in the final stage

@@ -4,7 +4,8 @@
 - ``GET /readyz``: 200 when a member with a known leader and applied close to
   commit; 503 with a JSON reason otherwise.
 - ``GET /metrics``: Prometheus text from the node's own registry.
-- ``/v1/admin/*`` with ``Authorization: Bearer <admin token>`` (401 without):
+- ``/v1/admin/*``, on the admin listener only (``--admin-port``), with
+  ``Authorization: Bearer <admin token>`` (401 without):
   status, add/promote/remove member, transfer leadership. Membership calls
   on a non-leader answer 421 with the leader's id and address.
 
@@ -289,13 +290,18 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
-def add_routes(app: web.Application, node: Any, admin_token: str | None) -> None:
-    """Register the probes, /metrics and /v1/admin/* on ``app``."""
+def add_probe_routes(app: web.Application, node: Any) -> None:
+    """Register the probes and /metrics on ``app`` (the public HTTP listener)."""
     app[NODE_KEY] = node
-    app[ADMIN_TOKEN_KEY] = admin_token
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+
+
+def add_admin_routes(app: web.Application, node: Any, admin_token: str | None) -> None:
+    """Register /v1/admin/* on ``app``: the admin listener (--admin-port) only."""
+    app[NODE_KEY] = node
+    app[ADMIN_TOKEN_KEY] = admin_token
     app.router.add_get("/v1/admin/status", admin_status)
     app.router.add_post("/v1/admin/members", admin_add_member)
     app.router.add_post("/v1/admin/members/{id}/promote", admin_promote_member)

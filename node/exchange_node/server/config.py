@@ -80,6 +80,11 @@ class NodeConfig:
     request_timeout_ms: int
     log_level: str
     commit_hold_ms: float = 2.0
+    # The admin API's own listener and optional TLS on both HTTP listeners.
+    admin_port: int = 8081
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
+    admin_tls_client_ca: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -164,6 +169,18 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "cluster-state": (_cluster_state, "new", "new | existing"),
     "http-port": (_port, 8080, "HTTP API, WebSocket, /metrics and probes"),
     "grpc-port": (_port, 7070, "Raft peer traffic"),
+    "admin-port": (_port, 8081, "the admin API (/v1/admin/*) only; keep it off client Services"),
+    "http-tls-cert": (
+        Path,
+        None,
+        "PEM certificate (chain) for TLS on the HTTP and admin listeners; reloaded on change",
+    ),
+    "http-tls-key": (Path, None, "PEM private key for --http-tls-cert"),
+    "admin-tls-client-ca": (
+        Path,
+        None,
+        "PEM CA bundle: the admin listener then requires client certificates it signed",
+    ),
     "listen-host": (str, "0.0.0.0", "address both servers bind"),
     "advertise-address": (_host_port, None, "gRPC host:port other members use for this node"),
     "advertise-http": (_host_port, None, "HTTP host:port other members use for this node"),
@@ -299,6 +316,29 @@ def _admin_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None
     return env.get(f"{ENV_PREFIX}ADMIN_TOKEN") or None
 
 
+def _admin_and_tls(
+    args: argparse.Namespace, env: Mapping[str, str], http_port: int
+) -> tuple[int, Path | None, Path | None, Path | None]:
+    admin_port = _value("admin-port", args, env)
+    if admin_port == http_port and admin_port != 0:
+        raise ConfigError(f"--admin-port ({admin_port}) must differ from --http-port")
+    cert = _value("http-tls-cert", args, env)
+    key = _value("http-tls-key", args, env)
+    if (cert is None) != (key is None):
+        raise ConfigError("--http-tls-cert and --http-tls-key must be given together")
+    client_ca = _value("admin-tls-client-ca", args, env)
+    if client_ca is not None and cert is None:
+        raise ConfigError("--admin-tls-client-ca needs --http-tls-cert and --http-tls-key")
+    for flag, path in (
+        ("--http-tls-cert", cert),
+        ("--http-tls-key", key),
+        ("--admin-tls-client-ca", client_ca),
+    ):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{flag}: {path} is not a readable file")
+    return admin_port, cert, key, client_ca
+
+
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
     env = os.environ if env is None else env
     name = _value("name", args, env) or socket.gethostname()
@@ -336,6 +376,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise ConfigError(
             f"--commit-hold-ms ({commit_hold_ms}) must not exceed --heartbeat-ms ({heartbeat_ms})"
         )
+    admin_port, http_tls_cert, http_tls_key, admin_tls_client_ca = _admin_and_tls(
+        args, env, http_port
+    )
     level = _value("log-level", args, env).lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level: invalid value {level!r}")
@@ -363,4 +406,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         request_timeout_ms=_value("request-timeout-ms", args, env),
         log_level=level,
         commit_hold_ms=commit_hold_ms,
+        admin_port=admin_port,
+        http_tls_cert=http_tls_cert,
+        http_tls_key=http_tls_key,
+        admin_tls_client_ca=admin_tls_client_ca,
     )
