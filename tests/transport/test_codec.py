@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 from exchange_node.raft.types import (
+    MAX_TERM,
     ConfState,
     Entry,
     EntryType,
@@ -21,6 +22,7 @@ from exchange_node.transport.codec import (
     Digest,
     OversizedError,
     SnapshotAssembler,
+    SnapshotTooLargeError,
     decode_digests,
     decode_messages,
     encode_envelope,
@@ -42,7 +44,7 @@ def _full_message(kind: MessageType) -> Message:
         type=kind,
         to=7,
         frm=BIG,
-        term=BIG + 1,
+        term=MAX_TERM,  # the highest a decoder accepts
         log_term=41,
         index=1000,
         entries=[
@@ -253,3 +255,44 @@ def test_whole_snapshot_checksum_is_checked() -> None:
         assembler.add(body)
     with pytest.raises(ChecksumError):
         assembler.finish()
+
+
+@pytest.mark.parametrize("where", ["term", "log_term", "hint_term", "entry", "snapshot"])
+def test_terms_above_max_term_are_decode_failures(where: str) -> None:
+    raw = message_to_pb(_full_message(MessageType.APP))
+    message_from_pb(raw)  # MAX_TERM itself is fine
+    if where == "entry":
+        raw.entry_terms[1] = MAX_TERM + 1
+    elif where == "snapshot":
+        raw.snapshot.meta.term = MAX_TERM + 1
+    else:
+        setattr(raw, where, 2**64 - 1)
+    with pytest.raises(ValueError, match="MAX_TERM"):
+        message_from_pb(raw)
+
+
+def test_snapshot_header_with_a_bad_term_is_refused_before_data() -> None:
+    msg = _snap_message(100)
+    body = open_chunk(next(snapshot_chunks(msg, 1, 4096)))
+    body.header.term = MAX_TERM + 1
+    with pytest.raises(ValueError, match="MAX_TERM"):
+        SnapshotAssembler(body, 1 << 20)
+
+
+def test_cluster_id_travels_in_envelopes_and_chunks() -> None:
+    env = encode_envelope(1, 2, 1, [Message(MessageType.HEARTBEAT, 2, 1)], cluster_id="prod")
+    assert open_envelope(env).cluster_id == "prod"
+    chunks = [open_chunk(c) for c in snapshot_chunks(_snap_message(9000), 1, 4096, "prod")]
+    assert [c.cluster_id for c in chunks] == ["prod"] * 3
+
+
+def test_assembler_keeps_only_what_arrived() -> None:
+    """A header announcing 4 GiB (under a higher limit) costs nothing until data comes."""
+    msg = _snap_message(10)
+    first = open_chunk(next(snapshot_chunks(msg, 1, 4096)))
+    first.total_size = 4 << 30
+    assembler = SnapshotAssembler(first, max_bytes=8 << 30)
+    assert assembler.received == 10
+    assert sum(len(c) for c in assembler._chunks) == 10
+    with pytest.raises(SnapshotTooLargeError, match="exceeds the limit"):
+        SnapshotAssembler(first, max_bytes=1 << 30)

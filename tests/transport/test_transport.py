@@ -306,13 +306,13 @@ async def test_snapshot_to_an_unreachable_peer_reports_failure(cluster: Cluster)
 async def test_corrupted_envelope_is_dropped_and_counted(cluster: Cluster) -> None:
     b = await cluster.add(2)
     first, second, third = (small(MessageType.HEARTBEAT, 1, 2, n) for n in (1, 2, 3))
-    good1 = encode_envelope(1, 2, 1, [first])
-    corrupt = encode_envelope(1, 2, 2, [second])
+    good1 = encode_envelope(1, 2, 1, [first], cluster_id="exchange")
+    corrupt = encode_envelope(1, 2, 2, [second], cluster_id="exchange")
     flipped = bytearray(corrupt.body)
     flipped[-1] ^= 0x04
     corrupt = pb.Envelope(body=bytes(flipped), crc32=corrupt.crc32)
-    misdirected = encode_envelope(1, 5, 3, [second])
-    good2 = encode_envelope(1, 2, 4, [third])
+    misdirected = encode_envelope(1, 5, 3, [second], cluster_id="exchange")
+    good2 = encode_envelope(1, 2, 4, [third], cluster_id="exchange")
     async with grpc.aio.insecure_channel(b.transport.address) as channel:
         call = pb_grpc.PeerStub(channel).Replicate()
         for envelope in (good1, corrupt, misdirected, good2):
@@ -331,7 +331,7 @@ async def test_corrupted_snapshot_chunk_fails_the_transfer(cluster: Cluster) -> 
     snap = Message(
         MessageType.SNAP, 2, 1, snapshot=Snapshot(SnapshotMeta(10, 2, ConfState((1, 2))), data)
     )
-    chunks = list(snapshot_chunks(snap, 1, 64 * 1024))
+    chunks = list(snapshot_chunks(snap, 1, 64 * 1024, "exchange"))
     flipped = bytearray(chunks[2].body)
     flipped[100] ^= 0x01
     bad = [*chunks[:2], pb.SnapshotChunk(body=bytes(flipped), crc32=chunks[2].crc32), *chunks[3:]]
@@ -456,7 +456,7 @@ async def test_snapshot_for_another_node_is_refused(cluster: Cluster) -> None:
     )
     async with grpc.aio.insecure_channel(b.transport.address) as channel:
         result = await pb_grpc.PeerStub(channel).InstallSnapshot(
-            iter(list(snapshot_chunks(snap, 1, 1024)))
+            iter(list(snapshot_chunks(snap, 1, 1024, "exchange")))
         )
     assert not result.ok
     assert b.seen.messages == []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from itertools import accumulate, repeat
 
 from exchange_node.raft.types import (
+    MAX_TERM,
     ConfState,
     Entry,
     EntryType,
@@ -53,6 +54,10 @@ class ChecksumError(ValueError):
 
 class OversizedError(ValueError):
     """A single entry (or snapshot header) larger than the message size limit."""
+
+
+class SnapshotTooLargeError(ValueError):
+    """An incoming snapshot announced as larger than the configured maximum."""
 
 
 # ---- Message <-> RaftMessage ---------------------------------------------
@@ -93,7 +98,10 @@ def message_to_pb(msg: Message) -> pb.RaftMessage:
 
 
 def message_from_pb(raw: pb.RaftMessage) -> Message:
-    """Inverse of ``message_to_pb``. Raises ``ValueError`` on inconsistent columns."""
+    """Inverse of ``message_to_pb``. Raises ``ValueError`` on inconsistent columns
+    and on any term above ``MAX_TERM`` (forged or corrupt: no honest cluster gets there)."""
+    if raw.term > MAX_TERM or raw.log_term > MAX_TERM or raw.hint_term > MAX_TERM:
+        raise ValueError(f"a term above MAX_TERM in a message of type {raw.type}")
     entries: list[Entry] | tuple[Entry, ...] = ()
     sizes = raw.entry_sizes
     if sizes:
@@ -130,6 +138,8 @@ def _entries_from_columns(raw: pb.RaftMessage) -> list[Entry]:
         raise ValueError("entry columns of different lengths")
     if len(raw.entry_types) not in (0, count):
         raise ValueError("entry columns of different lengths")
+    if max(terms) > MAX_TERM:
+        raise ValueError("an entry term above MAX_TERM")
     data = raw.entry_data
     ends = list(accumulate(sizes))
     if ends[-1] != len(data):
@@ -150,6 +160,8 @@ def _snapshot_to_pb(snapshot: Snapshot, out: pb.Snapshot, *, with_data: bool = T
 
 
 def _snapshot_from_pb(raw: pb.Snapshot) -> Snapshot:
+    if raw.meta.term > MAX_TERM:
+        raise ValueError("a snapshot term above MAX_TERM")
     cs = raw.meta.conf_state
     meta = SnapshotMeta(
         raw.meta.index, raw.meta.term, ConfState(tuple(cs.voters), tuple(cs.learners))
@@ -269,8 +281,11 @@ def encode_envelope(
     sequence: int,
     messages: Iterable[Message],
     digests: Sequence[Digest] = (),
+    cluster_id: str = "",
 ) -> pb.Envelope:
-    body = pb.EnvelopeBody(from_node=from_node, to_node=to_node, sequence=sequence)
+    body = pb.EnvelopeBody(
+        from_node=from_node, to_node=to_node, sequence=sequence, cluster_id=cluster_id
+    )
     body.messages.extend([message_to_pb(m) for m in messages])
     if digests:
         body.digests.extend(
@@ -300,7 +315,9 @@ def decode_digests(body: pb.EnvelopeBody) -> list[Digest]:
     return [Digest(d.applied_index, d.state_hash) for d in body.digests]
 
 
-def snapshot_chunks(msg: Message, transfer_id: int, chunk_bytes: int) -> Iterator[pb.SnapshotChunk]:
+def snapshot_chunks(
+    msg: Message, transfer_id: int, chunk_bytes: int, cluster_id: str = ""
+) -> Iterator[pb.SnapshotChunk]:
     """The frames of one snapshot transfer; the first carries the header."""
     assert msg.snapshot is not None, "a SNAP message carries a snapshot"
     data = memoryview(msg.snapshot.data)
@@ -313,6 +330,7 @@ def snapshot_chunks(msg: Message, transfer_id: int, chunk_bytes: int) -> Iterato
             transfer_id=transfer_id,
             offset=offset,
             data=bytes(data[offset : offset + chunk_bytes]),
+            cluster_id=cluster_id,
         )
         if offset == 0:
             body.header.CopyFrom(snapshot_header_to_pb(msg))
@@ -334,7 +352,12 @@ def open_chunk(chunk: pb.SnapshotChunk) -> pb.SnapshotChunkBody:
 
 
 class SnapshotAssembler:
-    """Reassembles one transfer's chunks; ``finish()`` verifies and returns the SNAP message."""
+    """Reassembles one transfer's chunks; ``finish()`` verifies and returns the SNAP message.
+
+    Memory grows with the bytes that actually arrived, never with the size the header
+    announces (a forged header could announce gigabytes and send nothing); the
+    announced size is only checked against ``max_bytes`` and against the chunks.
+    """
 
     def __init__(self, first: pb.SnapshotChunkBody, max_bytes: int) -> None:
         if first.offset != 0 or not first.HasField("header"):
@@ -342,12 +365,16 @@ class SnapshotAssembler:
         if not first.header.HasField("snapshot"):
             raise ValueError("snapshot header without snapshot metadata")
         if first.total_size > max_bytes:
-            raise ValueError(f"snapshot of {first.total_size} bytes exceeds {max_bytes}")
+            raise SnapshotTooLargeError(
+                f"snapshot of {first.total_size} bytes exceeds the limit of {max_bytes}"
+            )
+        message_from_pb(first.header)  # refuse a bad header before any data is kept
         self.transfer_id = first.transfer_id
         self.header = first.header
         self.total_size = first.total_size
         self.total_crc32 = first.total_crc32
-        self._data = bytearray(first.total_size)
+        self._chunks: list[bytes] = []
+        self._crc = 0
         self._received = 0
         self.add(first)
 
@@ -356,11 +383,18 @@ class SnapshotAssembler:
             raise ValueError("chunk of another transfer")
         if chunk.offset != self._received:
             raise ValueError(f"chunk at offset {chunk.offset}, expected {self._received}")
-        end = self._received + len(chunk.data)
+        data = chunk.data
+        end = self._received + len(data)
         if end > self.total_size:
             raise ValueError("chunks exceed the announced snapshot size")
-        self._data[self._received : end] = chunk.data
+        if data:
+            self._chunks.append(data)
+            self._crc = zlib.crc32(data, self._crc)
         self._received = end
+
+    @property
+    def received(self) -> int:
+        return self._received
 
     @property
     def complete(self) -> bool:
@@ -369,9 +403,10 @@ class SnapshotAssembler:
     def finish(self) -> Message:
         if not self.complete:
             raise ValueError(f"snapshot incomplete: {self._received} of {self.total_size} bytes")
-        data = bytes(self._data)
-        if zlib.crc32(data) != self.total_crc32:
+        if self._crc != self.total_crc32:
             raise ChecksumError("snapshot data checksum mismatch")
+        data = b"".join(self._chunks)
+        self._chunks.clear()
         msg = message_from_pb(self.header)
         assert msg.snapshot is not None
         msg.snapshot = Snapshot(msg.snapshot.meta, data)

@@ -15,18 +15,20 @@ class Envelope(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class EnvelopeBody(_message.Message):
-    __slots__ = ("from_node", "to_node", "sequence", "messages", "digests")
+    __slots__ = ("from_node", "to_node", "sequence", "messages", "digests", "cluster_id")
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     from_node: int
     to_node: int
     sequence: int
     messages: _containers.RepeatedCompositeFieldContainer[RaftMessage]
     digests: _containers.RepeatedCompositeFieldContainer[StateDigest]
-    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., sequence: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., digests: _Optional[_Iterable[_Union[StateDigest, _Mapping]]] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., sequence: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., digests: _Optional[_Iterable[_Union[StateDigest, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class RaftMessage(_message.Message):
     __slots__ = ("type", "to", "frm", "term", "log_term", "index", "commit", "reject", "reject_hint", "hint_term", "context", "snapshot", "entry_terms", "entry_indexes", "entry_types", "entry_sizes", "entry_data")
@@ -117,7 +119,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class SnapshotChunkBody(_message.Message):
-    __slots__ = ("from_node", "to_node", "transfer_id", "offset", "data", "header", "total_size", "total_crc32")
+    __slots__ = ("from_node", "to_node", "transfer_id", "offset", "data", "header", "total_size", "total_crc32", "cluster_id")
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +128,7 @@ class SnapshotChunkBody(_message.Message):
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CRC32_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     from_node: int
     to_node: int
     transfer_id: int
@@ -134,7 +137,8 @@ class SnapshotChunkBody(_message.Message):
     header: RaftMessage
     total_size: int
     total_crc32: int
-    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., transfer_id: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., header: _Optional[_Union[RaftMessage, _Mapping]] = ..., total_size: _Optional[int] = ..., total_crc32: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., transfer_id: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., header: _Optional[_Union[RaftMessage, _Mapping]] = ..., total_size: _Optional[int] = ..., total_crc32: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class SnapshotResult(_message.Message):
     __slots__ = ("ok", "reason")

@@ -37,6 +37,23 @@ gRPC metadata: ``metadata`` given to the constructor is attached, unchanged,
 to every outgoing call; the server neither reads nor rewrites what callers or
 interceptors (for example OpenTelemetry's gRPC instrumentation) put there.
 Trace context for an order travels inside the entry data itself.
+
+Authentication (``tls``, see ``transport/tls.py``): the server requires a client
+certificate signed by the cluster CA and reads, per call, the member it names
+(URI SAN ``spiffe://raft-exchange/cluster/<cluster>/member/<id>``). A frame whose
+``from_node``, any message's ``frm`` or a snapshot chunk's sender is not that member
+is dropped and counted; so ``on_message`` and ``on_digest`` only ever see the
+authenticated sender's id. Dialing, a node checks that the peer's certificate names
+the member it meant (TLS target name ``member_dns_name(cluster, peer)``). The
+certificate files are re-read when they change: by the server at each handshake,
+by the channels every ``tls_check_interval`` seconds and before each reconnect.
+Every envelope and snapshot chunk carries the cluster id; another cluster's is
+refused, with or without TLS.
+
+Incoming snapshots: at most ``max_incoming_snapshots`` at once, each bounded by
+``max_snapshot_bytes`` (memory grows with the chunks received, never with the
+size a header announces), aborted when no chunk came for ``snapshot_stall_timeout``
+seconds or the whole transfer takes longer than ``snapshot_timeout``.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +73,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from exchange_node.raft.types import Message, MessageType
+from exchange_node.security.certs import member_dns_name, parse_member_uri, validate_cluster_id
 from exchange_node.transport import peer_pb2 as pb
 from exchange_node.transport import peer_pb2_grpc as pb_grpc
 from exchange_node.transport.codec import (
@@ -63,6 +82,7 @@ from exchange_node.transport.codec import (
     Digest,
     OversizedError,
     SnapshotAssembler,
+    SnapshotTooLargeError,
     decode_digests,
     decode_messages,
     encode_envelope,
@@ -72,6 +92,7 @@ from exchange_node.transport.codec import (
     snapshot_chunks,
     split_message,
 )
+from exchange_node.transport.tls import PeerCredentials, PeerTLS
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +119,14 @@ DEFAULT_ENVELOPE_BYTES = 256 << 10
 enough that the two processes overlap encoding and decoding, and that
 encoding one envelope (about 0.5 ms) never stalls the event loop."""
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
-DEFAULT_MAX_SNAPSHOT_BYTES = 4 << 30
+DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
+DEFAULT_SNAPSHOT_STALL_S = 30.0
+"""An incoming transfer with no chunk for this long is aborted."""
+DEFAULT_MAX_INCOMING_SNAPSHOTS = 2
+DEFAULT_CLUSTER_ID = "exchange"
+TLS_CHECK_INTERVAL_S = 5.0
+REJECT_LOG_INTERVAL_S = 10.0
+"""At most one warning per (reason, peer address) in this many seconds."""
 DIGEST_SIZE_BYTES = 80
 SNAPSHOT_QUEUE_LIMIT = 2
 SHUTDOWN_WAIT_S = 2.0
@@ -146,6 +174,22 @@ class TransportStats:
     """Frames with a good CRC that still did not parse (dropped)."""
     misdirected: int = 0
     """Frames addressed to another node id (dropped)."""
+    sender_mismatch: int = 0
+    """Frames whose sender (``from_node``, a message's ``frm``, a chunk's sender) is not
+    the member the TLS handshake authenticated (dropped)."""
+    wrong_cluster: int = 0
+    """Frames or calls of another cluster id (dropped)."""
+    unauthenticated: int = 0
+    """Calls whose certificate names no member (refused)."""
+    snapshot_busy: int = 0
+    """Incoming transfers refused because ``max_incoming_snapshots`` were running."""
+    snapshot_timeouts: int = 0
+    """Incoming transfers aborted: stalled, or past the snapshot timeout."""
+    snapshot_oversized: int = 0
+    """Incoming transfers announcing more than ``max_snapshot_bytes``."""
+    tls_enabled: bool = False
+    tls_reloads: int = 0
+    """Times new certificate files were loaded."""
     sequence_gaps: int = 0
     """Envelopes never seen on a stream (sequence numbers skipped; dropped frames are
     counted by the counters above, not here)."""
@@ -181,13 +225,18 @@ class _Peer:
         "snapshots",
         "stats",
         "stub",
+        "tls_version",
         "wake",
     )
 
-    def __init__(self, node_id: int, address: str, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, node_id: int, address: str, channel: grpc.aio.Channel, tls_version: int
+    ) -> None:
         self.node_id = node_id
         self.address = address
         self.channel = channel
+        self.tls_version = tls_version
+        """The certificate version the channel was built with (0 without TLS)."""
         self.stub = pb_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
         self.queue: deque[tuple[Message | Digest, int]] = deque()
         self.queued_bytes = 0
@@ -228,6 +277,8 @@ class PeerTransport:
         listen_address: str,
         on_message: OnMessage,
         *,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
+        tls: PeerTLS | None = None,
         on_digest: OnDigest | None = None,
         on_snapshot_status: OnSnapshotStatus | None = None,
         on_unreachable: OnUnreachable | None = None,
@@ -238,6 +289,9 @@ class PeerTransport:
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
         snapshot_timeout: float = 300.0,
+        snapshot_stall_timeout: float = DEFAULT_SNAPSHOT_STALL_S,
+        max_incoming_snapshots: int = DEFAULT_MAX_INCOMING_SNAPSHOTS,
+        tls_check_interval: float = TLS_CHECK_INTERVAL_S,
         connect_timeout: float = 5.0,
         min_backoff: float = 0.05,
         max_backoff: float = 1.0,
@@ -250,7 +304,11 @@ class PeerTransport:
         if max_message_bytes < 4096:
             raise ValueError("max_message_bytes below 4 KiB leaves no room for entries")
         self.node_id = node_id
+        self.cluster_id = validate_cluster_id(cluster_id)
         self.listen_address = listen_address
+        # Raises PeerTLSError for unusable files or a certificate of another member.
+        self._credentials = PeerCredentials(tls, cluster_id, node_id) if tls else None
+        self._tls_check_interval = tls_check_interval
         self._on_message = on_message
         self._on_digest = on_digest
         self._on_snapshot_status = on_snapshot_status
@@ -264,6 +322,9 @@ class PeerTransport:
         self._chunk_bytes = max(1, min(snapshot_chunk_bytes, max_message_bytes // 2))
         self._max_snapshot_bytes = max_snapshot_bytes
         self._snapshot_timeout = snapshot_timeout
+        self._snapshot_stall_timeout = snapshot_stall_timeout
+        self._max_incoming_snapshots = max_incoming_snapshots
+        self._incoming_snapshots = 0
         self._connect_timeout = connect_timeout
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -292,7 +353,9 @@ class PeerTransport:
             ("grpc.http2.min_recv_ping_interval_without_data_ms", min(keepalive_ms, 1000)),
             ("grpc.http2.max_ping_strikes", 0),
         ]
-        self.stats = TransportStats()
+        self.stats = TransportStats(tls_enabled=tls is not None)
+        self._reject_logged: dict[tuple[str, str], float] = {}
+        self._served_tls_version = 0
         self.port = 0
         """The bound gRPC port (useful with port 0 in ``listen_address``)."""
         self._server: grpc.aio.Server | None = None
@@ -301,6 +364,7 @@ class PeerTransport:
         self._wanted_peers: dict[int, str] = {}
         self._transfer_ids = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._tls_watch: asyncio.Task[None] | None = None
         self._closed = False
 
     # ---- lifecycle -----------------------------------------------------------
@@ -313,7 +377,10 @@ class PeerTransport:
         server = grpc.aio.server(options=self._server_options)
         pb_grpc.add_PeerServicer_to_server(_PeerService(self), server)  # type: ignore[no-untyped-call]
         try:
-            port = server.add_insecure_port(self.listen_address)
+            if self._credentials is None:
+                port = server.add_insecure_port(self.listen_address)
+            else:
+                port = server.add_secure_port(self.listen_address, self._server_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.listen_address}: {exc}") from exc
         if port == 0:
@@ -321,6 +388,8 @@ class PeerTransport:
         self.port = port
         await server.start()
         self._server = server
+        if self._credentials is not None:
+            self._tls_watch = asyncio.create_task(self._watch_tls_files(), name="peer-tls-watch")
         self.set_peers(self._wanted_peers)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -332,6 +401,8 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         await asyncio.gather(*(self._close_peer(node_id) for node_id in list(self._peers)))
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_WAIT_S)
@@ -445,9 +516,138 @@ class PeerTransport:
 
     # ---- peers ---------------------------------------------------------------------
 
+    # ---- TLS ---------------------------------------------------------------------
+
+    def _server_credentials(self) -> grpc.ServerCredentials:
+        assert self._credentials is not None
+        first = self._credentials.material
+        self._served_tls_version = first.version
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            # Called by gRPC before each handshake: a new certificate is used from the
+            # next connection on, without a restart. None keeps the current one.
+            try:
+                creds = self._credentials
+                assert creds is not None
+                if creds.refresh():
+                    self.stats.tls_reloads += 1
+                material = creds.material
+                if material.version == self._served_tls_version:
+                    return None
+                self._served_tls_version = material.version
+                return grpc.ssl_server_certificate_configuration(
+                    [(material.key_pem, material.cert_pem)], root_certificates=material.ca_pem
+                )
+            except Exception:
+                log.exception("reloading the peer TLS certificate failed")
+                return None
+
+        return grpc.dynamic_ssl_server_credentials(
+            grpc.ssl_server_certificate_configuration(
+                [(first.key_pem, first.cert_pem)], root_certificates=first.ca_pem
+            ),
+            fetch,
+            require_client_authentication=True,
+        )
+
+    def _make_channel(self, node_id: int, address: str) -> tuple[grpc.aio.Channel, int]:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=self._channel_options), 0
+        material = self._credentials.material
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=material.ca_pem,
+            private_key=material.key_pem,
+            certificate_chain=material.cert_pem,
+        )
+        # Verify that the peer is the member we meant, whatever its address.
+        options = [
+            *self._channel_options,
+            ("grpc.ssl_target_name_override", member_dns_name(self.cluster_id, node_id)),
+        ]
+        return grpc.aio.secure_channel(address, creds, options=options), material.version
+
+    def _refresh_tls(self) -> None:
+        """Reload changed files; move every channel built on older ones to a new one."""
+        creds = self._credentials
+        if creds is None or self._closed:
+            return
+        if creds.refresh():
+            self.stats.tls_reloads += 1
+        version = creds.material.version
+        for state in list(self._peers.values()):
+            if state.tls_version != version:
+                self._rebuild_channel(state)
+
+    def _rebuild_channel(self, state: _Peer) -> None:
+        old = state.channel
+        state.channel, state.tls_version = self._make_channel(state.node_id, state.address)
+        state.stub = pb_grpc.PeerStub(state.channel)  # type: ignore[no-untyped-call]
+        # The stream reconnects over the new channel; a snapshot in flight on the old
+        # one gets a grace period before the old channel closes.
+        if state.call is not None:
+            state.call.cancel()
+        task = asyncio.create_task(
+            self._bounded(old.close(grace=SHUTDOWN_WAIT_S), "closing a replaced channel")
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_tls_files(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._tls_check_interval)
+            try:
+                self._refresh_tls()
+            except Exception:
+                log.exception("checking the peer TLS files failed")
+
+    def _reject(self, reason: str, peer: str, detail: str) -> None:
+        """Log a refused frame or call, at most once per reason and address per interval."""
+        now = time.monotonic()
+        key = (reason, peer)
+        last = self._reject_logged.get(key)
+        if last is not None and now - last < REJECT_LOG_INTERVAL_S:
+            return
+        if len(self._reject_logged) > 1024:
+            self._reject_logged.clear()
+        self._reject_logged[key] = now
+        log.warning(
+            "peer frame rejected (%s) from %s: %s",
+            reason,
+            peer,
+            detail,
+            extra={"reason": reason, "peer_address": peer},
+        )
+
+    def _authenticate(self, context: grpc.aio.ServicerContext) -> tuple[int | None, str | None]:
+        """``(member id, None)`` for an authenticated member of this cluster, ``(None, None)``
+        without TLS, ``(None, refusal)`` otherwise (counted and logged)."""
+        if self._credentials is None:
+            return None, None
+        peer = context.peer()
+        uris = context.auth_context().get("peer_uri", [])
+        members = {m for m in map(parse_member_uri, uris) if m is not None}
+        if len(members) != 1:
+            self.stats.unauthenticated += 1
+            detail = f"certificate names {len(members)} members ({uris!r})"
+            self._reject("unauthenticated", peer, detail)
+            return None, detail
+        ((cluster_id, member_id),) = members
+        if cluster_id != self.cluster_id:
+            self.stats.wrong_cluster += 1
+            detail = f"certificate of member {member_id} of cluster {cluster_id!r}"
+            self._reject("wrong_cluster", peer, detail)
+            return None, detail
+        return member_id, None
+
+    # ---- peers ---------------------------------------------------------------------
+
     def _open_peer(self, node_id: int, address: str) -> None:
-        channel = grpc.aio.insecure_channel(address, options=self._channel_options)
-        state = _Peer(node_id, address, channel)
+        if self._credentials is not None:
+            # Before a new channel is built, so it starts with the current files.
+            with contextlib.suppress(Exception):
+                self._refresh_tls()
+        channel, tls_version = self._make_channel(node_id, address)
+        state = _Peer(node_id, address, channel, tls_version)
         self._peers[node_id] = state
         self.stats.peers[node_id] = state.stats
         state.sender = asyncio.create_task(
@@ -508,6 +708,8 @@ class PeerTransport:
         attempt = 0
         established_before = False
         while not state.closed.is_set():
+            if attempt and self._credentials is not None:
+                self._refresh_tls()  # reconnecting: pick up rotated certificates first
             call = state.stub.Replicate(metadata=self._metadata)
             state.call = call
             call.add_done_callback(lambda _call: state.wake.set())
@@ -585,7 +787,7 @@ class PeerTransport:
                     messages.append(item)  # type: ignore[arg-type]
             try:
                 envelope = encode_envelope(
-                    self.node_id, state.node_id, sequence + 1, messages, digests
+                    self.node_id, state.node_id, sequence + 1, messages, digests, self.cluster_id
                 )
             except Exception:
                 # A message the codec cannot carry (e.g. a str where bytes belong)
@@ -638,7 +840,7 @@ class PeerTransport:
         call = state.stub.InstallSnapshot(metadata=self._metadata, timeout=self._snapshot_timeout)
         state.snapshot_call = call
         try:
-            for chunk in snapshot_chunks(msg, transfer_id, self._chunk_bytes):
+            for chunk in snapshot_chunks(msg, transfer_id, self._chunk_bytes, self.cluster_id):
                 await call.write(chunk)
                 self.stats.bytes_sent += len(chunk.body)
             await call.done_writing()
@@ -660,8 +862,17 @@ class PeerTransport:
 
     # ---- receiving -----------------------------------------------------------------
 
-    def _receive_envelope(self, envelope: pb.Envelope, expected_sequence: int) -> int:
-        """Deliver one envelope; returns its sequence number (0 if dropped)."""
+    def _receive_envelope(
+        self,
+        envelope: pb.Envelope,
+        expected_sequence: int,
+        member: int | None = None,
+        peer: str = "",
+    ) -> int:
+        """Deliver one envelope; returns its sequence number (0 if dropped).
+
+        ``member``: the authenticated sender (None without TLS); ``peer``: its address.
+        """
         stats = self.stats
         try:
             body = open_envelope(envelope)
@@ -674,12 +885,30 @@ class PeerTransport:
         if body.to_node not in (0, self.node_id):
             stats.misdirected += 1
             return 0
+        if body.cluster_id != self.cluster_id:
+            stats.wrong_cluster += 1
+            self._reject("wrong_cluster", peer, f"envelope of cluster {body.cluster_id!r}")
+            return 0
+        sender = body.from_node
+        if member is not None and sender != member:
+            stats.sender_mismatch += 1
+            self._reject("sender_mismatch", peer, f"member {member} claims to be {sender}")
+            return 0
         try:
             messages = decode_messages(body)
             digests = decode_digests(body) if body.digests else []
         except Exception:
             stats.decode_failures += 1
             return 0
+        for msg in messages:
+            if msg.frm != sender:
+                stats.sender_mismatch += 1
+                self._reject(
+                    "sender_mismatch",
+                    peer,
+                    f"envelope from {sender} carries a message from {msg.frm}",
+                )
+                return 0
         if expected_sequence and body.sequence > expected_sequence:
             stats.sequence_gaps += body.sequence - expected_sequence
         stats.envelopes_received += 1
@@ -738,13 +967,18 @@ class _PeerService(pb_grpc.PeerServicer):
     async def Replicate(
         self, request_iterator: AsyncIterator[pb.Envelope], context: grpc.aio.ServicerContext
     ) -> pb.ReplicateSummary:
+        transport = self._transport
+        member, refusal = transport._authenticate(context)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        peer = context.peer()
         # Tell the client the stream is up before any envelope arrives.
         await context.send_initial_metadata(())
         accepted = dropped = 0
         expected = 0
-        receive = self._transport._receive_envelope
+        receive = transport._receive_envelope
         async for envelope in request_iterator:
-            sequence = receive(envelope, expected)
+            sequence = receive(envelope, expected, member, peer)
             if sequence:
                 accepted += 1
                 expected = sequence + 1
@@ -759,15 +993,64 @@ class _PeerService(pb_grpc.PeerServicer):
     ) -> pb.SnapshotResult:
         transport = self._transport
         stats = transport.stats
+        if transport._incoming_snapshots >= transport._max_incoming_snapshots:
+            stats.snapshot_busy += 1
+            stats.snapshot_failures += 1
+            reason = (
+                f"{transport._incoming_snapshots} snapshot transfers already running "
+                f"(limit {transport._max_incoming_snapshots})"
+            )
+            transport._reject("snapshot_busy", context.peer(), reason)
+            return pb.SnapshotResult(ok=False, reason=reason)
+        transport._incoming_snapshots += 1
+        try:
+            result, msg = await self._receive_snapshot(context)
+        finally:
+            transport._incoming_snapshots -= 1
+        if msg is not None:
+            transport._deliver_snapshot(msg)
+        return result
+
+    async def _receive_snapshot(
+        self, context: grpc.aio.ServicerContext
+    ) -> tuple[pb.SnapshotResult, Message | None]:
+        transport = self._transport
+        stats = transport.stats
+        member, refusal = transport._authenticate(context)
+        if refusal is not None:
+            stats.snapshot_failures += 1
+            return pb.SnapshotResult(ok=False, reason=refusal), None
+        peer = context.peer()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + transport._snapshot_timeout
         assembler: SnapshotAssembler | None = None
         try:
-            async for chunk in request_iterator:
+            while True:
+                left = deadline - loop.time()
+                wait = min(transport._snapshot_stall_timeout, left)
+                try:
+                    if wait <= 0:
+                        raise TimeoutError
+                    chunk = await asyncio.wait_for(context.read(), wait)
+                except TimeoutError:
+                    stats.snapshot_timeouts += 1
+                    stats.snapshot_failures += 1
+                    received = assembler.received if assembler else 0
+                    reason = (
+                        f"snapshot transfer took longer than {transport._snapshot_timeout:g} s"
+                        if left <= transport._snapshot_stall_timeout
+                        else f"no snapshot chunk for {transport._snapshot_stall_timeout:g} s"
+                    )
+                    transport._reject("snapshot_timeout", peer, f"{reason} ({received} bytes)")
+                    return pb.SnapshotResult(ok=False, reason=reason), None
+                if chunk is grpc.aio.EOF:
+                    break
                 stats.bytes_received += len(chunk.body)
                 body = open_chunk(chunk)
-                if body.to_node not in (0, transport.node_id):
-                    stats.misdirected += 1
+                refused = self._check_chunk(body, member, peer)
+                if refused is not None:
                     stats.snapshot_failures += 1
-                    return pb.SnapshotResult(ok=False, reason=f"snapshot for node {body.to_node}")
+                    return pb.SnapshotResult(ok=False, reason=refused), None
                 if assembler is None:
                     assembler = SnapshotAssembler(body, transport._max_snapshot_bytes)
                 else:
@@ -778,10 +1061,37 @@ class _PeerService(pb_grpc.PeerServicer):
         except ChecksumError as exc:
             stats.checksum_failures += 1
             stats.snapshot_failures += 1
-            return pb.SnapshotResult(ok=False, reason=str(exc))
+            return pb.SnapshotResult(ok=False, reason=str(exc)), None
+        except SnapshotTooLargeError as exc:
+            stats.snapshot_oversized += 1
+            stats.snapshot_failures += 1
+            transport._reject("snapshot_too_large", peer, str(exc))
+            return pb.SnapshotResult(ok=False, reason=str(exc)), None
         except (ValueError, DecodeError) as exc:
             stats.decode_failures += 1
             stats.snapshot_failures += 1
-            return pb.SnapshotResult(ok=False, reason=str(exc))
-        transport._deliver_snapshot(msg)
-        return pb.SnapshotResult(ok=True)
+            return pb.SnapshotResult(ok=False, reason=str(exc)), None
+        return pb.SnapshotResult(ok=True), msg
+
+    def _check_chunk(self, body: pb.SnapshotChunkBody, member: int | None, peer: str) -> str | None:
+        """Why a chunk is refused (counted and logged), or None."""
+        transport = self._transport
+        stats = transport.stats
+        if body.to_node not in (0, transport.node_id):
+            stats.misdirected += 1
+            return f"snapshot for node {body.to_node}"
+        if body.cluster_id != transport.cluster_id:
+            stats.wrong_cluster += 1
+            transport._reject("wrong_cluster", peer, f"snapshot of cluster {body.cluster_id!r}")
+            return f"snapshot of cluster {body.cluster_id!r}, this is {transport.cluster_id!r}"
+        if member is not None and body.from_node != member:
+            stats.sender_mismatch += 1
+            detail = f"member {member} sends a snapshot as {body.from_node}"
+            transport._reject("sender_mismatch", peer, detail)
+            return detail
+        if body.HasField("header") and body.header.frm != body.from_node:
+            stats.sender_mismatch += 1
+            detail = f"snapshot from {body.from_node} carries a message from {body.header.frm}"
+            transport._reject("sender_mismatch", peer, detail)
+            return detail
+        return None
