@@ -22,6 +22,7 @@ from .quorum import VoteResult, committed_index, majority, vote_result
 from .readonly import ReadOnly, ReadRequest
 from .status import PeerProgress, Status
 from .types import (
+    MAX_TERM,
     NONE,
     ConfChange,
     ConfChangeType,
@@ -41,7 +42,8 @@ from .types import (
 )
 
 TRANSFER_CONTEXT = b"transfer"
-"""VOTE context of a forced election (leader transfer): bypasses the leader lease."""
+"""VOTE context of a forced election (leader transfer): may bypass the leader lease,
+under the conditions in ``_is_transfer_vote``."""
 
 _EMPTY_HARD_STATE = HardState()
 _CONF_CHANGE = int(EntryType.CONF_CHANGE)
@@ -60,6 +62,12 @@ _TIMEOUT_NOW = MessageType.TIMEOUT_NOW
 _READ_INDEX = MessageType.READ_INDEX
 _READ_INDEX_RESP = MessageType.READ_INDEX_RESP
 _TRANSFER_LEADER = MessageType.TRANSFER_LEADER
+_FROM_ANYONE = frozenset((_APP, _HEARTBEAT, _SNAP, _VOTE, _PRE_VOTE, _TIMEOUT_NOW))
+"""What a node may hear from an id outside its configuration: a leader that is adding
+it or whose addition it has not applied yet (the shell narrows this further); vote
+requests (refused below unless from a voter); TIMEOUT_NOW from the leader it follows
+(refused below otherwise), which is outside the configuration when it is the removed
+leader handing over."""
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
@@ -90,6 +98,10 @@ class RaftCore:
         bootstrap: Sequence[ConfChange] | None = None,
     ) -> None:
         config.validate()
+        if hard_state.term > MAX_TERM:
+            raise ValueError(
+                f"stored term {hard_state.term} is above MAX_TERM ({MAX_TERM}): the hard state is corrupt"
+            )
         self.config = config
         self.id = config.node_id
         # Mix the node id in so that members sharing a seed still draw different timeouts.
@@ -161,9 +173,25 @@ class RaftCore:
                 m = dataclasses.replace(m, type=MessageType(m.type))
             except ValueError:
                 return
+        t = m.type
+        if m.term > MAX_TERM:
+            return  # forged or corrupt: adopting it would make our term unencodable
+        if m.frm not in self._voters and m.frm not in self._learners and t not in _FROM_ANYONE:
+            # Answers and requests only ever come from members; a stranger's would
+            # move our term or count as an acknowledgement.
+            return
+        if (t is _VOTE or t is _PRE_VOTE) and m.frm not in self._voters:
+            # Only voters campaign. A voter whose promotion this node has not applied
+            # yet campaigns again after its next timeout.
+            return
+        if t is _TIMEOUT_NOW and (
+            m.frm != self.leader or m.term != self.term or self.role is not Role.FOLLOWER
+        ):
+            # Only the leader we follow, in its term, may tell us to campaign at once.
+            return
         if m.term > self.term:
             if m.type is _VOTE or m.type is _PRE_VOTE:
-                forced = m.context == TRANSFER_CONTEXT
+                forced = self._is_transfer_vote(m)
                 in_lease = (
                     self.config.check_quorum
                     and self.leader != NONE
@@ -209,6 +237,27 @@ class RaftCore:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _is_transfer_vote(self, m: Message) -> bool:
+        """A vote request from a real leadership transfer, which may skip the lease.
+
+        Seen from here, a real transfer is: the leader we follow (term ``t``) saw the
+        transferee's log match its own last entry, which is of term ``t`` (a leader
+        appends an entry of its term on election), and sent it TIMEOUT_NOW; the
+        transferee skips pre-vote and asks for votes in ``t + 1``. So the request is a
+        VOTE (never a PRE_VOTE), exactly one term above ours, with a last log term
+        equal to our term, from a voter other than our leader, while we follow one.
+        The leader itself also knows whom it chose. Anything else that claims the
+        transfer context is treated as an ordinary vote request (lease applies), so
+        a buggy or forged one can force at most what an ordinary election could.
+        """
+        if m.type is not _VOTE or m.context != TRANSFER_CONTEXT:
+            return False
+        if m.term != self.term + 1 or m.log_term != self.term or self.leader == NONE:
+            return False
+        if self.role is Role.LEADER:
+            return m.frm == self.lead_transferee
+        return m.frm != self.leader
 
     def propose(self, data: bytes) -> tuple[int, int]:
         return self.propose_many((data,))
@@ -499,6 +548,9 @@ class RaftCore:
 
     def _hup(self, transfer: bool) -> None:
         if self.role is Role.LEADER or not self._promotable():
+            return
+        if self.term >= MAX_TERM:
+            # A campaign would need a term that can no longer be encoded or persisted.
             return
         if self._has_unapplied_conf_change():
             # The configuration we would campaign in is about to change.

@@ -1,0 +1,176 @@
+"""Inputs a forged or buggy peer can send: the core refuses what no honest member
+would send, so such a peer can force at most what an ordinary election could.
+
+Each test is named after the rule it guards (see raft/README.md, "Hostile inputs").
+"""
+
+import pytest
+from exchange_node.raft import HardState, Message, MessageType, RaftConfig, RaftCore, Role
+from exchange_node.raft.core import TRANSFER_CONTEXT
+from exchange_node.raft.types import MAX_TERM
+from raftnet import Network
+
+STRANGER = 9
+
+
+def settled() -> Network:
+    net = Network([1, 2, 3], check_quorum=True, pre_vote=True)
+    net.elect(1)
+    net.cores[1].propose(b"a")
+    net.deliver()
+    return net
+
+
+def state(core: RaftCore) -> tuple[int, int, int, int, int]:
+    return (core.term, core.role, core.leader, core.vote, core.commit_index)
+
+
+def step_and_collect(net: Network, core: RaftCore, m: Message) -> list[Message]:
+    net.sent.clear()
+    core.step(m)
+    net.process(core.id)
+    return [s for s in net.sent if s.frm == core.id]
+
+
+def test_a_term_above_max_term_is_refused():
+    net = settled()
+    follower = net.cores[2]
+    before = state(follower)
+    sent = step_and_collect(net, follower, Message(MessageType.HEARTBEAT, 2, 1, MAX_TERM + 1))
+    assert state(follower) == before and sent == []
+    # The highest encodable term itself is still a term like any other.
+    follower.step(Message(MessageType.HEARTBEAT, 2, 1, MAX_TERM))
+    assert follower.term == MAX_TERM
+
+
+def test_a_node_at_max_term_never_campaigns_past_it():
+    net = settled()
+    follower = net.cores[2]
+    follower.step(Message(MessageType.HEARTBEAT, 2, 1, MAX_TERM))
+    net.sent.clear()
+    net.tick(2, times=10 * follower.config.election_tick)
+    assert follower.term == MAX_TERM and follower.role is Role.FOLLOWER
+    assert all(m.term <= MAX_TERM for m in net.sent)
+
+
+def test_a_stored_term_above_max_term_is_refused_at_startup():
+    with pytest.raises(ValueError, match="MAX_TERM"):
+        RaftCore(RaftConfig(node_id=1), hard_state=HardState(MAX_TERM + 1, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        MessageType.APP_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.PRE_VOTE_RESP,
+        MessageType.READ_INDEX,
+        MessageType.READ_INDEX_RESP,
+        MessageType.TRANSFER_LEADER,
+    ],
+)
+def test_answers_and_requests_from_a_stranger_are_ignored(kind):
+    net = settled()
+    for core in (net.cores[1], net.cores[2]):  # the leader and a follower
+        before = state(core)
+        m = Message(kind, core.id, STRANGER, core.term + 5, index=core.log.last_index())
+        assert step_and_collect(net, core, m) == []
+        assert state(core) == before
+
+
+def test_a_vote_request_from_a_non_voter_is_ignored():
+    net = settled()
+    follower = net.cores[2]
+    follower.leader = 0  # out of the leader lease: an ordinary request would be answered
+    before = state(follower)
+    for kind in (MessageType.VOTE, MessageType.PRE_VOTE):
+        m = Message(kind, 2, STRANGER, follower.term + 1, log_term=follower.term, index=10**6)
+        assert step_and_collect(net, follower, m) == []
+        assert state(follower) == before
+
+
+def test_timeout_now_is_obeyed_only_from_the_followed_leader_in_its_term():
+    net = settled()
+    follower = net.cores[2]
+    term = follower.term
+    refused = [
+        Message(MessageType.TIMEOUT_NOW, 2, 3, term),  # another voter, not our leader
+        Message(MessageType.TIMEOUT_NOW, 2, 1, term + 1),  # our leader, another term
+        Message(MessageType.TIMEOUT_NOW, 2, STRANGER, term),  # a stranger
+    ]
+    for m in refused:
+        before = state(follower)
+        assert step_and_collect(net, follower, m) == []
+        assert state(follower) == before
+    # The real thing still works: the leader we follow, in its term.
+    sent = step_and_collect(net, follower, Message(MessageType.TIMEOUT_NOW, 2, 1, term))
+    assert follower.role is Role.CANDIDATE and follower.term == term + 1
+    assert {m.type for m in sent} == {MessageType.VOTE}
+
+
+def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
+    # The removed leader hands over after its removal applied: it is no member then.
+    net = settled()
+    follower = net.cores[2]
+    follower._voters.discard(1)  # as if the removal of 1 had applied here
+    step_and_collect(net, follower, Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term))
+    assert follower.role is Role.CANDIDATE
+
+
+def forged_transfer_vote(core: RaftCore, **changes: object) -> Message:
+    fields: dict[str, object] = dict(
+        type=MessageType.VOTE,
+        to=core.id,
+        frm=3,
+        term=core.term + 1,
+        log_term=core.term,
+        index=core.log.last_index(),
+        context=TRANSFER_CONTEXT,
+    )
+    fields.update(changes)
+    return Message(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"type": MessageType.PRE_VOTE},  # a transfer never pre-votes
+        {"term_delta": 2},  # a transferee campaigns exactly one term above its leader
+        {"log_term_delta": -1},  # it holds the leader's last entry, of the leader's term
+        {"frm": 1},  # our own leader does not campaign while leading
+    ],
+    ids=["pre_vote", "term_jump", "stale_log_term", "from_our_leader"],
+)
+def test_a_transfer_vote_bypasses_the_lease_only_when_it_matches_a_real_transfer(changes):
+    net = settled()
+    follower = net.cores[2]
+    changes = dict(changes)
+    term_delta = changes.pop("term_delta", 1)
+    log_term_delta = changes.pop("log_term_delta", 0)
+    m = forged_transfer_vote(
+        follower,
+        term=follower.term + term_delta,
+        log_term=follower.term + log_term_delta,
+        **changes,
+    )
+    before = state(follower)
+    assert step_and_collect(net, follower, m) == []
+    assert state(follower) == before
+
+
+def test_a_transfer_vote_that_matches_a_real_transfer_bypasses_the_lease():
+    net = settled()
+    follower = net.cores[2]
+    term = follower.term
+    sent = step_and_collect(net, follower, forged_transfer_vote(follower))
+    assert follower.term == term + 1 and follower.vote == 3
+    assert [(m.type, m.reject) for m in sent] == [(MessageType.VOTE_RESP, False)]
+
+
+def test_a_leader_honours_a_transfer_vote_only_from_the_transferee_it_chose():
+    net = settled()
+    leader = net.cores[1]
+    before = state(leader)
+    assert step_and_collect(net, leader, forged_transfer_vote(leader, frm=3)) == []
+    assert state(leader) == before and leader.role is Role.LEADER
