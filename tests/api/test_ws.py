@@ -291,20 +291,20 @@ async def test_hub_skips_deltas_already_in_the_snapshot_and_replayed_results():
 
     service = EngineService()
     hub = create_app(service, ApiConfig())[API_KEY].hub
-    conn = Connection(hub, None, None, None)  # type: ignore[arg-type]
+    conn = Connection(hub, None, None, None, "127.0.0.1", None)  # type: ignore[arg-type]
     conn.subscriptions.add("book:BTC-USD")
     hub.book_subs["BTC-USD"] = {conn}
 
     first = service.apply([_sell("a", 50_000)])  # applied, not yet fanned out
     hub._send_snapshot(conn, "BTC-USD")
-    snapshot = json.loads(conn.queue.get_nowait())
+    snapshot = json.loads(conn.queue.popleft())
     assert snapshot["type"] == "snapshot" and snapshot["seq"] == 1
     hub.dispatch(1, first)
-    assert conn.queue.empty()  # seq 1 is in the snapshot
+    assert not conn.queue  # seq 1 is in the snapshot
 
     second = service.apply([_sell("b", 50_005)])
     hub.dispatch(2, second)
-    delta = json.loads(conn.queue.get_nowait())
+    delta = json.loads(conn.queue.popleft())
     assert [u["seq"] for u in delta["updates"]] == [2]
 
     # Re-sending a known client order id returns the ORIGINAL result (log index 2):
@@ -312,7 +312,7 @@ async def test_hub_skips_deltas_already_in_the_snapshot_and_replayed_results():
     replay = service.apply([_sell("b", 50_005)])
     assert replay[0].log_index == 2
     hub.dispatch(3, replay)
-    assert conn.queue.empty()
+    assert not conn.queue
 
 
 async def test_hub_resubscribes_and_resyncs_when_the_service_drops_it(api):

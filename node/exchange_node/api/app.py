@@ -7,6 +7,7 @@ API beside it); ``create_app(service, config)`` makes a stand-alone one.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -81,7 +82,9 @@ class Api:
         self.service = service
         self.config = config
         self.auth = Authenticator(
-            config.api_keys, RateLimiter(config.rate_limit_per_second, config.rate_limit_burst)
+            config.api_keys,
+            RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+            RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst),
         )
         self.forwarder = Forwarder(
             config.forward_timeout_seconds,
@@ -91,6 +94,8 @@ class Api:
         self.hub = WsHub(self)
         self._openapi_body: bytes | None = None
         self._symbols: dict[str, Any] = {}
+        self.in_flight: dict[str, int] = {}
+        """Client id -> commands submitted here and not yet answered."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,14 +175,24 @@ class Api:
             raise self.too_large(length)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            chunk = await request.content.read(limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise self.too_large(None)
+        try:
+            async with asyncio.timeout(self.config.http_body_timeout_seconds):
+                while True:
+                    chunk = await request.content.read(limit + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise self.too_large(None)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                errors.BODY_TIMEOUT,
+                f"the request body did not arrive within {self.config.http_body_timeout_seconds} s",
+                "body",
+                extra={"limit": "http_body_timeout_seconds"},
+            ) from None
         body = b"".join(chunks)
         request[_BODY_KEY] = body
         if not body.strip():
@@ -347,8 +362,37 @@ class Api:
             _REJECT_CODE.get(rejection.reason, errors.INVALID_VALUE), rejection.message, field
         )
 
+    def check_in_flight(self, client_id: str, count: int) -> None:
+        """429 naming the limit when ``count`` more commands would take ``client_id``
+        over ``max_in_flight_per_client`` (a lone request larger than it may go)."""
+        cap = self.config.max_in_flight_per_client
+        have = self.in_flight.get(client_id, 0)
+        if have and have + count > cap:
+            raise ApiError(
+                429,
+                errors.TOO_MANY_IN_FLIGHT,
+                f"{have} commands of this client are waiting to be applied; "
+                f"at most {cap} may be (max_in_flight_per_client)",
+                None,
+                retry_after=self.config.unavailable_retry_after_seconds,
+                extra={"limit": "max_in_flight_per_client", "max": cap, "in_flight": have},
+            )
+
     async def submit(self, commands: list[Any]) -> list[Any]:
-        return list(await self.service.submit(commands))
+        """Propose ``commands`` (all of one client) and wait until they are applied."""
+        client_id = commands[0].client_id
+        count = len(commands)
+        self.check_in_flight(client_id, count)
+        in_flight = self.in_flight
+        in_flight[client_id] = in_flight.get(client_id, 0) + count
+        try:
+            return list(await self.service.submit(commands))
+        finally:
+            left = in_flight[client_id] - count
+            if left:
+                in_flight[client_id] = left
+            else:
+                del in_flight[client_id]
 
     # --- operations shared by HTTP and WebSocket (they return status and body) ---
 
@@ -452,6 +496,7 @@ class Api:
 
     async def h_batch(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
+        self.check_in_flight(client_id, 1)  # before reading and parsing the body
         payload = await self.read_json(request)
         status, body = await self.place_batch(client_id, payload)
         return json_response(body, status)
@@ -655,4 +700,22 @@ def create_app(service: ExchangeService, config: ApiConfig | None = None) -> web
     return app
 
 
-__all__ = ["API_KEY", "LEADER_HEADER", "Api", "add_routes", "create_app", "json_response"]
+def http_server_options(app: web.Application) -> dict[str, Any]:
+    """Keyword arguments for ``web.AppRunner`` serving ``app``: the idle timeout that
+    also closes a connection whose request headers do not complete (aiohttp arms its
+    keep-alive timer when a connection opens and after each answer)."""
+    api = app.get(API_KEY)
+    if api is None:
+        return {}
+    return {"keepalive_timeout": api.config.http_idle_timeout_seconds}
+
+
+__all__ = [
+    "API_KEY",
+    "LEADER_HEADER",
+    "Api",
+    "add_routes",
+    "create_app",
+    "http_server_options",
+    "json_response",
+]

@@ -73,11 +73,34 @@ class RateLimiter:
 
 
 class Authenticator:
-    """Maps tokens to client ids and applies the per-key rate limit."""
+    """Maps tokens to client ids and applies the per-key rate limit; failed
+    authentications are charged to their remote address (``failures``)."""
 
-    def __init__(self, api_keys: dict[str, str], limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        api_keys: dict[str, str],
+        limiter: RateLimiter,
+        failures: RateLimiter | None = None,
+    ) -> None:
         self.api_keys = dict(api_keys)
         self.limiter = limiter
+        self.failures = failures or RateLimiter(1.0, 20)
+
+    def failed(self, request: web.Request) -> ApiError:
+        """The answer to an unknown or malformed key: 401, or 429 once this address
+        has failed more often than the failure limit allows (guessing keys is slow)."""
+        wait = self.failures.acquire(f"addr:{request.remote}")
+        if wait > 0:
+            return ApiError(
+                429,
+                errors.RATE_LIMITED,
+                "too many failed authentications from this address; "
+                "retry after the Retry-After delay",
+                "Authorization",
+                retry_after=wait,
+                extra={"limit": "auth_failure_rate_per_second"},
+            )
+        return ApiError(401, errors.UNAUTHORIZED, "invalid API key", "Authorization")
 
     def client_for(self, request: web.Request, *, allow_query: bool = False) -> str:
         """The authenticated client id, or raise 401 / 429."""
@@ -91,7 +114,7 @@ class Authenticator:
             )
         client_id = self.api_keys.get(token)
         if client_id is None:
-            raise ApiError(401, errors.UNAUTHORIZED, "invalid API key", "Authorization")
+            raise self.failed(request)
         self.charge(token)
         return client_id
 

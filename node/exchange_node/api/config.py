@@ -55,10 +55,30 @@ class ApiConfig:
     unavailable_retry_after_seconds: float = 1.0
     ws_send_queue: int = 1_000
     """Messages queued for one WebSocket before it is dropped as a slow consumer."""
+    ws_send_queue_bytes: int = 4 << 20
+    """Bytes one WebSocket may have waiting (its queue plus what the kernel did not
+    take) before it is closed 4008: a connection costs at most this plus a constant."""
     ws_heartbeat_seconds: float = 15.0
     ws_max_subscriptions: int = 100
+    ws_anonymous_max_subscriptions: int = 10
+    """Subscriptions of one connection without an API key."""
     ws_max_connections: int = 10_000
     """Open WebSockets per node; one more is refused with 503 + Retry-After."""
+    ws_max_connections_per_key: int = 64
+    ws_max_connections_per_address: int = 256
+    """Open WebSockets from one remote address, with or without keys."""
+    ws_max_anonymous_per_address: int = 16
+    """Open WebSockets without an API key from one remote address."""
+    max_in_flight_per_client: int = 2_000
+    """Commands of one client proposed but not yet applied; more answer 429."""
+    http_idle_timeout_seconds: float = 30.0
+    """A connection idle this long, or whose request line and headers are not complete
+    this long after it opened (or after its previous answer), is closed (slowloris)."""
+    http_body_timeout_seconds: float = 30.0
+    """A request body not received in full within this time answers 408."""
+    auth_failure_rate_per_second: float = 1.0
+    """Failed authentications (unknown or malformed keys) per second per remote address."""
+    auth_failure_burst: int = 20
     ws_max_message_bytes: int = 1 << 16
     default_depth: int = 10
     max_depth: int = 1_000
@@ -87,6 +107,15 @@ class ApiConfig:
             raise ApiConfigError("ws_send_queue and forward_timeout_seconds must be positive")
         if self.follower_writes not in ("forward", "redirect"):
             raise ApiConfigError("follower_writes must be 'forward' or 'redirect'")
+        for name in _POSITIVE_INTS:
+            if getattr(self, name) < 1:
+                raise ApiConfigError(f"{name} must be >= 1")
+        for name in _POSITIVE_SECONDS:
+            value = getattr(self, name)
+            if not 0 < value < float("inf"):
+                raise ApiConfigError(f"{name} must be a positive number of seconds")
+        if not 0 < self.auth_failure_rate_per_second < float("inf"):
+            raise ApiConfigError("auth_failure_rate_per_second must be positive")
 
     @classmethod
     def from_env(
@@ -124,15 +153,92 @@ def _env_bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+_POSITIVE_INTS = (
+    "ws_send_queue_bytes",
+    "ws_max_subscriptions",
+    "ws_anonymous_max_subscriptions",
+    "ws_max_connections",
+    "ws_max_connections_per_key",
+    "ws_max_connections_per_address",
+    "ws_max_anonymous_per_address",
+    "max_in_flight_per_client",
+    "auth_failure_burst",
+)
+_POSITIVE_SECONDS = ("http_idle_timeout_seconds", "http_body_timeout_seconds")
+
+API_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "api-rate-limit": ("rate_limit_per_second", float, "requests/s per API key (0: no limit)"),
+    "api-rate-burst": ("rate_limit_burst", int, "requests a key may make at once when idle"),
+    "api-max-body-bytes": ("max_body_bytes", int, "largest request body (413 above)"),
+    "api-max-batch": ("max_batch", int, "orders in one batch request (400 above)"),
+    "api-public-market-data": (
+        "public_market_data",
+        _env_bool,
+        "market data without a key (false: 401 without one)",
+    ),
+    "api-follower-writes": ("follower_writes", str, "forward | redirect"),
+    "api-forward-timeout-seconds": (
+        "forward_timeout_seconds",
+        float,
+        "total time for a write forwarded to the leader",
+    ),
+    "api-max-in-flight-per-client": (
+        "max_in_flight_per_client",
+        int,
+        "commands of one client waiting to be applied (429 above)",
+    ),
+    "api-ws-send-queue": ("ws_send_queue", int, "messages queued per WebSocket (4008 above)"),
+    "api-ws-send-queue-bytes": (
+        "ws_send_queue_bytes",
+        int,
+        "bytes waiting per WebSocket, queue and kernel-refused (4008 above)",
+    ),
+    "api-ws-max-connections": ("ws_max_connections", int, "WebSockets per node"),
+    "api-ws-max-connections-per-key": (
+        "ws_max_connections_per_key",
+        int,
+        "WebSockets per API key",
+    ),
+    "api-ws-max-connections-per-address": (
+        "ws_max_connections_per_address",
+        int,
+        "WebSockets per remote address",
+    ),
+    "api-ws-max-anonymous-per-address": (
+        "ws_max_anonymous_per_address",
+        int,
+        "WebSockets without a key per remote address",
+    ),
+    "api-ws-max-subscriptions": ("ws_max_subscriptions", int, "subscriptions per WebSocket"),
+    "api-ws-anonymous-max-subscriptions": (
+        "ws_anonymous_max_subscriptions",
+        int,
+        "subscriptions per WebSocket without a key",
+    ),
+    "api-http-idle-timeout-seconds": (
+        "http_idle_timeout_seconds",
+        float,
+        "close a connection idle, or with incomplete request headers, this long",
+    ),
+    "api-http-body-timeout-seconds": (
+        "http_body_timeout_seconds",
+        float,
+        "408 when a request body takes longer",
+    ),
+    "api-auth-failure-rate": (
+        "auth_failure_rate_per_second",
+        float,
+        "failed authentications/s per remote address (429 above)",
+    ),
+    "api-auth-failure-burst": ("auth_failure_burst", int, "failed authentications at once"),
+}
+"""The node's ``--api-*`` flags -> (ApiConfig field, parser, help); each flag's
+variable is ``EXCHANGE_`` + the flag in upper case (``--api-max-batch``:
+``EXCHANGE_API_MAX_BATCH``)."""
+
 ENV_SETTINGS: dict[str, tuple[str, Any]] = {
-    "EXCHANGE_API_RATE_LIMIT": ("rate_limit_per_second", float),
-    "EXCHANGE_API_RATE_BURST": ("rate_limit_burst", int),
-    "EXCHANGE_API_MAX_BODY_BYTES": ("max_body_bytes", int),
-    "EXCHANGE_API_MAX_BATCH": ("max_batch", int),
-    "EXCHANGE_API_PUBLIC_MARKET_DATA": ("public_market_data", _env_bool),
-    "EXCHANGE_API_FOLLOWER_WRITES": ("follower_writes", str),
-    "EXCHANGE_API_FORWARD_TIMEOUT_SECONDS": ("forward_timeout_seconds", float),
-    "EXCHANGE_API_WS_SEND_QUEUE": ("ws_send_queue", int),
+    "EXCHANGE_" + flag.upper().replace("-", "_"): (name, parse)
+    for flag, (name, parse, _help) in API_FLAGS.items()
 }
 """Environment variables for the API's limits -> ApiConfig field."""
 

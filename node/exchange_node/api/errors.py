@@ -36,6 +36,8 @@ UNAVAILABLE = "unavailable"
 NO_LEADER = "no_leader"
 TIMEOUT = "timeout"
 FORWARD_FAILED = "forward_failed"
+TOO_MANY_IN_FLIGHT = "too_many_in_flight"
+BODY_TIMEOUT = "body_timeout"
 
 TIMEOUT_MESSAGE = (
     "the request was accepted but its outcome is unknown (not confirmed committed in time); "

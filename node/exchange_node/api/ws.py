@@ -10,9 +10,19 @@ each applied log entry out to the connections subscribed to it:
 - ``trades:{symbol}``: ``{"type": "trades", "trades": [...]}`` (no client ids).
 - ``orders``: your own order events ``{"type": "events", "log_index", "events"}``.
 
-Every connection has a bounded send queue; one that falls ``ws_send_queue``
-messages behind is closed with code 4008 ("slow consumer") instead of
-growing memory or slowing everyone else.
+Every connection has a send queue bounded in bytes: what it has queued plus
+what its socket's transport holds (the bytes the kernel did not take) may not
+exceed ``ws_send_queue_bytes`` (nor ``ws_send_queue`` messages). One more
+message and the connection is closed with code 4008 ("slow consumer"), its
+queue dropped and, if the close frame cannot be written either, its transport
+aborted: a connection costs the node at most the limit plus a constant.
+Messages are encoded once and the same ``bytes`` object goes to every
+subscriber (a book snapshot once per symbol and book version), so a fan-out
+costs one queue append per subscriber, whatever the message's size.
+
+Connections are capped per node, per API key, per remote address and, lower,
+per remote address without a key; a connection without a key has fewer
+subscriptions.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,32 +55,54 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
 MAX_IN_FLIGHT = 1_000
 FULL_BOOK = 1 << 30
+SLOW_CLOSE_SECONDS = 1.0
+"""How long a slow consumer's close frame may take before its transport is aborted."""
+_TEXT = aiohttp.WSMsgType.TEXT
 
 
 class Connection:
-    """One WebSocket client: its identity, subscriptions and bounded send queue."""
+    """One WebSocket client: its identity, subscriptions and send queue bounded in bytes."""
 
     __slots__ = (
+        "address",
         "book_seq",
         "client_id",
         "closing",
         "hub",
         "in_flight",
+        "max_bytes",
+        "max_messages",
         "queue",
+        "queued_bytes",
         "rate_key",
+        "ready",
         "subscriptions",
         "token",
+        "transport",
         "ws",
     )
 
     def __init__(
-        self, hub: WsHub, ws: web.WebSocketResponse, client_id: str | None, token: str | None
+        self,
+        hub: WsHub,
+        ws: web.WebSocketResponse,
+        client_id: str | None,
+        token: str | None,
+        address: str,
+        transport: asyncio.BaseTransport | None,
     ) -> None:
+        config = hub.api.config
         self.hub = hub
         self.ws = ws
         self.client_id = client_id
         self.token = token
-        self.queue: asyncio.Queue[str] = asyncio.Queue(hub.api.config.ws_send_queue)
+        self.address = address
+        self.transport = transport
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.max_bytes = config.ws_send_queue_bytes
+        self.max_messages = config.ws_send_queue
+        self.ready = asyncio.Event()
         self.subscriptions: set[str] = set()
         self.book_seq: dict[str, int] = {}
         """Per book subscription: the last seq this client has (snapshot or delta)."""
@@ -78,22 +111,44 @@ class Connection:
         self.rate_key = token or "ws-anonymous"
         """Whose rate-limit bucket this socket's requests are charged to."""
 
-    def send(self, message: str) -> None:
+    def pending_bytes(self) -> int:
+        """Bytes this connection holds: its queue plus what the kernel did not take."""
+        transport = self.transport
+        buffered = 0
+        if transport is not None and not transport.is_closing():
+            buffered = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+        return self.queued_bytes + buffered
+
+    def send(self, message: bytes) -> None:
+        """Queue an encoded text frame (shared between subscribers, never copied)."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        size = len(message)
+        if len(self.queue) >= self.max_messages or self.pending_bytes() + size > self.max_bytes:
             self.hub.drop_slow_consumer(self)
+            return
+        self.queue.append(message)
+        self.queued_bytes += size
+        self.ready.set()
 
     def send_json(self, message: dict[str, Any]) -> None:
-        self.send(jsonio.dumps_str(message))
+        self.send(jsonio.dumps(message))
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0
 
     async def write_loop(self) -> None:
         queue, ws = self.queue, self.ws
         while True:
-            message = await queue.get()
-            await ws.send_str(message)
+            while not queue:
+                self.ready.clear()
+                await self.ready.wait()
+            message = queue.popleft()
+            self.queued_bytes -= len(message)
+            # Awaits the transport's drain when its buffer is over the high-water mark:
+            # the queue then grows and the byte limit decides.
+            await ws.send_frame(message, _TEXT)
 
 
 class WsHub:
@@ -107,6 +162,11 @@ class WsHub:
         self._subscription: Any = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self.per_key: dict[str, int] = {}
+        self.per_address: dict[str, int] = {}
+        self.anonymous_per_address: dict[str, int] = {}
+        self.slow_consumers_closed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,7 +226,7 @@ class WsHub:
         for channel_subs, prefix in ((self.trade_subs, "trades:"), (self.order_subs, None)):
             for key, conns in list(channel_subs.items()):
                 channel = "orders" if prefix is None else prefix + key
-                text = jsonio.dumps_str({"channel": channel, **gap})
+                text = jsonio.dumps({"channel": channel, **gap})
                 for conn in list(conns):
                     conn.send(text)
 
@@ -208,19 +268,17 @@ class WsHub:
         for symbol, updates in book.items():
             self._send_deltas(symbol, updates)
         for symbol, items in trades.items():
-            text = jsonio.dumps_str(
-                {"channel": f"trades:{symbol}", "type": "trades", "trades": items}
-            )
+            text = jsonio.dumps({"channel": f"trades:{symbol}", "type": "trades", "trades": items})
             for conn in list(trade_subs.get(symbol, ())):
                 conn.send(text)
         for client_id, events in private.items():
-            text = jsonio.dumps_str(
+            text = jsonio.dumps(
                 {"channel": "orders", "type": "events", "log_index": log_index, "events": events}
             )
             for conn in list(order_subs.get(client_id, ())):
                 conn.send(text)
         for status in statuses:
-            text = jsonio.dumps_str(
+            text = jsonio.dumps(
                 {
                     "channel": f"book:{status.symbol}",
                     "type": "trading_status",
@@ -233,7 +291,7 @@ class WsHub:
     def _send_deltas(self, symbol: str, updates: list[BookUpdate]) -> None:
         channel = f"book:{symbol}"
         first_seq, last_seq = updates[0].seq, updates[-1].seq
-        full: str | None = None
+        full: bytes | None = None
         for conn in list(self.book_subs.get(symbol, ())):
             have = conn.book_seq.get(symbol, 0)
             if last_seq <= have:
@@ -247,26 +305,50 @@ class WsHub:
             conn.book_seq[symbol] = last_seq
 
     def _send_snapshot(self, conn: Connection, symbol: str) -> None:
-        view = queries.book_view(self.api.service.engine, symbol, FULL_BOOK)
-        conn.book_seq[symbol] = view["seq"]
-        conn.send_json({"channel": f"book:{symbol}", "type": "snapshot", **view})
+        seq, text = self._snapshot(symbol)
+        conn.book_seq[symbol] = seq
+        conn.send(text)
+
+    def _snapshot(self, symbol: str) -> tuple[int, bytes]:
+        """The full-depth snapshot of ``symbol``, built and encoded once per book seq."""
+        engine = self.api.service.engine
+        cached = self._snapshots.get(symbol)
+        if cached is not None and cached[0] == engine.best_bid_offer(symbol).seq:
+            return cached
+        view = queries.book_view(engine, symbol, FULL_BOOK)
+        built = (
+            view["seq"],
+            jsonio.dumps({"channel": f"book:{symbol}", "type": "snapshot", **view}),
+        )
+        self._snapshots[symbol] = built
+        return built
 
     def drop_slow_consumer(self, conn: Connection) -> None:
         if conn.closing:
             return
         conn.closing = True
+        conn.clear()  # its memory goes back now, not when the socket is gone
+        self.slow_consumers_closed += 1
+        log.info(
+            "closing a slow WebSocket consumer",
+            extra={"remote": conn.address, "client_id": conn.client_id},
+        )
         self._detach(conn)
         self._spawn(self._close_slow(conn))
 
     async def _close_slow(self, conn: Connection) -> None:
+        """Close 4008; a reader too slow to take even the close frame is cut off."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 conn.ws.close(
                     code=CLOSE_SLOW_CONSUMER,
                     message=b"slow consumer: send queue full",
                 ),
-                timeout=5,
+                timeout=SLOW_CLOSE_SECONDS,
             )
+        transport = conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # type: ignore[attr-defined]
 
     def _detach(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -282,9 +364,7 @@ class WsHub:
         if token is not None:
             client_id = self.api.auth.api_keys.get(token)
             if client_id is None:
-                return ApiError(
-                    401, errors.UNAUTHORIZED, "invalid API key", "Authorization"
-                ).response()
+                return self.api.auth.failed(request).response()
         elif not config.public_market_data:
             return ApiError(
                 401,
@@ -292,10 +372,13 @@ class WsHub:
                 "missing API key (Authorization header or ?token=)",
                 "Authorization",
             ).response()
+        # Compression is off: deflating a shared snapshot once per subscriber would
+        # make a fan-out's loop time grow with subscribers times message size.
         ws = web.WebSocketResponse(
             heartbeat=config.ws_heartbeat_seconds,
             max_msg_size=config.ws_max_message_bytes,
             timeout=5.0,
+            compress=False,
         )
         if len(self.connections) >= config.ws_max_connections:
             return ApiError(
@@ -311,10 +394,69 @@ class WsHub:
                 "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
                 "Upgrade",
             ).response()
-        await ws.prepare(request)
-        conn = Connection(self, ws, client_id, token)
+        address = request.remote or "unknown"
+        refused = self._over_connection_caps(token, address)
+        if refused is not None:
+            return refused.response()
+        self._count_connection(token, address, +1)
+        try:
+            return await self._serve(request, ws, client_id, token, address)
+        finally:
+            self._count_connection(token, address, -1)
+
+    def _over_connection_caps(self, token: str | None, address: str) -> ApiError | None:
+        """429 naming the cap a new connection would exceed, or None."""
+        config = self.api.config
+        checks = [
+            (self.per_address, address, config.ws_max_connections_per_address, "per address"),
+        ]
         if token is None:
-            conn.rate_key = f"addr:{request.remote}"
+            checks.append(
+                (
+                    self.anonymous_per_address,
+                    address,
+                    config.ws_max_anonymous_per_address,
+                    "without an API key per address",
+                )
+            )
+        else:
+            checks.append((self.per_key, token, config.ws_max_connections_per_key, "per API key"))
+        for counts, key, cap, what in checks:
+            if counts.get(key, 0) >= cap:
+                return ApiError(
+                    429,
+                    errors.RATE_LIMITED,
+                    f"too many WebSocket connections {what} (limit {cap})",
+                    None,
+                    retry_after=self.api.config.unavailable_retry_after_seconds,
+                )
+        return None
+
+    def _count_connection(self, token: str | None, address: str, delta: int) -> None:
+        tables = [(self.per_address, address)]
+        tables.append(
+            (self.anonymous_per_address, address) if token is None else (self.per_key, token)
+        )
+        for counts, key in tables:
+            value = counts.get(key, 0) + delta
+            if value > 0:
+                counts[key] = value
+            else:
+                counts.pop(key, None)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        client_id: str | None,
+        token: str | None,
+        address: str,
+    ) -> web.StreamResponse:
+        config = self.api.config
+        await ws.prepare(request)
+        conn = Connection(self, ws, client_id, token, address, request.transport)
+        if token is None:
+            conn.rate_key = f"addr:{address}"
         self.connections.add(conn)
         self.ensure_started()
         writer = asyncio.get_running_loop().create_task(conn.write_loop())
@@ -425,11 +567,14 @@ class WsHub:
 
     def op_subscribe(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
         channels = self._channels(message)
-        if len(conn.subscriptions | set(channels)) > self.api.config.ws_max_subscriptions:
+        config = self.api.config
+        if conn.client_id is None:
+            cap, whose = config.ws_anonymous_max_subscriptions, "connection without an API key"
+        else:
+            cap, whose = config.ws_max_subscriptions, "connection"
+        if len(conn.subscriptions | set(channels)) > cap:
             raise errors.bad_request(
-                errors.INVALID_VALUE,
-                f"at most {self.api.config.ws_max_subscriptions} subscriptions per connection",
-                "channels",
+                errors.INVALID_VALUE, f"at most {cap} subscriptions per {whose}", "channels"
             )
         for channel in channels:
             kind, _, symbol = channel.partition(":")
@@ -624,8 +769,8 @@ async def _close_subscription(subscription: Any) -> None:
             close()
 
 
-def _delta_text(channel: str, updates: list[BookUpdate]) -> str:
-    return jsonio.dumps_str(
+def _delta_text(channel: str, updates: list[BookUpdate]) -> bytes:
+    return jsonio.dumps(
         {
             "channel": channel,
             "type": "delta",

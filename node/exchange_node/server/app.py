@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from exchange_node.api.app import http_server_options
 from exchange_node.server import admin
 from exchange_node.server.tls import ReloadingServerTLS
 
@@ -26,7 +27,11 @@ log = logging.getLogger("exchange.node.http")
 def build_app(node: Any) -> web.Application:
     from exchange_node.api import ApiConfig, add_routes
 
-    api_config = ApiConfig(api_keys=dict(node.config.api_keys))
+    # The documented EXCHANGE_API_* variables and --api-* flags (flags win), and
+    # the keys of the node's own configuration.
+    api_config = ApiConfig.from_env(
+        api_keys=dict(node.config.api_keys), **getattr(node.config, "api_settings", {})
+    )
     app = web.Application(
         client_max_size=api_config.max_body_bytes + 1024,
         middlewares=[admin.http_metrics_middleware],
@@ -76,7 +81,7 @@ def server_tls(config: Any, *, admin: bool) -> ReloadingServerTLS | None:
 async def _serve(
     app: web.Application, host: str, port: int, tls: ReloadingServerTLS | None, flag: str
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **http_server_options(app))
     await runner.setup()
     site = web.TCPSite(
         runner,

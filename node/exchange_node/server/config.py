@@ -80,6 +80,8 @@ class NodeConfig:
     request_timeout_ms: int
     log_level: str
     commit_hold_ms: float = 2.0
+    api_settings: dict[str, Any] = field(default_factory=dict)
+    """ApiConfig fields from the ``--api-*`` flags and ``EXCHANGE_API_*`` variables."""
     # The admin API's own listener and optional TLS on both HTTP listeners.
     admin_port: int = 8081
     http_tls_cert: Path | None = None
@@ -222,6 +224,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=flag.split("-")[-1].upper(),
             help=f"{help_text}{shown} (env {env_name(flag)})",
         )
+    _add_api_arguments(parser)
+
+
+def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    from exchange_node.api.config import API_FLAGS, ApiConfig
+
+    defaults = ApiConfig()
+    for flag, (name, _parse, help_text) in API_FLAGS.items():
+        parser.add_argument(
+            f"--{flag}",
+            dest=flag.replace("-", "_"),
+            default=None,
+            metavar="VALUE",
+            help=f"{help_text} [default: {getattr(defaults, name)}] (env {env_name(flag)})",
+        )
+
+
+def _api_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``--api-*`` flags given (or their variables), checked one by one so that an
+    error names the flag."""
+    from exchange_node.api.config import API_FLAGS, ApiConfig, ApiConfigError
+
+    settings: dict[str, Any] = {}
+    for flag, (name, parse, _help) in API_FLAGS.items():
+        raw = getattr(args, flag.replace("-", "_"), None)
+        source = f"--{flag}"
+        if raw is None and env.get(env_name(flag)):
+            raw = env[env_name(flag)]
+            source = f"--{flag} (from {env_name(flag)})"
+        if raw is None:
+            continue
+        try:
+            settings[name] = parse(raw)
+            ApiConfig(**{name: settings[name]})
+        except (ValueError, ApiConfigError) as exc:
+            raise ConfigError(f"{source}: invalid value {raw!r}: {exc}") from None
+    return settings
 
 
 def _value(flag: str, args: argparse.Namespace, env: Mapping[str, str]) -> Any:
@@ -406,6 +445,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         request_timeout_ms=_value("request-timeout-ms", args, env),
         log_level=level,
         commit_hold_ms=commit_hold_ms,
+        api_settings=_api_settings(args, env),
         admin_port=admin_port,
         http_tls_cert=http_tls_cert,
         http_tls_key=http_tls_key,
