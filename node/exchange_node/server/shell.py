@@ -71,6 +71,7 @@ from exchange_node.server.envelope import (
     wrap_entry,
     wrap_snapshot,
 )
+from exchange_node.server.fairqueue import FairQueue
 from exchange_node.server.identity import resolve_node_id
 from exchange_node.server.metrics import NodeMetrics
 from exchange_node.server.outbox import Outbox
@@ -105,6 +106,9 @@ READY_LAG = 1_000
 """/readyz: commit - applied must be below this."""
 MAX_PROPOSALS_PER_READY = 4_096
 """Client requests (entries) proposed in one Ready; the rest wait for the next."""
+MAX_COMMANDS_PER_READY = 4_096
+"""Commands proposed in one Ready (a larger single request goes alone): beyond it the
+clients' queues take turns (server/fairqueue.py), so a backlog is shared fairly."""
 
 
 @dataclass(slots=True)
@@ -157,7 +161,8 @@ class Node:
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal")
         self._wakeup = asyncio.Event()
         self._inbox: list[Message] = []
-        self._proposals: deque[_Proposal] = deque()
+        self._proposals: FairQueue = FairQueue()
+        """Waiting proposals, one FIFO per client, taken by deficit round robin."""
         self._pending_commands = 0
         self._waiters: dict[int, _Waiter] = {}
         self._deadlines: list[tuple[float, int, int, _Waiter]] = []
@@ -481,9 +486,9 @@ class Node:
                 p = self._proposals.popleft()
                 self._finish_proposal_early(p, error, "not_leader")
             return
-        batch: list[_Proposal] = []
-        while self._proposals and len(batch) < MAX_PROPOSALS_PER_READY:
-            batch.append(self._proposals.popleft())
+        batch: list[_Proposal] = self._proposals.take(
+            MAX_COMMANDS_PER_READY, MAX_PROPOSALS_PER_READY
+        )
         now_ns = time.time_ns()
         datas = []
         for p in batch:
