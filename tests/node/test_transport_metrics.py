@@ -38,7 +38,20 @@ def test_peer_counters_are_exported_per_peer_and_rejected_frames_by_reason() -> 
         'exchange_peer_frames_rejected_total{reason="checksum"}': 3,
         'exchange_peer_frames_rejected_total{reason="decode"}': 0,
         'exchange_peer_frames_rejected_total{reason="misdirected"}': 1,
+        'exchange_peer_frames_rejected_total{reason="sender_mismatch"}': 0,
+        'exchange_peer_frames_rejected_total{reason="wrong_cluster"}': 0,
+        'exchange_peer_frames_rejected_total{reason="unauthenticated"}': 0,
+        'exchange_peer_frames_rejected_total{reason="snapshot_busy"}': 0,
+        'exchange_peer_frames_rejected_total{reason="snapshot_timeout"}': 0,
+        'exchange_peer_frames_rejected_total{reason="snapshot_too_large"}': 0,
+        "exchange_peer_tls_enabled": 0,
+        "exchange_peer_tls_reloads_total": 0,
     }
+    stats.sender_mismatch, stats.wrong_cluster, stats.tls_enabled = 4, 2, True
+    after = samples(metrics)
+    assert after['exchange_peer_frames_rejected_total{reason="sender_mismatch"}'] == 4
+    assert after['exchange_peer_frames_rejected_total{reason="wrong_cluster"}'] == 2
+    assert after["exchange_peer_tls_enabled"] == 1
     # Live: a later scrape sees the counters move.
     stats.peers[2].messages_sent += 10
     assert samples(metrics)['exchange_peer_messages_sent_total{peer="2"}'] == 15

@@ -154,7 +154,8 @@ class _TransportCollector(Collector):
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        sent, received, dropped, reconnects, connected, rejected = families = self._families()
+        families = self._families()
+        sent, received, dropped, reconnects, connected, rejected, tls, reloads = families
         stats = self._stats()
         if stats is not None:
             for peer, p in sorted(stats.peers.items()):
@@ -167,6 +168,14 @@ class _TransportCollector(Collector):
             rejected.add_metric(["checksum"], stats.checksum_failures)
             rejected.add_metric(["decode"], stats.decode_failures)
             rejected.add_metric(["misdirected"], stats.misdirected)
+            rejected.add_metric(["sender_mismatch"], stats.sender_mismatch)
+            rejected.add_metric(["wrong_cluster"], stats.wrong_cluster)
+            rejected.add_metric(["unauthenticated"], stats.unauthenticated)
+            rejected.add_metric(["snapshot_busy"], stats.snapshot_busy)
+            rejected.add_metric(["snapshot_timeout"], stats.snapshot_timeouts)
+            rejected.add_metric(["snapshot_too_large"], stats.snapshot_oversized)
+            tls.add_metric([], 1 if stats.tls_enabled else 0)
+            reloads.add_metric([], stats.tls_reloads)
         return iter(families)
 
     @staticmethod
@@ -195,7 +204,17 @@ class _TransportCollector(Collector):
             ),
             CounterMetricFamily(
                 "exchange_peer_frames_rejected",
-                "received frames dropped unread (bad CRC, unparsable, for another node)",
+                "received frames or calls dropped unread: checksum, decode, misdirected, "
+                "sender_mismatch (not the member its certificate names), wrong_cluster, "
+                "unauthenticated, snapshot_busy, snapshot_timeout, snapshot_too_large",
                 labels=["reason"],
+            ),
+            GaugeMetricFamily(
+                "exchange_peer_tls_enabled",
+                "1 when the peer port requires mutual TLS, 0 with --insecure-peers",
+            ),
+            CounterMetricFamily(
+                "exchange_peer_tls_reloads",
+                "times changed peer certificate files were loaded without a restart",
             ),
         ]
