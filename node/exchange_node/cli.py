@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "storage": ("exchange_node.storage.bench", "WAL append, fsync and recovery"),
     "engine": ("exchange_node.engine.bench", "matching engine apply and snapshot"),
     "cluster": ("exchange_node.cluster_bench", "a local 3-node cluster under load"),
+    "fairness": ("exchange_node.fairness_bench", "a victim's latency while one client hogs"),
     "transport": ("exchange_node.transport.bench", "one replication stream between two processes"),
 }
 

@@ -8,9 +8,10 @@ API beside it); ``create_app(service, config)`` makes a stand-alone one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +62,11 @@ _REJECT_CODE = {
     RejectReason.PRICE_OFF_TICK: errors.PRICE_OFF_TICK,
     RejectReason.QUANTITY_OFF_LOT: errors.QUANTITY_OFF_LOT,
 }
+
+
+YIELD_EVERY = 100
+"""A batch request gives the event loop back every this many orders (validating them,
+then building their answers), so a large batch delays others by a slice, not by all."""
 
 
 def json_response(
@@ -378,21 +384,27 @@ class Api:
                 extra={"limit": "max_in_flight_per_client", "max": cap, "in_flight": have},
             )
 
-    async def submit(self, commands: list[Any]) -> list[Any]:
-        """Propose ``commands`` (all of one client) and wait until they are applied."""
-        client_id = commands[0].client_id
-        count = len(commands)
+    @contextlib.contextmanager
+    def in_flight_slot(self, client_id: str, count: int) -> Iterator[None]:
+        """Count ``count`` commands of ``client_id`` as in flight while the block runs
+        (429 when over the limit): from validation to the answer, so that one client's
+        requests cannot occupy the event loop beyond its share."""
         self.check_in_flight(client_id, count)
         in_flight = self.in_flight
         in_flight[client_id] = in_flight.get(client_id, 0) + count
         try:
-            return list(await self.service.submit(commands))
+            yield
         finally:
             left = in_flight[client_id] - count
             if left:
                 in_flight[client_id] = left
             else:
                 del in_flight[client_id]
+
+    async def submit(self, commands: list[Any]) -> list[Any]:
+        """Propose ``commands`` (all of one client) and wait until they are applied."""
+        with self.in_flight_slot(commands[0].client_id, len(commands)):
+            return list(await self.service.submit(commands))
 
     # --- operations shared by HTTP and WebSocket (they return status and body) ---
 
@@ -410,15 +422,21 @@ class Api:
             schema.NEW_ORDER,
             self.config.max_batch,
         )
-        commands = [
-            self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
-            for i, item in enumerate(items)
-        ]
-        results = await self.submit(commands)
-        out = []
-        for result in results:
-            status, answer = result_answer(result, client_id)
-            out.append({"status": status, **answer} if status != 200 else answer)
+        with self.in_flight_slot(client_id, len(items)):
+            commands = []
+            for i, item in enumerate(items):
+                if i and i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let other clients' requests in between
+                commands.append(
+                    self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
+                )
+            results = await self.service.submit(commands)
+            out = []
+            for i, result in enumerate(results):
+                if i and i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                status, answer = result_answer(result, client_id)
+                out.append({"status": status, **answer} if status != 200 else answer)
         return 200, {"results": out}
 
     async def cancel_order(
