@@ -327,6 +327,11 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                             f"(increase(exchange_peer_frames_rejected_total{s}[15m]))",
                             "rejected {{pod}} {{reason}}",
                         ),
+                        (
+                            f"sum by (pod, reason) "
+                            f"(increase(exchange_peer_messages_rejected_total{s}[15m]))",
+                            "refused {{pod}} {{reason}}",
+                        ),
                     ),
                 ),
                 Panel(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
 from exchange_node.server import config as node_config
+from exchange_node.server import shell
 from exchange_node.server.shell import Node
 from exchange_node.service import NotLeader, Unavailable
 from exchange_node.sim.disk import SimStorage
@@ -48,6 +49,7 @@ def make_config(
             "--election-ms=300",
             "--heartbeat-ms=30",
             "--snapshot-threshold=40",
+            "--insecure-peers",  # in-process shells; mTLS is tested in tests/security
         ]
     )
     return node_config.from_args(args, env={})
@@ -188,7 +190,8 @@ async def test_one_trace_per_order_across_replicas(cluster):
         tracing._enabled = False
 
 
-async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster):
+async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster, monkeypatch):
+    monkeypatch.setattr(shell, "CONFIRM_S", 0.0)  # no wait for refutation here
     await wait_for(lambda: leader_of(cluster) is not None)
     node = next(iter(cluster.values()))
     before = node.metrics.divergence._value.get()
@@ -203,11 +206,15 @@ async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster
     assert "diverged" not in node.ready()[1]
     # A digest from ahead of us is compared once we reach that index.
     node._on_digest(2, 20_000, b"later")
+    assert node._verdicts[2][:2] == (10_000, True)
     node._record_hash(20_000, b"other")
-    assert node.metrics.divergence._value.get() == before + 2
+    assert node._verdicts[2][:2] == (20_000, False)
 
 
-async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over(cluster):
+async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over(
+    cluster, monkeypatch
+):
+    monkeypatch.setattr(shell, "CONFIRM_S", 0.2)
     await wait_for(lambda: leader_of(cluster) is not None)
     leader = leader_of(cluster)
     await leader.submit([order(1)])
@@ -215,7 +222,9 @@ async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over
     leader._record_hash(30_000, b"bad")
     for peer in others:  # both other voters hold another state at that index
         leader._on_digest(peer, 30_000, b"good")
-    assert leader.fenced and leader.diverged
+    assert not leader.fenced  # not before the contradiction has stood CONFIRM_S
+    await wait_for(lambda: leader.fenced, timeout=5.0)
+    assert leader.diverged
     ready, reason = leader.ready()
     assert not ready and "diverged" in reason
     with pytest.raises(Unavailable):
@@ -227,6 +236,51 @@ async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over
     healthy = leader_of(cluster)
     result = await healthy.submit([order(3)])
     assert result[0].command.client_order_id == "o3"
+
+
+def rejected(node: Node, reason: str) -> float:
+    return node.metrics.peer_messages_rejected.labels(reason=reason)._value.get()
+
+
+async def test_forged_digests_of_live_voters_are_refuted_and_never_fence(cluster, monkeypatch):
+    monkeypatch.setattr(shell, "CONFIRM_S", 2.0)
+    await wait_for(lambda: leader_of(cluster) is not None)
+    await wait_for(lambda: all(n.digests_compared > 0 for n in cluster.values()))
+    for node in cluster.values():
+        index = max(node._hash_ring)
+        for peer in cluster:
+            if peer != node.node_id:  # as if both other voters contradicted this one
+                node._on_digest(peer, index, b"forged")
+    await asyncio.sleep(3.5)  # past CONFIRM_S: the voters' own digests refuted them
+    assert not any(n.fenced or n.diverged for n in cluster.values())
+    assert all(n.ready()[0] for n in cluster.values())
+
+
+async def test_a_digest_from_a_non_voter_is_refused_and_counted(cluster):
+    await wait_for(lambda: leader_of(cluster) is not None)
+    node = next(iter(cluster.values()))
+    before = rejected(node, "digest_not_voter")
+    node._record_hash(40_000, b"mine")
+    node._on_digest(9, 40_000, b"theirs")  # no member
+    node._on_digest(node.node_id, 40_000, b"theirs")  # ourselves: forged
+    assert rejected(node, "digest_not_voter") == before + 2
+    assert 9 not in node._verdicts and node.node_id not in node._verdicts
+
+
+async def test_a_message_from_a_non_member_never_reaches_the_core(cluster):
+    from exchange_node.raft.types import Message, MessageType
+
+    await wait_for(lambda: leader_of(cluster) is not None)
+    leader = leader_of(cluster)
+    term = leader.term
+    before = rejected(leader, "not_member")
+    # A "leader" nobody knows, two terms ahead: it would depose the real one.
+    leader._on_message(Message(MessageType.HEARTBEAT, leader.node_id, 9, term + 2))
+    leader._on_message(Message(MessageType.APP_RESP, leader.node_id, 9, term + 2, index=1))
+    assert rejected(leader, "not_member") == before + 2
+    assert not leader._inbox
+    await asyncio.sleep(0.1)
+    assert leader_of(cluster) is leader and leader.term == term
 
 
 async def test_a_full_proposal_queue_answers_overloaded(cluster):

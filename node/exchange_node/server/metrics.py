@@ -25,6 +25,8 @@ from prometheus_client.registry import Collector
 
 ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
 PROPOSAL_OUTCOMES = ("committed", "dropped", "not_leader", "overloaded")
+PEER_REJECT_REASONS = ("not_member", "joining", "self", "digest_not_voter", "digest_conflict")
+"""Why the node refused a peer message before its consensus core (server/shell.py)."""
 
 # Latency buckets from 50 us (an fsync on a fast disk) to 10 s.
 _FAST_BUCKETS = (
@@ -105,6 +107,13 @@ class NodeMetrics:
             "peer state hash differed from ours at the same applied index",
             registry=r,
         )
+        self.peer_messages_rejected = Counter(
+            "exchange_peer_messages_rejected",
+            "peer messages and state digests refused before the consensus core: not_member, "
+            "joining, self, digest_not_voter, digest_conflict",
+            ["reason"],
+            registry=r,
+        )
         self.http_request = Histogram(
             "exchange_http_request_seconds",
             "HTTP requests by route, method and status",
@@ -129,6 +138,8 @@ class NodeMetrics:
             self.proposals.labels(outcome=outcome)
         for kind in ("voter", "learner"):
             self.members.labels(kind=kind).set(0)
+        for reason in PEER_REJECT_REASONS:
+            self.peer_messages_rejected.labels(reason=reason)
 
     def watch_transport(self, stats: Callable[[], Any]) -> None:
         """Export the peer transport's counters, read at scrape time from ``stats()``

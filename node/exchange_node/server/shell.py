@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from exchange_node.engine.commands import (
@@ -53,6 +54,7 @@ from exchange_node.raft.types import (
     Entry,
     EntryType,
     Message,
+    MessageType,
     NotLeaderError,
     ProposalDroppedError,
     Ready,
@@ -102,6 +104,13 @@ IDLE_HASH_SECONDS = 2.0
 long without applying: hashing is a full engine snapshot and would stall the loop."""
 HASH_RING = 64
 """Recorded (index, hash) pairs kept for comparison with peers' digests."""
+CONFIRM_S = 3.0
+"""A voter's contradicting digest raises the divergence alarm (and counts towards
+fencing) only once it has stood this long without that voter's own later digests
+refuting it. Voters resend their digest every DIGEST_INTERVAL_S, so a forged digest
+(possible without peer TLS) is refuted long before; a real divergence never is."""
+REJECT_LOG_INTERVAL_S = 10.0
+"""At most one log line per (reason, sender) for refused peer messages in this long."""
 READY_LAG = 1_000
 """/readyz: commit - applied must be below this."""
 MAX_PROPOSALS_PER_READY = 4_096
@@ -192,7 +201,16 @@ class Node:
         """A replica's state hash differed from a peer's at the same index (alarm)."""
         self.fenced = False
         """A majority of voters contradict this replica's state: it serves nothing."""
-        self._contradicted_at: dict[int, set[int]] = {}
+        self._claims: dict[tuple[int, int], bytes] = {}
+        """(voter, applied index) -> the hash it claimed there; b"" once two claims
+        conflicted (one of them was forged: both are ignored)."""
+        self._verdicts: dict[int, tuple[int, bool, float]] = {}
+        """voter -> (index, agrees, since) of its newest digest compared with ours."""
+        self._peer_ids: frozenset[int] = frozenset()
+        """Senders whose messages reach the core: members and members being added."""
+        self._pending_members: dict[int, int] = {}
+        """index -> member id of configuration changes in the log not applied yet."""
+        self._reject_logged: dict[tuple[str, int], float] = {}
         self._hand_over_task: asyncio.Future[None] | None = None
         self.digests_compared = 0
         self._hash_cache: tuple[int, bytes] = (-1, b"")
@@ -300,6 +318,10 @@ class Node:
         self.term = recovered.hard_state.term
         self.conf_state = self.core.conf_state
         self.commit_index = self.core.commit_index
+        for entry in recovered.entries:
+            if entry.index > self.commit_index:
+                self._note_pending_member(entry)
+        self._refresh_peer_ids()
         self._update_member_gauges()
         logs.CONTEXT.term = self.term
         log.info(
@@ -384,9 +406,77 @@ class Node:
     # ------------------------------------------------------------------ inputs
 
     def _on_message(self, message: Message) -> None:
+        if message.frm not in self._peer_ids and not self._admit_stranger(message):
+            return
         self._last_heard[message.frm] = time.monotonic()
         self._inbox.append(message)
         self._wakeup.set()
+
+    # Which peer messages reach the core (docs/node-contract.md, "Peer messages"):
+    # - from a member of the core's configuration (voters, learners) or a member being
+    #   added by a configuration change in the log that is not applied yet: all;
+    # - TIMEOUT_NOW from the leader this node follows (a removed leader hands over
+    #   after its removal applied; the core checks the term);
+    # - a node with no configuration yet (started empty, waiting to be added): only
+    #   APP, HEARTBEAT and SNAP, only from the initial voters in --peers, the only
+    #   members it can answer before it learns the configuration;
+    # - anything else is dropped here, counted and logged.
+    # Without peer TLS a sender id can be forged; the core's own checks
+    # (raft/README.md, "Hostile inputs") bound what a forged member id can do.
+
+    def _admit_stranger(self, message: Message) -> bool:
+        frm = message.frm
+        what = str(getattr(message.type, "name", message.type))
+        if frm == self.node_id:
+            self._reject_peer("self", frm, what)
+            return False
+        if message.type == MessageType.TIMEOUT_NOW and frm == self.leader:
+            return True
+        if not self._peer_ids and not self.core.conf_state.voters:
+            if message.type in _JOINING_ADMITS and any(p.node_id == frm for p in self.config.peers):
+                return True
+            self._reject_peer("joining", frm, what)
+            return False
+        self._reject_peer("not_member", frm, what)
+        return False
+
+    def _reject_peer(self, reason: str, frm: int, what: str) -> None:
+        self.metrics.peer_messages_rejected.labels(reason=reason).inc()
+        now = time.monotonic()
+        key = (reason, frm)
+        last = self._reject_logged.get(key)
+        if last is not None and now - last < REJECT_LOG_INTERVAL_S:
+            return
+        if len(self._reject_logged) > 1024:
+            self._reject_logged.clear()
+        self._reject_logged[key] = now
+        log.warning(
+            "refused a peer message (%s): %s from id %d",
+            reason,
+            what,
+            frm,
+            extra={"reason": reason, "peer": frm, "message_type": what},
+        )
+
+    def _note_pending_member(self, entry: Entry) -> None:
+        if entry.type != EntryType.CONF_CHANGE:
+            return
+        try:
+            cc = ConfChange.decode(entry.data)
+        except Exception:
+            return
+        if cc.type != ConfChangeType.REMOVE:
+            self._pending_members[entry.index] = cc.node_id
+
+    def _refresh_peer_ids(self) -> None:
+        """Members of the core's configuration and members being added, except us."""
+        applied = self.applied_index
+        for index in [i for i in self._pending_members if i <= applied]:
+            del self._pending_members[index]
+        conf = self.core.conf_state
+        ids = set(conf.voters) | set(conf.learners) | set(self._pending_members.values())
+        ids.discard(self.node_id)
+        self._peer_ids = frozenset(ids)
 
     def _send_to_peers(self, messages: Sequence[Message]) -> None:
         self.transport.send(messages)
@@ -556,6 +646,10 @@ class Node:
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        if rd.entries and _CONF_CHANGE in map(_entry_type, rd.entries):
+            for entry in rd.entries:
+                self._note_pending_member(entry)
+            self._refresh_peer_ids()
         hs = rd.hard_state
         if hs is not None:
             if hs.term != self.term:
@@ -798,6 +892,7 @@ class Node:
             except EnvelopeError as exc:
                 log.error("%s", exc)
         self.conf_state = self.core.conf_state
+        self._refresh_peer_ids()
         self._update_member_gauges()
         self._set_transport_peers()
         log.info(
@@ -863,6 +958,7 @@ class Node:
         """A leader's snapshot arrived (and is persisted): replace the engine's state."""
         started = time.monotonic()
         self._restore_snapshot(snapshot)
+        self._refresh_peer_ids()
         self._set_transport_peers()
         # Requests waiting at covered indexes: committed or not, their results are gone.
         for index in [i for i in self._pending_conf if i <= snapshot.meta.index]:
@@ -935,6 +1031,10 @@ class Node:
             self._compare(peer, index, theirs, digest)
 
     def _on_digest(self, peer: int, applied_index: int, state_hash: bytes) -> None:
+        if peer == self.node_id or peer not in self.conf_state.voters:
+            # Only voters' states decide anything; anyone else's digest is noise.
+            self._reject_peer("digest_not_voter", peer, "digest")
+            return
         mine = self._hash_ring.get(applied_index)
         if mine is not None:
             self._compare(peer, applied_index, state_hash, mine)
@@ -945,32 +1045,81 @@ class Node:
                 del self._remote_digests[next(iter(self._remote_digests))]
 
     def _compare(self, peer: int, index: int, theirs: bytes, mine: bytes) -> None:
+        """Record what voter ``peer`` says about ``index``.
+
+        A voter's newest digest is its verdict on this replica. A contradiction counts
+        only once it has stood CONFIRM_S without that voter's own later digests
+        refuting it, and two different claims by one voter about one index cancel
+        each other (one was forged): a forged digest cannot hold a contradiction
+        against a live voter. Any confirmed mismatch raises the alarm; only the
+        replica a majority of voters contradict fences itself, so one bad replica
+        cannot take the healthy ones down with it.
+        """
         self.digests_compared += 1
-        if theirs == mine:
+        key = (peer, index)
+        claimed = self._claims.get(key)
+        if claimed is not None and claimed != theirs:
+            if claimed:
+                self._claims[key] = b""
+                self._reject_peer("digest_conflict", peer, f"digest at {index}")
+                if self._verdicts.get(peer, (-1,))[0] == index:
+                    del self._verdicts[peer]
             return
-        # Any mismatch raises the alarm on every replica that sees it. Only the
-        # replica a majority of voters contradict fences itself: one bad replica
-        # must not take the healthy ones down with it.
-        self.diverged = True
-        self.metrics.divergence.inc()
-        log.error(
-            "STATE DIVERGENCE: peer %d has another state hash at applied index %d",
-            peer,
-            index,
-            extra={"peer": peer, "index": index, "mine": mine.hex(), "theirs": theirs.hex()},
-        )
-        contradicting = self._contradicted_at.setdefault(index, set())
-        contradicting.add(peer)
-        while len(self._contradicted_at) > HASH_RING:
-            del self._contradicted_at[next(iter(self._contradicted_at))]
-        voters = self.conf_state.voters
-        if not self.fenced and len(contradicting & set(voters)) >= len(voters) // 2 + 1:
-            self.fenced = True
-            log.critical(
-                "this replica's state differs from a majority of voters at applied index %d: "
-                "refusing reads and writes; wipe its data directory and re-add it as a new member",
+        if claimed is None:
+            self._claims[key] = theirs
+            while len(self._claims) > HASH_RING * 8:
+                del self._claims[next(iter(self._claims))]
+        agrees = theirs == mine
+        newest = self._verdicts.get(peer)
+        if newest is not None and newest[0] > index:
+            return  # an older digest: the newer one stands
+        if newest is None or newest[1] != agrees or newest[0] != index:
+            since = newest[2] if newest is not None and newest[1] == agrees else time.monotonic()
+            self._verdicts[peer] = (index, agrees, since)
+        if not agrees:
+            log.warning(
+                "peer %d reports another state hash at applied index %d (divergence "
+                "alarm if it stands %.0f s)",
+                peer,
                 index,
-                extra={"index": index},
+                CONFIRM_S,
+                extra={"peer": peer, "index": index, "mine": mine.hex(), "theirs": theirs.hex()},
+            )
+        self._check_divergence(time.monotonic())
+
+    def _check_divergence(self, now: float) -> None:
+        voters = self.conf_state.voters
+        standing = sorted(
+            peer
+            for peer, (_index, agrees, since) in self._verdicts.items()
+            if not agrees and now - since >= CONFIRM_S and peer in voters and peer != self.node_id
+        )
+        if not standing:
+            return
+        if not self.diverged:
+            self.diverged = True
+            self.metrics.divergence.inc()
+            log.error(
+                "STATE DIVERGENCE: voter(s) %s report another state hash than this replica "
+                "at the same applied index; compare state_hash and state_hash_index of every "
+                "member (GET /v1/admin/status on each) to find the odd one out",
+                standing,
+                extra={"peers": standing, "verdicts": {p: self._verdicts[p][0] for p in standing}},
+            )
+        if not self.fenced and len(standing) >= len(voters) // 2 + 1:
+            self.fenced = True
+            index = max(self._verdicts[p][0] for p in standing)
+            log.critical(
+                "FENCED: voters %s (a majority) agree on another state than this replica's at "
+                "applied index %d; refusing reads and writes. Check first: (1) compare "
+                "state_hash and state_hash_index of every member (GET /v1/admin/status on "
+                "each) to confirm this replica is the odd one out; (2) this host's disk and "
+                "memory (kernel log, SMART, ECC) and WAL or snapshot errors in this log; "
+                "(3) copy the data directory aside for analysis. Only then remove this "
+                "member, empty its data directory and add it back as a new member.",
+                standing,
+                index,
+                extra={"peers": standing, "index": index},
             )
             if self.role == Role.LEADER:
                 self._hand_over_task = asyncio.ensure_future(self._hand_over_after_fence())
@@ -986,21 +1135,23 @@ class Node:
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
+            self._check_divergence(self._last_loop_beat)
             index = self.applied_index
             if index == 0:
                 continue
+            # The newest digest goes out again every interval even when unchanged: a
+            # live voter's own digests are what refute forged ones (see _compare).
             if time.monotonic() - self._last_apply_time < IDLE_HASH_SECONDS:
                 # Busy: computing a hash costs a full engine snapshot, so send
                 # only the newest checkpoint (hashed with its snapshot anyway).
                 index = max(self._hash_ring, default=0)
-                if index == 0 or index == last_sent:
+                if index == 0:
                     continue
                 digest = self._hash_ring[index]
             else:
-                if index == last_sent:
-                    continue
                 digest = self._hash_ring.get(index) or self._state_hash_bytes()
-                self._record_hash(index, digest)
+                if index != last_sent:
+                    self._record_hash(index, digest)
             last_sent = index
             for peer in self.members:
                 if peer != self.node_id:
@@ -1310,6 +1461,12 @@ class Node:
             if self.leader == target:
                 return target
         raise Timeout(f"leadership did not move to {target} in time")
+
+
+_CONF_CHANGE = int(EntryType.CONF_CHANGE)
+_entry_type = attrgetter("type")
+_JOINING_ADMITS = frozenset((MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP))
+"""What a node with no configuration yet accepts, from its --peers only."""
 
 
 def _digest(engine_state: bytes) -> bytes:
