@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("exchange_node.sim.cli", "deterministic simulation of the consensus core"),
     "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
     "operator": ("exchange_operator.cli", "run the Kubernetes operator"),
+    "chaos": ("exchange_node.chaos.cli", "check a chaos run's recorded history"),
 }
 
 # `exchange bench NAME` -> (module, one-line help)

@@ -1,0 +1,115 @@
+"""`exchange chaos check HISTORY [--json]`: check a recorded history offline.
+
+Exit status: 0 when no check fails (a check may be ``unknown``: it says
+why), 1 when any check fails, 2 when the history is malformed (the message
+names the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from exchange_node.chaos import linearizability
+from exchange_node.chaos.checker import Report, check_history
+from exchange_node.chaos.history import HistoryError, read_history
+
+SHOWN_OPERATIONS = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="chaos_command", required=True, metavar="SUBCOMMAND")
+    check = sub.add_parser(
+        "check",
+        help="check a recorded history against the exchange's guarantees",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    check.add_argument("history", metavar="HISTORY", help="a history file (JSON lines)")
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    check.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=linearizability.DEFAULT_BUDGET,
+        help="linearizability search configurations per order before 'unknown' "
+        f"(default {linearizability.DEFAULT_BUDGET})",
+    )
+    check.set_defaults(_chaos_main=check_main)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budget must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--budget must be >= 1, got {value}")
+    return value
+
+
+def main(args: argparse.Namespace) -> int:
+    result: int = args._chaos_main(args)
+    return result
+
+
+def check_main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
+        history = read_history(args.history)
+    except HistoryError as exc:
+        print(f"exchange chaos check: {args.history}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"exchange chaos check: cannot read {args.history}: {exc.strerror}", file=sys.stderr)
+        return 2
+    report = check_history(history, budget=args.budget)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        out = report.to_dict()
+        out["check_seconds"] = round(elapsed, 3)
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(render_text(report, elapsed))
+    return 1 if report.verdict == "fail" else 0
+
+
+def render_text(report: Report, elapsed: float) -> str:
+    counts = report.stats["operations"]
+    lines = [
+        f"{counts['attempted']} operations: {counts['acknowledged']} acknowledged, "
+        f"{counts['failed']} failed, {counts['indeterminate']} indeterminate; "
+        f"{report.stats['faults']} faults, {report.stats['observations']} observations "
+        f"(checked in {elapsed:.2f} s)"
+    ]
+    width = max(len(check.name) for check in report.checks)
+    for check in report.checks:
+        lines.append(f"{check.verdict.upper():7} {check.name:{width}}  {check.summary}")
+        for why in check.figures.get("unknown_because", [])[:3]:
+            lines.append(f"          unknown: {why}")
+        for anomaly in check.anomalies:
+            lines.append(f"          {anomaly.kind}: {anomaly.message}")
+            for op in anomaly.operations[:SHOWN_OPERATIONS]:
+                lines.append(f"            {_one_line(op)}")
+        hidden = check.anomaly_count - len(check.anomalies)
+        if hidden > 0:
+            lines.append(f"          ... and {hidden} more")
+    lines.append(f"verdict: {report.verdict.upper()}")
+    return "\n".join(lines)
+
+
+def _one_line(op: dict[str, Any]) -> str:
+    if "op" not in op:
+        return json.dumps(op, sort_keys=True, separators=(",", ":"))
+    text = (
+        f"#{op['id']} {op['process']} ({op['client']} -> {op['node']}) {op['op']} "
+        f"{json.dumps(op['args'], sort_keys=True, separators=(',', ':'))} -> {op['outcome']}"
+    )
+    if "status" in op:
+        text += f" {op['status']}"
+    if "answer" in op:
+        text += " " + json.dumps(op["answer"], sort_keys=True, separators=(",", ":"))
+    if "error" in op:
+        text += f" ({op['error']})"
+    return text
