@@ -774,10 +774,14 @@ def check_availability(history: History) -> CheckResult:
             "error_rate": errors / len(during) if during else 0.0,
         }
         figures.append(entry)
-        if first_ack is None:
+        attempted = any(op.op in WRITE_OPS and op.start_ns >= end for op in ops)
+        if first_ack is None and not attempted:
+            result.unknown(f"no write was attempted after fault {fault.name!r} ended")
+        elif first_ack is None:
             result.add(
                 "never recovered",
-                f"no write was acknowledged after fault {fault.name!r} began",
+                f"no write was acknowledged after fault {fault.name!r} began, "
+                "though writes were attempted after it ended",
                 [{"fault": fault.name, "start_ns": fault.start_ns, "end_ns": fault.end_ns}],
             )
     gaps = [f["unavailable_ns"] for f in figures if f["unavailable_ns"] is not None]
