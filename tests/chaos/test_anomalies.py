@@ -356,8 +356,20 @@ def test_availability_figures_per_fault():
 
 def test_a_fault_after_which_no_write_was_acknowledged():
     story = Story()
-    story.builder.fault("kill-all", 10_000, None, ["n1", "n2", "n3"])
+    b = story.builder
+    b.fault("kill-all", 100, 200, ["n1", "n2", "n3"])
+    retry = b.invoke("bob", "submit", submit_args("b-2", "BUY", 1, 100), at=300)
+    b.complete(retry, "info", at=5_300)  # attempted after the fault ended: timed out
     report = run(story.finish())
     assert failed_checks(report) == {"availability"}
     assert report.check("availability").anomalies[0].kind == "never recovered"
+    [fault] = report.check("availability").figures["faults"]
+    assert fault["unavailable_ns"] is None
+
+
+def test_a_fault_with_no_write_after_it_is_unknown():
+    story = Story()
+    story.builder.fault("kill-all", 10_000, None, ["n1", "n2", "n3"])
+    report = run(story.finish())
+    assert report.check("availability").verdict == "unknown"
     assert report.check("convergence").verdict == "unknown"  # no heal to measure from
