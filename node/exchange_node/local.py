@@ -11,6 +11,11 @@ and API keys are kept in ``<data-root>/cluster.json``.
 Ports: node ``i`` (1-based) serves HTTP on ``base-port + i - 1``, gRPC on
 ``base-port + 100 + i - 1`` and the admin API on ``base-port + 200 + i - 1``.
 
+Peers talk mutual TLS: the first start writes a throwaway CA and one member
+certificate per node under ``<data-root>/pki/`` (keys and ``cluster.json`` are
+0600). ``--insecure-peers`` (``LocalCluster.create(peer_tls=False)``) runs the
+peer port without TLS instead, for experiments that need it.
+
 ``exchange local status`` prints every member's role, term, indexes and lag.
 
 ``LocalCluster`` is the same machinery as a library: the integration tests
@@ -38,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 CLUSTER_FILE = "cluster.json"
+PKI_DIR = "pki"
+LOCAL_CLUSTER_ID = "local"
 
 
 def free_ports(count: int) -> list[int]:
@@ -86,11 +93,17 @@ class ClusterSpec:
     heartbeat_ms: int = 50
     snapshot_threshold: int = 50_000
     extra_args: list[str] = field(default_factory=list)
+    peer_tls: bool = True
+    cluster_id: str = LOCAL_CLUSTER_ID
 
     def save(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / (CLUSTER_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        # It holds the admin token and API keys: owner-only from the first byte.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(json.dumps(asdict(self), indent=2))
         os.replace(tmp, root / CLUSTER_FILE)
 
     @classmethod
@@ -134,8 +147,12 @@ class LocalCluster:
         heartbeat_ms: int = 50,
         snapshot_threshold: int = 50_000,
         extra_args: list[str] | None = None,
+        peer_tls: bool = True,
     ) -> LocalCluster:
-        """The cluster saved under ``root``, or a new one with ``nodes`` members."""
+        """The cluster saved under ``root``, or a new one with ``nodes`` members.
+
+        ``peer_tls=False``: the nodes run with ``--insecure-peers``.
+        """
         if (root / CLUSTER_FILE).exists():
             return cls(root, ClusterSpec.load(root))
         if base_port is None:
@@ -160,6 +177,7 @@ class LocalCluster:
             heartbeat_ms=heartbeat_ms,
             snapshot_threshold=snapshot_threshold,
             extra_args=list(extra_args or []),
+            peer_tls=peer_tls,
         )
         spec.save(root)
         return cls(root, spec)
@@ -216,8 +234,48 @@ class LocalCluster:
             f"--admin-token-file={self.root / 'admin-token'}",
             f"--api-keys-file={self.root / 'api-keys'}",
             "--shutdown-grace-seconds=10",
+            f"--cluster-id={self.spec.cluster_id}",
+            *self.peer_args(m.node_id),
             *self.spec.extra_args,
         ]
+
+    def member_cert_paths(self, node_id: int) -> tuple[Path, Path, Path]:
+        """(certificate, key, CA) files of member ``node_id``."""
+        pki = self.root / PKI_DIR
+        return pki / f"member-{node_id}.crt", pki / f"member-{node_id}.key", pki / "ca.crt"
+
+    def peer_args(self, node_id: int) -> list[str]:
+        if not self.spec.peer_tls:
+            return ["--insecure-peers"]
+        cert, key, ca = self.member_cert_paths(node_id)
+        return [f"--peer-tls-cert={cert}", f"--peer-tls-key={key}", f"--peer-tls-ca={ca}"]
+
+    def ensure_certificates(self) -> None:
+        """A throwaway CA and a certificate per member, created once under ``pki/``."""
+        if not self.spec.peer_tls:
+            return
+        from exchange_node.security.certs import (
+            CertKeyPair,
+            generate_ca,
+            issue_member_cert,
+            write_pair,
+        )
+
+        pki = self.root / PKI_DIR
+        pki.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ca_cert, ca_key = pki / "ca.crt", pki / "ca.key"
+        if ca_cert.exists() and ca_key.exists():
+            ca = CertKeyPair(ca_cert.read_bytes(), ca_key.read_bytes())
+        else:
+            ca = generate_ca(f"raft-exchange local cluster {self.spec.cluster_id}")
+            write_pair(ca, ca_cert, ca_key)
+        for m in self.spec.members:
+            cert, key, _ = self.member_cert_paths(m.node_id)
+            if not (cert.exists() and key.exists()):
+                pair = issue_member_cert(
+                    ca, self.spec.cluster_id, m.node_id, ip_addresses=["127.0.0.1"]
+                )
+                write_pair(pair, cert, key)
 
     def _write_secrets(self) -> None:
         token = self.root / "admin-token"
@@ -231,6 +289,7 @@ class LocalCluster:
         m = self.member(node_id)
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_secrets()
+        self.ensure_certificates()
         log = open(self.root / f"node-{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -449,6 +508,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--election-ms", type=int, default=500)
     up.add_argument("--heartbeat-ms", type=int, default=50)
     up.add_argument("--snapshot-threshold", type=int, default=50_000)
+    up.add_argument(
+        "--insecure-peers",
+        action="store_true",
+        help="a new cluster's peers without TLS (default: mutual TLS with a throwaway CA)",
+    )
     st = sub.add_parser("status", help="members, roles and lag of the local cluster")
     st.add_argument("--data-root", type=Path, default=Path("./local-cluster"))
     st.add_argument("--json", action="store_true", help="print the raw status documents")
@@ -481,9 +545,12 @@ def _up(args: argparse.Namespace) -> int:
         election_ms=args.election_ms,
         heartbeat_ms=args.heartbeat_ms,
         snapshot_threshold=args.snapshot_threshold,
+        peer_tls=not args.insecure_peers,
     )
     if existing:
         print(f"restarting the cluster in {root} on its data")
+    if not cluster.spec.peer_tls:
+        print("WARNING: peers without TLS (--insecure-peers): anyone on this host can forge them")
     stop = {"now": False}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -512,6 +579,8 @@ def _up(args: argparse.Namespace) -> int:
             f"log {root}/node-{m.node_id}.log"
         )
     print(f"  admin token: {root}/admin-token   API keys: {root}/api-keys")
+    if cluster.spec.peer_tls:
+        print(f"  peers: mutual TLS, CA and member certificates in {root / PKI_DIR}")
     for token, client in cluster.spec.api_keys.items():
         if not client.startswith("bench"):
             print(f"    {client}: {token}")

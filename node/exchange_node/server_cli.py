@@ -51,6 +51,7 @@ async def run(cfg: node_config.NodeConfig) -> int:
     from exchange_node.server.shell import Node
     from exchange_node.server.tls import TLSConfigError
     from exchange_node.storage.errors import StorageError
+    from exchange_node.transport.tls import PeerTLSError
 
     node = Node(cfg)
     try:
@@ -69,8 +70,18 @@ async def run(cfg: node_config.NodeConfig) -> int:
     if tune_gc is not None:
         tune_gc()
     tracing.setup(cfg.name, node.node_id)
+    if cfg.insecure_peers:
+        log.warning(
+            "INSECURE PEERS: --insecure-peers is set; the Raft peer port %s accepts frames "
+            "from anyone who can reach it, who can then rewrite this cluster's state. "
+            "Local experiments only: give --peer-tls-cert/--peer-tls-key/--peer-tls-ca.",
+            cfg.grpc_listen,
+        )
     try:
         await node.start()
+    except PeerTLSError as exc:
+        print(f"exchange node: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"exchange node: error: --grpc-port {cfg.grpc_port}: {exc}", file=sys.stderr)
         return 1

@@ -130,6 +130,8 @@ class ContainerCluster:
             "EXCHANGE_HEARTBEAT_MS=60",
             "-e",
             "EXCHANGE_REQUEST_TIMEOUT_MS=3000",
+            "-e",
+            "EXCHANGE_INSECURE_PEERS=true",  # a private Docker network; mTLS: tests/security
             IMAGE,
         )
         docker("network", "connect", self.network, self.names[i])

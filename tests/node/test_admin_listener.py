@@ -200,7 +200,7 @@ def _client_context(client_ca: certs.CertKeyPair, pki: Path) -> ssl.SSLContext:
 def _parse(argv: list[str]) -> node_config.NodeConfig:
     parser = argparse.ArgumentParser()
     node_config.add_arguments(parser)
-    return node_config.from_args(parser.parse_args(argv), env={})
+    return node_config.from_args(parser.parse_args(["--insecure-peers", *argv]), env={})
 
 
 def test_admin_port_and_tls_flags(tmp_path: Path) -> None:
@@ -238,6 +238,7 @@ def test_unloadable_certificate_is_a_usage_error_naming_the_flags(tmp_path: Path
             "--http-port=0",
             "--grpc-port=0",
             "--admin-port=0",
+            "--insecure-peers",
             f"--http-tls-cert={cert}",
             f"--http-tls-key={key}",
         ],

@@ -24,7 +24,9 @@ from exchange_node.server.identity import IDENTITY_FILE, IdentityError, resolve_
 def parse(argv: list[str], env: dict[str, str] | None = None) -> node_config.NodeConfig:
     parser = argparse.ArgumentParser()
     node_config.add_arguments(parser)
-    return node_config.from_args(parser.parse_args(argv), env=env or {})
+    # Peer TLS and its refusals are tested in tests/security/test_peer_config.py.
+    env = {"EXCHANGE_INSECURE_PEERS": "true", **(env or {})}
+    return node_config.from_args(parser.parse_args(argv), env=env)
 
 
 def test_defaults_follow_the_contract() -> None:

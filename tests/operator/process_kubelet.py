@@ -115,6 +115,9 @@ class ProcessKubelet:
         env["EXCHANGE_GRPC_PORT"] = str(self.grpc_ports[ordinal])
         env["EXCHANGE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{self.grpc_ports[ordinal]}"
         env["EXCHANGE_ADVERTISE_HTTP"] = f"127.0.0.1:{self.http_ports[ordinal]}"
+        if "EXCHANGE_PEER_TLS_CERT" not in env:
+            # No certificate files are mounted here: say so explicitly (secure by default).
+            env["EXCHANGE_INSECURE_PEERS"] = "true"
         peers, peer_http = [], []
         for entry in env.get("EXCHANGE_PEERS", "").split(","):
             if not entry:

@@ -87,11 +87,27 @@ class NodeConfig:
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     admin_tls_client_ca: Path | None = None
+    # The Raft peer port: cluster identity, mutual TLS and incoming snapshot bounds.
+    cluster_id: str = "exchange"
+    peer_tls_cert: Path | None = None
+    peer_tls_key: Path | None = None
+    peer_tls_ca: Path | None = None
+    insecure_peers: bool = False
+    max_snapshot_bytes: int = 1 << 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def grpc_listen(self) -> str:
         return f"{self.listen_host}:{self.grpc_port}"
+
+    @property
+    def peer_tls(self) -> Any:
+        """A ``transport.tls.PeerTLS``, or None with ``--insecure-peers``."""
+        from exchange_node.transport.tls import PeerTLS
+
+        if self.peer_tls_cert is None or self.peer_tls_key is None or self.peer_tls_ca is None:
+            return None
+        return PeerTLS(self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)
 
 
 # --- parsing helpers ---------------------------------------------------------
@@ -125,6 +141,29 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true or false")
+
+
+def _cluster_id(text: str) -> str:
+    from exchange_node.security.certs import validate_cluster_id
+
+    return validate_cluster_id(text)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+_SIZE_UNITS |= {"g": 1 << 30, "gib": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """``1073741824``, ``512MiB`` or ``1GiB`` (binary units)."""
+    stripped = text.strip().lower()
+    digits = stripped.rstrip("kmgib")
+    unit = stripped[len(digits) :]
+    if unit not in _SIZE_UNITS or not digits.strip().isdigit():
+        raise ValueError("must be a number of bytes, optionally with KiB, MiB or GiB")
+    value = int(digits) * _SIZE_UNITS[unit]
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
 
 
 def _cluster_state(text: str) -> str:
@@ -171,6 +210,30 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "cluster-state": (_cluster_state, "new", "new | existing"),
     "http-port": (_port, 8080, "HTTP API, WebSocket, /metrics and probes"),
     "grpc-port": (_port, 7070, "Raft peer traffic"),
+    "cluster-id": (
+        _cluster_id,
+        "exchange",
+        "this cluster's id; peers of another cluster id are refused (and it must match "
+        "the id in --peer-tls-cert)",
+    ),
+    "peer-tls-cert": (
+        Path,
+        None,
+        "PEM member certificate for the peer port (`exchange certs member`); reloaded on change",
+    ),
+    "peer-tls-key": (Path, None, "PEM private key for --peer-tls-cert"),
+    "peer-tls-ca": (Path, None, "PEM CA that signed every member certificate"),
+    "insecure-peers": (
+        _bool,
+        False,
+        "run the peer port without TLS: anyone who reaches it controls the cluster; "
+        "for local experiments only",
+    ),
+    "max-snapshot-bytes": (
+        _byte_size,
+        1 << 30,
+        "largest snapshot accepted from a peer (bytes, or with KiB/MiB/GiB)",
+    ),
     "admin-port": (_port, 8081, "the admin API (/v1/admin/*) only; keep it off client Services"),
     "http-tls-cert": (
         Path,
@@ -215,14 +278,17 @@ def env_name(flag: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (_parse, default, help_text) in _OPTIONS.items():
+    for flag, (parse, default, help_text) in _OPTIONS.items():
         shown = "" if default is None else f" [default: {default}]"
+        # A boolean flag alone means true (``--insecure-peers``); a value is also accepted.
+        boolean: dict[str, Any] = {"nargs": "?", "const": "true"} if parse is _bool else {}
         parser.add_argument(
             f"--{flag}",
             dest=flag.replace("-", "_"),
             default=None,
             metavar=flag.split("-")[-1].upper(),
             help=f"{help_text}{shown} (env {env_name(flag)})",
+            **boolean,
         )
     _add_api_arguments(parser)
 
@@ -378,6 +444,44 @@ def _admin_and_tls(
     return admin_port, cert, key, client_ca
 
 
+def _peer_security(
+    args: argparse.Namespace, env: Mapping[str, str], node_id: int | None
+) -> tuple[str, Path | None, Path | None, Path | None, bool]:
+    """Cluster id, peer TLS files and --insecure-peers; secure unless told otherwise."""
+    cluster_id = _value("cluster-id", args, env)
+    files = {
+        flag: _value(flag, args, env) for flag in ("peer-tls-cert", "peer-tls-key", "peer-tls-ca")
+    }
+    insecure = _value("insecure-peers", args, env)
+    given = [flag for flag, path in files.items() if path is not None]
+    if given and len(given) < 3:
+        missing = ", ".join(f"--{flag}" for flag in files if flag not in given)
+        raise ConfigError(
+            "--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together; missing: " + missing
+        )
+    if given and insecure:
+        raise ConfigError(
+            "--insecure-peers contradicts --peer-tls-cert/--peer-tls-key/--peer-tls-ca"
+        )
+    if not given and not insecure:
+        raise ConfigError(
+            "the peer port needs mutual TLS: give --peer-tls-cert, --peer-tls-key and "
+            "--peer-tls-ca (create them with `exchange certs`), or --insecure-peers to run "
+            "without authentication (local experiments only)"
+        )
+    cert, key, ca = files["peer-tls-cert"], files["peer-tls-key"], files["peer-tls-ca"]
+    if cert is not None and key is not None and ca is not None:
+        from exchange_node.transport.tls import PeerTLS, PeerTLSError, check_identity, load_material
+
+        try:
+            material = load_material(PeerTLS(cert, key, ca))
+            # The node id may still come from identity.json; the transport checks it then.
+            check_identity(material, cluster_id, node_id or material.member_id)
+        except PeerTLSError as exc:
+            raise ConfigError(str(exc)) from None
+    return cluster_id, cert, key, ca, insecure
+
+
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
     env = os.environ if env is None else env
     name = _value("name", args, env) or socket.gethostname()
@@ -418,12 +522,16 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     admin_port, http_tls_cert, http_tls_key, admin_tls_client_ca = _admin_and_tls(
         args, env, http_port
     )
+    node_id = _value("node-id", args, env)
+    cluster_id, peer_tls_cert, peer_tls_key, peer_tls_ca, insecure_peers = _peer_security(
+        args, env, node_id
+    )
     level = _value("log-level", args, env).lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level: invalid value {level!r}")
     return NodeConfig(
         name=name,
-        node_id=_value("node-id", args, env),
+        node_id=node_id,
         peers=peers,
         cluster_state=_value("cluster-state", args, env),
         http_port=http_port,
@@ -450,4 +558,10 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         http_tls_cert=http_tls_cert,
         http_tls_key=http_tls_key,
         admin_tls_client_ca=admin_tls_client_ca,
+        cluster_id=cluster_id,
+        peer_tls_cert=peer_tls_cert,
+        peer_tls_key=peer_tls_key,
+        peer_tls_ca=peer_tls_ca,
+        insecure_peers=insecure_peers,
+        max_snapshot_bytes=_value("max-snapshot-bytes", args, env),
     )
