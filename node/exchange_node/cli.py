@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("exchange_node.demo", "a local 3-node cluster with trading agents"),
     "sim": ("exchange_node.sim.cli", "deterministic simulation of the consensus core"),
     "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
+    "certs": ("exchange_node.certs_cli", "create a CA, member and server certificates"),
     "operator": ("exchange_operator.cli", "run the Kubernetes operator"),
     "chaos": ("exchange_node.chaos.cli", "check a chaos run's recorded history"),
 }
