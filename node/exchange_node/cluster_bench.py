@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--skip-single-node", action="store_true")
     parser.add_argument("--skip-failover", action="store_true")
+    parser.add_argument(
+        "--peer-tls",
+        choices=("on", "off"),
+        default="on",
+        help="mutual TLS between the nodes (default on); run once with each to see its cost",
+    )
 
 
 # ---------------------------------------------------------------- the load process
@@ -446,6 +452,7 @@ def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
         election_ms=args.election_ms,
         heartbeat_ms=args.heartbeat_ms,
         snapshot_threshold=100_000,
+        peer_tls=args.peer_tls == "on",
         extra_args=[
             "--log-level=warning",
             "--max-pending-proposals=200000",
@@ -571,5 +578,6 @@ def main(args: argparse.Namespace) -> int:
         results.append(BenchResult("request_errors", errors, "requests"))
         results.append(BenchResult("election_ms", args.election_ms, "ms"))
         results.append(BenchResult("heartbeat_ms", args.heartbeat_ms, "ms"))
+        results.append(BenchResult("peer_tls", 1 if args.peer_tls == "on" else 0, "1=mTLS"))
     report("cluster", results, as_json=args.json)
     return 0

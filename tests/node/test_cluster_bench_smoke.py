@@ -44,7 +44,9 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
         "request_errors",
         "election_ms",
         "heartbeat_ms",
+        "peer_tls",
     }
+    assert figures["peer_tls"] == 1  # mTLS unless --peer-tls=off
     assert figures["request_errors"] == 0
     for name in ("batch_throughput", "single_throughput", "single_node_single_throughput"):
         assert figures[name] > 0, name
