@@ -113,6 +113,15 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "the cause.",
         ),
         Alert(
+            "ExchangePeerTLSDisabled",
+            f"min by (pod) (exchange_peer_tls_enabled{sel}) == 0",
+            "0s",
+            "warning",
+            f"A member of {where} runs its peer port without mutual TLS",
+            "{{ $labels.pod }} was started with --insecure-peers: anyone who reaches its peer "
+            "port can forge any member. Give it --peer-tls-cert/--peer-tls-key/--peer-tls-ca.",
+        ),
+        Alert(
             "ExchangeStateDivergence",
             f"max(increase(exchange_state_divergence_total{sel}[10m])) > 0",
             "0s",

@@ -45,7 +45,6 @@ def test_peer_counters_are_exported_per_peer_and_rejected_frames_by_reason() -> 
         'exchange_peer_frames_rejected_total{reason="snapshot_timeout"}': 0,
         'exchange_peer_frames_rejected_total{reason="snapshot_too_large"}': 0,
         "exchange_peer_tls_enabled": 0,
-        "exchange_peer_tls_reloads_total": 0,
     }
     stats.sender_mismatch, stats.wrong_cluster, stats.tls_enabled = 4, 2, True
     after = samples(metrics)

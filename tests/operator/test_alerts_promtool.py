@@ -107,6 +107,12 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "3m",
         {"pod": "xc-2", "reason": "checksum"},
     ),
+    "ExchangePeerTLSDisabled": (
+        pods("exchange_peer_tls_enabled", ["1x20", "0x20", "1x20"]),
+        pods("exchange_peer_tls_enabled", ["1x20", "1x20", "1x20"]),
+        "2m",
+        {"pod": "xc-1"},
+    ),
     "ExchangeStateDivergence": (
         pods("exchange_state_divergence_total", ["0 0 0 0 1x20"]),
         pods("exchange_state_divergence_total", ["0x24"]),

@@ -166,7 +166,7 @@ class _TransportCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        sent, received, dropped, reconnects, connected, rejected, tls, reloads = families
+        sent, received, dropped, reconnects, connected, rejected, tls = families
         stats = self._stats()
         if stats is not None:
             for peer, p in sorted(stats.peers.items()):
@@ -186,7 +186,6 @@ class _TransportCollector(Collector):
             rejected.add_metric(["snapshot_timeout"], stats.snapshot_timeouts)
             rejected.add_metric(["snapshot_too_large"], stats.snapshot_oversized)
             tls.add_metric([], 1 if stats.tls_enabled else 0)
-            reloads.add_metric([], stats.tls_reloads)
         return iter(families)
 
     @staticmethod
@@ -223,9 +222,5 @@ class _TransportCollector(Collector):
             GaugeMetricFamily(
                 "exchange_peer_tls_enabled",
                 "1 when the peer port requires mutual TLS, 0 with --insecure-peers",
-            ),
-            CounterMetricFamily(
-                "exchange_peer_tls_reloads",
-                "times changed peer certificate files were loaded without a restart",
             ),
         ]
