@@ -21,6 +21,9 @@ class Register:
     def init(self) -> int:
         return 0
 
+    def observes(self, op: RegOp) -> bool:
+        return op.kind == "r"
+
     def step(self, state: int, op: RegOp) -> list[int]:
         if op.kind == "w":
             return [op.value]
@@ -129,7 +132,7 @@ def register_histories(draw):
     return ops
 
 
-@settings(max_examples=400, derandomize=True, deadline=None)
+@settings(max_examples=2000, derandomize=True, deadline=None)
 @given(register_histories(), st.booleans())
 def test_agrees_with_brute_force(ops, flaky):
     model = FlakyRegister() if flaky else Register()

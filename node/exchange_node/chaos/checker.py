@@ -258,6 +258,10 @@ def check_lost(history: History, index: OrderIndex) -> CheckResult:
 
 def check_phantom(history: History, index: OrderIndex) -> CheckResult:
     result = CheckResult("phantom")
+    unattributed: dict[str, set[int]] = defaultdict(set)
+    for (client, coid), order_id in index.unattributed.items():
+        if index.explains(client, coid, order_id):
+            unattributed[client].add(order_id)
     for op, why in index.phantoms:
         result.add("phantom operation", why, [op])
     for observation in history.observations:
@@ -266,7 +270,7 @@ def check_phantom(history: History, index: OrderIndex) -> CheckResult:
                 result.add("malformed observation", "an order view is not an object", [])
                 continue
             key = (view.get("client_id"), view.get("client_order_id"))
-            if key not in index.by_key:
+            if not index.explains(key[0], key[1], view.get("order_id")):
                 result.add(
                     "phantom order",
                     f"{observation.node} has order {view.get('order_id')} "
@@ -276,7 +280,8 @@ def check_phantom(history: History, index: OrderIndex) -> CheckResult:
         for fill in observation.fills or ():
             order_id = fill.get("order_id") if isinstance(fill, dict) else None
             lineage = index.by_order_id.get(order_id) if isinstance(order_id, int) else None
-            if lineage is None or lineage.client != fill.get("client_id"):
+            explained = order_id in unattributed.get(fill.get("client_id"), ())
+            if (lineage is None or lineage.client != fill.get("client_id")) and not explained:
                 result.add(
                     "phantom fill",
                     f"{observation.node} reports fill {fill.get('trade_id')} of order "
@@ -296,6 +301,7 @@ def check_phantom(history: History, index: OrderIndex) -> CheckResult:
                         f"{observation.node}: {client} holds {symbol} without any order",
                         [_observed(observation, {client: {symbol: position}})],
                     )
+    result.figures = {"orders_not_attributed": sum(len(ids) for ids in unattributed.values())}
     result.summary = f"{result.anomaly_count} things that were never submitted"
     return result
 

@@ -55,6 +55,19 @@ class OrderIndex:
     """Acknowledged operations about an order nobody submitted, with why."""
     order_id_clashes: list[tuple[int, Lineage, Lineage]] = field(default_factory=list)
     """One order id claimed by two lineages."""
+    unattributed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(client, new client order id) -> order id, of replaces by an order id that no answer
+    tied to a submit (the submit's answer was lost): that order is one of the client's
+    indeterminate submits, but which one the history cannot tell."""
+
+    def explains(self, client: Any, client_order_id: Any, order_id: Any) -> bool:
+        """Is an order with these ids accounted for by something the client invoked?"""
+        if (client, client_order_id) in self.by_key:
+            return True
+        if self.unattributed.get((client, client_order_id)) != order_id:
+            return False
+        # Some submit of that client must still be free to have created it.
+        return any(not other.order_ids for other in self.lineages if other.client == client)
 
 
 def _pairs_in_answer(op: Operation) -> Iterator[tuple[int, str]]:
@@ -155,6 +168,9 @@ def build_index(history: History) -> OrderIndex:
                 lineage.client_order_ids.append(new)
             progress = True
         pending_replaces = unresolved
+    for op in pending_replaces:
+        if "order_id" in op.args:
+            index.unattributed[(op.client, op.args["new_client_order_id"])] = op.args["order_id"]
 
     for op in ops:
         if op.op == "replace":

@@ -7,7 +7,10 @@ linearized). A call adds its operation to every configuration's pending set.
 At a return, an operation must have taken effect, so each configuration is
 expanded by linearizing pending operations, in every order, until that one is
 done; configurations already seen are not expanded again (the memo of
-(state, linearized set) that Lowe suggests). No configuration left means no
+(state, linearized set) that Lowe suggests), and a read that fits the
+current state is linearized at once rather than tried at every later point
+(that configuration subsumes the others: a read changes nothing). No
+configuration left means no
 linearization exists, and the operation that returned is the witness.
 
 Indeterminate operations (``end`` None) never return: they stay pending, may
@@ -52,6 +55,10 @@ class Model(Protocol[S, I]):
         """Every state the object can be in after ``op`` took effect in ``state`` (none: it can't)."""
         ...
 
+    def observes(self, op: I) -> bool:
+        """``op`` never changes the object, only what is known of it (a read)."""
+        ...
+
 
 @dataclass(slots=True)
 class Verdict:
@@ -76,6 +83,8 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
             # count as concurrent, the lenient reading of a coarse clock.
             events.append((op.end, 1, index))
     events.sort()
+    observes = getattr(model, "observes", None)
+    observer = [bool(observes and observes(op.input)) for op in ops]
     configs: set[tuple[S, int]] = {(model.init(), 0)}
     explored = 0
     for _time, kind, index in events:
@@ -98,12 +107,25 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
             if not pending & bit:
                 done.add(config)
                 continue
+            successors: list[tuple[S, int]] = []
+            seen_now = 0
             rest = pending
             while rest:
                 low = rest & -rest
                 rest ^= low
-                for after in model.step(state, ops[low.bit_length() - 1].input):
-                    stack.append((after, pending ^ low))
+                index_low = low.bit_length() - 1
+                afters = list(model.step(state, ops[index_low].input))
+                if observer[index_low] and len(afters) == 1 and afters[0] == state:
+                    seen_now |= low
+                else:
+                    successors.extend((after, pending ^ low) for after in afters)
+            if seen_now:
+                # A read that fits the state as it is now is linearized at once: it never
+                # changes the object, so this configuration can do everything the ones
+                # that keep it pending can, and it is not tried at every later point too.
+                stack.append((state, pending & ~seen_now))
+            else:
+                stack.extend(successors)
         if not done:
             return Verdict("violation", index, explored, sorted({s for s, _ in configs}, key=repr))
         configs = done

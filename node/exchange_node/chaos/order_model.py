@@ -125,6 +125,9 @@ class OrderModel:
     def init(self) -> OrderState:
         return self.initial
 
+    def observes(self, op: OrderOp) -> bool:
+        return op.kind == "read"
+
     def step(self, state: OrderState, op: OrderOp) -> Iterable[OrderState]:
         handler = getattr(self, "_" + op.kind)
         result: Iterable[OrderState] = handler(state, op)
