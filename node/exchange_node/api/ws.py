@@ -58,6 +58,13 @@ FULL_BOOK = 1 << 30
 SLOW_CLOSE_SECONDS = 1.0
 """How long a slow consumer's close frame may take before its transport is aborted."""
 _TEXT = aiohttp.WSMsgType.TEXT
+_SLOW_CONSUMER_REASON = b"slow consumer: send queue full"
+_SLOW_CONSUMER_CLOSE_FRAME = (
+    bytes([0x88, 2 + len(_SLOW_CONSUMER_REASON)])
+    + CLOSE_SLOW_CONSUMER.to_bytes(2, "big")
+    + _SLOW_CONSUMER_REASON
+)
+"""An unmasked server close frame: FIN + CLOSE, length, code 4008, reason."""
 
 
 class Connection:
@@ -334,21 +341,19 @@ class WsHub:
             extra={"remote": conn.address, "client_id": conn.client_id},
         )
         self._detach(conn)
-        self._spawn(self._close_slow(conn))
+        self._close_slow(conn)
 
-    async def _close_slow(self, conn: Connection) -> None:
-        """Close 4008; a reader too slow to take even the close frame is cut off."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                conn.ws.close(
-                    code=CLOSE_SLOW_CONSUMER,
-                    message=b"slow consumer: send queue full",
-                ),
-                timeout=SLOW_CLOSE_SECONDS,
-            )
+    def _close_slow(self, conn: Connection) -> None:
+        """Close 4008 without waiting on the reader: the close frame goes straight to the
+        transport (aiohttp's own close would wait behind the blocked writer), and after
+        SLOW_CLOSE_SECONDS the transport is aborted, dropping whatever the peer did not
+        read (even a transport already closing holds its unsent bytes until then)."""
         transport = conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.abort()  # type: ignore[attr-defined]
+        if transport is None or conn.ws.closed:
+            return
+        with contextlib.suppress(Exception):
+            transport.write(_SLOW_CONSUMER_CLOSE_FRAME)  # type: ignore[attr-defined]
+        asyncio.get_running_loop().call_later(SLOW_CLOSE_SECONDS, transport.abort)  # type: ignore[attr-defined]
 
     def _detach(self, conn: Connection) -> None:
         self.connections.discard(conn)
