@@ -14,6 +14,8 @@ import importlib
 import logging
 import signal
 import sys
+import time
+from typing import Any
 
 from exchange_node.server import config as node_config
 from exchange_node.server import logs, tracing
@@ -45,11 +47,46 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(run(cfg))
 
 
-async def run(cfg: node_config.NodeConfig) -> int:
+def await_member_certificate(cfg: node_config.NodeConfig, node_id: int) -> str | None:
+    """Why this node must still wait for its member certificate, or None.
+
+    Only with --await-member-certificate, and only for a certificate that is
+    readable but names another member id: every other problem is an error.
+    """
+    if not cfg.await_member_certificate or cfg.peer_tls is None:
+        return None
+    from exchange_node.transport.tls import PeerTLSError, load_material
+
+    try:
+        material = load_material(cfg.peer_tls)
+    except PeerTLSError as exc:
+        return str(exc)  # not there yet (e.g. an optional Secret volume still empty)
+    if material.member_id == node_id:
+        return None  # node.start() checks the rest (the cluster id) and refuses clearly
+    return f"the certificate is for member {material.member_id}"
+
+
+async def _start_http_or_exit(node: Any, cfg: node_config.NodeConfig, started: bool) -> Any:
     from exchange_node.server.app import ListenError, start_http
+    from exchange_node.server.tls import TLSConfigError
+
+    """The HTTP servers, or the exit code after saying why they could not start."""
+    try:
+        return await start_http(node, cfg.listen_host, cfg.http_port)
+    except ListenError as exc:
+        print(f"exchange node: error: {exc.strerror}", file=sys.stderr)
+        code = 1
+    except TLSConfigError as exc:
+        print(f"exchange node: error: --http-tls-cert/--http-tls-key: {exc}", file=sys.stderr)
+        code = 2
+    if started:
+        await node.stop(0)
+    return code
+
+
+async def run(cfg: node_config.NodeConfig) -> int:
     from exchange_node.server.identity import IdentityError
     from exchange_node.server.shell import Node
-    from exchange_node.server.tls import TLSConfigError
     from exchange_node.storage.errors import StorageError
     from exchange_node.transport.tls import PeerTLSError
 
@@ -77,6 +114,22 @@ async def run(cfg: node_config.NodeConfig) -> int:
             "Local experiments only: give --peer-tls-cert/--peer-tls-key/--peer-tls-ca.",
             cfg.grpc_listen,
         )
+    waiting = await_member_certificate(cfg, node.node_id)
+    if waiting is not None:
+        # Serve HTTP and admin first: the admin status tells the operator our id,
+        # and it issues the certificate this node then picks up.
+        runner = await _start_http_or_exit(node, cfg, started=False)
+        if isinstance(runner, int):
+            return runner
+        log.warning(
+            "waiting for a member certificate for this node (--await-member-certificate)",
+            extra={"node_id": node.node_id, "reason": waiting},
+        )
+        while (waiting := await_member_certificate(cfg, node.node_id)) is not None:
+            node._last_loop_beat = time.monotonic()  # alive, only waiting: /healthz 200
+            await asyncio.sleep(1.0)
+    else:
+        runner = None
     try:
         await node.start()
     except PeerTLSError as exc:
@@ -85,16 +138,10 @@ async def run(cfg: node_config.NodeConfig) -> int:
     except OSError as exc:
         print(f"exchange node: error: --grpc-port {cfg.grpc_port}: {exc}", file=sys.stderr)
         return 1
-    try:
-        runner = await start_http(node, cfg.listen_host, cfg.http_port)
-    except ListenError as exc:
-        print(f"exchange node: error: {exc.strerror}", file=sys.stderr)
-        await node.stop(0)
-        return 1
-    except TLSConfigError as exc:
-        print(f"exchange node: error: --http-tls-cert/--http-tls-key: {exc}", file=sys.stderr)
-        await node.stop(0)
-        return 2
+    if runner is None:
+        runner = await _start_http_or_exit(node, cfg, started=True)
+        if isinstance(runner, int):
+            return runner
     log.info(
         "serving",
         extra={

@@ -60,7 +60,10 @@ def main(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    config = OperatorConfig(reconcile_interval=args.interval)
+    config = OperatorConfig(
+        reconcile_interval=args.interval,
+        operator_namespace=os.environ.get("OPERATOR_NAMESPACE") or None,
+    )
     if args.admin_url_template:
         config.admin_url_template = args.admin_url_template
     registry = kopf.OperatorRegistry()

@@ -19,6 +19,7 @@ Schema = dict[str, Any]
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,15}$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 PHASES = (
     "Pending",
@@ -258,10 +259,77 @@ def spec_schema() -> Schema:
                 "description": "Stop membership changes and restarts; objects are still kept.",
             },
             "clusterId": _str(
-                pattern=K8S_NAME_PATTERN,
+                pattern=DNS_LABEL_PATTERN,
                 maxLength=63,
-                description="The Raft group's identity; immutable once set.",
+                description="The Raft group's identity (a DNS label, in every member "
+                "certificate); immutable once set. Default: <name>-<namespace>.",
             ),
+            "tls": {
+                "type": "object",
+                "default": {},
+                "description": "Member and server certificates: cert-manager with issuerRef "
+                "(when its CRDs exist), else the operator's own CA.",
+                "properties": {
+                    "issuerRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": _str(pattern=K8S_NAME_PATTERN, maxLength=253),
+                            "kind": _str(enum=list(spec.ISSUER_KINDS), default="Issuer"),
+                            "group": _str(default="cert-manager.io"),
+                        },
+                    },
+                    "certificateDays": _int(
+                        1,
+                        3650,
+                        default=spec.DEFAULT_CERT_DAYS,
+                        description="lifetime of member and server certificates; "
+                        "renewed with a third of it left",
+                    ),
+                    "caDays": _int(
+                        30, 36500, default=spec.DEFAULT_CA_DAYS, description="the operator's CA"
+                    ),
+                },
+            },
+            "network": {
+                "type": "object",
+                "default": {},
+                "description": "NetworkPolicy: default deny; peers only from members, admin "
+                "only from the operator, HTTP from clientFrom and monitoringFrom.",
+                "properties": {
+                    "policy": {"type": "boolean", "default": True},
+                    "clientFrom": _peer_list(
+                        "NetworkPolicyPeers allowed to the HTTP API (default: this namespace)"
+                    ),
+                    "monitoringFrom": _peer_list(
+                        "NetworkPolicyPeers allowed to the HTTP port for /metrics "
+                        "(default: the namespace named monitoring)"
+                    ),
+                },
+            },
+        },
+    }
+
+
+def _peer_list(description: str) -> Schema:
+    selector = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "type": "array",
+        "description": description,
+        "items": {
+            "type": "object",
+            "properties": {
+                "podSelector": selector,
+                "namespaceSelector": selector,
+                "ipBlock": {
+                    "type": "object",
+                    "required": ["cidr"],
+                    "properties": {
+                        "cidr": _str(),
+                        "except": {"type": "array", "items": _str()},
+                    },
+                },
+            },
         },
     }
 
@@ -319,6 +387,14 @@ def status_schema() -> Schema:
             "bootstrapped": {"type": "boolean"},
             "clusterId": _str(),
             "lastAction": _str(),
+            "certificates": {
+                "type": "object",
+                "properties": {
+                    "source": _str(enum=["operator", "cert-manager"]),
+                    "notAfter": _str(format="date-time"),
+                    "members": _int(0),
+                },
+            },
         },
     }
 
@@ -330,6 +406,7 @@ def printer_columns() -> list[dict[str, Any]]:
         {"name": "Leader", "type": "string", "jsonPath": ".status.leader"},
         {"name": "Term", "type": "integer", "jsonPath": ".status.term"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Certs-Expire", "type": "string", "jsonPath": ".status.certificates.notAfter"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

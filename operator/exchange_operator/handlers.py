@@ -25,8 +25,15 @@ from typing import Any
 import aiohttp
 import kopf
 
-from exchange_operator import decisions, monitoring, names, render
-from exchange_operator.admin import DEFAULT_URL_TEMPLATE, AdminClient, AdminError, admin_base_url
+from exchange_operator import certificates, decisions, monitoring, names, render
+from exchange_operator.admin import (
+    DEFAULT_URL_TEMPLATE,
+    AdminClient,
+    AdminError,
+    admin_base_url,
+    pod_server_name,
+    tls_context,
+)
 from exchange_operator.kube import KubeClient, selector_string
 from exchange_operator.observed import Observed, PodState
 from exchange_operator.quantity import parse_quantity
@@ -53,6 +60,15 @@ class OperatorConfig:
     tune: Callable[[kopf.OperatorSettings], None] | None = None
     # None: in-cluster service account, else ~/.kube/config (kopf's own logins).
     login: Callable[[], kopf.ConnectionInfo] | None = None
+    # (cluster, namespace, pod) -> host:port of the pod's admin listener, reached over
+    # TLS and verified as the pod's DNS name. None: admin_url_template.
+    admin_address: Callable[[str, str, str], str] | None = None
+    # The operator's own namespace: the one source of the admin port's NetworkPolicy.
+    operator_namespace: str | None = None
+    # The clock certificate decisions use (tests move it).
+    now: Callable[[], datetime.datetime] = field(
+        default_factory=lambda: lambda: datetime.datetime.now(datetime.UTC)
+    )
 
 
 @dataclass
@@ -153,20 +169,27 @@ async def _admin_token(kube: KubeClient, cluster: ClusterRef) -> str:
     return str((secret.get("stringData") or {}).get(names.ADMIN_TOKEN_KEY, ""))
 
 
+def _admin_target(rt: Runtime, cluster: ClusterRef, pod: str) -> tuple[str, str | None]:
+    """(base URL, TLS server name to verify) of a pod's admin listener."""
+    if rt.config.admin_address is not None:
+        address = rt.config.admin_address(cluster.name, cluster.namespace, pod)
+        return f"https://{address}", pod_server_name(cluster.name, cluster.namespace, pod)
+    base = admin_base_url(rt.config.admin_url_template, cluster.name, cluster.namespace, pod)
+    return base, None
+
+
 async def _observe_pods(
-    rt: Runtime, kube: KubeClient, cluster: ClusterRef, token: str
+    rt: Runtime, kube: KubeClient, cluster: ClusterRef, token: str, ca_pem: bytes | None
 ) -> list[PodState]:
     pods = await kube.list("Pod", cluster.namespace, names.selector_labels(cluster.name))
-    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout)
+    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout, tls_context(ca_pem))
 
     async def one(pod: Obj) -> PodState | None:
         meta = pod["metadata"]
         ordinal = names.ordinal_of_pod(cluster.name, meta["name"])
         if ordinal is None:
             return None
-        base = admin_base_url(
-            rt.config.admin_url_template, cluster.name, cluster.namespace, meta["name"]
-        )
+        base, server_name = _admin_target(rt, cluster, meta["name"])
         conditions = (pod.get("status") or {}).get("conditions") or []
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         containers = (pod.get("spec") or {}).get("containers") or [{}]
@@ -178,11 +201,117 @@ async def _observe_pods(
             restart_hash=(meta.get("annotations") or {}).get(names.ANNOTATION_RESTART_HASH, ""),
             image=str(containers[0].get("image", "")),
             role_label=(meta.get("labels") or {}).get(names.LABEL_ROLE),
-            node=await admin.status(base),
+            node=await admin.with_server_name(server_name).status(base),
         )
 
     states = await asyncio.gather(*(one(p) for p in pods))
     return sorted((s for s in states if s is not None), key=lambda s: s.ordinal)
+
+
+# --- certificates -------------------------------------------------------------------------
+
+
+@dataclass
+class TlsSource:
+    """Where this reconcile's certificates come from, and what it read."""
+
+    cert_manager: bool
+    ca: Any  # exchange_node.security.certs.CertKeyPair when the operator is the CA
+    ca_pem: bytes | None
+    secrets: dict[str, Obj]
+
+
+async def _certificate_source(
+    rt: Runtime, kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec
+) -> TlsSource:
+    """The CA and the HTTP server certificate; one LIST reads every Secret of the cluster.
+
+    cert-manager when spec.tls.issuerRef is set and its CRDs are served, else the
+    operator's own CA (created once, kept in <cluster>-ca)."""
+    from exchange_node.security import certs
+
+    listed = await kube.list("Secret", cluster.namespace, names.selector_labels(cluster.name))
+    secrets_by_name = {s["metadata"]["name"]: s for s in listed}
+    http_name = names.http_tls_secret(cluster.name)
+    if spec.tls.issuer_ref is not None and await rt.is_served(kube, "Certificate"):
+        await rt.apply(kube, certificates.server_certificate(cluster, spec))
+        http_secret = secrets_by_name.get(http_name)
+        ca_pem = (
+            certificates.secret_data(http_secret).get(names.CA_CERT_KEY) if http_secret else None
+        )
+        return TlsSource(True, None, ca_pem or None, secrets_by_name)
+    ca_secret = secrets_by_name.get(names.ca_secret(cluster.name))
+    ca = certificates.ca_from_secret(ca_secret) if ca_secret is not None else None
+    if ca is None:
+        ca = certs.generate_ca(
+            f"{cluster.name}.{cluster.namespace} raft-exchange CA", spec.tls.ca_days
+        )
+        await kube.apply(certificates.ca_secret(cluster, ca))
+    now = rt.config.now()
+    http_secret = secrets_by_name.get(http_name)
+    if certificates.server_reissue_reason(http_secret, ca.cert_pem, now) is not None:
+        http_secret = certificates.server_secret(cluster, ca, spec.tls.cert_days, now)
+        await kube.apply(http_secret)
+        secrets_by_name[http_name] = http_secret
+    return TlsSource(False, ca, ca.cert_pem, secrets_by_name)
+
+
+def _member_ids(obs: Observed, tls: TlsSource, cluster: ClusterRef, members: int) -> dict[int, int]:
+    """ordinal -> the member id its certificate must name: what the pod reports;
+    before it reports, the id its Secret already names, else ordinal + 1 (right for
+    the initial members; a later pod with a fresh random id is reissued once seen)."""
+    reported = {
+        p.ordinal: p.node.node_id for p in obs.pods if p.node is not None and p.node.node_id > 0
+    }
+    ids = {}
+    for ordinal in range(members):
+        if ordinal in reported:
+            ids[ordinal] = reported[ordinal]
+            continue
+        secret = tls.secrets.get(names.member_tls_secret(cluster.name, ordinal))
+        annotated = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+        named = annotated.get(certificates.ANNOTATION_NODE_ID, "")
+        ids[ordinal] = int(named) if named.isdigit() else names.initial_node_id(ordinal)
+    return ids
+
+
+async def _ensure_member_certificates(
+    rt: Runtime,
+    kube: KubeClient,
+    cluster: ClusterRef,
+    spec: ClusterSpec,
+    tls: TlsSource,
+    obs: Observed,
+    members: int,
+    logger: logging.Logger | Any,
+) -> certificates.CertificateStatus:
+    cluster_id = names.raft_cluster_id(cluster.name, cluster.namespace, spec.cluster_id)
+    ids = _member_ids(obs, tls, cluster, members)
+    now = rt.config.now()
+    current: list[Obj] = []
+    for ordinal, node_id in ids.items():
+        name = names.member_tls_secret(cluster.name, ordinal)
+        if tls.cert_manager:
+            cert = certificates.member_certificate(cluster, spec, ordinal, node_id, cluster_id)
+            await rt.apply(kube, cert)
+            if name in tls.secrets:
+                current.append(tls.secrets[name])
+            continue
+        secret = tls.secrets.get(name)
+        reason = certificates.reissue_reason(secret, node_id, cluster_id, tls.ca.cert_pem, now)
+        if reason is not None:
+            logger.info(f"issuing the certificate of member {node_id} ({name}): {reason}")
+            secret = certificates.member_secret(
+                cluster, ordinal, node_id, cluster_id, tls.ca, spec.tls.cert_days, now
+            )
+            await kube.apply(secret)
+        current.append(secret)
+    http_secret = tls.secrets.get(names.http_tls_secret(cluster.name))
+    return certificates.CertificateStatus(
+        source="cert-manager" if tls.cert_manager else "operator",
+        not_after=certificates.earliest_not_after(current + ([http_secret] if http_secret else [])),
+        members=len(current),
+    )
 
 
 # --- acting ---------------------------------------------------------------------------
@@ -193,20 +322,18 @@ async def _carry_out(
     kube: KubeClient,
     cluster: ClusterRef,
     token: str,
+    ca_pem: bytes | None,
     obs: Observed,
     action: decisions.Action,
     logger: logging.Logger | Any,
 ) -> None:
     """Membership calls go to the leader's admin API; restarts delete the pod."""
-    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout)
+    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout, tls_context(ca_pem))
     leader_pod = obs.leader_pod()
-    base = (
-        admin_base_url(
-            rt.config.admin_url_template, cluster.name, cluster.namespace, leader_pod.name
-        )
-        if leader_pod is not None
-        else ""
+    base, server_name = (
+        _admin_target(rt, cluster, leader_pod.name) if leader_pod is not None else ("", None)
     )
+    admin = admin.with_server_name(server_name)
     try:
         if isinstance(action, decisions.AddLearner) and rt.config.member_addresses is not None:
             grpc, http = rt.config.member_addresses(cluster.name, cluster.namespace, action.pod)
@@ -313,8 +440,9 @@ async def reconcile(
 
     async with rt.lock(cluster.namespace, cluster.name):
         token = await _admin_token(kube, cluster)
+        tls = await _certificate_source(rt, kube, cluster, spec)
         sts = await kube.get("StatefulSet", cluster.namespace, cluster.name)
-        pods = await _observe_pods(rt, kube, cluster, token)
+        pods = await _observe_pods(rt, kube, cluster, token, tls.ca_pem)
         bootstrap_replicas = int(status.get("bootstrapReplicas") or spec.replicas)
         sts_replicas = int(sts["spec"]["replicas"]) if sts is not None else None
         claim_size = None
@@ -332,6 +460,7 @@ async def reconcile(
                 bootstrap_replicas=bootstrap_replicas,
                 bootstrapped=bootstrapped,
                 claim_size=claim_size,
+                operator_namespace=rt.config.operator_namespace,
             )
 
         current = (
@@ -349,11 +478,14 @@ async def reconcile(
         action = decisions.next_action(cluster.name, cluster.namespace, spec, obs)
         replicas = action.replicas if isinstance(action, decisions.ScaleStatefulSet) else current
 
+        cert_status = await _ensure_member_certificates(
+            rt, kube, cluster, spec, tls, obs, max(replicas, current), logger
+        )
         await _apply_children(rt, kube, cluster, spec, state_for(replicas))
         if claim_size is not None:
             await _grow_claims(kube, cluster, spec)
         if not isinstance(action, decisions.Wait | decisions.Steady | decisions.ScaleStatefulSet):
-            await _carry_out(rt, kube, cluster, token, obs, action, logger)
+            await _carry_out(rt, kube, cluster, token, tls.ca_pem, obs, action, logger)
         if not isinstance(action, decisions.Wait | decisions.Steady):
             logger.info(f"{action.kind}: {action.reason}")
             kopf.info(body, reason=action.kind, message=action.reason)
@@ -375,6 +507,7 @@ async def reconcile(
         patch.status["bootstrapReplicas"] = bootstrap_replicas
         patch.status["bootstrapped"] = bootstrapped
         patch.status["lastAction"] = action.kind
+        patch.status["certificates"] = cert_status.as_status()
         patch.status["leader"] = leader_pod.name if leader_pod is not None else ""
         patch.status["leaderId"] = leader.node_id if leader is not None else 0
         if leader is not None:

@@ -52,6 +52,7 @@ RESOURCES: dict[str, ResourceType] = {
     "NetworkPolicy": ResourceType("networking.k8s.io", "v1", "networkpolicies"),
     "ServiceMonitor": ResourceType("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": ResourceType("monitoring.coreos.com", "v1", "prometheusrules"),
+    "Certificate": ResourceType("cert-manager.io", "v1", "certificates"),
     names.KIND: ResourceType(names.GROUP, names.VERSION, names.PLURAL),
 }
 

@@ -114,7 +114,7 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
         ),
         Alert(
             "ExchangePeerTLSDisabled",
-            f"min by (pod) (exchange_peer_tls_enabled{sel}) == 0",
+            f"min by (pod) (exchange_peer_tls_enabled{sel}) == 2",
             "0s",
             "warning",
             f"A member of {where} runs its peer port without mutual TLS",
@@ -166,6 +166,18 @@ def service_monitor(cluster: ClusterRef) -> Obj:
                     "port": names.HTTP_PORT_NAME,
                     "path": "/metrics",
                     "interval": "15s",
+                    # The HTTP listener speaks TLS with the cluster's server certificate.
+                    "scheme": "https",
+                    "tlsConfig": {
+                        "ca": {
+                            "secret": {
+                                "name": names.http_tls_secret(cluster.name),
+                                "key": names.CA_CERT_KEY,
+                            }
+                        },
+                        "serverName": f"{names.client_service(cluster.name)}."
+                        f"{cluster.namespace}.svc",
+                    },
                     "relabelings": [
                         {
                             "sourceLabels": [

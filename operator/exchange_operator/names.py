@@ -7,6 +7,7 @@ changes it everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 DOMAIN = "raft-exchange.dev"
@@ -27,12 +28,23 @@ FIELD_MANAGER = MANAGER
 # Ports and paths from docs/node-contract.md.
 HTTP_PORT = 8080
 GRPC_PORT = 7070
+ADMIN_PORT = 8081
 HTTP_PORT_NAME = "http"
 GRPC_PORT_NAME = "grpc"
+ADMIN_PORT_NAME = "admin"
 DATA_DIR = "/var/lib/exchange"
 CONFIG_DIR = "/etc/exchange/config"
 CONFIG_FILE_NAME = "exchange.yaml"
 API_KEYS_DIR = "/etc/exchange/api-keys"
+# Peer (member) certificates: every member Secret projected under its ordinal,
+# the node's env picks <dir>/member-<pod index>/ (see render._tls_volumes).
+MEMBER_TLS_DIR = "/etc/exchange/member-tls"
+HTTP_TLS_DIR = "/etc/exchange/http-tls"
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+CA_CERT_KEY = "ca.crt"
+# Kubernetes >= 1.28 labels every StatefulSet pod with its ordinal.
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 SHUTDOWN_GRACE_SECONDS = 20
 NODE_UID = 10001
 
@@ -89,12 +101,47 @@ def admin_secret(cluster: str) -> str:
 ADMIN_TOKEN_KEY = "token"
 
 
+def ca_secret(cluster: str) -> str:
+    """The operator-made CA (self-managed certificates only)."""
+    return f"{cluster}-ca"
+
+
+def member_tls_secret(cluster: str, ordinal: int) -> str:
+    """The member certificate of the pod with this ordinal (one Secret per member)."""
+    return f"{cluster}-member-{ordinal}"
+
+
+def http_tls_secret(cluster: str) -> str:
+    """The server certificate of the HTTP and admin listeners (every pod)."""
+    return f"{cluster}-http-tls"
+
+
+def raft_cluster_id(cluster: str, namespace: str, explicit: str | None = None) -> str:
+    """The node's --cluster-id: a DNS label naming this Raft group.
+
+    ``spec.clusterId`` when it is already a DNS label, else ``<name>-<namespace>``
+    (dots become dashes); longer than 63 characters, it is cut to 54 and given
+    an 8-hex hash of the full text, so it stays unique and never changes.
+    """
+    text = explicit or f"{cluster}-{namespace}"
+    label = re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")
+    if len(label) <= 63 and (label == text or not explicit):
+        return label
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{label[:54].rstrip('-')}-{digest}"
+
+
 def pdb(cluster: str) -> str:
     return cluster
 
 
 def network_policy(cluster: str) -> str:
+    """The allow rules (peer, HTTP, admin, metrics, egress) for the cluster's pods."""
     return f"{cluster}-peers"
+
+
+def default_deny_policy(cluster: str) -> str:
+    return f"{cluster}-default-deny"
 
 
 def service_monitor(cluster: str) -> str:
@@ -146,6 +193,11 @@ def ordinal_of_address(cluster: str, address: str) -> int | None:
     """The pod ordinal a member's gRPC address points at, or None for foreign hosts."""
     host = address.rsplit(":", 1)[0]
     return ordinal_of_pod(cluster, host.split(".", 1)[0])
+
+
+def operator_selector_labels() -> dict[str, str]:
+    """Labels every operator pod carries (chart: raft-exchange.selectorLabels)."""
+    return {LABEL_NAME: APP_NAME, LABEL_COMPONENT: COMPONENT_OPERATOR}
 
 
 def selector_labels(cluster: str) -> dict[str, str]:

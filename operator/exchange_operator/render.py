@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from exchange_operator import names
-from exchange_operator.spec import ClusterRef, ClusterSpec, tolerated_failures
+from exchange_operator.spec import MAX_REPLICAS, ClusterRef, ClusterSpec, tolerated_failures
 
 Obj = dict[str, Any]
 
@@ -39,6 +39,8 @@ class RenderState:
     bootstrap_replicas: int
     bootstrapped: bool = False
     claim_size: str | None = None
+    # The operator's namespace: the only source the admin port admits (NetworkPolicy).
+    operator_namespace: str | None = None
 
     @classmethod
     def initial(cls, spec: ClusterSpec) -> RenderState:
@@ -222,23 +224,92 @@ def pod_disruption_budget(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
     }
 
 
-def network_policy(cluster: ClusterRef) -> Obj:
-    """The gRPC peer port admits only the cluster's own pods; HTTP stays open."""
+def default_deny_policy(cluster: ClusterRef) -> Obj:
+    """Nothing in or out of the cluster's pods unless network_policy allows it."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(cluster, names.default_deny_policy(cluster.name), names.COMPONENT_NODE),
+        "spec": {
+            "podSelector": {"matchLabels": names.selector_labels(cluster.name)},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+    }
+
+
+def _tcp(port: int) -> Obj:
+    return {"protocol": "TCP", "port": port}
+
+
+def operator_peer(operator_namespace: str | None) -> Obj:
+    """The operator's pods: in its own namespace when known, else any namespace."""
+    peer: Obj = {"podSelector": {"matchLabels": names.operator_selector_labels()}}
+    if operator_namespace:
+        peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+        }
+    else:
+        peer["namespaceSelector"] = {}
+    return peer
+
+
+def otlp_port(endpoint: str | None) -> int | None:
+    """The port of an OTLP endpoint URL (4317 when it names none)."""
+    if not endpoint:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").port or 4317
+    except ValueError:
+        return 4317
+
+
+def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Obj:
+    """What default_deny_policy lets through, port by port.
+
+    - gRPC (Raft peers): the cluster's own pods only;
+    - HTTP (API, WebSocket, probes' port, /metrics): the cluster's pods (followers
+      forward writes), spec.network.clientFrom (default: this namespace's pods)
+      and spec.network.monitoringFrom (Prometheus; a policy sees ports, not paths);
+    - admin: the operator's pods only;
+    - egress: DNS, the other members (gRPC, HTTP) and the OTLP collector's port.
+    Kubelet probes come from the node itself, which CNIs admit regardless.
+    """
     members = {"podSelector": {"matchLabels": names.selector_labels(cluster.name)}}
+    clients = [dict(p) for p in spec.network.client_from] or [{"podSelector": {}}]
+    http_from = [members, *clients, *(dict(p) for p in spec.network.monitoring_from)]
+    egress: list[Obj] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, _tcp(53)],
+        },
+        {"to": [members], "ports": [_tcp(names.GRPC_PORT), _tcp(names.HTTP_PORT)]},
+    ]
+    otlp = otlp_port(spec.otlp_endpoint)
+    if otlp is not None:
+        egress.append({"ports": [_tcp(otlp)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(cluster, names.network_policy(cluster.name), names.COMPONENT_NODE),
         "spec": {
             "podSelector": {"matchLabels": names.selector_labels(cluster.name)},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
+                {"from": [members], "ports": [_tcp(names.GRPC_PORT)]},
+                {"from": http_from, "ports": [_tcp(names.HTTP_PORT)]},
                 {
-                    "from": [members],
-                    "ports": [{"protocol": "TCP", "port": names.GRPC_PORT}],
+                    "from": [operator_peer(state.operator_namespace)],
+                    "ports": [_tcp(names.ADMIN_PORT)],
                 },
-                {"ports": [{"protocol": "TCP", "port": names.HTTP_PORT}]},
             ],
+            "egress": egress,
         },
     }
 
@@ -265,6 +336,33 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
         value("EXCHANGE_LISTEN_HOST", "0.0.0.0"),
         value("EXCHANGE_HTTP_PORT", names.HTTP_PORT),
         value("EXCHANGE_GRPC_PORT", names.GRPC_PORT),
+        value("EXCHANGE_ADMIN_PORT", names.ADMIN_PORT),
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{names.POD_INDEX_LABEL}']"}},
+        },
+        value(
+            "EXCHANGE_CLUSTER_ID",
+            names.raft_cluster_id(cluster.name, cluster.namespace, spec.cluster_id),
+        ),
+        # Every member Secret is projected under its ordinal; this pod takes its own.
+        value(
+            "EXCHANGE_PEER_TLS_CERT",
+            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.TLS_CERT_KEY}",
+        ),
+        value(
+            "EXCHANGE_PEER_TLS_KEY",
+            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.TLS_KEY_KEY}",
+        ),
+        value(
+            "EXCHANGE_PEER_TLS_CA",
+            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.CA_CERT_KEY}",
+        ),
+        # A later pod's id is random (chosen when it first starts): it serves its
+        # admin status and waits until the operator has issued its certificate.
+        value("EXCHANGE_AWAIT_MEMBER_CERTIFICATE", "true"),
+        value("EXCHANGE_HTTP_TLS_CERT", f"{names.HTTP_TLS_DIR}/{names.TLS_CERT_KEY}"),
+        value("EXCHANGE_HTTP_TLS_KEY", f"{names.HTTP_TLS_DIR}/{names.TLS_KEY_KEY}"),
         value(
             "EXCHANGE_ADVERTISE_ADDRESS",
             f"$(EXCHANGE_NAME).{peers_svc}.{cluster.namespace}.svc:{names.GRPC_PORT}",
@@ -356,13 +454,15 @@ def _container(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Ob
         {"name": "data", "mountPath": names.DATA_DIR},
         {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "member-tls", "mountPath": names.MEMBER_TLS_DIR, "readOnly": True},
+        {"name": "http-tls", "mountPath": names.HTTP_TLS_DIR, "readOnly": True},
     ]
     if spec.api_keys_secret is not None:
         mounts.append({"name": "api-keys", "mountPath": names.API_KEYS_DIR, "readOnly": True})
 
     def probe(path: str, period: int, failures: int) -> Obj:
         return {
-            "httpGet": {"path": path, "port": names.HTTP_PORT_NAME},
+            "httpGet": {"path": path, "port": names.HTTP_PORT_NAME, "scheme": "HTTPS"},
             "periodSeconds": period,
             "timeoutSeconds": 2,
             "failureThreshold": failures,
@@ -376,6 +476,7 @@ def _container(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Ob
         "ports": [
             {"name": names.HTTP_PORT_NAME, "containerPort": names.HTTP_PORT, "protocol": "TCP"},
             {"name": names.GRPC_PORT_NAME, "containerPort": names.GRPC_PORT, "protocol": "TCP"},
+            {"name": names.ADMIN_PORT_NAME, "containerPort": names.ADMIN_PORT, "protocol": "TCP"},
         ],
         "env": _env(cluster, spec, state),
         "resources": copy.deepcopy(spec.resources),
@@ -392,6 +493,11 @@ def _volumes(cluster: ClusterRef, spec: ClusterSpec) -> list[Obj]:
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": names.config_map(cluster.name)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        member_tls_volume(cluster),
+        {
+            "name": "http-tls",
+            "secret": {"secretName": names.http_tls_secret(cluster.name), "defaultMode": 0o440},
+        },
     ]
     if spec.api_keys_secret is not None:
         volumes.append(
@@ -401,6 +507,31 @@ def _volumes(cluster: ClusterRef, spec: ClusterSpec) -> list[Obj]:
             }
         )
     return volumes
+
+
+def member_tls_volume(cluster: ClusterRef) -> Obj:
+    """Every possible member's Secret, each under ``member-<ordinal>/``, optional.
+
+    A StatefulSet has one pod template, so a pod cannot mount "its" Secret by
+    name; the node reads ``member-$(POD_INDEX)/`` (POD_INDEX from the pod-index
+    label). Up to MAX_REPLICAS keeps the template, and so the pods, unchanged
+    when the cluster scales. The price: a pod's file system also holds the other
+    members' keys (operator/README.md, "Certificates").
+    """
+    sources = [
+        {
+            "secret": {
+                "name": names.member_tls_secret(cluster.name, ordinal),
+                "optional": True,
+                "items": [
+                    {"key": key, "path": f"member-{ordinal}/{key}"}
+                    for key in (names.TLS_CERT_KEY, names.TLS_KEY_KEY, names.CA_CERT_KEY)
+                ],
+            }
+        }
+        for ordinal in range(MAX_REPLICAS)
+    ]
+    return {"name": "member-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
 
 
 def restart_hash(pod_template: Obj) -> str:
@@ -507,6 +638,12 @@ def core_children(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) ->
         client_service(cluster),
         leader_service(cluster),
         pod_disruption_budget(cluster, spec),
-        network_policy(cluster),
+        *network_policies(cluster, spec, state),
         stateful_set(cluster, spec, state),
     ]
+
+
+def network_policies(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj]:
+    if not spec.network.policy:
+        return []
+    return [default_deny_policy(cluster), network_policy(cluster, spec, state)]

@@ -43,6 +43,13 @@ ANTI_AFFINITY_MODES = ("none", "preferred", "required")
 DEFAULT_ANTI_AFFINITY = "preferred"
 DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
 WHEN_UNSATISFIABLE = ("DoNotSchedule", "ScheduleAnyway")
+ISSUER_KINDS = ("Issuer", "ClusterIssuer")
+DEFAULT_CERT_DAYS = 90
+DEFAULT_CA_DAYS = 3650
+# Where Prometheus runs, by default (kube-prometheus-stack's usual namespace).
+DEFAULT_MONITORING_FROM: tuple[dict[str, Any], ...] = (
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,36 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class IssuerRef:
+    """A cert-manager Issuer or ClusterIssuer (spec.tls.issuerRef)."""
+
+    name: str
+    kind: str = "Issuer"
+    group: str = "cert-manager.io"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Certificates: cert-manager with ``issuer_ref`` (when its CRDs exist), else the
+    operator's own CA. ``cert_days`` is the lifetime of member and server certificates."""
+
+    issuer_ref: IssuerRef | None = None
+    cert_days: int = DEFAULT_CERT_DAYS
+    ca_days: int = DEFAULT_CA_DAYS
+
+
+@dataclass(frozen=True)
+class Network:
+    """NetworkPolicy sources (NetworkPolicyPeer objects) for the HTTP API and /metrics.
+
+    Empty ``client_from``: pods of the cluster's own namespace only."""
+
+    policy: bool = True
+    client_from: tuple[dict[str, Any], ...] = ()
+    monitoring_from: tuple[dict[str, Any], ...] = DEFAULT_MONITORING_FROM
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     replicas: int = DEFAULT_REPLICAS
     image: str = DEFAULT_IMAGE
@@ -115,6 +152,8 @@ class ClusterSpec:
     scheduling: Scheduling = field(default_factory=Scheduling)
     paused: bool = False
     cluster_id: str | None = None
+    tls: Tls = field(default_factory=Tls)
+    network: Network = field(default_factory=Network)
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,31 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
     if symbols_raw is None:
         symbols_raw = DEFAULT_SYMBOLS
     resources = spec.get("resources")
+    tls_raw = dict(spec.get("tls") or {})
+    issuer_raw = tls_raw.get("issuerRef")
+    issuer = None
+    if issuer_raw and issuer_raw.get("name"):
+        issuer = IssuerRef(
+            name=str(issuer_raw["name"]),
+            kind=str(issuer_raw.get("kind", "Issuer")),
+            group=str(issuer_raw.get("group", "cert-manager.io")),
+        )
+    tls = Tls(
+        issuer_ref=issuer,
+        cert_days=int(tls_raw.get("certificateDays", DEFAULT_CERT_DAYS)),
+        ca_days=int(tls_raw.get("caDays", DEFAULT_CA_DAYS)),
+    )
+    net_raw = dict(spec.get("network") or {})
+    monitoring_from = net_raw.get("monitoringFrom")
+    network = Network(
+        policy=bool(net_raw.get("policy", True)),
+        client_from=tuple(dict(p) for p in net_raw.get("clientFrom") or ()),
+        monitoring_from=(
+            DEFAULT_MONITORING_FROM
+            if monitoring_from is None
+            else tuple(dict(p) for p in monitoring_from)
+        ),
+    )
     return ClusterSpec(
         replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
         image=str(spec.get("image", DEFAULT_IMAGE)),
@@ -211,6 +275,8 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         scheduling=scheduling,
         paused=bool(spec.get("paused", False)),
         cluster_id=spec.get("clusterId"),
+        tls=tls,
+        network=network,
     )
 
 

@@ -107,6 +107,7 @@ def values_schema() -> dict[str, Any]:
                         "uniqueItems": True,
                         "items": {"type": "string", "pattern": crd.K8S_NAME_PATTERN},
                     },
+                    "clusterWide": {"type": "boolean"},
                     "interval": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
                     "logLevel": {"enum": ["info", "debug"]},
                     "resources": resources,
@@ -160,7 +161,7 @@ def chart_sources() -> dict[Path, str]:
             "from the chart in charts/raft-exchange", "from exchange_operator/crd.py"
         )
         + crd.crd_yaml(),
-        CHART / "files" / "rbac-rules.yaml": _dump(rbac.cluster_role_rules()),
+        CHART / "files" / "rbac-rules.yaml": _dump(rbac.rules_file()),
         CHART / "values.schema.json": json.dumps(values_schema(), indent=2) + "\n",
     }
     for key in monitoring.DASHBOARDS:

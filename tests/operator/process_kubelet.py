@@ -5,8 +5,12 @@ process on loopback with the pod template's environment, rewritten only where
 a cluster differs from one machine: the headless-service names become
 127.0.0.1 with per-pod ports, the ConfigMap and Secret the pod would mount
 or reference are read from the emulator, and the volume is a directory.
-The operator reaches each node's admin API through a small proxy at
-`http://127.0.0.1:PORT/<pod>/...`, the same URL shape the model kubelet serves.
+The Secrets the pod mounts (member certificates, projected per ordinal, and the
+HTTP server certificate) are written to files as the kubelet would, and the
+environment's paths point at them. The operator reaches each node's admin
+listener directly over TLS (`admin_address`: 127.0.0.1 and the pod's port,
+verified as the pod's DNS name against the cluster CA); `url_template` is a
+plain proxy at `http://127.0.0.1:PORT/<pod>/...` for tests that want one.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ProcessKubelet:
         self.namespace = namespace
         self.http_ports = [_free_port() for _ in range(7)]
         self.grpc_ports = [_free_port() for _ in range(7)]
+        self.admin_ports = [_free_port() for _ in range(7)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.terminating: dict[int, subprocess.Popen[bytes]] = {}
         self.ready: dict[int, bool] = {}
@@ -113,6 +118,8 @@ class ProcessKubelet:
         env["EXCHANGE_LISTEN_HOST"] = "127.0.0.1"
         env["EXCHANGE_HTTP_PORT"] = str(self.http_ports[ordinal])
         env["EXCHANGE_GRPC_PORT"] = str(self.grpc_ports[ordinal])
+        env["EXCHANGE_ADMIN_PORT"] = str(self.admin_ports[ordinal])
+        self._mount_tls(pod, ordinal, env)
         env["EXCHANGE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{self.grpc_ports[ordinal]}"
         env["EXCHANGE_ADVERTISE_HTTP"] = f"127.0.0.1:{self.http_ports[ordinal]}"
         if "EXCHANGE_PEER_TLS_CERT" not in env:
@@ -146,6 +153,45 @@ class ProcessKubelet:
         env["EXCHANGE_SHUTDOWN_GRACE_SECONDS"] = "2"
         return env
 
+    def _mount_tls(self, pod: Obj, ordinal: int, env: dict[str, str]) -> None:
+        """Materialise the pod's Secret volumes (projected member Secrets, the HTTP
+        server Secret) under its own directory and point the environment there."""
+        root = self.workdir / f"pod-{ordinal}"
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", ())}
+        mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        for mount_path, volume_name in mounts.items():
+            volume = volumes.get(volume_name, {})  # "data" is a claim, not a pod volume
+            sources = []
+            if "projected" in volume:
+                sources = [src["secret"] for src in volume["projected"]["sources"]]
+            elif "secret" in volume:
+                sources = [{"name": volume["secret"]["secretName"]}]
+            for source in sources:
+                secret = self.emulator.get("v1/secrets", self.namespace, source["name"])
+                if secret is None:
+                    assert source.get("optional"), f"the pod needs Secret {source['name']}"
+                    continue
+                items = source.get("items") or [{"key": k, "path": k} for k in secret["data"]]
+                for item in items:
+                    target = root / mount_path.lstrip("/") / item["path"]
+                    content = base64.b64decode(secret["data"][item["key"]])
+                    if target.exists() and target.read_bytes() == content:
+                        continue  # unchanged: keep the mtime the node's reloaders watch
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_name(f".{target.name}.tmp")
+                    tmp.write_bytes(content)
+                    tmp.chmod(0o600)
+                    tmp.replace(target)  # atomic, as a kubelet's symlink swap
+        for key, value in list(env.items()):
+            value = value.replace("$(POD_INDEX)", str(ordinal))
+            if value.startswith("/etc/exchange/") and key.endswith(("_CERT", "_KEY", "_CA")):
+                value = str(root / value.lstrip("/"))
+            env[key] = value
+
+    def admin_address(self, cluster: str, namespace: str, pod: str) -> str:
+        """Where a pod's admin listener is (the operator's admin_address)."""
+        return f"127.0.0.1:{self.admin_ports[int(pod.rsplit('-', 1)[1])]}"
+
     # --- the admin proxy and the readiness probe ----------------------------------------
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
@@ -170,7 +216,7 @@ class ProcessKubelet:
     async def _proxy(self, request: web.Request) -> web.Response:
         assert self._session is not None
         ordinal = int(request.match_info["pod"].rsplit("-", 1)[1])
-        url = f"http://127.0.0.1:{self.http_ports[ordinal]}/{request.match_info['path']}"
+        url = f"https://127.0.0.1:{self.admin_ports[ordinal]}/{request.match_info['path']}"
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -178,7 +224,7 @@ class ProcessKubelet:
         }
         try:
             async with self._session.request(
-                request.method, url, data=await request.read(), headers=headers
+                request.method, url, data=await request.read(), headers=headers, ssl=False
             ) as upstream:
                 body = await upstream.read()
                 return web.Response(
@@ -188,14 +234,20 @@ class ProcessKubelet:
             raise web.HTTPBadGateway() from None
 
     async def probe(self) -> None:
-        """The kubelet's readiness probe: GET /readyz on every running node."""
+        """The kubelet's readiness probe: GET /readyz on every running node; and, as a
+        kubelet syncs Secret volumes, the pods' certificate files follow their Secrets."""
         assert self._session is not None
+        for ordinal in list(self.processes):
+            pod = self.emulator.get("v1/pods", self.namespace, f"{self.cluster}-{ordinal}")
+            if pod is not None:
+                self._mount_tls(pod, ordinal, {})
         for ordinal, process in list(self.processes.items()):
             ready = False
             if process.poll() is None:
                 try:
-                    url = f"http://127.0.0.1:{self.http_ports[ordinal]}/readyz"
-                    async with self._session.get(url) as response:
+                    # A kubelet's HTTPS probe does not verify the certificate.
+                    url = f"https://127.0.0.1:{self.http_ports[ordinal]}/readyz"
+                    async with self._session.get(url, ssl=False) as response:
                         ready = response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
                     ready = False

@@ -103,6 +103,31 @@ SERVICE_MONITOR: dict[str, Any] = {
                             "targetPort": {"type": ["string", "integer"]},
                             "path": {"type": "string"},
                             "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            # TLSConfig (monitoring.coreos.com/v1), the fields used here.
+                            "tlsConfig": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ca": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "secret": {
+                                                "type": "object",
+                                                "additionalProperties": False,
+                                                "required": ["key"],
+                                                "properties": {
+                                                    "name": {"type": "string"},
+                                                    "key": {"type": "string"},
+                                                    "optional": {"type": "boolean"},
+                                                },
+                                            }
+                                        },
+                                    },
+                                    "serverName": {"type": "string"},
+                                    "insecureSkipVerify": {"type": "boolean"},
+                                },
+                            },
                             "interval": {"type": "string", "pattern": DURATION},
                             "scrapeTimeout": {"type": "string", "pattern": DURATION},
                             "honorLabels": {"type": "boolean"},

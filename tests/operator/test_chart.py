@@ -47,6 +47,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "dashboards": {"enabled": False},
     },
     "no-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops"}},
+    "cluster-wide": {"operator": {"clusterWide": True, "watchNamespaces": ["trading"]}},
 }
 
 
@@ -67,15 +68,87 @@ def test_rendered_chart_is_valid(name: str) -> None:
         assert validation.errors(obj) == [], (obj["kind"], obj["metadata"]["name"])
 
 
+def _args(objects: list[dict[str, Any]]) -> list[str]:
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_namespaced_install_uses_roles_per_namespace() -> None:
     objects = generate.render_chart(VALUE_SETS["namespaced"])
     roles = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "Role")
     assert roles == ["staging", "trading"]
-    assert not [o for o in objects if o["kind"] == "ClusterRole"]
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    for role in (o for o in objects if o["kind"] == "Role"):
+        assert role["rules"] == rbac.role_rules()
+    # The one ClusterRole: what kopf reads cluster-wide (no Role can grant it).
+    (cluster_role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == rbac.cluster_scoped_rules()
+    args = _args(objects)
     assert "--namespace=trading" in args and "--namespace=staging" in args
     assert "--all-namespaces" not in args and "--verbose" in args
+
+
+def test_default_install_watches_only_its_own_namespace() -> None:
+    objects = generate.render_chart({}, namespace="exchange-system")
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert [r["metadata"]["namespace"] for r in roles] == ["exchange-system"]
+    assert roles[0]["rules"] == rbac.role_rules()
+    assert _args(objects)[0] == "--namespace=exchange-system"
+    assert "--all-namespaces" not in _args(objects)
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRole"] == [
+        "raft-exchange-operator-discovery"
+    ]
+
+
+def test_cluster_wide_only_when_asked_and_secrets_stay_namespaced() -> None:
+    objects = generate.render_chart(VALUE_SETS["cluster-wide"], namespace="exchange-system")
+    assert "--all-namespaces" in _args(objects)
+    cluster_roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
+    assert cluster_roles["raft-exchange-operator"]["rules"] == rbac.cluster_wide_rules()
+    (role,) = [o for o in objects if o["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "trading"
+    assert role["rules"] == rbac.namespace_only_rules()
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {"secrets"}
+
+
+def _cluster_wide_grants(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of every ClusterRole bound by a ClusterRoleBinding."""
+    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
+    return [
+        rule
+        for binding in objects
+        if binding["kind"] == "ClusterRoleBinding"
+        for rule in roles[binding["roleRef"]["name"]]["rules"]
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_no_rendering_grants_secrets_cluster_wide(name: str) -> None:
+    grants = _cluster_wide_grants(generate.render_chart(VALUE_SETS[name]))
+    for rule in grants:
+        assert "secrets" not in rule["resources"] and "*" not in rule["resources"], rule
+        assert "*" not in rule["apiGroups"] and "*" not in rule["verbs"], rule
+    manifests = [o for o in generate.render_chart(generate.K8S_VALUES)]
+    assert all("secrets" not in r["resources"] for r in _cluster_wide_grants(manifests))
+
+
+# Cluster-scoped resources of Kubernetes 1.31 a Role could be mistakenly given (it
+# cannot grant them: a Role's rules apply inside its namespace only).
+CLUSTER_SCOPED = {
+    "namespaces", "nodes", "persistentvolumes", "customresourcedefinitions", "clusterroles",
+    "clusterrolebindings", "storageclasses", "priorityclasses", "certificatesigningrequests",
+    "validatingwebhookconfigurations", "mutatingwebhookconfigurations", "apiservices",
+    "csidrivers", "csinodes", "ingressclasses", "runtimeclasses", "volumeattachments",
+    "clusterissuers", "tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_roles_carry_no_cluster_scoped_resources(name: str) -> None:
+    assert {r for _, r, _, _ in rbac.CLUSTER_SCOPED_RULES} <= CLUSTER_SCOPED
+    for obj in generate.render_chart(VALUE_SETS[name]):
+        if obj["kind"] == "Role":
+            resources = {r.split("/")[0] for rule in obj["rules"] for r in rule["resources"]}
+            assert not resources & CLUSTER_SCOPED, (name, resources & CLUSTER_SCOPED)
 
 
 def test_operator_deployment_is_restricted() -> None:
@@ -175,6 +248,15 @@ def _used_permissions() -> dict[tuple[str, str], set[str]]:
     # The admin token Secret is created once, from its renderer.
     assert "kube.create(render.admin_secret(" in source
     add("Secret", {"create"})
+    # Certificates: the CA, server and member Secrets are written by apply.
+    for renderer in ("ca_secret", "server_secret", "member_secret"):
+        assert f"certificates.{renderer}(" in source
+    assert source.count("await kube.apply(") >= 3
+    add("Secret", {"create", "patch"})
+    # cert-manager Certificates are applied (spec.tls.issuerRef).
+    assert "await rt.apply(kube, certificates.server_certificate(" in source
+    assert "certificates.member_certificate(" in source
+    used[("cert-manager.io", "certificates")] = {"create", "patch"}
     # Server-side apply of every rendered child needs create + patch.
     cluster = ClusterRef("xc", "ns", "uid")
     spec = parse_spec({})
@@ -207,14 +289,17 @@ def test_rbac_rules_are_exactly_what_the_operator_uses() -> None:
 
 def test_chart_grants_the_rbac_rules() -> None:
     objects = generate.render_chart({})
-    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
-    assert role["rules"] == rbac.cluster_role_rules()
-    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
-    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    (role,) = [o for o in objects if o["kind"] == "Role"]
+    (cluster_role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert role["rules"] + cluster_role["rules"] == rbac.cluster_role_rules()
+    for rules in (role["rules"], cluster_role["rules"]):
+        assert not any("*" in r["verbs"] or "*" in r["resources"] for r in rules)
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
-    assert binding["subjects"][0]["name"] == account["metadata"]["name"]
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        (binding,) = [o for o in objects if o["kind"] == kind]
+        assert binding["subjects"][0]["name"] == account["metadata"]["name"]
 
 
 def test_rbac_rules_file_is_yaml_of_the_rules() -> None:
     text = (CHART / "files" / "rbac-rules.yaml").read_text()
-    assert yaml.safe_load(text) == rbac.cluster_role_rules()
+    assert yaml.safe_load(text) == rbac.rules_file()

@@ -9,7 +9,7 @@ import aiohttp
 import kopf
 import pytest
 from aiohttp import web
-from exchange_operator.admin import AdminClient, AdminError, admin_base_url
+from exchange_operator.admin import DEFAULT_URL_TEMPLATE, AdminClient, AdminError, admin_base_url
 from exchange_operator.kube import KubeClient
 
 
@@ -97,10 +97,10 @@ async def test_admin_client(server: tuple[str, list[str]]) -> None:
         assert refused.value.status == 421
 
 
-def test_default_admin_url_uses_the_headless_service() -> None:
-    template = "http://{pod}.{peers}.{namespace}.svc:{port}"
+def test_default_admin_url_uses_the_headless_service_and_the_admin_port() -> None:
     assert (
-        admin_base_url(template, "xc", "trading", "xc-2") == "http://xc-2.xc-peers.trading.svc:8080"
+        admin_base_url(DEFAULT_URL_TEMPLATE, "xc", "trading", "xc-2")
+        == "https://xc-2.xc-peers.trading.svc:8081"
     )
 
 

@@ -52,7 +52,7 @@ def test_crd_names_scale_and_columns() -> None:
     }
     assert "status" in version["subresources"]
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Replicas", "Ready", "Leader", "Term", "Phase", "Age"]
+    assert columns == ["Replicas", "Ready", "Leader", "Term", "Phase", "Certs-Expire", "Age"]
 
 
 def test_structural_schema_every_node_typed() -> None:

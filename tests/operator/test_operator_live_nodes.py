@@ -78,7 +78,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         url = str(server.url).rstrip("/")
         config = OperatorConfig(
             reconcile_interval=0.3,
-            admin_url_template=kubelet.url_template,
+            admin_address=kubelet.admin_address,
             admin_timeout=1.0,
             error_backoff=0.3,
             member_addresses=kubelet.member_addresses,

@@ -169,8 +169,10 @@ def test_statefulset_shape() -> None:
         "/var/lib/exchange": "data",
         "/etc/exchange/config": "config",
         "/tmp": "tmp",
+        "/etc/exchange/member-tls": "member-tls",
+        "/etc/exchange/http-tls": "http-tls",
     }
-    assert {p["containerPort"] for p in container["ports"]} == {8080, 7070}
+    assert {p["containerPort"] for p in container["ports"]} == {8080, 8081, 7070}
 
 
 def test_claim_template_keeps_existing_size() -> None:
@@ -245,14 +247,15 @@ def test_services() -> None:
 
 
 def test_network_policy_admits_peer_port_only_from_members() -> None:
-    (policy,) = by_kind(children(), "NetworkPolicy")
-    rules = policy["spec"]["ingress"]
+    policies = {p["metadata"]["name"]: p for p in by_kind(children(), "NetworkPolicy")}
+    policy = policies["xc1-peers"]["spec"]
+    rules = policy["ingress"]
     grpc = [r for r in rules if {"protocol": "TCP", "port": 7070} in r["ports"]]
     assert len(grpc) == 1
     assert grpc[0]["from"] == [{"podSelector": {"matchLabels": names.selector_labels("xc1")}}]
-    http = [r for r in rules if {"protocol": "TCP", "port": 8080} in r["ports"]]
-    assert http and "from" not in http[0]
-    assert policy["spec"]["podSelector"]["matchLabels"] == names.selector_labels("xc1")
+    assert policy["podSelector"]["matchLabels"] == names.selector_labels("xc1")
+    # Every rule names its sources (tests/operator/test_security_render.py: the rest).
+    assert all(r.get("from") for r in rules)
 
 
 def test_config_map_follows_node_contract() -> None:

@@ -87,6 +87,7 @@ class NodeConfig:
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     admin_tls_client_ca: Path | None = None
+    await_member_certificate: bool = False
     # The Raft peer port: cluster identity, mutual TLS and incoming snapshot bounds.
     cluster_id: str = "exchange"
     peer_tls_cert: Path | None = None
@@ -241,6 +242,12 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
         "PEM certificate (chain) for TLS on the HTTP and admin listeners; reloaded on change",
     ),
     "http-tls-key": (Path, None, "PEM private key for --http-tls-cert"),
+    "await-member-certificate": (
+        _bool,
+        False,
+        "when --peer-tls-cert names another member id (a new pod's id is only known once it "
+        "runs), serve HTTP and admin and wait for a matching certificate instead of exiting",
+    ),
     "admin-tls-client-ca": (
         Path,
         None,
@@ -558,6 +565,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         http_tls_cert=http_tls_cert,
         http_tls_key=http_tls_key,
         admin_tls_client_ca=admin_tls_client_ca,
+        await_member_certificate=_value("await-member-certificate", args, env),
         cluster_id=cluster_id,
         peer_tls_cert=peer_tls_cert,
         peer_tls_key=peer_tls_key,
