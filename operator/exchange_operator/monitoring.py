@@ -114,7 +114,7 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
         ),
         Alert(
             "ExchangePeerTLSDisabled",
-            f"min by (pod) (exchange_peer_tls_enabled{sel}) == 2",
+            f"min by (pod) (exchange_peer_tls_enabled{sel}) == 0",
             "0s",
             "warning",
             f"A member of {where} runs its peer port without mutual TLS",
