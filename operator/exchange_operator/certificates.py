@@ -35,6 +35,12 @@ CERT_MANAGER_API = "cert-manager.io/v1"
 # Rotate when this share of the lifetime or less is left (cert-manager's default too).
 ROTATE_WHEN_LEFT = 1 / 3
 ANNOTATION_NODE_ID = f"{names.GROUP}/member-id"
+# Certificates start this much before "now", so peers whose clock is behind accept them.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+def _start(now: datetime.datetime | None) -> datetime.datetime | None:
+    return None if now is None else now - CLOCK_SKEW
 
 
 # --- when to (re)issue -------------------------------------------------------------
@@ -190,7 +196,7 @@ def member_secret(
         node_id,
         dns_names=member_dns_names(cluster, ordinal),
         valid_days=valid_days,
-        not_before=now,
+        not_before=_start(now),
     )
     return _secret(
         cluster,
@@ -211,7 +217,7 @@ def server_secret(
     now: datetime.datetime | None = None,
 ) -> Obj:
     pair = certs.issue_server_cert(
-        ca, server_dns_names(cluster), valid_days=valid_days, not_before=now
+        ca, server_dns_names(cluster), valid_days=valid_days, not_before=_start(now)
     )
     return _secret(
         cluster,

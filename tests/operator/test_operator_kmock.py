@@ -10,6 +10,7 @@ only guards against hangs; nothing asserts on timing.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class Env:
     world: RaftWorld
     http: aiohttp.ClientSession
     base: str
+    # Added to the operator's clock: certificate decisions see the future.
+    clock_offset: list[datetime.timedelta]
 
     def cr(self) -> dict[str, Any] | None:
         return self.emulator.get(f"{names.GROUP}/{names.VERSION}/{names.PLURAL}", NS, NAME)
@@ -104,7 +107,9 @@ async def env() -> AsyncIterator[Env]:
         await kubelet.start()
         emulator.kubelet = kubelet
         url = str(server.url).rstrip("/")
+        offset = [datetime.timedelta(0)]
         config = OperatorConfig(
+            now=lambda: datetime.datetime.now(datetime.UTC) + offset[0],
             reconcile_interval=0.2,
             admin_url_template=kubelet.url_template,
             admin_timeout=1.0,
@@ -141,7 +146,7 @@ async def env() -> AsyncIterator[Env]:
         async with aiohttp.ClientSession() as http:
             try:
                 assert await asyncio.to_thread(ready.wait, DEADLINE), "kopf never became ready"
-                yield Env(emulator, world, http, url)
+                yield Env(emulator, world, http, url, offset)
             finally:
                 stop_operator.set()
                 await asyncio.to_thread(operator.join, DEADLINE)
@@ -362,3 +367,51 @@ async def test_paused_cluster_neither_scales_nor_restarts(env: Env) -> None:
     sts = env.obj("apps/v1/statefulsets", NAME)
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":9.9.9")
     assert sts["spec"]["replicas"] == 3
+
+
+async def test_certificates_are_issued_per_member_and_rotated_before_expiry(env: Env) -> None:
+    from exchange_node.security import certs
+
+    status, created = await env.create({"replicas": 3})
+    assert status in (200, 201), created
+    await env.until(
+        "phase Running", lambda: (env.cr() or {}).get("status", {}).get("phase") == "Running"
+    )
+
+    def member_pem(ordinal: int) -> bytes:
+        return (
+            secret_value(env.emulator, NS, names.member_tls_secret(NAME, ordinal), "tls.crt") or ""
+        ).encode()
+
+    ca_pem = secret_value(env.emulator, NS, names.ca_secret(NAME), "tls.crt")
+    assert ca_pem
+    for ordinal in range(3):
+        assert certs.member_identity(member_pem(ordinal)) == (f"{NAME}-{NS}", ordinal + 1)
+        assert (
+            secret_value(env.emulator, NS, names.member_tls_secret(NAME, ordinal), "ca.crt")
+            == ca_pem
+        )
+    first = {o: member_pem(o) for o in range(3)}
+    shown = env.cr()["status"]["certificates"]
+    assert shown["source"] == "operator" and shown["members"] == 3
+    earliest = min(certs.not_after(pem) for pem in first.values())
+    assert abs(datetime.datetime.fromisoformat(shown["notAfter"]) - earliest).total_seconds() < 2
+
+    # Nothing is reissued while more than a third of the lifetime is left.
+    env.clock_offset[0] = datetime.timedelta(days=59)
+    await asyncio.sleep(1.0)
+    assert {o: member_pem(o) for o in range(3)} == first
+    # With less than a third left, every member and the server certificate are renewed,
+    # by the same CA, for the same members, and the status moves on.
+    env.clock_offset[0] = datetime.timedelta(days=61)
+    await env.until(
+        "rotated member certificates",
+        lambda: all(member_pem(o) != first[o] for o in range(3)),
+    )
+    assert secret_value(env.emulator, NS, names.ca_secret(NAME), "tls.crt") == ca_pem
+    for ordinal in range(3):
+        assert certs.member_identity(member_pem(ordinal)) == (f"{NAME}-{NS}", ordinal + 1)
+    await env.until(
+        "status shows the new expiry",
+        lambda: env.cr()["status"]["certificates"]["notAfter"] != shown["notAfter"],
+    )
