@@ -6,7 +6,7 @@ Each test is named after the rule it guards (see raft/README.md, "Hostile inputs
 
 import pytest
 from exchange_node.raft import HardState, Message, MessageType, RaftConfig, RaftCore, Role
-from exchange_node.raft.core import TRANSFER_CONTEXT
+from exchange_node.raft.core import MAX_TERM_STEP, TRANSFER_CONTEXT
 from exchange_node.raft.types import MAX_TERM
 from raftnet import Network
 
@@ -35,6 +35,7 @@ def step_and_collect(net: Network, core: RaftCore, m: Message) -> list[Message]:
 def test_a_term_above_max_term_is_refused():
     net = settled()
     follower = net.cores[2]
+    follower.term = MAX_TERM - 10  # as if the cluster had really got this far
     before = state(follower)
     sent = step_and_collect(net, follower, Message(MessageType.HEARTBEAT, 2, 1, MAX_TERM + 1))
     assert state(follower) == before and sent == []
@@ -43,10 +44,23 @@ def test_a_term_above_max_term_is_refused():
     assert follower.term == MAX_TERM
 
 
+def test_a_term_jump_beyond_max_term_step_is_refused():
+    net = settled()
+    follower = net.cores[2]
+    before = state(follower)
+    for term in (follower.term + MAX_TERM_STEP + 1, MAX_TERM, 2**64 - 1):
+        sent = step_and_collect(net, follower, Message(MessageType.HEARTBEAT, 2, 1, term))
+        assert state(follower) == before and sent == []
+    follower.step(Message(MessageType.HEARTBEAT, 2, 1, follower.term + MAX_TERM_STEP))
+    assert follower.term == before[0] + MAX_TERM_STEP
+
+
 def test_a_node_at_max_term_never_campaigns_past_it():
     net = settled()
     follower = net.cores[2]
+    follower.term = MAX_TERM - 1
     follower.step(Message(MessageType.HEARTBEAT, 2, 1, MAX_TERM))
+    assert follower.term == MAX_TERM
     net.sent.clear()
     net.tick(2, times=10 * follower.config.election_tick)
     assert follower.term == MAX_TERM and follower.role is Role.FOLLOWER

@@ -296,8 +296,11 @@ def test_unencodable_and_capped_terms_change_nothing_and_a_restart_still_elects(
     for i in ids(cluster):
         # 2**64-1 from the leader's own id: refused when the frame is decoded.
         send(cluster, i, leader, [Message(MessageType.HEARTBEAT, i, leader, 2**64 - 1)])
-        # The cap itself from a stranger: refused by the node.
+        # The cap itself from a stranger, and from the leader's id (a member with a
+        # bug): refused by the node (a stranger) and by the core (a jump that large).
         send(cluster, i, STRANGER, [Message(MessageType.HEARTBEAT, i, STRANGER, MAX_TERM)])
+        if i != leader:
+            send(cluster, i, leader, [Message(MessageType.HEARTBEAT, i, leader, MAX_TERM)])
     assert_harmless(cluster, before)
     for i in ids(cluster):
         if i != leader:

@@ -62,6 +62,11 @@ _TIMEOUT_NOW = MessageType.TIMEOUT_NOW
 _READ_INDEX = MessageType.READ_INDEX
 _READ_INDEX_RESP = MessageType.READ_INDEX_RESP
 _TRANSFER_LEADER = MessageType.TRANSFER_LEADER
+MAX_TERM_STEP = 1 << 32
+"""The largest term increase a message may bring. With pre-vote a term grows only by
+elections a majority took part in; 2**32 of them while one member was away take
+decades even at one per millisecond. Refusing larger jumps keeps one buggy or forged
+message from moving a cluster to MAX_TERM, where nobody could campaign again."""
 _FROM_ANYONE = frozenset((_APP, _HEARTBEAT, _SNAP, _VOTE, _PRE_VOTE, _TIMEOUT_NOW))
 """What a node may hear from an id outside its configuration: a leader that is adding
 it or whose addition it has not applied yet (the shell narrows this further); vote
@@ -174,8 +179,10 @@ class RaftCore:
             except ValueError:
                 return
         t = m.type
-        if m.term > MAX_TERM:
-            return  # forged or corrupt: adopting it would make our term unencodable
+        if m.term > MAX_TERM or m.term > self.term + MAX_TERM_STEP:
+            # Forged, corrupt or buggy: above MAX_TERM our term could not be encoded;
+            # a jump past MAX_TERM_STEP would bring MAX_TERM (no more elections) close.
+            return
         if m.frm not in self._voters and m.frm not in self._learners and t not in _FROM_ANYONE:
             # Answers and requests only ever come from members; a stranger's would
             # move our term or count as an acknowledgement.
