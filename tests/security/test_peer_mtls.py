@@ -405,3 +405,15 @@ async def test_envelope_of_another_cluster_is_refused_without_tls(nodes: Nodes) 
     assert (summary.envelopes, summary.dropped) == (1, 1)
     assert peer.messages == [heartbeat(1, 2)]
     assert peer.transport.stats.wrong_cluster == 1
+
+
+async def test_a_ca_bundle_trusts_both_cas_during_a_ca_change(nodes: Nodes, pki: PKI) -> None:
+    new_ca = generate_ca("next ca")
+    pki.ca_file.write_bytes(pki.ca.cert_pem + new_ca.cert_pem)
+    b = await nodes.start(2)  # still on its old-CA certificate
+    for ca, n in ((pki.ca, 1), (new_ca, 3)):
+        pair = issue_member_cert(ca, CLUSTER, n)
+        async with client_channel(b.transport.address, pki.ca.cert_pem, pair) as ch:
+            summary = await replicate(ch, envelope(n, heartbeat(n, 2)))
+        assert summary.envelopes == 1
+    assert b.messages == [heartbeat(1, 2), heartbeat(3, 2)]
