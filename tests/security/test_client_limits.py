@@ -121,6 +121,8 @@ def leader_pid(cluster: LocalCluster) -> int:
 def limited(tmp_path_factory) -> Iterator[LocalCluster]:
     """A node with low limits, from flags and (two of them) from the environment."""
     root = tmp_path_factory.mktemp("limited")
+    config = root / "exchange.yaml"
+    config.write_text("risk:\n  max_open_orders: 3\n")
     saved = dict(os.environ)
     os.environ["EXCHANGE_API_PUBLIC_MARKET_DATA"] = "false"
     os.environ["EXCHANGE_API_MAX_BODY_BYTES"] = "2048"
@@ -129,6 +131,7 @@ def limited(tmp_path_factory) -> Iterator[LocalCluster]:
             root / "cluster",
             1,
             [
+                f"--config={config}",
                 "--api-max-batch=3",
                 "--api-rate-limit=0.5",
                 "--api-rate-burst=5",
@@ -189,6 +192,24 @@ def test_documented_settings_reach_the_node_and_are_enforced(limited: LocalClust
     finally:
         for _, sock in opened:
             sock.close()
+
+
+def test_resting_orders_per_client_are_capped_from_the_yaml_config(
+    limited: LocalCluster,
+) -> None:
+    token = limited.key_for("bench2")
+    rest = {**ORDER, "time_in_force": "GTC"}
+    statuses = []
+    for i in range(4):
+        status, doc, _ = http(
+            limited, "POST", "/v1/orders", {**rest, "price": 41_000 + i}, token=token
+        )
+        statuses.append(status)
+    # risk.max_open_orders: 3 -> the engine rejects the fourth resting order.
+    assert statuses == [200, 200, 200, 422], statuses
+    assert doc["error"]["code"] == "risk_max_open_orders", doc
+    # An IOC order does not rest: still accepted.
+    assert http(limited, "POST", "/v1/orders", ORDER, token=token)[0] == 200
 
 
 def test_unknown_token_flood_from_one_address_gets_429(limited: LocalCluster) -> None:

@@ -30,6 +30,7 @@ Wire format, version 1 (little endian, struct based)::
     RESUME_SYMBOL  18  str symbol
     SET_RISK_LIMITS 19 optstr client_id (absent: the default limits),
                        i64 max_order_qty, i64 max_notional, i64 max_position
+    SET_ORDER_LIMITS 20 optstr client_id (absent: the default), i64 max_open_orders
 
 Quantities and prices are signed on the wire on purpose: a zero or negative
 quantity is a *format* reject the engine reports, not an encoding failure.
@@ -124,6 +125,8 @@ class RejectReason(IntEnum):
     INVALID_SYMBOL_SPEC = 16
     MALFORMED_BATCH = 17
     """The log entry could not be decoded (``CommandDecodeError``); nothing was applied."""
+    RISK_MAX_OPEN_ORDERS = 18
+    """A GTC limit order from a client that already has its maximum of resting orders."""
 
 
 class Rejection(NamedTuple):
@@ -219,6 +222,16 @@ class SetRiskLimits:
     max_position: int
 
 
+@dataclass(slots=True)
+class SetOrderLimits:
+    """Admin: at most ``max_open_orders`` resting orders per client, all symbols
+    together (``client_id`` None: the default for all; 0: unlimited). A GTC limit
+    order from a client already at the limit is rejected ``RISK_MAX_OPEN_ORDERS``."""
+
+    client_id: str | None
+    max_open_orders: int
+
+
 Command = (
     NewOrder
     | Cancel
@@ -228,6 +241,7 @@ Command = (
     | HaltSymbol
     | ResumeSymbol
     | SetRiskLimits
+    | SetOrderLimits
 )
 
 
@@ -390,6 +404,19 @@ def validate_format(command: Command, symbols: Mapping[str, _SymbolLike]) -> Rej
             if value < 0:
                 return Rejection(RejectReason.INVALID_FIELD, f"{name} must be >= 0 (0: unlimited)")
         return None
+    if isinstance(command, SetOrderLimits):
+        if command.client_id is not None:
+            rejection = _check_str(command.client_id, "client_id")
+            if rejection:
+                return rejection
+        rejection = _check_int64(command.max_open_orders, "max_open_orders")
+        if rejection:
+            return rejection
+        if command.max_open_orders < 0:
+            return Rejection(
+                RejectReason.INVALID_FIELD, "max_open_orders must be >= 0 (0: unlimited)"
+            )
+        return None
     return Rejection(RejectReason.INVALID_FIELD, f"not a command: {type(command).__name__}")
 
 
@@ -448,6 +475,7 @@ TAG_ADD_SYMBOL = 16
 TAG_HALT_SYMBOL = 17
 TAG_RESUME_SYMBOL = 18
 TAG_SET_RISK_LIMITS = 19
+TAG_SET_ORDER_LIMITS = 20
 
 _HEADER = struct.Struct("<BqI")
 _U8 = struct.Struct("<B")
@@ -557,6 +585,10 @@ def encode_command(out: bytearray, command: Command) -> None:
         out.append(TAG_SET_RISK_LIMITS)
         _put_optstr(out, command.client_id, "client_id")
         out += _pack(_I64X3, command.max_order_qty, command.max_notional, command.max_position)
+    elif isinstance(command, SetOrderLimits):
+        out.append(TAG_SET_ORDER_LIMITS)
+        _put_optstr(out, command.client_id, "client_id")
+        out += _pack(_I64, command.max_open_orders)
     else:
         raise CommandEncodeError(f"not a command: {type(command).__name__}")
 
@@ -673,6 +705,9 @@ def _decode_command(reader: _Reader) -> Command:
         limited_client = reader.optstr()
         max_order_qty, max_notional, max_position = reader.unpack(_I64X3)
         return SetRiskLimits(limited_client, max_order_qty, max_notional, max_position)
+    if tag == TAG_SET_ORDER_LIMITS:
+        limited_client = reader.optstr()
+        return SetOrderLimits(limited_client, reader.unpack(_I64)[0])
     raise CommandDecodeError(f"unknown command tag {tag} at byte {reader.pos - 1}")
 
 

@@ -31,7 +31,10 @@ Rules, in the order the checks are made for a new order:
    <= ``max_order_qty``; ``price * quantity`` <= ``max_notional`` (a market
    order is valued at its collar, or the reference price without a band);
    worst-case absolute position (position + same-side open quantity + this
-   order) <= ``max_position``.
+   order) <= ``max_position``. Then, per client over all symbols
+   (``SetOrderLimits``; 0 = unlimited): a GTC limit order (one that may rest)
+   from a client with ``max_open_orders`` resting orders already is rejected
+   ``RISK_MAX_OPEN_ORDERS``, whether or not it would have traded.
 6. Post-only: rejected ``POST_ONLY_WOULD_TAKE`` if it would cross.
 7. Accepted. FOK: if the quantity it could fill now (walking the book in
    priority order under the self-trade rule) is short, it expires whole and
@@ -60,7 +63,7 @@ Other commands:
   trade) at the back of its new level. The order id stays; its client order id
   becomes the new one.
 - Admin: ``AddSymbol``, ``HaltSymbol`` / ``ResumeSymbol`` (new orders and
-  replaces rejected while halted), ``SetRiskLimits``.
+  replaces rejected while halted), ``SetRiskLimits``, ``SetOrderLimits``.
 
 Events: ``BookUpdate`` events come last in a result, one per level whose total
 changed, in the order the levels first changed, each with the symbol's next
@@ -97,6 +100,7 @@ from exchange_node.engine.commands import (
     RejectReason,
     ResumeSymbol,
     SelfTradeMode,
+    SetOrderLimits,
     SetRiskLimits,
     Side,
     SymbolSpec,
@@ -297,6 +301,8 @@ class Engine:
         self._positions: dict[str, dict[str, Position]] = {}
         self._default_limits = default_risk or RiskLimits()
         self._client_limits: dict[str, RiskLimits] = {}
+        self._default_max_open = 0
+        self._client_max_open: dict[str, int] = {}
         self._next_order_id = 1
         self._trade_log_index = -1
         self._trade_seq = 0
@@ -314,6 +320,7 @@ class Engine:
             HaltSymbol: self._halt_symbol,
             ResumeSymbol: self._resume_symbol,
             SetRiskLimits: self._set_risk_limits,
+            SetOrderLimits: self._set_order_limits,
         }
         for item in symbols:
             spec = item if isinstance(item, SymbolSpec) else None
@@ -538,6 +545,26 @@ class Engine:
                         rejection.reason, rejection.message, log_index, client_id, client_order_id
                     ),
                 )
+        if time_in_force is _GTC and not market:
+            client_max = self._client_max_open
+            max_open = (
+                client_max.get(client_id, self._default_max_open)
+                if client_max
+                else self._default_max_open
+            )
+            if max_open:
+                live = self._live_by_client.get(client_id)
+                if live is not None and len(live) >= max_open:
+                    return self._retain(
+                        key,
+                        _reject(
+                            RejectReason.RISK_MAX_OPEN_ORDERS,
+                            f"{len(live)} resting orders: the limit is {max_open}",
+                            log_index,
+                            client_id,
+                            client_order_id,
+                        ),
+                    )
 
         opposite = state.asks if buy else state.bids
         limit_key = limit if buy else -limit
@@ -1277,6 +1304,16 @@ class Engine:
             self._client_limits[command.client_id] = limits
         return CommandResult(self._log_index, None, _S_ACCEPTED, [])
 
+    def _set_order_limits(self, command: SetOrderLimits) -> CommandResult:
+        rejection = validate_format(command, self._specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, self._log_index)
+        if command.client_id is None:
+            self._default_max_open = command.max_open_orders
+        else:
+            self._client_max_open[command.client_id] = command.max_open_orders
+        return CommandResult(self._log_index, None, _S_ACCEPTED, [])
+
     # ------------------------------------------------------------------ bookkeeping
 
     def _position(self, client_id: str, symbol: str) -> Position:
@@ -1432,6 +1469,12 @@ class Engine:
             )
             for symbol, p in sorted(positions.items())
         }
+
+    def max_open_orders(self, client_id: str | None = None) -> int:
+        """Resting orders ``client_id`` may have (the default with None); 0: unlimited."""
+        if client_id is None:
+            return self._default_max_open
+        return self._client_max_open.get(client_id, self._default_max_open)
 
     def risk_limits(self, client_id: str | None = None) -> RiskLimits:
         if client_id is None:

@@ -9,7 +9,7 @@ orders in their FIFO order; trades and candles oldest first. ``state_hash``
 is BLAKE2b over these bytes. Strings go into one table, numbered in order of
 first use during that canonical walk.
 
-Format, version 2 (little endian)::
+Format, version 2 or 3 (little endian)::
 
     magic "EXSN" | u8 version
     strings   u32 n, u32[n] lengths in characters, UTF-8 of all n strings concatenated
@@ -17,6 +17,7 @@ Format, version 2 (little endian)::
               u8 n + i64 interval_ns * n
     counters  i64 next_order_id, trade_log_index, trade_seq, now, log_index, applied_index
     risk      limits(default), u32 n + (ref client, limits) * n      limits := int * 3
+    open      (version 3 only) int max_open_orders(default), u32 n + (ref client, int) * n
     symbols   u32 n + symbol * n
       symbol := ref name, i64 tick, lot, band_bps, reference, u8 halted,
                 i64 last_price, seq, trade_count, int volume, int notional,
@@ -74,7 +75,9 @@ from exchange_node.engine.events import (
 from exchange_node.engine.views import Position, RiskLimits
 
 MAGIC = b"EXSN"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
+"""Version 3 adds the open-order limits; an engine without any writes version 2,
+byte for byte what it wrote before they existed (equal states, equal hashes)."""
 _GENERIC = 0x80
 
 
@@ -296,6 +299,14 @@ def encode_snapshot(engine: Engine) -> bytes:
     for client_id, limits in sorted(engine._client_limits.items()):
         writer.u32(ref(client_id))
         writer.limits(limits)
+    version = 2
+    if engine._default_max_open or engine._client_max_open:
+        version = 3
+        writer.big(engine._default_max_open)
+        writer.u32(len(engine._client_max_open))
+        for client_id, max_open in sorted(engine._client_max_open.items()):
+            writer.u32(ref(client_id))
+            writer.big(max_open)
 
     writer.u32(len(engine._symbols))
     for name, state in sorted(engine._symbols.items()):
@@ -388,7 +399,7 @@ def encode_snapshot(engine: Engine) -> bytes:
     strings = writer.strings
     lengths = array("I", map(len, strings))
     blob = "".join(strings).encode()
-    header = [MAGIC, _U8.pack(SNAPSHOT_VERSION), _U32.pack(len(strings))]
+    header = [MAGIC, _U8.pack(version), _U32.pack(len(strings))]
     return b"".join([*header, lengths.tobytes(), _U32.pack(len(blob)), blob, *parts])
 
 
@@ -554,7 +565,7 @@ def _decode(data: bytes) -> Engine:
     reader = _Reader(data)
     reader.take(4)
     version = reader.u8()
-    if version != SNAPSHOT_VERSION:
+    if version not in (2, SNAPSHOT_VERSION):
         raise SnapshotError(f"unknown snapshot version {version}")
     string_count = reader.u32()
     lengths = reader.column("I", string_count)
@@ -595,6 +606,11 @@ def _decode(data: bytes) -> Engine:
     for _ in range(reader.u32()):
         client_id = strings[reader.u32()]
         engine._client_limits[client_id] = reader.limits()
+    if version >= 3:
+        engine._default_max_open = reader.big()
+        for _ in range(reader.u32()):
+            client_id = strings[reader.u32()]
+            engine._client_max_open[client_id] = reader.big()
 
     for _ in range(reader.u32()):
         (

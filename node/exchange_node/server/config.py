@@ -40,6 +40,8 @@ class RiskConfig:
     max_order_qty: int = 1_000_000
     max_notional: int = 10**12
     max_position: int = 10**9
+    max_open_orders: int = 100_000
+    """Resting orders per client, all symbols together (engine: SetOrderLimits); 0: unlimited."""
 
 
 DEFAULT_SYMBOLS = (

@@ -43,6 +43,7 @@ from typing import Any
 
 from exchange_node.engine.commands import (
     AddSymbol,
+    SetOrderLimits,
     SetRiskLimits,
     encode_batch,
 )
@@ -1230,12 +1231,18 @@ class Node:
             for s in self.config.symbols
             if s.name not in listed
         ]
+        risk = self.config.risk
+        if commands:
+            commands.append(
+                SetRiskLimits(None, risk.max_order_qty, risk.max_notional, risk.max_position)
+            )
+        # The resting-order cap follows the configuration at every new leader (so an
+        # existing cluster gets it too); the engine keeps the last one set.
+        engine_max_open = getattr(self.engine, "max_open_orders", None)
+        if engine_max_open is not None and engine_max_open() != risk.max_open_orders:
+            commands.append(SetOrderLimits(None, risk.max_open_orders))
         if not commands:
             return
-        risk = self.config.risk
-        commands.append(
-            SetRiskLimits(None, risk.max_order_qty, risk.max_notional, risk.max_position)
-        )
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[list[Any]] = loop.create_future()
@@ -1244,7 +1251,8 @@ class Node:
         self._proposals.append(_Proposal(commands, future, now + 30.0, now))
         self._pending_commands += len(commands)
         self._wakeup.set()
-        log.info("listing configured symbols", extra={"symbols": [c.symbol for c in commands[:-1]]})
+        symbols = [c.symbol for c in commands if isinstance(c, AddSymbol)]
+        log.info("listing configured symbols and limits", extra={"symbols": symbols})
 
     # ================================================================== ExchangeService
 
