@@ -393,18 +393,44 @@ def lineage_ops(lineage: Lineage) -> list[linearizability.Op[OrderOp]]:
         start = 0 if kind == "read" and op.args["consistency"] == "stale" else op.start_ns
         model_op = OrderOp(kind, op.outcome, op.args, op.answer, op.status, (op.id,))
         ops.append(linearizability.Op(start, op.end_ns, model_op))
+    # A mass cancel that does not name this order says "it was not live then"; that
+    # matters only before an answer showed it finished, and before its last answer.
+    horizon = min(_finished_by(ops), max((op.end for op in ops if op.end is not None), default=0))
+    unanswered = [op for op in lineage.mass_cancels if op.outcome == "info"]
+    if unanswered:
+        # Indeterminate mass cancels all do the same to this order, and after one did, the
+        # rest can do nothing: the earliest stands for them all (else each subset of them
+        # would be searched).
+        first = min(unanswered, key=lambda op: op.start_ns)
+        ids = tuple(op.id for op in unanswered)
+        model_op = OrderOp("mass_cancel", "info", first.args, source=ids)
+        ops.append(linearizability.Op(first.start_ns, None, model_op))
     for op in lineage.mass_cancels:
-        if op.outcome == "fail":
+        if op.outcome != "ok":
             continue
         quantity = None
         for order_id, coid, cancelled in _mass_cancelled(op):
             if order_id in lineage.order_ids or coid in lineage.client_order_ids:
                 quantity = cancelled
+        if quantity is None and op.start_ns > horizon:
+            continue
         model_op = OrderOp(
             "mass_cancel", op.outcome, op.args, op.answer, op.status, (op.id,), quantity
         )
         ops.append(linearizability.Op(op.start_ns, op.end_ns, model_op))
     return ops
+
+
+def _finished_by(ops: list[linearizability.Op[OrderOp]]) -> float:
+    """When an answer had shown the order finished (inf: none did)."""
+    ends = [
+        op.end
+        for op in ops
+        if op.end is not None
+        and op.input.outcome == "ok"
+        and op.input.answer.get("status") in _TERMINAL
+    ]
+    return min(ends, default=float("inf"))
 
 
 def _mass_cancelled(op: Operation) -> Iterable[tuple[Any, Any, int]]:

@@ -56,7 +56,11 @@ class Model(Protocol[S, I]):
         ...
 
     def observes(self, op: I) -> bool:
-        """``op`` never changes the object, only what is known of it (a read)."""
+        """``op`` never changes the object, only what is known of it (a read). Optional."""
+        ...
+
+    def settled(self, state: S) -> bool:
+        """No operation can change ``state`` any more, only refine what is known. Optional."""
         ...
 
 
@@ -85,6 +89,8 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
     events.sort()
     observes = getattr(model, "observes", None)
     observer = [bool(observes and observes(op.input)) for op in ops]
+    settled = getattr(model, "settled", None)
+    indeterminate = sum(1 << i for i, op in enumerate(ops) if op.end is None)
     configs: set[tuple[S, int]] = {(model.init(), 0)}
     explored = 0
     for _time, kind, index in events:
@@ -104,6 +110,12 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
             if explored > budget:
                 return Verdict("unknown", index, explored)
             state, pending = config
+            calm = settled is not None and settled(state)
+            if pending & indeterminate and calm:
+                # Nothing pending that may never happen can change this state: forget
+                # them, or every subset of them would be a configuration of its own.
+                stack.append((state, pending & ~indeterminate))
+                continue
             if not pending & bit:
                 done.add(config)
                 continue
@@ -115,7 +127,7 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
                 rest ^= low
                 index_low = low.bit_length() - 1
                 afters = list(model.step(state, ops[index_low].input))
-                if observer[index_low] and len(afters) == 1 and afters[0] == state:
+                if (calm or observer[index_low]) and len(afters) == 1 and afters[0] == state:
                     seen_now |= low
                 else:
                     successors.extend((after, pending ^ low) for after in afters)
@@ -123,6 +135,7 @@ def check(model: Model[S, I], ops: Sequence[Op[I]], budget: int = DEFAULT_BUDGET
                 # A read that fits the state as it is now is linearized at once: it never
                 # changes the object, so this configuration can do everything the ones
                 # that keep it pending can, and it is not tried at every later point too.
+                # Once settled, no operation changes the state: the same holds for all.
                 stack.append((state, pending & ~seen_now))
             else:
                 stack.extend(successors)

@@ -128,6 +128,11 @@ class OrderModel:
     def observes(self, op: OrderOp) -> bool:
         return op.kind == "read"
 
+    def settled(self, state: OrderState) -> bool:
+        # A rejected or finished order: a submit, cancel or replace of it can only be
+        # refused, and a read can only confirm it.
+        return state.phase not in (ABSENT, LIVE)
+
     def step(self, state: OrderState, op: OrderOp) -> Iterable[OrderState]:
         handler = getattr(self, "_" + op.kind)
         result: Iterable[OrderState] = handler(state, op)
