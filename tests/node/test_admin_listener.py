@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -248,3 +249,69 @@ def test_unloadable_certificate_is_a_usage_error_naming_the_flags(tmp_path: Path
     )
     assert proc.returncode == 2, proc.stderr
     assert "--http-tls-cert/--http-tls-key" in proc.stderr
+
+
+# ---- --await-member-certificate -------------------------------------------------------------
+
+
+def test_a_node_waits_for_the_certificate_of_its_id(tmp_path: Path) -> None:
+    """What a new Kubernetes pod does: its id is only known once it runs, so it serves
+    its admin status, and starts Raft when a certificate for that id appears."""
+    from exchange_node.local import free_ports
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca = certs.generate_ca("members", valid_days=2)
+    (pki / "ca.crt").write_bytes(ca.cert_pem)
+    # The operator's first guess (ordinal + 1); the node picks a random id of its own.
+    certs.write_pair(certs.issue_member_cert(ca, "await", 6), pki / "tls.crt", pki / "tls.key")
+    http, grpc, admin = free_ports(3)
+    token = "await-admin-token"
+    env = dict(os.environ, EXCHANGE_ADMIN_TOKEN=token, PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "node.log", "wb")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "exchange_node.cli", "node",
+            "--name=waiter", "--cluster-id=await", f"--data-dir={tmp_path / 'data'}",
+            "--listen-host=127.0.0.1", f"--http-port={http}", f"--grpc-port={grpc}",
+            f"--admin-port={admin}", f"--advertise-address=127.0.0.1:{grpc}",
+            f"--peer-tls-cert={pki / 'tls.crt'}", f"--peer-tls-key={pki / 'tls.key'}",
+            f"--peer-tls-ca={pki / 'ca.crt'}", "--await-member-certificate",
+            "--election-ms=300", "--heartbeat-ms=30",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    try:
+        status: dict[str, Any] = {}
+
+        def waiting() -> bool:
+            code, doc = _get(f"http://127.0.0.1:{admin}/v1/admin/status", token)
+            status.update(doc or {})
+            return code == 200
+
+        _wait(waiting, 30)
+        node_id = status["node_id"]
+        assert node_id >= 1000 and status["role"] != "leader"  # a random id, not 6
+        assert _get(f"http://127.0.0.1:{http}/healthz", None)[0] == 200
+        assert _get(f"http://127.0.0.1:{http}/readyz", None)[0] == 503
+        time.sleep(1.5)
+        assert proc.poll() is None, (tmp_path / "node.log").read_text()
+        assert _get(f"http://127.0.0.1:{admin}/v1/admin/status", token)[1]["role"] != "leader"
+
+        # The operator issues the certificate for the id the node reported.
+        certs.write_pair(
+            certs.issue_member_cert(ca, "await", node_id), pki / "tls.crt", pki / "tls.key"
+        )
+        _wait(
+            lambda: _get(f"http://127.0.0.1:{admin}/v1/admin/status", token)[1]["role"] == "leader",
+            30,
+        )
+        _wait(lambda: _get(f"http://127.0.0.1:{http}/readyz", None)[0] == 200, 30)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
