@@ -9,7 +9,8 @@ from exchange_node.transport import PeerStats, TransportStats
 def samples(metrics: NodeMetrics) -> dict[str, float]:
     out = {}
     for line in metrics.render().decode().splitlines():
-        if line.startswith("exchange_peer_"):
+        # exchange_peer_messages_rejected_total is the shell's own counter, not the transport's.
+        if line.startswith("exchange_peer_") and "_messages_rejected_" not in line:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
