@@ -85,3 +85,49 @@ def test_limits_from_the_environment_and_keywords_win():
         ApiConfig.from_env({"EXCHANGE_API_MAX_BATCH": "many"})
     with pytest.raises(ApiConfigError):
         ApiConfig.from_env({"EXCHANGE_API_FOLLOWER_WRITES": "sometimes"})
+
+
+def test_every_api_flag_is_in_the_node_contract_with_its_default():
+    import re
+    from pathlib import Path
+
+    from exchange_node.api.config import API_FLAGS, ENV_SETTINGS
+
+    contract = (Path(__file__).resolve().parents[2] / "docs" / "node-contract.md").read_text()
+    defaults = ApiConfig()
+    for flag, (name, _parse, _help) in API_FLAGS.items():
+        variable = "EXCHANGE_" + flag.upper().replace("-", "_")
+        assert variable in ENV_SETTINGS
+        row = re.search(rf"^\| `--{flag}` \| `{variable}` \| ([^|]+) \|", contract, re.M)
+        assert row is not None, f"--{flag} has no row in docs/node-contract.md"
+        default = getattr(defaults, name)
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert row.group(1).strip() == shown, (flag, row.group(1), shown)
+
+
+def test_node_flags_and_variables_reach_api_settings_and_bad_values_name_the_flag():
+    import argparse
+
+    from exchange_node.server import config as node_config
+
+    parser = argparse.ArgumentParser()
+    node_config.add_arguments(parser)
+    args = parser.parse_args(["--api-max-batch=7", "--api-ws-send-queue-bytes=65536"])
+    env = {"EXCHANGE_API_PUBLIC_MARKET_DATA": "false", "EXCHANGE_API_MAX_BATCH": "9"}
+    cfg = node_config.from_args(args, {**env, "EXCHANGE_INSECURE_PEERS": "true"})
+    # The flag wins over the variable; the variable alone is read too.
+    assert cfg.api_settings == {
+        "max_batch": 7,
+        "public_market_data": False,
+        "ws_send_queue_bytes": 65536,
+    }
+    for argv, env, named in [
+        (["--api-max-batch=0"], {}, "--api-max-batch"),
+        (["--api-rate-limit=lots"], {}, "--api-rate-limit"),
+        ([], {"EXCHANGE_API_HTTP_IDLE_TIMEOUT_SECONDS": "-1"}, "EXCHANGE_API_HTTP_IDLE"),
+        ([], {"EXCHANGE_API_PUBLIC_MARKET_DATA": "maybe"}, "--api-public-market-data"),
+    ]:
+        with pytest.raises(node_config.ConfigError, match=named):
+            node_config.from_args(
+                parser.parse_args(argv), {**env, "EXCHANGE_INSECURE_PEERS": "true"}
+            )

@@ -170,13 +170,13 @@ API_FLAGS: dict[str, tuple[str, Any, str]] = {
     "api-rate-limit": ("rate_limit_per_second", float, "requests/s per API key (0: no limit)"),
     "api-rate-burst": ("rate_limit_burst", int, "requests a key may make at once when idle"),
     "api-max-body-bytes": ("max_body_bytes", int, "largest request body (413 above)"),
-    "api-max-batch": ("max_batch", int, "orders in one batch request (400 above)"),
+    "api-max-batch": ("max_batch", int, "orders in one batch request (413 above)"),
     "api-public-market-data": (
         "public_market_data",
         _env_bool,
         "market data without a key (false: 401 without one)",
     ),
-    "api-follower-writes": ("follower_writes", str, "forward | redirect"),
+    "api-follower-writes": ("follower_writes", str, "forward or redirect"),
     "api-forward-timeout-seconds": (
         "forward_timeout_seconds",
         float,
@@ -185,7 +185,7 @@ API_FLAGS: dict[str, tuple[str, Any, str]] = {
     "api-max-in-flight-per-client": (
         "max_in_flight_per_client",
         int,
-        "commands of one client waiting to be applied (429 above)",
+        "commands of one client being validated, proposed or answered (429 above)",
     ),
     "api-ws-send-queue": ("ws_send_queue", int, "messages queued per WebSocket (4008 above)"),
     "api-ws-send-queue-bytes": (
