@@ -417,3 +417,43 @@ async def test_a_ca_bundle_trusts_both_cas_during_a_ca_change(nodes: Nodes, pki:
             summary = await replicate(ch, envelope(n, heartbeat(n, 2)))
         assert summary.envelopes == 1
     assert b.messages == [heartbeat(1, 2), heartbeat(3, 2)]
+
+
+async def test_a_ca_signed_certificate_naming_no_member_is_refused(nodes: Nodes, pki: PKI) -> None:
+    """Same CA, clientAuth usage, but no member URI (e.g. a client tool's certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(pki.ca.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member-1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("member-1.prod.example")]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    pair = CertKeyPair(
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    b = await nodes.start(2)
+    async with client_channel(b.transport.address, pki.ca.cert_pem, pair) as ch:
+        await assert_refused(ch, grpc.StatusCode.PERMISSION_DENIED)
+    assert b.messages == []
+    assert b.transport.stats.unauthenticated == 1
