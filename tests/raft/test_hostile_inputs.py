@@ -117,10 +117,32 @@ def test_timeout_now_is_obeyed_only_from_the_followed_leader_in_its_term():
         before = state(follower)
         assert step_and_collect(net, follower, m) == []
         assert state(follower) == before
-    # The real thing still works: the leader we follow, in its term.
-    sent = step_and_collect(net, follower, Message(MessageType.TIMEOUT_NOW, 2, 1, term))
+    # The real thing still works: the leader we follow, in its term, with our secret.
+    real = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=2, reject_hint=follower._secret)
+    sent = step_and_collect(net, follower, real)
     assert follower.role is Role.CANDIDATE and follower.term == term + 1
     assert {m.type for m in sent} == {MessageType.VOTE}
+
+
+def test_timeout_now_is_obeyed_only_with_the_secret_the_follower_gave_its_leader():
+    net = settled()
+    follower = net.cores[2]
+    # The leader learnt it from the follower's acknowledgements; nobody else saw it.
+    assert net.cores[1].progress[2].secret == follower._secret != 0
+    assert all(m.reject_hint in (0, follower._secret) for m in net.sent if m.frm == 2)
+    before = state(follower)
+    for guess in (0, 1, follower._secret + 1):
+        m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=guess)
+        assert step_and_collect(net, follower, m) == []
+        assert state(follower) == before
+    # A real transfer: every voter gets what it needs from the leader, nothing more.
+    net.sent.clear()
+    net.cores[1].transfer_leadership(3)
+    net.deliver()
+    assert net.leaders() == [3]
+    notices = [m for m in net.sent if m.type is MessageType.TIMEOUT_NOW]
+    assert [(m.to, m.index) for m in notices] == [(2, 3), (3, 3)]
+    assert all(m.reject_hint == net.cores[m.to]._secret for m in notices)
 
 
 def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
@@ -128,7 +150,8 @@ def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
     net = settled()
     follower = net.cores[2]
     follower._voters.discard(1)  # as if the removal of 1 had applied here
-    step_and_collect(net, follower, Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term))
+    m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=follower._secret)
+    step_and_collect(net, follower, m)
     assert follower.role is Role.CANDIDATE
 
 
@@ -168,15 +191,24 @@ def test_a_transfer_vote_bypasses_the_lease_only_when_it_matches_a_real_transfer
         log_term=follower.term + log_term_delta,
         **changes,
     )
+    # Even after the leader announced a transfer to that sender, the shape must fit.
+    follower._transfer_notice = (follower.term, m.frm)
     before = state(follower)
     assert step_and_collect(net, follower, m) == []
     assert state(follower) == before
 
 
-def test_a_transfer_vote_that_matches_a_real_transfer_bypasses_the_lease():
+def test_a_transfer_vote_bypasses_the_lease_only_after_the_leader_announced_it():
     net = settled()
     follower = net.cores[2]
     term = follower.term
+    before = state(follower)
+    assert step_and_collect(net, follower, forged_transfer_vote(follower)) == []
+    assert state(follower) == before
+    # The leader's notice (with the follower's secret) names the transferee.
+    notice = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=3, reject_hint=follower._secret)
+    assert step_and_collect(net, follower, notice) == []
+    assert follower.role is Role.FOLLOWER and follower.term == term
     sent = step_and_collect(net, follower, forged_transfer_vote(follower))
     assert follower.term == term + 1 and follower.vote == 3
     assert [(m.type, m.reject) for m in sent] == [(MessageType.VOTE_RESP, False)]

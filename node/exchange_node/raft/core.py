@@ -153,6 +153,13 @@ class RaftCore:
         """A TIMEOUT_NOW arrived while a committed configuration change was unapplied."""
         self.pending_conf_index = 0
         """Index of the newest configuration change this leader may have proposed."""
+        # A separate stream, so election timeouts stay what they were for each seed.
+        self._secret = random.Random((config.seed << 21) ^ (config.node_id << 1) ^ 1).randrange(
+            1, 1 << 62
+        )
+        """Proves a TIMEOUT_NOW comes from our leader (see ``_send_timeout_now``)."""
+        self._transfer_notice = (0, NONE)
+        """(term, transferee): our leader announced a transfer to transferee in term."""
         self._become_follower(self.term, NONE)
         self._prev_soft_state = SoftState(NONE, Role.FOLLOWER)
 
@@ -264,7 +271,7 @@ class RaftCore:
             return False
         if self.role is Role.LEADER:
             return m.frm == self.lead_transferee
-        return m.frm != self.leader
+        return m.frm != self.leader and self._transfer_notice == (self.term, m.frm)
 
     def propose(self, data: bytes) -> tuple[int, int]:
         return self.propose_many((data,))
@@ -638,6 +645,12 @@ class RaftCore:
             self.leader = m.frm
             self._handle_snapshot(m)
         elif t is _TIMEOUT_NOW:
+            if m.reject_hint != self._secret:
+                return  # not from the leader we acknowledge (see _send_timeout_now)
+            if m.index != self.id:
+                # A transfer to another voter: its forced vote may pass our lease.
+                self._transfer_notice = (self.term, m.index)
+                return
             if self._has_unapplied_conf_change():
                 # Typically the removed leader's hand-over, arriving together with the
                 # commit of its removal: campaign once that change is applied.
@@ -671,11 +684,25 @@ class RaftCore:
             return  # malformed: entries must run on from the previous index
         if m.index < log.commit_index:
             # Everything up to our commit index is settled; say so.
-            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=log.commit_index))
+            self._send(
+                Message(
+                    _APP_RESP,
+                    m.frm,
+                    self.id,
+                    self.term,
+                    index=log.commit_index,
+                    reject_hint=self._secret,
+                )
+            )
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, entries)
         if last_new is not None:
-            self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=last_new))
+            # An accepting answer's reject_hint carries our transfer secret.
+            self._send(
+                Message(
+                    _APP_RESP, m.frm, self.id, self.term, index=last_new, reject_hint=self._secret
+                )
+            )
             return
         # Paper 5.3 optimisation: hint the largest index whose term is <= the
         # leader's term at m.index, so the leader can skip whole terms at once.
@@ -708,6 +735,7 @@ class RaftCore:
                 self.term,
                 commit=log.commit_index,
                 context=m.context,
+                reject_hint=self._secret,
             )
         )
 
@@ -728,7 +756,16 @@ class RaftCore:
                 log.restore(snapshot)
                 self._set_conf(meta.conf_state)
                 self._conf_index = meta.index
-        self._send(Message(_APP_RESP, m.frm, self.id, self.term, index=log.commit_index))
+        self._send(
+            Message(
+                _APP_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                index=log.commit_index,
+                reject_hint=self._secret,
+            )
+        )
 
     # ------------------------------------------------------------------ leaders
 
@@ -762,6 +799,8 @@ class RaftCore:
                     pr.become_probe()
                 self._send_append(m.frm, send_if_empty=True)
             return
+        if m.reject_hint:
+            pr.secret = m.reject_hint
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
@@ -779,10 +818,12 @@ class RaftCore:
             # A follower we held back missed any commit broadcast meanwhile.
             self._send_append(m.frm, send_if_empty=was_paused)
         if m.frm == self.lead_transferee and pr.match_index == log.last_index():
-            self._send(Message(_TIMEOUT_NOW, m.frm, self.id, self.term))
+            self._send_timeout_now(m.frm)
 
     def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
+        if m.reject_hint:
+            pr.secret = m.reject_hint
         if pr.state is _SNAPSHOT and m.commit >= pr.pending_snapshot > 0:
             # The snapshot was installed but its acknowledgement was lost: the
             # follower holds everything up to its commit index, so probe from there.
@@ -837,9 +878,36 @@ class RaftCore:
         # The transfer must finish within one election timeout or be abandoned.
         self.election_elapsed = 0
         if self.progress[target].match_index == self.log.last_index():
-            self._send(Message(_TIMEOUT_NOW, target, self.id, self.term))
+            self._send_timeout_now(target)
         else:
             self._send_append(target, send_if_empty=True)
+
+    def _send_timeout_now(self, target: int) -> None:
+        """Start a transfer to ``target`` (dissertation 3.10), in a way a forger cannot.
+
+        Every follower hands its leader a random secret in its acknowledgements
+        (``reject_hint`` of an accepting APP_RESP / HEARTBEAT_RESP); the secret never
+        travels anywhere else. A TIMEOUT_NOW carries the receiver's secret, so one
+        injected by a process that cannot read the followers' streams is refused.
+        The other voters get a notice first (a TIMEOUT_NOW with ``index`` = the
+        transferee) so they, too, know the transfer vote they will see is real.
+        """
+        progress = self.progress
+        for voter in self._voter_ids:
+            if voter != self.id and voter != target and voter in progress:
+                notice = Message(_TIMEOUT_NOW, voter, self.id, self.term, index=target)
+                notice.reject_hint = progress[voter].secret
+                self._send(notice)
+        self._send(
+            Message(
+                _TIMEOUT_NOW,
+                target,
+                self.id,
+                self.term,
+                index=target,
+                reject_hint=progress[target].secret,
+            )
+        )
 
     def _check_can_propose(self) -> None:
         if self.role is not Role.LEADER:
@@ -1007,5 +1075,5 @@ class RaftCore:
             if peer in self._voters and pr.match_index == last
         ]
         if caught_up:
-            self._send(Message(_TIMEOUT_NOW, caught_up[0], self.id, self.term))
+            self._send_timeout_now(caught_up[0])
         self._become_follower(self.term, NONE)
