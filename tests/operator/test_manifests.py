@@ -15,7 +15,8 @@ from typing import Any
 import manifest_validation as validation
 import pytest
 import yaml
-from exchange_operator import crd, monitoring, render
+from exchange_node.security import certs
+from exchange_operator import certificates, crd, monitoring, render
 from exchange_operator.spec import ClusterRef, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,17 @@ SPECS: dict[str, dict[str, Any]] = {
         "clusterId": "prod-eu-1",
     },
     "seven-paused": {"replicas": 7, "paused": True, "scheduling": {"topologySpread": {"whenUnsatisfiable": "DoNotSchedule"}}},
+    "secured": {
+        "tls": {"issuerRef": {"name": "exchange-ca", "kind": "ClusterIssuer"}, "certificateDays": 30, "caDays": 365},
+        "network": {
+            "clientFrom": [
+                {"namespaceSelector": {"matchLabels": {"team": "desk"}}, "podSelector": {"matchLabels": {"app": "gw"}}},
+                {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+            ],
+            "monitoringFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}],
+        },
+        "tracing": {"otlpEndpoint": "otel-collector.obs:4317"},
+    },
 }  # fmt: skip
 
 
@@ -69,7 +81,15 @@ def rendered(raw: dict[str, Any], bootstrapped: bool) -> list[dict[str, Any]]:
     objs.append(render.admin_secret(CLUSTER, "s3cret"))
     objs += [monitoring.service_monitor(CLUSTER), monitoring.prometheus_rule(CLUSTER)]
     objs += [monitoring.dashboard_config_map(CLUSTER, d) for d in monitoring.DASHBOARDS]
+    objs += [
+        certificates.ca_secret(CLUSTER, _CA),
+        certificates.server_secret(CLUSTER, _CA, spec.tls.cert_days),
+        certificates.member_secret(CLUSTER, 0, 1, "xc-trading", _CA, spec.tls.cert_days),
+    ]
     return objs
+
+
+_CA = certs.generate_ca("manifest test CA", valid_days=30)
 
 
 def test_kube_version_is_pinned() -> None:

@@ -415,3 +415,72 @@ async def test_certificates_are_issued_per_member_and_rotated_before_expiry(env:
         "status shows the new expiry",
         lambda: env.cr()["status"]["certificates"]["notAfter"] != shown["notAfter"],
     )
+
+
+async def _fake_cert_manager(env: Env, ca: Any, stop: asyncio.Event) -> None:
+    """Fulfils Certificates as cert-manager with a CA Issuer would: a Secret per
+    Certificate with tls.crt, tls.key and ca.crt, carrying the secretTemplate labels."""
+    import base64
+
+    from exchange_node.security import certs
+
+    while not stop.is_set():
+        for _, cert in env.emulator.live("cert-manager.io/v1/certificates"):
+            spec = cert["spec"]
+            if env.obj("v1/secrets", spec["secretName"]) is not None:
+                continue
+            if spec.get("uris"):
+                cluster_id, node_id = certs.parse_member_uri(spec["uris"][0])
+                pair = certs.issue_member_cert(ca, cluster_id, node_id, spec["dnsNames"][1:])
+            else:
+                pair = certs.issue_server_cert(ca, spec["dnsNames"])
+            data = {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {
+                    "name": spec["secretName"],
+                    "namespace": NS,
+                    "labels": dict(spec["secretTemplate"]["labels"]),
+                },
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            }
+            await env.emulator._store("v1/secrets", env.emulator._filled(secret, NS))
+        await asyncio.sleep(0.05)
+
+
+async def test_with_cert_manager_the_operator_requests_certificates(env: Env) -> None:
+    from exchange_node.security import certs
+
+    env.emulator.declare("Certificate", "cert-manager.io/v1/certificates", True, ())
+    ca = certs.generate_ca("cert-manager CA issuer", valid_days=30)
+    stop = asyncio.Event()
+    fulfil = asyncio.create_task(_fake_cert_manager(env, ca, stop))
+    try:
+        spec = {"replicas": 3, "tls": {"issuerRef": {"name": "exchange-ca"}, "certificateDays": 30}}
+        status, created = await env.create(spec)
+        assert status in (200, 201), created
+        await env.until(
+            "certificates from cert-manager",
+            lambda: (
+                ((env.cr() or {}).get("status") or {}).get("certificates", {}).get("members") == 3
+            ),
+        )
+        shown = env.cr()["status"]["certificates"]
+        assert shown["source"] == "cert-manager" and shown["notAfter"]
+        # No operator-made CA, and one Certificate per member plus the listeners'.
+        assert env.obj("v1/secrets", names.ca_secret(NAME)) is None
+        made = {
+            c["metadata"]["name"]: c
+            for _, c in env.emulator.live("cert-manager.io/v1/certificates")
+        }
+        assert set(made) == {f"{NAME}-member-{i}" for i in range(3)} | {f"{NAME}-http-tls"}
+        for i in range(3):
+            body = made[f"{NAME}-member-{i}"]["spec"]
+            assert body["uris"] == [certs.member_uri(f"{NAME}-{NS}", i + 1)]
+            assert body["issuerRef"]["name"] == "exchange-ca"
+            assert body["renewBefore"] == "240h"
+    finally:
+        stop.set()
+        await fulfil
