@@ -298,6 +298,12 @@ def spec_schema() -> Schema:
                 "only from the operator, HTTP from clientFrom and monitoringFrom.",
                 "properties": {
                     "policy": {"type": "boolean", "default": True},
+                    "restrictEgress": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "also deny egress but DNS, members and the OTLP "
+                        "collector (breaks partitions made with NetworkPolicies)",
+                    },
                     "clientFrom": _peer_list(
                         "NetworkPolicyPeers allowed to the HTTP API (default: this namespace)"
                     ),

@@ -224,15 +224,16 @@ def pod_disruption_budget(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
     }
 
 
-def default_deny_policy(cluster: ClusterRef) -> Obj:
-    """Nothing in or out of the cluster's pods unless network_policy allows it."""
+def default_deny_policy(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
+    """Nothing into the cluster's pods (and, with network.restrictEgress, nothing out)
+    unless network_policy allows it."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(cluster, names.default_deny_policy(cluster.name), names.COMPONENT_NODE),
         "spec": {
             "podSelector": {"matchLabels": names.selector_labels(cluster.name)},
-            "policyTypes": ["Ingress", "Egress"],
+            "policyTypes": ["Ingress", "Egress"] if spec.network.restrict_egress else ["Ingress"],
         },
     }
 
@@ -273,7 +274,8 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
       forward writes), spec.network.clientFrom (default: this namespace's pods)
       and spec.network.monitoringFrom (Prometheus; a policy sees ports, not paths);
     - admin: the operator's pods only;
-    - egress: DNS, the other members (gRPC, HTTP) and the OTLP collector's port.
+    - egress (only with network.restrictEgress): DNS, the other members (gRPC,
+      HTTP) and the OTLP collector's port.
     Kubelet probes come from the node itself, which CNIs admit regardless.
     """
     members = {"podSelector": {"matchLabels": names.selector_labels(cluster.name)}}
@@ -294,13 +296,13 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
     otlp = otlp_port(spec.otlp_endpoint)
     if otlp is not None:
         egress.append({"ports": [_tcp(otlp)]})
-    return {
+    policy: Obj = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(cluster, names.network_policy(cluster.name), names.COMPONENT_NODE),
         "spec": {
             "podSelector": {"matchLabels": names.selector_labels(cluster.name)},
-            "policyTypes": ["Ingress", "Egress"],
+            "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [members], "ports": [_tcp(names.GRPC_PORT)]},
                 {"from": http_from, "ports": [_tcp(names.HTTP_PORT)]},
@@ -309,9 +311,12 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
                     "ports": [_tcp(names.ADMIN_PORT)],
                 },
             ],
-            "egress": egress,
         },
     }
+    if spec.network.restrict_egress:
+        policy["spec"]["policyTypes"].append("Egress")
+        policy["spec"]["egress"] = egress
+    return policy
 
 
 # --- StatefulSet -------------------------------------------------------------
@@ -646,4 +651,4 @@ def core_children(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) ->
 def network_policies(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj]:
     if not spec.network.policy:
         return []
-    return [default_deny_policy(cluster), network_policy(cluster, spec, state)]
+    return [default_deny_policy(cluster, spec), network_policy(cluster, spec, state)]

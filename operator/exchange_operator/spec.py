@@ -130,6 +130,9 @@ class Network:
     Empty ``client_from``: pods of the cluster's own namespace only."""
 
     policy: bool = True
+    # Egress is left open by default: NetworkPolicies only ever add allows, so an
+    # egress allow here would defeat partitions made with policies (chaos-experiments/).
+    restrict_egress: bool = False
     client_from: tuple[dict[str, Any], ...] = ()
     monitoring_from: tuple[dict[str, Any], ...] = DEFAULT_MONITORING_FROM
 
@@ -251,6 +254,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
     monitoring_from = net_raw.get("monitoringFrom")
     network = Network(
         policy=bool(net_raw.get("policy", True)),
+        restrict_egress=bool(net_raw.get("restrictEgress", False)),
         client_from=tuple(dict(p) for p in net_raw.get("clientFrom") or ()),
         monitoring_from=(
             DEFAULT_MONITORING_FROM

@@ -63,6 +63,7 @@ SPECS: dict[str, dict[str, Any]] = {
                 {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
             ],
             "monitoringFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}],
+            "restrictEgress": True,
         },
         "tracing": {"otlpEndpoint": "otel-collector.obs:4317"},
     },

@@ -39,12 +39,17 @@ def by_port(policy: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
 # --- NetworkPolicy ----------------------------------------------------------------------
 
 
-def test_default_deny_in_and_out() -> None:
+def test_default_deny_in_and_with_restrict_egress_out() -> None:
     deny = policies()["xc1-default-deny"]["spec"]
     assert deny == {
         "podSelector": {"matchLabels": names.selector_labels("xc1")},
-        "policyTypes": ["Ingress", "Egress"],
+        "policyTypes": ["Ingress"],
     }
+    # Egress stays open by default: an egress allow would defeat policy partitions.
+    assert "egress" not in policies()["xc1-peers"]["spec"]
+    strict = policies({"network": {"restrictEgress": True}})
+    assert strict["xc1-default-deny"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert strict["xc1-peers"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
 def test_each_port_admits_only_its_sources() -> None:
@@ -79,9 +84,9 @@ def test_client_and_monitoring_sources_come_from_the_spec() -> None:
 
 
 def test_egress_is_dns_members_and_the_collector() -> None:
-    egress = policies({"tracing": {"otlpEndpoint": "http://otel.obs:4318"}})["xc1-peers"]["spec"][
-        "egress"
-    ]
+    strict = {"restrictEgress": True}
+    raw = {"network": strict, "tracing": {"otlpEndpoint": "http://otel.obs:4318"}}
+    egress = policies(raw)["xc1-peers"]["spec"]["egress"]
     ports = [sorted((p["protocol"], p["port"]) for p in rule["ports"]) for rule in egress]
     assert ports == [
         [("TCP", 53), ("UDP", 53)],
@@ -89,7 +94,7 @@ def test_egress_is_dns_members_and_the_collector() -> None:
         [("TCP", 4318)],
     ]
     assert egress[1]["to"] == [MEMBERS]
-    assert len(policies()["xc1-peers"]["spec"]["egress"]) == 2  # no collector, no rule
+    assert len(policies({"network": strict})["xc1-peers"]["spec"]["egress"]) == 2  # no collector
 
 
 # --- the pod ------------------------------------------------------------------------------
