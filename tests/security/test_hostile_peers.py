@@ -6,9 +6,10 @@ cluster runs with ``--insecure-peers``, so the frames get past the transport and
 meet the node's own defences (server/shell.py, raft/core.py). Each attack must fail
 harmlessly: no state change (same state hash, no order in another client's name, no
 halt, no new member), nodes alive, no leader change, the refusal counted in
-/metrics and logged. Attacks that impersonate a real member id cannot be told apart
-from that member without authentication: the last test shows that with peer TLS
-they never reach a node at all.
+/metrics and logged. Some attacks in a real member's name (an append from the
+leader's id, an acknowledgement from a frozen follower's) cannot be told apart from
+that member without authentication: the last test shows that with peer TLS they
+never reach a node at all.
 """
 
 from __future__ import annotations
@@ -374,9 +375,12 @@ def test_a_stranger_s_acknowledgement_commits_nothing(cluster: LocalCluster) -> 
     assert_no_forged_effects(cluster)
 
 
-def test_timeout_now_and_transfer_votes_not_from_the_leader_move_nothing(
+def test_timeout_now_and_transfer_votes_move_no_leader_even_in_members_names(
     cluster: LocalCluster,
 ) -> None:
+    """The 31-leader-changes-in-10-s attack, in every form, including the leader's own
+    id in its own term (without TLS anyone can claim it): only the follower's transfer
+    secret, which travels on no stream the attacker sees, makes a TIMEOUT_NOW count."""
     before = View(cluster)
     leader, term = before.leader, before.term
     followers = before.followers()
@@ -394,6 +398,20 @@ def test_timeout_now_and_transfer_votes_not_from_the_leader_move_nothing(
                     Message(MessageType.TIMEOUT_NOW, f, STRANGER, term),
                     Message(MessageType.TIMEOUT_NOW, f, other, term),
                     Message(MessageType.TIMEOUT_NOW, f, leader, term + 1),
+                    # Our leader's id, our term: the real thing but for the secret.
+                    Message(MessageType.TIMEOUT_NOW, f, leader, term, index=f),
+                    Message(MessageType.TIMEOUT_NOW, f, leader, term, index=f, reject_hint=f + 1),
+                    # A "notice" in the leader's name, then a well-formed transfer vote.
+                    Message(MessageType.TIMEOUT_NOW, f, leader, term, index=other),
+                    Message(
+                        MessageType.VOTE,
+                        f,
+                        other,
+                        term + 1,
+                        log_term=term,
+                        index=last,
+                        context=b"transfer",
+                    ),
                     # Votes claiming the transfer context that no real transfer sends:
                     # a pre-vote, a term jump, a stale last log term.
                     Message(
