@@ -285,3 +285,56 @@ async def test_admin_client_never_sends_the_token_unverified() -> None:
         with pytest.raises(AdminError, match="no cluster CA"):
             await client.add_learner("https://127.0.0.1:1", 4, "a:1")
         assert await client.status("https://127.0.0.1:1") is None
+
+
+async def test_admin_client_verifies_the_node_by_ca_and_pod_name(
+    ca: certs.CertKeyPair, tmp_path: Any
+) -> None:
+    """A TLS server holding the cluster's server certificate: the operator's client
+    talks to it only with the cluster's CA and a name the certificate carries."""
+    import ssl
+
+    import aiohttp
+    from aiohttp import web
+    from exchange_operator.admin import pod_server_name, tls_context
+
+    pair = certificates.server_secret(CLUSTER, ca, 90)
+    data = certificates.secret_data(pair)
+    (tmp_path / "tls.crt").write_bytes(data["tls.crt"])
+    (tmp_path / "tls.key").write_bytes(data["tls.key"])
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    seen: list[str] = []
+
+    async def status(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response(
+            {"node_id": 1, "name": "xc1-0", "role": "leader", "term": 1, "leader": 1,
+             "commit_index": 1, "applied_index": 1, "state_hash": "h", "members": []}
+        )  # fmt: skip
+
+    app = web.Application()
+    app.router.add_get("/v1/admin/status", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"https://127.0.0.1:{port}"
+    good_name = pod_server_name("xc1", "trading", "xc1-0")
+    try:
+        async with aiohttp.ClientSession() as session:
+            ok = AdminClient(session, "tok", tls=tls_context(ca.cert_pem), server_name=good_name)
+            assert (await ok.status(base)).node_id == 1
+            assert seen == ["Bearer tok"]
+            # A name the certificate does not carry, or another CA: no answer, no token sent.
+            other_ns = pod_server_name("xc1", "elsewhere", "xc1-0")
+            assert await ok.with_server_name(other_ns).status(base) is None
+            stranger = certs.generate_ca("not the cluster's", valid_days=2)
+            wrong_ca = AdminClient(
+                session, "tok", tls=tls_context(stranger.cert_pem), server_name=good_name
+            )
+            assert await wrong_ca.status(base) is None
+            assert seen == ["Bearer tok"]
+    finally:
+        await runner.cleanup()
