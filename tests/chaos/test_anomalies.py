@@ -393,3 +393,38 @@ def test_an_order_known_only_by_a_replace_of_an_unanswered_submit_is_not_a_phant
     story.builder.complete(story.builder.invoke("dave", "replace", replace), "info")
     story.orders.append(view(3, "dave", replaced, 0, 1, "NEW"))
     assert failed_checks(run(story.finish())) == {"phantom"}
+
+
+def test_filled_quantity_going_backwards_is_not_linearizable():
+    story = Story()
+    read = story.builder.op(
+        "alice",
+        "read_order",
+        {"order_id": 1, "consistency": "linearizable"},
+        "ok",
+        view(1, "alice", ALICE_SELL, 1, 2, "PARTIALLY_FILLED"),
+        process="alice-2",
+    )
+    # Move it before the cancel (right after the first read, which showed 2 filled).
+    records = story.builder.records
+    moved = records[-2:]
+    del records[-2:]
+    records[6:6] = moved
+    for n, record in enumerate(records):
+        record["time_ns"] = 10 * (n + 1)
+    report = run(story.finish())
+    assert failed_checks(report) == {"linearizability"}
+    assert op_ids(report, "linearizability")[0][-2:] == [story.ids["alice_read"], read]
+
+
+def test_a_retry_answered_differently_is_a_duplicate():
+    """The retry was rejected as a duplicate client order id: the key was applied twice."""
+    story = Story()
+    rejected = {
+        "error": {"code": "duplicate_client_order_id", "field": "client_order_id"},
+        "result": {"log_index": 5, "order_id": None, "status": "REJECTED", "events": []},
+    }
+    retry = story.builder.op("bob", "submit", BOB_BUY, "fail", rejected, status=422)
+    report = run(story.finish())
+    assert "exactly_once" in failed_checks(report)
+    assert op_ids(report, "exactly_once")[0] == [story.ids["bob_submit"], retry]
