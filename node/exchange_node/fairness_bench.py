@@ -50,8 +50,8 @@ def start_cluster(root: Path, nodes: int, extra_args: list[str] | None = None) -
     )
     cluster.start_all()
     try:
-        cluster.wait_for_leader(60)
-        cluster.wait_ready(timeout=60)
+        cluster.wait_for_leader(120)  # two shared cores: a busy machine starts slowly
+        cluster.wait_ready(timeout=120)
     except BaseException:
         cluster.stop_all(5)
         raise

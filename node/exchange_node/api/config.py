@@ -69,8 +69,9 @@ class ApiConfig:
     """Open WebSockets from one remote address, with or without keys."""
     ws_max_anonymous_per_address: int = 16
     """Open WebSockets without an API key from one remote address."""
-    max_in_flight_per_client: int = 1_000
-    """Commands of one client proposed but not yet applied; more answer 429."""
+    max_in_flight_per_client: int = 500
+    """Commands of one client being validated, proposed or answered (one full batch);
+    more answer 429."""
     http_idle_timeout_seconds: float = 30.0
     """A connection idle this long, or whose request line and headers are not complete
     this long after it opened (or after its previous answer), is closed (slowloris)."""
