@@ -5,7 +5,7 @@ Each test is named after the rule it guards (see raft/README.md, "Hostile inputs
 """
 
 import pytest
-from exchange_node.raft import HardState, Message, MessageType, RaftConfig, RaftCore, Role
+from exchange_node.raft import Entry, HardState, Message, MessageType, RaftConfig, RaftCore, Role
 from exchange_node.raft.core import MAX_TERM_STEP, TRANSFER_CONTEXT
 from exchange_node.raft.types import MAX_TERM
 from raftnet import Network
@@ -117,32 +117,36 @@ def test_timeout_now_is_obeyed_only_from_the_followed_leader_in_its_term():
         before = state(follower)
         assert step_and_collect(net, follower, m) == []
         assert state(follower) == before
-    # The real thing still works: the leader we follow, in its term, with our secret.
-    real = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=2, reject_hint=follower._secret)
+    # The real thing still works: the leader we follow, in its term, with its nonce.
+    real = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=2, reject_hint=nonce_of(net))
     sent = step_and_collect(net, follower, real)
     assert follower.role is Role.CANDIDATE and follower.term == term + 1
     assert {m.type for m in sent} == {MessageType.VOTE}
 
 
-def test_timeout_now_is_obeyed_only_with_the_secret_the_follower_gave_its_leader():
+def nonce_of(net: Network, leader: int = 1) -> int:
+    return net.cores[leader]._nonce
+
+
+def test_timeout_now_is_obeyed_only_with_the_leader_s_nonce():
     net = settled()
     follower = net.cores[2]
-    # The leader learnt it from the follower's acknowledgements; nobody else saw it.
-    assert net.cores[1].progress[2].secret == follower._secret != 0
-    assert all(m.reject_hint in (0, follower._secret) for m in net.sent if m.frm == 2)
+    nonce = nonce_of(net)
+    # The follower learnt it from the leader's messages; it answers only the leader.
+    assert follower._leader_nonce == nonce != 0
+    assert all(m.to == 1 for m in net.sent if m.frm == 2 and nonce in (m.log_term, m.reject_hint))
     before = state(follower)
-    for guess in (0, 1, follower._secret + 1):
+    for guess in (0, 1, nonce + 1):
         m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=guess)
         assert step_and_collect(net, follower, m) == []
         assert state(follower) == before
-    # A real transfer: every voter gets what it needs from the leader, nothing more.
+    # A real transfer: a notice to the other voter, then the TIMEOUT_NOW itself.
     net.sent.clear()
     net.cores[1].transfer_leadership(3)
     net.deliver()
     assert net.leaders() == [3]
     notices = [m for m in net.sent if m.type is MessageType.TIMEOUT_NOW]
-    assert [(m.to, m.index) for m in notices] == [(2, 3), (3, 3)]
-    assert all(m.reject_hint == net.cores[m.to]._secret for m in notices)
+    assert [(m.to, m.index, m.reject_hint) for m in notices] == [(2, 3, nonce), (3, 3, nonce)]
 
 
 def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
@@ -150,9 +154,90 @@ def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
     net = settled()
     follower = net.cores[2]
     follower._voters.discard(1)  # as if the removal of 1 had applied here
-    m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=follower._secret)
+    m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=nonce_of(net))
     step_and_collect(net, follower, m)
     assert follower.role is Role.CANDIDATE
+
+
+def test_an_acknowledgement_without_the_leader_s_nonce_commits_nothing():
+    net = settled()
+    leader = net.cores[1]
+    net.isolate(1)  # the followers are frozen: nothing they send arrives
+    leader.propose(b"unacknowledged")
+    net.deliver()
+    commit, last = leader.commit_index, leader.log.last_index()
+    for guess in (0, 1, nonce_of(net) + 1):
+        for kind in (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP):
+            forged = Message(kind, 1, 2, leader.term, log_term=guess, index=last, commit=last)
+            step_and_collect(net, leader, forged)
+            assert leader.commit_index == commit
+    # The control: the same acknowledgement with the nonce commits.
+    real = Message(MessageType.APP_RESP, 1, 2, leader.term, log_term=nonce_of(net), index=last)
+    step_and_collect(net, leader, real)
+    assert leader.commit_index == last
+
+
+def test_a_heartbeat_answer_without_the_leader_s_nonce_confirms_no_read():
+    net = settled()
+    leader = net.cores[1]
+    net.isolate(1)  # a deposed leader that does not know it yet
+    leader.read_index(b"read-1")
+    net.deliver()
+    ctx = leader.read_only.last_pending_context()
+    for voter in (2, 3):
+        forged = Message(MessageType.HEARTBEAT_RESP, 1, voter, leader.term, context=ctx)
+        forged.log_term = nonce_of(net) + 1
+        step_and_collect(net, leader, forged)
+    assert net.read_states[1] == []
+    real = Message(MessageType.HEARTBEAT_RESP, 1, 2, leader.term, log_term=nonce_of(net))
+    real.context = ctx
+    step_and_collect(net, leader, real)
+    assert [r.request_ctx for r in net.read_states[1]] == [b"read-1"]
+
+
+def test_a_vote_grant_without_the_candidate_s_nonce_wins_nothing():
+    net = Network([1, 2, 3], pre_vote=False)
+    net.isolate(1)
+    net.campaign(1)
+    candidate = net.cores[1]
+    assert candidate.role is Role.CANDIDATE
+    for voter in (2, 3):
+        forged = Message(MessageType.VOTE_RESP, 1, voter, candidate.term, log_term=12345)
+        step_and_collect(net, candidate, forged)
+    assert candidate.role is Role.CANDIDATE
+    real = Message(MessageType.VOTE_RESP, 1, 2, candidate.term, log_term=candidate._nonce)
+    step_and_collect(net, candidate, real)
+    assert candidate.role is Role.LEADER
+
+
+def test_a_second_leader_or_nonce_in_one_term_is_refused():
+    net = settled()
+    follower = net.cores[2]
+    term, last = follower.term, follower.log.last_index()
+    before = (state(follower), last)
+    entry = [Entry(term, last + 1, b"forged")]
+    for frm, nonce in ((1, nonce_of(net) + 1), (1, 0), (3, nonce_of(net))):
+        for kind in (MessageType.APP, MessageType.HEARTBEAT):
+            m = Message(
+                kind, 2, frm, term, log_term=term, index=last, entries=entry, commit=last + 1
+            )
+            m.reject_hint = nonce
+            assert step_and_collect(net, follower, m) == []
+            assert (state(follower), follower.log.last_index()) == before
+
+
+def test_transfer_requests_and_read_answers_need_the_leader_s_nonce():
+    net = settled()
+    leader, follower = net.cores[1], net.cores[2]
+    forged = Message(MessageType.TRANSFER_LEADER, 1, 2, leader.term, index=3, reject_hint=7)
+    step_and_collect(net, leader, forged)
+    assert leader.lead_transferee == 0 and leader.role is Role.LEADER
+    answer = Message(MessageType.READ_INDEX_RESP, 2, 1, follower.term, index=1, context=b"r")
+    step_and_collect(net, follower, answer)
+    assert net.read_states[2] == []
+    follower.transfer_leadership(3)  # the real request carries the nonce
+    net.deliver()
+    assert net.leaders() == [3]
 
 
 def forged_transfer_vote(core: RaftCore, **changes: object) -> Message:
@@ -206,7 +291,7 @@ def test_a_transfer_vote_bypasses_the_lease_only_after_the_leader_announced_it()
     assert step_and_collect(net, follower, forged_transfer_vote(follower)) == []
     assert state(follower) == before
     # The leader's notice (with the follower's secret) names the transferee.
-    notice = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=3, reject_hint=follower._secret)
+    notice = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=3, reject_hint=nonce_of(net))
     assert step_and_collect(net, follower, notice) == []
     assert follower.role is Role.FOLLOWER and follower.term == term
     sent = step_and_collect(net, follower, forged_transfer_vote(follower))

@@ -88,7 +88,10 @@ def test_garbage_is_ignored_and_the_cluster_keeps_working():
 def test_a_message_type_given_as_a_plain_int_is_understood():
     net = settled()
     follower = net.cores[2]
-    follower.step(Message(int(MessageType.HEARTBEAT), 2, 1, follower.term))  # type: ignore[arg-type]
+    nonce = net.cores[1]._nonce  # what the real leader's heartbeats carry
+    follower.step(
+        Message(int(MessageType.HEARTBEAT), 2, 1, follower.term, reject_hint=nonce)  # type: ignore[arg-type]
+    )
     replies = follower.ready().messages
     assert [m.type for m in replies] == [MessageType.HEARTBEAT_RESP]
 

@@ -154,10 +154,11 @@ class RaftCore:
         self.pending_conf_index = 0
         """Index of the newest configuration change this leader may have proposed."""
         # A separate stream, so election timeouts stay what they were for each seed.
-        self._secret = random.Random((config.seed << 21) ^ (config.node_id << 1) ^ 1).randrange(
-            1, 1 << 62
-        )
-        """Proves a TIMEOUT_NOW comes from our leader (see ``_send_timeout_now``)."""
+        self._nonce_rng = random.Random((config.seed << 21) ^ (config.node_id << 1) ^ 1)
+        self._nonce = 0
+        """Drawn when this node campaigns or starts to lead; see "Nonces" in README."""
+        self._leader_nonce = 0
+        """The nonce of the leader we follow in this term (0: not heard yet)."""
         self._transfer_notice = (0, NONE)
         """(term, transferee): our leader announced a transfer to transferee in term."""
         self._become_follower(self.term, NONE)
@@ -318,7 +319,17 @@ class RaftCore:
             self._handle_transfer(target)
         elif self.leader != NONE:
             # ``index`` carries the transferee so ``frm`` stays the real sender.
-            self._send(Message(_TRANSFER_LEADER, self.leader, self.id, self.term, index=target))
+            # ``reject_hint``: the leader's nonce, so a forged request moves nobody.
+            self._send(
+                Message(
+                    _TRANSFER_LEADER,
+                    self.leader,
+                    self.id,
+                    self.term,
+                    index=target,
+                    reject_hint=self._leader_nonce,
+                )
+            )
         else:
             raise NotLeaderError(NONE)
 
@@ -459,6 +470,7 @@ class RaftCore:
         )
         self.lead_transferee = NONE
         self._campaign_after_apply = False
+        self._leader_nonce = 0
         self.votes = {}
         self.progress = {}
         self.read_only = ReadOnly()
@@ -487,6 +499,7 @@ class RaftCore:
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
+        self._nonce = self._nonce_rng.randrange(1, 1 << 62)
         last = self.log.last_index()
         # Sorted: message order must not depend on set iteration order.
         for peer in sorted(self._voters | self._learners):
@@ -580,6 +593,8 @@ class RaftCore:
             msg_type, term = _VOTE, self.term
         if self._record_vote(self.id, True, pre):
             return
+        # Only answers echoing this nonce count: a forged grant cannot win an election.
+        nonce = self._nonce = self._nonce_rng.randrange(1, 1 << 62)
         context = TRANSFER_CONTEXT if transfer else b""
         last_index, last_term = self.log.last_index(), self.log.last_term()
         for peer in self._voter_ids:
@@ -592,6 +607,7 @@ class RaftCore:
                         term,
                         log_term=last_term,
                         index=last_index,
+                        reject_hint=nonce,
                         context=context,
                     )
                 )
@@ -621,32 +637,37 @@ class RaftCore:
         resp_type = _PRE_VOTE_RESP if pre else _VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # A granted pre-vote answers in the candidate's future term so it counts.
-            self._send(Message(resp_type, m.frm, self.id, m.term))
+            self._send(Message(resp_type, m.frm, self.id, m.term, log_term=m.reject_hint))
             if not pre:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
-            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+            self._send(
+                Message(resp_type, m.frm, self.id, self.term, log_term=m.reject_hint, reject=True)
+            )
 
     # ------------------------------------------------------------------ followers
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
-        if t is _APP:
+        if t is _APP or t is _HEARTBEAT or t is _SNAP:
+            nonce = m.reject_hint
+            if nonce != self._leader_nonce or m.frm != self.leader:
+                if self._leader_nonce:
+                    # One leader per term, one nonce per leader: this is neither.
+                    return
+                self._leader_nonce = nonce
             self.election_elapsed = 0
             self.leader = m.frm
-            self._handle_append(m)
-        elif t is _HEARTBEAT:
-            self.election_elapsed = 0
-            self.leader = m.frm
-            self._handle_heartbeat(m)
-        elif t is _SNAP:
-            self.election_elapsed = 0
-            self.leader = m.frm
-            self._handle_snapshot(m)
+            if t is _APP:
+                self._handle_append(m)
+            elif t is _HEARTBEAT:
+                self._handle_heartbeat(m)
+            else:
+                self._handle_snapshot(m)
         elif t is _TIMEOUT_NOW:
-            if m.reject_hint != self._secret:
-                return  # not from the leader we acknowledge (see _send_timeout_now)
+            if m.reject_hint != self._leader_nonce or not self._leader_nonce:
+                return  # not from the leader we follow (see _send_timeout_now)
             if m.index != self.id:
                 # A transfer to another voter: its forced vote may pass our lease.
                 self._transfer_notice = (self.term, m.index)
@@ -657,7 +678,7 @@ class RaftCore:
                 self._campaign_after_apply = True
             else:
                 self._hup(transfer=True)
-        elif t is _READ_INDEX_RESP:
+        elif t is _READ_INDEX_RESP and m.reject_hint == self._leader_nonce:
             self.read_states.append(ReadState(m.index, m.context))
         # READ_INDEX or TRANSFER_LEADER here means the sender's idea of the leader was
         # stale: dropped rather than relayed under another sender's name; the
@@ -672,6 +693,7 @@ class RaftCore:
         elif (
             t is (_PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else _VOTE_RESP)
             and m.frm in self._voters
+            and m.log_term == self._nonce
         ):
             self._record_vote(m.frm, not m.reject, self.role is Role.PRE_CANDIDATE)
 
@@ -690,17 +712,22 @@ class RaftCore:
                     m.frm,
                     self.id,
                     self.term,
+                    log_term=self._leader_nonce,
                     index=log.commit_index,
-                    reject_hint=self._secret,
                 )
             )
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, entries)
         if last_new is not None:
-            # An accepting answer's reject_hint carries our transfer secret.
+            # An answer's log_term echoes the leader's nonce (README, "Nonces").
             self._send(
                 Message(
-                    _APP_RESP, m.frm, self.id, self.term, index=last_new, reject_hint=self._secret
+                    _APP_RESP,
+                    m.frm,
+                    self.id,
+                    self.term,
+                    log_term=self._leader_nonce,
+                    index=last_new,
                 )
             )
             return
@@ -715,6 +742,7 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
+                log_term=self._leader_nonce,
                 index=m.index,
                 reject=True,
                 reject_hint=hint_index,
@@ -733,9 +761,9 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
+                log_term=self._leader_nonce,
                 commit=log.commit_index,
                 context=m.context,
-                reject_hint=self._secret,
             )
         )
 
@@ -762,8 +790,8 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
+                log_term=self._leader_nonce,
                 index=log.commit_index,
-                reject_hint=self._secret,
             )
         )
 
@@ -773,15 +801,17 @@ class RaftCore:
         t = m.type
         if t is _APP_RESP:
             pr = self.progress.get(m.frm)
-            if pr is not None:
+            # An answer proves it saw our messages by echoing our nonce: a forged
+            # acknowledgement cannot commit anything (README, "Nonces").
+            if pr is not None and m.log_term == self._nonce:
                 self._handle_append_response(m, pr)
         elif t is _HEARTBEAT_RESP:
             pr = self.progress.get(m.frm)
-            if pr is not None:
+            if pr is not None and m.log_term == self._nonce:
                 self._handle_heartbeat_response(m, pr)
         elif t is _READ_INDEX:
             self._handle_read_index(m.frm, m.context)
-        elif t is _TRANSFER_LEADER:
+        elif t is _TRANSFER_LEADER and m.reject_hint == self._nonce:
             self._handle_transfer(m.index)
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
@@ -799,8 +829,6 @@ class RaftCore:
                     pr.become_probe()
                 self._send_append(m.frm, send_if_empty=True)
             return
-        if m.reject_hint:
-            pr.secret = m.reject_hint
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
@@ -822,8 +850,6 @@ class RaftCore:
 
     def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
-        if m.reject_hint:
-            pr.secret = m.reject_hint
         if pr.state is _SNAPSHOT and m.commit >= pr.pending_snapshot > 0:
             # The snapshot was installed but its acknowledgement was lost: the
             # follower holds everything up to its commit index, so probe from there.
@@ -865,6 +891,7 @@ class RaftCore:
                     self.id,
                     self.term,
                     index=request.index,
+                    reject_hint=self._nonce,
                     context=request.context,
                 )
             )
@@ -885,28 +912,21 @@ class RaftCore:
     def _send_timeout_now(self, target: int) -> None:
         """Start a transfer to ``target`` (dissertation 3.10), in a way a forger cannot.
 
-        Every follower hands its leader a random secret in its acknowledgements
-        (``reject_hint`` of an accepting APP_RESP / HEARTBEAT_RESP); the secret never
-        travels anywhere else. A TIMEOUT_NOW carries the receiver's secret, so one
-        injected by a process that cannot read the followers' streams is refused.
-        The other voters get a notice first (a TIMEOUT_NOW with ``index`` = the
-        transferee) so they, too, know the transfer vote they will see is real.
+        TIMEOUT_NOW carries our nonce, which only our followers have seen, so one
+        injected by a process that cannot read our streams is refused. The other
+        voters get a notice first (a TIMEOUT_NOW whose ``index`` names the
+        transferee) so they know the transfer vote they are about to see is real.
         """
-        progress = self.progress
+        nonce = self._nonce
         for voter in self._voter_ids:
-            if voter != self.id and voter != target and voter in progress:
-                notice = Message(_TIMEOUT_NOW, voter, self.id, self.term, index=target)
-                notice.reject_hint = progress[voter].secret
-                self._send(notice)
+            if voter != self.id and voter != target:
+                self._send(
+                    Message(
+                        _TIMEOUT_NOW, voter, self.id, self.term, index=target, reject_hint=nonce
+                    )
+                )
         self._send(
-            Message(
-                _TIMEOUT_NOW,
-                target,
-                self.id,
-                self.term,
-                index=target,
-                reject_hint=progress[target].secret,
-            )
+            Message(_TIMEOUT_NOW, target, self.id, self.term, index=target, reject_hint=nonce)
         )
 
     def _check_can_propose(self) -> None:
@@ -975,6 +995,7 @@ class RaftCore:
                     index=prev_index,
                     entries=entries,
                     commit=log.commit_index,
+                    reject_hint=self._nonce,
                 )
             )
             if pr.state is _REPLICATE:
@@ -995,7 +1016,9 @@ class RaftCore:
             return
         snapshot = self.log.snapshot
         assert snapshot is not None, "entries compacted without a snapshot"
-        self._send(Message(_SNAP, to, self.id, self.term, snapshot=snapshot))
+        self._send(
+            Message(_SNAP, to, self.id, self.term, reject_hint=self._nonce, snapshot=snapshot)
+        )
         pr.become_snapshot(snapshot.meta.index)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
@@ -1010,6 +1033,7 @@ class RaftCore:
                         self.id,
                         self.term,
                         commit=min(pr.match_index, commit),
+                        reject_hint=self._nonce,
                         context=ctx,
                     )
                 )

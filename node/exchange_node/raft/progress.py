@@ -64,7 +64,6 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
-        "secret",
         "snapshot_rounds",
         "state",
     )
@@ -81,8 +80,6 @@ class Progress:
         """Heard from since the last check-quorum round."""
         self.snapshot_rounds = 0
         """SNAPSHOT: election timeouts since the snapshot was sent."""
-        self.secret = 0
-        """The follower's transfer secret, from its latest acknowledgement (0: unknown)."""
         self.inflights = Inflights(max_inflight)
 
     def _reset_state(self, state: ProgressState) -> None:

@@ -147,7 +147,10 @@ class Message:
     commit: int = 0
     reject: bool = False
     reject_hint: int = 0
-    """APP_RESP rejection: the follower's hint index (fast backtracking)."""
+    """APP_RESP rejection: the follower's hint index (fast backtracking). In APP,
+    HEARTBEAT, SNAP, READ_INDEX_RESP, TIMEOUT_NOW, TRANSFER_LEADER, VOTE, PRE_VOTE:
+    the sender's (or its leader's) nonce; answers echo it in ``log_term``
+    (raft/README.md, "Nonces")."""
     hint_term: int = 0
     """APP_RESP rejection: the term of the follower's entry at ``reject_hint``."""
     snapshot: Snapshot | None = None
