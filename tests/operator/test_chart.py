@@ -184,6 +184,7 @@ def test_notes_tell_the_user_what_to_run_next() -> None:
     assert "kubectl -n ops rollout status deployment/rx-operator" in notes
     assert "kubectl -n ops scale exchangecluster/" in notes
     assert "port-forward svc/" in notes
+    assert "and watches: ops." in notes  # the default install: its own namespace only
 
 
 def test_chart_installs_the_crd_and_dashboards() -> None:
