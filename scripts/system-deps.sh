@@ -4,6 +4,7 @@
 #   docker.io + debootstrap - container image build and container fault tests
 #   chromium + driver       - the live view's browser test
 #   valgrind                - the engine bench's instruction count (and its test)
+#   fuse3 (libfuse3)        - chaos faultfs: disk faults and power cuts (mfusepy loads it)
 # As root (CI, these machines) missing packages are installed with apt-get.
 # Otherwise nothing is installed: the tests that need a missing program skip
 # and print which one. Idempotent and quiet when everything is present.
@@ -16,6 +17,7 @@ command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
 command -v valgrind >/dev/null 2>&1 || want+=(valgrind)
+command -v fusermount3 >/dev/null 2>&1 || want+=(fuse3)
 
 if [ ${#want[@]} -eq 0 ]; then
     exit 0

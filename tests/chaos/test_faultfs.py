@@ -1,0 +1,257 @@
+"""faultfs on real FUSE mounts: what a power cut keeps and drops, and each disk fault
+as the writer sees it (errno, delay, stall), and that unmounting leaves nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from exchange_node.chaos.faultfs import (
+    FaultFS,
+    FaultFSHandle,
+    leftover_mounts,
+    unavailable_reason,
+    unmount_leftovers,
+)
+from exchange_node.chaos.target import DiskFault
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "faultfs tests mount FUSE filesystems: run as root"
+    return unavailable_reason()
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Iterator[FaultFSHandle]:
+    handle = FaultFS.mount(tmp_path / "backing", tmp_path / "mnt")
+    try:
+        yield handle
+    finally:
+        handle.unmount()
+
+
+def _write(path: Path, data: bytes, *, sync: bool, flags: int = os.O_CREAT | os.O_WRONLY) -> None:
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mnt(fs: FaultFSHandle) -> Path:
+    return Path(fs.mountpoint)
+
+
+def test_fsynced_write_survives_power_cut_and_unsynced_write_is_gone(fs: FaultFSHandle) -> None:
+    mnt, backing = _mnt(fs), Path(fs.backing_dir)
+    _write(mnt / "wal", b"durable", sync=True)
+    _fsync_dir(mnt)
+    fd = os.open(mnt / "wal", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"+pending")
+    # Readers see it; the backing file does not (it lives in faultfs's memory).
+    assert (mnt / "wal").read_bytes() == b"durable+pending"
+    assert (backing / "wal").read_bytes() == b"durable"
+    assert fs.unsynced_bytes() == len(b"+pending")
+    os.fdatasync(fd)
+    assert (backing / "wal").read_bytes() == b"durable+pending"
+    os.write(fd, b"+lost")
+    os.close(fd)  # close is no sync point
+
+    report = fs.drop_unsynced()
+    assert report.bytes == len(b"+lost")
+    assert (mnt / "wal").read_bytes() == b"durable+pending"
+    assert fs.unsynced_bytes() == 0
+
+
+def test_unsynced_truncation_is_undone_and_truncated_bytes_read_as_zeros(
+    fs: FaultFSHandle,
+) -> None:
+    mnt = _mnt(fs)
+    _write(mnt / "f", b"abcdefgh", sync=True)
+    _fsync_dir(mnt)
+    with open(mnt / "f", "r+b") as f:
+        f.truncate(2)
+        f.seek(5)
+        f.write(b"X")
+        f.flush()
+        # bytes 2..4 were cut away: they come back as zeros, not as the old "cde"
+        assert (mnt / "f").read_bytes() == b"ab\0\0\0X"
+    fs.drop_unsynced()
+    assert (mnt / "f").read_bytes() == b"abcdefgh"
+
+
+def test_names_need_a_directory_fsync(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    # The node's durable write: temp file, fsync, rename over the old file, directory fsync.
+    _write(mnt / "NEWEST", b"1", sync=True)
+    _fsync_dir(mnt)
+    _write(mnt / "NEWEST.tmp", b"2", sync=True)
+    os.rename(mnt / "NEWEST.tmp", mnt / "NEWEST")
+    _write(mnt / "created", b"x", sync=True)
+    _write(mnt / "doomed", b"d", sync=True)
+    _fsync_dir(mnt)
+    os.unlink(mnt / "doomed")
+    # Not made durable: the unlink, a temp file's creation and its rename over, a creation.
+    _write(mnt / "NEWEST.tmp", b"3", sync=True)
+    os.rename(mnt / "NEWEST.tmp", mnt / "NEWEST")
+    _write(mnt / "orphan", b"o", sync=True)
+    assert (mnt / "NEWEST").read_bytes() == b"3"
+    assert sorted(os.listdir(mnt)) == ["NEWEST", "created", "orphan"]
+
+    report = fs.drop_unsynced()
+    assert report.names == 4
+    # The rename is undone (the replaced file is back), the creations and unlink too.
+    assert (mnt / "NEWEST").read_bytes() == b"2"
+    assert not (mnt / "NEWEST.tmp").exists()
+    assert (mnt / "doomed").read_bytes() == b"d"
+    assert not (mnt / "orphan").exists()
+    assert (mnt / "created").read_bytes() == b"x"
+
+
+def test_eio_on_write_and_fsync_reach_the_writer(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    _write(mnt / "f", b"before", sync=True)
+    _fsync_dir(mnt)
+    fs.set_fault(DiskFault("eio_write"))
+    with pytest.raises(OSError) as caught:
+        _write(mnt / "f", b"x", sync=False, flags=os.O_WRONLY | os.O_APPEND)
+    assert caught.value.errno == errno.EIO
+
+    fs.set_fault(DiskFault("eio_fsync"))
+    fd = os.open(mnt / "f", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"+unlucky")
+        with pytest.raises(OSError) as caught:
+            os.fdatasync(fd)
+        assert caught.value.errno == errno.EIO
+        fs.set_fault(None)
+        # As Linux after a writeback error: still readable, and a later fsync
+        # succeeds without writing it; a power cut then loses it.
+        assert (mnt / "f").read_bytes() == b"before+unlucky"
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    fs.drop_unsynced()
+    assert (mnt / "f").read_bytes().rstrip(b"\0") == b"before"
+
+
+def test_full_disk_refuses_growth_with_enospc(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    _write(mnt / "f", b"0123456789", sync=True)
+    fs.set_fault(DiskFault("full"))
+    with pytest.raises(OSError) as caught:
+        _write(mnt / "f", b"more", sync=False, flags=os.O_WRONLY | os.O_APPEND)
+    assert caught.value.errno == errno.ENOSPC
+    assert os.statvfs(mnt).f_bavail == 0
+    # Overwriting inside the file needs no space.
+    with open(mnt / "f", "r+b") as f:
+        f.write(b"AB")
+        f.flush()
+        os.fsync(f.fileno())
+    fs.set_fault(None)
+    _write(mnt / "f", b"more", sync=True, flags=os.O_WRONLY | os.O_APPEND)
+    assert (mnt / "f").read_bytes() == b"AB23456789more"
+
+
+def _time_fsyncs(path: Path, count: int) -> float:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            os.write(fd, b"x" * 64)
+            os.fdatasync(fd)
+        return time.perf_counter() - started
+    finally:
+        os.close(fd)
+
+
+def test_slow_fsync_adds_its_delay(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    plain = _time_fsyncs(mnt / "f", 5)
+    fs.set_fault(DiskFault("slow_fsync", delay_ms=100))
+    slow = _time_fsyncs(mnt / "f", 5)
+    assert slow >= 0.5, slow
+    assert slow > plain + 0.4, (plain, slow)
+
+
+def test_stalled_fsync_blocks_until_healed(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    fs.set_fault(DiskFault("stall_fsync"))
+    done = threading.Event()
+
+    def writer() -> None:
+        _time_fsyncs(mnt / "f", 1)
+        done.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert not done.wait(1.0), "fsync returned while stalled"
+    assert fs.stats()["stalled"] == 1
+    # Reads and other calls still work while an fsync is stalled.
+    assert (mnt / "f").read_bytes() == b"x" * 64
+    fs.set_fault(None)
+    assert done.wait(5.0), "fsync still blocked after healing"
+    assert fs.unsynced_bytes() == 0
+
+
+def test_unmount_with_an_open_file_leaves_nothing(tmp_path: Path) -> None:
+    handle = FaultFS.mount(tmp_path / "backing", tmp_path / "mnt")
+    fd = os.open(tmp_path / "mnt" / "held", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"unsynced but cleanly unmounted")
+    try:
+        handle.unmount(timeout=2.0)
+        assert handle.proc.poll() is not None
+        assert leftover_mounts(tmp_path) == []
+        # A clean unmount writes through, as a clean shutdown does.
+        assert (tmp_path / "backing" / "held").read_bytes() == b"unsynced but cleanly unmounted"
+        assert os.listdir(tmp_path / "backing") == ["held"]
+        handle.unmount()  # twice is harmless
+    finally:
+        # The file outlived its filesystem: closing it reports the lost connection.
+        with pytest.raises(OSError):
+            os.close(fd)
+
+
+def test_leftover_mount_of_a_dead_faultfs_is_found_and_removed(tmp_path: Path) -> None:
+    handle = FaultFS.mount(tmp_path / "backing", tmp_path / "mnt")
+    os.kill(handle.pid, signal.SIGKILL)
+    handle.proc.wait()
+    mnt = str(tmp_path / "mnt")
+    assert leftover_mounts(tmp_path) == [mnt]
+    with pytest.raises(OSError) as caught:
+        os.listdir(mnt)
+    assert caught.value.errno == errno.ENOTCONN
+    assert unmount_leftovers(tmp_path) == [mnt]
+    assert leftover_mounts(tmp_path) == []
+    assert os.listdir(mnt) == []
+    handle.unmount()
+
+
+def test_mount_refuses_a_mountpoint_inside_the_backing_dir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mountpoint"):
+        FaultFS.mount(tmp_path, tmp_path / "inside")
+
+
+def test_an_unknown_fault_kind_is_refused_by_name(fs: FaultFSHandle) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        fs.set_fault(DiskFault("melt"))  # type: ignore[arg-type]
