@@ -513,8 +513,10 @@ async def reconcile(
         if leader is not None:
             patch.status["term"] = leader.term
             patch.status["commitIndex"] = leader.commit_index
-        if spec.cluster_id:
-            patch.status["clusterId"] = spec.cluster_id
+        # The Raft group's identity (--cluster-id, in every member certificate).
+        patch.status["clusterId"] = names.raft_cluster_id(
+            cluster.name, cluster.namespace, spec.cluster_id
+        )
         return action
 
 

@@ -394,6 +394,7 @@ async def test_certificates_are_issued_per_member_and_rotated_before_expiry(env:
     first = {o: member_pem(o) for o in range(3)}
     shown = env.cr()["status"]["certificates"]
     assert shown["source"] == "operator" and shown["members"] == 3
+    assert env.cr()["status"]["clusterId"] == f"{NAME}-{NS}"
     earliest = min(certs.not_after(pem) for pem in first.values())
     assert abs(datetime.datetime.fromisoformat(shown["notAfter"]) - earliest).total_seconds() < 2
 
