@@ -265,6 +265,19 @@ def test_a_fake_leader_commits_no_order_and_no_halt(cluster: LocalCluster) -> No
         assert logged(cluster, i, "refused a peer message (not_member)")
 
 
+def test_an_append_in_the_leader_s_name_and_term_is_refused(cluster: LocalCluster) -> None:
+    """The fake-leader attack with the real leader's id, in its current term: the
+    followers already hold this term's leader nonce and refuse any other."""
+    before = View(cluster)
+    leader, term = before.leader, before.term
+    for f in before.followers():
+        for guess in (0, 1, 2**61):
+            m = fake_append(f, leader, before, forged_batch(0, 0), term)
+            m.reject_hint = guess
+            send(cluster, f, leader, [m])
+    assert_harmless(cluster, before)
+
+
 def test_a_forged_configuration_change_adds_no_learner(cluster: LocalCluster) -> None:
     before = View(cluster)
     evil = MemberInfo("evil", "127.0.0.1:1", "127.0.0.1:2").to_context()
@@ -337,7 +350,12 @@ def test_forged_digests_fence_no_replica(cluster: LocalCluster) -> None:
     assert_harmless(cluster, before)
 
 
-def test_a_stranger_s_acknowledgement_commits_nothing(cluster: LocalCluster) -> None:
+def test_forged_acknowledgements_from_frozen_followers_commit_nothing(
+    cluster: LocalCluster,
+) -> None:
+    """The lost-acknowledged-order attack: both followers frozen (SIGSTOP), an order
+    sent to the leader, acknowledgements forged in the followers' own names and a
+    stranger's. Without the leader's nonce (raft/README.md, "Nonces") none counts."""
     before = View(cluster)
     leader = before.leader
     followers = before.followers()
@@ -353,13 +371,22 @@ def test_a_stranger_s_acknowledgement_commits_nothing(cluster: LocalCluster) -> 
             )
             await asyncio.sleep(0.3)
             last = before.st(leader)["commit_index"]
-            forged = [
-                Message(MessageType.APP_RESP, leader, STRANGER, before.term, index=last + k)
-                for k in range(1, 6)
-            ]
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: send(cluster, leader, STRANGER, forged)
-            )
+            for frm in (STRANGER, *followers):
+                forged = [
+                    Message(
+                        MessageType.APP_RESP,
+                        leader,
+                        frm,
+                        before.term,
+                        log_term=guess,
+                        index=last + k,
+                    )
+                    for k in range(1, 6)
+                    for guess in (0, 1, 2**61)
+                ]
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda frm=frm, forged=forged: send(cluster, leader, frm, forged)
+                )
             await ordering
 
         asyncio.run(order_and_forge())
@@ -368,7 +395,7 @@ def test_a_stranger_s_acknowledgement_commits_nothing(cluster: LocalCluster) -> 
     finally:
         for f in followers:
             cluster.resume(f)
-    assert refused(cluster, leader, "not_member") >= 5
+    assert refused(cluster, leader, "not_member") >= 15
     # The order may commit once the followers are back: its client heard "unknown".
     cluster.wait_for_leader(30)
     cluster.wait_converged(ids(cluster), timeout=30)
@@ -379,8 +406,8 @@ def test_timeout_now_and_transfer_votes_move_no_leader_even_in_members_names(
     cluster: LocalCluster,
 ) -> None:
     """The 31-leader-changes-in-10-s attack, in every form, including the leader's own
-    id in its own term (without TLS anyone can claim it): only the follower's transfer
-    secret, which travels on no stream the attacker sees, makes a TIMEOUT_NOW count."""
+    id in its own term (without TLS anyone can claim it): only the leader's nonce,
+    which travels on no stream the attacker sees, makes a TIMEOUT_NOW count."""
     before = View(cluster)
     leader, term = before.leader, before.term
     followers = before.followers()
