@@ -304,3 +304,17 @@ def test_chart_grants_the_rbac_rules() -> None:
 def test_rbac_rules_file_is_yaml_of_the_rules() -> None:
     text = (CHART / "files" / "rbac-rules.yaml").read_text()
     assert yaml.safe_load(text) == rbac.rules_file()
+
+
+def test_operator_pods_match_the_admin_ports_network_policy() -> None:
+    """The nodes admit the admin port from pods labelled as the chart labels the
+    operator, in the namespace the operator reads from OPERATOR_NAMESPACE."""
+    (deployment,) = [o for o in generate.render_chart({}) if o["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    assert names.operator_selector_labels().items() <= template["metadata"]["labels"].items()
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert env["OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    peer = render.operator_peer("raft-exchange")
+    assert peer["podSelector"]["matchLabels"] == names.operator_selector_labels()
