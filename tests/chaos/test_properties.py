@@ -231,7 +231,7 @@ options = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, derandomize=True, deadline=None)
+@settings(max_examples=250, derandomize=True, deadline=None)
 @given(st.integers(0, 2**32), options)
 def test_valid_histories_pass(seed, opts):
     report = check(as_dicts(seed, **opts))

@@ -365,11 +365,11 @@ def check_exactly_once(history: History, index: OrderIndex) -> CheckResult:
     return result
 
 
-def _answer_identity(answer: dict[str, Any]) -> tuple[Any, ...]:
+def _answer_identity(answer: dict[str, Any]) -> str:
     body = answer.get("result", answer)
     if not isinstance(body, dict):
-        return (repr(body),)
-    return (body.get("order_id"), body.get("log_index"), body.get("status"))
+        return repr(body)
+    return repr((body.get("order_id"), body.get("log_index"), body.get("status")))
 
 
 # --------------------------------------------------------------------------- linearizability
@@ -408,14 +408,21 @@ def lineage_ops(lineage: Lineage) -> list[linearizability.Op[OrderOp]]:
     for op in lineage.mass_cancels:
         if op.outcome != "ok":
             continue
-        quantity = None
+        quantity = cancelled_id = None
         for order_id, coid, cancelled in _mass_cancelled(op):
             if order_id in lineage.order_ids or coid in lineage.client_order_ids:
-                quantity = cancelled
+                quantity, cancelled_id = cancelled, order_id
         if quantity is None and op.start_ns > horizon:
             continue
         model_op = OrderOp(
-            "mass_cancel", op.outcome, op.args, op.answer, op.status, (op.id,), quantity
+            "mass_cancel",
+            op.outcome,
+            op.args,
+            op.answer,
+            op.status,
+            (op.id,),
+            quantity,
+            cancelled_id,
         )
         ops.append(linearizability.Op(op.start_ns, op.end_ns, model_op))
     return ops
@@ -540,7 +547,8 @@ def _check_position_reads(history: History, result: CheckResult) -> int:
             if client == read.client:
                 need[(symbol, side)] += quantity
                 witness[(symbol, side)] = op
-        positions = (read.answer or {}).get("positions") or {}
+        positions = (read.answer or {}).get("positions")
+        positions = positions if isinstance(positions, dict) else {}
         for (symbol, side), quantity in need.items():
             position = positions.get(symbol) or {}
             field_name = "bought_quantity" if side == "BUY" else "sold_quantity"

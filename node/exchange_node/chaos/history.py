@@ -417,6 +417,64 @@ def validate_args(op: str, args: Mapping[str, Any], line: int) -> None:
         _enum(args, "consistency", CONSISTENCIES, line)
 
 
+_ORDER_VIEW: dict[str, type | tuple[type, ...]] = {
+    "order_id": int,
+    "client_id": str,
+    "client_order_id": str,
+    "symbol": str,
+    "side": str,
+    "price": int,
+    "quantity": int,
+    "filled_quantity": int,
+    "leaves_quantity": int,
+    "status": str,
+}
+_FILL: dict[str, type | tuple[type, ...]] = {
+    "client_id": str,
+    "trade_id": int,
+    "order_id": int,
+    "symbol": str,
+    "price": int,
+    "quantity": int,
+    "aggressor_side": str,
+    "liquidity": str,
+}
+_POSITION_NUMBERS = ("quantity", "bought_quantity", "sold_quantity")
+
+
+def _validate_observation(observation: Observation, line: int) -> None:
+    """The checker relies on these shapes; the workload records what the API answered."""
+
+    def each(items: list[Any], what: str, shape: dict[str, type | tuple[type, ...]]) -> None:
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise HistoryError(line, f"{what}[{n}] must be an object")
+            for name, kinds in shape.items():
+                if not _is(item.get(name), kinds):
+                    raise HistoryError(
+                        line,
+                        f"{what}[{n}].{name} is missing or has the wrong type: {item.get(name)!r}",
+                    )
+
+    each(observation.orders or [], "orders", _ORDER_VIEW)
+    each(observation.fills or [], "fills", _FILL)
+    for n, fill in enumerate(observation.fills or []):
+        if fill["liquidity"] not in ("MAKER", "TAKER") or fill["aggressor_side"] not in SIDES:
+            raise HistoryError(
+                line, f"fills[{n}]: liquidity or aggressor_side is not a known value"
+            )
+    for client, symbols in (observation.positions or {}).items():
+        if not isinstance(symbols, dict):
+            raise HistoryError(line, f"positions.{client} must be an object of symbols")
+        for symbol, position in symbols.items():
+            if not isinstance(position, dict) or not all(
+                _is(position.get(name, 0), int) for name in _POSITION_NUMBERS
+            ):
+                raise HistoryError(
+                    line, f"positions.{client}.{symbol} must be an object of integer quantities"
+                )
+
+
 def _parse(data: Any, line: int) -> Record:
     if not isinstance(data, dict):
         raise HistoryError(line, "a record must be a JSON object")
@@ -468,7 +526,7 @@ def _parse(data: Any, line: int) -> Record:
         fills_complete = data.get("fills_complete", True)
         if not isinstance(fills_complete, bool):
             raise HistoryError(line, "field 'fills_complete' must be true or false")
-        return Observation(
+        observation = Observation(
             _need(data, "node", str, line),
             _need(data, "time_ns", int, line),
             _need(data, "applied_index", int, line),
@@ -478,6 +536,8 @@ def _parse(data: Any, line: int) -> Record:
             _opt(data, "fills", list, line),
             fills_complete,
         )
+        _validate_observation(observation, line)
+        return observation
     if kind == "meta":
         _no_extra(data, Meta.__slots__, line, "meta")
         return Meta(

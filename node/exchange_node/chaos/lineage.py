@@ -168,22 +168,32 @@ def build_index(history: History) -> OrderIndex:
                 lineage.client_order_ids.append(new)
             progress = True
         pending_replaces = unresolved
-    for op in pending_replaces:
+    for op in pending_replaces:  # in invocation order, so a chain of replaces follows
         if "order_id" in op.args:
-            index.unattributed[(op.client, op.args["new_client_order_id"])] = op.args["order_id"]
+            order_id = op.args["order_id"]
+        else:
+            order_id = index.unattributed.get((op.client, op.args["client_order_id"]))
+        if order_id is not None:
+            index.unattributed[(op.client, op.args["new_client_order_id"])] = order_id
 
     for op in ops:
         if op.op == "replace":
             lineage = index.by_key.get((op.client, op.args["new_client_order_id"]))
             if lineage is not None:
                 lineage.replaces.setdefault(op.args["new_client_order_id"], []).append(op)
-            elif op.outcome == "ok":
+            elif op.outcome == "ok" and not any(
+                index.explains(op.client, coid, order_id) for order_id, coid in _pairs_in_answer(op)
+            ):
                 index.phantoms.append((op, "a replace acknowledged for an order never submitted"))
         elif op.op in ("cancel", "read_order"):
             lineage = target(op)
             if lineage is None and op.outcome == "ok":
                 lineage = _by_answer(index, op)
-                if lineage is None:
+                explained = any(
+                    index.explains(op.client, coid, order_id)
+                    for order_id, coid in _pairs_in_answer(op)
+                )
+                if lineage is None and not explained:
                     index.phantoms.append((op, f"{op.op} answered for an order never submitted"))
             if lineage is not None:
                 lineage.others.append(op)
@@ -201,7 +211,7 @@ def build_index(history: History) -> OrderIndex:
                 lineage.mass_cancels.append(op)
         if op.outcome == "ok":
             for order_id, coid in _pairs_in_answer(op):
-                if (op.client, coid) not in index.by_key:
+                if not index.explains(op.client, coid, order_id):
                     index.phantoms.append(
                         (op, f"mass cancel cancelled order {order_id} ({coid!r}), never submitted")
                     )
@@ -224,5 +234,20 @@ def answer_fills(op: Operation) -> list[dict[str, Any]]:
     return [
         {**event, "client_id": op.client}
         for event in (events if isinstance(events, list) else ())
-        if isinstance(event, dict) and event.get("type") == "fill"
+        if isinstance(event, dict) and event.get("type") == "fill" and _well_formed_fill(event)
     ]
+
+
+def _well_formed_fill(event: dict[str, Any]) -> bool:
+    # A malformed fill in an answer is the model's business (it fits no state); here it
+    # is left out so that it cannot be mistaken for, or break, the accounting.
+    numbers = ("trade_id", "order_id", "price", "quantity")
+    return (
+        all(
+            isinstance(event.get(name), int) and not isinstance(event.get(name), bool)
+            for name in numbers
+        )
+        and isinstance(event.get("symbol"), str)
+        and event.get("liquidity") in ("MAKER", "TAKER")
+        and event.get("aggressor_side") in ("BUY", "SELL")
+    )

@@ -76,6 +76,8 @@ class OrderOp:
     """Ids of the history operations this stands for."""
     cancelled_quantity: int | None = None
     """For a mass cancel's ok: the quantity it cancelled of this order (None: not this one)."""
+    cancelled_order_id: int | None = None
+    """... and the order id its answer gave."""
 
 
 def _ref_matches(state: OrderState, args: Any) -> bool:
@@ -85,6 +87,9 @@ def _ref_matches(state: OrderState, args: Any) -> bool:
 
 
 def _same_id(state: OrderState, order_id: Any) -> bool:
+    """Is ``order_id`` (from an answer) a well-formed id that may be this order's?"""
+    if not isinstance(order_id, int) or isinstance(order_id, bool):
+        return False
     return state.order_id is None or order_id == state.order_id
 
 
@@ -181,6 +186,8 @@ class OrderModel:
         answer = op.answer
         order_id = answer.get("order_id")
         status = answer.get("status")
+        if not isinstance(status, str):
+            return []
         filled = _own_fills(answer.get("events"), order_id)
         if not isinstance(order_id, int) or filled is None or filled > quantity:
             return []
@@ -218,7 +225,7 @@ class OrderModel:
         if op.outcome == "ok":
             if op.cancelled_quantity is None:
                 return self._ended_by_others(state) if state.phase == LIVE else [state]
-            after = self._finished_by_cancel(state, op.cancelled_quantity, state.order_id)
+            after = self._finished_by_cancel(state, op.cancelled_quantity, op.cancelled_order_id)
             return [] if after is None else [after]
         if state.phase == LIVE:
             return [state._replace(phase=CANCELLED, exact=False)]
@@ -305,7 +312,8 @@ class OrderModel:
         leaves = view.get("leaves_quantity")
         status = view.get("status")
         if (
-            view.get("client_order_id") != state.client_order_id
+            not isinstance(status, str)
+            or view.get("client_order_id") != state.client_order_id
             or view.get("price") != state.price
             or view.get("quantity") != state.quantity
             or not _same_id(state, view.get("order_id"))
