@@ -410,6 +410,16 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     "WebSocket subscribers",
                     ((f"sum(exchange_ws_subscribers{s})", "subscribers"),),
                 ),
+                Panel(
+                    "Requests refused by per-client limits",
+                    (
+                        (
+                            f"sum by (limit) (rate(exchange_api_refusals_total{s}[5m]))",
+                            "{{limit}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
             ],
         ),
     }

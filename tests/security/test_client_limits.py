@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import threading
@@ -111,6 +112,15 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def refusals(cluster: LocalCluster, limit: str) -> float:
+    """``exchange_api_refusals_total{limit=...}`` as the node exports it."""
+    status, text, _ = http(cluster, "GET", "/metrics")
+    assert status == 200
+    match = re.search(rf'^exchange_api_refusals_total{{limit="{limit}"}} (\S+)$', text, re.M)
+    assert match is not None, f"no exchange_api_refusals_total for {limit}"
+    return float(match.group(1))
 
 
 def leader_pid(cluster: LocalCluster) -> int:
@@ -226,6 +236,7 @@ def test_unknown_token_flood_from_one_address_gets_429(limited: LocalCluster) ->
     assert status == 429
     # A valid key from the same address is not affected.
     assert http(limited, "GET", "/v1/book/BTC-USD", token=limited.key_for("alice"))[0] == 200
+    assert refusals(limited, "auth_failure") >= 4  # three over HTTP, one handshake
 
 
 def test_slowloris_idle_and_slow_body_connections_are_closed(limited: LocalCluster) -> None:
@@ -407,6 +418,7 @@ def test_slow_readers_are_closed_with_bounded_memory_and_a_live_loop(deep: Local
         f"{bound / MiB:.0f}), /healthz worst {worst_health * 1000:.0f} ms over {len(health)} probes"
     )
     assert len(closed_at) == readers, f"only {len(closed_at)} of {readers} slow readers closed"
+    assert refusals(deep, "ws_slow_consumer") == readers
     assert growth <= bound
     assert worst_health < 2.0
     # The node still serves, and a fresh reader gets its snapshot.

@@ -39,7 +39,7 @@ from exchange_node.service import (
 )
 
 from . import errors, jsonio, queries, schema
-from .auth import Authenticator, RateLimiter
+from .auth import Authenticator, RateLimiter, new_refusals
 from .config import ApiConfig
 from .errors import ApiError
 from .forwarding import LEADER_HEADER, Forwarder
@@ -87,10 +87,13 @@ class Api:
 
         self.service = service
         self.config = config
+        self.refusals = new_refusals()
+        """Limit -> requests refused by it (exported as ``exchange_api_refusals_total``)."""
         self.auth = Authenticator(
             config.api_keys,
             RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
             RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst),
+            self.refusals,
         )
         self.forwarder = Forwarder(
             config.forward_timeout_seconds,
@@ -192,6 +195,7 @@ class Api:
                     if size > limit:
                         raise self.too_large(None)
         except TimeoutError:
+            self.refusals["body_timeout"] += 1
             raise ApiError(
                 408,
                 errors.BODY_TIMEOUT,
@@ -374,6 +378,7 @@ class Api:
         cap = self.config.max_in_flight_per_client
         have = self.in_flight.get(client_id, 0)
         if have and have + count > cap:
+            self.refusals["in_flight"] += 1
             raise ApiError(
                 429,
                 errors.TOO_MANY_IN_FLIGHT,

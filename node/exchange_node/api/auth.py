@@ -12,6 +12,20 @@ from .errors import ApiError
 
 _BEARER = "bearer "
 
+REFUSAL_LIMITS = (
+    "rate_limit",
+    "auth_failure",
+    "in_flight",
+    "ws_connections",
+    "ws_slow_consumer",
+    "body_timeout",
+)
+"""The per-client limits whose refusals a node counts (``exchange_api_refusals_total``)."""
+
+
+def new_refusals() -> dict[str, int]:
+    return dict.fromkeys(REFUSAL_LIMITS, 0)
+
 
 def bearer_token(request: web.Request, *, allow_query: bool = False) -> str | None:
     """The token of ``Authorization: Bearer <token>`` (or ``?token=`` when allowed)."""
@@ -81,16 +95,19 @@ class Authenticator:
         api_keys: dict[str, str],
         limiter: RateLimiter,
         failures: RateLimiter | None = None,
+        refusals: dict[str, int] | None = None,
     ) -> None:
         self.api_keys = dict(api_keys)
         self.limiter = limiter
         self.failures = failures or RateLimiter(1.0, 20)
+        self.refusals = new_refusals() if refusals is None else refusals
 
     def failed(self, request: web.Request) -> ApiError:
         """The answer to an unknown or malformed key: 401, or 429 once this address
         has failed more often than the failure limit allows (guessing keys is slow)."""
         wait = self.failures.acquire(f"addr:{request.remote}")
         if wait > 0:
+            self.refusals["auth_failure"] += 1
             return ApiError(
                 429,
                 errors.RATE_LIMITED,
@@ -128,6 +145,7 @@ class Authenticator:
     def charge(self, key: str, cost: float = 1.0) -> None:
         wait = self.limiter.acquire(key, cost)
         if wait > 0:
+            self.refusals["rate_limit"] += 1
             raise ApiError(
                 429,
                 errors.RATE_LIMITED,

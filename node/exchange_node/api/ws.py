@@ -173,7 +173,6 @@ class WsHub:
         self.per_key: dict[str, int] = {}
         self.per_address: dict[str, int] = {}
         self.anonymous_per_address: dict[str, int] = {}
-        self.slow_consumers_closed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -335,7 +334,7 @@ class WsHub:
             return
         conn.closing = True
         conn.clear()  # its memory goes back now, not when the socket is gone
-        self.slow_consumers_closed += 1
+        self.api.refusals["ws_slow_consumer"] += 1
         log.info(
             "closing a slow WebSocket consumer",
             extra={"remote": conn.address, "client_id": conn.client_id},
@@ -428,6 +427,7 @@ class WsHub:
             checks.append((self.per_key, token, config.ws_max_connections_per_key, "per API key"))
         for counts, key, cap, what in checks:
             if counts.get(key, 0) >= cap:
+                self.api.refusals["ws_connections"] += 1
                 return ApiError(
                     429,
                     errors.RATE_LIMITED,

@@ -37,7 +37,10 @@ def build_app(node: Any) -> web.Application:
         middlewares=[admin.http_metrics_middleware],
     )
     admin.add_probe_routes(app, node)
-    add_routes(app, node, api_config)
+    api = add_routes(app, node, api_config)
+    metrics = getattr(node, "metrics", None)
+    if metrics is not None and hasattr(metrics, "watch_api"):
+        metrics.watch_api(lambda: api.refusals)
     from exchange_node import web as live_view
 
     live_view.add_routes(app)

@@ -8,7 +8,7 @@ one test process (or a library's default collectors) from colliding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -146,6 +146,15 @@ class NodeMetrics:
         (a ``TransportStats``, or None before the transport exists)."""
         self.registry.register(_TransportCollector(stats))
 
+    def watch_api(self, refusals: Callable[[], Mapping[str, int]]) -> None:
+        """Export the public API's refusals per limit (``exchange_api_refusals_total``),
+        read at scrape time; a second call (a rebuilt application) replaces the source."""
+        collector = getattr(self, "_api_collector", None)
+        if collector is None:
+            collector = self._api_collector = _ApiRefusalsCollector(refusals)
+            self.registry.register(collector)
+        collector.refusals = refusals
+
     def set_role(self, role: str) -> None:
         for name in ROLES:
             self.role.labels(role=name).set(1 if name == role else 0)
@@ -153,6 +162,29 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ApiRefusalsCollector(Collector):
+    """``exchange_api_refusals_total{limit}``: requests and connections a per-client
+    limit refused (docs/api.md, "Bounded resources per client")."""
+
+    def __init__(self, refusals: Callable[[], Mapping[str, int]]) -> None:
+        self.refusals = refusals
+
+    def describe(self) -> Iterator[Metric]:
+        return iter([self._family()])
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for limit, count in sorted(self.refusals().items()):
+            family.add_metric([limit], count)
+        return iter([family])
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "exchange_api_refusals", "requests refused by a per-client limit", labels=["limit"]
+        )
 
 
 class _TransportCollector(Collector):
