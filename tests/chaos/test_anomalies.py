@@ -428,3 +428,36 @@ def test_a_retry_answered_differently_is_a_duplicate():
     report = run(story.finish())
     assert "exactly_once" in failed_checks(report)
     assert op_ids(report, "exactly_once")[0] == [story.ids["bob_submit"], retry]
+
+
+def test_a_stale_position_read_showing_more_than_ever_happened():
+    story = Story()
+    read = story.builder.op(
+        "bob",
+        "read_position",
+        {"consistency": "stale"},
+        "ok",
+        {"client_id": "bob", "positions": {"AAA": position(3, 3, 0)}},
+    )
+    report = run(story.finish())
+    assert failed_checks(report) == {"linearizability"}
+    anomaly = report.check("linearizability").anomalies[0]
+    assert anomaly.kind == "position read that never was"
+    assert "bought_quantity 3 in AAA, more than the 2 it ends with" in anomaly.message
+    assert anomaly.operations[0]["id"] == read
+
+
+def test_a_linearizable_position_read_missing_an_acknowledged_fill():
+    story = Story()
+    read = story.builder.op(
+        "bob",
+        "read_position",
+        {"consistency": "linearizable"},
+        "ok",
+        {"client_id": "bob", "positions": {}},
+    )
+    report = run(story.finish())
+    assert failed_checks(report) == {"linearizability"}
+    anomaly = report.check("linearizability").anomalies[0]
+    assert anomaly.kind == "stale linearizable read"
+    assert [op["id"] for op in anomaly.operations] == [story.ids["bob_submit"], read]

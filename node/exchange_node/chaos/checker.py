@@ -560,7 +560,32 @@ def _check_position_reads(history: History, result: CheckResult) -> int:
                     f"{symbol}, but {quantity} had been acknowledged before it began",
                     [witness[(symbol, side)], read],
                 )
-    return len(reads)
+    # Any position read, stale too, shows an earlier state: never more bought or sold
+    # than in the end (both only grow).
+    finals = [o for o in history.observations if o.positions is not None]
+    all_reads = [op for op in history.operations if op.op == "read_position" and op.outcome == "ok"]
+    for read in all_reads if finals else ():
+        positions = (read.answer or {}).get("positions")
+        for symbol, position in (positions if isinstance(positions, dict) else {}).items():
+            if not isinstance(position, dict):
+                continue
+            for field_name in ("bought_quantity", "sold_quantity"):
+                shown = position.get(field_name, 0)
+                final = min(
+                    ((o.positions or {}).get(read.client) or {}).get(symbol, {}).get(field_name, 0)
+                    for o in finals
+                )
+                if not isinstance(shown, int) or shown > final:
+                    result.add(
+                        "position read that never was",
+                        f"{read.client}'s {read.args['consistency']} position read shows "
+                        f"{field_name} {shown} in {symbol}, more than the {final} it ends with",
+                        [
+                            read,
+                            *(_observed(o, (o.positions or {}).get(read.client)) for o in finals),
+                        ],
+                    )
+    return len(all_reads)
 
 
 # --------------------------------------------------------------------------- conservation
