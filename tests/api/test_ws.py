@@ -380,3 +380,59 @@ async def test_connection_limit_refuses_one_more_socket(make_client):
     assert response.status == 503 and "Retry-After" in response.headers
     await first.close()
     await second.close()
+
+
+async def test_a_book_snapshot_is_encoded_once_and_shared_by_subscribers():
+    from exchange_node.api import API_KEY, ApiConfig, create_app
+    from exchange_node.api.ws import Connection
+
+    service = EngineService()
+    hub = create_app(service, ApiConfig())[API_KEY].hub
+    service.apply([_sell("a", 50_000)])
+    conns = [
+        Connection(hub, None, None, None, "127.0.0.1", None)  # type: ignore[arg-type]
+        for _ in range(3)
+    ]
+    for conn in conns:
+        hub._send_snapshot(conn, "BTC-USD")
+    first, *others = [conn.queue[0] for conn in conns]
+    assert all(other is first for other in others)  # one bytes object, not three
+    assert sum(conn.queued_bytes for conn in conns) == 3 * len(first)
+    service.apply([_sell("b", 50_005)])  # a new book seq: a new snapshot
+    hub._send_snapshot(conns[0], "BTC-USD")
+    assert conns[0].queue[1] is not first
+    assert json.loads(conns[0].queue[1])["seq"] == json.loads(first)["seq"] + 1
+
+
+async def test_a_send_queue_is_bounded_in_bytes_not_messages(make_client):
+    from exchange_node.api import API_KEY
+    from exchange_node.api.ws import Connection
+
+    client, _ = await make_client(ws_send_queue_bytes=1_000, ws_send_queue=1_000)
+    hub = client.app[API_KEY].hub
+    conn = Connection(hub, None, "alice", None, "127.0.0.1", None)  # type: ignore[arg-type]
+    dropped: list[Connection] = []
+    hub.drop_slow_consumer = dropped.append  # type: ignore[method-assign]
+    conn.send(b"x" * 600)
+    conn.send(b"y" * 300)
+    assert dropped == [] and conn.queued_bytes == 900
+    conn.send(b"z" * 200)  # 1,100 bytes would be waiting: the limit is 1,000
+    assert dropped == [conn] and conn.queued_bytes == 900
+
+
+async def test_anonymous_sockets_have_fewer_subscriptions_and_per_address_caps(make_client):
+    client, _ = await make_client(ws_anonymous_max_subscriptions=1, ws_max_anonymous_per_address=1)
+    anonymous = await connect(client)
+    await anonymous.send_json({"op": "subscribe", "channels": ["book:BTC-USD", "trades:BTC-USD"]})
+    error = await recv(anonymous, type="error")
+    assert error["status"] == 400 and "without an API key" in error["error"]["message"]
+    try:
+        await client.ws_connect("/v1/ws")
+        raise AssertionError("a second anonymous socket from one address was accepted")
+    except aiohttp.WSServerHandshakeError as refused:
+        assert refused.status == 429 and "Retry-After" in (refused.headers or {})
+    keyed = await connect(client, headers=ALICE)  # a key still gets in
+    await keyed.send_json({"op": "subscribe", "channels": ["book:BTC-USD", "trades:BTC-USD"]})
+    assert (await recv(keyed, type="subscribed"))["channels"] == ["book:BTC-USD", "trades:BTC-USD"]
+    await anonymous.close()
+    await keyed.close()
