@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -69,9 +70,14 @@ def check_main(args: argparse.Namespace) -> int:
     if args.json:
         out = report.to_dict()
         out["check_seconds"] = round(elapsed, 3)
-        print(json.dumps(out, indent=2, sort_keys=True))
+        text = json.dumps(out, indent=2, sort_keys=True)
     else:
-        print(render_text(report, elapsed))
+        text = render_text(report, elapsed)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Read by `| head`: the verdict still decides the exit status.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if report.verdict == "fail" else 0
 
 
