@@ -444,16 +444,23 @@ class Node:
         self._reject_peer("not_member", frm, what)
         return False
 
-    def _reject_peer(self, reason: str, frm: int, what: str) -> None:
-        self.metrics.peer_messages_rejected.labels(reason=reason).inc()
+    def _log_due(self, kind: str, peer: int) -> bool:
+        """True at most once per (kind, peer) every REJECT_LOG_INTERVAL_S (a forged
+        flood must not flood the log too)."""
         now = time.monotonic()
-        key = (reason, frm)
+        key = (kind, peer)
         last = self._reject_logged.get(key)
         if last is not None and now - last < REJECT_LOG_INTERVAL_S:
-            return
+            return False
         if len(self._reject_logged) > 1024:
             self._reject_logged.clear()
         self._reject_logged[key] = now
+        return True
+
+    def _reject_peer(self, reason: str, frm: int, what: str) -> None:
+        self.metrics.peer_messages_rejected.labels(reason=reason).inc()
+        if not self._log_due(reason, frm):
+            return
         log.warning(
             "refused a peer message (%s): %s from id %d",
             reason,
@@ -1080,7 +1087,7 @@ class Node:
         if newest is None or newest[1] != agrees or newest[0] != index:
             since = newest[2] if newest is not None and newest[1] == agrees else time.monotonic()
             self._verdicts[peer] = (index, agrees, since)
-        if not agrees:
+        if not agrees and self._log_due("digest_mismatch", peer):
             log.warning(
                 "peer %d reports another state hash at applied index %d (divergence "
                 "alarm if it stands %.0f s)",
