@@ -278,9 +278,9 @@ def check_phantom(history: History, index: OrderIndex) -> CheckResult:
                     [_observed(observation, view)],
                 )
         for fill in observation.fills or ():
-            order_id = fill.get("order_id") if isinstance(fill, dict) else None
-            lineage = index.by_order_id.get(order_id) if isinstance(order_id, int) else None
-            explained = order_id in unattributed.get(fill.get("client_id"), ())
+            order_id = fill["order_id"]  # the reader checked every fill's shape
+            lineage = index.by_order_id.get(order_id)
+            explained = order_id in unattributed.get(fill["client_id"], ())
             if (lineage is None or lineage.client != fill.get("client_id")) and not explained:
                 result.add(
                     "phantom fill",
@@ -378,7 +378,9 @@ def _answer_identity(answer: dict[str, Any]) -> str:
 def lineage_ops(lineage: Lineage) -> list[linearizability.Op[OrderOp]]:
     """The model's operations for one order (retries collapsed, stale reads unanchored)."""
     ops: list[linearizability.Op[OrderOp]] = []
-    keyed = [("submit", lineage.submits, (422,))]
+    keyed: list[tuple[str, list[Operation], tuple[int, ...]]] = [
+        ("submit", lineage.submits, (422,))
+    ]
     keyed += [("replace", attempts, (404, 422)) for attempts in lineage.replaces.values()]
     for kind, attempts, effective in keyed:
         collapsed = _collapse(kind, attempts, effective)

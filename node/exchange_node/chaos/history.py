@@ -481,7 +481,7 @@ def _parse(data: Any, line: int) -> Record:
     kind = data.get("type")
     if kind == "invoke":
         _no_extra(data, Invoke.__slots__, line, "invoke")
-        record: Record = Invoke(
+        record = Invoke(
             _need(data, "id", int, line),
             _need(data, "time_ns", int, line),
             _need(data, "process", str, line),
@@ -585,9 +585,10 @@ def read_history(source: str | Path | Iterable[str]) -> History:
             order.append(operation)
             outstanding[record.process] = record.id
         elif isinstance(record, Complete):
-            operation = invocations.get(record.id)
-            if operation is None:
+            invoked = invocations.get(record.id)
+            if invoked is None:
                 raise HistoryError(line, f"completion of operation {record.id} never invoked")
+            operation = invoked
             if operation.complete is not None:
                 raise HistoryError(line, f"operation {record.id} completes twice")
             if record.process != operation.invoke.process:

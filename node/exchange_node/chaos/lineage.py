@@ -148,14 +148,14 @@ def build_index(history: History) -> OrderIndex:
         for observation in history.observations:
             for view in observation.orders or ():
                 if isinstance(view, dict):
-                    order_id, coid = view.get("order_id"), view.get("client_order_id")
+                    seen_id, seen_coid = view.get("order_id"), view.get("client_order_id")
                     client = view.get("client_id")
                     if (
-                        isinstance(order_id, int)
-                        and isinstance(coid, str)
+                        isinstance(seen_id, int)
+                        and isinstance(seen_coid, str)
                         and isinstance(client, str)
                     ):
-                        learn(client, order_id, coid, f"observation of {observation.node}")
+                        learn(client, seen_id, seen_coid, f"observation of {observation.node}")
         unresolved = []
         for op in pending_replaces:
             lineage = target(op) or index.by_key.get((op.client, op.args["new_client_order_id"]))
@@ -169,12 +169,11 @@ def build_index(history: History) -> OrderIndex:
             progress = True
         pending_replaces = unresolved
     for op in pending_replaces:  # in invocation order, so a chain of replaces follows
-        if "order_id" in op.args:
-            order_id = op.args["order_id"]
-        else:
-            order_id = index.unattributed.get((op.client, op.args["client_order_id"]))
-        if order_id is not None:
-            index.unattributed[(op.client, op.args["new_client_order_id"])] = order_id
+        named: int | None = op.args.get("order_id")
+        if named is None:
+            named = index.unattributed.get((op.client, op.args["client_order_id"]))
+        if named is not None:
+            index.unattributed[(op.client, op.args["new_client_order_id"])] = named
 
     for op in ops:
         if op.op == "replace":

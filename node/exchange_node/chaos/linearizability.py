@@ -34,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 
 S = TypeVar("S", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
+I_in = TypeVar("I_in", contravariant=True)
 
 DEFAULT_BUDGET = 200_000
 
@@ -48,19 +49,19 @@ class Op(Generic[I]):
     """Whatever the model needs: the request, the answer."""
 
 
-class Model(Protocol[S, I]):
+class Model(Protocol[S, I_in]):
+    """What the search needs of a model. It also uses, when a model has them:
+
+    - ``observes(op) -> bool``: ``op`` never changes the object, only what is
+      known of it (a read);
+    - ``settled(state) -> bool``: no operation can change ``state`` any more,
+      only refine what is known of it (a finished order).
+    """
+
     def init(self) -> S: ...
 
-    def step(self, state: S, op: I) -> Iterable[S]:
+    def step(self, state: S, op: I_in) -> Iterable[S]:
         """Every state the object can be in after ``op`` took effect in ``state`` (none: it can't)."""
-        ...
-
-    def observes(self, op: I) -> bool:
-        """``op`` never changes the object, only what is known of it (a read). Optional."""
-        ...
-
-    def settled(self, state: S) -> bool:
-        """No operation can change ``state`` any more, only refine what is known. Optional."""
         ...
 
 
