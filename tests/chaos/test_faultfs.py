@@ -255,3 +255,26 @@ def test_mount_refuses_a_mountpoint_inside_the_backing_dir(tmp_path: Path) -> No
 def test_an_unknown_fault_kind_is_refused_by_name(fs: FaultFSHandle) -> None:
     with pytest.raises(ValueError, match="kind"):
         fs.set_fault(DiskFault("melt"))  # type: ignore[arg-type]
+
+
+def _fsyncs_per_second(directory: Path, seconds: float) -> float:
+    fd = os.open(directory / "rate", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            os.write(fd, b"x" * 256)  # about one WAL batch of a light load
+            os.fdatasync(fd)
+            count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        os.close(fd)
+
+
+def test_fsync_rate_through_faultfs_is_enough_for_a_node(fs: FaultFSHandle, tmp_path: Path) -> None:
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    raw = _fsyncs_per_second(raw_dir, 1.5)
+    through = _fsyncs_per_second(_mnt(fs), 1.5)
+    print(f"256-byte append + fdatasync: raw disk {raw:.0f}/s, through faultfs {through:.0f}/s")
+    # A node under light load groups its writes into a few hundred fsyncs a second.
+    assert through >= 200, (raw, through)
