@@ -70,18 +70,21 @@ class MemberSpec:
     initial: bool = True
     # 0 in a cluster.json written before the admin API had its own port (see load).
     admin_port: int = 0
+    # The address the node listens on; the chaos target puts each node in its own
+    # network namespace with an address of its own.
+    host: str = "127.0.0.1"
 
     @property
     def http(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def admin(self) -> str:
-        return f"127.0.0.1:{self.admin_port}"
+        return f"{self.host}:{self.admin_port}"
 
     @property
     def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
 
 @dataclass
@@ -209,7 +212,7 @@ class LocalCluster:
 
     def command(self, m: MemberSpec) -> list[str]:
         initial = [x for x in self.spec.members if x.initial]
-        peers = ",".join(f"{x.node_id}={x.grpc}" for x in initial)
+        peers = ",".join(f"{x.node_id}={self.peer_address(m, x)}" for x in initial)
         peer_http = ",".join(f"{x.node_id}={x.http}" for x in initial)
         return [
             self.python,
@@ -221,7 +224,7 @@ class LocalCluster:
             f"--peers={peers}",
             f"--peer-http={peer_http}",
             f"--cluster-state={'new' if m.initial else 'existing'}",
-            "--listen-host=127.0.0.1",
+            f"--listen-host={m.host}",
             f"--http-port={m.http_port}",
             f"--grpc-port={m.grpc_port}",
             f"--admin-port={m.admin_port}",
@@ -238,6 +241,19 @@ class LocalCluster:
             *self.peer_args(m.node_id),
             *self.spec.extra_args,
         ]
+
+    def peer_address(self, source: MemberSpec, peer: MemberSpec) -> str:
+        """The gRPC address ``source`` dials to reach ``peer`` (a chaos target puts a
+        proxy in between)."""
+        return peer.grpc
+
+    def launch_prefix(self, node_id: int) -> list[str]:
+        """Words put before the node's command (a chaos target adds ``ip netns exec``)."""
+        return []
+
+    def node_env(self, node_id: int, env: dict[str, str]) -> dict[str, str]:
+        """The node's environment (a chaos target adds libfaketime's variables)."""
+        return env
 
     def member_cert_paths(self, node_id: int) -> tuple[Path, Path, Path]:
         """(certificate, key, CA) files of member ``node_id``."""
@@ -293,8 +309,9 @@ class LocalCluster:
         log = open(self.root / f"node-{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env = self.node_env(node_id, env)
         proc = subprocess.Popen(
-            self.command(m),
+            [*self.launch_prefix(node_id), *self.command(m)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
