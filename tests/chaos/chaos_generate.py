@@ -188,6 +188,9 @@ class _Gen:
             "time_in_force": tif,
             "client_order_id": self.new_coid(client),
         }
+        stp = rng.choices(["CANCEL_INCOMING", "CANCEL_RESTING", "CANCEL_BOTH"], [8, 1, 1])[0]
+        if stp != "CANCEL_INCOMING" or rng.random() < 0.1:
+            args["stp"] = stp
         command = NewOrder(
             client,
             args["client_order_id"],
@@ -198,7 +201,7 @@ class _Gen:
             price,
             args["quantity"],
             False,
-            SelfTradeMode.CANCEL_INCOMING,
+            SelfTradeMode[args.get("stp", "CANCEL_INCOMING")],
         )
         self.write(client, "submit", args, command, keyed=True)
 
