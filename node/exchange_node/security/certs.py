@@ -321,3 +321,209 @@ def write_pair(
     """
     _write_atomic(key_path, pair.key_pem, 0o600)
     _write_atomic(cert_path, pair.cert_pem, 0o644)
+
+
+# --- certificate requests: the member key never leaves its node ------------------------
+
+
+def new_private_key_pem() -> bytes:
+    """A fresh EC P-256 private key (PEM, PKCS#8, unencrypted) for a member to keep."""
+    return _key_pem(_new_key())
+
+
+def public_key_der(pem: bytes) -> bytes:
+    """The SubjectPublicKeyInfo (DER) of a PEM private key, certificate or CSR."""
+    if b"PRIVATE KEY" in pem:
+        key = serialization.load_pem_private_key(pem, password=None)
+        public = key.public_key()
+    elif b"CERTIFICATE REQUEST" in pem:
+        public = x509.load_pem_x509_csr(pem).public_key()
+    else:
+        public = x509.load_pem_x509_certificate(pem).public_key()
+    return public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def member_csr(key_pem: bytes, cluster_id: str, node_id: int) -> bytes:
+    """A CSR (PEM) for member ``node_id`` of ``cluster_id`` signed with ``key_pem``.
+
+    It asks for exactly the member URI SAN and the member DNS SAN, nothing else.
+    """
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("a member key must be an EC P-256 key")
+    sans = x509.SubjectAlternativeName(
+        [
+            x509.UniformResourceIdentifier(member_uri(cluster_id, node_id)),
+            x509.DNSName(member_dns_name(cluster_id, node_id)),
+        ]
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"member-{node_id}.{cluster_id}")])
+        )
+        .add_extension(sans, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def check_member_csr(
+    csr_pem: bytes, cluster_id: str, node_id: int
+) -> x509.CertificateSigningRequest:
+    """The CSR, if it asks for exactly member ``node_id`` of ``cluster_id``; else ValueError.
+
+    Refused: a bad self-signature, a key other than EC P-256, a URI or DNS SAN that
+    is not this member's, any other SAN (IP, e-mail, a second URI), a CA request.
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise ValueError(f"csr: not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise ValueError("csr: its signature does not verify with its own key")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("csr: the key must be EC P-256")
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise ValueError("csr: no subjectAltName; a member CSR names its member URI") from None
+    wanted = {
+        x509.UniformResourceIdentifier(member_uri(cluster_id, node_id)),
+        x509.DNSName(member_dns_name(cluster_id, node_id)),
+    }
+    asked = set(san)
+    if asked != wanted or len(list(san)) != len(wanted):
+        extra = sorted(str(n.value) for n in asked - wanted)
+        missing = sorted(str(n.value) for n in wanted - asked)
+        raise ValueError(
+            f"csr: subjectAltName must be exactly member {node_id} of cluster {cluster_id!r}"
+            + (f"; not allowed: {extra}" if extra else "")
+            + (f"; missing: {missing}" if missing else "")
+        )
+    try:
+        basic = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        basic = None
+    if basic is not None and basic.ca:
+        raise ValueError("csr: a member certificate cannot be a CA")
+    return csr
+
+
+def issue_member_cert_from_csr(
+    ca: CertKeyPair,
+    csr_pem: bytes,
+    cluster_id: str,
+    node_id: int,
+    valid_days: int = 365,
+    not_before: datetime.datetime | None = None,
+) -> bytes:
+    """Sign a member's CSR (checked by :func:`check_member_csr`): the certificate (PEM).
+
+    Only the CSR's key is taken from it; names, usages and lifetime are the signer's,
+    the same as :func:`issue_member_cert` gives.
+    """
+    csr = check_member_csr(csr_pem, cluster_id, node_id)
+    ca_cert, ca_key = _load_ca(ca)
+    start, end = _validity(valid_days, not_before)
+    sans = [
+        x509.UniformResourceIdentifier(member_uri(cluster_id, node_id)),
+        x509.DNSName(member_dns_name(cluster_id, node_id)),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"member-{node_id}.{cluster_id}")])
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def check_member_chain(
+    chain_pem: bytes,
+    key_pem: bytes,
+    ca_pem: bytes,
+    cluster_id: str,
+    node_id: int,
+    now: datetime.datetime,
+) -> x509.Certificate:
+    """The leaf of ``chain_pem`` if a node holding ``key_pem`` may serve it; else ValueError.
+
+    Checked: the leaf certifies this very key, names member ``node_id`` of
+    ``cluster_id``, is valid at ``now``, allows server and client auth, and chains
+    (through any intermediates after it) to a CA of the ``ca_pem`` bundle.
+    """
+    from cryptography.x509 import verification
+
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as exc:
+        raise ValueError(f"certificate: not a PEM certificate chain: {exc}") from None
+    leaf, intermediates = chain[0], chain[1:]
+    if public_key_der(leaf.public_bytes(serialization.Encoding.PEM)) != public_key_der(key_pem):
+        raise ValueError("certificate: it certifies another public key than this node's member key")
+    identity = member_identity(leaf.public_bytes(serialization.Encoding.PEM))
+    if identity != (cluster_id, node_id):
+        raise ValueError(
+            f"certificate: it names {identity or 'no member'}, "
+            f"not member {node_id} of cluster {cluster_id!r}"
+        )
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise ValueError(
+            f"certificate: not valid now (valid {leaf.not_valid_before_utc.isoformat()} "
+            f"to {leaf.not_valid_after_utc.isoformat()})"
+        )
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+            raise ValueError("certificate: no clientAuth usage (a member dials its peers)")
+    except x509.ExtensionNotFound:
+        pass  # no EKU: every usage
+    try:
+        store = verification.Store(x509.load_pem_x509_certificates(ca_pem))
+        verifier = (
+            verification.PolicyBuilder()
+            .store(store)
+            .time(now)
+            .build_server_verifier(x509.DNSName(member_dns_name(cluster_id, node_id)))
+        )
+        verifier.verify(leaf, intermediates)
+    except (ValueError, verification.VerificationError) as exc:
+        raise ValueError(f"certificate: does not chain to the trusted CA: {exc}") from None
+    return leaf
