@@ -74,7 +74,8 @@ def test_5_2_a_candidate_that_hears_from_the_new_leader_of_its_term_steps_down()
 def test_5_1_a_leader_that_sees_a_higher_term_becomes_follower():
     net = Network([1, 2, 3], **PAPER)
     leader = net.elect(1)
-    leader.step(Message(MessageType.APP_RESP, 1, 2, leader.term + 5))
+    # An answer to the leader's own message (it echoes the leader's nonce).
+    leader.step(Message(MessageType.APP_RESP, 1, 2, leader.term + 5, log_term=leader._nonce))
     assert leader.role is Role.FOLLOWER
     assert leader.term == 7 and leader.leader == 0
 

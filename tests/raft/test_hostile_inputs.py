@@ -195,6 +195,30 @@ def test_a_heartbeat_answer_without_the_leader_s_nonce_confirms_no_read():
     assert [r.request_ctx for r in net.read_states[1]] == [b"read-1"]
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        MessageType.APP_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.READ_INDEX,
+        MessageType.READ_INDEX_RESP,
+        MessageType.TRANSFER_LEADER,
+    ],
+)
+def test_a_higher_term_reaches_a_leader_only_from_a_leader_candidate_or_a_real_answer(kind):
+    net = settled()
+    leader = net.cores[1]
+    before = state(leader)
+    forged = Message(kind, 1, 2, leader.term + 1, log_term=nonce_of(net) + 1, reject=True)
+    assert step_and_collect(net, leader, forged) == []
+    assert state(leader) == before
+    if kind in (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP, MessageType.VOTE_RESP):
+        real = Message(kind, 1, 2, leader.term + 1, log_term=nonce_of(net), reject=True)
+        step_and_collect(net, leader, real)
+        assert leader.role is Role.FOLLOWER and leader.term == before[0] + 1
+
+
 def test_a_vote_grant_without_the_candidate_s_nonce_wins_nothing():
     net = Network([1, 2, 3], pre_vote=False)
     net.isolate(1)

@@ -73,6 +73,8 @@ it or whose addition it has not applied yet (the shell narrows this further); vo
 requests (refused below unless from a voter); TIMEOUT_NOW from the leader it follows
 (refused below otherwise), which is outside the configuration when it is the removed
 leader handing over."""
+_ANSWERS = frozenset((_APP_RESP, _HEARTBEAT_RESP, _VOTE_RESP, _PRE_VOTE_RESP))
+"""Answers echo the nonce of the message they answer in ``log_term``."""
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
@@ -216,6 +218,12 @@ class RaftCore:
                     # Dissertation 4.2.3: a live leader is not disturbed by a
                     # server that cannot hear it (e.g. one being removed).
                     return
+            elif (t is not _APP and t is not _HEARTBEAT and t is not _SNAP) and (
+                t not in _ANSWERS or m.log_term != self._nonce or not self._nonce
+            ):
+                # Besides a leader or a candidate, only an answer to one of our own
+                # messages (echoing our nonce) brings a higher term legitimately.
+                return
             if m.type is _PRE_VOTE:
                 pass  # a pre-vote never changes our term
             elif m.type is _PRE_VOTE_RESP and not m.reject:
@@ -239,9 +247,18 @@ class RaftCore:
             ):
                 # A leader cut off from us kept its old term; tell it ours so it
                 # steps down instead of staying stuck (pre-vote never bumps our term).
-                self._send(Message(_APP_RESP, m.frm, self.id, self.term))
+                self._send(Message(_APP_RESP, m.frm, self.id, self.term, log_term=m.reject_hint))
             elif m.type is _PRE_VOTE:
-                self._send(Message(_PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+                self._send(
+                    Message(
+                        _PRE_VOTE_RESP,
+                        m.frm,
+                        self.id,
+                        self.term,
+                        log_term=m.reject_hint,
+                        reject=True,
+                    )
+                )
             return
 
         if m.type is _VOTE or m.type is _PRE_VOTE:
