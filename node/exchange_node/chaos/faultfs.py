@@ -228,6 +228,30 @@ class FaultFS:
         return handle
 
 
+class NodeDisks:
+    """One faultfs per node: ``<root>/disk-<id>`` backs the node's data directory.
+
+    Mount before the nodes start (the data directory must be the mount), close after
+    they stop. ``disks[node_id]`` is that node's handle."""
+
+    def __init__(self, root: str | os.PathLike[str], data_dirs: dict[int, str]) -> None:
+        self.handles: dict[int, FaultFSHandle] = {}
+        try:
+            for node_id, data_dir in sorted(data_dirs.items()):
+                backing = Path(root) / f"disk-{node_id}"
+                self.handles[node_id] = FaultFS.mount(backing, data_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def __getitem__(self, node_id: int) -> FaultFSHandle:
+        return self.handles[node_id]
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.unmount()
+
+
 def _mountinfo() -> list[tuple[str, str]]:
     """(mount point, fs type) of every mount this process sees."""
     found = []
