@@ -68,3 +68,13 @@ def test_a_malformed_history_exits_2_naming_the_line(tmp_path):
     assert "line 4: outcome must be one of ok, fail, info: got 'great'" in done.stderr
     missing = exchange("check", str(tmp_path / "absent.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_a_spent_search_budget_is_unknown_not_a_failure(tmp_path):
+    done = exchange("check", write(tmp_path, Story().finish()), "--budget", "1")
+    assert done.returncode == 0, done.stderr
+    assert "UNKNOWN linearizability" in done.stdout
+    assert "unknown: alice/a-1: search budget of 1 spent" in done.stdout
+    assert done.stdout.rstrip().endswith("verdict: UNKNOWN")
+    bad = exchange("check", write(tmp_path, Story().finish()), "--budget", "0")
+    assert bad.returncode == 2 and "--budget must be >= 1, got 0" in bad.stderr

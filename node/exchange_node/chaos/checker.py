@@ -60,6 +60,7 @@ class CheckResult:
     figures: dict[str, Any] = field(default_factory=dict)
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0
+    unknown_because: list[str] = field(default_factory=list)
 
     def add(self, kind: str, message: str, operations: Iterable[Any] = ()) -> None:
         self.verdict = "fail"
@@ -71,7 +72,7 @@ class CheckResult:
     def unknown(self, why: str) -> None:
         if self.verdict == "pass":
             self.verdict = "unknown"
-        self.figures.setdefault("unknown_because", []).append(why)
+        self.unknown_because.append(why)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class CheckResult:
             "figures": self.figures,
             "anomaly_count": self.anomaly_count,
             "anomalies": [anomaly.to_dict() for anomaly in self.anomalies],
+            "unknown_because": self.unknown_because,
         }
 
 

@@ -92,7 +92,7 @@ def render_text(report: Report, elapsed: float) -> str:
     width = max(len(check.name) for check in report.checks)
     for check in report.checks:
         lines.append(f"{check.verdict.upper():7} {check.name:{width}}  {check.summary}")
-        for why in check.figures.get("unknown_because", [])[:3]:
+        for why in check.unknown_because[:3]:
             lines.append(f"          unknown: {why}")
         for anomaly in check.anomalies:
             lines.append(f"          {anomaly.kind}: {anomaly.message}")
