@@ -291,11 +291,29 @@ def test_a_forged_configuration_change_adds_no_learner(cluster: LocalCluster) ->
         assert "127.0.0.1:2" not in str(after.st(i)["members"])
 
 
-def test_a_stranger_s_higher_term_deposes_nobody(cluster: LocalCluster) -> None:
+def test_a_higher_term_from_a_stranger_or_in_a_follower_s_answers_deposes_nobody(
+    cluster: LocalCluster,
+) -> None:
     before = View(cluster)
+    leader = before.leader
     for i in ids(cluster):
         for kind in (MessageType.HEARTBEAT, MessageType.APP, MessageType.VOTE):
             send(cluster, i, STRANGER, [Message(kind, i, STRANGER, before.term + 5)])
+    # Answers, reads and transfer requests in a follower's name at a higher term: only
+    # a real answer (echoing the leader's nonce) may bring news of a higher term.
+    for f in before.followers():
+        forged = [
+            Message(kind, leader, f, before.term + 1, log_term=guess, reject=True)
+            for kind in (
+                MessageType.APP_RESP,
+                MessageType.HEARTBEAT_RESP,
+                MessageType.VOTE_RESP,
+                MessageType.READ_INDEX,
+                MessageType.TRANSFER_LEADER,
+            )
+            for guess in (0, 1, 2**61)
+        ]
+        send(cluster, leader, f, forged)
     assert_harmless(cluster, before)
 
 
