@@ -445,3 +445,31 @@ def test_one_client_hogging_does_not_starve_another(tmp_path: Path) -> None:
     # Generous: the issue measured 3 ms -> 787 ms median with 15% 503s.
     assert hogged["p50"] <= max(20 * alone["p50"], 60.0)
     assert hogged["p99"] <= max(20 * alone["p99"], 250.0)
+
+
+def test_bench_fairness_reports_every_figure(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "exchange_node.cli", "bench", "fairness", "--json"),
+            *("--nodes=1", "--orders=20", "--hog-batches=4", f"--data-root={tmp_path}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {r["name"] for r in doc["results"]}
+    assert names == {
+        "victim_p50_ms_unloaded",
+        "victim_p99_ms_unloaded",
+        "victim_p50_ms_hogged",
+        "victim_p99_ms_hogged",
+        "victim_p99_ratio",
+        "victim_errors",
+        "hog_orders_per_s",
+        "hog_429_per_s",
+    }
