@@ -55,6 +55,7 @@ bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 	$(EXCHANGE) bench engine --json
 	$(EXCHANGE) bench transport --json
 	$(EXCHANGE) bench cluster --json
+	$(EXCHANGE) bench fairness --json
 
 image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
 	scripts/build-image.sh
