@@ -180,18 +180,19 @@ def test_power_cut_loses_acknowledged_orders_when_fsync_is_disabled(make_cluster
     assert lost, "a node that never fsyncs lost nothing in a power cut: the check is blind"
 
 
-def test_eio_on_the_leaders_fsync_stops_it_acknowledging(make_cluster) -> None:
+@pytest.mark.parametrize("kind", ["eio_fsync", "eio_write", "full"])
+def test_a_disk_error_on_the_leader_stops_it_before_any_ack(make_cluster, kind) -> None:
     c = make_cluster()
     c.start()
     cluster = c.cluster
     leader = cluster.wait_for_leader(60)
-    c.mounts[leader].set_fault(DiskFault("eio_fsync"))
+    c.mounts[leader].set_fault(DiskFault(kind))
     body = {
         "symbol": "BTC-USD",
         "side": "BUY",
         "price": 40_000,
         "quantity": 1,
-        "client_order_id": "eio-1",
+        "client_order_id": f"{kind}-1",
     }
     try:
         code, doc = cluster.request(
@@ -206,9 +207,9 @@ def test_eio_on_the_leaders_fsync_stops_it_acknowledging(make_cluster) -> None:
         time.sleep(0.1)
     exit_code = cluster.procs[leader].poll()
     log_tail = cluster.log_tail(leader, 15)
-    print(f"leader {leader} after EIO on fsync: answered {code}, exit status {exit_code}")
+    print(f"leader {leader} after {kind}: answered {code}, exit status {exit_code}")
     print(log_tail)
-    assert exit_code is not None and exit_code != 0, f"still running after EIO:\n{log_tail}"
+    assert exit_code is not None and exit_code != 0, f"still running after {kind}:\n{log_tail}"
     assert "stops to stay safe" in log_tail, log_tail
     others = [m.node_id for m in cluster.spec.members if m.node_id != leader]
     # (wait_for_leader refuses to wait while a node has exited non-zero.)
