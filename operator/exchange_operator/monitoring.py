@@ -113,6 +113,17 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "the cause.",
         ),
         Alert(
+            "ExchangePeerMessagesRefused",
+            f"max by (pod, reason) (increase(exchange_peer_messages_rejected_total{sel}[10m])) > 0",
+            "0s",
+            "warning",
+            f"A member of {where} refused peer messages",
+            "{{ $labels.pod }} refused peer messages ({{ $labels.reason }}): not_member or self "
+            "means something that is no member (or a removed one still running) talks to its "
+            "peer port; digest_not_voter or digest_conflict means state digests in names that "
+            "cannot be theirs. Find who reaches the peer port; keep peer TLS on.",
+        ),
+        Alert(
             "ExchangePeerTLSDisabled",
             f"min by (pod) (exchange_peer_tls_enabled{sel}) == 0",
             "0s",

@@ -107,6 +107,19 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "3m",
         {"pod": "xc-2", "reason": "checksum"},
     ),
+    "ExchangePeerMessagesRefused": (
+        [
+            series(
+                "exchange_peer_messages_rejected_total",
+                "0 0 0 0 5x20",
+                pod="xc-0",
+                reason="not_member",
+            )
+        ],
+        [series("exchange_peer_messages_rejected_total", "0x24", pod="xc-0", reason="not_member")],
+        "3m",
+        {"pod": "xc-0", "reason": "not_member"},
+    ),
     "ExchangePeerTLSDisabled": (
         pods("exchange_peer_tls_enabled", ["1x20", "0x20", "1x20"]),
         pods("exchange_peer_tls_enabled", ["1x20", "1x20", "1x20"]),
