@@ -52,9 +52,20 @@ def await_member_certificate(cfg: node_config.NodeConfig, node_id: int) -> str |
 
     Only with --await-member-certificate, and only for a certificate that is
     readable but names another member id: every other problem is an error.
+    With --peer-tls-enroll: until the node holds a valid certificate for its own key.
     """
     if not cfg.await_member_certificate or cfg.peer_tls is None:
         return None
+    if cfg.peer_tls_enroll:
+        # Our own key: wait until a valid certificate for it is installed (admin API).
+        import datetime
+
+        from exchange_node.security.enrollment import MemberEnrollment
+
+        member = MemberEnrollment.for_data_dir(
+            cfg.data_dir, cfg.peer_tls_ca, cfg.cluster_id, node_id
+        )
+        return member.certificate_problem(datetime.datetime.now(datetime.UTC))
     from exchange_node.transport.tls import PeerTLSError, load_material
 
     try:

@@ -310,6 +310,11 @@ def _write_atomic(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` atomically (a reader sees old or new)."""
+    _write_atomic(path, data, mode)
+
+
 def write_pair(
     pair: CertKeyPair,
     cert_path: str | os.PathLike[str],

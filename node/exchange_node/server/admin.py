@@ -6,7 +6,9 @@
 - ``GET /metrics``: Prometheus text from the node's own registry.
 - ``/v1/admin/*``, on the admin listener only (``--admin-port``), with
   ``Authorization: Bearer <admin token>`` (401 without):
-  status, add/promote/remove member, transfer leadership. Membership calls
+  status, add/promote/remove member, transfer leadership, and with
+  ``--peer-tls-enroll`` the member certificate (GET certificate-request, PUT
+  certificate). Membership calls
   on a non-leader answer 421 with the leader's id and address.
 
 ``http_metrics_middleware`` times every request of the whole application
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +25,8 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from exchange_node.security import enrollment
+from exchange_node.security.enrollment import EnrollmentError, MemberEnrollment
 from exchange_node.server import tracing
 from exchange_node.service import NotLeader, Overloaded, Timeout, Unavailable
 
@@ -191,6 +196,9 @@ def status_document(node: Any) -> dict[str, Any]:
         }
         for m in st.members
     ]
+    member = enrollment.for_node(node)
+    if member is not None:
+        doc["member_certificate"] = member.status(_utcnow())
     return doc
 
 
@@ -283,6 +291,49 @@ async def admin_transfer_leadership(request: web.Request) -> web.Response:
     return web.json_response({"leader": result})
 
 
+# ---- member certificate (--peer-tls-enroll) -------------------------------------------
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _enrollment(request: web.Request) -> MemberEnrollment:
+    found = enrollment.for_node(_node(request))
+    if found is None:
+        raise web.HTTPNotFound(
+            text='{"error": "this node does not enroll its member certificate '
+            '(start it with --peer-tls-enroll)"}',
+            content_type="application/json",
+        )
+    return found
+
+
+async def admin_certificate_request(request: web.Request) -> web.Response:
+    """A CSR for this node's member key; the key itself never leaves the node."""
+    _check_admin(request)
+    member = _enrollment(request)
+    csr = member.certificate_request(_utcnow())
+    return web.json_response(
+        {"csr": csr.decode(), "member_id": member.node_id, "cluster_id": member.cluster_id}
+    )
+
+
+async def admin_put_certificate(request: web.Request) -> web.Response:
+    """Install the certificate signed for the CSR (checked first, written atomically)."""
+    _check_admin(request)
+    member = _enrollment(request)
+    doc = await _body(request)
+    chain = doc.get("certificate")
+    if not isinstance(chain, str) or "-----BEGIN CERTIFICATE-----" not in chain:
+        return _json_error(400, "certificate must be a PEM certificate chain (string)")
+    try:
+        which = member.install(chain.encode(), _utcnow())
+    except EnrollmentError as exc:
+        return _json_error(400, str(exc))
+    return web.json_response({"installed": which, **member.status(_utcnow())})
+
+
 def _int_or_none(text: str) -> int | None:
     try:
         return int(text)
@@ -307,3 +358,5 @@ def add_admin_routes(app: web.Application, node: Any, admin_token: str | None) -
     app.router.add_post("/v1/admin/members/{id}/promote", admin_promote_member)
     app.router.add_delete("/v1/admin/members/{id}", admin_remove_member)
     app.router.add_post("/v1/admin/transfer-leadership", admin_transfer_leadership)
+    app.router.add_get("/v1/admin/certificate-request", admin_certificate_request)
+    app.router.add_put("/v1/admin/certificate", admin_put_certificate)

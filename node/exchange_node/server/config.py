@@ -90,6 +90,7 @@ class NodeConfig:
     http_tls_key: Path | None = None
     admin_tls_client_ca: Path | None = None
     await_member_certificate: bool = False
+    peer_tls_enroll: bool = False
     # The Raft peer port: cluster identity, mutual TLS and incoming snapshot bounds.
     cluster_id: str = "exchange"
     peer_tls_cert: Path | None = None
@@ -249,6 +250,13 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
         False,
         "when --peer-tls-cert names another member id (a new pod's id is only known once it "
         "runs), serve HTTP and admin and wait for a matching certificate instead of exiting",
+    ),
+    "peer-tls-enroll": (
+        _bool,
+        False,
+        "generate the member key in <data-dir>/peer-tls/ (0600, it never leaves this node) and "
+        "take its certificate through the admin API (GET /v1/admin/certificate-request, "
+        "PUT /v1/admin/certificate); needs --peer-tls-ca, implies --await-member-certificate",
     ),
     "admin-tls-client-ca": (
         Path,
@@ -453,6 +461,27 @@ def _admin_and_tls(
     return admin_port, cert, key, client_ca
 
 
+def _enrolled_files(
+    files: dict[str, Path | None], insecure: bool, data_dir: Path
+) -> tuple[Path, Path, Path]:
+    """--peer-tls-enroll: the member key and certificate live in the data directory."""
+    from exchange_node.security.enrollment import MemberEnrollment
+
+    if insecure:
+        raise ConfigError("--insecure-peers contradicts --peer-tls-enroll")
+    for flag in ("peer-tls-cert", "peer-tls-key"):
+        if files[flag] is not None:
+            raise ConfigError(
+                f"--{flag} contradicts --peer-tls-enroll (the node keeps its member key "
+                "and certificate in <data-dir>/peer-tls/)"
+            )
+    ca = files["peer-tls-ca"]
+    if ca is None:
+        raise ConfigError("--peer-tls-enroll needs --peer-tls-ca (the CA that signs members)")
+    enrollment = MemberEnrollment.for_data_dir(data_dir, ca, "unused", 1)
+    return enrollment.cert_file, enrollment.key_file, ca
+
+
 def _peer_security(
     args: argparse.Namespace, env: Mapping[str, str], node_id: int | None
 ) -> tuple[str, Path | None, Path | None, Path | None, bool]:
@@ -463,6 +492,8 @@ def _peer_security(
     }
     insecure = _value("insecure-peers", args, env)
     given = [flag for flag, path in files.items() if path is not None]
+    if _value("peer-tls-enroll", args, env):
+        return (cluster_id, *_enrolled_files(files, insecure, _value("data-dir", args, env)), False)
     if given and len(given) < 3:
         missing = ", ".join(f"--{flag}" for flag in files if flag not in given)
         raise ConfigError(
@@ -567,7 +598,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         http_tls_cert=http_tls_cert,
         http_tls_key=http_tls_key,
         admin_tls_client_ca=admin_tls_client_ca,
-        await_member_certificate=_value("await-member-certificate", args, env),
+        await_member_certificate=_value("await-member-certificate", args, env)
+        or _value("peer-tls-enroll", args, env),
+        peer_tls_enroll=_value("peer-tls-enroll", args, env),
         cluster_id=cluster_id,
         peer_tls_cert=peer_tls_cert,
         peer_tls_key=peer_tls_key,
