@@ -329,3 +329,19 @@ def test_a_leader_honours_a_transfer_vote_only_from_the_transferee_it_chose():
     before = state(leader)
     assert step_and_collect(net, leader, forged_transfer_vote(leader, frm=3)) == []
     assert state(leader) == before and leader.role is Role.LEADER
+
+
+def test_a_real_transfer_in_five_voters_passes_the_followers_leases_with_notices():
+    # Five voters: the transferee needs two followers besides the leader, and they
+    # are in their lease; the leader's notices are what lets them vote.
+    net = Network([1, 2, 3, 4, 5], check_quorum=True, pre_vote=True)
+    leader = net.elect(1)
+    term = leader.term
+    net.sent.clear()
+    leader.transfer_leadership(4)
+    net.deliver()
+    assert net.leaders() == [4] and net.cores[4].term == term + 1
+    notices = sorted(
+        m.to for m in net.sent if m.type is MessageType.TIMEOUT_NOW and m.index == 4 and m.to != 4
+    )
+    assert notices == [2, 3, 5]
