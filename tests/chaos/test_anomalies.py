@@ -461,3 +461,15 @@ def test_a_linearizable_position_read_missing_an_acknowledged_fill():
     anomaly = report.check("linearizability").anomalies[0]
     assert anomaly.kind == "stale linearizable read"
     assert [op["id"] for op in anomaly.operations] == [story.ids["bob_submit"], read]
+
+
+def test_a_final_state_that_contradicts_the_history():
+    """One replica reports Alice's cancelled order at another price: arithmetic alone is fine."""
+    builder = Story().finish()
+    corrupted = builder.observations()[1]["orders"][0]
+    corrupted["price"] = 101
+    report = run(builder)
+    assert failed_checks(report) == {"linearizability"}
+    anomaly = report.check("linearizability").anomalies[0]
+    assert "the final state observed on n2 fits no order of operations" in anomaly.message
+    assert anomaly.operations[-1] == {"observation": "n2", "observed": corrupted}

@@ -482,9 +482,10 @@ def check_linearizability(
         for op in history.operations
         if op.op == "submit" and op.args.get("stp") in _STP_CANCELLING_RESTING
     }
+    final_views = _final_views(history, index)
     explored = checked_ops = unknown = 0
     for lineage in index.lineages:
-        ops = lineage_ops(lineage)
+        ops = lineage_ops(lineage) + final_views.get(id(lineage), [])
         first = lineage.submits[0].args
         initial = OrderState(ABSENT, None, lineage.key, first["price"], first["quantity"], 0, True)
         model = OrderModel(initial, lineage.client in resting_cancellers)
@@ -504,12 +505,20 @@ def check_linearizability(
             what = failed.input.kind
             if what == "read" and failed.input.args.get("consistency") == "stale":
                 what = "stale read"
+            if failed.input.observed_on is not None:
+                what = f"final state observed on {failed.input.observed_on}"
+            else:
+                what = f"{what} answer of operation {failed.input.source[0]}"
+            evidence: list[Any] = [by_id[i] for op in proof for i in op.input.source[:1]]
+            if failed.input.observed_on is not None:
+                evidence.append(
+                    {"observation": failed.input.observed_on, "observed": failed.input.answer}
+                )
             result.add(
                 "not linearizable",
-                f"order {lineage.client}/{lineage.key}: the {what} answer of operation "
-                f"{failed.input.source[0]} fits no order of operations; the order could only "
-                f"be: {states or 'nothing'}",
-                [by_id[i] for op in proof for i in op.input.source[:1]],
+                f"order {lineage.client}/{lineage.key}: the {what} fits no order of "
+                f"operations; the order could only be: {states or 'nothing'}",
+                evidence,
             )
     position_reads = _check_position_reads(history, result)
     result.figures = {
@@ -523,6 +532,26 @@ def check_linearizability(
         f"{len(index.lineages)} orders, {result.anomaly_count} not linearizable, {unknown} unknown"
     )
     return result
+
+
+def _final_views(
+    history: History, index: OrderIndex
+) -> dict[int, list[linearizability.Op[OrderOp]]]:
+    """Each replica's final view of each order, as a linearizable read at the end."""
+    out: dict[int, list[linearizability.Op[OrderOp]]] = defaultdict(list)
+    for observation in history.observations:
+        for view in observation.orders or ():
+            lineage = index.by_key.get((view["client_id"], view["client_order_id"]))
+            if lineage is None:
+                lineage = index.by_order_id.get(view["order_id"])
+            if lineage is None or lineage.client != view["client_id"]:
+                continue  # the phantom check's business
+            args = {"order_id": view["order_id"], "consistency": "linearizable"}
+            read = OrderOp("read", "ok", args, view, 200, observed_on=observation.node)
+            out[id(lineage)].append(
+                linearizability.Op(observation.time_ns, observation.time_ns, read)
+            )
+    return out
 
 
 def _check_position_reads(history: History, result: CheckResult) -> int:

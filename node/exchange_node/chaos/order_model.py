@@ -78,6 +78,8 @@ class OrderOp:
     """For a mass cancel's ok: the quantity it cancelled of this order (None: not this one)."""
     cancelled_order_id: int | None = None
     """... and the order id its answer gave."""
+    observed_on: str | None = None
+    """For the final state observed on a replica (a read at the end): which one."""
 
 
 def _ref_matches(state: OrderState, args: Any) -> bool:
