@@ -203,6 +203,14 @@ def plant_position(records: Records, pick: int) -> bool:
     return True
 
 
+def plant_corrupted_final_state(records: Records, pick: int) -> bool:
+    orders = _observations(records)[pick % 3]["orders"]
+    if not orders:
+        return False
+    orders[pick % len(orders)]["price"] += 1
+    return True
+
+
 def plant_divergence(records: Records, pick: int) -> bool:
     _observations(records)[pick % 3]["state_hash"] += "-diverged"
     return True
@@ -219,6 +227,7 @@ PLANTS: dict[str, tuple[Callable[[Records, int], bool], str]] = {
     "fill without counterparty": (plant_fill_without_counterparty, "conservation"),
     "position": (plant_position, "conservation"),
     "divergence": (plant_divergence, "convergence"),
+    "corrupted final state": (plant_corrupted_final_state, "linearizability"),
 }
 
 options = st.fixed_dictionaries(
