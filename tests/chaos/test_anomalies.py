@@ -58,9 +58,13 @@ def test_lost_acknowledged_order():
     assert failed_checks(report) == {"lost"}
     anomaly = report.check("lost").anomalies[0]
     assert anomaly.kind == "lost order"
-    assert "order 2 (bob/b-1) was acknowledged but n1 does not have it" in anomaly.message
+    assert anomaly.message == (
+        "order 2 (bob/b-1) was acknowledged, but not kept on n1 (missing), n2 (missing), "
+        "n3 (missing)"
+    )
     assert anomaly.operations[0]["id"] == story.ids["bob_submit"]
-    assert report.check("lost").figures["lost_orders"] == 3  # one per replica
+    assert [op["observation"] for op in anomaly.operations[1:]] == ["n1", "n2", "n3"]
+    assert report.check("lost").figures["lost_orders"] == 1
 
 
 def test_lost_acknowledged_cancel():
@@ -80,7 +84,9 @@ def test_lost_acknowledged_fill():
     assert "lost" in failed_checks(report)
     assert any(
         a.kind == "lost fill"
-        and "order 2 had 2 filled by acknowledged fills, n1 shows 1" in a.message
+        and a.message.startswith(
+            "2 filled of order 2 was acknowledged, but not kept on n1 (1 filled)"
+        )
         for a in report.check("lost").anomalies
     )
 

@@ -184,71 +184,71 @@ def check_lost(history: History, index: OrderIndex) -> CheckResult:
     observations = [o for o in history.observations if o.orders is not None]
     if not observations:
         result.unknown("no observation read the orders")
-    acked_orders = acked_cancels = acked_fills = 0
+    # (kind, what) -> (what was acknowledged, by which operation, [(replica, what it shows)])
+    found: dict[tuple[str, Any], tuple[str, Operation, list[tuple[Observation, Any, str]]]] = {}
+
+    def missing(
+        kind: str, key: Any, acked: str, op: Operation, seen: tuple[Observation, Any, str]
+    ) -> None:
+        found.setdefault((kind, key), (acked, op, []))[2].append(seen)
+
+    acked_fills: Counter[int] = Counter()
+    fill_source: dict[int, Operation] = {}
+    for op in history.operations:
+        for fill in answer_fills(op):
+            acked_fills[fill["order_id"]] += fill["quantity"]
+            fill_source.setdefault(fill["order_id"], op)
     for observation in observations:
         orders = _observed_orders(observation)
-        fills_seen = {
-            (fill.get("trade_id"), fill.get("order_id"))
-            for fill in observation.fills or ()
-            if isinstance(fill, dict)
-        }
+        fills_seen = {(fill["trade_id"], fill["order_id"]) for fill in observation.fills or ()}
         for op in history.operations:
             if op.outcome != "ok":
                 continue
             if op.op == "submit":
                 order_id = op.answer.get("order_id") if op.answer else None
                 if isinstance(order_id, int) and order_id not in orders:
-                    acked_orders += 1
-                    result.add(
-                        "lost order",
-                        f"order {order_id} ({op.client}/{op.args['client_order_id']}) was "
-                        f"acknowledged but {observation.node} does not have it",
-                        [op, _observed(observation, None)],
-                    )
+                    acked = f"order {order_id} ({op.client}/{op.args['client_order_id']})"
+                    missing("lost order", order_id, acked, op, (observation, None, "missing"))
             if op.op in ("cancel", "mass_cancel"):
                 for order_id, _quantity in _cancelled_quantities(op):
                     view = orders.get(order_id)
                     if view is None or view.get("status") != "CANCELLED":
-                        acked_cancels += 1
-                        result.add(
-                            "lost cancel",
-                            f"the cancel of order {order_id} was acknowledged but "
-                            f"{observation.node} shows it "
-                            f"{'missing' if view is None else view.get('status')}",
-                            [op, _observed(observation, view)],
-                        )
+                        shows = "missing" if view is None else str(view.get("status"))
+                        acked = f"the cancel of order {order_id}"
+                        missing("lost cancel", order_id, acked, op, (observation, view, shows))
             if observation.fills is not None:
                 for fill in answer_fills(op):
-                    if (fill.get("trade_id"), fill.get("order_id")) not in fills_seen:
-                        acked_fills += 1
-                        result.add(
-                            "lost fill",
-                            f"fill {fill.get('trade_id')} of order {fill.get('order_id')} was "
-                            f"acknowledged but is not among {observation.node}'s fills",
-                            [op],
+                    key = (fill["trade_id"], fill["order_id"])
+                    if key not in fills_seen:
+                        acked = f"fill {key[0]} of order {key[1]}"
+                        missing(
+                            "lost fill", key, acked, op, (observation, None, "not among its fills")
                         )
         # Acknowledged fills an order view must account for, even without the fills list.
-        acked_by_order: Counter[int] = Counter()
-        sources: dict[int, Operation] = {}
-        for op in history.operations:
-            for fill in answer_fills(op):
-                order_id, quantity = fill.get("order_id"), fill.get("quantity")
-                if isinstance(order_id, int) and isinstance(quantity, int):
-                    acked_by_order[order_id] += quantity
-                    sources.setdefault(order_id, op)
-        for order_id, quantity in acked_by_order.items():
+        for order_id, quantity in acked_fills.items():
             view = orders.get(order_id)
-            if view is not None and (view.get("filled_quantity") or 0) < quantity:
-                result.add(
+            if view is not None and view["filled_quantity"] < quantity:
+                acked = f"{quantity} filled of order {order_id}"
+                shows = f"{view['filled_quantity']} filled"
+                missing(
                     "lost fill",
-                    f"order {order_id} had {quantity} filled by acknowledged fills, "
-                    f"{observation.node} shows {view.get('filled_quantity')}",
-                    [sources[order_id], _observed(observation, view)],
+                    ("filled", order_id),
+                    acked,
+                    fill_source[order_id],
+                    (observation, view, shows),
                 )
+    for (kind, _key), (acked, op, where) in found.items():
+        places = ", ".join(f"{o.node} ({shows})" for o, _view, shows in where)
+        result.add(
+            kind,
+            f"{acked} was acknowledged, but not kept on {places}",
+            [op, *(_observed(o, view) for o, view, _shows in where)],
+        )
+    kinds = Counter(kind for kind, _key in found)
     result.figures = {
-        "lost_orders": acked_orders,
-        "lost_cancels": acked_cancels,
-        "lost_fills": acked_fills,
+        "lost_orders": kinds["lost order"],
+        "lost_cancels": kinds["lost cancel"],
+        "lost_fills": kinds["lost fill"],
         "observations_checked": len(observations),
     }
     result.summary = f"{result.anomaly_count} acknowledged orders, cancels or fills missing"
