@@ -226,3 +226,31 @@ def test_a_disk_error_on_the_leader_stops_it_before_any_ack(make_cluster, kind) 
     )
     assert code == 200, doc
     cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
+
+
+def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(make_cluster) -> None:
+    c = make_cluster()
+    c.start()
+    cluster = c.cluster
+    stalled = cluster.wait_for_leader(60)
+    others = [m.node_id for m in cluster.spec.members if m.node_id != stalled]
+    c.mounts[stalled].set_fault(DiskFault("stall_fsync"))
+    # Requests to the stalled node only time out (5 s each): send to the others.
+    load = OrderLoad(cluster, prefix="stall", concurrency=4, avoid={stalled}).start()
+    try:
+        # Writes are acknowledged again once another node leads.
+        t0 = time.monotonic()
+        load.wait_for_acks(40, timeout=90)
+        print(f"40 acks {time.monotonic() - t0:.1f} s after the stall; errors {load.errors}")
+        deadline = time.monotonic() + 30
+        while cluster.leader(among=others) is None:
+            assert time.monotonic() < deadline, "no other leader while the leader's disk stalls"
+            time.sleep(0.1)
+        assert c.mounts[stalled].stats()["stalled"] >= 1, "nothing waited on the stalled disk"
+        c.mounts[stalled].set_fault(None)
+        load.wait_for_acks(20, timeout=60)
+    finally:
+        load.stop()
+    assert cluster.alive(stalled), cluster.log_tail(stalled)
+    assert lost_acknowledged(cluster, dict(load.acked)) == []
+    cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
