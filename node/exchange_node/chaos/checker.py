@@ -266,43 +266,44 @@ def check_phantom(history: History, index: OrderIndex) -> CheckResult:
             unattributed[client].add(order_id)
     for op, why in index.phantoms:
         result.add("phantom operation", why, [op])
+    # (kind, what) -> (description, [(replica, record)]): one anomaly however many replicas.
+    found: dict[tuple[str, Any], tuple[str, list[tuple[Observation, Any]]]] = {}
+    clients = {lineage.client for lineage in index.lineages}
     for observation in history.observations:
         for view in observation.orders or ():
-            if not isinstance(view, dict):
-                result.add("malformed observation", "an order view is not an object", [])
-                continue
-            key = (view.get("client_id"), view.get("client_order_id"))
-            if not index.explains(key[0], key[1], view.get("order_id")):
-                result.add(
-                    "phantom order",
-                    f"{observation.node} has order {view.get('order_id')} "
-                    f"({key[0]}/{key[1]}) that was never submitted",
-                    [_observed(observation, view)],
+            client, coid, order_id = view["client_id"], view["client_order_id"], view["order_id"]
+            if not index.explains(client, coid, order_id):
+                what = f"order {order_id} ({client}/{coid})"
+                found.setdefault(("phantom order", (client, coid, order_id)), (what, []))[1].append(
+                    (observation, view)
                 )
         for fill in observation.fills or ():
-            order_id = fill["order_id"]  # the reader checked every fill's shape
+            order_id, client = fill["order_id"], fill["client_id"]
             lineage = index.by_order_id.get(order_id)
-            explained = order_id in unattributed.get(fill["client_id"], ())
-            if (lineage is None or lineage.client != fill.get("client_id")) and not explained:
-                result.add(
-                    "phantom fill",
-                    f"{observation.node} reports fill {fill.get('trade_id')} of order "
-                    f"{order_id} for {fill.get('client_id')}, an order that client never submitted",
-                    [_observed(observation, fill)],
-                )
-        clients = {lineage.client for lineage in index.lineages}
+            explained = order_id in unattributed.get(client, ())
+            if (lineage is None or lineage.client != client) and not explained:
+                what = f"fill {fill['trade_id']} of order {order_id} for {client}"
+                key = ("phantom fill", (fill["trade_id"], order_id, client))
+                found.setdefault(key, (what, []))[1].append((observation, fill))
         for client, positions in (observation.positions or {}).items():
             if client in clients:
                 continue
             for symbol, position in positions.items():
-                if isinstance(position, dict) and any(
+                if any(
                     position.get(name) for name in ("quantity", "bought_quantity", "sold_quantity")
                 ):
-                    result.add(
-                        "phantom position",
-                        f"{observation.node}: {client} holds {symbol} without any order",
-                        [_observed(observation, {client: {symbol: position}})],
+                    what = f"a position of {client} in {symbol}"
+                    key = ("phantom position", (client, symbol))
+                    found.setdefault(key, (what, []))[1].append(
+                        (observation, {client: {symbol: position}})
                     )
+    for (kind, _key), (what, where) in found.items():
+        nodes = ", ".join(o.node for o, _record in where)
+        result.add(
+            kind,
+            f"{what}, which nothing submitted accounts for, is on {nodes}",
+            [_observed(o, record) for o, record in where],
+        )
     result.figures = {"orders_not_attributed": sum(len(ids) for ids in unattributed.values())}
     result.summary = f"{result.anomaly_count} things that were never submitted"
     return result
