@@ -468,6 +468,9 @@ def test_insecure_peers_checksum_clock_skew_and_corrupted_state(tmp_path: Path) 
         )
         print(f"insecure: checksum rejects on node {follower}: {checksum:g}")
         assert checksum >= 1
+        # The follower's stream from the leader can stay wedged after the bit flips
+        # (see the xfail test below); a restart reconnects it.
+        target.restart(follower)
         target.cluster.wait_converged(target.node_ids(), timeout=30)
 
         # Clock: one follower an hour ahead; its wall clock is skewed, the cluster unharmed.
@@ -490,6 +493,26 @@ def test_insecure_peers_checksum_clock_skew_and_corrupted_state(tmp_path: Path) 
         assert not damaged.outcome.startswith("served"), damaged.outcome
         damaged.heal()
         target.cluster.wait_converged(target.node_ids(), timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    # Not strict: the wedge needs a flip in a length prefix, which the seeded flips hit
+    # in most runs but not all (chunk boundaries vary).
+    strict=False,
+    reason="found by this target: without peer TLS a bit flipped in a gRPC message's length "
+    "prefix leaves the follower's inbound stream waiting for a message of up to "
+    "max_message_bytes; HTTP/2 keepalives still pass, so neither side resets it and the "
+    "follower never hears the leader again (pre_candidate until restarted)",
+)
+def test_a_follower_hears_the_leader_again_after_corrupted_frames_without_tls(
+    tmp_path: Path,
+) -> None:
+    with LocalTarget(
+        tmp_path / "c", 3, netns=False, link_proxies=True, peer_tls=False, seed=4
+    ) as target:
+        corrupt_link(target, "wedge")
+        target.cluster.wait_converged(target.node_ids(), timeout=20)
 
 
 def http_clock_offset(target: LocalTarget, node_id: int) -> float:
