@@ -15,8 +15,9 @@ import os
 import sys
 import time
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from exchange_node.chaos.faultfs import DropReport, FaultFSHandle, NodeDisks, unavailable_reason
@@ -84,11 +85,14 @@ class FaultFSCluster:
         self.disks.close()
 
 
+MakeCluster = Callable[..., "FaultFSCluster"]
+
+
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator:
+def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
     made: list[FaultFSCluster] = []
 
-    def make(cls: type[LocalCluster] = LocalCluster, **kw) -> FaultFSCluster:
+    def make(cls: type[LocalCluster] = LocalCluster, **kw: Any) -> FaultFSCluster:
         made.append(FaultFSCluster(tmp_path / f"cluster{len(made)}", cls, **kw))
         return made[-1]
 
@@ -151,7 +155,7 @@ def run_power_cut(
     return dict(load.acked), drops
 
 
-def test_power_cut_of_every_node_keeps_every_acknowledged_order(make_cluster) -> None:
+def test_power_cut_of_every_node_keeps_every_acknowledged_order(make_cluster: MakeCluster) -> None:
     # Snapshots every 40 entries: their temp file, fsync, rename and directory fsync,
     # and the compaction's unlinks, all go through the power cut too.
     c = make_cluster(snapshot_threshold=40)
@@ -167,7 +171,9 @@ def test_power_cut_of_every_node_keeps_every_acknowledged_order(make_cluster) ->
     c.cluster.wait_converged([m.node_id for m in c.cluster.spec.members], timeout=60)
 
 
-def test_power_cut_loses_acknowledged_orders_when_fsync_is_disabled(make_cluster) -> None:
+def test_power_cut_loses_acknowledged_orders_when_fsync_is_disabled(
+    make_cluster: MakeCluster,
+) -> None:
     """The planted fault: the check above must catch a node that acks before durability,
     and only the power cut does: a SIGKILL alone keeps the page cache."""
     c = make_cluster(NoSyncCluster)
@@ -181,12 +187,14 @@ def test_power_cut_loses_acknowledged_orders_when_fsync_is_disabled(make_cluster
 
 
 @pytest.mark.parametrize("kind", ["eio_fsync", "eio_write", "full"])
-def test_a_disk_error_on_the_leader_stops_it_before_any_ack(make_cluster, kind) -> None:
+def test_a_disk_error_on_the_leader_stops_it_before_any_ack(
+    make_cluster: MakeCluster, kind: str
+) -> None:
     c = make_cluster()
     c.start()
     cluster = c.cluster
     leader = cluster.wait_for_leader(60)
-    c.mounts[leader].set_fault(DiskFault(kind))
+    c.mounts[leader].set_fault(DiskFault(kind))  # type: ignore[arg-type,unused-ignore]
     body = {
         "symbol": "BTC-USD",
         "side": "BUY",
@@ -228,7 +236,9 @@ def test_a_disk_error_on_the_leader_stops_it_before_any_ack(make_cluster, kind) 
     cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
 
 
-def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(make_cluster) -> None:
+def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(
+    make_cluster: MakeCluster,
+) -> None:
     c = make_cluster()
     c.start()
     cluster = c.cluster

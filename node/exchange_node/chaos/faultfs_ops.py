@@ -120,7 +120,7 @@ class JournalStep:
     """Hard link to the file it removed or replaced, if any."""
 
 
-class FaultOps(mfusepy.Operations):
+class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no types
     """Passthrough to ``backing`` with an in-memory overlay and injected faults.
 
     Thread-safe: libfuse calls from several threads. ``_lock`` guards the overlays,
@@ -392,7 +392,10 @@ class FaultOps(mfusepy.Operations):
         return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        os.utime(self._full(path), ns=times)
+        if times is None:
+            os.utime(self._full(path))
+        else:
+            os.utime(self._full(path), ns=times)
         return 0
 
     # -- names (journalled) -------------------------------------------------------
