@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 
 import pytest
 from exchange_node.raft import (
@@ -74,7 +75,9 @@ class ChaosNet(Network):
                 assert by_position.setdefault((e.index, e.term), e.data) == e.data
 
 
-def run_schedule(seed: int, nodes: int, steps: int) -> ChaosNet:
+def run_schedule(
+    seed: int, nodes: int, steps: int, after_step: Callable[[ChaosNet], None] | None = None
+) -> ChaosNet:
     rng = random.Random(seed)
     ids = list(range(1, nodes + 1))
     net = ChaosNet(ids, rng, seed=seed, max_msg_entries=rng.choice([1, 3, 64]), max_inflight=4)
@@ -126,6 +129,8 @@ def run_schedule(seed: int, nodes: int, steps: int) -> ChaosNet:
             with contextlib.suppress(NotLeaderError):
                 net.cores[rng.choice(list(net.cores))].read_index(f"r{step}".encode())
         net.deliver_some()
+        if after_step is not None:
+            after_step(net)  # e.g. a forger (test_hostile_schedules.py)
         net.check()
     return net
 
