@@ -241,7 +241,13 @@ def test_leftover_mount_of_a_dead_faultfs_is_found_and_removed(tmp_path: Path) -
     with pytest.raises(OSError) as caught:
         os.listdir(mnt)
     assert caught.value.errno == errno.ENOTCONN
-    assert unmount_leftovers(tmp_path) == [mnt]
+    live = FaultFS.mount(tmp_path / "backing2", tmp_path / "live")
+    try:
+        # A live mount (another run's, say) is left alone when only the dead are asked for.
+        assert unmount_leftovers(tmp_path, only_dead=True) == [mnt]
+        assert leftover_mounts(tmp_path) == [str(tmp_path / "live")]
+    finally:
+        live.unmount()
     assert leftover_mounts(tmp_path) == []
     assert os.listdir(mnt) == []
     handle.unmount()
@@ -257,7 +263,7 @@ def test_an_unknown_fault_kind_is_refused_by_name(fs: FaultFSHandle) -> None:
         fs.set_fault(DiskFault("melt"))  # type: ignore[arg-type]
 
 
-def _fsyncs_per_second(directory: Path, seconds: float) -> float:
+def _fsyncs(directory: Path, seconds: float) -> int:
     fd = os.open(directory / "rate", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         count, started = 0, time.perf_counter()
@@ -265,7 +271,7 @@ def _fsyncs_per_second(directory: Path, seconds: float) -> float:
             os.write(fd, b"x" * 256)  # about one WAL batch of a light load
             os.fdatasync(fd)
             count += 1
-        return count / (time.perf_counter() - started)
+        return count
     finally:
         os.close(fd)
 
@@ -273,8 +279,11 @@ def _fsyncs_per_second(directory: Path, seconds: float) -> float:
 def test_fsync_rate_through_faultfs_is_enough_for_a_node(fs: FaultFSHandle, tmp_path: Path) -> None:
     raw_dir = tmp_path / "raw"
     raw_dir.mkdir()
-    raw = _fsyncs_per_second(raw_dir, 1.5)
-    through = _fsyncs_per_second(_mnt(fs), 1.5)
-    print(f"256-byte append + fdatasync: raw disk {raw:.0f}/s, through faultfs {through:.0f}/s")
-    # A node under light load groups its writes into a few hundred fsyncs a second.
-    assert through >= 200, (raw, through)
+    # Interleaved slices: the disk is shared with other work, whose load comes and goes.
+    raw = through = 0
+    for _ in range(10):
+        raw += _fsyncs(raw_dir, 0.15)
+        through += _fsyncs(_mnt(fs), 0.15)
+    print(f"256-byte append + fdatasync: raw disk {raw / 1.5:.0f}/s, faultfs {through / 1.5:.0f}/s")
+    # The fsync of the disk below dominates; faultfs adds a FUSE round trip and a copy.
+    assert through >= raw / 4, (raw, through)

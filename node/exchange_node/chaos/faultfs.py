@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import shutil
@@ -277,9 +278,22 @@ def leftover_mounts(under: str | os.PathLike[str] | None = None) -> list[str]:
     ]
 
 
-def unmount_leftovers(under: str | os.PathLike[str] | None = None) -> list[str]:
-    """Lazily unmount every faultfs mount (below ``under``); returns what was unmounted."""
-    points = leftover_mounts(under)
+def is_dead(mountpoint: str) -> bool:
+    """True when the mount's faultfs process is gone ("transport endpoint is not connected")."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def unmount_leftovers(
+    under: str | os.PathLike[str] | None = None, *, only_dead: bool = False
+) -> list[str]:
+    """Lazily unmount every faultfs mount (below ``under``; with ``only_dead``, only those
+    whose process is gone, so a concurrent run's live mounts are left alone); returns
+    what was unmounted."""
+    points = [p for p in leftover_mounts(under) if not only_dead or is_dead(p)]
     for point in sorted(points, key=len, reverse=True):
         lazy_unmount(point)
     return points
@@ -294,7 +308,7 @@ def lazy_unmount(mountpoint: str) -> None:
         if libc.umount2(os.fsencode(mountpoint), MNT_DETACH) == 0:
             return
         err = ctypes.get_errno()
-        if err in (22, 2):  # EINVAL / ENOENT: not (or no longer) a mount point
+        if err in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
             return
         raise FaultFSError(f"umount2 {mountpoint}: {os.strerror(err)}")
     result = subprocess.run(
