@@ -339,6 +339,89 @@ def test_leftovers_of_a_crashed_run_are_found_by_prefix_and_removed() -> None:
     assert net.chaos_objects(prefix) == []
 
 
+UDP_LISTENER = """
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 9999))
+    print(9999, flush=True)
+    while True:
+        data, _ = s.recvfrom(64)
+        print(data.decode(), flush=True)
+"""
+
+
+def reachability(network: net.Network, ids: list[int]) -> set[tuple[int, int]]:
+    """(sender, receiver) pairs whose UDP datagrams arrive, every namespace to every other."""
+    listeners = {i: in_namespace(network, i, UDP_LISTENER)[0] for i in ids}
+    try:
+        for src in ids:
+            code = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            for dst in ids:
+                if dst != src:
+                    ip = network.ip(dst)
+                    code += f"for _ in range(3):\n    try: s.sendto(b'{src}', ('{ip}', 9999))\n"
+                    code += "    except PermissionError: pass\n"
+            subprocess.run([*network.exec_prefix(src), sys.executable, "-c", code], check=True)
+        time.sleep(0.3)
+    finally:
+        for proc in listeners.values():
+            proc.kill()
+    seen = set()
+    for dst, proc in listeners.items():
+        assert proc.stdout is not None
+        for line in proc.stdout.read().split():
+            seen.add((int(line), dst))
+    return seen
+
+
+@needs_netns
+def test_partition_shapes_cut_exactly_the_pairs_they_name() -> None:
+    """Split 2/3 of 5, a bridge node, one direction only, and flapping (on, off, on)."""
+    ids = [1, 2, 3, 4, 5]
+    everyone = {(a, b) for a in ids for b in ids if a != b}
+    network = net.Network.create(ids)
+    try:
+        assert reachability(network, ids) == everyone
+
+        def cut(groups: list[list[int]], one_way: bool = False) -> list[net.Rule]:
+            rules = [
+                r for s, d in net.cut_directions(groups, one_way) for r in network.cut_rules(s, d)
+            ]
+            return network.add_rules(rules)
+
+        split = cut([[1, 2], [3, 4, 5]])
+        minority = {1, 2}
+        assert reachability(network, ids) == {
+            (a, b) for a, b in everyone if (a in minority) == (b in minority)
+        }
+        network.remove_rules(split)
+
+        # 3 talks to everyone; 1,2 and 4,5 only to their own side and to 3.
+        bridge = cut([[1, 2], [4, 5]])
+        assert reachability(network, ids) == {
+            (a, b) for a, b in everyone if 3 in (a, b) or ({a, b} <= {1, 2}) or ({a, b} <= {4, 5})
+        }
+        network.remove_rules(bridge)
+
+        # One way: 1 cannot reach 2 and 3, they still reach it.
+        one_way = cut([[1], [2, 3]], one_way=True)
+        assert reachability(network, [1, 2, 3]) == {
+            (a, b) for a in [1, 2, 3] for b in [1, 2, 3] if a != b
+        } - {(1, 2), (1, 3)}
+        network.remove_rules(one_way)
+
+        # Flapping is a scenario turning a partition on and off: each state is exact.
+        for _ in range(2):
+            rules = cut([[1], [2]])
+            assert reachability(network, [1, 2]) == set()
+            network.remove_rules(rules)
+            assert reachability(network, [1, 2]) == {(1, 2), (2, 1)}
+        assert network.rules == [] and all(network.iptables_rules(i) == [] for i in ids)
+    finally:
+        network.close()
+    assert net.chaos_objects(network.prefix) == []
+
+
 @needs_netns
 @pytest.mark.slow
 def test_partition_loss_bandwidth_for_real_and_nothing_left_after_close(tmp_path: Path) -> None:

@@ -271,30 +271,23 @@ class LocalTarget:
     def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> Fault:
         network = self._network("partition")
         sides = [sorted(set(g)) for g in groups]
-        seen: set[int] = set()
         for side in sides:
             for node_id in side:
                 self._check_node(node_id)
-                if node_id in seen:
-                    raise ValueError(f"node {node_id} is in more than one partition group")
-                seen.add(node_id)
         rules: list[net.Rule] = []
         blackholes: list[tuple[str, str]] = []
-        for a, side_a in enumerate(sides):
-            for side_b in sides[a + 1 :]:
-                for src in side_a:
-                    for dst in side_b:
-                        directions = [(src, dst)] if one_way else [(src, dst), (dst, src)]
-                        for s, d in directions:
-                            rules += network.cut_rules(s, d)
-                            if self.proxies is not None:
-                                if one_way:
-                                    # The proxied streams carry s's bytes on two links.
-                                    blackholes += [(_link_name(s, d), "up")]
-                                    blackholes += [(_link_name(d, s), "down")]
-                                else:
-                                    port = self.proxies.proxies[_link_name(s, d)].listen_port
-                                    rules += network.proxy_cut_rules(s, port)
+        for s, d in net.cut_directions(sides, one_way):
+            rules += network.cut_rules(s, d)
+            if self.proxies is None:
+                continue
+            if one_way:
+                # A proxied stream carries s's bytes to d on two links: s's own
+                # connection (up) and d's (its answers, down); drop them there.
+                blackholes += [(_link_name(s, d), "up"), (_link_name(d, s), "down")]
+            else:
+                # The connection s makes to its proxy for d is cut on s's side.
+                port = self.proxies.proxies[_link_name(s, d)].listen_port
+                rules += network.proxy_cut_rules(s, port)
         applied = network.add_rules(rules)
         hub = self.proxies
         for name, pipe in blackholes:

@@ -308,6 +308,27 @@ class Network:
         return [line for line in out.splitlines() if line.startswith("-A")]
 
 
+def cut_directions(groups: list[list[int]], one_way: bool = False) -> list[tuple[int, int]]:
+    """The (sender, receiver) pairs a partition into ``groups`` cuts: every pair in
+    different groups, or with ``one_way`` only from each group to the later ones.
+    Nodes in no group are cut from nobody (a bridge)."""
+    seen: set[int] = set()
+    for group in groups:
+        for node_id in group:
+            if node_id in seen:
+                raise ValueError(f"node {node_id} is in more than one partition group")
+            seen.add(node_id)
+    cuts = []
+    for a, side_a in enumerate(groups):
+        for side_b in groups[a + 1 :]:
+            for src in side_a:
+                for dst in side_b:
+                    cuts.append((src, dst))
+                    if not one_way:
+                        cuts.append((dst, src))
+    return cuts
+
+
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 of 198.18.0.0/15 that no interface on this machine uses yet."""
     used = set()
