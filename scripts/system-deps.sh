@@ -5,6 +5,8 @@
 #   chromium + driver       - the live view's browser test
 #   valgrind                - the engine bench's instruction count (and its test)
 #   fuse3 (libfuse3)        - chaos faultfs: disk faults and power cuts (mfusepy loads it)
+#   iproute2, iptables      - chaos local target: network namespaces, partitions, loss, tc tbf
+#   libfaketime             - chaos local target: clock skew (LD_PRELOAD)
 # As root (CI, these machines) missing packages are installed with apt-get.
 # Otherwise nothing is installed: the tests that need a missing program skip
 # and print which one. Idempotent and quiet when everything is present.
@@ -18,6 +20,10 @@ command -v chromium >/dev/null 2>&1 || want+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
 command -v valgrind >/dev/null 2>&1 || want+=(valgrind)
 command -v fusermount3 >/dev/null 2>&1 || want+=(fuse3)
+command -v ip >/dev/null 2>&1 || want+=(iproute2)
+command -v tc >/dev/null 2>&1 || want+=(iproute2)
+command -v iptables >/dev/null 2>&1 || want+=(iptables)
+ls /usr/lib/*/faketime/libfaketime*.so.1 >/dev/null 2>&1 || want+=(libfaketime)
 
 if [ ${#want[@]} -eq 0 ]; then
     exit 0
