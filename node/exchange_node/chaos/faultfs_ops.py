@@ -469,7 +469,14 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
     # -- file data (overlaid) -----------------------------------------------------
 
     def open(self, path: str, flags: int) -> int:
-        fd = os.open(self._full(path), os.O_RDWR | os.O_CLOEXEC)
+        full = self._full(path)
+        # Read-write underneath whatever the caller asked: fsync writes the overlay through.
+        try:
+            fd = os.open(full, os.O_RDWR | os.O_CLOEXEC)
+        except PermissionError:
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise
+            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)  # a read-only file, as non-root
         with self._lock:
             st = os.fstat(fd)
             self._open[fd] = (st.st_dev, st.st_ino)
