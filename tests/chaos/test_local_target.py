@@ -598,6 +598,62 @@ def test_a_follower_hears_the_leader_again_after_corrupted_frames_without_tls(
         target.cluster.wait_converged(target.node_ids(), timeout=20)
 
 
+def faultfs_missing() -> str | None:
+    from exchange_node.chaos import faultfs
+
+    return faultfs.unavailable_reason()
+
+
+@pytest.mark.slow
+def test_power_cut_of_a_majority_keeps_every_acknowledged_order_and_a_disk_stall(
+    tmp_path: Path,
+) -> None:
+    missing = faultfs_missing()
+    if missing:
+        pytest.skip(f"power cuts need the FUSE filesystem: {missing}")
+    with LocalTarget(tmp_path / "c", 3, netns=False, faultfs=True, seed=5) as target:
+        assert {"disk", "power_cut"} <= target.capabilities()
+        leader = target.cluster.wait_for_leader(30)
+        acked = []
+        for seq in range(20):
+            submit_until_acked_seq(target, leader, seq, "before-cut")
+            acked.append(seq)
+        follower = next(i for i in target.node_ids() if i != leader)
+        cut = target.power_cut([leader, follower])
+        print(f"{cut.description}: {cut.outcome}")
+        assert not target.cluster.alive(leader) and not target.cluster.alive(follower)
+        cut.heal()
+        new = target.cluster.wait_for_leader(30)
+        target.cluster.wait_ready(timeout=30)
+        for seq in acked:
+            client, body = order(seq, "before-cut")
+            code, doc = target.cluster.request(
+                new,
+                "GET",
+                f"/v1/orders/by-client-id/{body['client_order_id']}",
+                token=target.credentials().api_keys[client],
+                timeout=5,
+            )
+            assert code == 200, (seq, code, doc)
+        target.cluster.wait_converged(target.node_ids(), timeout=30)
+
+        # A stalled fsync on the leader: what writes see while it lasts, then recovery.
+        leader = new
+        stall = target.disk(leader, DiskFault("stall_fsync"))
+        code = submit(target, leader, 0, "during-stall")
+        print(f"stall_fsync on leader {leader}: a write answered {code or 'nothing'} in 3 s")
+        stall.heal()
+        submit_until_acked(target, target.cluster.wait_for_leader(30), "after-stall", 15)
+        target.cluster.wait_converged(target.node_ids(), timeout=30)
+
+
+def submit_until_acked_seq(target: LocalTarget, node_id: int, seq: int, prefix: str) -> None:
+    deadline = time.monotonic() + 15
+    while not 200 <= submit(target, node_id, seq, prefix) < 300:
+        assert time.monotonic() < deadline, f"order {prefix}-{seq} not acknowledged"
+        time.sleep(0.1)
+
+
 def http_clock_offset(target: LocalTarget, node_id: int) -> float:
     """The node's wall clock (its HTTP Date header) minus ours, in seconds."""
     m = target.cluster.member(node_id)

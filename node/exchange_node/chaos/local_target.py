@@ -9,8 +9,8 @@ processes, certificates and data directories as ``exchange local up``) plus:
 - with ``link_proxies``, a toxic TCP proxy in every directed peer link (:mod:`.proxy`):
   latency, jitter, stalls, resets, bit flips;
 - clock skew by libfaketime at a restart (:mod:`.clock`);
-- with ``faultfs``, each data directory on helper F's FUSE filesystem (disk faults,
-  power cuts), once ``chaos/faultfs.py`` is there; until then those kinds are absent.
+- with ``faultfs``, each data directory on its own FUSE filesystem (:mod:`.faultfs`):
+  slow, stalled or failing fsync and writes, a full disk, power cuts.
 
 The cluster is started by the constructor and everything it made is removed by
 :meth:`close` (also used as a context manager).
@@ -165,15 +165,16 @@ class LocalTarget:
                     )
 
     def _mount_faultfs(self) -> None:
-        try:
-            from . import faultfs  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise CapabilityError(
-                "faultfs needs exchange_node.chaos.faultfs (the FUSE filesystem), "
-                f"which is not available: {exc}"
-            ) from exc
-        raise CapabilityError(
-            f"faultfs: {faultfs.__name__} is present but not yet integrated with this target"
+        """Each node's data directory on its own faultfs (backed by ``<root>/disk-<id>``),
+        mounted before the nodes start."""
+        from . import faultfs
+
+        reason = faultfs.unavailable_reason()
+        if reason is not None:
+            raise CapabilityError(f"disk and power_cut need the FUSE filesystem: {reason}")
+        faultfs.unmount_leftovers(self.root, only_dead=True)
+        self.faultfs = faultfs.NodeDisks(
+            self.root, {m.node_id: m.data_dir for m in self.cluster.spec.members}
         )
 
     # ---- what it is -----------------------------------------------------------------
@@ -395,15 +396,44 @@ class LocalTarget:
         spec = env["FAKETIME"]
         return Fault(self, f"clock of node {node_id} at FAKETIME={spec!r}", undo)
 
+    def _disks(self, kind: str) -> Any:
+        if self.faultfs is None:
+            raise CapabilityError(
+                f"{kind} needs the FUSE filesystem (LocalTarget(faultfs=True), chaos/faultfs.py)"
+            )
+        return self.faultfs
+
     def disk(self, node_id: int, fault: DiskFault) -> Fault:
-        raise CapabilityError(
-            "disk needs the FUSE filesystem (LocalTarget(faultfs=True), chaos/faultfs.py)"
+        """One disk fault at a time per node (a new one replaces the one in force)."""
+        disks = self._disks("disk")
+        self._check_node(node_id)
+        disks[node_id].set_fault(fault)
+        what = fault.kind + (f" {fault.delay_ms:g} ms" if fault.delay_ms else "")
+        return Fault(
+            self, f"disk of node {node_id}: {what}", lambda: disks[node_id].set_fault(None)
         )
 
     def power_cut(self, node_ids: Iterable[int]) -> Fault:
-        raise CapabilityError(
-            "power_cut needs the FUSE filesystem (LocalTarget(faultfs=True), chaos/faultfs.py)"
+        """SIGKILL the nodes, then drop every write their disks had not made durable;
+        healing starts them. ``outcome`` says what each cut lost."""
+        disks = self._disks("power_cut")
+        ids = sorted(set(node_ids))
+        for node_id in ids:
+            self._check_node(node_id)
+        for node_id in ids:
+            self.cluster.kill(node_id)
+        lost = {node_id: disks[node_id].drop_unsynced() for node_id in ids}
+
+        def undo() -> None:
+            for node_id in ids:
+                self._start(node_id)
+
+        fault = Fault(self, f"power cut of nodes {ids}", undo)
+        fault.outcome = ", ".join(
+            f"node {i}: {r.bytes} bytes in {r.files} files and {r.names} names dropped"
+            for i, r in lost.items()
         )
+        return fault
 
     def corrupt_state(self, node_id: int, seed: int, watch_s: float = 10.0) -> Fault:
         """Stop the node, flip 8 bytes (seeded) in its newest snapshot or the last 4 KiB
@@ -490,10 +520,13 @@ class LocalTarget:
                         cluster.resume(node_id)
                 cluster.stop_all()
         finally:
-            if self.proxies is not None:
-                self.proxies.close()
-            if self.faultfs is not None:
-                with contextlib.suppress(Exception):
-                    self.faultfs.close()
-            if self.network is not None:
-                self.network.close()
+            # Each release runs even when another fails; the first failure is raised.
+            releases = [x.close for x in (self.proxies, self.faultfs, self.network) if x]
+            errors = []
+            for release in releases:
+                try:
+                    release()
+                except Exception as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
