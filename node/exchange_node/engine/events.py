@@ -51,14 +51,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+"""Per event class, its field names: ``dataclasses.fields`` rebuilds them on every call,
+and answers call ``to_dict`` for every event of every order."""
+
+
 class _Record:
     __slots__ = ()
     kind = "event"
 
     def to_dict(self) -> dict[str, Any]:
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
         out: dict[str, Any] = {"type": self.kind}
-        for f in fields(self):  # type: ignore[arg-type]
-            out[f.name] = _plain(getattr(self, f.name))
+        for name in names:
+            value = getattr(self, name)
+            out[name] = value.name if isinstance(value, Enum) else value
         return out
 
 
