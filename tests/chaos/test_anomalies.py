@@ -283,6 +283,15 @@ def test_slow_convergence_against_the_stated_time():
     report = run(story.finish())
     assert failed_checks(report) == {"convergence"}
     assert report.check("convergence").anomalies[0].kind == "slow convergence"
+    # The observations may carry the stated time themselves.
+    story = Story()
+    story.builder.fault("kill", 1, 20, ["n1"])
+    builder = story.finish()
+    for observation in builder.observations():
+        observation["converge_within_ns"] = 5
+    report = run(builder)
+    assert failed_checks(report) == {"convergence"}
+    assert report.check("convergence").figures["converge_within_ns"] == 5
 
 
 def test_concurrent_and_indeterminate_operations_pass():

@@ -809,7 +809,8 @@ def check_convergence(history: History) -> CheckResult:
     ends = [f.end_ns for f in history.faults if f.end_ns is not None]
     healed = max(ends) if ends else None
     converged_ns = max(o.time_ns for o in observations) - healed if healed is not None else None
-    within = history.meta.converge_within_ns if history.meta else None
+    stated = [o.converge_within_ns for o in observations if o.converge_within_ns is not None]
+    within = min(stated) if stated else history.meta.converge_within_ns if history.meta else None
     if converged_ns is not None and within is not None and converged_ns > within:
         result.add(
             "slow convergence",

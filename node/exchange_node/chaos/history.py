@@ -125,6 +125,8 @@ class Observation:
     ``orders`` WebSocket channels and answers), each an API fill event with
     ``client_id`` added. A field is null when it was not read on this replica;
     ``fills_complete`` is false when a channel reported a gap.
+    ``converge_within_ns``: the time the replicas were given to agree after the
+    last fault ended (the run's promise; the ``meta`` record may state it instead).
     """
 
     node: str
@@ -135,6 +137,7 @@ class Observation:
     orders: list[dict[str, Any]] | None = None
     fills: list[dict[str, Any]] | None = None
     fills_complete: bool = True
+    converge_within_ns: int | None = None
     type: str = "observation"
 
 
@@ -535,6 +538,7 @@ def _parse(data: Any, line: int) -> Record:
             _opt(data, "orders", list, line),
             _opt(data, "fills", list, line),
             fills_complete,
+            _opt(data, "converge_within_ns", int, line),
         )
         _validate_observation(observation, line)
         return observation
