@@ -117,3 +117,16 @@ class AdminClient:
 
     async def transfer_leadership(self, base_url: str, target: int | None) -> None:
         await self._call("POST", f"{base_url}/v1/admin/transfer-leadership", {"target": target})
+
+    async def certificate_request(self, base_url: str) -> bytes:
+        """The node's CSR for its member key (PEM); the key stays on the node."""
+        payload = await self._call("GET", f"{base_url}/v1/admin/certificate-request")
+        if not isinstance(payload, dict) or not isinstance(payload.get("csr"), str):
+            raise AdminError(0, "certificate-request: no csr in the answer")
+        return payload["csr"].encode()
+
+    async def install_certificate(self, base_url: str, chain_pem: bytes) -> None:
+        """PUT the signed certificate chain; the node checks it before using it."""
+        await self._call(
+            "PUT", f"{base_url}/v1/admin/certificate", {"certificate": chain_pem.decode()}
+        )

@@ -1,18 +1,23 @@
-"""Certificates of a cluster: which to make, when to rotate, and their Kubernetes objects.
+"""Certificates of a cluster: which to sign, when to rotate, and their Kubernetes objects.
 
-Two sources, one layout. Each member (pod ordinal) has its own Secret
-``<cluster>-member-<ordinal>`` (``tls.crt``, ``tls.key``, ``ca.crt``) holding a
-certificate that binds the Raft member id (URI SAN, exchange_node.security.certs);
-every pod shares ``<cluster>-http-tls``, the server certificate of the HTTP and
-admin listeners.
+Member certificates: each node makes its member key itself and keeps it on its
+volume (``--peer-tls-enroll``); the operator reads the node's CSR over the admin
+API, checks that it asks for exactly the member id that pod reports, has it
+signed and PUTs the certificate back. No pod mounts any member key. Signers:
 
-- cert-manager (its CRDs served and ``spec.tls.issuerRef`` set): the operator
-  renders ``Certificate`` objects; cert-manager writes the Secrets and renews
-  them (``renewBefore`` = a third of the lifetime).
-- otherwise the operator keeps a CA Secret ``<cluster>-ca`` and issues the
-  Secrets itself with exchange_node.security.certs, reissuing one when a third
-  or less of its lifetime is left, when it names another member id than the pod
-  reports, or when it was signed by another CA.
+- cert-manager (its CRDs served and ``spec.tls.issuerRef`` set): a
+  ``CertificateRequest`` carrying the node's CSR, named after its public key so a
+  later reconcile finds the same request; the certificate is read from
+  ``status.certificate`` once cert-manager has signed it.
+- otherwise the operator keeps a CA Secret ``<cluster>-ca`` and signs the CSR
+  itself with exchange_node.security.certs.
+
+A member certificate is renewed when a third or less of its lifetime is left,
+when it names another member id than the pod reports, or when it was signed by
+another CA; the node then answers with a CSR for a fresh key.
+
+Every pod shares ``<cluster>-http-tls``, the server certificate of the HTTP and
+admin listeners; its ``ca.crt`` is also the CA the nodes trust on the peer port.
 
 Everything here is pure: the clock is a parameter.
 """
@@ -21,13 +26,17 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from exchange_node.security import certs
 
 from exchange_operator import names
+from exchange_operator.observed import MemberCertificate, Observed, member_ordinal
 from exchange_operator.spec import ClusterRef, ClusterSpec
 
 Obj = dict[str, Any]
@@ -51,30 +60,44 @@ def rotation_due(not_before: datetime.datetime, not_after: datetime.datetime) ->
     return not_after - (not_after - not_before) * ROTATE_WHEN_LEFT
 
 
-def reissue_reason(
-    secret: Obj | None,
+def enrollment_reason(
+    member: MemberCertificate,
     node_id: int,
     cluster_id: str,
     ca_pem: bytes,
     now: datetime.datetime,
 ) -> str | None:
-    """Why the member Secret must be (re)issued, or None when it is good as it is."""
-    if secret is None:
-        return "missing"
-    data = secret_data(secret)
-    cert_pem = data.get(names.TLS_CERT_KEY)
-    if not cert_pem or not data.get(names.TLS_KEY_KEY):
-        return "incomplete"
+    """Why a node's member certificate must be (re)signed, or None when it is good."""
+    if member.certificate_pem is None:
+        return member.problem or "no certificate"
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = x509.load_pem_x509_certificate(member.certificate_pem)
     except ValueError:
         return "unreadable"
-    if data.get(names.CA_CERT_KEY) != ca_pem or not _signed_by(cert, ca_pem):
+    if not _signed_by(cert, ca_pem):
         return "another CA"
-    if certs.member_identity(cert_pem) != (cluster_id, node_id):
+    if certs.member_identity(member.certificate_pem) != (cluster_id, node_id):
         return f"identity is not member {node_id} of {cluster_id}"
     if now >= rotation_due(cert.not_valid_before_utc, cert.not_valid_after_utc):
         return "expiring"
+    return None
+
+
+def signing_refusal(obs: Observed, cluster: str, ordinal: int, node_id: int) -> str | None:
+    """Why the operator must not sign member ``node_id`` for the pod with ``ordinal``.
+
+    A pod reports its own id, so a compromised pod could claim another member's;
+    it gets no certificate for an id another pod reports, or that the leader's
+    configuration holds at another pod's address.
+    """
+    for pod in obs.pods:
+        if pod.ordinal != ordinal and pod.node is not None and pod.node.node_id == node_id:
+            return f"pod {pod.name} also reports member id {node_id}"
+    leader = obs.leader()
+    for member in leader.members if leader is not None else ():
+        owner = member_ordinal(cluster, member)
+        if member.id == node_id and owner is not None and owner != ordinal:
+            return f"member {node_id} is {member.address} (ordinal {owner}) in the configuration"
     return None
 
 
@@ -99,19 +122,29 @@ def ca_needs_renewal(ca: certs.CertKeyPair, now: datetime.datetime) -> bool:
 
 
 def _signed_by(cert: x509.Certificate, ca_pem: bytes) -> bool:
+    """Issued by a CA of the ``ca_pem`` bundle (two while a CA is replaced)."""
     try:
-        ca = x509.load_pem_x509_certificate(ca_pem)
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, x509.InvalidSignature):
+        cas = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
         return False
-    return True
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
 
 
-def earliest_not_after(secrets: list[Obj]) -> datetime.datetime | None:
-    """The first expiry among the certificates in these Secrets (status.certificates)."""
+def earliest_not_after(
+    secrets: list[Obj],
+    member_pems: Sequence[bytes] = (),
+) -> datetime.datetime | None:
+    """The first expiry among the certificates in these Secrets and the members'
+    certificates (status.certificates)."""
     found = []
-    for secret in secrets:
-        pem = secret_data(secret).get(names.TLS_CERT_KEY)
+    pems = [secret_data(secret).get(names.TLS_CERT_KEY) for secret in secrets]
+    for pem in [*pems, *member_pems]:
         if pem:
             try:
                 found.append(certs.not_after(pem))
@@ -121,10 +154,6 @@ def earliest_not_after(secrets: list[Obj]) -> datetime.datetime | None:
 
 
 # --- names in certificates -----------------------------------------------------------
-
-
-def member_dns_names(cluster: ClusterRef, ordinal: int) -> list[str]:
-    return [names.peer_host(cluster.name, ordinal, cluster.namespace)]
 
 
 def server_dns_names(cluster: ClusterRef) -> list[str]:
@@ -179,35 +208,6 @@ def ca_from_secret(secret: Obj) -> certs.CertKeyPair | None:
     data = secret_data(secret)
     cert, key = data.get(names.TLS_CERT_KEY), data.get(names.TLS_KEY_KEY)
     return certs.CertKeyPair(cert, key) if cert and key else None
-
-
-def member_secret(
-    cluster: ClusterRef,
-    ordinal: int,
-    node_id: int,
-    cluster_id: str,
-    ca: certs.CertKeyPair,
-    valid_days: int,
-    now: datetime.datetime | None = None,
-) -> Obj:
-    pair = certs.issue_member_cert(
-        ca,
-        cluster_id,
-        node_id,
-        dns_names=member_dns_names(cluster, ordinal),
-        valid_days=valid_days,
-        not_before=_start(now),
-    )
-    return _secret(
-        cluster,
-        names.member_tls_secret(cluster.name, ordinal),
-        {
-            names.TLS_CERT_KEY: pair.cert_pem,
-            names.TLS_KEY_KEY: pair.key_pem,
-            names.CA_CERT_KEY: ca.cert_pem,
-        },
-        **{ANNOTATION_NODE_ID: str(node_id)},
-    )
 
 
 def server_secret(
@@ -269,27 +269,6 @@ def _certificate(
     }
 
 
-def member_certificate(
-    cluster: ClusterRef, spec: ClusterSpec, ordinal: int, node_id: int, cluster_id: str
-) -> Obj:
-    name = names.member_tls_secret(cluster.name, ordinal)
-    return _certificate(
-        cluster,
-        spec,
-        name,
-        name,
-        {
-            "commonName": f"member-{node_id}.{cluster_id}",
-            "uris": [certs.member_uri(cluster_id, node_id)],
-            "dnsNames": [
-                certs.member_dns_name(cluster_id, node_id),
-                *member_dns_names(cluster, ordinal),
-            ],
-            "usages": ["digital signature", "server auth", "client auth"],
-        },
-    )
-
-
 def server_certificate(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
     name = names.http_tls_secret(cluster.name)
     return _certificate(
@@ -299,6 +278,54 @@ def server_certificate(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
         name,
         {"dnsNames": server_dns_names(cluster), "usages": ["digital signature", "server auth"]},
     )
+
+
+def certificate_request_name(cluster: ClusterRef, ordinal: int, csr_pem: bytes) -> str:
+    """One CertificateRequest per member key: the same CSR key finds the same request."""
+    digest = hashlib.sha256(certs.public_key_der(csr_pem)).hexdigest()[:10]
+    return f"{names.member_tls_secret(cluster.name, ordinal)}-{digest}"
+
+
+def certificate_request(
+    cluster: ClusterRef, spec: ClusterSpec, ordinal: int, node_id: int, csr_pem: bytes
+) -> Obj:
+    """A cert-manager CertificateRequest for a node's CSR (checked by the caller)."""
+    from exchange_operator.render import owner_reference
+
+    assert spec.tls.issuer_ref is not None
+    issuer = spec.tls.issuer_ref
+    return {
+        "apiVersion": CERT_MANAGER_API,
+        "kind": "CertificateRequest",
+        "metadata": {
+            "name": certificate_request_name(cluster, ordinal, csr_pem),
+            "namespace": cluster.namespace,
+            "labels": names.standard_labels(cluster.name, names.COMPONENT_NODE),
+            "annotations": {ANNOTATION_NODE_ID: str(node_id)},
+            "ownerReferences": [owner_reference(cluster)],
+        },
+        "spec": {
+            "request": base64.b64encode(csr_pem).decode(),
+            "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
+            "duration": _duration(spec.tls.cert_days),
+            "isCA": False,
+            "usages": ["digital signature", "server auth", "client auth"],
+        },
+    }
+
+
+def request_outcome(request: Obj) -> tuple[bytes | None, str | None]:
+    """(certificate chain, None) once signed; (None, why) when refused; (None, None) pending."""
+    status = request.get("status") or {}
+    for cond in status.get("conditions") or ():
+        kind, true = cond.get("type"), cond.get("status") == "True"
+        if kind in ("Denied", "InvalidRequest") and true:
+            return None, f"{kind.lower()}: {cond.get('message', '')}"
+        if kind == "Ready" and not true and cond.get("reason") == "Failed":
+            return None, f"failed: {cond.get('message', '')}"
+    if status.get("certificate"):
+        return base64.b64decode(status["certificate"]), None
+    return None, None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from exchange_operator.admin import (
 from exchange_operator.kube import KubeClient, selector_string
 from exchange_operator.observed import Observed, PodState
 from exchange_operator.quantity import parse_quantity
-from exchange_operator.spec import ClusterRef, ClusterSpec, parse_spec
+from exchange_operator.spec import MAX_REPLICAS, ClusterRef, ClusterSpec, parse_spec
 
 Obj = dict[str, Any]
 
@@ -256,62 +256,127 @@ async def _certificate_source(
     return TlsSource(False, ca, ca.cert_pem, secrets_by_name)
 
 
-def _member_ids(obs: Observed, tls: TlsSource, cluster: ClusterRef, members: int) -> dict[int, int]:
-    """ordinal -> the member id its certificate must name: what the pod reports;
-    before it reports, the id its Secret already names, else ordinal + 1 (right for
-    the initial members; a later pod with a fresh random id is reissued once seen)."""
-    reported = {
-        p.ordinal: p.node.node_id for p in obs.pods if p.node is not None and p.node.node_id > 0
-    }
-    ids = {}
-    for ordinal in range(members):
-        if ordinal in reported:
-            ids[ordinal] = reported[ordinal]
-            continue
-        secret = tls.secrets.get(names.member_tls_secret(cluster.name, ordinal))
-        annotated = ((secret or {}).get("metadata") or {}).get("annotations") or {}
-        named = annotated.get(certificates.ANNOTATION_NODE_ID, "")
-        ids[ordinal] = int(named) if named.isdigit() else names.initial_node_id(ordinal)
-    return ids
-
-
-async def _ensure_member_certificates(
+async def _sign_member_certificates(
     rt: Runtime,
     kube: KubeClient,
     cluster: ClusterRef,
     spec: ClusterSpec,
     tls: TlsSource,
     obs: Observed,
-    members: int,
+    token: str,
     logger: logging.Logger | Any,
 ) -> certificates.CertificateStatus:
+    """Each enrolling node whose certificate is missing, expiring, of another CA or
+    of another id gets its CSR signed (operator CA or cert-manager) and PUT back."""
     cluster_id = names.raft_cluster_id(cluster.name, cluster.namespace, spec.cluster_id)
-    ids = _member_ids(obs, tls, cluster, members)
     now = rt.config.now()
-    current: list[Obj] = []
-    for ordinal, node_id in ids.items():
-        name = names.member_tls_secret(cluster.name, ordinal)
-        if tls.cert_manager:
-            cert = certificates.member_certificate(cluster, spec, ordinal, node_id, cluster_id)
-            await rt.apply(kube, cert)
-            if name in tls.secrets:
-                current.append(tls.secrets[name])
+    admin = AdminClient(rt.admin_http(), token, rt.config.admin_timeout, tls_context(tls.ca_pem))
+    valid: list[bytes] = []
+    for pod in obs.pods:
+        node = pod.node
+        if node is None or node.member_certificate is None or node.node_id < 1 or pod.deleting:
             continue
-        secret = tls.secrets.get(name)
-        reason = certificates.reissue_reason(secret, node_id, cluster_id, tls.ca.cert_pem, now)
-        if reason is not None:
-            logger.info(f"issuing the certificate of member {node_id} ({name}): {reason}")
-            secret = certificates.member_secret(
-                cluster, ordinal, node_id, cluster_id, tls.ca, spec.tls.cert_days, now
-            )
-            await kube.apply(secret)
-        current.append(secret)
+        member = node.member_certificate
+        if tls.ca_pem is None:
+            continue  # cert-manager has not issued the listeners' certificate (and CA) yet
+        reason = certificates.enrollment_reason(member, node.node_id, cluster_id, tls.ca_pem, now)
+        if reason is None:
+            valid.append(member.certificate_pem or b"")
+            continue
+        refusal = certificates.signing_refusal(obs, cluster.name, pod.ordinal, node.node_id)
+        if refusal is not None:
+            logger.warning(f"not signing a member certificate for {pod.name}: {refusal}")
+            continue
+        base, server_name = _admin_target(rt, cluster, pod.name)
+        try:
+            chain = await _sign_one(
+                rt, kube, cluster, spec, tls, admin.with_server_name(server_name), base,
+                pod.ordinal, node.node_id, cluster_id, logger,
+            )  # fmt: skip
+        except (AdminError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+            logger.warning(f"member certificate of {pod.name} ({reason}): {error}")
+            chain = None
+        if chain is not None:
+            logger.info(f"signed the certificate of member {node.node_id} ({pod.name}): {reason}")
+            valid.append(chain)
+        elif reason == "expiring" and member.certificate_pem is not None:
+            valid.append(member.certificate_pem)
     http_secret = tls.secrets.get(names.http_tls_secret(cluster.name))
     return certificates.CertificateStatus(
         source="cert-manager" if tls.cert_manager else "operator",
-        not_after=certificates.earliest_not_after(current + ([http_secret] if http_secret else [])),
-        members=len(current),
+        not_after=certificates.earliest_not_after([http_secret] if http_secret else [], valid),
+        members=len(valid),
     )
+
+
+async def _sign_one(
+    rt: Runtime,
+    kube: KubeClient,
+    cluster: ClusterRef,
+    spec: ClusterSpec,
+    tls: TlsSource,
+    admin: AdminClient,
+    base: str,
+    ordinal: int,
+    node_id: int,
+    cluster_id: str,
+    logger: logging.Logger | Any,
+) -> bytes | None:
+    """The certificate installed on the node, or None while cert-manager is signing."""
+    from exchange_node.security import certs
+
+    csr = await admin.certificate_request(base)
+    certs.check_member_csr(csr, cluster_id, node_id)  # exactly this member, or ValueError
+    if tls.cert_manager:
+        name = certificates.certificate_request_name(cluster, ordinal, csr)
+        request = await kube.get("CertificateRequest", cluster.namespace, name)
+        if request is None:
+            new = certificates.certificate_request(cluster, spec, ordinal, node_id, csr)
+            await kube.create(new)
+            return None
+        chain, failure = certificates.request_outcome(request)
+        if failure is not None:
+            logger.warning(f"CertificateRequest {name} {failure}; a new one follows")
+            await kube.delete("CertificateRequest", cluster.namespace, name)
+            return None
+        if chain is None:
+            return None
+        await admin.install_certificate(base, chain)
+        await kube.delete("CertificateRequest", cluster.namespace, name)
+        return chain
+    chain = certs.issue_member_cert_from_csr(
+        tls.ca,
+        csr,
+        cluster_id,
+        node_id,
+        valid_days=spec.tls.cert_days,
+        not_before=rt.config.now() - certificates.CLOCK_SKEW,
+    )
+    await admin.install_certificate(base, chain)
+    return chain
+
+
+async def _remove_member_secrets(
+    kube: KubeClient, cluster: ClusterRef, tls: TlsSource, obs: Observed, replicas: int
+) -> None:
+    """Before nodes enrolled, each member's key was in a Secret <cluster>-member-<ordinal>
+    (and a cert-manager Certificate of that name). Delete them once every pod runs the
+    current template with an enrolled certificate: no running pod mounts them then."""
+    legacy = [
+        name
+        for ordinal in range(MAX_REPLICAS)
+        if (name := names.member_tls_secret(cluster.name, ordinal)) in tls.secrets
+    ]
+    if not legacy or len(obs.pods) < replicas:
+        return
+    for pod in obs.pods:
+        enrolled = pod.node is not None and pod.node.member_certificate is not None
+        if pod.restart_hash != obs.desired_restart_hash or not enrolled:
+            return
+    for name in legacy:
+        if tls.cert_manager:
+            await kube.delete("Certificate", cluster.namespace, name)
+        await kube.delete("Secret", cluster.namespace, name)
 
 
 # --- acting ---------------------------------------------------------------------------
@@ -478,9 +543,10 @@ async def reconcile(
         action = decisions.next_action(cluster.name, cluster.namespace, spec, obs)
         replicas = action.replicas if isinstance(action, decisions.ScaleStatefulSet) else current
 
-        cert_status = await _ensure_member_certificates(
-            rt, kube, cluster, spec, tls, obs, max(replicas, current), logger
+        cert_status = await _sign_member_certificates(
+            rt, kube, cluster, spec, tls, obs, token, logger
         )
+        await _remove_member_secrets(kube, cluster, tls, obs, current)
         await _apply_children(rt, kube, cluster, spec, state_for(replicas))
         if claim_size is not None:
             await _grow_claims(kube, cluster, spec)

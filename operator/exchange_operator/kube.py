@@ -53,6 +53,7 @@ RESOURCES: dict[str, ResourceType] = {
     "ServiceMonitor": ResourceType("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": ResourceType("monitoring.coreos.com", "v1", "prometheusrules"),
     "Certificate": ResourceType("cert-manager.io", "v1", "certificates"),
+    "CertificateRequest": ResourceType("cert-manager.io", "v1", "certificaterequests"),
     names.KIND: ResourceType(names.GROUP, names.VERSION, names.PLURAL),
 }
 

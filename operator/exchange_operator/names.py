@@ -36,9 +36,6 @@ DATA_DIR = "/var/lib/exchange"
 CONFIG_DIR = "/etc/exchange/config"
 CONFIG_FILE_NAME = "exchange.yaml"
 API_KEYS_DIR = "/etc/exchange/api-keys"
-# Peer (member) certificates: every member Secret projected under its ordinal,
-# the node's env picks <dir>/member-<pod index>/ (see render._tls_volumes).
-MEMBER_TLS_DIR = "/etc/exchange/member-tls"
 HTTP_TLS_DIR = "/etc/exchange/http-tls"
 TLS_CERT_KEY = "tls.crt"
 TLS_KEY_KEY = "tls.key"
@@ -107,7 +104,8 @@ def ca_secret(cluster: str) -> str:
 
 
 def member_tls_secret(cluster: str, ordinal: int) -> str:
-    """The member certificate of the pod with this ordinal (one Secret per member)."""
+    """Before nodes enrolled: the member key and certificate of this ordinal's pod
+    (deleted on upgrade); now the prefix of its cert-manager CertificateRequests."""
     return f"{cluster}-member-{ordinal}"
 
 

@@ -26,6 +26,15 @@ class Member:
 
 
 @dataclass(frozen=True)
+class MemberCertificate:
+    """What a node started with --peer-tls-enroll says of its member certificate."""
+
+    certificate_pem: bytes | None  # None: it has no valid one (problem says why)
+    problem: str = ""
+    rotation_pending: bool = False
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """One node's answer to GET /v1/admin/status (docs/node-contract.md)."""
 
@@ -38,6 +47,8 @@ class NodeStatus:
     applied_index: int
     state_hash: str = ""
     members: tuple[Member, ...] = ()
+    # None: the node does not enroll (its certificate comes from files).
+    member_certificate: MemberCertificate | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,18 @@ def parse_admin_status(payload: Mapping[str, Any]) -> NodeStatus:
         applied_index=_int(payload.get("applied_index")),
         state_hash=str(payload.get("state_hash", "")),
         members=members,
+        member_certificate=_member_certificate(payload.get("member_certificate")),
+    )
+
+
+def _member_certificate(raw: Any) -> MemberCertificate | None:
+    if not isinstance(raw, Mapping) or not raw.get("enrolling"):
+        return None
+    pem = raw.get("certificate")
+    return MemberCertificate(
+        certificate_pem=pem.encode() if isinstance(pem, str) and pem else None,
+        problem=str(raw.get("problem") or ""),
+        rotation_pending=bool(raw.get("rotation_pending")),
     )
 
 

@@ -35,8 +35,9 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     (
         "",
         "secrets",
-        ("get", "list", "create", "patch"),
-        "admin token; CA, member and server certificates (issued, rotated by apply)",
+        ("get", "list", "create", "patch", "delete"),
+        "admin token; CA and server certificates (issued, rotated by apply); "
+        "delete: the member Secrets of clusters made before nodes enrolled",
     ),
     ("", "configmaps", ("create", "patch", "delete"), "node config and dashboards (apply)"),
     ("", "services", ("create", "patch"), "peer, client and leader Services (apply)"),
@@ -47,7 +48,18 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     ("networking.k8s.io", "networkpolicies", ("create", "patch"), "default deny + allows (apply)"),
     ("monitoring.coreos.com", "servicemonitors", ("create", "patch", "delete"), "if installed"),
     ("monitoring.coreos.com", "prometheusrules", ("create", "patch", "delete"), "if installed"),
-    ("cert-manager.io", "certificates", ("create", "patch"), "with spec.tls.issuerRef (apply)"),
+    (
+        "cert-manager.io",
+        "certificates",
+        ("create", "patch", "delete"),
+        "with spec.tls.issuerRef: the listeners' (apply); delete: pre-enrollment members'",
+    ),
+    (
+        "cert-manager.io",
+        "certificaterequests",
+        ("get", "create", "delete"),
+        "with spec.tls.issuerRef: a node's CSR, signed by the Issuer",
+    ),
 )
 
 CLUSTER_SCOPED_RULES: tuple[Rule, ...] = (

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from exchange_operator import names
-from exchange_operator.spec import MAX_REPLICAS, ClusterRef, ClusterSpec, tolerated_failures
+from exchange_operator.spec import ClusterRef, ClusterSpec, tolerated_failures
 
 Obj = dict[str, Any]
 
@@ -350,22 +350,10 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
             "EXCHANGE_CLUSTER_ID",
             names.raft_cluster_id(cluster.name, cluster.namespace, spec.cluster_id),
         ),
-        # Every member Secret is projected under its ordinal; this pod takes its own.
-        value(
-            "EXCHANGE_PEER_TLS_CERT",
-            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.TLS_CERT_KEY}",
-        ),
-        value(
-            "EXCHANGE_PEER_TLS_KEY",
-            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.TLS_KEY_KEY}",
-        ),
-        value(
-            "EXCHANGE_PEER_TLS_CA",
-            f"{names.MEMBER_TLS_DIR}/member-$(POD_INDEX)/{names.CA_CERT_KEY}",
-        ),
-        # A later pod's id is random (chosen when it first starts): it serves its
-        # admin status and waits until the operator has issued its certificate.
-        value("EXCHANGE_AWAIT_MEMBER_CERTIFICATE", "true"),
+        # The node makes its member key on its own volume and gets the certificate
+        # through the admin API (the operator signs its CSR): no pod holds another's key.
+        value("EXCHANGE_PEER_TLS_ENROLL", "true"),
+        value("EXCHANGE_PEER_TLS_CA", f"{names.HTTP_TLS_DIR}/{names.CA_CERT_KEY}"),
         value("EXCHANGE_HTTP_TLS_CERT", f"{names.HTTP_TLS_DIR}/{names.TLS_CERT_KEY}"),
         value("EXCHANGE_HTTP_TLS_KEY", f"{names.HTTP_TLS_DIR}/{names.TLS_KEY_KEY}"),
         value(
@@ -459,7 +447,6 @@ def _container(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Ob
         {"name": "data", "mountPath": names.DATA_DIR},
         {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "member-tls", "mountPath": names.MEMBER_TLS_DIR, "readOnly": True},
         {"name": "http-tls", "mountPath": names.HTTP_TLS_DIR, "readOnly": True},
     ]
     if spec.api_keys_secret is not None:
@@ -498,7 +485,6 @@ def _volumes(cluster: ClusterRef, spec: ClusterSpec) -> list[Obj]:
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": names.config_map(cluster.name)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        member_tls_volume(cluster),
         {
             "name": "http-tls",
             "secret": {"secretName": names.http_tls_secret(cluster.name), "defaultMode": 0o440},
@@ -512,31 +498,6 @@ def _volumes(cluster: ClusterRef, spec: ClusterSpec) -> list[Obj]:
             }
         )
     return volumes
-
-
-def member_tls_volume(cluster: ClusterRef) -> Obj:
-    """Every possible member's Secret, each under ``member-<ordinal>/``, optional.
-
-    A StatefulSet has one pod template, so a pod cannot mount "its" Secret by
-    name; the node reads ``member-$(POD_INDEX)/`` (POD_INDEX from the pod-index
-    label). Up to MAX_REPLICAS keeps the template, and so the pods, unchanged
-    when the cluster scales. The price: a pod's file system also holds the other
-    members' keys (operator/README.md, "Certificates").
-    """
-    sources = [
-        {
-            "secret": {
-                "name": names.member_tls_secret(cluster.name, ordinal),
-                "optional": True,
-                "items": [
-                    {"key": key, "path": f"member-{ordinal}/{key}"}
-                    for key in (names.TLS_CERT_KEY, names.TLS_KEY_KEY, names.CA_CERT_KEY)
-                ],
-            }
-        }
-        for ordinal in range(MAX_REPLICAS)
-    ]
-    return {"name": "member-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
 
 
 def restart_hash(pod_template: Obj) -> str:

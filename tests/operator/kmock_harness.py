@@ -36,14 +36,18 @@ import copy
 import datetime
 import itertools
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 import crd_tools
 import kmock
 from aiohttp import web
+from exchange_node.security.enrollment import EnrollmentError, MemberEnrollment
 from exchange_operator import names
 from kmock._internal import dicts as kmock_dicts
 from kmock._internal import enums as kmock_enums
@@ -508,12 +512,35 @@ class WorldKubelet:
     EXCHANGE_PEERS.
     """
 
-    def __init__(self, world: RaftWorld, token: Callable[[], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        world: RaftWorld,
+        token: Callable[[], str | None] | None = None,
+        ca: Callable[[], str | None] | None = None,
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
         self.world = world
         world.manage_pods = False
         self.token = token  # where the node would read EXCHANGE_ADMIN_TOKEN from
+        # Pods with EXCHANGE_PEER_TLS_ENROLL run the node's real enrollment code: a key
+        # per volume, the CA from where the pod mounts it (ca), the node's clock (now).
+        self.ca = ca
+        self.now = now or (lambda: datetime.datetime.now(datetime.UTC))
+        self.enrolling: set[int] = set()
+        self._volumes = Path(tempfile.mkdtemp(prefix="world-volumes-"))
         self.port = 0
         self._runner: web.AppRunner | None = None
+
+    def enrollment(self, ordinal: int) -> MemberEnrollment | None:
+        pod = self.world.pods.get(ordinal)
+        if ordinal not in self.enrolling or pod is None or self.ca is None:
+            return None
+        ca_file = self._volumes / f"ca-{ordinal}.crt"
+        ca_file.write_text(self.ca() or "")
+        return MemberEnrollment.for_data_dir(
+            self._volumes / str(ordinal), ca_file,
+            names.raft_cluster_id(self.world.cluster, self.world.namespace), pod.node_id,
+        )  # fmt: skip
 
     # Kubelet protocol
     def pod_created(self, pod: Obj, ordinal: int, fresh_volume: bool) -> None:
@@ -521,6 +548,9 @@ class WorldKubelet:
         peers = [p for p in env.get("EXCHANGE_PEERS", "").split(",") if p]
         if fresh_volume:
             self.world.volumes.pop(ordinal, None)
+            shutil.rmtree(self._volumes / str(ordinal), ignore_errors=True)
+        if env.get("EXCHANGE_PEER_TLS_ENROLL") == "true":
+            self.enrolling.add(ordinal)
         node_id = self.world.volumes.get(ordinal)
         if node_id is None:
             if env.get("EXCHANGE_CLUSTER_STATE") == "new" and ordinal < len(peers):
@@ -556,6 +586,8 @@ class WorldKubelet:
         app.router.add_post("/{pod}/v1/admin/members/{id}/promote", self._promote)
         app.router.add_delete("/{pod}/v1/admin/members/{id}", self._remove)
         app.router.add_post("/{pod}/v1/admin/transfer-leadership", self._transfer)
+        app.router.add_get("/{pod}/v1/admin/certificate-request", self._csr)
+        app.router.add_put("/{pod}/v1/admin/certificate", self._certificate)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -567,6 +599,7 @@ class WorldKubelet:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        shutil.rmtree(self._volumes, ignore_errors=True)
 
     @property
     def url_template(self) -> str:
@@ -585,7 +618,32 @@ class WorldKubelet:
         status = self.world.admin_status(self._ordinal(request))
         if status is None:
             raise web.HTTPServiceUnavailable()
+        member = self.enrollment(self._ordinal(request))
+        if member is not None:
+            status["member_certificate"] = member.status(self.now())
         return web.json_response(status)
+
+    async def _csr(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        member = self.enrollment(self._ordinal(request))
+        if member is None:
+            raise web.HTTPNotFound()
+        csr = member.certificate_request(self.now()).decode()
+        return web.json_response({"csr": csr, "member_id": member.node_id})
+
+    async def _certificate(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        member = self.enrollment(self._ordinal(request))
+        if member is None:
+            raise web.HTTPNotFound()
+        body = await request.json()
+        try:
+            which = member.install(str(body["certificate"]).encode(), self.now())
+        except EnrollmentError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"installed": which})
 
     def _leader_only(self, request: web.Request) -> web.Response | None:
         if not self._authorized(request):

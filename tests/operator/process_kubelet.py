@@ -5,9 +5,9 @@ process on loopback with the pod template's environment, rewritten only where
 a cluster differs from one machine: the headless-service names become
 127.0.0.1 with per-pod ports, the ConfigMap and Secret the pod would mount
 or reference are read from the emulator, and the volume is a directory.
-The Secrets the pod mounts (member certificates, projected per ordinal, and the
-HTTP server certificate) are written to files as the kubelet would, and the
-environment's paths point at them. The operator reaches each node's admin
+The Secrets the pod mounts (the HTTP server certificate and the CA; no member
+key: each node makes its own in its data directory) are written to files as the
+kubelet would, and the environment's paths point at them. The operator reaches each node's admin
 listener directly over TLS (`admin_address`: 127.0.0.1 and the pod's port,
 verified as the pod's DNS name against the cluster CA); `url_template` is a
 plain proxy at `http://127.0.0.1:PORT/<pod>/...` for tests that want one.
@@ -122,7 +122,7 @@ class ProcessKubelet:
         self._mount_tls(pod, ordinal, env)
         env["EXCHANGE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{self.grpc_ports[ordinal]}"
         env["EXCHANGE_ADVERTISE_HTTP"] = f"127.0.0.1:{self.http_ports[ordinal]}"
-        if "EXCHANGE_PEER_TLS_CERT" not in env:
+        if "EXCHANGE_PEER_TLS_CERT" not in env and env.get("EXCHANGE_PEER_TLS_ENROLL") != "true":
             # No certificate files are mounted here: say so explicitly (secure by default).
             env["EXCHANGE_INSECURE_PEERS"] = "true"
         peers, peer_http = [], []

@@ -227,6 +227,8 @@ _KIND_TO_RESOURCE = {
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
+    "Certificate": ("cert-manager.io", "certificates"),
+    "CertificateRequest": ("cert-manager.io", "certificaterequests"),
 }
 _METHOD_VERBS = {
     "get": {"get"},
@@ -249,15 +251,18 @@ def _used_permissions() -> dict[tuple[str, str], set[str]]:
     # The admin token Secret is created once, from its renderer.
     assert "kube.create(render.admin_secret(" in source
     add("Secret", {"create"})
-    # Certificates: the CA, server and member Secrets are written by apply.
-    for renderer in ("ca_secret", "server_secret", "member_secret"):
+    # Certificates: the CA and server Secrets are written by apply.
+    for renderer in ("ca_secret", "server_secret"):
         assert f"certificates.{renderer}(" in source
-    assert source.count("await kube.apply(") >= 3
+    assert source.count("await kube.apply(") >= 2
     add("Secret", {"create", "patch"})
-    # cert-manager Certificates are applied (spec.tls.issuerRef).
+    # cert-manager: the listeners' Certificate is applied (spec.tls.issuerRef), a node's
+    # CSR becomes a CertificateRequest (get above, created from its renderer here).
     assert "await rt.apply(kube, certificates.server_certificate(" in source
-    assert "certificates.member_certificate(" in source
-    used[("cert-manager.io", "certificates")] = {"create", "patch"}
+    add("Certificate", {"create", "patch"})
+    assert "new = certificates.certificate_request(" in source
+    assert "await kube.create(new)" in source
+    add("CertificateRequest", {"create"})
     # Server-side apply of every rendered child needs create + patch.
     cluster = ClusterRef("xc", "ns", "uid")
     spec = parse_spec({})

@@ -85,7 +85,6 @@ def rendered(raw: dict[str, Any], bootstrapped: bool) -> list[dict[str, Any]]:
     objs += [
         certificates.ca_secret(CLUSTER, _CA),
         certificates.server_secret(CLUSTER, _CA, spec.tls.cert_days),
-        certificates.member_secret(CLUSTER, 0, 1, "xc-trading", _CA, spec.tls.cert_days),
     ]
     return objs
 

@@ -20,6 +20,7 @@ import aiohttp
 import kmock
 import kopf
 import pytest
+from cryptography import x509
 from exchange_operator import crd, names
 from exchange_operator.handlers import OperatorConfig, register
 from kmock_harness import ClusterEmulator, WorldKubelet, drive, dump, secret_value
@@ -37,8 +38,9 @@ class Env:
     world: RaftWorld
     http: aiohttp.ClientSession
     base: str
-    # Added to the operator's clock: certificate decisions see the future.
+    # Added to the operator's (and the modelled nodes') clock: certificates see the future.
     clock_offset: list[datetime.timedelta]
+    kubelet: WorldKubelet | None = None
 
     def cr(self) -> dict[str, Any] | None:
         return self.emulator.get(f"{names.GROUP}/{names.VERSION}/{names.PLURAL}", NS, NAME)
@@ -101,13 +103,16 @@ async def env() -> AsyncIterator[Env]:
         emulator.add_namespace(NS)
         emulator.install_crd(crd.build_crd())
         emulator.declare_prometheus_operator()
+        offset = [datetime.timedelta(0)]
         kubelet = WorldKubelet(
-            world, token=lambda: secret_value(emulator, NS, names.admin_secret(NAME), "token")
+            world,
+            token=lambda: secret_value(emulator, NS, names.admin_secret(NAME), "token"),
+            ca=lambda: secret_value(emulator, NS, names.http_tls_secret(NAME), "ca.crt"),
+            now=lambda: datetime.datetime.now(datetime.UTC) + offset[0],
         )
         await kubelet.start()
         emulator.kubelet = kubelet
         url = str(server.url).rstrip("/")
-        offset = [datetime.timedelta(0)]
         config = OperatorConfig(
             now=lambda: datetime.datetime.now(datetime.UTC) + offset[0],
             reconcile_interval=0.2,
@@ -146,7 +151,7 @@ async def env() -> AsyncIterator[Env]:
         async with aiohttp.ClientSession() as http:
             try:
                 assert await asyncio.to_thread(ready.wait, DEADLINE), "kopf never became ready"
-                yield Env(emulator, world, http, url, offset)
+                yield Env(emulator, world, http, url, offset, kubelet)
             finally:
                 stop_operator.set()
                 await asyncio.to_thread(operator.join, DEADLINE)
@@ -369,58 +374,76 @@ async def test_paused_cluster_neither_scales_nor_restarts(env: Env) -> None:
     assert sts["spec"]["replicas"] == 3
 
 
-async def test_certificates_are_issued_per_member_and_rotated_before_expiry(env: Env) -> None:
+def _member_cert(env: Env, ordinal: int) -> bytes:
+    """The certificate the modelled node holds (installed by the operator's PUT)."""
+    assert env.kubelet is not None
+    member = env.kubelet.enrollment(ordinal)
+    return member.cert_file.read_bytes() if member and member.cert_file.exists() else b""
+
+
+def _member_key(env: Env, ordinal: int) -> bytes:
+    assert env.kubelet is not None
+    member = env.kubelet.enrollment(ordinal)
+    assert member is not None
+    return member.key_file.read_bytes()
+
+
+async def test_certificates_are_signed_per_member_and_rotated_before_expiry(env: Env) -> None:
     from exchange_node.security import certs
 
     status, created = await env.create({"replicas": 3})
     assert status in (200, 201), created
     await env.until(
-        "phase Running", lambda: (env.cr() or {}).get("status", {}).get("phase") == "Running"
+        "phase Running and three signed members",
+        lambda: (
+            (env.cr() or {}).get("status", {}).get("phase") == "Running"
+            and env.cr()["status"].get("certificates", {}).get("members") == 3
+        ),
     )
-
-    def member_pem(ordinal: int) -> bytes:
-        return (
-            secret_value(env.emulator, NS, names.member_tls_secret(NAME, ordinal), "tls.crt") or ""
-        ).encode()
-
     ca_pem = secret_value(env.emulator, NS, names.ca_secret(NAME), "tls.crt")
     assert ca_pem
+    now = datetime.datetime.now(datetime.UTC)
     for ordinal in range(3):
-        assert certs.member_identity(member_pem(ordinal)) == (f"{NAME}-{NS}", ordinal + 1)
-        assert (
-            secret_value(env.emulator, NS, names.member_tls_secret(NAME, ordinal), "ca.crt")
-            == ca_pem
-        )
-    first = {o: member_pem(o) for o in range(3)}
+        pem, key = _member_cert(env, ordinal), _member_key(env, ordinal)
+        certs.check_member_chain(pem, key, ca_pem.encode(), f"{NAME}-{NS}", ordinal + 1, now)
+    # No member key or certificate in any Secret.
+    secrets = [s for _, s in env.emulator.live("v1/secrets")]
+    assert not any(s["metadata"]["name"].startswith(f"{NAME}-member-") for s in secrets)
+    first = {o: _member_cert(env, o) for o in range(3)}
+    keys = {o: certs.public_key_der(_member_key(env, o)) for o in range(3)}
     shown = env.cr()["status"]["certificates"]
     assert shown["source"] == "operator" and shown["members"] == 3
     assert env.cr()["status"]["clusterId"] == f"{NAME}-{NS}"
     earliest = min(certs.not_after(pem) for pem in first.values())
     assert abs(datetime.datetime.fromisoformat(shown["notAfter"]) - earliest).total_seconds() < 2
 
-    # Nothing is reissued while more than a third of the lifetime is left.
+    # Nothing is re-signed while more than a third of the lifetime is left.
     env.clock_offset[0] = datetime.timedelta(days=59)
     await asyncio.sleep(1.0)
-    assert {o: member_pem(o) for o in range(3)} == first
-    # With less than a third left, every member and the server certificate are renewed,
-    # by the same CA, for the same members, and the status moves on.
+    assert {o: _member_cert(env, o) for o in range(3)} == first
+    # With less than a third left, every member gets a certificate for a fresh key,
+    # from the same CA, for the same member; the status moves on.
     env.clock_offset[0] = datetime.timedelta(days=61)
     await env.until(
         "rotated member certificates",
-        lambda: all(member_pem(o) != first[o] for o in range(3)),
+        lambda: all(_member_cert(env, o) not in (first[o], b"") for o in range(3)),
     )
     assert secret_value(env.emulator, NS, names.ca_secret(NAME), "tls.crt") == ca_pem
     for ordinal in range(3):
-        assert certs.member_identity(member_pem(ordinal)) == (f"{NAME}-{NS}", ordinal + 1)
+        assert certs.member_identity(_member_cert(env, ordinal)) == (f"{NAME}-{NS}", ordinal + 1)
+        assert certs.public_key_der(_member_key(env, ordinal)) != keys[ordinal]
     await env.until(
         "status shows the new expiry",
         lambda: env.cr()["status"]["certificates"]["notAfter"] != shown["notAfter"],
     )
 
 
-async def _fake_cert_manager(env: Env, ca: Any, stop: asyncio.Event) -> None:
-    """Fulfils Certificates as cert-manager with a CA Issuer would: a Secret per
-    Certificate with tls.crt, tls.key and ca.crt, carrying the secretTemplate labels."""
+async def _fake_cert_manager(
+    env: Env, ca: Any, stop: asyncio.Event, signed: list[tuple[str, int]]
+) -> None:
+    """Fulfils Certificates and CertificateRequests as cert-manager with a CA Issuer
+    would: a Secret per Certificate (tls.crt, tls.key, ca.crt, the secretTemplate
+    labels); a request's CSR signed into status.certificate (and status.ca)."""
     import base64
 
     from exchange_node.security import certs
@@ -430,11 +453,7 @@ async def _fake_cert_manager(env: Env, ca: Any, stop: asyncio.Event) -> None:
             spec = cert["spec"]
             if env.obj("v1/secrets", spec["secretName"]) is not None:
                 continue
-            if spec.get("uris"):
-                cluster_id, node_id = certs.parse_member_uri(spec["uris"][0])
-                pair = certs.issue_member_cert(ca, cluster_id, node_id, spec["dnsNames"][1:])
-            else:
-                pair = certs.issue_server_cert(ca, spec["dnsNames"])
+            pair = certs.issue_server_cert(ca, spec["dnsNames"])
             data = {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}
             secret = {
                 "apiVersion": "v1",
@@ -448,6 +467,25 @@ async def _fake_cert_manager(env: Env, ca: Any, stop: asyncio.Event) -> None:
                 "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
             }
             await env.emulator._store("v1/secrets", env.emulator._filled(secret, NS))
+        for _, request in env.emulator.live("cert-manager.io/v1/certificaterequests"):
+            if (request.get("status") or {}).get("certificate"):
+                continue
+            csr = base64.b64decode(request["spec"]["request"])
+            san = x509.load_pem_x509_csr(csr).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            )
+            cluster_id, node_id = certs.parse_member_uri(
+                san.value.get_values_for_type(x509.UniformResourceIdentifier)[0]
+            )
+            pem = certs.issue_member_cert_from_csr(ca, csr, cluster_id, node_id, valid_days=30)
+            signed.append((request["metadata"]["name"], node_id))
+            done = dict(request)
+            done["status"] = {
+                "certificate": base64.b64encode(pem).decode(),
+                "ca": base64.b64encode(ca.cert_pem).decode(),
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Issued"}],
+            }
+            await env.emulator._store("cert-manager.io/v1/certificaterequests", done)
         await asyncio.sleep(0.05)
 
 
@@ -455,9 +493,13 @@ async def test_with_cert_manager_the_operator_requests_certificates(env: Env) ->
     from exchange_node.security import certs
 
     env.emulator.declare("Certificate", "cert-manager.io/v1/certificates", True, ())
+    env.emulator.declare(
+        "CertificateRequest", "cert-manager.io/v1/certificaterequests", True, ("status",)
+    )
     ca = certs.generate_ca("cert-manager CA issuer", valid_days=30)
     stop = asyncio.Event()
-    fulfil = asyncio.create_task(_fake_cert_manager(env, ca, stop))
+    signed: list[tuple[str, int]] = []
+    fulfil = asyncio.create_task(_fake_cert_manager(env, ca, stop, signed))
     try:
         spec = {"replicas": 3, "tls": {"issuerRef": {"name": "exchange-ca"}, "certificateDays": 30}}
         status, created = await env.create(spec)
@@ -470,18 +512,25 @@ async def test_with_cert_manager_the_operator_requests_certificates(env: Env) ->
         )
         shown = env.cr()["status"]["certificates"]
         assert shown["source"] == "cert-manager" and shown["notAfter"]
-        # No operator-made CA, and one Certificate per member plus the listeners'.
+        # No operator-made CA; one Certificate (the listeners'); a CertificateRequest per
+        # member key, each deleted once its certificate is on the node.
         assert env.obj("v1/secrets", names.ca_secret(NAME)) is None
-        made = {
-            c["metadata"]["name"]: c
-            for _, c in env.emulator.live("cert-manager.io/v1/certificates")
-        }
-        assert set(made) == {f"{NAME}-member-{i}" for i in range(3)} | {f"{NAME}-http-tls"}
-        for i in range(3):
-            body = made[f"{NAME}-member-{i}"]["spec"]
-            assert body["uris"] == [certs.member_uri(f"{NAME}-{NS}", i + 1)]
-            assert body["issuerRef"]["name"] == "exchange-ca"
-            assert body["renewBefore"] == "240h"
+        made = [
+            c["metadata"]["name"] for _, c in env.emulator.live("cert-manager.io/v1/certificates")
+        ]
+        assert made == [f"{NAME}-http-tls"]
+        assert sorted(node_id for _, node_id in signed) == [1, 2, 3]
+        assert all(name.startswith(f"{NAME}-member-") for name, _ in signed)
+        await env.until(
+            "requests cleaned up",
+            lambda: not env.emulator.live("cert-manager.io/v1/certificaterequests"),
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        for ordinal in range(3):
+            certs.check_member_chain(
+                _member_cert(env, ordinal), _member_key(env, ordinal), ca.cert_pem,
+                f"{NAME}-{NS}", ordinal + 1, now,
+            )  # fmt: skip
     finally:
         stop.set()
         await fulfil

@@ -169,7 +169,6 @@ def test_statefulset_shape() -> None:
         "/var/lib/exchange": "data",
         "/etc/exchange/config": "config",
         "/tmp": "tmp",
-        "/etc/exchange/member-tls": "member-tls",
         "/etc/exchange/http-tls": "http-tls",
     }
     assert {p["containerPort"] for p in container["ports"]} == {8080, 8081, 7070}

@@ -10,11 +10,10 @@ from typing import Any
 import manifest_validation as validation
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from exchange_node.security import certs
 from exchange_operator import certificates, names, render
-from exchange_operator.admin import AdminClient, AdminError
-from exchange_operator.spec import MAX_REPLICAS, ClusterRef, parse_spec
+from exchange_operator.observed import Member, MemberCertificate, NodeStatus, Observed, PodState
+from exchange_operator.spec import ClusterRef, parse_spec
 
 CLUSTER = ClusterRef(name="xc1", namespace="trading", uid="0b7e6c1e-4c1d-4f0e-9a43-7f6f1c2d9e10")
 MEMBERS = {"podSelector": {"matchLabels": names.selector_labels("xc1")}}
@@ -113,15 +112,12 @@ def test_pod_gets_cluster_id_admin_port_and_its_own_certificate_paths() -> None:
     assert env["POD_INDEX"] == {
         "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
     }
-    member = "/etc/exchange/member-tls/member-$(POD_INDEX)"
-    assert env["EXCHANGE_PEER_TLS_CERT"] == f"{member}/tls.crt"
-    assert env["EXCHANGE_PEER_TLS_KEY"] == f"{member}/tls.key"
-    assert env["EXCHANGE_PEER_TLS_CA"] == f"{member}/ca.crt"
+    # The node makes its member key itself; only the CA is given to it.
+    assert env["EXCHANGE_PEER_TLS_ENROLL"] == "true"
+    assert env["EXCHANGE_PEER_TLS_CA"] == "/etc/exchange/http-tls/ca.crt"
+    assert "EXCHANGE_PEER_TLS_CERT" not in env and "EXCHANGE_PEER_TLS_KEY" not in env
     assert env["EXCHANGE_HTTP_TLS_CERT"] == "/etc/exchange/http-tls/tls.crt"
     assert "EXCHANGE_INSECURE_PEERS" not in env
-    # POD_INDEX is defined before the variables that expand it.
-    order = [e["name"] for e in container["env"]]
-    assert order.index("POD_INDEX") < order.index("EXCHANGE_PEER_TLS_CERT")
     assert {p["name"]: p["containerPort"] for p in container["ports"]}["admin"] == 8081
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     explicit = {
@@ -130,17 +126,11 @@ def test_pod_gets_cluster_id_admin_port_and_its_own_certificate_paths() -> None:
     assert explicit["EXCHANGE_CLUSTER_ID"] == "prod-eu-1"
 
 
-def test_member_secrets_are_projected_per_ordinal_and_optional() -> None:
+def test_no_member_secret_is_mounted() -> None:
     volumes = {v["name"]: v for v in pod()["volumes"]}
-    sources = volumes["member-tls"]["projected"]["sources"]
-    assert len(sources) == MAX_REPLICAS
-    for ordinal, source in enumerate(sources):
-        secret = source["secret"]
-        assert secret["name"] == f"xc1-member-{ordinal}" and secret["optional"] is True
-        assert {i["path"] for i in secret["items"]} == {
-            f"member-{ordinal}/{k}" for k in ("tls.crt", "tls.key", "ca.crt")
-        }
-    assert volumes["http-tls"]["secret"]["secretName"] == "xc1-http-tls"
+    mounted = {v["secret"]["secretName"] for v in volumes.values() if "secret" in v}
+    assert mounted == {"xc1-http-tls"}
+    assert not any("projected" in v for v in volumes.values())
     # Scaling does not change the pod template (no restart of running members).
     three = render.pod_template(CLUSTER, parse_spec({}), render.RenderState(3, 3))
     five = render.pod_template(CLUSTER, parse_spec({"replicas": 5}), render.RenderState(5, 3))
@@ -182,53 +172,85 @@ def ca() -> certs.CertKeyPair:
     return certs.generate_ca("test cluster CA", valid_days=3650)
 
 
-def member(ca: certs.CertKeyPair, node_id: int = 2, now: datetime.datetime = T0) -> dict[str, Any]:
-    return certificates.member_secret(CLUSTER, 1, node_id, "xc1-trading", ca, 90, now)
+def member(
+    ca: certs.CertKeyPair, node_id: int = 2, now: datetime.datetime = T0
+) -> MemberCertificate:
+    """What an enrolled node reports: the certificate signed from its CSR."""
+    csr = certs.member_csr(certs.new_private_key_pem(), "xc1-trading", node_id)
+    pem = certs.issue_member_cert_from_csr(ca, csr, "xc1-trading", node_id, 90, now)
+    return MemberCertificate(certificate_pem=pem)
 
 
 def test_rotation_starts_with_a_third_of_the_lifetime_left(ca: certs.CertKeyPair) -> None:
     assert certificates.rotation_due(T0, T0 + 90 * DAY) == T0 + 60 * DAY
-    secret = member(ca)
+    node = member(ca)
     pem = ca.cert_pem
-    assert certificates.reissue_reason(secret, 2, "xc1-trading", pem, T0) is None
-    assert (
-        certificates.reissue_reason(secret, 2, "xc1-trading", pem, T0 + 60 * DAY - 1 * DAY) is None
-    )
-    assert certificates.reissue_reason(secret, 2, "xc1-trading", pem, T0 + 60 * DAY) == "expiring"
-    assert certificates.reissue_reason(secret, 2, "xc1-trading", pem, T0 + 91 * DAY) == "expiring"
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", pem, T0) is None
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", pem, T0 + 59 * DAY) is None
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", pem, T0 + 60 * DAY) == "expiring"
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", pem, T0 + 91 * DAY) == "expiring"
 
 
-def test_reissue_when_missing_another_member_or_another_ca(ca: certs.CertKeyPair) -> None:
-    secret = member(ca)
+def test_resign_when_missing_another_member_or_another_ca(ca: certs.CertKeyPair) -> None:
+    node = member(ca)
     pem = ca.cert_pem
-    assert certificates.reissue_reason(None, 2, "xc1-trading", pem, T0) == "missing"
-    assert "identity" in str(certificates.reissue_reason(secret, 7, "xc1-trading", pem, T0))
-    assert "identity" in str(certificates.reissue_reason(secret, 2, "other", pem, T0))
+    waiting = MemberCertificate(certificate_pem=None, problem="no member key yet")
+    assert certificates.enrollment_reason(waiting, 2, "xc1-trading", pem, T0) == "no member key yet"
+    assert "identity" in str(certificates.enrollment_reason(node, 7, "xc1-trading", pem, T0))
+    assert "identity" in str(certificates.enrollment_reason(node, 2, "other", pem, T0))
     other = certs.generate_ca("another CA", valid_days=10)
-    assert certificates.reissue_reason(secret, 2, "xc1-trading", other.cert_pem, T0) == "another CA"
-    broken = {**secret, "data": {**secret["data"], "tls.key": ""}}
-    assert certificates.reissue_reason(broken, 2, "xc1-trading", pem, T0) == "incomplete"
-
-
-def test_member_secret_binds_the_member_and_its_pod(ca: certs.CertKeyPair) -> None:
-    secret = member(ca, node_id=1234567)
-    assert secret["type"] == "kubernetes.io/tls"
-    assert secret["metadata"]["name"] == "xc1-member-1"
-    assert secret["metadata"]["annotations"][certificates.ANNOTATION_NODE_ID] == "1234567"
-    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
-    assert certs.member_identity(data["tls.crt"]) == ("xc1-trading", 1234567)
-    cert = x509.load_pem_x509_certificate(data["tls.crt"])
-    dns = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "xc1-1.xc1-peers.trading.svc" in dns.get_values_for_type(x509.DNSName)
-    key = serialization.load_pem_private_key(data["tls.key"], None)
-    assert key.public_key() == cert.public_key()
-    assert data["ca.crt"] == ca.cert_pem
-    assert validation.errors(secret) == []
-    assert certificates.earliest_not_after([secret, member(ca, now=T0 - 5 * DAY)]) == (
-        T0 - 5 * DAY - certificates.CLOCK_SKEW + 90 * DAY
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", other.cert_pem, T0) == (
+        "another CA"
     )
-    # Backdated a little, for peers whose clock is behind.
-    assert cert.not_valid_before_utc == T0 - certificates.CLOCK_SKEW
+    # While the CA is replaced the bundle holds both: a certificate of either is good.
+    bundle = other.cert_pem + pem
+    assert certificates.enrollment_reason(node, 2, "xc1-trading", bundle, T0) is None
+    garbled = MemberCertificate(certificate_pem=b"-----BEGIN CERTIFICATE-----\nAA\n")
+    assert certificates.enrollment_reason(garbled, 2, "xc1-trading", pem, T0) == "unreadable"
+
+
+def test_status_shows_the_earliest_expiry(ca: certs.CertKeyPair) -> None:
+    late, early = member(ca), member(ca, now=T0 - 5 * DAY)
+    server = certificates.server_secret(CLUSTER, ca, 365, T0)
+    assert certificates.earliest_not_after(
+        [server], [late.certificate_pem or b"", early.certificate_pem or b""]
+    ) == (T0 - 5 * DAY + 90 * DAY)
+
+
+def _observed(*pods: tuple[int, int], leader_members: tuple[Member, ...] = ()) -> Observed:
+    states = [
+        PodState(
+            name=f"xc1-{ordinal}",
+            ordinal=ordinal,
+            node=NodeStatus(
+                node_id=node_id,
+                name=f"xc1-{ordinal}",
+                role="leader" if i == 0 else "follower",
+                term=1,
+                leader=pods[0][1],
+                commit_index=1,
+                applied_index=1,
+                members=leader_members if i == 0 else (),
+            ),
+        )
+        for i, (ordinal, node_id) in enumerate(pods)
+    ]
+    return Observed(statefulset_replicas=len(pods), pods=tuple(states))
+
+
+def test_no_certificate_for_an_id_another_pod_holds() -> None:
+    """A pod reports its own id; a compromised one claiming another's gets nothing."""
+    config = tuple(Member(i + 1, names.peer_address("xc1", i, "trading"), True) for i in range(3))
+    fine = _observed((0, 1), (1, 2), (2, 3), leader_members=config)
+    assert certificates.signing_refusal(fine, "xc1", 2, 3) is None
+    # Pod 2 claims member 2, which pod 1 reports.
+    clash = _observed((0, 1), (1, 2), (2, 2), leader_members=config)
+    assert "xc1-1 also reports member id 2" in str(certificates.signing_refusal(clash, "xc1", 2, 2))
+    # Pod 2 claims member 1 while pod 0 does not answer: the configuration says whose it is.
+    quiet = _observed((1, 2), (2, 1), leader_members=config)
+    assert "ordinal 0" in str(certificates.signing_refusal(quiet, "xc1", 2, 1))
+    # A new pod's fresh id, not in the configuration yet, is signed.
+    assert certificates.signing_refusal(fine, "xc1", 3, 98765) is None
 
 
 def test_server_certificate_names_every_way_to_reach_a_node(ca: certs.CertKeyPair) -> None:
@@ -244,97 +266,49 @@ def test_server_certificate_names_every_way_to_reach_a_node(ca: certs.CertKeyPai
 # --- cert-manager --------------------------------------------------------------------------
 
 
-def test_cert_manager_certificates_carry_the_member_identity() -> None:
+def test_cert_manager_requests_carry_the_nodes_csr() -> None:
     spec = parse_spec({"tls": {"issuerRef": {"name": "exchange-ca", "kind": "ClusterIssuer"}}})
-    cert = certificates.member_certificate(CLUSTER, spec, 2, 3, "xc1-trading")
-    assert cert["apiVersion"] == "cert-manager.io/v1" and cert["kind"] == "Certificate"
-    body = cert["spec"]
-    assert body["secretName"] == "xc1-member-2"
-    assert body["uris"] == ["spiffe://raft-exchange/cluster/xc1-trading/member/3"]
-    assert body["dnsNames"] == [
-        certs.member_dns_name("xc1-trading", 3),
-        "xc1-2.xc1-peers.trading.svc",
-    ]
+    key = certs.new_private_key_pem()
+    csr = certs.member_csr(key, "xc1-trading", 3)
+    request = certificates.certificate_request(CLUSTER, spec, 2, 3, csr)
+    assert request["apiVersion"] == "cert-manager.io/v1"
+    assert request["kind"] == "CertificateRequest"
+    body = request["spec"]
+    assert base64.b64decode(body["request"]) == csr
     assert body["issuerRef"] == {
         "name": "exchange-ca",
         "kind": "ClusterIssuer",
         "group": "cert-manager.io",
     }
-    assert (body["duration"], body["renewBefore"]) == ("2160h", "720h")
+    assert body["duration"] == "2160h" and body["isCA"] is False
     assert {"server auth", "client auth"} <= set(body["usages"])
-    assert body["privateKey"]["rotationPolicy"] == "Always"
-    # cert-manager copies these labels onto the Secret: the operator lists it by them.
-    assert names.selector_labels("xc1").items() <= body["secretTemplate"]["labels"].items()
+    # One request per member key: another CSR of the same key finds the same request.
+    again = certs.member_csr(key, "xc1-trading", 3)
+    name = request["metadata"]["name"]
+    assert name.startswith("xc1-member-2-")
+    assert certificates.certificate_request_name(CLUSTER, 2, again) == name
+    other = certs.member_csr(certs.new_private_key_pem(), "xc1-trading", 3)
+    assert certificates.certificate_request_name(CLUSTER, 2, other) != name
     server = certificates.server_certificate(CLUSTER, spec)["spec"]
     assert server["secretName"] == "xc1-http-tls" and "client auth" not in server["usages"]
 
 
-def test_status_shows_the_earliest_expiry() -> None:
-    status = certificates.CertificateStatus("operator", T0 + 90 * DAY, 3).as_status()
-    assert status == {"source": "operator", "members": 3, "notAfter": "2026-04-01T00:00:00Z"}
-
-
-# --- the admin client ------------------------------------------------------------------------
-
-
-async def test_admin_client_never_sends_the_token_unverified() -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        client = AdminClient(session, "secret-token", tls=None)
-        with pytest.raises(AdminError, match="no cluster CA"):
-            await client.add_learner("https://127.0.0.1:1", 4, "a:1")
-        assert await client.status("https://127.0.0.1:1") is None
-
-
-async def test_admin_client_verifies_the_node_by_ca_and_pod_name(
-    ca: certs.CertKeyPair, tmp_path: Any
-) -> None:
-    """A TLS server holding the cluster's server certificate: the operator's client
-    talks to it only with the cluster's CA and a name the certificate carries."""
-    import ssl
-
-    import aiohttp
-    from aiohttp import web
-    from exchange_operator.admin import pod_server_name, tls_context
-
-    pair = certificates.server_secret(CLUSTER, ca, 90)
-    data = certificates.secret_data(pair)
-    (tmp_path / "tls.crt").write_bytes(data["tls.crt"])
-    (tmp_path / "tls.key").write_bytes(data["tls.key"])
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    seen: list[str] = []
-
-    async def status(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Authorization", ""))
-        return web.json_response(
-            {"node_id": 1, "name": "xc1-0", "role": "leader", "term": 1, "leader": 1,
-             "commit_index": 1, "applied_index": 1, "state_hash": "h", "members": []}
-        )  # fmt: skip
-
-    app = web.Application()
-    app.router.add_get("/v1/admin/status", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"https://127.0.0.1:{port}"
-    good_name = pod_server_name("xc1", "trading", "xc1-0")
-    try:
-        async with aiohttp.ClientSession() as session:
-            ok = AdminClient(session, "tok", tls=tls_context(ca.cert_pem), server_name=good_name)
-            assert (await ok.status(base)).node_id == 1
-            assert seen == ["Bearer tok"]
-            # A name the certificate does not carry, or another CA: no answer, no token sent.
-            other_ns = pod_server_name("xc1", "elsewhere", "xc1-0")
-            assert await ok.with_server_name(other_ns).status(base) is None
-            stranger = certs.generate_ca("not the cluster's", valid_days=2)
-            wrong_ca = AdminClient(
-                session, "tok", tls=tls_context(stranger.cert_pem), server_name=good_name
-            )
-            assert await wrong_ca.status(base) is None
-            assert seen == ["Bearer tok"]
-    finally:
-        await runner.cleanup()
+def test_a_request_is_pending_signed_or_refused() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\n"
+    encoded = base64.b64encode(pem).decode()
+    assert certificates.request_outcome({}) == (None, None)
+    assert certificates.request_outcome({"status": {"certificate": encoded}}) == (pem, None)
+    denied = {"status": {"conditions": [{"type": "Denied", "status": "True", "message": "no"}]}}
+    assert certificates.request_outcome(denied) == (None, "denied: no")
+    failed = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "Failed", "message": "bad"}
+            ]
+        }
+    }
+    assert certificates.request_outcome(failed) == (None, "failed: bad")
+    pending = {
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Pending"}]}
+    }
+    assert certificates.request_outcome(pending) == (None, None)
