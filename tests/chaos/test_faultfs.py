@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -251,6 +253,38 @@ def test_leftover_mount_of_a_dead_faultfs_is_found_and_removed(tmp_path: Path) -
     assert leftover_mounts(tmp_path) == []
     assert os.listdir(mnt) == []
     handle.unmount()
+
+
+def test_a_killed_controller_leaves_no_mount_and_no_process(tmp_path: Path) -> None:
+    """The process that mounted faultfs dies (kill -9 of a chaos run): the filesystem
+    syncs, unmounts itself and exits."""
+    script = (
+        "import os, sys\n"
+        "from exchange_node.chaos.faultfs import FaultFS\n"
+        "h = FaultFS.mount(sys.argv[1] + '/backing', sys.argv[1] + '/mnt')\n"
+        "fd = os.open(sys.argv[1] + '/mnt/f', os.O_CREAT | os.O_WRONLY, 0o644)\n"
+        "os.write(fd, b'unsynced'); os.close(fd)\n"
+        "print(h.pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    fs_pid = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while leftover_mounts(tmp_path) or _running(fs_pid):
+        assert time.monotonic() < deadline, (leftover_mounts(tmp_path), _running(fs_pid))
+        time.sleep(0.1)
+    assert (tmp_path / "backing" / "f").read_bytes() == b"unsynced"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_mount_refuses_a_mountpoint_inside_the_backing_dir(tmp_path: Path) -> None:

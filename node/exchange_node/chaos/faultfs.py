@@ -356,6 +356,21 @@ def _serve_control(ops: Any, path: str) -> None:
         threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
 
+def _orphan_watch(ops: Any, mountpoint: str) -> None:
+    """Whoever mounted us died (a killed chaos run): sync, unmount, exit; no mount or
+    process outlives the run. Node kills never reach here: nodes are not our parent."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    with contextlib.suppress(Exception):
+        ops.set_fault(None)
+        ops.sync_all()
+    with contextlib.suppress(Exception):
+        lazy_unmount(mountpoint)
+    time.sleep(5)  # the FUSE loop ends once nothing holds the mount; else leave anyway
+    os._exit(0)
+
+
 def _serve(backing: str, mountpoint: str, control: str) -> int:
     import mfusepy
 
@@ -363,6 +378,7 @@ def _serve(backing: str, mountpoint: str, control: str) -> int:
 
     ops = FaultOps(backing)
     threading.Thread(target=_serve_control, args=(ops, control), daemon=True).start()
+    threading.Thread(target=_orphan_watch, args=(ops, mountpoint), daemon=True).start()
     options: dict[str, Any] = {
         "foreground": True,
         "fsname": "faultfs",
