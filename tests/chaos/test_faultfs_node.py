@@ -76,9 +76,7 @@ class FaultFSCluster:
 
     def power_cut(self, node_ids: list[int]) -> dict[int, DropReport]:
         """Kill the nodes, then drop what their disks had not made durable."""
-        for node_id in node_ids:
-            self.cluster.kill(node_id)
-        return {node_id: self.mounts[node_id].drop_unsynced() for node_id in node_ids}
+        return self.disks.power_cut(node_ids, self.cluster.kill)
 
     def close(self) -> None:
         self.cluster.stop_all(10)

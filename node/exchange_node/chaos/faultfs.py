@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,16 @@ class NodeDisks:
 
     def __getitem__(self, node_id: int) -> FaultFSHandle:
         return self.handles[node_id]
+
+    def power_cut(
+        self, node_ids: Iterable[int], kill: Callable[[int], None]
+    ) -> dict[int, DropReport]:
+        """Kill every node first (``kill`` must return once it is dead: a live process
+        would keep reading what was dropped under it), then drop their unsynced writes."""
+        ids = list(node_ids)
+        for node_id in ids:
+            kill(node_id)
+        return {node_id: self.handles[node_id].drop_unsynced() for node_id in ids}
 
     def close(self) -> None:
         for handle in self.handles.values():
