@@ -534,3 +534,39 @@ async def test_with_cert_manager_the_operator_requests_certificates(env: Env) ->
     finally:
         stop.set()
         await fulfil
+
+
+async def test_member_secrets_of_an_older_operator_go_once_every_pod_enrolled(env: Env) -> None:
+    """Before nodes enrolled, each member's key sat in <name>-member-<ordinal>: deleted
+    once every pod runs the current template and holds an enrolled certificate."""
+    import base64
+
+    from exchange_node.security import certs
+
+    ca = certs.generate_ca("the old operator's CA")
+    old = certs.issue_member_cert(ca, f"{NAME}-{NS}", 1)
+    legacy = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": names.member_tls_secret(NAME, 0),
+            "namespace": NS,
+            "labels": names.standard_labels(NAME, names.COMPONENT_NODE),
+        },
+        "data": {
+            "tls.crt": base64.b64encode(old.cert_pem).decode(),
+            "tls.key": base64.b64encode(old.key_pem).decode(),
+        },
+    }
+    await env.emulator._store("v1/secrets", env.emulator._filled(legacy, NS))
+    status, created = await env.create({"replicas": 3})
+    assert status in (200, 201), created
+    await env.until(
+        "three enrolled members",
+        lambda: ((env.cr() or {}).get("status") or {}).get("certificates", {}).get("members") == 3,
+    )
+    await env.until(
+        "the old member Secret deleted",
+        lambda: env.obj("v1/secrets", names.member_tls_secret(NAME, 0)) is None,
+    )
