@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from exchange_node.local import LocalCluster, MemberSpec
 
@@ -102,6 +102,7 @@ class LocalTarget:
         election_ms: int = 500,
         heartbeat_ms: int = 50,
         extra_args: list[str] | None = None,
+        snapshot_threshold: int = 50_000,
         start_timeout: float = 60.0,
     ) -> None:
         if not 1 <= nodes <= 9:
@@ -127,6 +128,7 @@ class LocalTarget:
                 election_ms=election_ms,
                 heartbeat_ms=heartbeat_ms,
                 extra_args=extra_args,
+                snapshot_threshold=snapshot_threshold,
                 peer_tls=peer_tls,
             )
             self.cluster.target = self
@@ -435,20 +437,28 @@ class LocalTarget:
         )
         return fault
 
-    def corrupt_state(self, node_id: int, seed: int, watch_s: float = 10.0) -> Fault:
-        """Stop the node, flip 8 bytes (seeded) in its newest snapshot or the last 4 KiB
-        of its newest WAL segment, start it and watch ``watch_s`` seconds: the outcome
-        says whether it refused to start, was fenced or diverged, or served."""
+    def corrupt_state(
+        self,
+        node_id: int,
+        seed: int,
+        watch_s: float = 10.0,
+        where: Literal["any", "snapshot", "wal"] = "any",
+    ) -> Fault:
+        """Stop the node, flip 8 bits (seeded) in its newest snapshot or the last 4 KiB
+        of its newest WAL segment (``where``; ``any``: a seeded choice), start it and
+        watch ``watch_s`` seconds: ``outcome`` says whether it refused to start,
+        diverged, or served. Healing puts the original bytes back and starts it."""
         self._check_node(node_id)
         data_dir = Path(self.cluster.member(node_id).data_dir)
         self.cluster.stop(node_id)
         rng = random.Random(f"{seed}:{node_id}")
         snaps = sorted(glob.glob(str(data_dir / "snap-*.snap")))
         wals = sorted(glob.glob(str(data_dir / "wal-*.log")))
-        candidates = [p for p in (snaps[-1:] + wals[-1:]) if os.path.getsize(p) > 0]
+        files = {"snapshot": snaps[-1:], "wal": wals[-1:], "any": snaps[-1:] + wals[-1:]}[where]
+        candidates = [p for p in files if os.path.getsize(p) > 0]
         if not candidates:
             self._start(node_id)
-            raise RuntimeError(f"node {node_id} has no snapshot or WAL in {data_dir} to damage")
+            raise RuntimeError(f"node {node_id} has no {where} file in {data_dir} to damage")
         path = rng.choice(candidates)
         original = Path(path).read_bytes()
         damaged = bytearray(original)
@@ -479,8 +489,11 @@ class LocalTarget:
         while time.monotonic() < deadline:
             proc = self.cluster.procs[node_id]
             if proc.poll() is not None:
-                tail = self.cluster.log_tail(node_id, 5)
-                return f"refused to start (exit {proc.returncode}): {tail[-600:]}"
+                lines = self.cluster.log_tail(node_id, 40).splitlines()
+                # The reason is the last error the node logged (else its last line).
+                errors = [x for x in lines if '"level": "error"' in x or "rror" in x]
+                reason = (errors or lines or ["(no log)"])[-1]
+                return f"refused to start (exit {proc.returncode}): {reason[:800]}"
             st = self.cluster.status(node_id, timeout=0.5)
             if st is not None:
                 last = st
