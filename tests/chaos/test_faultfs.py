@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from exchange_node.chaos.faultfs import (
     FaultFS,
+    FaultFSError,
     FaultFSHandle,
     leftover_mounts,
     unavailable_reason,
@@ -77,6 +78,8 @@ def test_fsynced_write_survives_power_cut_and_unsynced_write_is_gone(fs: FaultFS
     os.fdatasync(fd)
     assert (backing / "wal").read_bytes() == b"durable+pending"
     os.write(fd, b"+lost")
+    with pytest.raises(FaultFSError, match="still open"):
+        fs.drop_unsynced(wait_closed=0.2)  # the writer must be dead first
     os.close(fd)  # close is no sync point
 
     report = fs.drop_unsynced()

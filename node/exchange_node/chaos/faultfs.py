@@ -129,8 +129,20 @@ class FaultFSHandle:
             self._call({"op": "set_fault", "kind": fault.kind, "delay_ms": fault.delay_ms})
         self.fault = fault
 
-    def drop_unsynced(self) -> DropReport:
-        """The power cut: discard every write and name change not made durable."""
+    def drop_unsynced(self, wait_closed: float = 5.0) -> DropReport:
+        """The power cut: discard every write and name change not made durable.
+
+        Waits up to ``wait_closed`` seconds for every file on the mount to be closed
+        (the kernel closes a killed process's files a moment after it dies), then
+        raises ``FaultFSError`` if some process still has one open: kill it first."""
+        deadline = time.monotonic() + wait_closed
+        while (still_open := int(self._call({"op": "unsynced"})["open"])) > 0:
+            if time.monotonic() >= deadline:
+                raise FaultFSError(
+                    f"{still_open} file(s) still open on {self.mountpoint}: kill the node"
+                    " before the power cut"
+                )
+            time.sleep(0.02)
         answer = self._call({"op": "drop"})
         return DropReport(answer["bytes"], answer["files"], answer["names"])
 

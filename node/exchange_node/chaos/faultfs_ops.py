@@ -169,6 +169,7 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
                 "names": len(self._journal),
                 "fsyncs": self.fsyncs,
                 "stalled": self.stalled,
+                "open": len(self._open),
             }
 
     def drop_unsynced(self) -> dict[str, int]:
