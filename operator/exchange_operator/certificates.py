@@ -33,6 +33,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from exchange_node.security import certs
 
 from exchange_operator import names
@@ -74,7 +75,7 @@ def enrollment_reason(
         cert = x509.load_pem_x509_certificate(member.certificate_pem)
     except ValueError:
         return "unreadable"
-    if not _signed_by(cert, ca_pem):
+    if not _chains_to(member.certificate_pem, ca_pem):
         return "another CA"
     if certs.member_identity(member.certificate_pem) != (cluster_id, node_id):
         return f"identity is not member {node_id} of {cluster_id}"
@@ -133,6 +134,27 @@ def _signed_by(cert: x509.Certificate, ca_pem: bytes) -> bool:
         except (ValueError, TypeError, InvalidSignature):
             continue
         return True
+    return False
+
+
+def _chains_to(chain_pem: bytes, ca_pem: bytes) -> bool:
+    """The chain's leaf is issued by a CA of the bundle, directly or through the
+    chain's own intermediates (an Issuer may sign with an intermediate CA)."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError:
+        return False
+    current, intermediates = chain[0], chain[1:]
+    for _ in range(len(chain)):
+        if _signed_by(current, ca_pem):
+            return True
+        issuer = next(
+            (c for c in intermediates if _signed_by(current, c.public_bytes(Encoding.PEM))),
+            None,
+        )
+        if issuer is None:
+            return False
+        current = issuer
     return False
 
 

@@ -209,6 +209,20 @@ def test_resign_when_missing_another_member_or_another_ca(ca: certs.CertKeyPair)
     assert certificates.enrollment_reason(garbled, 2, "xc1-trading", pem, T0) == "unreadable"
 
 
+def test_a_certificate_from_an_intermediate_ca_in_its_chain_is_good() -> None:
+    """An Issuer may sign with an intermediate CA: the node reports leaf + intermediate."""
+    root = certs.generate_ca("root", path_length=1)
+    intermediate = certs.generate_ca("intermediate", 30, issuer=root)
+    csr = certs.member_csr(certs.new_private_key_pem(), "xc1-trading", 2)
+    leaf = certs.issue_member_cert_from_csr(intermediate, csr, "xc1-trading", 2, 90, T0)
+    with_chain = MemberCertificate(certificate_pem=leaf + intermediate.cert_pem)
+    assert certificates.enrollment_reason(with_chain, 2, "xc1-trading", root.cert_pem, T0) is None
+    bare = MemberCertificate(certificate_pem=leaf)
+    assert certificates.enrollment_reason(bare, 2, "xc1-trading", root.cert_pem, T0) == (
+        "another CA"
+    )
+
+
 def test_status_shows_the_earliest_expiry(ca: certs.CertKeyPair) -> None:
     late, early = member(ca), member(ca, now=T0 - 5 * DAY)
     server = certificates.server_secret(CLUSTER, ca, 365, T0)

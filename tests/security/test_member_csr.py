@@ -163,3 +163,13 @@ def test_the_local_path_and_the_csr_path_give_certificates_the_node_accepts(
             b.extensions.get_extension_for_class(ext).value
         )
     assert isinstance(b.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_a_chain_through_an_intermediate_ca_is_accepted_and_needs_it() -> None:
+    root = generate_ca("root", path_length=1)
+    intermediate = generate_ca("intermediate", 30, issuer=root)
+    key = new_private_key_pem()
+    leaf = issue_member_cert_from_csr(intermediate, member_csr(key, CLUSTER, 4), CLUSTER, 4)
+    check_member_chain(leaf + intermediate.cert_pem, key, root.cert_pem, CLUSTER, 4, NOW)
+    with pytest.raises(ValueError, match="trusted CA"):
+        check_member_chain(leaf, key, root.cert_pem, CLUSTER, 4, NOW)

@@ -118,23 +118,37 @@ def _validity(
     return start, start + datetime.timedelta(days=valid_days)
 
 
-def generate_ca(common_name: str, valid_days: int = 3650) -> CertKeyPair:
-    """A self-signed CA that may sign end-entity certificates only (path length 0)."""
+def generate_ca(
+    common_name: str,
+    valid_days: int = 3650,
+    issuer: CertKeyPair | None = None,
+    path_length: int = 0,
+) -> CertKeyPair:
+    """A CA; self-signed, or an intermediate signed by ``issuer``.
+
+    ``path_length`` 0 (the default) may sign end-entity certificates only; a root
+    meant to sign an intermediate needs 1.
+    """
     if not common_name:
         raise ValueError("common_name must not be empty")
     key = _new_key()
     start, end = _validity(valid_days, None)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    if issuer is None:
+        issuer_name, signer = name, key
+    else:
+        issuer_cert, signer = _load_ca(issuer)
+        issuer_name = issuer_cert.subject
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -150,9 +164,14 @@ def generate_ca(common_name: str, valid_days: int = 3650) -> CertKeyPair:
             critical=True,
         )
         .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return CertKeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    if issuer is not None:
+        cert = cert.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+            critical=False,
+        )
+    signed = cert.sign(signer, hashes.SHA256())
+    return CertKeyPair(signed.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
 def _load_ca(ca: CertKeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
