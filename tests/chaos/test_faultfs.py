@@ -295,6 +295,12 @@ def test_mount_refuses_a_mountpoint_inside_the_backing_dir(tmp_path: Path) -> No
         FaultFS.mount(tmp_path, tmp_path / "inside")
 
 
+def test_mount_refuses_a_mountpoint_a_live_faultfs_holds(fs: FaultFSHandle, tmp_path: Path) -> None:
+    with pytest.raises(FaultFSError, match=r"mountpoint.*live"):
+        FaultFS.mount(tmp_path / "other", fs.mountpoint)
+    assert leftover_mounts(tmp_path) == [fs.mountpoint]
+
+
 def test_an_unknown_fault_kind_is_refused_by_name(fs: FaultFSHandle) -> None:
     with pytest.raises(ValueError, match="kind"):
         fs.set_fault(DiskFault("melt"))  # type: ignore[arg-type]

@@ -207,7 +207,9 @@ class FaultFS:
         if backing == mount_at or mount_at.startswith(backing + os.sep):
             raise ValueError(f"mountpoint: {mount_at} must not be inside backing_dir {backing}")
         if mount_at in leftover_mounts():
-            lazy_unmount(mount_at)
+            if not is_dead(mount_at):
+                raise FaultFSError(f"mountpoint: {mount_at} already has a live faultfs mounted")
+            lazy_unmount(mount_at)  # the mount of a faultfs that died
         os.makedirs(backing, exist_ok=True)
         os.makedirs(mount_at, exist_ok=True)
         control_dir = tempfile.mkdtemp(prefix="faultfs-")
