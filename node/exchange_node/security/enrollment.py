@@ -88,7 +88,8 @@ class MemberEnrollment:
         return None
 
     def _key(self, path: Path) -> bytes:
-        """The key at ``path``, created (0600, exclusively) when there is none."""
+        """The key at ``path``, created (0600) when there is none. Handlers call this
+        without awaiting in between, so two requests cannot both create one."""
         existing = self._read(path)
         if existing is not None:
             return existing
