@@ -419,11 +419,14 @@ class Node:
     # Which peer messages reach the core (docs/node-contract.md, "Peer messages"):
     # - from a member of the core's configuration (voters, learners) or a member being
     #   added by a configuration change in the log that is not applied yet: all;
+    # - while this node is not in its own configuration (it joins, or replays an old
+    #   configuration on its way to its own addition): also from the initial voters
+    #   in --peers, the members the bootstrap entries name;
     # - TIMEOUT_NOW from the leader this node follows (a removed leader hands over
     #   after its removal applied; the core checks the term);
-    # - a node with no configuration yet (started empty, waiting to be added): only
-    #   APP, HEARTBEAT and SNAP, only from the initial voters in --peers, the only
-    #   members it can answer before it learns the configuration;
+    # - a node with no configuration at all (started empty, waiting to be added):
+    #   APP, HEARTBEAT and SNAP from any id, since it cannot know which member leads
+    #   (the first entries or snapshot tell it the configuration);
     # - anything else is dropped here, counted and logged.
     # Without peer TLS a sender id can be forged; the core's own checks
     # (raft/README.md, "Hostile inputs") bound what a forged member id can do.
@@ -436,8 +439,8 @@ class Node:
             return False
         if message.type == MessageType.TIMEOUT_NOW and frm == self.leader:
             return True
-        if not self._peer_ids and not self.core.conf_state.voters:
-            if message.type in _JOINING_ADMITS and any(p.node_id == frm for p in self.config.peers):
+        if not self.core.conf_state.voters:
+            if message.type in _JOINING_ADMITS:
                 return True
             self._reject_peer("joining", frm, what)
             return False
@@ -486,6 +489,8 @@ class Node:
             del self._pending_members[index]
         conf = self.core.conf_state
         ids = set(conf.voters) | set(conf.learners) | set(self._pending_members.values())
+        if self.node_id not in ids:
+            ids.update(p.node_id for p in self.config.peers)
         ids.discard(self.node_id)
         self._peer_ids = frozenset(ids)
 
@@ -1484,7 +1489,7 @@ class Node:
 _CONF_CHANGE = int(EntryType.CONF_CHANGE)
 _entry_type = attrgetter("type")
 _JOINING_ADMITS = frozenset((MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP))
-"""What a node with no configuration yet accepts, from its --peers only."""
+"""What a node with no configuration yet accepts from any id (a leader's messages)."""
 
 
 def _digest(engine_state: bytes) -> bytes:
