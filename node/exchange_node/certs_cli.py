@@ -3,12 +3,16 @@
     exchange certs ca --dir DIR [--days N]
     exchange certs member --dir DIR --cluster-id ID --node-id N [--dns NAME ...] [--ip IP ...]
     exchange certs server --dir DIR --dns NAME [--dns ...] [--ip IP ...] [--days N]
+    exchange certs sign --dir DIR --csr FILE --cluster-id ID --node-id N [--days N]
 
 ``ca`` writes ``DIR/ca.crt`` and ``DIR/ca.key``; ``member`` and ``server`` read them
 and write ``DIR/member-<N>.crt/.key`` or ``DIR/server.crt/.key`` (``--name`` picks
 another base name). Keys are written 0600, atomically. A member certificate is what
 ``exchange node --peer-tls-cert/--peer-tls-key`` expects, with ``DIR/ca.crt`` as
-``--peer-tls-ca``.
+``--peer-tls-ca``. ``sign`` signs the CSR of a node started with ``--peer-tls-enroll``
+(``GET /v1/admin/certificate-request``; its key stays on the node) if it asks for
+exactly member N of cluster ID, and writes only ``DIR/member-<N>.crt``, to PUT to
+``/v1/admin/certificate``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from exchange_node.security.certs import (
     CertKeyPair,
     generate_ca,
     issue_member_cert,
+    issue_member_cert_from_csr,
     issue_server_cert,
     not_after,
     validate_cluster_id,
+    write_atomic,
     write_pair,
 )
 
@@ -43,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _names(member)
     member.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     member.add_argument("--name", help="base file name (default member-<node-id>)")
+
+    sign = sub.add_parser("sign", help="sign a node's member CSR (--peer-tls-enroll)")
+    sign.add_argument("--dir", type=Path, required=True, help="holds ca.crt and ca.key")
+    sign.add_argument("--csr", type=Path, required=True, help="the node's PEM CSR")
+    sign.add_argument("--cluster-id", required=True)
+    sign.add_argument("--node-id", type=int, required=True)
+    sign.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    sign.add_argument("--name", help="base file name (default member-<node-id>)")
 
     server = sub.add_parser("server", help="a TLS server certificate (HTTP API, admin)")
     server.add_argument("--dir", type=Path, required=True, help="holds ca.crt and ca.key")
@@ -75,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
     directory: Path = args.dir
     if args.days < 1:
         return _error(f"--days must be >= 1, got {args.days}")
+    if args.certs_command == "sign":
+        return _sign(args)
     try:
         if args.certs_command == "ca":
             if (directory / "ca.key").exists() and not args.force:
@@ -115,4 +131,33 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"--dir {directory}: {exc}")
     print(f"{cert_path} (valid until {not_after(pair.cert_pem):%Y-%m-%d %H:%M} UTC)")
     print(f"{key_path} (0600)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    try:
+        validate_cluster_id(args.cluster_id)
+    except ValueError as exc:
+        return _error(f"--cluster-id: {exc}")
+    if args.node_id < 1:
+        return _error(f"--node-id must be >= 1, got {args.node_id}")
+    try:
+        csr = args.csr.read_bytes()
+    except OSError as exc:
+        return _error(f"--csr: cannot read {args.csr}: {exc.strerror or exc}")
+    try:
+        ca = _load_ca(args.dir)
+        cert = issue_member_cert_from_csr(
+            ca, csr, args.cluster_id, args.node_id, valid_days=args.days
+        )
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    except ValueError as exc:
+        return _error(f"--csr {args.csr}: {exc}")
+    path = args.dir / f"{args.name or f'member-{args.node_id}'}.crt"
+    try:
+        write_atomic(path, cert, 0o644)
+    except OSError as exc:
+        return _error(f"--dir {args.dir}: {exc}")
+    print(f"{path} (valid until {not_after(cert):%Y-%m-%d %H:%M} UTC)")
     return 0

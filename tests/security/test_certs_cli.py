@@ -54,3 +54,29 @@ def test_errors_name_the_flag(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--dns" in proc.stderr
     proc = certs("ca", "--dir", str(tmp_path / "x"), "--days", "0")
     assert proc.returncode == 2 and "--days" in proc.stderr
+
+
+def test_sign_a_nodes_csr_only_for_exactly_that_member(tmp_path: Path) -> None:
+    """`exchange certs sign`: the manual counterpart of the operator for --peer-tls-enroll."""
+    import datetime
+
+    from exchange_node.security import check_member_chain, member_csr, new_private_key_pem
+
+    d = tmp_path / "pki"
+    assert certs("ca", "--dir", str(d)).returncode == 0
+    key = new_private_key_pem()  # stays "on the node": never written under pki/
+    csr = tmp_path / "node-3.csr"
+    csr.write_bytes(member_csr(key, "prod", 3))
+    proc = certs("sign", "--dir", str(d), "--csr", str(csr), "--cluster-id", "prod",
+                 "--node-id", "3", "--days", "30")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in d.iterdir()) == ["ca.crt", "ca.key", "member-3.crt"]
+    now = datetime.datetime.now(datetime.UTC)
+    check_member_chain((d / "member-3.crt").read_bytes(), key, (d / "ca.crt").read_bytes(),
+                       "prod", 3, now)  # fmt: skip
+    proc = certs("sign", "--dir", str(d), "--csr", str(csr), "--cluster-id", "prod",
+                 "--node-id", "4")  # fmt: skip
+    assert proc.returncode == 2 and "--csr" in proc.stderr and "member 4" in proc.stderr
+    proc = certs("sign", "--dir", str(d), "--csr", str(tmp_path / "none"), "--cluster-id",
+                 "prod", "--node-id", "3")  # fmt: skip
+    assert proc.returncode == 2 and "--csr" in proc.stderr and "cannot read" in proc.stderr
