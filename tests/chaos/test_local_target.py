@@ -576,12 +576,15 @@ def test_insecure_peers_checksum_clock_skew_and_corrupted_state(tmp_path: Path) 
         target.restart(follower)
         target.cluster.wait_converged(target.node_ids(), timeout=30)
 
-        # Clock: one follower an hour ahead; its wall clock is skewed, the cluster unharmed.
+        # Clock: one follower an hour ahead and running fast; the cluster is unharmed.
         skewed = next(i for i in target.node_ids() if i != target.cluster.wait_for_leader(30))
-        skew = target.clock(skewed, 3600)
+        skew = target.clock(skewed, 3600, rate=2.0)
         offset = http_clock_offset(target, skewed)
-        print(f"clock: node {skewed} HTTP Date is {offset:+.0f} s off")
-        assert 3590 <= offset <= 3610
+        time.sleep(3)
+        later = http_clock_offset(target, skewed)
+        print(f"clock: node {skewed} HTTP Date is {offset:+.0f} s off, {later:+.0f} s 3 s later")
+        assert 3590 <= offset <= 3640
+        assert 2 <= later - offset <= 4  # running at twice the speed (Date has 1 s steps)
         assert abs(http_clock_offset(target, leader if leader != skewed else follower)) < 5
         submit_until_acked(target, skewed, "skewed", timeout=10)  # forwarded by the skewed node
         target.cluster.wait_converged(target.node_ids(), timeout=30)
