@@ -189,10 +189,6 @@ class RaftCore:
             except ValueError:
                 return
         t = m.type
-        if m.term > MAX_TERM or m.term > self.term + MAX_TERM_STEP:
-            # Forged, corrupt or buggy: above MAX_TERM our term could not be encoded;
-            # a jump past MAX_TERM_STEP would bring MAX_TERM (no more elections) close.
-            return
         if m.frm not in self._voters and m.frm not in self._learners and t not in _FROM_ANYONE:
             # Answers and requests only ever come from members; a stranger's would
             # move our term or count as an acknowledgement.
@@ -207,6 +203,10 @@ class RaftCore:
             # Only the leader we follow, in its term, may tell us to campaign at once.
             return
         if m.term > self.term:
+            if m.term > MAX_TERM or m.term > self.term + MAX_TERM_STEP:
+                # Forged, corrupt or buggy: above MAX_TERM our term could not be encoded;
+                # a jump past MAX_TERM_STEP would bring MAX_TERM (no more elections) close.
+                return
             if m.type is _VOTE or m.type is _PRE_VOTE:
                 forced = self._is_transfer_vote(m)
                 in_lease = (
