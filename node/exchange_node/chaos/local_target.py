@@ -122,7 +122,7 @@ class LocalTarget:
         try:
             if netns:
                 self.network = net.Network.create(node_ids)
-            self.cluster = _ChaosCluster.create(
+            cluster = _ChaosCluster.create(
                 self.root,
                 nodes,
                 election_ms=election_ms,
@@ -131,7 +131,9 @@ class LocalTarget:
                 snapshot_threshold=snapshot_threshold,
                 peer_tls=peer_tls,
             )
-            self.cluster.target = self
+            assert isinstance(cluster, _ChaosCluster)
+            self.cluster = cluster
+            cluster.target = self
             if self.network is not None:
                 for m in self.cluster.spec.members:
                     m.host = self.network.ip(m.node_id)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .target import CapabilityError
 
-RANGE = ipaddress.ip_network("198.18.0.0/15")
+RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 """RFC 2544's benchmarking range; the only addresses this module ever assigns."""
 PREFIX_ROOT = "cx"
 _NAME = re.compile(r"^cx([0-9a-z]+)x([0-9a-z]+)-(br|n\d+|v\d+)$")
