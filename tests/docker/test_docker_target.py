@@ -1,0 +1,143 @@
+"""``DockerTarget``: three node containers, the leader killed, a node partitioned by
+iptables in its container's namespace; checked through the public and admin APIs.
+
+A partition that did nothing would fail here: the cut node's applied index must
+stand still while the others commit, and move again once healed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exchange_node.chaos.docker_target import DockerTarget, docker, unavailable_reason
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("RAFT_EXCHANGE_IMAGE", "raft-exchange:dev")
+
+_reason = unavailable_reason()
+if _reason:
+    pytest.skip(_reason, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    # The session's image when it is there; built once otherwise.
+    if not docker("image", "ls", "-q", IMAGE).strip():
+        build = subprocess.run(
+            [str(REPO / "scripts" / "build-image.sh")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "IMAGE": IMAGE},
+        )
+        assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-4000:]
+    return IMAGE
+
+
+def call(base: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=8) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+def test_docker_target_leader_kill_and_partition(image: str) -> None:
+    started = time.monotonic()
+    with DockerTarget(image, 3, election_ms=600, heartbeat_ms=60) as target:
+        assert {"kill", "pause", "restart"} <= target.capabilities()
+        if "partition" not in target.capabilities():
+            pytest.skip(f"partition needs the host's tools: {target.missing_tools}")
+        ends = target.endpoints()
+        key = next(iter(target.credentials().api_keys.values()))
+        admin = target.credentials().admin_token
+        assert admin is not None
+        acked: dict[str, str] = {}
+        counter = [0]
+
+        def place(members: list[int], count: int) -> None:
+            for _ in range(count):
+                counter[0] += 1
+                coid = f"t-{counter[0]}"
+                order = {"client_order_id": coid, "symbol": "BTC-USD", "side": "BUY",
+                         "price": 40_000 + counter[0], "quantity": 1}  # fmt: skip
+                for attempt in range(40):
+                    node = members[(counter[0] + attempt) % len(members)]
+                    code, body = call(ends[node].http, "POST", "/v1/orders", key, order)
+                    if code == 200:
+                        acked[coid] = body["order_id"]
+                        break
+                    time.sleep(0.15)
+                else:
+                    raise AssertionError(f"order {coid} never acknowledged by {members}")
+
+        def applied(node: int) -> int:
+            st = target.status(node)
+            assert st is not None, f"node {node} does not answer"
+            return int(st["applied_index"])
+
+        def converged(timeout: float = 60) -> None:
+            deadline = time.monotonic() + timeout
+            last: list[Any] = []
+            while time.monotonic() < deadline:
+                last = [target.status(i) for i in target.node_ids()]
+                if all(last) and len({(s["applied_index"], s["state_hash"]) for s in last}) == 1:
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"replicas did not converge: {last}")
+            for coid, order_id in acked.items():
+                code, body = call(ends[1].http, "GET", f"/v1/orders/by-client-id/{coid}", key)
+                assert code == 200 and body["order_id"] == order_id, (coid, code, body)
+
+        everyone = target.node_ids()
+        place(everyone, 10)
+
+        # 1. kill -9 the leader: the others elect one and keep acknowledging.
+        leader = target.wait_for_leader()
+        killed = target.kill(leader)
+        rest = [i for i in everyone if i != leader]
+        place(rest, 10)
+        killed.heal()
+        converged()
+
+        # 2. partition one follower away from both others (iptables in its namespace).
+        leader = target.wait_for_leader()
+        cut = next(i for i in everyone if i != leader)
+        others = [i for i in everyone if i != cut]
+        fault = target.partition([[cut], others])
+        assert fault.description == f"partition {{{cut}}} | {{{','.join(map(str, others))}}}"
+        time.sleep(0.5)
+        before = applied(cut)
+        place(others, 10)
+        assert max(applied(i) for i in others) >= before + 10
+        assert applied(cut) == before, "the partitioned node kept applying"
+        fault.heal()
+        fault.heal()  # idempotent
+        place(everyone, 5)
+        converged()
+        assert applied(cut) >= before + 15
+        assert len(acked) == 35
+    # close() removed every container, volume and the network.
+    leftovers = docker("ps", "-a", "-q", "--filter", f"name={target.prefix}-").strip()
+    assert leftovers == ""
+    assert target.network not in docker("network", "ls", "--format", "{{.Name}}")
+    print(f"docker target: leader kill + partition in {time.monotonic() - started:.1f} s")
