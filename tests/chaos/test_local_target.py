@@ -511,6 +511,15 @@ def test_partition_loss_bandwidth_for_real_and_nothing_left_after_close(tmp_path
 # ---- corrupted frames, clock skew, corrupted state -------------------------------------
 
 
+def median_ack_s(target: LocalTarget, node_id: int, prefix: str, count: int = 7) -> float:
+    times = []
+    for seq in range(count):
+        start = time.monotonic()
+        assert 200 <= submit(target, node_id, seq, prefix) < 300
+        times.append(time.monotonic() - start)
+    return sorted(times)[count // 2]
+
+
 def corrupt_link(target: LocalTarget, prefix: str) -> tuple[int, int]:
     """Flip bits in 20% of the chunks from the leader to a follower while writes flow."""
     leader = target.cluster.wait_for_leader(30)
@@ -529,10 +538,40 @@ def corrupt_link(target: LocalTarget, prefix: str) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_corrupted_frames_under_peer_tls_drop_the_connection_and_are_never_applied(
+def test_link_toxics_on_real_peers_and_corrupted_frames_under_peer_tls(
     tmp_path: Path,
 ) -> None:
     with LocalTarget(tmp_path / "c", 3, netns=False, link_proxies=True, seed=3) as target:
+        leader = target.cluster.wait_for_leader(30)
+        rest = [i for i in target.node_ids() if i != leader]
+
+        # Latency on the leader's links: every write waits for a follower's append.
+        base = median_ack_s(target, leader, "base")
+        slow = [target.link(leader, f, LinkFault("latency", latency_ms=150.0)) for f in rest]
+        delayed = median_ack_s(target, leader, "slow")
+        for fault in slow:
+            fault.heal()
+        print(f"link latency 150 ms: write ack {base * 1000:.0f} -> {delayed * 1000:.0f} ms")
+        assert delayed - base >= 0.14
+
+        # Reset: the leader's connections to a follower are cut and counted as reconnects.
+        before = metric(target, leader, "exchange_peer_reconnects_total", peer=str(rest[0]))
+        reset = target.link(leader, rest[0], LinkFault("reset"))
+        time.sleep(1.5)
+        reset.heal()
+        deadline = time.monotonic() + 10
+        while metric(target, leader, "exchange_peer_reconnects_total", peer=str(rest[0])) <= before:
+            assert time.monotonic() < deadline, "a reset link was never reconnected"
+            time.sleep(0.2)
+
+        # Stall: the followers hear nothing from the leader and elect another.
+        stalled = [target.link(leader, f, LinkFault("stall")) for f in rest]
+        new = wait_role_change(target, leader, rest, timeout=15)
+        print(f"link stall: {leader}'s links to {rest} stalled, {new} leads")
+        for fault in stalled:
+            fault.heal()
+        target.cluster.wait_converged(target.node_ids(), timeout=30)
+
         leader, follower = corrupt_link(target, "tls")
         reconnects = metric(target, leader, "exchange_peer_reconnects_total", peer=str(follower))
         checksum = metric(
