@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
     "certs": ("exchange_node.certs_cli", "create a CA, member and server certificates"),
     "operator": ("exchange_operator.cli", "run the Kubernetes operator"),
-    "chaos": ("exchange_node.chaos.cli", "check a chaos run's recorded history"),
+    "chaos": ("exchange_node.chaos.cli", "chaos runs: list, run a scenario, check a history"),
 }
 
 # `exchange bench NAME` -> (module, one-line help)

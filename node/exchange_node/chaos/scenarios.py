@@ -1,0 +1,486 @@
+"""Named chaos scenarios: each a seeded schedule of faults injected through a ``Target``.
+
+A scenario declares the fault kinds it needs (``needs``, the strings of
+``Target.capabilities()``); the runner refuses one the target lacks before
+anything starts, naming what is missing. Scenarios compose: ``a+b`` runs both
+schedules side by side (``compose``). Every schedule returns once its time is
+up and leaves no fault in force: each fault is healed when its window closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .target import DiskFault, FaultHandle, LinkFault, Target
+
+
+@dataclass
+class FaultWindow:
+    name: str
+    start_ns: int
+    end_ns: int | None
+    nodes: list[int]
+    description: str
+    outcome: str = ""
+
+
+@dataclass
+class FaultContext:
+    """What a schedule works with: the target, its seeded randomness, its deadline."""
+
+    target: Target
+    rng: random.Random
+    deadline: float
+    """``time.monotonic()`` after which no new fault starts."""
+    on_fault: Callable[[FaultWindow], None] = lambda window: None
+    """Called when a window opens (``end_ns`` None) and when it closes."""
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def alive(self, need: float = 1.0) -> bool:
+        return not self.stop.is_set() and self.time_left() >= need
+
+    def sleep(self, seconds: float) -> None:
+        self.stop.wait(max(0.0, min(seconds, self.time_left())))
+
+    def leader(self) -> int:
+        """The current leader (waits up to 10 s for one), else a seeded choice."""
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            leader = self.target.leader()
+            if leader is not None:
+                return leader
+            time.sleep(0.2)
+        return self.rng.choice(self.target.node_ids())
+
+    def others(self, node_id: int) -> list[int]:
+        return [n for n in self.target.node_ids() if n != node_id]
+
+    def hold(
+        self,
+        name: str,
+        nodes: list[int],
+        inject: Callable[[], FaultHandle | None],
+        seconds: float,
+        heal: Callable[[], None] | None = None,
+    ) -> None:
+        """Inject, keep the fault ``seconds`` (not past the deadline), heal; record the window."""
+        start = time.monotonic_ns()
+        window = FaultWindow(name, start, None, sorted(nodes), name)
+        handle: FaultHandle | None = None
+        try:
+            handle = inject()
+            if handle is not None:
+                window.description = handle.description
+                window.outcome = str(getattr(handle, "outcome", "") or "")
+            self.on_fault(window)
+            self.sleep(seconds)
+        finally:
+            if handle is not None:
+                handle.heal()
+            if heal is not None:
+                heal()
+            window.end_ns = time.monotonic_ns()
+            self.on_fault(window)
+
+
+Schedule = Callable[[FaultContext], None]
+
+
+def _heal_all(handles: Iterable[FaultHandle]) -> None:
+    for handle in handles:
+        handle.heal()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    needs: frozenset[str]
+    schedule: Schedule
+    min_nodes: int = 3
+    default_nodes: int = 3
+
+    def missing(self, capabilities: frozenset[str]) -> list[str]:
+        return sorted(self.needs - capabilities)
+
+
+# ---- the schedules -------------------------------------------------------------------------
+
+
+def _network_partition(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        leader = ctx.leader()
+        rest = ctx.others(leader)
+        if len(rest) >= 4 and ctx.rng.random() < 0.5:
+            minority = [leader, *ctx.rng.sample(rest, 1)]
+            majority = [n for n in rest if n not in minority]
+            ctx.hold(
+                "partition-split",
+                minority,
+                lambda a=minority, b=majority: ctx.target.partition([a, b]),
+                4,
+            )
+        else:
+            ctx.hold(
+                "isolate-leader",
+                [leader],
+                lambda a=leader, b=rest: ctx.target.partition([[a], b]),
+                4,
+            )
+        ctx.sleep(3)
+
+
+def _node_failure(ctx: FaultContext) -> None:
+    turn = 0
+    while ctx.alive(3):
+        victim = ctx.leader() if turn % 2 == 0 else ctx.rng.choice(ctx.others(ctx.leader()))
+        name = "kill-leader" if turn % 2 == 0 else "kill-follower"
+        ctx.hold(name, [victim], lambda v=victim: ctx.target.kill(v), 3)
+        ctx.sleep(3)
+        turn += 1
+
+
+def _byzantine(ctx: FaultContext) -> None:
+    turn = 0
+    while ctx.alive(3):
+        leader = ctx.leader()
+        follower = ctx.rng.choice(ctx.others(leader))
+        if turn % 2 == 0 or "corrupt_state" not in ctx.target.capabilities():
+            ctx.hold(
+                "corrupt-frames",
+                [leader, follower],
+                lambda a=leader, b=follower: ctx.target.link(
+                    a, b, LinkFault("corrupt", probability=0.3)
+                ),
+                5,
+            )
+        else:
+            seed = ctx.rng.randrange(1 << 30)
+            ctx.hold(
+                "corrupt-state",
+                [follower],
+                lambda f=follower, s=seed: _corrupt_state(ctx.target, f, s),
+                2,
+            )
+        ctx.sleep(3)
+        turn += 1
+
+
+def _corrupt_state(target: Target, node_id: int, seed: int) -> FaultHandle:
+    corrupt: Any = target.corrupt_state
+    with contextlib.suppress(TypeError):
+        return corrupt(node_id, seed, watch_s=3.0)  # type: ignore[no-any-return]
+    return target.corrupt_state(node_id, seed)
+
+
+def _slow_follower(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        follower = ctx.rng.choice(ctx.others(ctx.leader()))
+        ctx.hold(
+            "slow-follower",
+            [follower],
+            lambda f=follower: ctx.target.bandwidth(f, 64),
+            min(10.0, ctx.time_left() - 1),
+        )
+        ctx.sleep(2)
+
+
+def _split_brain(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        leader = ctx.leader()
+        rest = ctx.others(leader)
+        old_side = [leader, *ctx.rng.sample(rest, (len(rest) - 1) // 2)]
+        new_side = [n for n in rest if n not in old_side]
+        ctx.hold(
+            "split-brain",
+            old_side,
+            lambda a=old_side, b=new_side: ctx.target.partition([a, b]),
+            5,
+        )
+        ctx.sleep(3)
+
+
+def _leader_flapping(ctx: FaultContext) -> None:
+    while ctx.alive(2):
+        leader = ctx.leader()
+        ctx.hold(
+            "isolate-leader",
+            [leader],
+            lambda v=leader: ctx.target.partition([[v], ctx.others(v)]),
+            1.5,
+        )
+        ctx.sleep(1.5)
+
+
+def _rolling_restart(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        for node_id in ctx.target.node_ids():
+            if not ctx.alive(2):
+                return
+            ctx.hold("restart", [node_id], lambda n=node_id: ctx.target.restart(n), 0)
+            ctx.sleep(2)
+
+
+def _cascading_failures(ctx: FaultContext) -> None:
+    while ctx.alive(5):
+        first = ctx.rng.choice(ctx.others(ctx.leader()))
+        handles: list[FaultHandle] = []
+        second = ctx.leader()
+
+        def cascade(a: int = first, b: int = second, got: list[FaultHandle] = handles) -> None:
+            got.append(ctx.target.kill(a))
+            ctx.sleep(2)
+            got.append(ctx.target.pause(b))
+
+        ctx.hold(
+            "cascading-failures",
+            [first, second],
+            lambda: cascade(),  # type: ignore[func-returns-value]
+            2,
+            heal=lambda got=handles: _heal_all(reversed(got)),
+        )
+        ctx.sleep(4)
+
+
+def _clock_skew(ctx: FaultContext) -> None:
+    skews = [3600.0, -600.0, 86400.0]
+    turn = 0
+    while ctx.alive(4):
+        victim = ctx.leader() if turn % 2 else ctx.rng.choice(ctx.others(ctx.leader()))
+        offset = skews[turn % len(skews)]
+        ctx.hold(
+            "clock-skew",
+            [victim],
+            lambda v=victim, o=offset: ctx.target.clock(v, o, 1.0 if o > 0 else 1.5),
+            5,
+        )
+        ctx.sleep(2)
+        turn += 1
+
+
+def _disk_stall(ctx: FaultContext) -> None:
+    turn = 0
+    while ctx.alive(3):
+        if turn % 2 == 0:
+            leader = ctx.leader()
+            ctx.hold(
+                "stall-fsync-leader",
+                [leader],
+                lambda v=leader: ctx.target.disk(v, DiskFault("stall_fsync")),
+                4,
+            )
+        else:
+            follower = ctx.rng.choice(ctx.others(ctx.leader()))
+            ctx.hold(
+                "slow-fsync",
+                [follower],
+                lambda v=follower: ctx.target.disk(v, DiskFault("slow_fsync", delay_ms=50)),
+                4,
+            )
+        ctx.sleep(4)
+        turn += 1
+
+
+def _power_cut(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        leader = ctx.leader()
+        rest = ctx.others(leader)
+        majority = [leader, *ctx.rng.sample(rest, len(rest) // 2)]
+        ctx.hold(
+            "power-cut-majority",
+            majority,
+            lambda m=majority: ctx.target.power_cut(m),
+            2,
+        )
+        ctx.sleep(6)
+
+
+def _latency_loss(ctx: FaultContext) -> None:
+    while ctx.alive(3):
+        leader = ctx.leader()
+        follower = ctx.rng.choice(ctx.others(leader))
+        handles: list[FaultHandle] = []
+
+        def inject(a: int = leader, b: int = follower, got: list[FaultHandle] = handles) -> None:
+            for other in ctx.others(a):
+                got.append(ctx.target.link(a, other, LinkFault("latency", 40, 20)))
+            got.append(ctx.target.loss(b, 0.1))
+
+        ctx.hold(
+            "latency+loss",
+            [leader, follower],
+            lambda: inject(),  # type: ignore[func-returns-value]
+            min(6.0, ctx.time_left() - 1),
+            heal=lambda got=handles: _heal_all(got),
+        )
+        ctx.sleep(3)
+
+
+MONKEY_NEEDS = frozenset({"kill"})
+
+
+def _chaos_monkey(ctx: FaultContext) -> None:
+    """Seeded random faults among what the target can do, one at a time."""
+    caps = ctx.target.capabilities()
+    pool: list[tuple[str, Callable[[], tuple[list[int], Callable[[], FaultHandle]]]]] = []
+
+    def one(kind: str) -> Callable[[], tuple[list[int], Callable[[], FaultHandle]]]:
+        def pick() -> tuple[list[int], Callable[[], FaultHandle]]:
+            nodes = ctx.target.node_ids()
+            node = ctx.rng.choice(nodes)
+            other = ctx.rng.choice([n for n in nodes if n != node])
+            t = ctx.target
+            return {
+                "kill": ([node], lambda: t.kill(node)),
+                "pause": ([node], lambda: t.pause(node)),
+                "partition": ([node], lambda: t.partition([[node], ctx.others(node)])),
+                "loss": ([node], lambda: t.loss(node, 0.2)),
+                "link": ([node, other], lambda: t.link(node, other, LinkFault("latency", 80, 40))),
+                "disk": ([node], lambda: t.disk(node, DiskFault("slow_fsync", delay_ms=30))),
+            }[kind]
+
+        return pick
+
+    for kind in ("kill", "pause", "partition", "loss", "link", "disk"):
+        if kind in caps:
+            pool.append((kind, one(kind)))
+    while ctx.alive(3):
+        kind, pick = ctx.rng.choice(pool)
+        nodes, inject = pick()
+        ctx.hold(f"monkey-{kind}", nodes, inject, ctx.rng.uniform(1.5, 4.0))
+        ctx.sleep(ctx.rng.uniform(1.5, 3.0))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "network-partition",
+            "isolate the leader, or split 2/3 of 5, by iptables; heal; repeat",
+            frozenset({"partition"}),
+            _network_partition,
+        ),
+        Scenario(
+            "node-failure",
+            "kill -9 the leader, then a follower, each restarted 3 s later",
+            frozenset({"kill"}),
+            _node_failure,
+        ),
+        Scenario(
+            "byzantine",
+            "bit flips on a leader->follower peer link, then a follower's state corrupted on disk",
+            frozenset({"link", "corrupt_state"}),
+            _byzantine,
+        ),
+        Scenario(
+            "slow-follower",
+            "a follower's egress limited to 64 kbit/s by tc tbf",
+            frozenset({"bandwidth"}),
+            _slow_follower,
+        ),
+        Scenario(
+            "split-brain",
+            "the leader with a minority cut off from a majority that elects another",
+            frozenset({"partition"}),
+            _split_brain,
+            min_nodes=3,
+            default_nodes=5,
+        ),
+        Scenario(
+            "leader-flapping",
+            "the current leader isolated for 1.5 s, every 3 s",
+            frozenset({"partition"}),
+            _leader_flapping,
+        ),
+        Scenario(
+            "rolling-restart",
+            "graceful restart of each node in turn",
+            frozenset({"restart"}),
+            _rolling_restart,
+        ),
+        Scenario(
+            "cascading-failures",
+            "kill a follower, then pause the leader 2 s later (no quorum), heal both",
+            frozenset({"kill", "pause"}),
+            _cascading_failures,
+        ),
+        Scenario(
+            "clock-skew",
+            "one node restarted with its clock +1 h, -10 min (x1.5), +1 day (libfaketime)",
+            frozenset({"clock"}),
+            _clock_skew,
+        ),
+        Scenario(
+            "disk-stall",
+            "the leader's fsync stalled, then a follower's slowed by 50 ms (FUSE)",
+            frozenset({"disk"}),
+            _disk_stall,
+        ),
+        Scenario(
+            "power-cut",
+            "a majority (with the leader) killed and its unsynced writes dropped (FUSE)",
+            frozenset({"power_cut"}),
+            _power_cut,
+        ),
+        Scenario(
+            "latency-loss",
+            "40+-20 ms on the leader's peer links (proxy) and 10% loss on a follower (iptables)",
+            frozenset({"link", "loss"}),
+            _latency_loss,
+        ),
+        Scenario(
+            "chaos-monkey",
+            "seeded random kills, pauses, partitions, loss, latency and slow disks",
+            MONKEY_NEEDS,
+            _chaos_monkey,
+        ),
+    ]
+}
+
+
+def compose(names: str) -> Scenario:
+    """``a+b``: both schedules side by side; needs the union of their needs."""
+    parts = [p for p in names.split("+") if p]
+    unknown = [p for p in parts if p not in SCENARIOS]
+    if unknown or not parts:
+        raise KeyError(
+            f"unknown scenario {', '.join(unknown) or names!r} "
+            f"(known: {', '.join(SCENARIOS)}; compose with '+')"
+        )
+    if len(parts) == 1:
+        return SCENARIOS[parts[0]]
+    chosen = [SCENARIOS[p] for p in parts]
+
+    def together(ctx: FaultContext) -> None:
+        threads = []
+        for i, scenario in enumerate(chosen):
+            sub = FaultContext(
+                ctx.target,
+                random.Random(f"{ctx.rng.random()}:{i}"),
+                ctx.deadline,
+                ctx.on_fault,
+                ctx.stop,
+            )
+            threads.append(threading.Thread(target=scenario.schedule, args=(sub,), daemon=True))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return Scenario(
+        "+".join(parts),
+        " and ".join(s.summary for s in chosen),
+        frozenset().union(*(s.needs for s in chosen)),
+        together,
+        max(s.min_nodes for s in chosen),
+        max(s.default_nodes for s in chosen),
+    )
