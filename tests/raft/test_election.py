@@ -75,7 +75,7 @@ def test_5_1_a_leader_that_sees_a_higher_term_becomes_follower():
     net = Network([1, 2, 3], **PAPER)
     leader = net.elect(1)
     # An answer to the leader's own message (it echoes the leader's nonce).
-    leader.step(Message(MessageType.APP_RESP, 1, 2, leader.term + 5, log_term=leader._nonce))
+    leader.step(Message(MessageType.APP_RESP, 1, 2, leader.term + 5, nonce=leader._nonce))
     assert leader.role is Role.FOLLOWER
     assert leader.term == 7 and leader.leader == 0
 

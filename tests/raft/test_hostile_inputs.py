@@ -118,7 +118,7 @@ def test_timeout_now_is_obeyed_only_from_the_followed_leader_in_its_term():
         assert step_and_collect(net, follower, m) == []
         assert state(follower) == before
     # The real thing still works: the leader we follow, in its term, with its nonce.
-    real = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=2, reject_hint=nonce_of(net))
+    real = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=2, nonce=nonce_of(net))
     sent = step_and_collect(net, follower, real)
     assert follower.role is Role.CANDIDATE and follower.term == term + 1
     assert {m.type for m in sent} == {MessageType.VOTE}
@@ -134,10 +134,10 @@ def test_timeout_now_is_obeyed_only_with_the_leader_s_nonce():
     nonce = nonce_of(net)
     # The follower learnt it from the leader's messages; it answers only the leader.
     assert follower._leader_nonce == nonce != 0
-    assert all(m.to == 1 for m in net.sent if m.frm == 2 and nonce in (m.log_term, m.reject_hint))
+    assert all(m.to == 1 for m in net.sent if m.frm == 2 and m.nonce == nonce)
     before = state(follower)
     for guess in (0, 1, nonce + 1):
-        m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=guess)
+        m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, nonce=guess)
         assert step_and_collect(net, follower, m) == []
         assert state(follower) == before
     # A real transfer: a notice to the other voter, then the TIMEOUT_NOW itself.
@@ -146,7 +146,7 @@ def test_timeout_now_is_obeyed_only_with_the_leader_s_nonce():
     net.deliver()
     assert net.leaders() == [3]
     notices = [m for m in net.sent if m.type is MessageType.TIMEOUT_NOW]
-    assert [(m.to, m.index, m.reject_hint) for m in notices] == [(2, 3, nonce), (3, 3, nonce)]
+    assert [(m.to, m.index, m.nonce) for m in notices] == [(2, 3, nonce), (3, 3, nonce)]
 
 
 def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
@@ -154,7 +154,7 @@ def test_timeout_now_from_the_removed_leader_we_follow_is_obeyed():
     net = settled()
     follower = net.cores[2]
     follower._voters.discard(1)  # as if the removal of 1 had applied here
-    m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, reject_hint=nonce_of(net))
+    m = Message(MessageType.TIMEOUT_NOW, 2, 1, follower.term, index=2, nonce=nonce_of(net))
     step_and_collect(net, follower, m)
     assert follower.role is Role.CANDIDATE
 
@@ -168,11 +168,11 @@ def test_an_acknowledgement_without_the_leader_s_nonce_commits_nothing():
     commit, last = leader.commit_index, leader.log.last_index()
     for guess in (0, 1, nonce_of(net) + 1):
         for kind in (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP):
-            forged = Message(kind, 1, 2, leader.term, log_term=guess, index=last, commit=last)
+            forged = Message(kind, 1, 2, leader.term, nonce=guess, index=last, commit=last)
             step_and_collect(net, leader, forged)
             assert leader.commit_index == commit
     # The control: the same acknowledgement with the nonce commits.
-    real = Message(MessageType.APP_RESP, 1, 2, leader.term, log_term=nonce_of(net), index=last)
+    real = Message(MessageType.APP_RESP, 1, 2, leader.term, nonce=nonce_of(net), index=last)
     step_and_collect(net, leader, real)
     assert leader.commit_index == last
 
@@ -186,10 +186,10 @@ def test_a_heartbeat_answer_without_the_leader_s_nonce_confirms_no_read():
     ctx = leader.read_only.last_pending_context()
     for voter in (2, 3):
         forged = Message(MessageType.HEARTBEAT_RESP, 1, voter, leader.term, context=ctx)
-        forged.log_term = nonce_of(net) + 1
+        forged.nonce = nonce_of(net) + 1
         step_and_collect(net, leader, forged)
     assert net.read_states[1] == []
-    real = Message(MessageType.HEARTBEAT_RESP, 1, 2, leader.term, log_term=nonce_of(net))
+    real = Message(MessageType.HEARTBEAT_RESP, 1, 2, leader.term, nonce=nonce_of(net))
     real.context = ctx
     step_and_collect(net, leader, real)
     assert [r.request_ctx for r in net.read_states[1]] == [b"read-1"]
@@ -210,11 +210,11 @@ def test_a_higher_term_reaches_a_leader_only_from_a_leader_candidate_or_a_real_a
     net = settled()
     leader = net.cores[1]
     before = state(leader)
-    forged = Message(kind, 1, 2, leader.term + 1, log_term=nonce_of(net) + 1, reject=True)
+    forged = Message(kind, 1, 2, leader.term + 1, nonce=nonce_of(net) + 1, reject=True)
     assert step_and_collect(net, leader, forged) == []
     assert state(leader) == before
     if kind in (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP, MessageType.VOTE_RESP):
-        real = Message(kind, 1, 2, leader.term + 1, log_term=nonce_of(net), reject=True)
+        real = Message(kind, 1, 2, leader.term + 1, nonce=nonce_of(net), reject=True)
         step_and_collect(net, leader, real)
         assert leader.role is Role.FOLLOWER and leader.term == before[0] + 1
 
@@ -226,10 +226,10 @@ def test_a_vote_grant_without_the_candidate_s_nonce_wins_nothing():
     candidate = net.cores[1]
     assert candidate.role is Role.CANDIDATE
     for voter in (2, 3):
-        forged = Message(MessageType.VOTE_RESP, 1, voter, candidate.term, log_term=12345)
+        forged = Message(MessageType.VOTE_RESP, 1, voter, candidate.term, nonce=12345)
         step_and_collect(net, candidate, forged)
     assert candidate.role is Role.CANDIDATE
-    real = Message(MessageType.VOTE_RESP, 1, 2, candidate.term, log_term=candidate._nonce)
+    real = Message(MessageType.VOTE_RESP, 1, 2, candidate.term, nonce=candidate._nonce)
     step_and_collect(net, candidate, real)
     assert candidate.role is Role.LEADER
 
@@ -245,7 +245,7 @@ def test_a_second_leader_or_nonce_in_one_term_is_refused():
             m = Message(
                 kind, 2, frm, term, log_term=term, index=last, entries=entry, commit=last + 1
             )
-            m.reject_hint = nonce
+            m.nonce = nonce
             assert step_and_collect(net, follower, m) == []
             assert (state(follower), follower.log.last_index()) == before
 
@@ -253,7 +253,7 @@ def test_a_second_leader_or_nonce_in_one_term_is_refused():
 def test_transfer_requests_and_read_answers_need_the_leader_s_nonce():
     net = settled()
     leader, follower = net.cores[1], net.cores[2]
-    forged = Message(MessageType.TRANSFER_LEADER, 1, 2, leader.term, index=3, reject_hint=7)
+    forged = Message(MessageType.TRANSFER_LEADER, 1, 2, leader.term, index=3, nonce=7)
     step_and_collect(net, leader, forged)
     assert leader.lead_transferee == 0 and leader.role is Role.LEADER
     answer = Message(MessageType.READ_INDEX_RESP, 2, 1, follower.term, index=1, context=b"r")
@@ -315,7 +315,7 @@ def test_a_transfer_vote_bypasses_the_lease_only_after_the_leader_announced_it()
     assert step_and_collect(net, follower, forged_transfer_vote(follower)) == []
     assert state(follower) == before
     # The leader's notice (with the follower's secret) names the transferee.
-    notice = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=3, reject_hint=nonce_of(net))
+    notice = Message(MessageType.TIMEOUT_NOW, 2, 1, term, index=3, nonce=nonce_of(net))
     assert step_and_collect(net, follower, notice) == []
     assert follower.role is Role.FOLLOWER and follower.term == term
     sent = step_and_collect(net, follower, forged_transfer_vote(follower))

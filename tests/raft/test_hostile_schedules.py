@@ -48,20 +48,20 @@ def forgeries(net: ChaosNet, rng: random.Random) -> list[Message]:
                 index=last,
                 entries=[Entry(term, last + 1, FORGED)],
                 commit=last + 1,
-                reject_hint=guess,
+                nonce=guess,
             )
         )
     return [
         *in_leaders_name,
         # Acknowledgements and votes in members' names, now and one term ahead.
-        Message(MessageType.APP_RESP, to, member, term, log_term=guess, index=last),
-        Message(MessageType.APP_RESP, to, member, term + 1, log_term=guess, reject=True),
-        Message(MessageType.HEARTBEAT_RESP, to, member, term, log_term=guess, commit=last),
-        Message(MessageType.VOTE_RESP, to, member, term, log_term=guess),
-        Message(MessageType.PRE_VOTE_RESP, to, member, term + 1, log_term=guess),
+        Message(MessageType.APP_RESP, to, member, term, nonce=guess, index=last),
+        Message(MessageType.APP_RESP, to, member, term + 1, nonce=guess, reject=True),
+        Message(MessageType.HEARTBEAT_RESP, to, member, term, nonce=guess, commit=last),
+        Message(MessageType.VOTE_RESP, to, member, term, nonce=guess),
+        Message(MessageType.PRE_VOTE_RESP, to, member, term + 1, nonce=guess),
         # Elections on command.
-        Message(MessageType.TIMEOUT_NOW, to, leader, term, index=to, reject_hint=guess),
-        Message(MessageType.TIMEOUT_NOW, to, leader, term, index=member, reject_hint=guess),
+        Message(MessageType.TIMEOUT_NOW, to, leader, term, index=to, nonce=guess),
+        Message(MessageType.TIMEOUT_NOW, to, leader, term, index=member, nonce=guess),
         Message(
             MessageType.VOTE,
             to,
@@ -71,12 +71,12 @@ def forgeries(net: ChaosNet, rng: random.Random) -> list[Message]:
             index=last,
             context=TRANSFER_CONTEXT,
         ),
-        Message(MessageType.TRANSFER_LEADER, to, member, term, index=member, reject_hint=guess),
-        Message(MessageType.READ_INDEX_RESP, to, leader, term, index=last, reject_hint=guess),
+        Message(MessageType.TRANSFER_LEADER, to, member, term, index=member, nonce=guess),
+        Message(MessageType.READ_INDEX_RESP, to, leader, term, index=last, nonce=guess),
         # Terms no honest cluster reaches.
         Message(MessageType.HEARTBEAT, to, member, MAX_TERM),
         # A stranger's answers and votes (its appends are the shell's to drop).
-        Message(MessageType.APP_RESP, to, STRANGER, term + 1, log_term=guess),
+        Message(MessageType.APP_RESP, to, STRANGER, term + 1, nonce=guess),
         Message(MessageType.VOTE, to, STRANGER, term + 1, log_term=term, index=last),
     ]
 

@@ -90,7 +90,7 @@ def test_a_message_type_given_as_a_plain_int_is_understood():
     follower = net.cores[2]
     nonce = net.cores[1]._nonce  # what the real leader's heartbeats carry
     follower.step(
-        Message(int(MessageType.HEARTBEAT), 2, 1, follower.term, reject_hint=nonce)  # type: ignore[arg-type]
+        Message(int(MessageType.HEARTBEAT), 2, 1, follower.term, nonce=nonce)  # type: ignore[arg-type]
     )
     replies = follower.ready().messages
     assert [m.type for m in replies] == [MessageType.HEARTBEAT_RESP]

@@ -257,7 +257,7 @@ def test_a_stale_append_below_the_commit_index_never_rewrites_committed_entries(
             log_term=1,
             index=commit - 2,
             entries=[Entry(leader.term, commit - 1, b"bogus")],
-            reject_hint=leader._nonce,  # the real leader's, delayed
+            nonce=leader._nonce,  # the real leader's, delayed
         )
     )
     reply = follower.ready().messages[-1]

@@ -81,9 +81,7 @@ def test_7_a_stale_snapshot_does_not_roll_a_follower_back():
     net.deliver()
     follower = net.cores[2]
     commit = follower.commit_index
-    follower.step(
-        Message(MessageType.SNAP, 2, 1, leader.term, reject_hint=leader._nonce, snapshot=old)
-    )
+    follower.step(Message(MessageType.SNAP, 2, 1, leader.term, nonce=leader._nonce, snapshot=old))
     rd = follower.ready()
     assert rd.snapshot is None
     assert follower.commit_index == commit

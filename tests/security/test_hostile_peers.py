@@ -273,7 +273,7 @@ def test_an_append_in_the_leader_s_name_and_term_is_refused(cluster: LocalCluste
     for f in before.followers():
         for guess in (0, 1, 2**61):
             m = fake_append(f, leader, before, forged_batch(0, 0), term)
-            m.reject_hint = guess
+            m.nonce = guess
             send(cluster, f, leader, [m])
     assert_harmless(cluster, before)
 
@@ -303,7 +303,7 @@ def test_a_higher_term_from_a_stranger_or_in_a_follower_s_answers_deposes_nobody
     # a real answer (echoing the leader's nonce) may bring news of a higher term.
     for f in before.followers():
         forged = [
-            Message(kind, leader, f, before.term + 1, log_term=guess, reject=True)
+            Message(kind, leader, f, before.term + 1, nonce=guess, reject=True)
             for kind in (
                 MessageType.APP_RESP,
                 MessageType.HEARTBEAT_RESP,
@@ -396,7 +396,7 @@ def test_forged_acknowledgements_from_frozen_followers_commit_nothing(
                         leader,
                         frm,
                         before.term,
-                        log_term=guess,
+                        nonce=guess,
                         index=last + k,
                     )
                     for k in range(1, 6)
@@ -445,7 +445,7 @@ def test_timeout_now_and_transfer_votes_move_no_leader_even_in_members_names(
                     Message(MessageType.TIMEOUT_NOW, f, leader, term + 1),
                     # Our leader's id, our term: the real thing but for the secret.
                     Message(MessageType.TIMEOUT_NOW, f, leader, term, index=f),
-                    Message(MessageType.TIMEOUT_NOW, f, leader, term, index=f, reject_hint=f + 1),
+                    Message(MessageType.TIMEOUT_NOW, f, leader, term, index=f, nonce=f + 1),
                     # A "notice" in the leader's name, then a well-formed transfer vote.
                     Message(MessageType.TIMEOUT_NOW, f, leader, term, index=other),
                     Message(

@@ -58,6 +58,7 @@ def _full_message(kind: MessageType) -> Message:
         hint_term=40,
         snapshot=Snapshot(SnapshotMeta(900, 39, ConfState((1, 2, 3), (4,))), b"state" * 100),
         context=b"\x01ctx",
+        nonce=2**64 - 1,  # the widest varint: estimated_size must still bound it
     )
 
 
@@ -77,6 +78,7 @@ def _canonical(msg: Message) -> Message:
         msg.hint_term,
         msg.snapshot,
         msg.context,
+        msg.nonce,
     )
 
 

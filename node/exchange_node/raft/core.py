@@ -74,7 +74,7 @@ requests (refused below unless from a voter); TIMEOUT_NOW from the leader it fol
 (refused below otherwise), which is outside the configuration when it is the removed
 leader handing over."""
 _ANSWERS = frozenset((_APP_RESP, _HEARTBEAT_RESP, _VOTE_RESP, _PRE_VOTE_RESP))
-"""Answers echo the nonce of the message they answer in ``log_term``."""
+"""Answers echo the nonce of the message they answer in ``Message.nonce``."""
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
@@ -219,7 +219,7 @@ class RaftCore:
                     # server that cannot hear it (e.g. one being removed).
                     return
             elif (t is not _APP and t is not _HEARTBEAT and t is not _SNAP) and (
-                t not in _ANSWERS or m.log_term != self._nonce or not self._nonce
+                t not in _ANSWERS or m.nonce != self._nonce or not self._nonce
             ):
                 # Besides a leader or a candidate, only an answer to one of our own
                 # messages (echoing our nonce) brings a higher term legitimately.
@@ -247,7 +247,7 @@ class RaftCore:
             ):
                 # A leader cut off from us kept its old term; tell it ours so it
                 # steps down instead of staying stuck (pre-vote never bumps our term).
-                self._send(Message(_APP_RESP, m.frm, self.id, self.term, log_term=m.reject_hint))
+                self._send(Message(_APP_RESP, m.frm, self.id, self.term, nonce=m.nonce))
             elif m.type is _PRE_VOTE:
                 self._send(
                     Message(
@@ -255,7 +255,7 @@ class RaftCore:
                         m.frm,
                         self.id,
                         self.term,
-                        log_term=m.reject_hint,
+                        nonce=m.nonce,
                         reject=True,
                     )
                 )
@@ -336,7 +336,7 @@ class RaftCore:
             self._handle_transfer(target)
         elif self.leader != NONE:
             # ``index`` carries the transferee so ``frm`` stays the real sender.
-            # ``reject_hint``: the leader's nonce, so a forged request moves nobody.
+            # ``nonce``: the leader's nonce, so a forged request moves nobody.
             self._send(
                 Message(
                     _TRANSFER_LEADER,
@@ -344,7 +344,7 @@ class RaftCore:
                     self.id,
                     self.term,
                     index=target,
-                    reject_hint=self._leader_nonce,
+                    nonce=self._leader_nonce,
                 )
             )
         else:
@@ -624,7 +624,7 @@ class RaftCore:
                         term,
                         log_term=last_term,
                         index=last_index,
-                        reject_hint=nonce,
+                        nonce=nonce,
                         context=context,
                     )
                 )
@@ -654,21 +654,19 @@ class RaftCore:
         resp_type = _PRE_VOTE_RESP if pre else _VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # A granted pre-vote answers in the candidate's future term so it counts.
-            self._send(Message(resp_type, m.frm, self.id, m.term, log_term=m.reject_hint))
+            self._send(Message(resp_type, m.frm, self.id, m.term, nonce=m.nonce))
             if not pre:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
-            self._send(
-                Message(resp_type, m.frm, self.id, self.term, log_term=m.reject_hint, reject=True)
-            )
+            self._send(Message(resp_type, m.frm, self.id, self.term, nonce=m.nonce, reject=True))
 
     # ------------------------------------------------------------------ followers
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t is _APP or t is _HEARTBEAT or t is _SNAP:
-            nonce = m.reject_hint
+            nonce = m.nonce
             if nonce != self._leader_nonce or m.frm != self.leader:
                 if self._leader_nonce:
                     # One leader per term, one nonce per leader: this is neither.
@@ -683,7 +681,7 @@ class RaftCore:
             else:
                 self._handle_snapshot(m)
         elif t is _TIMEOUT_NOW:
-            if m.reject_hint != self._leader_nonce or not self._leader_nonce:
+            if m.nonce != self._leader_nonce or not self._leader_nonce:
                 return  # not from the leader we follow (see _send_timeout_now)
             if m.index != self.id:
                 # A transfer to another voter: its forced vote may pass our lease.
@@ -695,7 +693,7 @@ class RaftCore:
                 self._campaign_after_apply = True
             else:
                 self._hup(transfer=True)
-        elif t is _READ_INDEX_RESP and m.reject_hint == self._leader_nonce:
+        elif t is _READ_INDEX_RESP and m.nonce == self._leader_nonce:
             self.read_states.append(ReadState(m.index, m.context))
         # READ_INDEX or TRANSFER_LEADER here means the sender's idea of the leader was
         # stale: dropped rather than relayed under another sender's name; the
@@ -710,7 +708,7 @@ class RaftCore:
         elif (
             t is (_PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else _VOTE_RESP)
             and m.frm in self._voters
-            and m.log_term == self._nonce
+            and m.nonce == self._nonce
         ):
             self._record_vote(m.frm, not m.reject, self.role is Role.PRE_CANDIDATE)
 
@@ -729,21 +727,21 @@ class RaftCore:
                     m.frm,
                     self.id,
                     self.term,
-                    log_term=self._leader_nonce,
+                    nonce=self._leader_nonce,
                     index=log.commit_index,
                 )
             )
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, entries)
         if last_new is not None:
-            # An answer's log_term echoes the leader's nonce (README, "Nonces").
+            # An answer echoes the leader's nonce (README, "Nonces").
             self._send(
                 Message(
                     _APP_RESP,
                     m.frm,
                     self.id,
                     self.term,
-                    log_term=self._leader_nonce,
+                    nonce=self._leader_nonce,
                     index=last_new,
                 )
             )
@@ -759,7 +757,7 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
-                log_term=self._leader_nonce,
+                nonce=self._leader_nonce,
                 index=m.index,
                 reject=True,
                 reject_hint=hint_index,
@@ -778,7 +776,7 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
-                log_term=self._leader_nonce,
+                nonce=self._leader_nonce,
                 commit=log.commit_index,
                 context=m.context,
             )
@@ -807,7 +805,7 @@ class RaftCore:
                 m.frm,
                 self.id,
                 self.term,
-                log_term=self._leader_nonce,
+                nonce=self._leader_nonce,
                 index=log.commit_index,
             )
         )
@@ -820,15 +818,15 @@ class RaftCore:
             pr = self.progress.get(m.frm)
             # An answer proves it saw our messages by echoing our nonce: a forged
             # acknowledgement cannot commit anything (README, "Nonces").
-            if pr is not None and m.log_term == self._nonce:
+            if pr is not None and m.nonce == self._nonce:
                 self._handle_append_response(m, pr)
         elif t is _HEARTBEAT_RESP:
             pr = self.progress.get(m.frm)
-            if pr is not None and m.log_term == self._nonce:
+            if pr is not None and m.nonce == self._nonce:
                 self._handle_heartbeat_response(m, pr)
         elif t is _READ_INDEX:
             self._handle_read_index(m.frm, m.context)
-        elif t is _TRANSFER_LEADER and m.reject_hint == self._nonce:
+        elif t is _TRANSFER_LEADER and m.nonce == self._nonce:
             self._handle_transfer(m.index)
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
@@ -908,7 +906,7 @@ class RaftCore:
                     self.id,
                     self.term,
                     index=request.index,
-                    reject_hint=self._nonce,
+                    nonce=self._nonce,
                     context=request.context,
                 )
             )
@@ -938,13 +936,9 @@ class RaftCore:
         for voter in self._voter_ids:
             if voter != self.id and voter != target:
                 self._send(
-                    Message(
-                        _TIMEOUT_NOW, voter, self.id, self.term, index=target, reject_hint=nonce
-                    )
+                    Message(_TIMEOUT_NOW, voter, self.id, self.term, index=target, nonce=nonce)
                 )
-        self._send(
-            Message(_TIMEOUT_NOW, target, self.id, self.term, index=target, reject_hint=nonce)
-        )
+        self._send(Message(_TIMEOUT_NOW, target, self.id, self.term, index=target, nonce=nonce))
 
     def _check_can_propose(self) -> None:
         if self.role is not Role.LEADER:
@@ -1012,7 +1006,7 @@ class RaftCore:
                     index=prev_index,
                     entries=entries,
                     commit=log.commit_index,
-                    reject_hint=self._nonce,
+                    nonce=self._nonce,
                 )
             )
             if pr.state is _REPLICATE:
@@ -1033,9 +1027,7 @@ class RaftCore:
             return
         snapshot = self.log.snapshot
         assert snapshot is not None, "entries compacted without a snapshot"
-        self._send(
-            Message(_SNAP, to, self.id, self.term, reject_hint=self._nonce, snapshot=snapshot)
-        )
+        self._send(Message(_SNAP, to, self.id, self.term, nonce=self._nonce, snapshot=snapshot))
         pr.become_snapshot(snapshot.meta.index)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
@@ -1050,7 +1042,7 @@ class RaftCore:
                         self.id,
                         self.term,
                         commit=min(pr.match_index, commit),
-                        reject_hint=self._nonce,
+                        nonce=self._nonce,
                         context=ctx,
                     )
                 )

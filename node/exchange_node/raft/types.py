@@ -147,15 +147,17 @@ class Message:
     commit: int = 0
     reject: bool = False
     reject_hint: int = 0
-    """APP_RESP rejection: the follower's hint index (fast backtracking). In APP,
-    HEARTBEAT, SNAP, READ_INDEX_RESP, TIMEOUT_NOW, TRANSFER_LEADER, VOTE, PRE_VOTE:
-    the sender's (or its leader's) nonce; answers echo it in ``log_term``
-    (raft/README.md, "Nonces")."""
+    """APP_RESP rejection: the follower's hint index (fast backtracking)."""
     hint_term: int = 0
     """APP_RESP rejection: the term of the follower's entry at ``reject_hint``."""
     snapshot: Snapshot | None = None
     context: bytes = b""
     """READ_INDEX/HEARTBEAT: the read request's context; VOTE: b"transfer" when forced."""
+    nonce: int = 0
+    """The leader's (or the campaign's) nonce: APP, HEARTBEAT, SNAP, READ_INDEX_RESP,
+    TIMEOUT_NOW and TRANSFER_LEADER carry the leader's, VOTE/PRE_VOTE the
+    campaign's, and every answer echoes the nonce of the message it answers
+    (raft/README.md, "Nonces"). Last, so positional construction stays valid."""
 
 
 class SoftState(NamedTuple):

@@ -38,7 +38,7 @@ from exchange_node.transport import peer_pb2 as pb
 
 _MESSAGE_TYPES: tuple[MessageType, ...] = tuple(MessageType)
 
-MESSAGE_OVERHEAD_BYTES = 96
+MESSAGE_OVERHEAD_BYTES = 107
 """Upper bound of a ``RaftMessage``'s encoded size without entries, context or snapshot."""
 
 ENTRY_OVERHEAD_BYTES = 32
@@ -77,6 +77,7 @@ def message_to_pb(msg: Message) -> pb.RaftMessage:
         reject_hint=msg.reject_hint,
         hint_term=msg.hint_term,
         context=msg.context,
+        nonce=msg.nonce,
     )
     entries = msg.entries
     if entries:
@@ -125,6 +126,7 @@ def message_from_pb(raw: pb.RaftMessage) -> Message:
         raw.hint_term,
         snapshot,
         raw.context,
+        raw.nonce,
     )
 
 
@@ -187,6 +189,7 @@ def snapshot_header_to_pb(msg: Message) -> pb.RaftMessage:
             msg.hint_term,
             None,
             msg.context,
+            msg.nonce,
         )
     )
     _snapshot_to_pb(msg.snapshot, header.snapshot, with_data=False)
@@ -261,6 +264,7 @@ def _app_piece(msg: Message, index: int, log_term: int, entries: list[Entry]) ->
         msg.hint_term,
         None,
         msg.context,
+        msg.nonce,
     )
 
 

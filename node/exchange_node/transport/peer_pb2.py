@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"exchange_node/transport/peer.proto\x12\x10\x65xchange.peer.v1\"\'\n\x08\x45nvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\x07\"\xb9\x01\n\x0c\x45nvelopeBody\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12/\n\x08messages\x18\x04 \x03(\x0b\x32\x1d.exchange.peer.v1.RaftMessage\x12.\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x1d.exchange.peer.v1.StateDigest\x12\x12\n\ncluster_id\x18\x06 \x01(\t\"\xd4\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x11\n\thint_term\x18\n \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\x0c\x12,\n\x08snapshot\x18\x0c \x01(\x0b\x32\x1a.exchange.peer.v1.Snapshot\x12\x13\n\x0b\x65ntry_terms\x18\x14 \x03(\x04\x12\x15\n\rentry_indexes\x18\x15 \x03(\x04\x12\x13\n\x0b\x65ntry_types\x18\x16 \x03(\r\x12\x13\n\x0b\x65ntry_sizes\x18\x17 \x03(\r\x12\x12\n\nentry_data\x18\x18 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"\\\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12/\n\nconf_state\x18\x03 \x01(\x0b\x32\x1b.exchange.peer.v1.ConfState\"F\n\x08Snapshot\x12,\n\x04meta\x18\x01 \x01(\x0b\x32\x1e.exchange.peer.v1.SnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"8\n\x0bStateDigest\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\"6\n\x10ReplicateSummary\x12\x11\n\tenvelopes\x18\x01 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\",\n\rSnapshotChunk\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\x07\"\xd6\x01\n\x11SnapshotChunkBody\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\x12\x13\n\x0btransfer_id\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12-\n\x06header\x18\x06 \x01(\x0b\x32\x1d.exchange.peer.v1.RaftMessage\x12\x12\n\ntotal_size\x18\x07 \x01(\x04\x12\x13\n\x0btotal_crc32\x18\x08 \x01(\x07\x12\x12\n\ncluster_id\x18\t \x01(\t\",\n\x0eSnapshotResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xad\x01\n\x04Peer\x12M\n\tReplicate\x12\x1a.exchange.peer.v1.Envelope\x1a\".exchange.peer.v1.ReplicateSummary(\x01\x12V\n\x0fInstallSnapshot\x12\x1f.exchange.peer.v1.SnapshotChunk\x1a .exchange.peer.v1.SnapshotResult(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"exchange_node/transport/peer.proto\x12\x10\x65xchange.peer.v1\"\'\n\x08\x45nvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\x07\"\xb9\x01\n\x0c\x45nvelopeBody\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12/\n\x08messages\x18\x04 \x03(\x0b\x32\x1d.exchange.peer.v1.RaftMessage\x12.\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x1d.exchange.peer.v1.StateDigest\x12\x12\n\ncluster_id\x18\x06 \x01(\t\"\xe3\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x11\n\thint_term\x18\n \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\x0c\x12,\n\x08snapshot\x18\x0c \x01(\x0b\x32\x1a.exchange.peer.v1.Snapshot\x12\r\n\x05nonce\x18\r \x01(\x04\x12\x13\n\x0b\x65ntry_terms\x18\x14 \x03(\x04\x12\x15\n\rentry_indexes\x18\x15 \x03(\x04\x12\x13\n\x0b\x65ntry_types\x18\x16 \x03(\r\x12\x13\n\x0b\x65ntry_sizes\x18\x17 \x03(\r\x12\x12\n\nentry_data\x18\x18 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"\\\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12/\n\nconf_state\x18\x03 \x01(\x0b\x32\x1b.exchange.peer.v1.ConfState\"F\n\x08Snapshot\x12,\n\x04meta\x18\x01 \x01(\x0b\x32\x1e.exchange.peer.v1.SnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"8\n\x0bStateDigest\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x12\n\nstate_hash\x18\x02 \x01(\x0c\"6\n\x10ReplicateSummary\x12\x11\n\tenvelopes\x18\x01 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\",\n\rSnapshotChunk\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\x07\"\xd6\x01\n\x11SnapshotChunkBody\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\x12\x13\n\x0btransfer_id\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12-\n\x06header\x18\x06 \x01(\x0b\x32\x1d.exchange.peer.v1.RaftMessage\x12\x12\n\ntotal_size\x18\x07 \x01(\x04\x12\x13\n\x0btotal_crc32\x18\x08 \x01(\x07\x12\x12\n\ncluster_id\x18\t \x01(\t\",\n\x0eSnapshotResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xad\x01\n\x04Peer\x12M\n\tReplicate\x12\x1a.exchange.peer.v1.Envelope\x1a\".exchange.peer.v1.ReplicateSummary(\x01\x12V\n\x0fInstallSnapshot\x12\x1f.exchange.peer.v1.SnapshotChunk\x1a .exchange.peer.v1.SnapshotResult(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVELOPEBODY']._serialized_start=98
   _globals['_ENVELOPEBODY']._serialized_end=283
   _globals['_RAFTMESSAGE']._serialized_start=286
-  _globals['_RAFTMESSAGE']._serialized_end=626
-  _globals['_CONFSTATE']._serialized_start=628
-  _globals['_CONFSTATE']._serialized_end=673
-  _globals['_SNAPSHOTMETA']._serialized_start=675
-  _globals['_SNAPSHOTMETA']._serialized_end=767
-  _globals['_SNAPSHOT']._serialized_start=769
-  _globals['_SNAPSHOT']._serialized_end=839
-  _globals['_STATEDIGEST']._serialized_start=841
-  _globals['_STATEDIGEST']._serialized_end=897
-  _globals['_REPLICATESUMMARY']._serialized_start=899
-  _globals['_REPLICATESUMMARY']._serialized_end=953
-  _globals['_SNAPSHOTCHUNK']._serialized_start=955
-  _globals['_SNAPSHOTCHUNK']._serialized_end=999
-  _globals['_SNAPSHOTCHUNKBODY']._serialized_start=1002
-  _globals['_SNAPSHOTCHUNKBODY']._serialized_end=1216
-  _globals['_SNAPSHOTRESULT']._serialized_start=1218
-  _globals['_SNAPSHOTRESULT']._serialized_end=1262
-  _globals['_PEER']._serialized_start=1265
-  _globals['_PEER']._serialized_end=1438
+  _globals['_RAFTMESSAGE']._serialized_end=641
+  _globals['_CONFSTATE']._serialized_start=643
+  _globals['_CONFSTATE']._serialized_end=688
+  _globals['_SNAPSHOTMETA']._serialized_start=690
+  _globals['_SNAPSHOTMETA']._serialized_end=782
+  _globals['_SNAPSHOT']._serialized_start=784
+  _globals['_SNAPSHOT']._serialized_end=854
+  _globals['_STATEDIGEST']._serialized_start=856
+  _globals['_STATEDIGEST']._serialized_end=912
+  _globals['_REPLICATESUMMARY']._serialized_start=914
+  _globals['_REPLICATESUMMARY']._serialized_end=968
+  _globals['_SNAPSHOTCHUNK']._serialized_start=970
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1014
+  _globals['_SNAPSHOTCHUNKBODY']._serialized_start=1017
+  _globals['_SNAPSHOTCHUNKBODY']._serialized_end=1231
+  _globals['_SNAPSHOTRESULT']._serialized_start=1233
+  _globals['_SNAPSHOTRESULT']._serialized_end=1277
+  _globals['_PEER']._serialized_start=1280
+  _globals['_PEER']._serialized_end=1453
 # @@protoc_insertion_point(module_scope)

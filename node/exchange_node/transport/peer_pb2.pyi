@@ -31,7 +31,7 @@ class EnvelopeBody(_message.Message):
     def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., sequence: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., digests: _Optional[_Iterable[_Union[StateDigest, _Mapping]]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class RaftMessage(_message.Message):
-    __slots__ = ("type", "to", "frm", "term", "log_term", "index", "commit", "reject", "reject_hint", "hint_term", "context", "snapshot", "entry_terms", "entry_indexes", "entry_types", "entry_sizes", "entry_data")
+    __slots__ = ("type", "to", "frm", "term", "log_term", "index", "commit", "reject", "reject_hint", "hint_term", "context", "snapshot", "nonce", "entry_terms", "entry_indexes", "entry_types", "entry_sizes", "entry_data")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     FRM_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class RaftMessage(_message.Message):
     HINT_TERM_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     ENTRY_TERMS_FIELD_NUMBER: _ClassVar[int]
     ENTRY_INDEXES_FIELD_NUMBER: _ClassVar[int]
     ENTRY_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -61,12 +62,13 @@ class RaftMessage(_message.Message):
     hint_term: int
     context: bytes
     snapshot: Snapshot
+    nonce: int
     entry_terms: _containers.RepeatedScalarFieldContainer[int]
     entry_indexes: _containers.RepeatedScalarFieldContainer[int]
     entry_types: _containers.RepeatedScalarFieldContainer[int]
     entry_sizes: _containers.RepeatedScalarFieldContainer[int]
     entry_data: bytes
-    def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., hint_term: _Optional[int] = ..., context: _Optional[bytes] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., entry_terms: _Optional[_Iterable[int]] = ..., entry_indexes: _Optional[_Iterable[int]] = ..., entry_types: _Optional[_Iterable[int]] = ..., entry_sizes: _Optional[_Iterable[int]] = ..., entry_data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., hint_term: _Optional[int] = ..., context: _Optional[bytes] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., nonce: _Optional[int] = ..., entry_terms: _Optional[_Iterable[int]] = ..., entry_indexes: _Optional[_Iterable[int]] = ..., entry_types: _Optional[_Iterable[int]] = ..., entry_sizes: _Optional[_Iterable[int]] = ..., entry_data: _Optional[bytes] = ...) -> None: ...
 
 class ConfState(_message.Message):
     __slots__ = ("voters", "learners")
