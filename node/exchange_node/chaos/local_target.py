@@ -79,7 +79,7 @@ class _ChaosCluster(LocalCluster):
         return network.exec_prefix(node_id) if network is not None else []
 
     def node_env(self, node_id: int, env: dict[str, str]) -> dict[str, str]:
-        return {**env, **self.target._clock_env.get(node_id, {})}
+        return {**env, **self.target.extra_env, **self.target._clock_env.get(node_id, {})}
 
 
 def _link_name(src: int, dst: int) -> str:
@@ -104,6 +104,7 @@ class LocalTarget:
         extra_args: list[str] | None = None,
         snapshot_threshold: int = 50_000,
         start_timeout: float = 60.0,
+        node_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         if not 1 <= nodes <= 9:
             raise ValueError(f"nodes must be between 1 and 9, not {nodes}")
@@ -116,6 +117,8 @@ class LocalTarget:
         self.proxies: ProxyHub | None = None
         self.faultfs: Any = None
         self.closed = False
+        self.extra_env: dict[str, str] = {}
+        """Added to every node's environment (``node_env``: e.g. where to send spans)."""
         node_ids = list(range(1, nodes + 1))
         if netns is None:
             netns = net.missing_tools("ip", "iptables", "tc") is None
@@ -142,6 +145,10 @@ class LocalTarget:
                 self._start_proxies()
             if faultfs:
                 self._mount_faultfs()
+            if node_env is not None:
+                # Called with the address at which the nodes reach this process.
+                here = self.network.bridge_ip if self.network is not None else "127.0.0.1"
+                self.extra_env = dict(node_env(here))
             self.cluster.start_all()
             self.cluster.wait_for_leader(start_timeout)
             self.cluster.wait_ready(timeout=start_timeout)
