@@ -57,6 +57,19 @@ bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 	$(EXCHANGE) bench cluster --json
 	$(EXCHANGE) bench fairness --json
 
+# Every scenario for several seeds, longer runs; reports under build/chaos/SCENARIO-sSEED/.
+# Not part of `make test` (that runs the short suite, tests/chaos/test_run_short.py).
+CHAOS_SEEDS ?= 1 2 3
+CHAOS_DURATION ?= 60
+.PHONY: chaos
+chaos: install  ## every chaos scenario for CHAOS_SEEDS (1 2 3), CHAOS_DURATION (60) s each; reports in build/chaos/
+	@failed=0; for scenario in $$($(EXCHANGE) chaos list | cut -d' ' -f1); do \
+	  for seed in $(CHAOS_SEEDS); do \
+	    $(EXCHANGE) chaos run $$scenario --target local --duration $(CHAOS_DURATION) --seed $$seed \
+	      --report build/chaos/$$scenario-s$$seed || { echo "FAILED: $$scenario seed $$seed"; failed=1; }; \
+	  done; \
+	done; exit $$failed
+
 image: install system-deps  ## build the container image raft-exchange:dev (see scripts/build-image.sh)
 	scripts/build-image.sh
 

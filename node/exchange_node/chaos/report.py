@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .checker import Report
 from .history import WRITE_OPS, History
+from .spans import trace_id_for
 
 if TYPE_CHECKING:
     from .runner import RunOptions, RunRecord
@@ -44,8 +45,10 @@ def build(
     record: RunRecord,
     history: History,
     result: Report,
+    spans: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     checks = result.to_dict()["checks"]
+    traces = _link_traces(checks, options.seed, spans)
     t0 = record.started_ns
     availability = checks["availability"]["figures"]
     faults = []
@@ -114,6 +117,9 @@ def build(
         },
         "converged": record.converged,
         "time_to_converge_s": None if record.converge_s is None else round(record.converge_s, 3),
+        "indexes_agree_s": None
+        if record.indexes_agree_s is None
+        else round(record.indexes_agree_s, 3),
         "converge_within_s": options.converge_within,
         "verdicts": {name: check["verdict"] for name, check in checks.items()},
         "checks": checks,
@@ -121,7 +127,38 @@ def build(
         "timeline": timeline,
         "roles": record.roles,
         "metrics": record.metrics,
-        "traces": "not collected: the node exports no OTLP spans to gather",
+        "traces": traces,
+    }
+
+
+def _link_traces(
+    checks: dict[str, Any], seed: int, spans: dict[str, list[dict[str, Any]]] | None
+) -> dict[str, Any]:
+    """Each offending operation gets the trace id its request carried and what the
+    nodes' spans of that trace say (which nodes, which log index)."""
+    if spans is None:
+        return {"collected": None, "note": "spans are collected from --target local only"}
+    for check in checks.values():
+        for anomaly in check["anomalies"]:
+            for op in anomaly["operations"]:
+                if isinstance(op, dict) and isinstance(op.get("id"), int) and "op" in op:
+                    trace_id = trace_id_for(seed, op["id"])
+                    found = spans.get(trace_id, [])
+                    op["trace_id"] = trace_id
+                    op["spans"] = sorted(
+                        f"{s['name']}@n{s['node']}"
+                        + (
+                            f" index {s['attributes']['exchange.log_index']}"
+                            if "exchange.log_index" in s["attributes"]
+                            else ""
+                        )
+                        for s in found
+                    )
+    return {
+        "collected": sum(len(v) for v in spans.values()),
+        "traces": len(spans),
+        "note": "spans.jsonl holds them; each operation's trace id is "
+        "trace_id_for(seed, operation id) (chaos/spans.py)",
     }
 
 
@@ -135,7 +172,7 @@ def summary_text(doc: dict[str, Any]) -> str:
         f"{doc['linearizability']}",
         f"faults {len(un['faults'])}, unavailable median {_fmt(un['median_s'])} s, "
         f"max {_fmt(un['max_s'])} s; converged {doc['converged']} in "
-        f"{_fmt(doc['time_to_converge_s'])} s",
+        f"{_fmt(doc['time_to_converge_s'])} s (indexes agreed in {_fmt(doc['indexes_agree_s'])} s)",
     ]
     for name, check in doc["checks"].items():
         lines.append(f"  {check['verdict'].upper():7} {name:15} {check['summary']}")
@@ -326,6 +363,7 @@ pre {{ font-size: 11px; white-space: pre-wrap; }} .legend {{ font-size: 12px; }}
 <th>indeterminate</th><th>outcome</th></tr>{fault_rows}</table>
 <h2>Verdicts</h2><table>{"".join(checks)}</table>
 <h2>Prometheus series (scraped each second)</h2>{_metrics_table(doc)}
-<p>Traces: {e(doc["traces"])}.</p>
+<p>Traces: {e(json.dumps(doc["traces"]))}. Each offending operation above lists its
+trace id and the spans the nodes exported for it.</p>
 </body></html>
 """

@@ -35,6 +35,7 @@ from . import report as report_mod
 from .checker import check_history
 from .history import Fault, HistoryWriter, read_history
 from .scenarios import FaultContext, FaultWindow, Scenario, compose
+from .spans import SpanReceiver
 from .target import CapabilityError, Target
 from .workload import Workload
 
@@ -83,6 +84,9 @@ class RunRecord:
     started_ns: int = 0
     converged: bool = False
     converge_s: float | None = None
+    """From the last heal to every replica showing the same applied index and fresh state hash."""
+    indexes_agree_s: float | None = None
+    """From the last heal to the same applied and commit index everywhere."""
     last_heal_ns: int | None = None
     capabilities: list[str] = field(default_factory=list)
 
@@ -119,7 +123,13 @@ def local_capabilities(link_proxies: bool, faultfs: bool) -> tuple[frozenset[str
     return frozenset(caps), why
 
 
-def make_target(options: RunOptions, scenario: Scenario, nodes: int, root: Path) -> Target:
+def make_target(
+    options: RunOptions,
+    scenario: Scenario,
+    nodes: int,
+    root: Path,
+    receiver: SpanReceiver | None = None,
+) -> Target:
     if options.target == "local":
         from . import faultfs as faultfs_mod
         from .local_target import LocalTarget
@@ -139,6 +149,7 @@ def make_target(options: RunOptions, scenario: Scenario, nodes: int, root: Path)
         return LocalTarget(
             root,
             nodes,
+            node_env=None if receiver is None else receiver.node_env,
             link_proxies=link,
             faultfs=disks,
             seed=options.seed,
@@ -275,11 +286,15 @@ def run(options: RunOptions, out: IO[str] = sys.stderr) -> int:
         file=out,
         flush=True,
     )
+    # Spans: the local nodes export theirs to a receiver in this process.
+    receiver = SpanReceiver() if options.target == "local" else None
     try:
-        target = make_target(options, scenario, nodes, root)
+        target = make_target(options, scenario, nodes, root, receiver)
     except (RunError, CapabilityError, ValueError) as exc:
         print(f"exchange chaos run: {exc}", file=out)
         shutil.rmtree(root, ignore_errors=True)
+        if receiver is not None:
+            receiver.close()
         return 2
     record = RunRecord(capabilities=sorted(target.capabilities()))
     try:
@@ -291,9 +306,16 @@ def run(options: RunOptions, out: IO[str] = sys.stderr) -> int:
             shutil.copy(log, report_dir / log.name)
         if not options.keep_cluster:
             shutil.rmtree(root, ignore_errors=True)
+        if receiver is not None:
+            receiver.close()
     history = read_history(history_path)
     result = check_history(history)
-    doc = report_mod.build(options, scenario, nodes, record, history, result)
+    spans = receiver.by_trace() if receiver is not None else None
+    if receiver is not None:
+        with open(report_dir / "spans.jsonl", "w") as f:
+            for span in receiver.spans:
+                f.write(json.dumps(span, sort_keys=True) + "\n")
+    doc = report_mod.build(options, scenario, nodes, record, history, result, spans)
     (report_dir / "report.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
     (report_dir / "report.html").write_text(report_mod.render_html(doc))
     print(report_mod.summary_text(doc), file=out, flush=True)
@@ -388,10 +410,13 @@ async def _drive(
     heal_done = time.monotonic_ns()
     record.last_heal_ns = max(record.last_heal_ns or 0, heal_done)
     print("healed; waiting for the replicas to agree", file=out, flush=True)
-    agreed, _, last = await workload.wait_converged(options.converge_within)
+    waited_from = time.monotonic_ns()
+    agreed, _, indexes_s, last = await workload.wait_converged(options.converge_within)
     record.converged = agreed
     if agreed:
         record.converge_s = (time.monotonic_ns() - record.last_heal_ns) / 1e9
+    if indexes_s is not None:
+        record.indexes_agree_s = (waited_from - record.last_heal_ns) / 1e9 + indexes_s
     else:
         print(f"replicas did not agree in {options.converge_within:g} s: {last}", file=out)
     for observation in await workload.observe(converge_ns):

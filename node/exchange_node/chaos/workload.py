@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from .history import HistoryWriter, Observation
+from .spans import trace_id_for, traceparent
 from .target import ClusterCredentials, NodeEndpoint
 
 # Indeterminate submits and replaces are retried this often (same client order id).
@@ -151,15 +152,19 @@ class Workload:
         path: str,
         body: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        trace_id: str | None = None,
     ) -> tuple[int, Any]:
         """(status, JSON body); raises on a timeout or a connection error."""
         assert self._session is not None
         url = self.endpoints[node_id].http.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {token}"}
+        if trace_id is not None:
+            headers["traceparent"] = traceparent(trace_id)
         async with self._session.request(
             method,
             url,
             json=body,
-            headers={"Authorization": f"Bearer {token}"},
+            headers=headers,
             timeout=timeout or self.timeout,
         ) as resp:
             try:
@@ -176,7 +181,14 @@ class Workload:
         op_id = self.writer.invoke(process, client, node_name(node_id), op, args)
         started = time.monotonic()
         try:
-            status, payload = await self._http(node_id, self.tokens[client], method, path, body)
+            status, payload = await self._http(
+                node_id,
+                self.tokens[client],
+                method,
+                path,
+                body,
+                trace_id=trace_id_for(self.seed, op_id),
+            )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.writer.complete(
                 op_id, process, "info", error=type(exc).__name__ + f": {exc}"[:200]
@@ -453,11 +465,16 @@ class Workload:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return None
 
-    async def wait_converged(self, timeout: float) -> tuple[bool, float, dict[int, Any]]:
-        """(agreed, seconds it took, last statuses): same applied index, state hash and
-        commit on every replica, polled until ``timeout``."""
+    async def wait_converged(
+        self, timeout: float
+    ) -> tuple[bool, float, float | None, dict[int, Any]]:
+        """(agreed, seconds until the state hashes agreed, seconds until the applied and
+        commit indexes agreed, last statuses), polled until ``timeout``. A node's status
+        shows a fresh state hash only once it has been idle a moment, so the hashes
+        agree a little after the indexes do."""
         started = time.monotonic()
         last: dict[int, Any] = {}
+        indexes_at: float | None = None
         while True:
             statuses = await asyncio.gather(*(self.admin_status(n) for n in sorted(self.endpoints)))
             last = dict(zip(sorted(self.endpoints), statuses, strict=True))
@@ -469,10 +486,12 @@ class Workload:
                     s.get("state_hash_index", s["applied_index"]) == s["applied_index"]
                     for s in last.values()
                 )
+                if indexes_at is None and len(applied) == 1 and applied == commits:
+                    indexes_at = time.monotonic() - started
                 if len(applied) == 1 and len(hashes) == 1 and applied == commits and fresh:
-                    return True, time.monotonic() - started, last
+                    return True, time.monotonic() - started, indexes_at, last
             if time.monotonic() - started > timeout:
-                return False, time.monotonic() - started, last
+                return False, time.monotonic() - started, indexes_at, last
             await asyncio.sleep(0.2)
 
     async def observe(self, converge_within_ns: int | None) -> list[Observation]:
