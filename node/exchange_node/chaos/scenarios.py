@@ -453,7 +453,7 @@ def compose(names: str) -> Scenario:
     unknown = [p for p in parts if p not in SCENARIOS]
     if unknown or not parts:
         raise KeyError(
-            f"unknown scenario {', '.join(unknown) or names!r} "
+            f"unknown scenario {', '.join(unknown) or repr(names)} "
             f"(known: {', '.join(SCENARIOS)}; compose with '+')"
         )
     if len(parts) == 1:
