@@ -88,6 +88,23 @@ def test_fsynced_write_survives_power_cut_and_unsynced_write_is_gone(fs: FaultFS
     assert fs.unsynced_bytes() == 0
 
 
+def test_a_torn_power_cut_keeps_a_seeded_strict_prefix(fs: FaultFSHandle) -> None:
+    mnt = _mnt(fs)
+    _write(mnt / "wal", b"durable", sync=True)
+    _fsync_dir(mnt)
+    kept = []
+    for seed in (1, 2, 1):
+        _write(mnt / "wal", b"0123456789", sync=False, flags=os.O_WRONLY | os.O_APPEND)
+        report = fs.drop_unsynced(torn_seed=seed)
+        content = (mnt / "wal").read_bytes()
+        assert 1 <= report.torn_bytes < 10, report
+        assert content == b"durable" + b"0123456789"[: report.torn_bytes]
+        kept.append(report.torn_bytes)
+        _write(mnt / "wal", b"", sync=False, flags=os.O_WRONLY | os.O_TRUNC)
+        _write(mnt / "wal", b"durable", sync=True, flags=os.O_WRONLY)
+    assert kept[0] == kept[2], "the same seed must tear at the same byte"
+
+
 def test_unsynced_truncation_is_undone_and_truncated_bytes_read_as_zeros(
     fs: FaultFSHandle,
 ) -> None:
@@ -365,3 +382,65 @@ def test_a_batch_whose_fsync_failed_does_not_come_back_after_a_restart(
     assert after_power_cut == (1, HardState(1, 2, 1))
     # What a restarted node acts on must be what a power cut leaves.
     assert after_restart == after_power_cut
+
+
+_TORN_WRITER = """
+import sys
+from exchange_node.raft.types import Entry, HardState
+from exchange_node.storage.wal import open_storage
+storage = open_storage(sys.argv[1])
+storage.save(entries=[Entry(1, i, b"x" * 100) for i in range(1, 11)], hard_state=HardState(1, 1, 5))
+print("saved", flush=True)
+sys.stdin.readline()
+storage.save(entries=[Entry(1, i, b"y" * 100) for i in range(11, 31)], hard_state=HardState(1, 1, 9))
+print("the second save returned through a stalled fsync", flush=True)
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_wal_recovers_from_a_torn_power_cut_mid_batch(fs: FaultFSHandle, seed: int) -> None:
+    """A real process dies in the middle of a WAL batch's fdatasync; part of the batch
+    reached the disk. Recovery cuts the torn tail and keeps the batch before it."""
+    from exchange_node.raft.types import HardState
+    from exchange_node.storage.wal import open_storage
+
+    data = Path(fs.mountpoint) / "data"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _TORN_WRITER, str(data)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "saved"
+        (segment,) = Path(fs.backing_dir, "data").glob("wal-*.log")
+        first_batch_end = segment.stat().st_size
+        fs.set_fault(DiskFault("stall_fsync"))
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        deadline = time.monotonic() + 10
+        while fs.stats()["stalled"] < 1:
+            assert time.monotonic() < deadline, "the second batch never reached its fsync"
+            time.sleep(0.01)
+        # Killable although its fsync is stalled (faultfs answers EINTR once the kernel
+        # reports the caller interrupted; else it would sleep uninterruptibly).
+        writer.kill()
+        writer.wait(timeout=10)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    report = fs.drop_unsynced(torn_seed=seed)
+    fs.set_fault(None)
+    # Part of the second batch (never the whole of it) is on disk.
+    assert segment.stat().st_size > first_batch_end, report
+
+    storage = open_storage(data)
+    try:
+        recovered = storage.recover()
+        assert storage.last_index() == 10
+        assert recovered.hard_state == HardState(1, 1, 5)
+        assert [e.data for e in recovered.entries] == [b"x" * 100] * 10
+    finally:
+        storage.close()

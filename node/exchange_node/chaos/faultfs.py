@@ -83,6 +83,8 @@ class DropReport:
     files: int
     names: int
     """Creations, renames and unlinks undone."""
+    torn_bytes: int = 0
+    """Of ``bytes``, those a torn power cut let reach the disk."""
 
 
 class FaultFSHandle:
@@ -129,8 +131,11 @@ class FaultFSHandle:
             self._call({"op": "set_fault", "kind": fault.kind, "delay_ms": fault.delay_ms})
         self.fault = fault
 
-    def drop_unsynced(self, wait_closed: float = 5.0) -> DropReport:
+    def drop_unsynced(self, wait_closed: float = 5.0, torn_seed: int | None = None) -> DropReport:
         """The power cut: discard every write and name change not made durable.
+
+        ``torn_seed``: a seeded strict prefix of each file's pending writes reaches the
+        disk first, cut mid-write (a torn write); the rest is lost.
 
         Waits up to ``wait_closed`` seconds for every file on the mount to be closed
         (the kernel closes a killed process's files a moment after it dies), then
@@ -143,8 +148,8 @@ class FaultFSHandle:
                     " before the power cut"
                 )
             time.sleep(0.02)
-        answer = self._call({"op": "drop"})
-        return DropReport(answer["bytes"], answer["files"], answer["names"])
+        answer = self._call({"op": "drop", "torn_seed": torn_seed})
+        return DropReport(answer["bytes"], answer["files"], answer["names"], answer["torn_bytes"])
 
     def unsynced_bytes(self) -> int:
         return int(self._call({"op": "unsynced"})["bytes"])
@@ -366,7 +371,8 @@ def _serve_control(ops: Any, path: str) -> None:
                 elif op == "unsynced":
                     reply = ops.unsynced()
                 elif op == "drop":
-                    reply = ops.drop_unsynced()
+                    seed = request.get("torn_seed")
+                    reply = ops.drop_unsynced(None if seed is None else int(seed))
                 elif op == "sync":
                     reply = ops.sync_all()
                 else:

@@ -14,7 +14,8 @@ The model (what a power cut loses)
   comes back from a hidden hard link in ``TRASH``). An fsync of a file does *not*
   make its name durable: POSIX does not promise it (ext4 happens to).
 * ``drop_unsynced()`` is the power cut: every overlay is discarded and the journal
-  undone. The node must have been killed first (its open files would otherwise see
+  undone. ``drop_unsynced(torn_seed=N)`` instead lets a seeded strict prefix of each
+  file's pending writes reach the disk first (a torn write). The node must have been killed first (its open files would otherwise see
   the old contents under them).
 
 What it does not capture: torn or reordered writes inside one unsynced batch (all
@@ -37,6 +38,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import stat
 import threading
 import time
@@ -172,15 +174,23 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
                 "open": len(self._open),
             }
 
-    def drop_unsynced(self) -> dict[str, int]:
-        """The power cut: forget every overlay, undo the journal newest first."""
+    def drop_unsynced(self, torn_seed: int | None = None) -> dict[str, int]:
+        """The power cut: forget every overlay, undo the journal newest first.
+
+        With ``torn_seed``, each file's pending writes instead reach the disk in part:
+        a seeded prefix of them in the order they were written, cut mid-write (a
+        torn write, as a disk that wrote some sectors before losing power)."""
+        rng = random.Random(torn_seed)
         with self._lock:
             dropped = {
                 "bytes": sum(o.pending_bytes() for o in self._overlays.values()),
                 "files": len(self._overlays),
                 "names": len(self._journal),
+                "torn_bytes": 0,
             }
             for key in list(self._overlays):
+                if torn_seed is not None:
+                    dropped["torn_bytes"] += self._tear(self._overlays[key], rng)
                 self._discard(key)
             for step in reversed(self._journal):
                 try:
@@ -189,6 +199,21 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
                     log.warning("faultfs: cannot undo %s: %s", step, exc)
             self._journal.clear()
             return dropped
+
+    def _tear(self, overlay: Overlay, rng: random.Random) -> int:
+        """Write a strict prefix (at least one byte short) of the pending writes."""
+        total = sum(len(data) for _, data in overlay.extents)
+        if total < 2:
+            return 0
+        keep = rng.randrange(1, total)
+        left = keep
+        for at, data in overlay.extents:
+            piece = data[:left]
+            _pwrite_all(overlay.fd, piece, at)
+            left -= len(piece)
+            if not left:
+                break
+        return keep
 
     def sync_all(self) -> dict[str, int]:
         """What a clean shutdown does: write every overlay through, make every name durable."""
@@ -249,12 +274,14 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
             deadline = time.monotonic() + delay_ms / 1000
             # Sleep without the lock; healing (a new epoch) ends the wait early.
             while self._fault_epoch == epoch and (left := deadline - time.monotonic()) > 0:
-                self._healed.wait(left)
+                self._healed.wait(min(left, _INTERRUPT_POLL_S))
+                _raise_if_interrupted()
         elif kind == "stall_fsync":
             self.stalled += 1
             try:
                 while self._fault is not None and self._fault[0] == "stall_fsync":
-                    self._healed.wait()
+                    self._healed.wait(_INTERRUPT_POLL_S)
+                    _raise_if_interrupted()
             finally:
                 self.stalled -= 1
             self._wait_fsync_fault()  # the fault it was changed to, if any
@@ -537,8 +564,9 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
             overlay = self._overlays.get(key)
             try:
                 self._wait_fsync_fault()
-            except OSError:
-                if overlay is not None:
+            except OSError as exc:
+                # (EINTR, a killed caller, leaves its writes pending.)
+                if exc.errno == errno.EIO and overlay is not None:
                     # Linux after a writeback error: the pages stay readable, they are
                     # never written, and the next fsync succeeds without them.
                     overlay.forgotten.extend(overlay.extents)
@@ -555,6 +583,22 @@ class FaultOps(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no ty
             finally:
                 os.close(sync_fd)
         return 0
+
+
+_INTERRUPT_POLL_S = 0.05
+
+
+def _raise_if_interrupted() -> None:
+    """A caller killed while its fsync waits here sits in uninterruptible sleep until we
+    answer (the kernel waits out requests already sent to the filesystem): answer EINTR
+    as soon as the kernel says the caller was interrupted, so a stalled node can be
+    killed (and power-cut)."""
+    if _libfuse_interrupted():
+        raise mfusepy.FuseOSError(errno.EINTR)
+
+
+def _libfuse_interrupted() -> bool:
+    return bool(mfusepy._libfuse.fuse_interrupted())
 
 
 def _parent(path: str) -> str:
