@@ -429,6 +429,7 @@ def test_the_wal_recovers_from_a_torn_power_cut_mid_batch(fs: FaultFSHandle, see
         writer.wait(timeout=10)
     finally:
         if writer.poll() is None:
+            fs.set_fault(None)  # unstick it, then make sure it is gone
             writer.kill()
             writer.wait()
     report = fs.drop_unsynced(torn_seed=seed)
