@@ -121,6 +121,7 @@ def build(
         if record.indexes_agree_s is None
         else round(record.indexes_agree_s, 3),
         "converge_within_s": options.converge_within,
+        "state_hash_checked": record.state_hash_readable,
         "verdicts": {name: check["verdict"] for name, check in checks.items()},
         "checks": checks,
         "capabilities": record.capabilities,

@@ -89,6 +89,9 @@ class RunRecord:
     """From the last heal to the same applied and commit index everywhere."""
     last_heal_ns: int | None = None
     capabilities: list[str] = field(default_factory=list)
+    state_hash_readable: bool = True
+    """False where the nodes' state hashes cannot be read (no admin API): then the
+    replicas are compared by applied index only, and the report says so."""
 
 
 # ---- targets -------------------------------------------------------------------------------
@@ -168,7 +171,10 @@ def make_target(
         raise RunError(
             f"--target {options.target} is not available: {module_name}.{class_name} ({exc})"
         ) from exc
-    kwargs: dict[str, Any] = {"nodes": nodes, "seed": options.seed}
+    # A Kubernetes cluster's size is its ExchangeCluster's; Docker makes the nodes.
+    kwargs: dict[str, Any] = {"seed": options.seed}
+    if options.target == "docker":
+        kwargs["nodes"] = nodes
     kwargs.update({k: _option_value(v) for k, v in options.target_options.items()})
     try:
         target: Target = cls(**kwargs)
@@ -222,31 +228,33 @@ def parse_metrics(text: str) -> dict[str, float]:
 async def _monitor(
     workload: Workload, record: RunRecord, stop: asyncio.Event, progress: Callable[[], None]
 ) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.8)) as session:
-        while not stop.is_set():
-            t = round((time.monotonic_ns() - record.started_ns) / 1e9, 2)
+    # The workload's session: the same TLS trust (a target's CA) for the scrapes.
+    session = workload.session
+    timeout = aiohttp.ClientTimeout(total=0.8)
+    while not stop.is_set():
+        t = round((time.monotonic_ns() - record.started_ns) / 1e9, 2)
 
-            async def poll(node_id: int, url: str, t: float = t) -> None:
-                role: dict[str, Any] = {"t": t, "node": node_id, "role": "down"}
-                try:
-                    async with session.get(url + "/v1/cluster") as resp:
-                        doc = await resp.json(content_type=None)
-                        role.update(
-                            role=doc.get("role"), term=doc.get("term"), leader=doc.get("leader")
-                        )
-                    async with session.get(url + "/metrics") as resp:
-                        series = parse_metrics(await resp.text())
-                        record.metrics.append({"t": t, "node": node_id, "series": series})
-                except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError):
-                    pass
-                record.roles.append(role)
+        async def poll(node_id: int, url: str, t: float = t) -> None:
+            role: dict[str, Any] = {"t": t, "node": node_id, "role": "down"}
+            try:
+                async with session.get(url + "/v1/cluster", timeout=timeout) as resp:
+                    doc = await resp.json(content_type=None)
+                    role.update(
+                        role=doc.get("role"), term=doc.get("term"), leader=doc.get("leader")
+                    )
+                async with session.get(url + "/metrics", timeout=timeout) as resp:
+                    series = parse_metrics(await resp.text())
+                    record.metrics.append({"t": t, "node": node_id, "series": series})
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError):
+                pass
+            record.roles.append(role)
 
-            await asyncio.gather(
-                *(poll(n, e.http.rstrip("/")) for n, e in sorted(workload.endpoints.items()))
-            )
-            progress()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        await asyncio.gather(
+            *(poll(n, e.http.rstrip("/")) for n, e in sorted(workload.endpoints.items()))
+        )
+        progress()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -419,7 +427,9 @@ async def _drive(
         record.indexes_agree_s = (waited_from - record.last_heal_ns) / 1e9 + indexes_s
     else:
         print(f"replicas did not agree in {options.converge_within:g} s: {last}", file=out)
-    for observation in await workload.observe(converge_ns):
+    observations = await workload.observe(converge_ns)
+    record.state_hash_readable = workload.state_hash_readable
+    for observation in observations:
         writer.write(observation)
     stop_monitor.set()
     await monitor

@@ -13,8 +13,9 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .target import DiskFault, FaultHandle, LinkFault, Target
@@ -95,9 +96,14 @@ class FaultContext:
 Schedule = Callable[[FaultContext], None]
 
 
-def _heal_all(handles: Iterable[FaultHandle]) -> None:
-    for handle in handles:
+def _heal_all(handles: list[FaultHandle], newest_first: bool = False) -> None:
+    """Heal faults that one step injected together (read when the window closes)."""
+    for handle in reversed(handles) if newest_first else list(handles):
         handle.heal()
+
+
+def _restarted(target: Target, node_id: int) -> None:
+    target.restart(node_id)
 
 
 @dataclass(frozen=True)
@@ -126,14 +132,14 @@ def _network_partition(ctx: FaultContext) -> None:
             ctx.hold(
                 "partition-split",
                 minority,
-                lambda a=minority, b=majority: ctx.target.partition([a, b]),
+                partial(ctx.target.partition, [minority, majority]),
                 4,
             )
         else:
             ctx.hold(
                 "isolate-leader",
                 [leader],
-                lambda a=leader, b=rest: ctx.target.partition([[a], b]),
+                partial(ctx.target.partition, [[leader], rest]),
                 4,
             )
         ctx.sleep(3)
@@ -144,7 +150,7 @@ def _node_failure(ctx: FaultContext) -> None:
     while ctx.alive(3):
         victim = ctx.leader() if turn % 2 == 0 else ctx.rng.choice(ctx.others(ctx.leader()))
         name = "kill-leader" if turn % 2 == 0 else "kill-follower"
-        ctx.hold(name, [victim], lambda v=victim: ctx.target.kill(v), 3)
+        ctx.hold(name, [victim], partial(ctx.target.kill, victim), 3)
         ctx.sleep(3)
         turn += 1
 
@@ -158,9 +164,7 @@ def _byzantine(ctx: FaultContext) -> None:
             ctx.hold(
                 "corrupt-frames",
                 [leader, follower],
-                lambda a=leader, b=follower: ctx.target.link(
-                    a, b, LinkFault("corrupt", probability=0.3)
-                ),
+                partial(ctx.target.link, leader, follower, LinkFault("corrupt", probability=0.3)),
                 5,
             )
         else:
@@ -168,7 +172,7 @@ def _byzantine(ctx: FaultContext) -> None:
             ctx.hold(
                 "corrupt-state",
                 [follower],
-                lambda f=follower, s=seed: _corrupt_state(ctx.target, f, s),
+                partial(_corrupt_state, ctx.target, follower, seed),
                 2,
             )
         ctx.sleep(3)
@@ -188,7 +192,7 @@ def _slow_follower(ctx: FaultContext) -> None:
         ctx.hold(
             "slow-follower",
             [follower],
-            lambda f=follower: ctx.target.bandwidth(f, 64),
+            partial(ctx.target.bandwidth, follower, 64),
             min(10.0, ctx.time_left() - 1),
         )
         ctx.sleep(2)
@@ -203,7 +207,7 @@ def _split_brain(ctx: FaultContext) -> None:
         ctx.hold(
             "split-brain",
             old_side,
-            lambda a=old_side, b=new_side: ctx.target.partition([a, b]),
+            partial(ctx.target.partition, [old_side, new_side]),
             5,
         )
         ctx.sleep(3)
@@ -215,7 +219,7 @@ def _leader_flapping(ctx: FaultContext) -> None:
         ctx.hold(
             "isolate-leader",
             [leader],
-            lambda v=leader: ctx.target.partition([[v], ctx.others(v)]),
+            partial(ctx.target.partition, [[leader], ctx.others(leader)]),
             1.5,
         )
         ctx.sleep(1.5)
@@ -226,7 +230,7 @@ def _rolling_restart(ctx: FaultContext) -> None:
         for node_id in ctx.target.node_ids():
             if not ctx.alive(2):
                 return
-            ctx.hold("restart", [node_id], lambda n=node_id: ctx.target.restart(n), 0)
+            ctx.hold("restart", [node_id], partial(_restarted, ctx.target, node_id), 0)
             ctx.sleep(2)
 
 
@@ -244,9 +248,9 @@ def _cascading_failures(ctx: FaultContext) -> None:
         ctx.hold(
             "cascading-failures",
             [first, second],
-            lambda: cascade(),  # type: ignore[func-returns-value]
+            cascade,
             2,
-            heal=lambda got=handles: _heal_all(reversed(got)),
+            heal=partial(_heal_all, handles, True),
         )
         ctx.sleep(4)
 
@@ -260,7 +264,7 @@ def _clock_skew(ctx: FaultContext) -> None:
         ctx.hold(
             "clock-skew",
             [victim],
-            lambda v=victim, o=offset: ctx.target.clock(v, o, 1.0 if o > 0 else 1.5),
+            partial(ctx.target.clock, victim, offset, 1.0 if offset > 0 else 1.5),
             5,
         )
         ctx.sleep(2)
@@ -275,7 +279,7 @@ def _disk_stall(ctx: FaultContext) -> None:
             ctx.hold(
                 "stall-fsync-leader",
                 [leader],
-                lambda v=leader: ctx.target.disk(v, DiskFault("stall_fsync")),
+                partial(ctx.target.disk, leader, DiskFault("stall_fsync")),
                 4,
             )
         else:
@@ -283,7 +287,7 @@ def _disk_stall(ctx: FaultContext) -> None:
             ctx.hold(
                 "slow-fsync",
                 [follower],
-                lambda v=follower: ctx.target.disk(v, DiskFault("slow_fsync", delay_ms=50)),
+                partial(ctx.target.disk, follower, DiskFault("slow_fsync", delay_ms=50)),
                 4,
             )
         ctx.sleep(4)
@@ -298,7 +302,7 @@ def _power_cut(ctx: FaultContext) -> None:
         ctx.hold(
             "power-cut-majority",
             majority,
-            lambda m=majority: ctx.target.power_cut(m),
+            partial(ctx.target.power_cut, majority),
             2,
         )
         ctx.sleep(6)
@@ -318,9 +322,9 @@ def _latency_loss(ctx: FaultContext) -> None:
         ctx.hold(
             "latency+loss",
             [leader, follower],
-            lambda: inject(),  # type: ignore[func-returns-value]
+            inject,
             min(6.0, ctx.time_left() - 1),
-            heal=lambda got=handles: _heal_all(got),
+            heal=partial(_heal_all, handles),
         )
         ctx.sleep(3)
 
@@ -330,32 +334,25 @@ MONKEY_NEEDS = frozenset({"kill"})
 
 def _chaos_monkey(ctx: FaultContext) -> None:
     """Seeded random faults among what the target can do, one at a time."""
-    caps = ctx.target.capabilities()
-    pool: list[tuple[str, Callable[[], tuple[list[int], Callable[[], FaultHandle]]]]] = []
-
-    def one(kind: str) -> Callable[[], tuple[list[int], Callable[[], FaultHandle]]]:
-        def pick() -> tuple[list[int], Callable[[], FaultHandle]]:
-            nodes = ctx.target.node_ids()
-            node = ctx.rng.choice(nodes)
-            other = ctx.rng.choice([n for n in nodes if n != node])
-            t = ctx.target
-            return {
-                "kill": ([node], lambda: t.kill(node)),
-                "pause": ([node], lambda: t.pause(node)),
-                "partition": ([node], lambda: t.partition([[node], ctx.others(node)])),
-                "loss": ([node], lambda: t.loss(node, 0.2)),
-                "link": ([node, other], lambda: t.link(node, other, LinkFault("latency", 80, 40))),
-                "disk": ([node], lambda: t.disk(node, DiskFault("slow_fsync", delay_ms=30))),
-            }[kind]
-
-        return pick
-
-    for kind in ("kill", "pause", "partition", "loss", "link", "disk"):
-        if kind in caps:
-            pool.append((kind, one(kind)))
+    kinds = [
+        k
+        for k in ("kill", "pause", "partition", "loss", "link", "disk")
+        if k in ctx.target.capabilities()
+    ]
+    t = ctx.target
     while ctx.alive(3):
-        kind, pick = ctx.rng.choice(pool)
-        nodes, inject = pick()
+        kind = ctx.rng.choice(kinds)
+        node = ctx.rng.choice(t.node_ids())
+        other = ctx.rng.choice(ctx.others(node))
+        injects: dict[str, tuple[list[int], Callable[[], FaultHandle | None]]] = {
+            "kill": ([node], partial(t.kill, node)),
+            "pause": ([node], partial(t.pause, node)),
+            "partition": ([node], partial(t.partition, [[node], ctx.others(node)])),
+            "loss": ([node], partial(t.loss, node, 0.2)),
+            "link": ([node, other], partial(t.link, node, other, LinkFault("latency", 80, 40))),
+            "disk": ([node], partial(t.disk, node, DiskFault("slow_fsync", delay_ms=30))),
+        }
+        nodes, inject = injects[kind]
         ctx.hold(f"monkey-{kind}", nodes, inject, ctx.rng.uniform(1.5, 4.0))
         ctx.sleep(ctx.rng.uniform(1.5, 3.0))
 

@@ -66,7 +66,8 @@ class SpanReceiver:
         self.spans: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self.server)
+        add = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add(_Service(self), self.server)  # type: ignore[no-untyped-call]
         self.port = self.server.add_insecure_port(f"{host}:0")
         self.server.start()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -130,6 +131,9 @@ class Workload:
         self.tokens = {c: credentials.api_keys[c] for c in self.clients}
         self.endpoints = dict(endpoints)
         self.admin_token = credentials.admin_token
+        self.ca_file = credentials.ca_file
+        self.state_hash_readable = True
+        """False when some node's state hash could not be read (no admin API)."""
         self.writer = writer
         self.seed = seed
         self.rate = rate
@@ -210,10 +214,19 @@ class Workload:
         self.stats.add(outcome, time.monotonic() - started)
         return outcome, answer
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "start() first"
+        return self._session
+
     # ---- the run ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        ssl_context = None
+        if self.ca_file is not None:
+            ssl_context = ssl.create_default_context(cafile=self.ca_file)
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+        self._session = aiohttp.ClientSession(connector=connector)
         first = sorted(self.endpoints)
         for _ in range(100):
             for node_id in first:
@@ -451,19 +464,29 @@ class Workload:
     # ---- the end ----------------------------------------------------------------------
 
     async def admin_status(self, node_id: int) -> dict[str, Any] | None:
+        """The node's admin status; where the admin API is out of reach (Kubernetes: it
+        is the operator's), the public ``/v1/cluster`` with ``state_hash`` empty."""
         endpoint = self.endpoints[node_id]
-        if endpoint.admin is None or self._session is None:
+        if self._session is None:
             return None
+        if endpoint.admin is None:
+            url, headers = endpoint.http.rstrip("/") + "/v1/cluster", {}
+        else:
+            url = endpoint.admin.rstrip("/") + "/v1/admin/status"
+            headers = {"Authorization": f"Bearer {self.admin_token}"}
         try:
             async with self._session.get(
-                endpoint.admin.rstrip("/") + "/v1/admin/status",
-                headers={"Authorization": f"Bearer {self.admin_token}"},
-                timeout=aiohttp.ClientTimeout(total=1.0),
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=1.0)
             ) as resp:
                 doc = await resp.json(content_type=None)
-                return doc if resp.status == 200 and isinstance(doc, dict) else None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return None
+        if resp.status != 200 or not isinstance(doc, dict):
+            return None
+        if endpoint.admin is None:
+            self.state_hash_readable = False
+            doc.setdefault("state_hash", "")
+        return doc
 
     async def wait_converged(
         self, timeout: float
