@@ -323,10 +323,14 @@ def test_faketime_spec() -> None:
 
 @needs_netns
 def test_leftovers_of_a_crashed_run_are_found_by_prefix_and_removed() -> None:
-    code = "from exchange_node.chaos import net; import os; n = net.Network.create([1, 2]); "
-    code += "print(n.prefix, flush=True); os._exit(0)"
+    # A run that dies without closing: its namespaces, bridge and a process inside.
+    code = "from exchange_node.chaos import net; import os, subprocess; "
+    code += "n = net.Network.create([1, 2]); "
+    code += "p = subprocess.Popen([*n.exec_prefix(1), 'sleep', '300'], start_new_session=True, "
+    code += "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    code += "print(n.prefix, p.pid, flush=True); os._exit(0)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    prefix = out.stdout.strip()
+    prefix, orphan = out.stdout.split()
     assert prefix.startswith("cx")
     left = net.chaos_objects(prefix)
     assert sorted(left) == sorted(
@@ -336,6 +340,17 @@ def test_leftovers_of_a_crashed_run_are_found_by_prefix_and_removed() -> None:
     # A veth goes with its namespace; the namespaces and the bridge are removed by name.
     assert {f"{prefix}n1", f"{prefix}n2", f"{prefix}br"} <= set(removed)
     assert net.chaos_objects(prefix) == []
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{orphan}").exists() and "Z" not in proc_state(int(orphan)):
+        assert time.monotonic() < deadline, f"process {orphan} in a leftover namespace lives on"
+        time.sleep(0.05)
+
+
+def proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 UDP_LISTENER = """
@@ -644,23 +659,43 @@ def test_insecure_peers_checksum_clock_skew_and_corrupted_state(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    # Not strict: the wedge needs a flip in a length prefix, which the seeded flips hit
-    # in most runs but not all (chunk boundaries vary).
-    strict=False,
-    reason="found by this target: without peer TLS a bit flipped in a gRPC message's length "
-    "prefix leaves the follower's inbound stream waiting for a message of up to "
-    "max_message_bytes; HTTP/2 keepalives still pass, so neither side resets it and the "
-    "follower never hears the leader again (pre_candidate until restarted)",
-)
 def test_a_follower_hears_the_leader_again_after_corrupted_frames_without_tls(
     tmp_path: Path,
 ) -> None:
+    """Found by this target: without peer TLS a bit flipped in a gRPC message's length
+    prefix leaves the follower's inbound stream waiting for a message of up to
+    max_message_bytes; HTTP/2 keepalives still pass, so nothing reset it and the follower
+    never heard the leader again. The leader now resets both streams with a peer that
+    answers none of its heartbeats for two election timeouts."""
     with LocalTarget(
         tmp_path / "c", 3, netns=False, link_proxies=True, peer_tls=False, seed=4
     ) as target:
-        corrupt_link(target, "wedge")
+        # Seeded flips, but chunk boundaries vary: corrupt again until one run wedges.
+        for round_ in range(6):
+            leader, follower = corrupt_link(target, f"wedge{round_}")
+            if wedged(target, leader, follower, seconds=8):
+                break
+            target.cluster.wait_converged(target.node_ids(), timeout=20)
+        else:
+            pytest.fail("six rounds of bit flips never wedged the follower's stream")
         target.cluster.wait_converged(target.node_ids(), timeout=20)
+
+
+def wedged(target: LocalTarget, leader: int, follower: int, seconds: float) -> bool:
+    """Whether the follower stopped hearing the leader (it lost its leader, or the leader
+    reset the streams to a follower that answered nothing) within ``seconds``."""
+    reset = f"peer {follower} answered nothing"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if reset in target.cluster.log_tail(leader, lines=200):
+            print(f"leader {leader} reset its streams with the silent follower {follower}")
+            return True
+        status = target.cluster.status(follower)
+        if status is not None and status["leader"] != leader:
+            print(f"follower {follower} lost leader {leader}: {status['role']}")
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def processes_under(root: Path) -> list[str]:

@@ -18,10 +18,12 @@ them die with the namespace on :meth:`Network.close`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 
@@ -96,6 +98,7 @@ def remove_leftovers() -> list[str]:
     for name in list_namespaces():
         m = _NAME.match(name)
         if m and not _pid_alive(int(m.group(1), 36)):
+            kill_processes_in(name)
             run("ip", "netns", "del", name, check=False)
             removed.append(name)
     for name in list_links():
@@ -104,6 +107,16 @@ def remove_leftovers() -> list[str]:
             run("ip", "link", "del", name, check=False)
             removed.append(name)
     return removed
+
+
+def kill_processes_in(namespace: str) -> list[int]:
+    """SIGKILL what still runs in a namespace of this tool (nodes of a run that died:
+    they would keep the namespace, and their ports, alive)."""
+    pids = [int(p) for p in run("ip", "netns", "pids", namespace, check=False).stdout.split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 _counter = 0
@@ -216,6 +229,7 @@ class Network:
         self.closed = True
         self._bridge_forwarding(False)
         for node_id in self.node_ids:
+            kill_processes_in(self.namespace(node_id))
             run("ip", "netns", "del", self.namespace(node_id), check=False)
             run("ip", "link", "del", self.host_veth(node_id), check=False)
         run("ip", "link", "del", self.bridge, check=False)
