@@ -91,6 +91,8 @@ def test_short_chaos_run_is_green(scenario: str, fault: str | None, tmp_path: Pa
     assert doc["verdicts"]["convergence"] == "pass"
     assert doc["verdicts"]["availability"] == "pass"
     assert doc["operations"]["acknowledged"] > 100
+    # A corrupted replica is refused or fenced, never served silently.
+    assert not any(f["outcome"].startswith("served") for f in faults), faults
     # Each fault was followed by an acknowledged write.
     assert all(f["unavailable_s"] is not None for f in faults), faults
     # The artefacts exist: history, a self-contained page, node logs.
