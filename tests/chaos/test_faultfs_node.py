@@ -234,9 +234,13 @@ def test_a_disk_error_on_the_leader_stops_it_before_any_ack(
     cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
 
 
+@pytest.mark.parametrize("then", ["heal", "power_cut"])
 def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(
-    make_cluster: MakeCluster,
+    make_cluster: MakeCluster, then: str
 ) -> None:
+    """The leader's fsync stalls: another node leads. Then either the disk heals and the
+    old leader catches up, or the stalled node is killed (its fsync still stuck) and
+    power-cut, and starts again."""
     c = make_cluster()
     c.start()
     cluster = c.cluster
@@ -255,7 +259,13 @@ def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(
             assert time.monotonic() < deadline, "no other leader while the leader's disk stalls"
             time.sleep(0.1)
         assert c.mounts[stalled].stats()["stalled"] >= 1, "nothing waited on the stalled disk"
-        c.mounts[stalled].set_fault(None)
+        if then == "power_cut":
+            drops = c.power_cut([stalled])
+            print(f"power cut of the stalled node: {drops}")
+            c.mounts[stalled].set_fault(None)
+            cluster.start(stalled)
+        else:
+            c.mounts[stalled].set_fault(None)
         load.wait_for_acks(20, timeout=60)
     finally:
         load.stop()
