@@ -18,8 +18,8 @@ The model (what a power cut loses)
   file's pending writes reach the disk first (a torn write). The node must have been killed first (its open files would otherwise see
   the old contents under them).
 
-What it does not capture: torn or reordered writes inside one unsynced batch (all
-of it is lost, never a prefix), ``mkdir``/``rmdir``/``chmod``/``utimens`` (durable
+What it does not capture: reordered writes (a torn cut keeps a prefix in write
+order, never a later write without an earlier one), ``mkdir``/``rmdir``/``chmod``/``utimens`` (durable
 at once), ``mmap`` (``direct_io``: the kernel caches nothing), and a crash of the
 faultfs process itself (the overlay dies with it, but the journal is not undone:
 names stay as they were).
