@@ -72,9 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument(
         "--peer-tls",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="on",
-        help="mutual TLS between the nodes (default on); run once with each to see its cost",
+        help="mutual TLS between the nodes (default on); 'both' runs an mTLS and a plaintext "
+        "cluster side by side, each phase on one then the other (alternating which goes "
+        "first), and prints each figure for both with the mTLS/plaintext ratio",
     )
 
 
@@ -445,14 +447,16 @@ class _LoadProcess:
 # ---------------------------------------------------------------- the bench
 
 
-def _start(root: Path, nodes: int, args: argparse.Namespace) -> LocalCluster:
+def _start(
+    root: Path, nodes: int, args: argparse.Namespace, peer_tls: bool | None = None
+) -> LocalCluster:
     cluster = LocalCluster.create(
         root,
         nodes,
         election_ms=args.election_ms,
         heartbeat_ms=args.heartbeat_ms,
         snapshot_threshold=100_000,
-        peer_tls=args.peer_tls == "on",
+        peer_tls=args.peer_tls != "off" if peer_tls is None else peer_tls,
         extra_args=[
             "--log-level=warning",
             "--max-pending-proposals=200000",
@@ -510,34 +514,82 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
     return gaps
 
 
+def _three_node_phases(
+    cluster: LocalCluster, args: argparse.Namespace
+) -> tuple[dict[str, float], int]:
+    """Batch, single and latency figures of one running 3-node cluster, and its errors."""
+    batch = _run_load(
+        "batch",
+        _spec(cluster, args, "b-", batch_size=args.batch_size, clients=args.batch_clients),
+    )
+    single = _run_load("single", _spec(cluster, args, "s-", clients=args.single_clients))
+    lat = _run_load(
+        "latency", _spec(cluster, args, "l-", rate=args.rate, client=args.latency_client)
+    )
+    figures = {
+        "batch_throughput": round(batch["orders"] / batch["seconds"], 1),
+        "single_throughput": round(single["orders"] / single["seconds"], 1),
+        "latency_p50_ms_at_500": round(lat["p50_ms"], 3),
+        "latency_p99_ms_at_500": round(lat["p99_ms"], 3),
+    }
+    return figures, batch["errors"] + single["errors"] + lat["errors"]
+
+
+_UNITS = {
+    "batch_throughput": "orders/s",
+    "single_throughput": "orders/s",
+    "latency_p50_ms_at_500": "ms",
+    "latency_p99_ms_at_500": "ms",
+}
+
+
+def _side_by_side(args: argparse.Namespace, root: Path) -> int:
+    """``--peer-tls both``: the same phases on an mTLS and a plaintext cluster, interleaved.
+
+    Both clusters run at once (idle heartbeats cost little); each round runs every
+    phase on one cluster then the other, and the next round swaps who goes first,
+    so neither mode always meets a warmer machine. Figures are medians over rounds.
+    """
+    rounds = 2
+    clusters = {"mtls": _start(root / "mtls", 3, args, True)}
+    try:
+        clusters["plain"] = _start(root / "plain", 3, args, False)
+        samples: dict[str, list[dict[str, float]]] = {"mtls": [], "plain": []}
+        errors = 0
+        for r in range(rounds):
+            order = ("mtls", "plain") if r % 2 == 0 else ("plain", "mtls")
+            for mode in order:
+                figures, failed = _three_node_phases(clusters[mode], args)
+                samples[mode].append(figures)
+                errors += failed
+    finally:
+        for cluster in clusters.values():
+            cluster.stop_all(10)
+    results: list[BenchResult] = []
+    for name, unit in _UNITS.items():
+        medians = {m: statistics.median(s[name] for s in samples[m]) for m in samples}
+        results.append(BenchResult(f"{name}_mtls", round(medians["mtls"], 3), unit))
+        results.append(BenchResult(f"{name}_plain", round(medians["plain"], 3), unit))
+        ratio = medians["mtls"] / medians["plain"] if medians["plain"] else float("nan")
+        results.append(BenchResult(f"{name}_mtls_vs_plain", round(ratio, 3), "ratio"))
+    results.append(BenchResult("rounds", rounds, "per mode"))
+    results.append(BenchResult("request_errors", errors, "requests"))
+    report("cluster", results, as_json=args.json)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.peer_tls == "both":
+        with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
+            return _side_by_side(args, Path(args.data_root or tmp))
     with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
         root = Path(args.data_root or tmp)
         results: list[BenchResult] = []
         errors = 0
         cluster = _start(root / "three", 3, args)
         try:
-            batch = _run_load(
-                "batch",
-                _spec(cluster, args, "b-", batch_size=args.batch_size, clients=args.batch_clients),
-            )
-            results.append(
-                BenchResult(
-                    "batch_throughput", round(batch["orders"] / batch["seconds"], 1), "orders/s"
-                )
-            )
-            single = _run_load("single", _spec(cluster, args, "s-", clients=args.single_clients))
-            results.append(
-                BenchResult(
-                    "single_throughput", round(single["orders"] / single["seconds"], 1), "orders/s"
-                )
-            )
-            lat = _run_load(
-                "latency", _spec(cluster, args, "l-", rate=args.rate, client=args.latency_client)
-            )
-            errors += batch["errors"] + single["errors"] + lat["errors"]
-            results.append(BenchResult("latency_p50_ms_at_500", round(lat["p50_ms"], 3), "ms"))
-            results.append(BenchResult("latency_p99_ms_at_500", round(lat["p99_ms"], 3), "ms"))
+            figures, errors = _three_node_phases(cluster, args)
+            results += [BenchResult(name, value, _UNITS[name]) for name, value in figures.items()]
             if not args.skip_failover:
                 gaps = _failover(cluster, args, root)
                 results.append(

@@ -52,3 +52,37 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
         assert figures[name] > 0, name
     assert 0 < figures["latency_p50_ms_at_500"] <= figures["latency_p99_ms_at_500"]
     assert 0 < figures["failover_unavailability_median_s"] < 30
+
+
+def test_bench_cluster_side_by_side_reports_both_modes_and_ratios(tmp_path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange_node.cli",
+            "bench",
+            "cluster",
+            "--json",
+            "--peer-tls=both",
+            "--duration=0.5",
+            "--single-clients=4",
+            "--rate=100",
+            f"--data-root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = {
+        r["name"]: r["value"] for r in json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    }
+    for name in ("batch_throughput", "single_throughput", "latency_p50_ms_at_500"):
+        assert figures[f"{name}_mtls"] > 0 and figures[f"{name}_plain"] > 0, name
+        ratio = figures[f"{name}_mtls"] / figures[f"{name}_plain"]
+        assert abs(figures[f"{name}_mtls_vs_plain"] - ratio) < 0.01, name
+    assert figures["request_errors"] == 0
+    # Two clusters really ran: one with TLS material, one without.
+    assert list((tmp_path / "mtls").rglob("*.key")) and not list(
+        (tmp_path / "plain").rglob("*.key")
+    )
