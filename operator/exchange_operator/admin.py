@@ -121,9 +121,10 @@ class AdminClient:
     async def certificate_request(self, base_url: str) -> bytes:
         """The node's CSR for its member key (PEM); the key stays on the node."""
         payload = await self._call("GET", f"{base_url}/v1/admin/certificate-request")
-        if not isinstance(payload, dict) or not isinstance(payload.get("csr"), str):
+        csr = payload.get("csr") if isinstance(payload, dict) else None
+        if not isinstance(csr, str):
             raise AdminError(0, "certificate-request: no csr in the answer")
-        return payload["csr"].encode()
+        return csr.encode()
 
     async def install_certificate(self, base_url: str, chain_pem: bytes) -> None:
         """PUT the signed certificate chain; the node checks it before using it."""

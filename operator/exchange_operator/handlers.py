@@ -344,7 +344,7 @@ async def _sign_one(
         await admin.install_certificate(base, chain)
         await kube.delete("CertificateRequest", cluster.namespace, name)
         return chain
-    chain = certs.issue_member_cert_from_csr(
+    signed: bytes = certs.issue_member_cert_from_csr(
         tls.ca,
         csr,
         cluster_id,
@@ -352,8 +352,8 @@ async def _sign_one(
         valid_days=spec.tls.cert_days,
         not_before=rt.config.now() - certificates.CLOCK_SKEW,
     )
-    await admin.install_certificate(base, chain)
-    return chain
+    await admin.install_certificate(base, signed)
+    return signed
 
 
 async def _remove_member_secrets(
