@@ -527,6 +527,8 @@ class WorldKubelet:
         self.ca = ca
         self.now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self.enrolling: set[int] = set()
+        # ordinal -> the CSR a compromised pod serves instead of its own
+        self.forged_csr: dict[int, bytes] = {}
         self._volumes = Path(tempfile.mkdtemp(prefix="world-volumes-"))
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -630,6 +632,7 @@ class WorldKubelet:
         if member is None:
             raise web.HTTPNotFound()
         csr = member.certificate_request(self.now()).decode()
+        csr = self.forged_csr.get(self._ordinal(request), csr.encode()).decode()
         return web.json_response({"csr": csr, "member_id": member.node_id})
 
     async def _certificate(self, request: web.Request) -> web.Response:

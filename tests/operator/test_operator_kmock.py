@@ -570,3 +570,43 @@ async def test_member_secrets_of_an_older_operator_go_once_every_pod_enrolled(en
         "the old member Secret deleted",
         lambda: env.obj("v1/secrets", names.member_tls_secret(NAME, 0)) is None,
     )
+
+
+async def test_a_csr_for_another_member_is_never_sent_to_cert_manager(env: Env) -> None:
+    """Pod 1 (member 2) is compromised and serves a CSR for member 1: the operator
+    creates no CertificateRequest for it, while the honest pods get theirs."""
+    from exchange_node.security import certs
+
+    env.emulator.declare("Certificate", "cert-manager.io/v1/certificates", True, ())
+    env.emulator.declare(
+        "CertificateRequest", "cert-manager.io/v1/certificaterequests", True, ("status",)
+    )
+    assert env.kubelet is not None
+    env.kubelet.forged_csr[1] = certs.member_csr(certs.new_private_key_pem(), f"{NAME}-{NS}", 1)
+    ca = certs.generate_ca("cert-manager CA issuer", valid_days=30)
+    stop = asyncio.Event()
+    signed: list[tuple[str, int]] = []
+    fulfil = asyncio.create_task(_fake_cert_manager(env, ca, stop, signed))
+    try:
+        spec = {"replicas": 3, "tls": {"issuerRef": {"name": "exchange-ca"}, "certificateDays": 30}}
+        status, created = await env.create(spec)
+        assert status in (200, 201), created
+        await env.until(
+            "the honest members signed",
+            lambda: (
+                ((env.cr() or {}).get("status") or {}).get("certificates", {}).get("members") == 2
+            ),
+        )
+        await asyncio.sleep(1.0)  # several reconciles
+        assert sorted(node_id for _, node_id in signed) == [1, 3]
+        assert _member_cert(env, 1) == b""
+        # Healed (the pod serves its own CSR again): it is signed like the others.
+        del env.kubelet.forged_csr[1]
+        await env.until(
+            "all three signed",
+            lambda: env.cr()["status"]["certificates"]["members"] == 3,
+        )
+        assert sorted(node_id for _, node_id in signed) == [1, 2, 3]
+    finally:
+        stop.set()
+        await fulfil
