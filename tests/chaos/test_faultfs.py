@@ -349,17 +349,12 @@ def test_fsync_rate_through_faultfs_is_enough_for_a_node(fs: FaultFSHandle, tmp_
     assert through >= raw / 4, (raw, through)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known hazard (fsyncgate): after a failed fdatasync the WAL keeps the batch in the"
-    " file (only a failed write is cut back), so a restart without a power cut replays a vote"
-    " the disk never stored; a later power cut takes it back. Cutting the batch off on a"
-    " failed fsync too (WalStorage._fail undo_to) would fix it.",
-)
 def test_a_batch_whose_fsync_failed_does_not_come_back_after_a_restart(
     fs: FaultFSHandle,
 ) -> None:
+    """fsyncgate: after a failed fdatasync the batch may still be in the page cache; the WAL
+    cuts it off, so a restart without a power cut never acts on a vote the disk never stored
+    (found by faultfs; failed as a strict xfail before WalStorage._fail cut it back)."""
     from exchange_node.raft.types import Entry, HardState
     from exchange_node.storage.wal import open_storage
 

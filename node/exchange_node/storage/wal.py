@@ -386,7 +386,10 @@ class WalStorage:
         try:
             _fdatasync(fd)
         except OSError as exc:
-            self._fail(exc, undo_to=None)
+            # The batch was never acknowledged, but its bytes may sit in the page cache
+            # (Linux marks them clean after a failed fsync): cut them off, or a restart
+            # without a power cut would replay a vote this disk never stored.
+            self._fail(exc, undo_to=segment.size)
             raise
         synced = time.perf_counter()
 
@@ -416,9 +419,11 @@ class WalStorage:
     def _fail(self, exc: BaseException, *, undo_to: int | None) -> None:
         self._failed = exc
         if undo_to is not None:
-            # A partial write must not sit in front of the next batch.
+            # A partial or unsynced batch must not sit in front of the next batch,
+            # nor come back at the next start; best effort, the disk is failing.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._write_fd, undo_to)
+                _fdatasync(self._write_fd)
         log.error("storage in %s failed: %s; refusing further writes", self.data_dir, exc)
 
     def _apply_snapshot(self, snapshot: Snapshot, mode: int) -> None:
