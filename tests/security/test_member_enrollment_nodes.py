@@ -158,9 +158,12 @@ def test_a_node_enrolls_its_own_key_joins_the_mtls_cluster_and_rotates(
 
     # The operator's part: sign the CSR (it names exactly member 3) and PUT it.
     signed = certs.issue_member_cert_from_csr(ca, csr, cid, ENROLLING, valid_days=30)
-    code, doc = _admin(cluster, "PUT", "/v1/admin/certificate", {"certificate": signed.decode()})
+    # Anything but certificates in the body (here a stray key) is not written.
+    body = {"certificate": (signed + certs.new_private_key_pem()).decode()}
+    code, doc = _admin(cluster, "PUT", "/v1/admin/certificate", body)
     assert code == 200 and doc["installed"] == "current", doc
     assert doc["certificate"] == signed.decode() and "problem" not in doc
+    assert (key_file.parent / "tls.crt").read_bytes() == signed
 
     # Member 3 starts Raft with it and replicates over mTLS with the local-path members.
     def replicating() -> bool:

@@ -357,13 +357,12 @@ def new_private_key_pem() -> bytes:
 
 def public_key_der(pem: bytes) -> bytes:
     """The SubjectPublicKeyInfo (DER) of a PEM private key, certificate or CSR."""
-    if b"PRIVATE KEY" in pem:
-        key = serialization.load_pem_private_key(pem, password=None)
-        public = key.public_key()
-    elif b"CERTIFICATE REQUEST" in pem:
+    if b"-----BEGIN CERTIFICATE REQUEST-----" in pem:
         public = x509.load_pem_x509_csr(pem).public_key()
-    else:
+    elif b"-----BEGIN CERTIFICATE-----" in pem:
         public = x509.load_pem_x509_certificate(pem).public_key()
+    else:
+        public = serialization.load_pem_private_key(pem, password=None).public_key()
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

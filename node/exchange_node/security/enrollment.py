@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange_node.security import certs
 
@@ -110,9 +111,12 @@ class MemberEnrollment:
     def install(self, chain_pem: bytes, now: datetime.datetime) -> str:
         """Check and write a signed certificate chain; which key it is for: current | next."""
         try:
-            leaf_key = certs.public_key_der(chain_pem)
+            parsed = x509.load_pem_x509_certificates(chain_pem)
         except ValueError as exc:
             raise EnrollmentError(f"certificate: not a PEM certificate: {exc}") from None
+        # Only the certificates are kept: whatever else the body held is not written.
+        chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in parsed)
+        leaf_key = certs.public_key_der(parsed[0].public_bytes(Encoding.PEM))
         ca = self._ca()
         for which, path in (("next", self.next_key_file), ("current", self.key_file)):
             key = self._read(path)
