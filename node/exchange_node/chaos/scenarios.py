@@ -65,6 +65,40 @@ class FaultContext:
     def others(self, node_id: int) -> list[int]:
         return [n for n in self.target.node_ids() if n != node_id]
 
+    def inject(
+        self, name: str, nodes: list[int], inject: Callable[[], FaultHandle | None]
+    ) -> tuple[FaultWindow, FaultHandle | None]:
+        """Inject and open the fault's window once it is in force (a partition's rules
+        all applied, a node killed), so unavailability counts from there."""
+        handle = inject()
+        window = FaultWindow(name, time.monotonic_ns(), None, sorted(nodes), name)
+        if handle is not None:
+            window.description = handle.description
+            window.outcome = str(getattr(handle, "outcome", "") or "")
+        self.on_fault(window)
+        return window, handle
+
+    def heal(
+        self,
+        window: FaultWindow,
+        handle: FaultHandle | None,
+        heal: Callable[[], None] | None = None,
+    ) -> None:
+        try:
+            if handle is not None:
+                handle.heal()
+            if heal is not None:
+                heal()
+        finally:
+            window.end_ns = time.monotonic_ns()
+            self.on_fault(window)
+
+    def during(self, name: str, nodes: list[int], action: Callable[[], None]) -> None:
+        """A window around an action that is itself the fault (a graceful restart)."""
+        window = FaultWindow(name, time.monotonic_ns(), None, sorted(nodes), name)
+        self.on_fault(window)
+        self.heal(window, None, action)
+
     def hold(
         self,
         name: str,
@@ -73,24 +107,19 @@ class FaultContext:
         seconds: float,
         heal: Callable[[], None] | None = None,
     ) -> None:
-        """Inject, keep the fault ``seconds`` (not past the deadline), heal; record the window."""
-        start = time.monotonic_ns()
-        window = FaultWindow(name, start, None, sorted(nodes), name)
-        handle: FaultHandle | None = None
+        """Inject, keep the fault ``seconds`` (not past the deadline), heal; record the
+        window. ``heal`` undoes what ``inject`` did besides the handle it returns (also
+        when ``inject`` fails half way)."""
         try:
-            handle = inject()
-            if handle is not None:
-                window.description = handle.description
-                window.outcome = str(getattr(handle, "outcome", "") or "")
-            self.on_fault(window)
-            self.sleep(seconds)
-        finally:
-            if handle is not None:
-                handle.heal()
+            window, handle = self.inject(name, nodes, inject)
+        except BaseException:
             if heal is not None:
                 heal()
-            window.end_ns = time.monotonic_ns()
-            self.on_fault(window)
+            raise
+        try:
+            self.sleep(seconds)
+        finally:
+            self.heal(window, handle, heal)
 
 
 Schedule = Callable[[FaultContext], None]
@@ -100,10 +129,6 @@ def _heal_all(handles: list[FaultHandle], newest_first: bool = False) -> None:
     """Heal faults that one step injected together (read when the window closes)."""
     for handle in reversed(handles) if newest_first else list(handles):
         handle.heal()
-
-
-def _restarted(target: Target, node_id: int) -> None:
-    target.restart(node_id)
 
 
 @dataclass(frozen=True)
@@ -230,28 +255,25 @@ def _rolling_restart(ctx: FaultContext) -> None:
         for node_id in ctx.target.node_ids():
             if not ctx.alive(2):
                 return
-            ctx.hold("restart", [node_id], partial(_restarted, ctx.target, node_id), 0)
+            ctx.during(f"restart {node_id}", [node_id], partial(ctx.target.restart, node_id))
             ctx.sleep(2)
 
 
 def _cascading_failures(ctx: FaultContext) -> None:
     while ctx.alive(5):
-        first = ctx.rng.choice(ctx.others(ctx.leader()))
-        handles: list[FaultHandle] = []
-        second = ctx.leader()
-
-        def cascade(a: int = first, b: int = second, got: list[FaultHandle] = handles) -> None:
-            got.append(ctx.target.kill(a))
+        leader = ctx.leader()
+        follower = ctx.rng.choice(ctx.others(leader))
+        killed = ctx.inject("kill-follower", [follower], partial(ctx.target.kill, follower))
+        try:
             ctx.sleep(2)
-            got.append(ctx.target.pause(b))
-
-        ctx.hold(
-            "cascading-failures",
-            [first, second],
-            cascade,
-            2,
-            heal=partial(_heal_all, handles, True),
-        )
+            # The second failure takes the quorum: writes stop until it is healed.
+            paused = ctx.inject("pause-leader", [leader], partial(ctx.target.pause, leader))
+            try:
+                ctx.sleep(2)
+            finally:
+                ctx.heal(*paused)
+        finally:
+            ctx.heal(*killed)
         ctx.sleep(4)
 
 
