@@ -537,3 +537,99 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
         assert all(ceiling * 0.5 <= d < ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered
     assert backoff_delay(1000, 0.05, 1.0, rng) < 1.0
+
+
+# ---- peers that stop answering -----------------------------------------------------
+
+
+async def send_for(node: Node, peer: int, kind: MessageType, seconds: float) -> None:
+    """What a leader (HEARTBEAT) or a campaigning node (PRE_VOTE) sends, every 50 ms."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    n = 0
+    while loop.time() < end:
+        n += 1
+        node.transport.send([small(kind, node.transport.node_id, peer, n)])
+        await asyncio.sleep(0.05)
+
+
+async def answering(cluster: Cluster, node_id: int, **options: Any) -> Node:
+    """A node that answers every APP and HEARTBEAT, like a live follower."""
+    node = await cluster.add(node_id, **options)
+    answers = {
+        MessageType.APP: MessageType.APP_RESP,
+        MessageType.HEARTBEAT: MessageType.HEARTBEAT_RESP,
+    }
+
+    def on_message(m: Message) -> None:
+        node.seen.messages.append(m)
+        if m.type in answers:
+            node.transport.send([Message(answers[m.type], m.frm, node_id, m.term, index=m.index)])
+
+    node.transport._on_message = on_message
+    return node
+
+
+async def test_a_peer_that_answers_nothing_gets_both_streams_reset(cluster: Cluster) -> None:
+    # Node 2 hears the heartbeats but never answers (as behind a wedged stream).
+    a = await cluster.add(1, answer_timeout=0.3, min_backoff=0.01, max_backoff=0.1)
+    b = await cluster.add(2, min_backoff=0.01, max_backoff=0.1)
+    cluster.connect_all()
+    await until(lambda: a.transport.peer_connected(2) and b.transport.peer_connected(1), "streams")
+    # Without TLS a stream's sender is known from its first envelope on.
+    b.transport.send([small(MessageType.PRE_VOTE, 2, 1, 0)])
+    await until(lambda: len(a.seen.messages) == 1, "node 2's first envelope")
+    sending = asyncio.create_task(send_for(a, 2, MessageType.HEARTBEAT, WAIT_LIMIT_S))
+    try:
+        await until(lambda: a.transport.stats.reconnects >= 2, "two resets of the silent stream")
+        # Our stream to it was reset and came back, and so did its stream to us.
+        assert a.transport.stats.silent_resets >= 2
+        assert a.transport.stats.peers[2].silent_resets == a.transport.stats.silent_resets
+        await until(lambda: b.transport.stats.reconnects >= 1, "node 2's stream to node 1 reset")
+        assert a.transport._peers[2].silent_run >= 2  # the next reconnect backs off further
+    finally:
+        sending.cancel()
+    # Answers again: the run of resets ends.
+    b.transport._on_message = await answering_callback(b)
+    a.transport.send([small(MessageType.HEARTBEAT, 1, 2, 0)])
+    await until(lambda: a.transport._peers[2].silent_run == 0, "the peer answering again")
+
+
+async def answering_callback(node: Node) -> Callable[[Message], None]:
+    def on_message(m: Message) -> None:
+        if m.type is MessageType.HEARTBEAT:
+            node.transport.send([Message(MessageType.HEARTBEAT_RESP, m.frm, m.to, m.term)])
+
+    return on_message
+
+
+async def test_a_quiet_or_answering_peer_is_never_reset(cluster: Cluster) -> None:
+    # Heartbeats answered, and pre-votes nobody answers (a cluster without a leader,
+    # or a node whose campaign the others ignore): no reset either way.
+    a = await cluster.add(1, answer_timeout=0.2)
+    b = await answering(cluster, 2, answer_timeout=0.2)
+    c = await cluster.add(3, answer_timeout=0.2)
+    cluster.connect_all()
+    await until(
+        lambda: all(
+            n.transport.peer_connected(p)
+            for n in (a, b, c)
+            for p in (1, 2, 3)
+            if n.transport.node_id != p
+        ),
+        "streams",
+    )
+    await asyncio.gather(
+        send_for(a, 2, MessageType.HEARTBEAT, 1.5),
+        send_for(a, 3, MessageType.PRE_VOTE, 1.5),
+        send_for(c, 1, MessageType.PRE_VOTE, 1.5),
+        send_for(c, 2, MessageType.VOTE, 1.5),
+    )
+    for n in (a, b, c):
+        assert n.transport.stats.silent_resets == 0
+        assert n.transport.stats.reconnects == 0
+
+
+def test_answer_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="answer_timeout"):
+        PeerTransport(1, "127.0.0.1:0", lambda m: None, answer_timeout=0)

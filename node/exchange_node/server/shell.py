@@ -351,6 +351,9 @@ class Node:
             on_digest=self._on_digest,
             on_snapshot_status=self._on_snapshot_status,
             on_unreachable=self._on_unreachable,
+            # Two election timeouts (>= 4 heartbeats): a follower answers every
+            # heartbeat, so silence that long means a wedged stream, not a slow peer.
+            answer_timeout=2 * self.config.election_ms / 1000,
         )
         await self.transport.start()
         self._set_transport_peers()

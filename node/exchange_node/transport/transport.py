@@ -27,6 +27,19 @@ Failure policy (Raft tolerates lost messages; it does not tolerate stalls):
   exponential backoff and jitter, capped at ``max_backoff`` seconds.
 - A full queue drops the new messages and reports the peer unreachable.
 - A frame whose CRC does not match is dropped and counted, never applied.
+- A peer that stops answering (``answer_timeout``): a follower answers every APP
+  and HEARTBEAT on its own stream back, so when we have written some to a peer
+  and no APP_RESP or HEARTBEAT_RESP came from it for that long, one of the two
+  streams between us is wedged (without TLS a bit flipped in a gRPC length
+  prefix leaves the receiver waiting for a message that never completes, while
+  HTTP/2 keepalives still pass). Both are reset: our stream to the peer is
+  cancelled and reconnected over a new connection with the usual backoff (a run
+  of such resets backs off further), and the peer's stream to us is ended so
+  that it reconnects. Only a leader sends APP and HEARTBEAT, so a cluster
+  without one, or a follower whose votes go unanswered, never resets anything.
+  Every channel has a connection of its own (no shared subchannel pool), and a
+  stream that does not open within ``connect_timeout`` also gets a new one:
+  new streams on a wedged connection were seen never to open.
 
 Callbacks run on the event loop. ``on_message`` is called directly from the
 receiving coroutine and must not block. ``on_unreachable``,
@@ -131,6 +144,9 @@ DIGEST_SIZE_BYTES = 80
 SNAPSHOT_QUEUE_LIMIT = 2
 SHUTDOWN_WAIT_S = 2.0
 """How long stopping waits for one peer's tasks, a channel or the server."""
+_EXPECT_ANSWER = frozenset((MessageType.APP, MessageType.HEARTBEAT))
+"""Messages a live peer always answers (see ``answer_timeout``)."""
+_ANSWERS = frozenset((MessageType.APP_RESP, MessageType.HEARTBEAT_RESP))
 
 
 @dataclass(slots=True)
@@ -145,6 +161,8 @@ class PeerStats:
     dropped: int = 0
     reconnects: int = 0
     stream_failures: int = 0
+    silent_resets: int = 0
+    """Streams reset because the peer stopped answering (see ``answer_timeout``)."""
 
 
 @dataclass(slots=True)
@@ -200,6 +218,10 @@ class TransportStats:
     reconnects: int = 0
     """Streams established after a peer's first one."""
     stream_failures: int = 0
+    silent_resets: int = 0
+    """Times both streams with a peer were reset because it answered no APP or
+    HEARTBEAT for ``answer_timeout`` seconds (each is also a stream failure and,
+    once it reconnects, a reconnect)."""
     snapshots_sent: int = 0
     snapshots_received: int = 0
     snapshot_failures: int = 0
@@ -212,6 +234,7 @@ class _Peer:
 
     __slots__ = (
         "address",
+        "awaiting_answer_since",
         "call",
         "channel",
         "closed",
@@ -219,6 +242,8 @@ class _Peer:
         "queue",
         "queued_bytes",
         "sender",
+        "silenced",
+        "silent_run",
         "snapshot_call",
         "snapshot_sender",
         "snapshot_wake",
@@ -249,10 +274,40 @@ class _Peer:
         self.call: Any = None
         self.snapshot_call: Any = None
         self.closed = asyncio.Event()
+        self.awaiting_answer_since: float | None = None
+        """When we first wrote an APP or HEARTBEAT on this stream that no answer has
+        followed (monotonic seconds), or None."""
+        self.silenced = False
+        """The current stream is being reset because the peer stopped answering."""
+        self.silent_run = 0
+        """Silent resets since the peer last answered: the backoff attempt to start at."""
 
 
 class _StreamBroken(Exception):
     pass
+
+
+class _InboundStream:
+    """A running ``Replicate`` call from a peer, which we may end from outside it."""
+
+    __slots__ = ("context", "ending", "sender")
+
+    def __init__(self, context: grpc.aio.ServicerContext, sender: int | None) -> None:
+        self.context = context
+        self.sender = sender
+        self.ending: asyncio.Task[None] | None = None
+
+    def end(self) -> None:
+        """Finish the call with UNAVAILABLE: the peer's client sees its stream end (a
+        cancelled handler task would not tell it) and reconnects."""
+        if self.ending is None:
+            self.ending = asyncio.create_task(self._abort())
+
+    async def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.context.abort(
+                grpc.StatusCode.UNAVAILABLE, "no answers on the reverse stream"
+            )
 
 
 def _consume_result(future: asyncio.Future[Any]) -> None:
@@ -296,6 +351,7 @@ class PeerTransport:
         min_backoff: float = 0.05,
         max_backoff: float = 1.0,
         keepalive_seconds: float = 2.0,
+        answer_timeout: float | None = None,
         metadata: Metadata = (),
         rng: random.Random | None = None,
     ) -> None:
@@ -328,6 +384,11 @@ class PeerTransport:
         self._connect_timeout = connect_timeout
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        if answer_timeout is not None and answer_timeout <= 0:
+            raise ValueError(f"answer_timeout must be positive seconds, not {answer_timeout}")
+        self._answer_timeout = answer_timeout
+        self._inbound: dict[asyncio.Task[Any], _InboundStream] = {}
+        """Running ``Replicate`` handlers (with ``answer_timeout``), by handler task."""
         self._metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)
         self._rng = rng or random.Random()
         keepalive_ms = int(keepalive_seconds * 1000)
@@ -342,6 +403,8 @@ class PeerTransport:
             ("grpc.min_reconnect_backoff_ms", int(min_backoff * 1000)),
             ("grpc.max_reconnect_backoff_ms", int(max_backoff * 1000)),
             ("grpc.enable_retries", 0),
+            # Each channel its own connection: a rebuilt channel must not reuse a wedged one.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         self._server_options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
@@ -365,6 +428,7 @@ class PeerTransport:
         self._transfer_ids = 0
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
+        self._answer_watch: asyncio.Task[None] | None = None
         self._closed = False
 
     # ---- lifecycle -----------------------------------------------------------
@@ -390,6 +454,10 @@ class PeerTransport:
         self._server = server
         if self._credentials is not None:
             self._tls_watch = asyncio.create_task(self._watch_tls_files(), name="peer-tls-watch")
+        if self._answer_timeout is not None:
+            self._answer_watch = asyncio.create_task(
+                self._watch_answers(self._answer_timeout), name="peer-answer-watch"
+            )
         self.set_peers(self._wanted_peers)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -403,6 +471,8 @@ class PeerTransport:
         self._closed = True
         if self._tls_watch is not None:
             self._tls_watch.cancel()
+        if self._answer_watch is not None:
+            self._answer_watch.cancel()
         await asyncio.gather(*(self._close_peer(node_id) for node_id in list(self._peers)))
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_WAIT_S)
@@ -722,12 +792,15 @@ class PeerTransport:
                 metadata.add_done_callback(_consume_result)
                 done, _ = await asyncio.wait({metadata}, timeout=self._connect_timeout)
                 if not done:
-                    call.cancel()
+                    # A new connection too: after a wedge (see ``answer_timeout``) new
+                    # streams on the old connection were seen never to open.
+                    self._rebuild_channel(state)
                     raise _StreamBroken
                 if call.done() or state.closed.is_set():
                     raise _StreamBroken
                 established = True
-                attempt = 0
+                attempt = state.silent_run
+                state.awaiting_answer_since = None
                 state.stats.connected = True
                 self.stats.connects += 1
                 if established_before:
@@ -746,8 +819,12 @@ class PeerTransport:
                 state.stats.connected = False
             call.cancel()
             state.call = None
+            state.awaiting_answer_since = None
             if state.closed.is_set():
                 return
+            if state.silenced:
+                state.silenced = False
+                attempt = state.silent_run  # a peer silent again and again: back off further
             if established:
                 self.stats.stream_failures += 1
                 state.stats.stream_failures += 1
@@ -798,6 +875,12 @@ class PeerTransport:
                 self._report_unreachable(state.node_id)
                 continue
             sequence += 1
+            if state.awaiting_answer_since is None:
+                # Before the write: a wedged peer may also stop taking our bytes.
+                for m in messages:
+                    if m.type in _EXPECT_ANSWER:
+                        state.awaiting_answer_since = time.monotonic()
+                        break
             await call.write(envelope)
             stats.envelopes_sent += 1
             stats.messages_sent += len(messages)
@@ -817,6 +900,47 @@ class PeerTransport:
             state.queued_bytes = 0
         state.stats.queued = 0
         return dropped
+
+    # ---- peers that stop answering ------------------------------------------------
+
+    def _answered(self, state: _Peer) -> None:
+        state.awaiting_answer_since = None
+        if state.silent_run:
+            log.info(
+                "peer %d answers again after %d stream resets", state.node_id, state.silent_run
+            )
+            state.silent_run = 0
+
+    async def _watch_answers(self, timeout: float) -> None:
+        # Checked a few times per timeout, so a wedge is reset within 1.25 timeouts.
+        while not self._closed:
+            await asyncio.sleep(timeout / 4)
+            now = time.monotonic()
+            for state in list(self._peers.values()):
+                since = state.awaiting_answer_since
+                if since is not None and now - since > timeout and not state.silenced:
+                    self._reset_silent_peer(state, now - since)
+
+    def _reset_silent_peer(self, state: _Peer, silent_for: float) -> None:
+        state.silenced = True
+        state.silent_run += 1
+        state.awaiting_answer_since = None
+        self.stats.silent_resets += 1
+        state.stats.silent_resets += 1
+        if state.silent_run == 1:
+            log.warning(
+                "peer %d answered nothing for %.1f s while we sent to it: "
+                "resetting both streams with it",
+                state.node_id,
+                silent_for,
+                extra={"peer": state.node_id},
+            )
+        # A new connection, not only a new stream: new streams on the old one were
+        # seen never to open after a wedge (the sender reconnects after its backoff).
+        self._rebuild_channel(state)
+        for inbound in list(self._inbound.values()):
+            if inbound.sender == state.node_id:
+                inbound.end()  # the peer's call ends; it reconnects to us
 
     # ---- snapshots -------------------------------------------------------------------
 
@@ -911,6 +1035,19 @@ class PeerTransport:
                 return 0
         if expected_sequence and body.sequence > expected_sequence:
             stats.sequence_gaps += body.sequence - expected_sequence
+        elif not expected_sequence:
+            # The first envelope of a stream names its sender: the handler is the task
+            # to end if that peer stops answering (see ``_reset_silent_peer``).
+            task = asyncio.current_task()
+            inbound = self._inbound.get(task) if task is not None else None
+            if inbound is not None:
+                inbound.sender = sender
+        state = self._peers.get(sender)
+        if state is not None and state.awaiting_answer_since is not None:
+            for msg in messages:
+                if msg.type in _ANSWERS:
+                    self._answered(state)
+                    break
         stats.envelopes_received += 1
         stats.bytes_received += len(envelope.body)
         stats.messages_received += len(messages)
@@ -977,15 +1114,23 @@ class _PeerService(pb_grpc.PeerServicer):
         accepted = dropped = 0
         expected = 0
         receive = transport._receive_envelope
-        async for envelope in request_iterator:
-            sequence = receive(envelope, expected, member, peer)
-            if sequence:
-                accepted += 1
-                expected = sequence + 1
-            else:
-                dropped += 1
-                if expected:
-                    expected += 1
+        task = asyncio.current_task()
+        if task is not None and transport._answer_timeout is not None:
+            # Its sender: the authenticated member, or without TLS its first envelope's.
+            transport._inbound[task] = _InboundStream(context, member)
+        try:
+            async for envelope in request_iterator:
+                sequence = receive(envelope, expected, member, peer)
+                if sequence:
+                    accepted += 1
+                    expected = sequence + 1
+                else:
+                    dropped += 1
+                    if expected:
+                        expected += 1
+        finally:
+            if task is not None:
+                transport._inbound.pop(task, None)
         return pb.ReplicateSummary(envelopes=accepted, dropped=dropped)
 
     async def InstallSnapshot(
