@@ -64,6 +64,7 @@ def build(
                 "start_s": _s(window.start_ns - t0),
                 "end_s": _s(None if window.end_ns is None else window.end_ns - t0),
                 "unavailable_s": _s(figures.get("unavailable_ns")),
+                "injection_s": _s(window.injection_ns),
                 "error_rate": figures.get("error_rate"),
                 "operations_during": figures.get("operations"),
             }
@@ -313,6 +314,7 @@ def render_html(doc: dict[str, Any]) -> str:
     fault_rows = "".join(
         f"<tr><td>{e(f['name'])}</td><td>{e(f['description'])}</td><td>{f['start_s']}</td>"
         f"<td>{f['end_s']}</td><td>{_fmt(f['unavailable_s'])}</td>"
+        f"<td>{_fmt(f['injection_s'])}</td>"
         f"<td>{rate(f['error_rate'])}</td>"
         f"<td>{e(f['outcome'])}</td></tr>"
         for f in doc["unavailability"]["faults"]
@@ -361,6 +363,7 @@ pre {{ font-size: 11px; white-space: pre-wrap; }} .legend {{ font-size: 12px; }}
 <h2>Roles</h2>{_roles_chart(doc)}
 <h2>Faults</h2>
 <table><tr><th>fault</th><th>what</th><th>start s</th><th>end s</th><th>unavailable s</th>
+<th>injection took s</th>
 <th>indeterminate</th><th>outcome</th></tr>{fault_rows}</table>
 <h2>Verdicts</h2><table>{"".join(checks)}</table>
 <h2>Prometheus series (scraped each second)</h2>{_metrics_table(doc)}

@@ -377,7 +377,11 @@ async def _drive(
                 window.start_ns,
                 window.end_ns,
                 [f"n{n}" for n in window.nodes],
-                {"description": window.description, "outcome": window.outcome},
+                {
+                    "description": window.description,
+                    "outcome": window.outcome,
+                    "injection_ns": window.injection_ns,
+                },
             )
         )
 

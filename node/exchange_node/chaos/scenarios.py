@@ -29,6 +29,9 @@ class FaultWindow:
     nodes: list[int]
     description: str
     outcome: str = ""
+    injection_ns: int = 0
+    """How long injecting took before the window opened (the fault may have taken
+    effect during it: the window's unavailability can be short by up to this)."""
 
 
 @dataclass
@@ -70,8 +73,10 @@ class FaultContext:
     ) -> tuple[FaultWindow, FaultHandle | None]:
         """Inject and open the fault's window once it is in force (a partition's rules
         all applied, a node killed), so unavailability counts from there."""
+        began = time.monotonic_ns()
         handle = inject()
         window = FaultWindow(name, time.monotonic_ns(), None, sorted(nodes), name)
+        window.injection_ns = window.start_ns - began
         if handle is not None:
             window.description = handle.description
             window.outcome = str(getattr(handle, "outcome", "") or "")
