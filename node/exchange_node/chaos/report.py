@@ -29,6 +29,7 @@ ROLE_COLOURS = {
     "leader": "#2b8a3e",
     "follower": "#4dabf7",
     "candidate": "#f59f00",
+    "pre_candidate": "#ffd43b",
     "learner": "#adb5bd",
     "down": "#e03131",
 }
