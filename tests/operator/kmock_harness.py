@@ -258,7 +258,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 and request.name is not None
                 and self.kubelet is not None
             ):
-                self.kubelet.pod_deleted({}, int(request.name.rsplit("-", 1)[1]))
+                deleted: Obj = {"metadata": {"name": request.name}}
+                grace = _grace_period(request)
+                if grace is not None:
+                    deleted["metadata"]["deletionGracePeriodSeconds"] = grace
+                self.kubelet.pod_deleted(deleted, int(request.name.rsplit("-", 1)[1]))
             if request.resource is not None and request.action in (
                 kmock_enums.action.CREATE,
                 kmock_enums.action.UPDATE,
@@ -486,6 +490,14 @@ def _secret_data(res: str, obj: Any) -> Any:
     }
     obj["data"] = {**(obj.get("data") or {}), **encoded}
     return obj
+
+
+def _grace_period(request: kmock.Request) -> int | None:
+    """A DELETE's grace period: the query parameter, else the DeleteOptions body."""
+    value = request.params.get("gracePeriodSeconds")
+    if value is None and isinstance(request.data, dict):
+        value = request.data.get("gracePeriodSeconds")
+    return None if value is None else int(value)
 
 
 def _ready(pod: Obj) -> bool:

@@ -90,8 +90,10 @@ class ProcessKubelet:
 
     def pod_deleted(self, pod: Obj, ordinal: int) -> None:
         process = self.processes.pop(ordinal, None)
+        grace = pod.get("metadata", {}).get("deletionGracePeriodSeconds")
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            # A forced delete (grace 0) is a SIGKILL, as a kubelet sends one.
+            process.send_signal(signal.SIGKILL if grace == 0 else signal.SIGTERM)
             self.terminating[ordinal] = process
         self.ready[ordinal] = False
 

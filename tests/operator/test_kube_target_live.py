@@ -1,0 +1,159 @@
+"""``KubernetesTarget`` against the emulated API server, with real node processes behind
+the pods (ProcessKubelet) and the real operator.
+
+- Deleting the leader's pod through the target (grace 0) SIGKILLs the real process;
+  the StatefulSet controller recreates the pod, a new process starts on the same
+  volume, a new leader is elected and all three members are healthy again.
+- A normal delete (``restart``) is a SIGTERM; two pods at once lose quorum until healed.
+- A partition creates NetworkPolicies that select exactly the pods named (validated
+  against the Kubernetes 1.31 schemas) and healing deletes them. The emulator does
+  not enforce NetworkPolicies: that they cut the network is shown on a real cluster
+  (chaos-experiments/README.md), not here.
+- With Chaos Mesh's kinds served, the capabilities grow and each fault creates a
+  resource that validates against chaos_mesh_schemas, deleted on healing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import manifest_validation as validation
+import pytest
+from exchange_node.chaos.kube_target import KubernetesTarget
+from exchange_node.chaos.target import CapabilityError, DiskFault, LinkFault
+from kubernetes import client
+from test_operator_live_nodes import CR_PATH, NAME, NS, Live, live  # noqa: F401
+
+pytestmark = [pytest.mark.slow]
+
+CHAOS_MESH = {
+    "PodChaos": "podchaos",
+    "NetworkChaos": "networkchaos",
+    "TimeChaos": "timechaos",
+    "IOChaos": "iochaos",
+    "StressChaos": "stresschaos",
+}
+
+
+def api_client(cluster: Live) -> Any:
+    configuration = client.Configuration()
+    configuration.host = cluster.base
+    return client.ApiClient(configuration)
+
+
+def healthy(cluster: Live) -> int:
+    return sum(1 for m in cluster.status().get("members") or () if m.get("healthy"))
+
+
+async def test_pod_deletes_kill_real_processes_and_policies_partition(live: Live) -> None:  # noqa: F811
+    body = {"apiVersion": "exchange.raft-exchange.dev/v1alpha1", "kind": "ExchangeCluster",
+            "metadata": {"name": NAME}, "spec": {"replicas": 3, "electionMs": 600,
+                                                  "heartbeatMs": 100}}  # fmt: skip
+    async with live.http.post(live.base + CR_PATH, json=body) as response:
+        assert response.status == 200, await response.text()
+    await live.until("Running, 3 healthy", lambda: live.status().get("phase") == "Running"
+                     and healthy(live) == 3)  # fmt: skip
+
+    target = await asyncio.to_thread(
+        KubernetesTarget, NS, NAME, api_client=api_client(live), ready_timeout=90
+    )
+    assert target.capabilities() == {"kill", "restart", "partition"}
+    # The target's calls are synchronous HTTP to the emulator in this loop: in threads.
+    pods = await asyncio.to_thread(target.members)
+    assert sorted(pods) == [1, 2, 3] and await asyncio.to_thread(target.node_ids) == [1, 2, 3]
+    with pytest.raises(CapabilityError, match="NetworkChaos"):
+        await asyncio.to_thread(target.loss, 1, 0.3)
+    with pytest.raises(CapabilityError, match="pause"):
+        await asyncio.to_thread(target.pause, 1)
+
+    # 1. Delete the leader's pod with grace 0: its process dies of SIGKILL.
+    leader = await asyncio.to_thread(target.leader)
+    assert leader is not None
+    pod = pods[leader]
+    ordinal = int(pod.rsplit("-", 1)[1])
+    process = live.kubelet.processes[ordinal]
+    fault = await asyncio.to_thread(target.kill, leader)
+    assert await asyncio.to_thread(process.wait, 10) == -signal.SIGKILL
+    await live.until("a new leader", lambda: live.status().get("leaderId") not in (0, leader))
+    await asyncio.to_thread(fault.heal)  # waits for the recreated pod to be Ready
+    replacement = live.kubelet.processes[ordinal]
+    assert replacement is not process and replacement.poll() is None
+    await live.until("3 healthy again", lambda: healthy(live) == 3)
+    ids = sorted(m["id"] for m in live.status()["members"])
+    assert ids == [1, 2, 3]  # the same member came back on its volume
+
+    # 2. restart: a normal delete is a SIGTERM (the node hands over and exits cleanly).
+    leader = await asyncio.to_thread(target.leader)
+    follower = next(i for i in pods if i != leader)
+    f_ordinal = int(pods[follower].rsplit("-", 1)[1])
+    f_process = live.kubelet.processes[f_ordinal]
+    await asyncio.to_thread(target.restart, follower)
+    assert f_process.wait(0) in (0, -signal.SIGTERM)
+    assert live.kubelet.processes[f_ordinal] is not f_process
+    await live.until("3 healthy after restart", lambda: healthy(live) == 3)
+
+    # 3. two pods at once: quorum lost, then back.
+    two = sorted(pods)[:2]
+    both = await asyncio.to_thread(target.kill_pods, two)
+    await asyncio.to_thread(both.heal)
+    await live.until("Running after two pods", lambda: live.status().get("phase") == "Running"
+                     and healthy(live) == 3)  # fmt: skip
+
+    # 4. partition {leader} | {others}: egress policies on both sides, removed on heal.
+    leader = await asyncio.to_thread(target.leader)
+    assert leader is not None
+    others = [i for i in sorted(pods) if i != leader]
+    cut = await asyncio.to_thread(target.partition, [[leader], others])
+    policies = {
+        p["metadata"]["name"]: p
+        for _, p in live.emulator.live("networking.k8s.io/v1/networkpolicies")
+        if p["metadata"]["labels"].get("app.kubernetes.io/component") == "chaos"
+    }
+    assert sorted(policies) == sorted(name for _, name in cut.resources) and len(policies) == 2
+    selected = sorted(
+        tuple(p["spec"]["podSelector"]["matchExpressions"][0]["values"]) for p in policies.values()
+    )
+    assert selected == sorted([(pods[leader],), tuple(pods[i] for i in others)])
+    for policy in policies.values():
+        assert validation.errors(policy) == []
+    await asyncio.to_thread(cut.heal)
+    assert not [
+        p
+        for _, p in live.emulator.live("networking.k8s.io/v1/networkpolicies")
+        if p["metadata"]["labels"].get("app.kubernetes.io/component") == "chaos"
+    ]
+
+    # 5. Chaos Mesh installed: its kinds are discovered and each fault is one resource.
+    for kind, plural in CHAOS_MESH.items():
+        live.emulator.declare(kind, f"chaos-mesh.org/v1alpha1/{plural}", True, ())
+    mesh = await asyncio.to_thread(
+        KubernetesTarget, NS, NAME, api_client=api_client(live), partition_with="chaos-mesh"
+    )
+    assert mesh.chaos_mesh_kinds == set(CHAOS_MESH)
+    assert {"loss", "bandwidth", "link", "clock", "disk", "partition"} <= mesh.capabilities()
+    injections = [
+        lambda: mesh.loss(1, 0.25),
+        lambda: mesh.bandwidth(2, 512),
+        lambda: mesh.link(1, 2, LinkFault("latency", latency_ms=50, jitter_ms=5)),
+        lambda: mesh.link(2, 3, LinkFault("corrupt", probability=0.1)),
+        lambda: mesh.clock(3, -600.0),
+        lambda: mesh.disk(1, DiskFault("slow_fsync", delay_ms=100)),
+        lambda: mesh.disk(2, DiskFault("eio_fsync")),
+        lambda: mesh.stress(3, cpu_workers=2, memory="256MB"),
+        lambda: mesh.pod_failure(1),
+        lambda: mesh.partition([[1], [2, 3]]),
+    ]
+    made = []
+    for inject in injections:
+        fault = await asyncio.to_thread(inject)
+        for kind, name in fault.resources:
+            obj = live.emulator.get(f"chaos-mesh.org/v1alpha1/{CHAOS_MESH[kind]}", NS, name)
+            assert obj is not None, (kind, name)
+            assert validation.errors(obj) == [], (fault.description, obj)
+            made.append((kind, name))
+    assert len(made) == 10  # one each; {1} | {2,3} is one pair of sides: one NetworkChaos
+    await asyncio.to_thread(mesh.close)  # heals everything: every resource deleted
+    for kind, name in made:
+        assert live.emulator.get(f"chaos-mesh.org/v1alpha1/{CHAOS_MESH[kind]}", NS, name) is None
