@@ -129,7 +129,7 @@ async def test_pod_deletes_kill_real_processes_and_policies_partition(live: Live
     for kind, plural in CHAOS_MESH.items():
         live.emulator.declare(kind, f"chaos-mesh.org/v1alpha1/{plural}", True, ())
     mesh = await asyncio.to_thread(
-        KubernetesTarget, NS, NAME, api_client=api_client(live), partition_with="chaos-mesh"
+        KubernetesTarget, NS, NAME, api_client=api_client(live), via="chaos-mesh"
     )
     assert mesh.chaos_mesh_kinds == set(CHAOS_MESH)
     assert {"loss", "bandwidth", "link", "clock", "disk", "partition"} <= mesh.capabilities()
@@ -154,6 +154,21 @@ async def test_pod_deletes_kill_real_processes_and_policies_partition(live: Live
             assert validation.errors(obj) == [], (fault.description, obj)
             made.append((kind, name))
     assert len(made) == 10  # one each; {1} | {2,3} is one pair of sides: one NetworkChaos
+    # via=chaos-mesh: a kill is a PodChaos pod-kill (grace 0). Chaos Mesh's controller is
+    # not emulated: the test deletes the pod as it would, and healing waits for the new one.
+    victim = pods[3]
+    killed = await asyncio.to_thread(mesh.kill, 3)
+    ((kind, name),) = killed.resources
+    pod_chaos = live.emulator.get("chaos-mesh.org/v1alpha1/podchaos", NS, name)
+    assert pod_chaos is not None and validation.errors(pod_chaos) == []
+    assert pod_chaos["spec"]["action"] == "pod-kill" and pod_chaos["spec"]["gracePeriod"] == 0
+    assert pod_chaos["spec"]["selector"]["pods"] == {NS: [victim]}
+    made.append((kind, name))
+    process = live.kubelet.processes[int(victim.rsplit("-", 1)[1])]
+    async with live.http.delete(f"{live.base}/api/v1/namespaces/{NS}/pods/{victim}",
+                                params={"gracePeriodSeconds": "0"}) as response:  # fmt: skip
+        assert response.status == 200
+    assert await asyncio.to_thread(process.wait, 10) == -signal.SIGKILL
     await asyncio.to_thread(mesh.close)  # heals everything: every resource deleted
     for kind, name in made:
         assert live.emulator.get(f"chaos-mesh.org/v1alpha1/{CHAOS_MESH[kind]}", NS, name) is None

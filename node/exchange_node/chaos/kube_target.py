@@ -5,7 +5,7 @@ Constructor (what ``exchange chaos run --target kubernetes`` calls)::
     KubernetesTarget(namespace, cluster_name, *, kubeconfig=None, context=None,
                      in_cluster=None, api_client=None, endpoint_for=None,
                      api_keys_file=None, api_keys=None, ca_file=None,
-                     partition_with="networkpolicy", seed=0, ready_timeout=180.0)
+                     via="kubernetes", seed=0, ready_timeout=180.0)
 
 - Credentials for the API server: ``in_cluster=True`` (a Job's ServiceAccount),
   else ``kubeconfig``/``context`` (default: ``$KUBECONFIG`` or ``~/.kube/config``);
@@ -26,10 +26,15 @@ Constructor (what ``exchange chaos run --target kubernetes`` calls)::
 
 Faults (``capabilities`` reflects what the cluster has):
 
+``via`` says how kills and partitions are made: ``kubernetes`` (pod deletes and
+NetworkPolicies; the Role needs pods delete and networkpolicies create/delete) or
+``chaos-mesh`` (PodChaos ``pod-kill`` and NetworkChaos ``partition``; the Role needs
+only those two kinds).
+
 ``kill``        delete the pod with grace 0 (force: SIGKILL); the StatefulSet
                 recreates it on the same claim; healing waits until it is Ready.
 ``restart``     delete the pod with its normal grace (SIGTERM: the leader hands over).
-``partition``   NetworkPolicies (``partition_with="networkpolicy"``): for each side,
+``partition``   NetworkPolicies (``via="kubernetes"``): for each side,
                 an Egress policy selecting its pods by name that allows egress to
                 every pod but those of the other sides. Policies only add allowances
                 and the operator's own policy admits the peer port on ingress, so the
@@ -38,8 +43,8 @@ Faults (``capabilities`` reflects what the cluster has):
                 connections still flow, NetworkPolicies being stateful). Refused when
                 another policy already allows the pods egress (``restrictEgress``),
                 which would override the cut. Whether established connections are
-                cut depends on the CNI plugin. ``partition_with="chaos-mesh"`` uses a
-                NetworkChaos ``partition`` instead.
+                cut depends on the CNI plugin. ``via="chaos-mesh"``: one NetworkChaos
+                ``partition`` per pair of sides.
 With Chaos Mesh's CRDs (``chaos-mesh.org/v1alpha1``, found by API discovery):
 ``loss`` / ``bandwidth`` / ``link`` (delay, jitter, corrupt): NetworkChaos;
 ``clock``: TimeChaos; ``disk`` (fsync latency, EIO on write or fsync): IOChaos;
@@ -149,7 +154,7 @@ class KubernetesTarget:
         api_keys_file: str | None = None,
         api_keys: Mapping[str, str] | None = None,
         ca_file: str | None = None,
-        partition_with: Literal["networkpolicy", "chaos-mesh"] = "networkpolicy",
+        via: Literal["kubernetes", "chaos-mesh"] = "kubernetes",
         seed: int = 0,
         ready_timeout: float = 180.0,
     ) -> None:
@@ -157,10 +162,8 @@ class KubernetesTarget:
 
         if not namespace or not cluster_name:
             raise ValueError("namespace and cluster_name are required")
-        if partition_with not in ("networkpolicy", "chaos-mesh"):
-            raise ValueError(
-                f"partition_with must be networkpolicy or chaos-mesh, not {partition_with!r}"
-            )
+        if via not in ("kubernetes", "chaos-mesh"):
+            raise ValueError(f"via must be kubernetes or chaos-mesh, not {via!r}")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"ca_file {ca_file!r} does not exist")
         self.namespace = namespace
@@ -174,7 +177,7 @@ class KubernetesTarget:
         self.api_keys = dict(api_keys or {})
         if api_keys_file is not None:
             self.api_keys.update(_read_api_keys(api_keys_file))
-        self.partition_with = partition_with
+        self.via = via
         self.rng = random.Random(seed)
         self.ready_timeout = ready_timeout
         self.run_id = secrets.token_hex(4)
@@ -237,8 +240,11 @@ class KubernetesTarget:
         return [self.api.sanitize_for_serialization(p) for p in pods.items]
 
     def capabilities(self) -> frozenset[str]:
-        kinds = {"kill", "restart"}
-        if self.partition_with == "networkpolicy" or "NetworkChaos" in self.chaos_mesh_kinds:
+        kinds: set[str] = set()
+        mesh = self.via == "chaos-mesh"
+        if not mesh or "PodChaos" in self.chaos_mesh_kinds:
+            kinds |= {"kill", "restart"}
+        if not mesh or "NetworkChaos" in self.chaos_mesh_kinds:
             kinds.add("partition")
         if "NetworkChaos" in self.chaos_mesh_kinds:
             kinds |= {"loss", "bandwidth", "link"}
@@ -299,9 +305,29 @@ class KubernetesTarget:
             time.sleep(0.2)
         raise TimeoutError(f"pod {self.namespace}/{name} was not back and Ready in time")
 
+    def _pod_kill(self, names: list[str], grace: int | None, text: str) -> Fault:
+        """PodChaos pod-kill of these pods; healing deletes it and waits for them."""
+        uids = {name: str((self._pod(name) or {}).get("metadata", {}).get("uid")) for name in names}
+        spec: Obj = {"action": "pod-kill", "mode": "all", "selector": self._selector(names)}
+        if grace is not None:
+            spec["gracePeriod"] = grace
+        inner = self._chaos_mesh("PodChaos", spec, text)
+        self._active.remove(inner)
+
+        def undo() -> None:
+            inner.heal()
+            for name, uid in uids.items():
+                self.wait_replaced(name, uid)
+
+        fault = Fault(self, inner.description, undo)
+        fault.resources = inner.resources
+        return fault
+
     def kill(self, node_id: int) -> Fault:
         """Force-delete the member's pod (grace 0: SIGKILL)."""
         name = self.pod_name(node_id)
+        if self.via == "chaos-mesh":
+            return self._pod_kill([name], 0, f"pod-kill {name} (node {node_id})")
         uid = self._delete_pod(name, 0)
         return Fault(self, f"delete pod {name} (node {node_id}, grace 0)",
                      lambda: self.wait_replaced(name, uid))  # fmt: skip
@@ -309,6 +335,8 @@ class KubernetesTarget:
     def kill_pods(self, node_ids: Iterable[int]) -> Fault:
         """Force-delete several members' pods at once (two pods: a majority of 3)."""
         names = [self.pod_name(i) for i in sorted(set(node_ids))]
+        if self.via == "chaos-mesh":
+            return self._pod_kill(names, 0, f"pod-kill {', '.join(names)}")
         uids = {name: self._delete_pod(name, 0) for name in names}
 
         def undo() -> None:
@@ -322,6 +350,9 @@ class KubernetesTarget:
 
     def restart(self, node_id: int) -> None:
         name = self.pod_name(node_id)
+        if self.via == "chaos-mesh":
+            self._pod_kill([name], None, f"pod-kill {name} (graceful)").heal()
+            return
         uid = self._delete_pod(name, None)
         self.wait_replaced(name, uid)
 
@@ -403,7 +434,8 @@ class KubernetesTarget:
             if (raw["metadata"].get("labels") or {}).get(LABEL_COMPONENT) == "chaos":
                 continue
             spec = raw.get("spec") or {}
-            if "Egress" not in (spec.get("policyTypes") or ()):
+            # A default-deny (Egress with no rules) allows nothing; rules would override.
+            if "Egress" not in (spec.get("policyTypes") or ()) or not spec.get("egress"):
                 continue
             match = (spec.get("podSelector") or {}).get("matchLabels") or {}
             if any(match.items() <= labels.get(p, {}).items() for p in pods):
@@ -421,7 +453,7 @@ class KubernetesTarget:
         sides = [[self.pod_name(i) for i in side] for side in ids]
         arrow = " -> " if one_way else " | "
         text = arrow.join("{" + ",".join(map(str, s)) + "}" for s in ids)
-        if self.partition_with == "chaos-mesh":
+        if self.via == "chaos-mesh":
             return self._partition_chaos_mesh(sides, one_way, f"partition {text}")
         other = self._egress_allowed_elsewhere([p for s in sides for p in s])
         if other is not None:
