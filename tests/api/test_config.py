@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from exchange_node.api import ApiConfig, ApiConfigError, load_api_keys_file, parse_api_keys
 from exchange_node.api.auth import RateLimiter
+from exchange_node.api.config import load_key_rate_limits
 
 
 def test_keys_from_env():
@@ -64,6 +65,56 @@ def test_token_bucket_refills_at_its_rate():
     assert limiter.acquire("k") == 0
     assert limiter.acquire("other") == 0  # per key
     assert RateLimiter(rate=0, burst=1).acquire("k") == 0  # disabled
+
+
+def test_a_batch_takes_the_bucket_into_debt_once():
+    now = [0.0]
+    limiter = RateLimiter(rate=100, burst=10, clock=lambda: now[0])
+    assert limiter.acquire("k") == 0  # the batch's request is admitted on one token
+    assert limiter.acquire("k") == 0  # and so is an overlapping one of the same key
+    assert limiter.debit("k", 499) == 0  # the first batch pays for its 500 orders
+    assert limiter.debit("k", 499) == pytest.approx(4.92)  # the second finds a debt: 429
+    assert limiter.acquire("k") == pytest.approx(4.92)  # 491 in debt + 1 at 100/s
+    now[0] += 4.92
+    assert limiter.acquire("k") == 0
+    assert limiter.debit("other", 5) == 0  # per key
+
+
+def test_per_key_rate_limits_from_the_keys_file(tmp_path):
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "- {token: mm, client_id: maker, rate_limit: 20000, rate_burst: 40000}\n"
+        "- {token: mm2, client_id: maker2, rate_limit: 500}\n"
+        "- {token: retail, client_id: alice}\n"
+    )
+    assert load_api_keys_file(path) == {"mm": "maker", "mm2": "maker2", "retail": "alice"}
+    assert load_key_rate_limits(path) == {"mm": (20000.0, 40000), "mm2": (500.0, 1000)}
+    config = ApiConfig.from_env({"EXCHANGE_API_KEYS_FILE": str(path)})
+    assert config.key_rate_limits == {"mm": (20000.0, 40000), "mm2": (500.0, 1000)}
+    limiter = RateLimiter(1, 1, clock=lambda: 0.0, overrides=config.key_rate_limits)
+    assert limiter.acquire("retail") == 0 and limiter.acquire("retail") > 0
+    assert limiter.acquire("mm", 40000) == 0
+    # The old forms set no per-key limit.
+    for text in ("t1: alice\n", "t1=alice\n", "- {token: t1, client_id: alice}\n"):
+        path.write_text(text)
+        assert load_key_rate_limits(path) == {}
+
+
+@pytest.mark.parametrize(
+    "entry,named",
+    [
+        ("rate_limit: lots", "rate_limit"),
+        ("rate_limit: -1", "rate_limit"),
+        ("rate_limit: 10, rate_burst: 0", "rate_burst"),
+        ("rate_limit: 10, rate_burst: 1.5", "rate_burst"),
+        ("rate_burst: 10", "rate_burst without rate_limit"),
+    ],
+)
+def test_bad_per_key_rate_limits_name_the_field(tmp_path, entry, named):
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"- {{token: t1, client_id: alice, {entry}}}\n")
+    with pytest.raises(ApiConfigError, match=named):
+        load_key_rate_limits(path)
 
 
 def test_limits_from_the_environment_and_keywords_win():

@@ -347,6 +347,39 @@ async def test_rate_limit_per_key_answers_429_with_retry_after(make_client):
     assert (await client.post("/v1/orders", json=SELL, headers=BOB)).status == 200
 
 
+async def test_a_batch_costs_one_token_per_order(make_client):
+    # Burst 10, nothing refills during the test: the limit counts orders, not requests.
+    client, service = await make_client(rate_limit_per_second=0.001, rate_limit_burst=10)
+    batch = {"orders": [SELL] * 8}
+    assert (await client.post("/v1/orders/batch", json=batch, headers=ALICE)).status == 200
+    # 2 tokens left: one more order goes, then the key is refused before its body is read.
+    assert (await client.post("/v1/orders/batch", json=batch, headers=ALICE)).status == 200
+    response = await client.post("/v1/orders", json=SELL, headers=ALICE)
+    assert response.status == 429
+    # In debt by 6 orders: 7 tokens to wait for at 0.001/s.
+    assert response.headers["Retry-After"] == "7000"
+    error = (await response.json())["error"]
+    assert error["code"] == "rate_limited" and error["limit"] == "rate_limit_per_second"
+    assert error["rate"] == 0.001 and error["burst"] == 10
+    assert sum(map(len, service.submitted)) == 16  # two batches
+    # Another key is not charged for alice's orders.
+    assert (await client.post("/v1/orders/batch", json=batch, headers=BOB)).status == 200
+
+
+async def test_a_key_of_its_own_rate_limit_gets_more(make_client):
+    client, _ = await make_client(
+        rate_limit_per_second=0.001,
+        rate_limit_burst=2,
+        key_rate_limits={"tok-bob": (0.001, 50)},
+    )
+    batch = {"orders": [SELL] * 40}
+    assert (await client.post("/v1/orders/batch", json=batch, headers=BOB)).status == 200
+    assert (await client.post("/v1/orders/batch", json=batch, headers=BOB)).status == 200
+    assert (await client.post("/v1/orders/batch", json=batch, headers=BOB)).status == 429
+    assert (await client.post("/v1/orders/batch", json=batch, headers=ALICE)).status == 200
+    assert (await client.post("/v1/orders/batch", json=batch, headers=ALICE)).status == 429
+
+
 async def test_unknown_symbol_on_market_data_is_404(api):
     client, _ = api
     for path in ["/v1/book/NOPE", "/v1/trades/NOPE", "/v1/bbo/NOPE", "/v1/analytics/NOPE"]:

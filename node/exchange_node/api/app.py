@@ -39,7 +39,7 @@ from exchange_node.service import (
 )
 
 from . import errors, jsonio, queries, schema
-from .auth import Authenticator, RateLimiter, new_refusals
+from .auth import Authenticator, RateLimiter, bearer_token, new_refusals
 from .config import ApiConfig
 from .errors import ApiError
 from .forwarding import LEADER_HEADER, Forwarder
@@ -91,7 +91,11 @@ class Api:
         """Limit -> requests refused by it (exported as ``exchange_api_refusals_total``)."""
         self.auth = Authenticator(
             config.api_keys,
-            RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+            RateLimiter(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+                overrides=config.key_rate_limits,
+            ),
             RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst),
             self.refusals,
         )
@@ -419,7 +423,11 @@ class Api:
         (result,) = await self.submit([command])
         return result_answer(result, client_id)
 
-    async def place_batch(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
+    async def place_batch(
+        self, client_id: str, payload: Any, rate_key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """``rate_key``: whose rate-limit bucket pays for the batch's orders (one each:
+        a client's limit bounds the work it causes, not its requests)."""
         body = schema.BATCH.validate(payload)
         items = schema.validate_array(
             body[schema.BATCH_ITEMS_FIELD],
@@ -427,6 +435,8 @@ class Api:
             schema.NEW_ORDER,
             self.config.max_batch,
         )
+        if rate_key is not None:
+            self.auth.charge_orders(rate_key, len(items))
         with self.in_flight_slot(client_id, len(items)):
             commands = []
             for i, item in enumerate(items):
@@ -521,7 +531,7 @@ class Api:
         client_id = self.auth.client_for(request)
         self.check_in_flight(client_id, 1)  # before reading and parsing the body
         payload = await self.read_json(request)
-        status, body = await self.place_batch(client_id, payload)
+        status, body = await self.place_batch(client_id, payload, bearer_token(request))
         return json_response(body, status)
 
     async def h_cancel(self, request: web.Request) -> web.StreamResponse:

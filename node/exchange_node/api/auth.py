@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -48,36 +48,66 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One token bucket per key: ``rate`` tokens per second up to ``burst``.
+    """One token bucket per key: ``rate`` tokens per second up to ``burst``, or the
+    key's own ``(rate, burst)`` from ``overrides`` (a market maker's key may get more).
 
     ``acquire`` returns 0 when the request may go ahead, otherwise how many
     seconds until it could (the Retry-After). Rate 0 disables the limit.
+    ``debit`` takes tokens of a request already admitted on its first token (a
+    batch, once its orders are counted): the bucket may go into debt, which the
+    key's next requests wait out, unless it already is in debt (another request
+    of the key got there first): then it refuses like ``acquire``. So a key gets
+    ``rate`` orders per second in the long run, however many requests it overlaps.
     """
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        overrides: Mapping[str, tuple[float, int]] | None = None,
     ) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
+        self.overrides = {k: (r, float(b)) for k, (r, b) in (overrides or {}).items()}
         self.buckets: dict[str, TokenBucket] = {}
 
-    def acquire(self, key: str, cost: float = 1.0) -> float:
-        if self.rate <= 0:
-            return 0.0
+    def limit_of(self, key: str) -> tuple[float, float]:
+        """The key's (tokens per second, burst)."""
+        return self.overrides.get(key, (self.rate, self.burst))
+
+    def _refilled(self, key: str, rate: float, burst: float) -> TokenBucket:
         now = self.clock()
         bucket = self.buckets.get(key)
         if bucket is None:
             if len(self.buckets) > 100_000:
                 self._forget_full_buckets(now)
-            bucket = self.buckets[key] = TokenBucket(self.burst, now)
+            bucket = self.buckets[key] = TokenBucket(burst, now)
         else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.last) * self.rate)
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.last) * rate)
             bucket.last = now
+        return bucket
+
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        rate, burst = self.limit_of(key)
+        if rate <= 0:
+            return 0.0
+        bucket = self._refilled(key, rate, burst)
         if bucket.tokens >= cost:
             bucket.tokens -= cost
             return 0.0
-        return (cost - bucket.tokens) / self.rate
+        return (cost - bucket.tokens) / rate
+
+    def debit(self, key: str, cost: float) -> float:
+        rate, burst = self.limit_of(key)
+        if rate <= 0:
+            return 0.0
+        bucket = self._refilled(key, rate, burst)
+        if bucket.tokens < 0:
+            return (1.0 - bucket.tokens) / rate  # until its next request is admitted
+        bucket.tokens -= cost
+        return 0.0
 
     def _forget_full_buckets(self, now: float) -> None:
         # Anonymous (per-address) buckets could otherwise grow without bound.
@@ -143,13 +173,25 @@ class Authenticator:
         return None
 
     def charge(self, key: str, cost: float = 1.0) -> None:
-        wait = self.limiter.acquire(key, cost)
+        """Take ``cost`` tokens of ``key`` or raise 429 naming the limit."""
+        self._refuse_after(key, self.limiter.acquire(key, cost))
+
+    def charge_orders(self, key: str, orders: int) -> None:
+        """A batch admitted on its request's token pays for the rest of its orders
+        (the bucket may go into debt), or 429 if the key is in debt already."""
+        self._refuse_after(key, self.limiter.debit(key, orders - 1))
+
+    def _refuse_after(self, key: str, wait: float) -> None:
         if wait > 0:
             self.refusals["rate_limit"] += 1
+            rate, burst = self.limiter.limit_of(key)
             raise ApiError(
                 429,
                 errors.RATE_LIMITED,
-                "rate limit exceeded for this API key; retry after the Retry-After delay",
+                f"rate limit exceeded for this API key ({rate:g} orders or requests per "
+                f"second, burst {burst:g}; a batch of N orders counts N); "
+                "retry after the Retry-After delay",
                 None,
                 retry_after=wait,
+                extra={"limit": "rate_limit_per_second", "rate": rate, "burst": burst},
             )

@@ -23,6 +23,8 @@ ENV_API_KEYS_FILE = "EXCHANGE_API_KEYS_FILE"
 
 DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_RATE_LIMIT = 3_000.0
+DEFAULT_RATE_BURST = 6_000
 
 
 _KEY_LINE = re.compile(r"[^\s=:]+\s*=\s*[^\s=]+")
@@ -36,10 +38,15 @@ class ApiConfigError(ValueError):
 class ApiConfig:
     api_keys: dict[str, str] = field(default_factory=dict)
     """token -> client id."""
-    rate_limit_per_second: float = 10_000.0
-    """Requests per second per key (a batch counts as one request); 0 disables the limit."""
-    rate_limit_burst: int = 20_000
-    """Bucket size: requests a key may make at once after being idle."""
+    rate_limit_per_second: float = DEFAULT_RATE_LIMIT
+    """Orders and other requests per second per key: a batch of N orders costs N (the
+    limit bounds the work a key causes: validation, replication, apply), any other
+    request 1; 0 disables the limit."""
+    rate_limit_burst: int = DEFAULT_RATE_BURST
+    """Bucket size: orders or requests a key may send at once after being idle."""
+    key_rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """token -> its own (rate, burst), from the keys file's ``rate_limit`` and
+    ``rate_burst`` (e.g. a market maker's key)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     public_market_data: bool = True
@@ -104,6 +111,12 @@ class ApiConfig:
             raise ApiConfigError("rate limit must be >= 0 per second with a burst >= 1")
         if not (self.rate_limit_per_second < float("inf")):
             raise ApiConfigError("rate limit must be finite")
+        for token, (rate, burst) in self.key_rate_limits.items():
+            if not 0 <= rate < float("inf") or burst < 1:
+                raise ApiConfigError(
+                    f"API key {token[:4]}...: rate_limit must be >= 0 per second "
+                    "and rate_burst >= 1"
+                )
         if self.ws_send_queue < 1 or self.forward_timeout_seconds <= 0:
             raise ApiConfigError("ws_send_queue and forward_timeout_seconds must be positive")
         if self.follower_writes not in ("forward", "redirect"):
@@ -130,6 +143,8 @@ class ApiConfig:
         path = keys_file or env.get(ENV_API_KEYS_FILE)
         if path:
             keys.update(load_api_keys_file(path))
+            if "key_rate_limits" not in kw:
+                kw["key_rate_limits"] = load_key_rate_limits(path)
         if env.get(ENV_API_KEYS):
             keys.update(parse_api_keys(env[ENV_API_KEYS]))
         keys.update(kw.pop("api_keys", None) or {})
@@ -168,8 +183,16 @@ _POSITIVE_INTS = (
 _POSITIVE_SECONDS = ("http_idle_timeout_seconds", "http_body_timeout_seconds")
 
 API_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "api-rate-limit": ("rate_limit_per_second", float, "requests/s per API key (0: no limit)"),
-    "api-rate-burst": ("rate_limit_burst", int, "requests a key may make at once when idle"),
+    "api-rate-limit": (
+        "rate_limit_per_second",
+        float,
+        "orders and requests/s per API key, a batch of N orders counting N (0: no limit)",
+    ),
+    "api-rate-burst": (
+        "rate_limit_burst",
+        int,
+        "orders or requests a key may send at once when idle",
+    ),
     "api-max-body-bytes": ("max_body_bytes", int, "largest request body (413 above)"),
     "api-max-batch": ("max_batch", int, "orders in one batch request (413 above)"),
     "api-public-market-data": (
@@ -260,7 +283,8 @@ def parse_api_keys(text: str) -> dict[str, str]:
 
 def load_api_keys_file(path: str | Path) -> dict[str, str]:
     """``token=client_id`` lines, or YAML/JSON: ``{token: client_id}`` or
-    ``[{token: ..., client_id: ...}]`` (optionally under a top-level ``keys``)."""
+    ``[{token: ..., client_id: ...}]`` (optionally under a top-level ``keys``; a list
+    entry may also carry ``rate_limit`` and ``rate_burst``: load_key_rate_limits)."""
     text = Path(path).read_text(encoding="utf-8")
     lines = [
         line.strip()
@@ -296,3 +320,36 @@ def load_api_keys_file(path: str | Path) -> dict[str, str]:
             raise ApiConfigError(f"{path}: a token appears twice")
         keys[token] = str(client_id)
     return keys
+
+
+def load_key_rate_limits(path: str | Path) -> dict[str, tuple[float, int]]:
+    """token -> (rate, burst) of the keys file's list entries that have ``rate_limit``
+    (orders or requests per second) and optionally ``rate_burst`` (default: twice
+    the rate, at least 1); the other forms set no per-key limits."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data: Any = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError):
+        return {}  # the plain token=client_id format (load_api_keys_file checks it)
+    if isinstance(data, Mapping) and "keys" in data and len(data) == 1:
+        data = data["keys"]
+    if not isinstance(data, list):
+        return {}
+    limits: dict[str, tuple[float, int]] = {}
+    for entry in data:
+        if not isinstance(entry, Mapping) or "rate_limit" not in entry:
+            if isinstance(entry, Mapping) and "rate_burst" in entry:
+                raise ApiConfigError(f"{path}: rate_burst without rate_limit")
+            continue
+        token, rate, burst = entry.get("token"), entry["rate_limit"], entry.get("rate_burst")
+        where = f"{path}: key {str(token)[:4]}..."
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise ApiConfigError(f"{where}: rate_limit must be a number, got {rate!r}")
+        if burst is None:
+            burst = max(1, int(2 * rate))
+        if isinstance(burst, bool) or not isinstance(burst, int):
+            raise ApiConfigError(f"{where}: rate_burst must be an integer, got {burst!r}")
+        if not 0 <= rate < float("inf") or burst < 1:
+            raise ApiConfigError(f"{where}: rate_limit must be >= 0 and rate_burst >= 1")
+        limits[str(token)] = (float(rate), burst)
+    return limits

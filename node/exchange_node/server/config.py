@@ -327,7 +327,12 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
 def _api_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """The ``--api-*`` flags given (or their variables), checked one by one so that an
     error names the flag."""
-    from exchange_node.api.config import API_FLAGS, ApiConfig, ApiConfigError
+    from exchange_node.api.config import (
+        API_FLAGS,
+        ApiConfig,
+        ApiConfigError,
+        load_key_rate_limits,
+    )
 
     settings: dict[str, Any] = {}
     for flag, (name, parse, _help) in API_FLAGS.items():
@@ -343,6 +348,15 @@ def _api_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str,
             ApiConfig(**{name: settings[name]})
         except (ValueError, ApiConfigError) as exc:
             raise ConfigError(f"{source}: invalid value {raw!r}: {exc}") from None
+    path = _value("api-keys-file", args, env)
+    if path is not None:
+        # Per-key rate limits (``rate_limit``/``rate_burst`` of the YAML list form).
+        try:
+            settings["key_rate_limits"] = load_key_rate_limits(path)
+        except OSError as exc:
+            raise ConfigError(f"--api-keys-file: cannot read {path}: {exc}") from None
+        except ApiConfigError as exc:
+            raise ConfigError(f"--api-keys-file: {exc}") from None
     return settings
 
 
