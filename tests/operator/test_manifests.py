@@ -136,7 +136,7 @@ def _yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 
 K8S_FILES = sorted((ROOT / "k8s").glob("*.yaml"))
-CHAOS_FILES = sorted((ROOT / "chaos-experiments").glob("*.yaml"))
+CHAOS_FILES = sorted((ROOT / "chaos-experiments").glob("**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", K8S_FILES + CHAOS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -154,15 +154,87 @@ def test_manifest_sets_are_complete() -> None:
         "ClusterRoleBinding", "Deployment", "ConfigMap", "ExchangeCluster",
     } <= kinds  # fmt: skip
     chaos = {(p.name, d["kind"]) for p in CHAOS_FILES for d in _yaml_docs(p)}
-    assert ("pod-delete-leader.yaml", "Job") in chaos
-    assert ("network-partition-leader.yaml", "NetworkPolicy") in chaos
+    for experiment in ("pod-delete-leader", "network-partition-leader"):
+        for form in ("", ".chaos-mesh"):
+            for kind in ("ServiceAccount", "Role", "RoleBinding", "Job"):
+                assert (f"{experiment}{form}.yaml", kind) in chaos
+    assert ("pod-kill-leader.yaml", "PodChaos") in chaos
+    assert ("partition-leader.yaml", "NetworkChaos") in chaos
 
 
-def test_pod_delete_experiment_targets_the_leader_label() -> None:
-    (job,) = [
-        d
-        for d in _yaml_docs(ROOT / "chaos-experiments" / "pod-delete-leader.yaml")
-        if d["kind"] == "Job"
+# Each experiment Job: (scenario, via, the Role's rules as (group, resource) -> verbs).
+XC_GET = {("exchange.raft-exchange.dev", "exchangeclusters"): {"get"}}
+EXPERIMENTS = {
+    "pod-delete-leader.yaml": (
+        "node-failure", "kubernetes", {("", "pods"): {"get", "list", "delete"}, **XC_GET}),
+    "pod-delete-leader.chaos-mesh.yaml": (
+        "node-failure", "chaos-mesh", {("chaos-mesh.org", "podchaos"): {"create", "get", "delete"},
+                                       ("", "pods"): {"get", "list"}, **XC_GET}),
+    "network-partition-leader.yaml": (
+        "network-partition", "kubernetes",
+        {("networking.k8s.io", "networkpolicies"): {"list", "create", "delete"},
+         ("", "pods"): {"get", "list"}, **XC_GET}),
+    "network-partition-leader.chaos-mesh.yaml": (
+        "network-partition", "chaos-mesh",
+        {("chaos-mesh.org", "networkchaos"): {"create", "get", "delete"},
+         ("", "pods"): {"get", "list"}, **XC_GET}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_jobs_run_the_project_image_with_least_privilege(name: str) -> None:
+    scenario, via, expected_rules = EXPERIMENTS[name]
+    docs = {d["kind"]: d for d in _yaml_docs(ROOT / "chaos-experiments" / name)}
+    job, role, binding = docs["Job"], docs["Role"], docs["RoleBinding"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The project's own image (as in k8s/), never a third-party one that may vanish.
+    assert container["image"] == "ghcr.io/raft-exchange/exchange:0.1.0"
+    script = " ".join(container["command"] + container["args"])
+    assert f"exchange chaos run {scenario} --target kubernetes" in script
+    for option in ("namespace=raft-exchange", "cluster_name=demo", f"via={via}"):
+        assert f"--target-option {option}" in script
+    assert "exit $status" in script  # the Job fails when a check fails
+    rules = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == expected_rules
+    assert pod["serviceAccountName"] == role["metadata"]["name"] == binding["roleRef"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "raft-exchange"}
     ]
-    command = " ".join(job["spec"]["template"]["spec"]["containers"][0]["command"])
-    assert "role=leader" in command and "app.kubernetes.io/instance=demo" in command
+    # Only the CA of the HTTP server Secret is mounted, not its key.
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "http-tls"]
+    assert tls["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_no_chaos_manifest_names_another_image() -> None:
+    images = {
+        c["image"]
+        for p in CHAOS_FILES
+        for d in _yaml_docs(p)
+        if d["kind"] == "Job"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"ghcr.io/raft-exchange/exchange:0.1.0"}
+
+
+def test_chaos_mesh_validation_catches_a_broken_resource() -> None:
+    (chaos,) = _yaml_docs(ROOT / "chaos-experiments" / "chaos-mesh" / "partition-leader.yaml")
+    assert validation.errors(chaos) == []
+    for path, bad in [
+        (("spec", "direction"), "bidirectional"),
+        (("spec", "action"), "cut"),
+        (("spec", "duration"), "30 seconds"),
+        (("spec", "mode"), "every"),
+        (("spec", "targets"), {}),
+    ]:
+        broken = copy.deepcopy(chaos)
+        broken[path[0]][path[1]] = bad
+        assert validation.errors(broken), path
+    unknown = copy.deepcopy(chaos)
+    unknown["kind"] = "KernelChaos"
+    assert validation.errors(unknown)
