@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from exchange_node.chaos import net
 from exchange_operator import names
 from kmock_harness import ClusterEmulator
 
@@ -50,9 +51,18 @@ def _free_port() -> int:
 
 class ProcessKubelet:
     def __init__(
-        self, emulator: ClusterEmulator, workdir: Path, cluster: str, namespace: str
+        self,
+        emulator: ClusterEmulator,
+        workdir: Path,
+        cluster: str,
+        namespace: str,
+        network: net.Network | None = None,
     ) -> None:
         self.emulator = emulator
+        self.network = network
+        """With a network, each pod runs in its own namespace (ordinal i: node i + 1 of
+        chaos.net) on a bridge, and enforce_policies() turns NetworkPolicies into iptables."""
+        self._policy_rules: list[net.Rule] = []
         self.workdir = workdir
         self.cluster = cluster
         self.namespace = namespace
@@ -83,8 +93,12 @@ class ProcessKubelet:
         data_dir.mkdir(parents=True, exist_ok=True)
         env = self._env(pod, ordinal, data_dir)
         log = open(self.workdir / f"node-{ordinal}.log", "ab")  # noqa: SIM115 - owned by the process
+        prefix = self.network.exec_prefix(ordinal + 1) if self.network is not None else []
         self.processes[ordinal] = subprocess.Popen(
-            [sys.executable, "-c", NODE_MAIN], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*prefix, sys.executable, "-c", NODE_MAIN],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.ready[ordinal] = False
 
@@ -99,6 +113,61 @@ class ProcessKubelet:
 
     def is_ready(self, pod_name: str) -> bool:
         return self.ready.get(int(pod_name.rsplit("-", 1)[1]), False)
+
+    def host(self, ordinal: int) -> str:
+        """Where pod ``ordinal`` listens: loopback, or its namespace's address."""
+        return "127.0.0.1" if self.network is None else self.network.ip(ordinal + 1)
+
+    # --- NetworkPolicies, enforced (with a network) ----------------------------------
+    def enforce_policies(self) -> None:
+        """Make the pods' namespaces drop what the Egress NetworkPolicies do not allow.
+
+        The part of NetworkPolicy the chaos partitions use: a pod selected by a policy
+        with Egress may send only to the pods its egress rules' ``to`` peers select
+        (podSelector matchLabels and In/NotIn expressions; any namespace). Traffic to
+        anything but a pod (the bridge: the operator, probes) is left alone; packets,
+        not connections, are dropped (as a CNI that also cuts established flows)."""
+        assert self.network is not None
+        pods = {
+            int(p["metadata"]["name"].rsplit("-", 1)[1]): p["metadata"].get("labels") or {}
+            for _, p in self.emulator.live("v1/pods")
+            if p["metadata"]["name"].startswith(f"{self.cluster}-")
+        }
+        allowed: dict[int, set[int]] = {}
+        for _, policy in self.emulator.live("networking.k8s.io/v1/networkpolicies"):
+            spec = policy.get("spec") or {}
+            if "Egress" not in (spec.get("policyTypes") or ()):
+                continue
+            reach: set[int] = set()
+            for rule in spec.get("egress") or ():
+                peers = rule.get("to")
+                if not peers:  # a rule without "to" allows every destination
+                    reach |= set(pods)
+                for peer in peers or ():
+                    if "podSelector" in peer:
+                        selector = peer["podSelector"]
+                        reach |= {o for o, labels in pods.items() if _selects(selector, labels)}
+            for ordinal, labels in pods.items():
+                if _selects(spec.get("podSelector") or {}, labels):
+                    allowed.setdefault(ordinal, set()).update(reach)
+        wanted = [
+            net.Rule(
+                self.network.namespace(src + 1),
+                "OUTPUT",
+                ["-d", self.network.ip(dst + 1), "-j", "DROP"],
+            )
+            for src, reach in sorted(allowed.items())
+            for dst in sorted(pods)
+            if dst != src and dst not in reach
+        ]
+        stale = [r for r in self._policy_rules if r not in wanted]
+        self.network.remove_rules(stale)
+        fresh = [r for r in wanted if r not in self._policy_rules]
+        self._policy_rules = [r for r in self._policy_rules if r not in stale]
+        self._policy_rules += self.network.add_rules(fresh)
+
+    def policy_rules(self) -> list[net.Rule]:
+        return list(self._policy_rules)
 
     # --- faults --------------------------------------------------------------------
     def kill(self, ordinal: int) -> None:
@@ -117,13 +186,13 @@ class ProcessKubelet:
                 env[item["name"]] = item["value"]
         pod_name = pod["metadata"]["name"]
         env["EXCHANGE_NAME"] = pod_name
-        env["EXCHANGE_LISTEN_HOST"] = "127.0.0.1"
+        env["EXCHANGE_LISTEN_HOST"] = self.host(ordinal)
         env["EXCHANGE_HTTP_PORT"] = str(self.http_ports[ordinal])
         env["EXCHANGE_GRPC_PORT"] = str(self.grpc_ports[ordinal])
         env["EXCHANGE_ADMIN_PORT"] = str(self.admin_ports[ordinal])
         self._mount_tls(pod, ordinal, env)
-        env["EXCHANGE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{self.grpc_ports[ordinal]}"
-        env["EXCHANGE_ADVERTISE_HTTP"] = f"127.0.0.1:{self.http_ports[ordinal]}"
+        env["EXCHANGE_ADVERTISE_ADDRESS"] = f"{self.host(ordinal)}:{self.grpc_ports[ordinal]}"
+        env["EXCHANGE_ADVERTISE_HTTP"] = f"{self.host(ordinal)}:{self.http_ports[ordinal]}"
         if "EXCHANGE_PEER_TLS_CERT" not in env and env.get("EXCHANGE_PEER_TLS_ENROLL") != "true":
             # No certificate files are mounted here: say so explicitly (secure by default).
             env["EXCHANGE_INSECURE_PEERS"] = "true"
@@ -134,8 +203,9 @@ class ProcessKubelet:
             peer_id, address = entry.split("=", 1)
             peer_ordinal = names.ordinal_of_address(self.cluster, address)
             assert peer_ordinal is not None, address
-            peers.append(f"{peer_id}=127.0.0.1:{self.grpc_ports[peer_ordinal]}")
-            peer_http.append(f"{peer_id}=127.0.0.1:{self.http_ports[peer_ordinal]}")
+            host = self.host(peer_ordinal)
+            peers.append(f"{peer_id}={host}:{self.grpc_ports[peer_ordinal]}")
+            peer_http.append(f"{peer_id}={host}:{self.http_ports[peer_ordinal]}")
         env["EXCHANGE_PEERS"] = ",".join(peers)
         env["EXCHANGE_PEER_HTTP"] = ",".join(peer_http)
         env["EXCHANGE_DATA_DIR"] = str(data_dir)
@@ -192,7 +262,8 @@ class ProcessKubelet:
 
     def admin_address(self, cluster: str, namespace: str, pod: str) -> str:
         """Where a pod's admin listener is (the operator's admin_address)."""
-        return f"127.0.0.1:{self.admin_ports[int(pod.rsplit('-', 1)[1])]}"
+        ordinal = int(pod.rsplit("-", 1)[1])
+        return f"{self.host(ordinal)}:{self.admin_ports[ordinal]}"
 
     # --- the admin proxy and the readiness probe ----------------------------------------
     async def start(self) -> None:
@@ -209,7 +280,8 @@ class ProcessKubelet:
     def member_addresses(self, cluster: str, namespace: str, pod: str) -> tuple[str, str]:
         """Where a pod's node listens here, for the operator's add-member calls."""
         ordinal = int(pod.rsplit("-", 1)[1])
-        return f"127.0.0.1:{self.grpc_ports[ordinal]}", f"127.0.0.1:{self.http_ports[ordinal]}"
+        host = self.host(ordinal)
+        return f"{host}:{self.grpc_ports[ordinal]}", f"{host}:{self.http_ports[ordinal]}"
 
     @property
     def url_template(self) -> str:
@@ -218,7 +290,9 @@ class ProcessKubelet:
     async def _proxy(self, request: web.Request) -> web.Response:
         assert self._session is not None
         ordinal = int(request.match_info["pod"].rsplit("-", 1)[1])
-        url = f"https://127.0.0.1:{self.admin_ports[ordinal]}/{request.match_info['path']}"
+        url = (
+            f"https://{self.host(ordinal)}:{self.admin_ports[ordinal]}/{request.match_info['path']}"
+        )
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -248,7 +322,7 @@ class ProcessKubelet:
             if process.poll() is None:
                 try:
                     # A kubelet's HTTPS probe does not verify the certificate.
-                    url = f"https://127.0.0.1:{self.http_ports[ordinal]}/readyz"
+                    url = f"https://{self.host(ordinal)}:{self.http_ports[ordinal]}/readyz"
                     async with self._session.get(url, ssl=False) as response:
                         ready = response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
@@ -277,7 +351,26 @@ class ProcessKubelet:
 async def drive(emulator: ClusterEmulator, kubelet: ProcessKubelet, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await kubelet.probe()
+        if kubelet.network is not None:
+            kubelet.enforce_policies()
         await emulator.refresh_pods()
         emulator.trim_requests()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.2)
+
+
+def _selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, In/NotIn/Exists/DoesNotExist) against labels."""
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for term in selector.get("matchExpressions") or ():
+        key, op, values = term["key"], term["operator"], term.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True

@@ -6,9 +6,11 @@ the pods (ProcessKubelet) and the real operator.
   volume, a new leader is elected and all three members are healthy again.
 - A normal delete (``restart``) is a SIGTERM; two pods at once lose quorum until healed.
 - A partition creates NetworkPolicies that select exactly the pods named (validated
-  against the Kubernetes 1.31 schemas) and healing deletes them. The emulator does
-  not enforce NetworkPolicies: that they cut the network is shown on a real cluster
-  (chaos-experiments/README.md), not here.
+  against the Kubernetes 1.31 schemas) and healing deletes them.
+- With each pod in its own network namespace (root), ProcessKubelet enforces the
+  Egress policies with iptables: the partition made through the API cuts the real
+  TCP paths between the processes, the majority elects another leader, and healing
+  (deleting the policies) lets all three members be healthy again.
 - With Chaos Mesh's kinds served, the capabilities grow and each fault creates a
   resource that validates against chaos_mesh_schemas, deleted on healing.
 """
@@ -17,14 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import manifest_validation as validation
 import pytest
+from exchange_node.chaos import net
 from exchange_node.chaos.kube_target import KubernetesTarget
 from exchange_node.chaos.target import CapabilityError, DiskFault, LinkFault
 from kubernetes import client
-from test_operator_live_nodes import CR_PATH, NAME, NS, Live, live  # noqa: F401
+from test_operator_live_nodes import CR_PATH, NAME, NS, Live, live, start_live  # noqa: F401
 
 pytestmark = [pytest.mark.slow]
 
@@ -172,3 +179,63 @@ async def test_pod_deletes_kill_real_processes_and_policies_partition(live: Live
     await asyncio.to_thread(mesh.close)  # heals everything: every resource deleted
     for kind, name in made:
         assert live.emulator.get(f"chaos-mesh.org/v1alpha1/{CHAOS_MESH[kind]}", NS, name) is None
+
+
+@pytest.fixture
+async def live_netns(tmp_path: Path) -> AsyncIterator[Live]:
+    missing = net.missing_tools("ip", "iptables", "tc")
+    if missing:
+        pytest.skip(f"pods in network namespaces need root, ip and iptables (missing: {missing})")
+    network = net.Network.create([1, 2, 3])
+    try:
+        async with start_live(tmp_path, network) as started:
+            yield started
+    finally:
+        network.close()
+
+
+def connects(network: net.Network, src: int, host: str, port: int) -> bool:
+    """A TCP connection from pod ``src``'s namespace (ordinal) to host:port."""
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), 1.5).close()"
+    argv = [*network.exec_prefix(src + 1), sys.executable, "-c", probe]
+    return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+
+async def test_networkpolicy_partition_cuts_the_real_network(live_netns: Live) -> None:
+    xc = live_netns
+    kubelet, network = xc.kubelet, xc.kubelet.network
+    assert network is not None
+    body = {"apiVersion": "exchange.raft-exchange.dev/v1alpha1", "kind": "ExchangeCluster",
+            "metadata": {"name": NAME}, "spec": {"replicas": 3, "electionMs": 600,
+                                                  "heartbeatMs": 100}}  # fmt: skip
+    async with xc.http.post(xc.base + CR_PATH, json=body) as response:
+        assert response.status == 200, await response.text()
+    await xc.until("Running, 3 healthy", lambda: xc.status().get("phase") == "Running"
+                     and healthy(xc) == 3)  # fmt: skip
+    target = await asyncio.to_thread(
+        KubernetesTarget, NS, NAME, api_client=api_client(xc), ready_timeout=90
+    )
+    pods = await asyncio.to_thread(target.members)
+    leader = await asyncio.to_thread(target.leader)
+    assert leader is not None
+    ordinal = {i: int(name.rsplit("-", 1)[1]) for i, name in pods.items()}
+    others = [i for i in sorted(pods) if i != leader]
+    a, b = ordinal[leader], ordinal[others[0]]
+
+    def grpc(o: int) -> tuple[str, int]:
+        return kubelet.host(o), kubelet.grpc_ports[o]
+
+    assert await asyncio.to_thread(connects, network, a, *grpc(b))
+    cut = await asyncio.to_thread(target.partition, [[leader], others])
+    # leader -> each other, each other -> leader: four DROP rules in force
+    await xc.until("the policies enforced", lambda: len(kubelet.policy_rules()) == 4)
+    assert not await asyncio.to_thread(connects, network, a, *grpc(b))
+    assert not await asyncio.to_thread(connects, network, b, *grpc(a))
+    c = ordinal[others[1]]
+    assert await asyncio.to_thread(connects, network, b, *grpc(c))  # the majority still talks
+    await xc.until("a new leader among the majority", lambda: xc.status().get("leaderId") in others)
+    await asyncio.to_thread(cut.heal)
+    await xc.until("the rules removed", lambda: kubelet.policy_rules() == [])
+    assert await asyncio.to_thread(connects, network, a, *grpc(b))
+    await xc.until("3 healthy after healing", lambda: xc.status().get("phase") == "Running"
+                     and healthy(xc) == 3)  # fmt: skip

@@ -9,6 +9,7 @@ QuorumLost. Skipped when the node package is not present.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ import aiohttp
 import kmock
 import kopf
 import pytest
+from exchange_node.chaos import net
 from exchange_operator import crd, names
 from exchange_operator.handlers import OperatorConfig, register
 from kmock_harness import ClusterEmulator, dump
@@ -68,11 +70,19 @@ class Live:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with start_live(tmp_path) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def start_live(tmp_path: Path, network: net.Network | None = None) -> AsyncIterator[Live]:
+    """The emulator, the real operator and ProcessKubelet (each pod in its own network
+    namespace of ``network`` when given)."""
     emulator = ClusterEmulator()
     async with emulator, kmock.Server(emulator) as server, aiohttp.ClientSession() as http:
         emulator.add_namespace(NS)
         emulator.install_crd(crd.build_crd())
-        kubelet = ProcessKubelet(emulator, tmp_path, NAME, NS)
+        kubelet = ProcessKubelet(emulator, tmp_path, NAME, NS, network)
         await kubelet.start()
         emulator.kubelet = kubelet
         url = str(server.url).rstrip("/")
