@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orders", type=int, default=400, help="victim orders per phase")
     parser.add_argument("--hog-batches", type=int, default=40, help="hog requests in flight")
     parser.add_argument("--hog-batch-size", type=int, default=500)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternations of unloaded and hogged phases"
+    )
     parser.add_argument("--data-root", default=None, help="keep the cluster here")
 
 
@@ -91,11 +94,24 @@ async def victim_latencies(url: str, token: str, orders: int, prefix: str) -> di
             if status != 200:
                 errors[status] = errors.get(status, 0) + 1
             latencies.append(elapsed)
+    return _summary(latencies, errors)
+
+
+def _summary(latencies: list[float], errors: dict[int, int]) -> dict[str, Any]:
     return {
         "p50": _percentile(latencies, 0.50),
         "p99": _percentile(latencies, 0.99),
         "errors": errors,
+        "latencies": latencies,
     }
+
+
+def _pooled(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    errors: dict[int, int] = {}
+    for phase in phases:
+        for status, n in phase["errors"].items():
+            errors[status] = errors.get(status, 0) + n
+    return _summary([ms for phase in phases for ms in phase["latencies"]], errors)
 
 
 async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +120,10 @@ async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
     url, size = spec["url"], spec["batch_size"]
     headers = {"Authorization": f"Bearer {spec['token']}", "Content-Type": "application/json"}
     stop_file = Path(spec["stop_file"])
-    counts = {"orders": 0, "429": 0, "other": 0}
+    limited_file = Path(spec["limited_file"])
+    counts: dict[str, Any] = {"orders": 0, "429": 0, "other": 0}
+    accepted: list[tuple[float, int]] = []  # (wall clock, orders): the victim's window
+    refused: list[float] = []
     serial = 0
 
     async def worker(session: aiohttp.ClientSession, w: int) -> None:
@@ -128,11 +147,15 @@ async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
                 }
             )
             async with session.post(f"{url}/v1/orders/batch", data=body, headers=headers) as r:
-                await r.read()
+                answer = await r.read()
                 if r.status == 200:
                     counts["orders"] += size
+                    accepted.append((time.time(), size))
                 elif r.status == 429:
                     counts["429"] += 1
+                    refused.append(time.time())
+                    if b'"rate_limited"' in answer and not limited_file.exists():
+                        limited_file.write_text("limited")  # its burst is spent
                     await asyncio.sleep(0.01)
                 else:
                     counts["other"] += 1
@@ -145,6 +168,7 @@ async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
         Path(spec["started_file"]).write_text("started")
         await asyncio.gather(*(worker(session, w) for w in range(spec["batches"])))
         counts["seconds"] = time.monotonic() - started
+    counts["accepted"], counts["refused"] = accepted, refused
     return counts
 
 
@@ -157,8 +181,9 @@ class Hog:
 
     def __init__(self, url: str, token: str, batches: int, batch_size: int, root: Path) -> None:
         self.stop_file = root / "hog.stop"
+        self.limited_file = root / "hog.limited"
         started = root / "hog.started"
-        for path in (self.stop_file, started):
+        for path in (self.stop_file, started, self.limited_file):
             path.unlink(missing_ok=True)
         ctx = multiprocessing.get_context("spawn")
         self.out: Any = ctx.Queue()
@@ -169,6 +194,7 @@ class Hog:
             "batch_size": batch_size,
             "stop_file": str(self.stop_file),
             "started_file": str(started),
+            "limited_file": str(self.limited_file),
         }
         self.proc = ctx.Process(target=_hog_main, args=(spec, self.out), daemon=True)
         self.proc.start()
@@ -178,6 +204,15 @@ class Hog:
                 raise RuntimeError("the hog process did not start")
             time.sleep(0.05)
 
+    def wait_limited(self, timeout: float) -> bool:
+        """Wait until the hog's rate limit has refused it once (its burst is spent)."""
+        deadline = time.monotonic() + timeout
+        while not self.limited_file.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def stop(self) -> dict[str, Any]:
         self.stop_file.write_text("stop")
         result: dict[str, Any] = self.out.get(timeout=90)
@@ -186,20 +221,49 @@ class Hog:
 
 
 def measure(
-    cluster: LocalCluster, root: Path, *, orders: int, hog_batches: int, hog_batch_size: int
+    cluster: LocalCluster,
+    root: Path,
+    *,
+    orders: int,
+    hog_batches: int,
+    hog_batch_size: int,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """The victim's latency alone and while the hog runs, and the hog's counts."""
+    """The victim's latency alone and while the hog runs at its limit, in ``rounds``
+    alternations (the machine's neighbours load both alike), and the hog's counts."""
     leader = cluster.wait_for_leader(30)
     url = f"http://{cluster.member(leader).http}"
     victim, hog_token = cluster.key_for("alice"), cluster.key_for("bench0")
-    alone = asyncio.run(victim_latencies(url, victim, orders, "v-alone"))
-    hog = Hog(url, hog_token, hog_batches, hog_batch_size, root)
-    try:
-        time.sleep(1.0)  # the hog reaches its limit
-        hogged = asyncio.run(victim_latencies(url, victim, orders, "v-hogged"))
-    finally:
-        counts = hog.stop()
-    return {"alone": alone, "hogged": hogged, "hog": counts}
+    per_round = max(1, orders // rounds)
+    alone: list[dict[str, Any]] = []
+    hogged: list[dict[str, Any]] = []
+    hog_orders = hog_refused = hog_seconds = 0.0
+    hog_limited = True
+    for r in range(rounds):
+        alone.append(asyncio.run(victim_latencies(url, victim, per_round, f"v-alone{r}")))
+        hog = Hog(url, hog_token, hog_batches, hog_batch_size, root)
+        try:
+            # At its limit: refused once (its burst spent), or a second of load.
+            if not hog.wait_limited(30):
+                hog_limited = False
+            window = time.time()
+            hogged.append(asyncio.run(victim_latencies(url, victim, per_round, f"v-hog{r}")))
+            window_end = time.time()
+        finally:
+            counts = hog.stop()
+        # The hog's figures over the victim's measurement only (not its burst before).
+        hog_seconds += window_end - window
+        hog_orders += sum(n for at, n in counts["accepted"] if window <= at <= window_end)
+        hog_refused += sum(1 for at in counts["refused"] if window <= at <= window_end)
+    return {
+        "alone": _pooled(alone),
+        "hogged": _pooled(hogged),
+        "hog": {
+            "orders_per_s": hog_orders / hog_seconds,
+            "429_per_s": hog_refused / hog_seconds,
+            "limited": hog_limited,
+        },
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -213,6 +277,7 @@ def main(args: argparse.Namespace) -> int:
                 orders=args.orders,
                 hog_batches=args.hog_batches,
                 hog_batch_size=args.hog_batch_size,
+                rounds=args.rounds,
             )
         finally:
             cluster.stop_all(15)
@@ -224,8 +289,8 @@ def main(args: argparse.Namespace) -> int:
         BenchResult("victim_p99_ms_hogged", round(hogged["p99"], 2), "ms"),
         BenchResult("victim_p99_ratio", round(hogged["p99"] / alone["p99"], 2), "x"),
         BenchResult("victim_errors", sum(hogged["errors"].values()), "requests"),
-        BenchResult("hog_orders_per_s", round(hog["orders"] / hog["seconds"], 1), "orders/s"),
-        BenchResult("hog_429_per_s", round(hog["429"] / hog["seconds"], 1), "requests/s"),
+        BenchResult("hog_orders_per_s", round(hog["orders_per_s"], 1), "orders/s"),
+        BenchResult("hog_429_per_s", round(hog["429_per_s"], 1), "requests/s"),
     ]
     report("fairness", results, as_json=args.json)
     return 0
