@@ -203,3 +203,22 @@ def test_bad_run_arguments_are_named(args: list[str], message: str, tmp_path: Pa
     done = exchange("run", *args, "--report", str(tmp_path / "r"))
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr, done.stderr
+
+
+def test_metrics_keep_the_named_series_summed_over_labels() -> None:
+    text = "\n".join(
+        [
+            "# HELP exchange_raft_term current term",
+            "exchange_raft_term 4",
+            'exchange_peer_frames_rejected_total{peer="2",reason="crc"} 3',
+            'exchange_peer_frames_rejected_total{peer="3",reason="tls"} 2',
+            "exchange_wal_fsync_seconds_sum 0.25",
+            "exchange_orders_total 99",
+            "exchange_raft_commit_index not-a-number",
+        ]
+    )
+    assert runner.parse_metrics(text) == {
+        "exchange_raft_term": 4.0,
+        "exchange_peer_frames_rejected_total": 5.0,
+        "exchange_wal_fsync_seconds_sum": 0.25,
+    }

@@ -49,7 +49,7 @@ KEPT_SERIES = (
     "exchange_peer_frames_rejected_total",
     "exchange_wal_fsync_seconds_sum",
     "exchange_wal_fsync_seconds_count",
-    "exchange_state_divergence",
+    "exchange_state_divergence_total",
 )
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
