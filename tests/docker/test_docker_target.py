@@ -1,5 +1,6 @@
 """``DockerTarget``: three node containers, the leader killed, a node partitioned by
-iptables in its container's namespace; checked through the public and admin APIs.
+iptables in its container's namespace, loss and a bandwidth limit on it; checked
+through the public and admin APIs.
 
 A partition that did nothing would fail here: the cut node's applied index must
 stand still while the others commit, and move again once healed.
@@ -135,7 +136,25 @@ def test_docker_target_leader_kill_and_partition(image: str) -> None:
         place(everyone, 5)
         converged()
         assert applied(cut) >= before + 15
-        assert len(acked) == 35
+
+        # 3. loss and bandwidth on a follower: the rule and the qdisc are in its
+        # namespace while in force, gone after healing; the cluster keeps committing.
+        dev = target._peer_dev(cut)
+        lossy = target.loss(cut, 0.3)
+        slow = target.bandwidth(cut, 256)
+        rules = target._nsenter(cut, "iptables", "-w", "-S")
+        assert rules.count("-m statistic --mode random --probability 0.2999") == 2, rules
+        assert "tbf" in target._nsenter(cut, "tc", "qdisc", "show", "dev", dev)
+        place(everyone, 5)
+        lossy.heal()
+        slow.heal()
+        assert "statistic" not in target._nsenter(cut, "iptables", "-w", "-S")
+        assert "tbf" not in target._nsenter(cut, "tc", "qdisc", "show", "dev", dev)
+        converged()
+        assert len(acked) == 40
+        # link latency needs netem: offered exactly when the kernel has it
+        assert ("link" in target.capabilities()) == (target.netem_reason is None)
+        print(f"netem: {target.netem_reason or 'available'}")
     # close() removed every container, volume and the network.
     leftovers = docker("ps", "-a", "-q", "--filter", f"name={target.prefix}-").strip()
     assert leftovers == ""
