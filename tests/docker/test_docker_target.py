@@ -1,5 +1,6 @@
 """``DockerTarget``: three node containers, the leader killed, a node partitioned by
-iptables in its container's namespace, loss and a bandwidth limit on it; checked
+iptables in its container's namespace, loss and a bandwidth limit on it, then
+disconnected from the Docker network; checked
 through the public and admin APIs.
 
 A partition that did nothing would fail here: the cut node's applied index must
@@ -152,6 +153,17 @@ def test_docker_target_leader_kill_and_partition(image: str) -> None:
         assert "tbf" not in target._nsenter(cut, "tc", "qdisc", "show", "dev", dev)
         converged()
         assert len(acked) == 40
+
+        # 4. Docker's own partition: the follower leaves the peer network.
+        gone = target.disconnect(cut)
+        time.sleep(0.5)
+        before = applied(cut)
+        place(others, 5)
+        assert applied(cut) == before, "the disconnected node kept applying"
+        gone.heal()
+        place(everyone, 5)
+        converged()
+        assert len(acked) == 50
         # link latency needs netem: offered exactly when the kernel has it
         assert ("link" in target.capabilities()) == (target.netem_reason is None)
         print(f"netem: {target.netem_reason or 'available'}")
@@ -159,4 +171,6 @@ def test_docker_target_leader_kill_and_partition(image: str) -> None:
     leftovers = docker("ps", "-a", "-q", "--filter", f"name={target.prefix}-").strip()
     assert leftovers == ""
     assert target.network not in docker("network", "ls", "--format", "{{.Name}}")
-    print(f"docker target: leader kill + partition in {time.monotonic() - started:.1f} s")
+    print(
+        f"docker target: kill, partition, loss, bandwidth, disconnect in {time.monotonic() - started:.1f} s"
+    )
