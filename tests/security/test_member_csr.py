@@ -27,7 +27,11 @@ from exchange_node.security import (
 )
 
 CLUSTER = "xc1-trading"
-NOW = datetime.datetime.now(datetime.UTC)
+
+
+def now() -> datetime.datetime:
+    """Read at each check: a module-level time would be stale by the time the test runs."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,7 @@ def test_a_member_csr_is_signed_into_a_member_certificate(ca: CertKeyPair, key: 
     check_member_csr(csr, CLUSTER, 4)
     cert = issue_member_cert_from_csr(ca, csr, CLUSTER, 4, valid_days=30)
     assert member_identity(cert) == (CLUSTER, 4)
-    leaf = check_member_chain(cert, key, ca.cert_pem, CLUSTER, 4, NOW)
+    leaf = check_member_chain(cert, key, ca.cert_pem, CLUSTER, 4, now())
     assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == datetime.timedelta(days=30)
 
 
@@ -127,24 +131,24 @@ def test_the_node_refuses_a_certificate_for_another_key_member_cluster_or_ca(
     good = issue_member_cert_from_csr(ca, member_csr(key, CLUSTER, 4), CLUSTER, 4)
     other_key = new_private_key_pem()
     with pytest.raises(ValueError, match="another public key"):
-        check_member_chain(good, other_key, ca.cert_pem, CLUSTER, 4, NOW)
+        check_member_chain(good, other_key, ca.cert_pem, CLUSTER, 4, now())
     other_member = issue_member_cert_from_csr(ca, member_csr(key, CLUSTER, 5), CLUSTER, 5)
     with pytest.raises(ValueError, match="not member 4"):
-        check_member_chain(other_member, key, ca.cert_pem, CLUSTER, 4, NOW)
+        check_member_chain(other_member, key, ca.cert_pem, CLUSTER, 4, now())
     with pytest.raises(ValueError, match="not member 4 of cluster 'other'"):
-        check_member_chain(good, key, ca.cert_pem, "other", 4, NOW)
+        check_member_chain(good, key, ca.cert_pem, "other", 4, now())
     with pytest.raises(ValueError, match="trusted CA"):
-        check_member_chain(good, key, generate_ca("another").cert_pem, CLUSTER, 4, NOW)
+        check_member_chain(good, key, generate_ca("another").cert_pem, CLUSTER, 4, now())
     with pytest.raises(ValueError, match="not valid now"):
-        check_member_chain(good, key, ca.cert_pem, CLUSTER, 4, NOW + datetime.timedelta(days=400))
+        check_member_chain(good, key, ca.cert_pem, CLUSTER, 4, now() + datetime.timedelta(days=400))
     with pytest.raises(ValueError, match="not a PEM certificate chain"):
-        check_member_chain(b"junk", key, ca.cert_pem, CLUSTER, 4, NOW)
+        check_member_chain(b"junk", key, ca.cert_pem, CLUSTER, 4, now())
 
 
 def test_a_ca_bundle_and_a_chain_with_its_ca_are_accepted(ca: CertKeyPair, key: bytes) -> None:
     cert = issue_member_cert_from_csr(ca, member_csr(key, CLUSTER, 4), CLUSTER, 4)
     bundle = generate_ca("next").cert_pem + ca.cert_pem
-    check_member_chain(cert + ca.cert_pem, key, bundle, CLUSTER, 4, NOW)
+    check_member_chain(cert + ca.cert_pem, key, bundle, CLUSTER, 4, now())
 
 
 def test_the_local_path_and_the_csr_path_give_certificates_the_node_accepts(
@@ -153,10 +157,10 @@ def test_the_local_path_and_the_csr_path_give_certificates_the_node_accepts(
     """`exchange local up` issues key and certificate together (issue_member_cert); the
     operator signs the node's CSR: the node's check takes both the same way."""
     local = issue_member_cert(ca, CLUSTER, 2)
-    check_member_chain(local.cert_pem, local.key_pem, ca.cert_pem, CLUSTER, 2, NOW)
+    check_member_chain(local.cert_pem, local.key_pem, ca.cert_pem, CLUSTER, 2, now())
     key = new_private_key_pem()
     kube = issue_member_cert_from_csr(ca, member_csr(key, CLUSTER, 2), CLUSTER, 2)
-    check_member_chain(kube, key, ca.cert_pem, CLUSTER, 2, NOW)
+    check_member_chain(kube, key, ca.cert_pem, CLUSTER, 2, now())
     a, b = x509.load_pem_x509_certificate(local.cert_pem), x509.load_pem_x509_certificate(kube)
     for ext in (x509.ExtendedKeyUsage, x509.KeyUsage, x509.BasicConstraints):
         assert a.extensions.get_extension_for_class(ext).value == (
@@ -170,6 +174,6 @@ def test_a_chain_through_an_intermediate_ca_is_accepted_and_needs_it() -> None:
     intermediate = generate_ca("intermediate", 30, issuer=root)
     key = new_private_key_pem()
     leaf = issue_member_cert_from_csr(intermediate, member_csr(key, CLUSTER, 4), CLUSTER, 4)
-    check_member_chain(leaf + intermediate.cert_pem, key, root.cert_pem, CLUSTER, 4, NOW)
+    check_member_chain(leaf + intermediate.cert_pem, key, root.cert_pem, CLUSTER, 4, now())
     with pytest.raises(ValueError, match="trusted CA"):
-        check_member_chain(leaf, key, root.cert_pem, CLUSTER, 4, NOW)
+        check_member_chain(leaf, key, root.cert_pem, CLUSTER, 4, now())
