@@ -74,7 +74,10 @@ def test_demo_starts_trades_prints_where_to_look_and_resumes(tmp_path):
     cluster.start_all()
     try:
         cluster.wait_for_leader(60)
+        # The curl line names one node: every node must be serving, not just the leader.
+        cluster.wait_ready(timeout=60)
         placed = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30)
+        assert placed.stdout, (curl, placed.returncode, placed.stderr)
         answer = json.loads(placed.stdout)
         assert answer["status"] in ("NEW", "PARTIALLY_FILLED", "FILLED"), answer
         assert answer["order_id"] > 0
