@@ -75,7 +75,7 @@ def unavailable_reason() -> str | None:
 class Fault:
     """A fault in force until :meth:`heal` (idempotent) undoes it."""
 
-    def __init__(self, target: DockerTarget, description: str, undo: Callable[[], None]) -> None:
+    def __init__(self, target: DockerTarget, description: str, undo: Callable[[], object]) -> None:
         self.description = description
         self._target = target
         self._undo = undo

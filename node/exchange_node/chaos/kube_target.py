@@ -124,9 +124,9 @@ def _api_client(kubeconfig: str | None, context: str | None, in_cluster: bool | 
         in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and kubeconfig is None
     configuration = client.Configuration()
     if in_cluster:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config(
+        config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
     return client.ApiClient(configuration)
@@ -198,14 +198,14 @@ class KubernetesTarget:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            obj: Obj = self.custom.get_namespaced_custom_object(
+            obj: Any = self.custom.get_namespaced_custom_object(
                 EXCHANGE_GROUP, EXCHANGE_VERSION, self.namespace, EXCHANGE_PLURAL, self.cluster_name
             )
         except ApiException as exc:
             raise ValueError(
                 f"ExchangeCluster {self.namespace}/{self.cluster_name}: {exc.status} {exc.reason}"
             ) from None
-        return obj
+        return dict(obj)
 
     def _discover_chaos_mesh(self) -> frozenset[str]:
         """The Chaos Mesh kinds the API server serves (discovery needs no RBAC)."""
@@ -464,7 +464,8 @@ class KubernetesTarget:
         made: list[str] = []
         try:
             for policy in self.partition_policies(sides, one_way):
-                self.networking.create_namespaced_network_policy(self.namespace, policy)
+                # The client takes a plain dict as the body as well as a V1NetworkPolicy.
+                self.networking.create_namespaced_network_policy(self.namespace, policy)  # type: ignore[arg-type]
                 made.append(policy["metadata"]["name"])
         except Exception:
             self._delete_policies(made)
