@@ -305,9 +305,22 @@ class _InboundStream:
 
     async def _abort(self) -> None:
         with contextlib.suppress(Exception):
-            await self.context.abort(
-                grpc.StatusCode.UNAVAILABLE, "no answers on the reverse stream"
-            )
+            await self.context.abort(grpc.StatusCode.UNAVAILABLE, SILENCE_DETAILS)
+
+
+SILENCE_DETAILS = "no answers reached this node on your stream"
+"""The status details of a stream ended by ``_reset_silent_peer``: its sender then
+reconnects over a new connection too."""
+
+
+async def _ended_for_silence(call: Any) -> bool:
+    """Whether the server ended ``call`` because our answers stopped reaching it."""
+    if not call.done() or call.cancelled():
+        return False
+    try:
+        return bool(await call.details() == SILENCE_DETAILS)
+    except Exception:
+        return False
 
 
 def _consume_result(future: asyncio.Future[Any]) -> None:
@@ -817,6 +830,14 @@ class PeerTransport:
                 log.exception("stream %d->%d failed", self.node_id, state.node_id)
             finally:
                 state.stats.connected = False
+            if established and not state.silenced and await _ended_for_silence(call):
+                # The peer heard none of our answers: the wedge may be in our connection
+                # (e.g. a corrupted flow-control update), so reconnect over a new one.
+                log.warning(
+                    "peer %d ended our stream (no answers reached it): new connection",
+                    state.node_id,
+                )
+                self._rebuild_channel(state)
             call.cancel()
             state.call = None
             state.awaiting_answer_since = None
