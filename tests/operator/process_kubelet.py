@@ -66,9 +66,14 @@ class ProcessKubelet:
         self.workdir = workdir
         self.cluster = cluster
         self.namespace = namespace
-        self.http_ports = [_free_port() for _ in range(7)]
-        self.grpc_ports = [_free_port() for _ in range(7)]
-        self.admin_ports = [_free_port() for _ in range(7)]
+        if network is None:
+            self.http_ports = [_free_port() for _ in range(7)]
+            self.grpc_ports = [_free_port() for _ in range(7)]
+            self.admin_ports = [_free_port() for _ in range(7)]
+        else:  # each pod has its own address: the ports a real pod has
+            self.http_ports = [names.HTTP_PORT] * 7
+            self.grpc_ports = [names.GRPC_PORT] * 7
+            self.admin_ports = [names.ADMIN_PORT] * 7
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.terminating: dict[int, subprocess.Popen[bytes]] = {}
         self.ready: dict[int, bool] = {}
@@ -256,7 +261,9 @@ class ProcessKubelet:
                     tmp.replace(target)  # atomic, as a kubelet's symlink swap
         for key, value in list(env.items()):
             value = value.replace("$(POD_INDEX)", str(ordinal))
-            if value.startswith("/etc/exchange/") and key.endswith(("_CERT", "_KEY", "_CA")):
+            if value.startswith("/etc/exchange/") and key.endswith(
+                ("_CERT", "_KEY", "_CA", "_FILE")
+            ):
                 value = str(root / value.lstrip("/"))
             env[key] = value
 

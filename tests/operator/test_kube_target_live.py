@@ -18,6 +18,10 @@ the pods (ProcessKubelet) and the real operator.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,3 +243,72 @@ async def test_networkpolicy_partition_cuts_the_real_network(live_netns: Live) -
     assert await asyncio.to_thread(connects, network, a, *grpc(b))
     await xc.until("3 healthy after healing", lambda: xc.status().get("phase") == "Running"
                      and healthy(xc) == 3)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("scenario", "fault"),
+    [("node-failure", "delete pod"), ("network-partition", "(NetworkPolicy)")],
+)
+async def test_chaos_run_against_the_emulated_cluster(
+    live_netns: Live, tmp_path: Path, scenario: str, fault: str
+) -> None:
+    """`exchange chaos run SCENARIO --target kubernetes`, as the experiments' Jobs run
+    it: the real CLI, workload and checks, against pods reached by their DNS names on
+    the headless Service (a private /etc/hosts in the run's own mount namespace); the
+    partition's NetworkPolicies enforced in the pods' network namespaces."""
+    if shutil.which("unshare") is None:
+        pytest.skip("the pods' DNS names need unshare (util-linux) for a private /etc/hosts")
+    xc = live_netns
+    assert xc.kubelet.network is not None
+    keys = {f"chaos-{i}": f"key-{i}-{secrets.token_hex(8)}" for i in range(4)}
+    keys_file = "".join(f"{token}={client}\n" for client, token in keys.items())
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "xc-api-keys"},
+              "stringData": {"api-keys": keys_file}}  # fmt: skip
+    async with xc.http.post(f"{xc.base}/api/v1/namespaces/{NS}/secrets", json=secret) as r:
+        assert r.status in (200, 201), await r.text()
+    body = {"apiVersion": "exchange.raft-exchange.dev/v1alpha1", "kind": "ExchangeCluster",
+            "metadata": {"name": NAME}, "spec": {"replicas": 3, "electionMs": 600,
+            "heartbeatMs": 100, "apiKeysSecretRef": {"name": "xc-api-keys", "key": "api-keys"}}}  # fmt: skip
+    async with xc.http.post(xc.base + CR_PATH, json=body) as response:
+        assert response.status == 200, await response.text()
+    await xc.until("Running, 3 healthy", lambda: xc.status().get("phase") == "Running"
+                   and healthy(xc) == 3)  # fmt: skip
+
+    # What the Job mounts: the API keys and the CA of the HTTP server Secret.
+    (tmp_path / "api-keys").write_text(keys_file)
+    tls = xc.emulator.get("v1/secrets", NS, f"{NAME}-http-tls")
+    assert tls is not None
+    (tmp_path / "ca.crt").write_bytes(base64.b64decode(tls["data"]["ca.crt"]))
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "emulated",
+                  "clusters": [{"name": "emulated", "cluster": {"server": xc.base}}],
+                  "users": [{"name": "nobody", "user": {}}],
+                  "contexts": [{"name": "emulated",
+                                "context": {"cluster": "emulated", "user": "nobody"}}]}  # fmt: skip
+    (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))
+    hosts = "127.0.0.1 localhost\n" + "".join(
+        f"{xc.kubelet.host(i)} {NAME}-{i}.{NAME}-peers.{NS}.svc\n" for i in range(3)
+    )
+    (tmp_path / "hosts").write_text(hosts)
+    report = tmp_path / "report"
+    run = (
+        f"mount --bind {tmp_path / 'hosts'} /etc/hosts && exec {sys.executable} -m "
+        f"exchange_node.cli chaos run {scenario} --target kubernetes --duration 12 "
+        f"--seed 1 --report {report} --target-option namespace={NS} "
+        f"--target-option cluster_name={NAME} --target-option kubeconfig={tmp_path / 'kubeconfig'} "
+        f"--target-option ca_file={tmp_path / 'ca.crt'} "
+        f"--target-option api_keys_file={tmp_path / 'api-keys'} --target-option ready_timeout=60"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "--mount", "--propagation", "private", "sh", "-c", run,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:] + xc.kubelet.logs()
+    result = json.loads((report / "report.json").read_text())
+    print(text[-1500:])
+    assert result["verdict"] == "pass" and result["target"] == "kubernetes"
+    assert result["lost_acks"] == 0 and result["duplicates"] == 0
+    assert result["operations"]["acknowledged"] > 50
+    faults = [f for f in result["unavailability"]["faults"] if fault in f["description"]]
+    assert faults, result["unavailability"]
