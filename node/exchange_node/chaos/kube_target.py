@@ -649,10 +649,37 @@ class KubernetesTarget:
             raise errors[0]
 
     def close(self) -> None:
+        """Heal every fault, then delete anything of this run still labelled with its id
+        (a fault whose healing failed half way)."""
         if self.closed:
             return
         self.closed = True
-        self.heal_all()
+        try:
+            self.heal_all()
+        finally:
+            self._delete_leftovers()
+
+    def _delete_leftovers(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        selector = f"{LABEL_RUN}={self.run_id}"
+        with contextlib.suppress(ApiException):
+            found = self.networking.list_namespaced_network_policy(
+                self.namespace, label_selector=selector
+            )
+            self._delete_policies([str(p.metadata.name) for p in found.items if p.metadata])
+        for kind in sorted(self.chaos_mesh_kinds):
+            plural = CHAOS_MESH_PLURALS[kind]
+            with contextlib.suppress(ApiException):
+                listed: Any = self.custom.list_namespaced_custom_object(
+                    CHAOS_MESH_GROUP, CHAOS_MESH_VERSION, self.namespace, plural,
+                    label_selector=selector,
+                )  # fmt: skip
+                for item in listed.get("items") or ():
+                    self.custom.delete_namespaced_custom_object(
+                        CHAOS_MESH_GROUP, CHAOS_MESH_VERSION, self.namespace, plural,
+                        item["metadata"]["name"],
+                    )  # fmt: skip
 
 
 def _ready(pod: Obj) -> bool:
