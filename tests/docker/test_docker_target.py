@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exchange_node.chaos.docker_target import DockerTarget, docker, unavailable_reason
+from exchange_node.chaos.docker_target import (
+    LABEL,
+    DockerTarget,
+    docker,
+    remove_leftovers,
+    unavailable_reason,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -174,3 +180,19 @@ def test_docker_target_leader_kill_and_partition(image: str) -> None:
     print(
         f"docker target: kill, partition, loss, bandwidth, disconnect in {time.monotonic() - started:.1f} s"
     )
+
+
+def test_leftovers_of_a_dead_run_are_removed(image: str) -> None:
+    dead = 2**22 + 1  # above the largest pid_max (2^22): never a live process
+    name = "rxcdead-0"
+    docker("network", "create", "--label", f"{LABEL}={dead}", "rxcdead-net")
+    docker("create", "--name", name, "--label", f"{LABEL}={dead}", image)
+    mine = f"rxclive-{os.getpid()}"
+    docker("network", "create", "--label", f"{LABEL}={os.getpid()}", mine)
+    try:
+        removed = remove_leftovers()
+        assert {name, "rxcdead-net"} <= set(removed) and mine not in removed
+        assert not docker("ps", "-a", "-q", "--filter", f"name={name}").strip()
+    finally:
+        docker("rm", "-f", name, check=False)
+        docker("network", "rm", "rxcdead-net", mine, check=False)

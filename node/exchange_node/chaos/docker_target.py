@@ -7,7 +7,8 @@ Constructor (what ``exchange chaos run --target docker`` calls)::
 
 It creates the network ``<prefix>-net`` and containers ``<prefix>-<i>`` (node id
 ``i + 1``) from ``image`` (``make image`` builds ``raft-exchange:dev``), waits for a
-leader, and :meth:`close` removes the containers, their volumes and the network.
+leader, and :meth:`close` removes the containers, their volumes and the network (those of a
+run killed before closing are removed by the next one: :func:`remove_leftovers`).
 Peers talk on that network; the chaos process reaches each node only through
 its HTTP (8080) and admin (8081) ports published on 127.0.0.1 via Docker's
 default bridge, which the partition rules leave alone.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -58,6 +60,41 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     if check and done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+LABEL = "raft-exchange.chaos"
+"""On everything a DockerTarget makes; its value is the pid of the process that made it."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers() -> list[str]:
+    """Remove the containers (with their volumes) and networks of runs whose process is
+    gone (a run killed before its close()); returns their names."""
+    removed = []
+    for kind in ("container", "network"):
+        listed = docker(kind, "ls", *(["-a"] if kind == "container" else []), "--filter",
+                        f"label={LABEL}", "--format", f'{{{{.Names}}}} {{{{.Label "{LABEL}"}}}}'
+                        if kind == "container" else f'{{{{.Name}}}} {{{{.Label "{LABEL}"}}}}',
+                        check=False)  # fmt: skip
+        for line in listed.splitlines():
+            name, _, owner = line.partition(" ")
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                if kind == "container":
+                    docker("rm", "-f", "-v", name, check=False)
+                    docker("volume", "rm", "-f", f"{name}-data", check=False)
+                else:
+                    docker("network", "rm", name, check=False)
+                removed.append(name)
+    return removed
 
 
 def unavailable_reason() -> str | None:
@@ -134,7 +171,8 @@ class DockerTarget:
         self.missing_tools = net.missing_tools("nsenter", "iptables", "tc")
         self.netem_reason: str | None = "not probed"
         try:
-            docker("network", "create", "--label", "raft-exchange.chaos=1", self.network)
+            remove_leftovers()
+            docker("network", "create", "--label", f"{LABEL}={os.getpid()}", self.network)
             from exchange_node.local import free_ports
 
             ports = free_ports(2 * nodes)
@@ -182,7 +220,7 @@ class DockerTarget:
         argv = ["create", "--name", name, "--hostname", name, "--network", "bridge"]
         # Published on loopback only: nothing outside this machine reaches the nodes.
         argv += ["-p", f"127.0.0.1:{http}:{HTTP_PORT}", "-p", f"127.0.0.1:{admin}:{ADMIN_PORT}"]
-        argv += ["-v", f"{name}-data:/var/lib/exchange", "--label", "raft-exchange.chaos=1"]
+        argv += ["-v", f"{name}-data:/var/lib/exchange", "--label", f"{LABEL}={os.getpid()}"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         docker(*argv, self.image)
