@@ -31,8 +31,12 @@ NetworkPolicies; the Role needs pods delete and networkpolicies create/delete) o
 ``chaos-mesh`` (PodChaos ``pod-kill`` and NetworkChaos ``partition``; the Role needs
 only those two kinds).
 
-``kill``        delete the pod with grace 0 (force: SIGKILL); the StatefulSet
-                recreates it on the same claim; healing waits until it is Ready.
+``kill``        delete the pod with grace 0, as Chaos Mesh's pod-kill does: the API
+                object goes at once and the kubelet kills the container (SIGKILL
+                after its minimum grace, 2 s); the StatefulSet recreates the pod on
+                the same claim (the node's lock on its data directory keeps a
+                replacement from starting before the old process is gone);
+                healing waits until it is Ready.
 ``restart``     delete the pod with its normal grace (SIGTERM: the leader hands over).
 ``partition``   NetworkPolicies (``via="kubernetes"``): for each side,
                 an Egress policy selecting its pods by name that allows egress to
