@@ -123,17 +123,33 @@ class Fault:
 
 def _api_client(kubeconfig: str | None, context: str | None, in_cluster: bool | None) -> Any:
     from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
 
     if in_cluster is None:
         in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and kubeconfig is None
     configuration = client.Configuration()
+    try:
+        _load_config(config, configuration, kubeconfig, context, in_cluster)
+    except ConfigException as exc:
+        where = (
+            "in_cluster=true: no ServiceAccount credentials here (run it as a Job in the cluster)"
+            if in_cluster
+            else f"kubeconfig={kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
+            + (f", context={context}" if context else "")
+        )
+        raise ValueError(f"--target kubernetes: {where}: {exc}") from None
+    return client.ApiClient(configuration)
+
+
+def _load_config(
+    config: Any, configuration: Any, kubeconfig: str | None, context: str | None, in_cluster: bool
+) -> None:
     if in_cluster:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
+        config.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
-    return client.ApiClient(configuration)
 
 
 def _read_api_keys(path: str) -> dict[str, str]:
@@ -200,6 +216,7 @@ class KubernetesTarget:
 
     def exchange_cluster(self) -> Obj:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import MaxRetryError
 
         try:
             obj: Any = self.custom.get_namespaced_custom_object(
@@ -208,6 +225,11 @@ class KubernetesTarget:
         except ApiException as exc:
             raise ValueError(
                 f"ExchangeCluster {self.namespace}/{self.cluster_name}: {exc.status} {exc.reason}"
+            ) from None
+        except MaxRetryError as exc:
+            raise ValueError(
+                f"--target kubernetes: the API server at {self.api.configuration.host} "
+                f"does not answer ({exc.reason})"
             ) from None
         return dict(obj)
 
