@@ -80,6 +80,26 @@ def test_a_batch_takes_the_bucket_into_debt_once():
     assert limiter.debit("other", 5) == 0  # per key
 
 
+def test_a_batch_reserves_its_largest_cost_before_its_body_is_read():
+    from exchange_node.api.auth import Authenticator
+    from exchange_node.api.errors import ApiError
+
+    limiter = RateLimiter(rate=100, burst=1000, clock=lambda: 0.0)
+    auth = Authenticator({"k": "alice"}, limiter)
+    auth.charge("k")
+    first = auth.reserve_batch("k", 500)  # 999 -> 500
+    auth.charge("k")
+    second = auth.reserve_batch("k", 500)  # 499 -> 0
+    with pytest.raises(ApiError) as refused:  # a third overlapping batch: refused unread
+        auth.charge("k")
+    assert refused.value.status == 429 and refused.value.extra["limit"] == "rate_limit_per_second"
+    first.settle(10)  # it had 10 orders: 490 back
+    second.release()  # its body was refused: 499 back
+    assert limiter.buckets["k"].tokens == 989
+    first.release()  # settled already: nothing more
+    assert limiter.buckets["k"].tokens == 989
+
+
 def test_per_key_rate_limits_from_the_keys_file(tmp_path):
     path = tmp_path / "keys.yaml"
     path.write_text(

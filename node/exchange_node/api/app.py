@@ -39,7 +39,7 @@ from exchange_node.service import (
 )
 
 from . import errors, jsonio, queries, schema
-from .auth import Authenticator, RateLimiter, bearer_token, new_refusals
+from .auth import Authenticator, BatchReservation, RateLimiter, bearer_token, new_refusals
 from .config import ApiConfig
 from .errors import ApiError
 from .forwarding import LEADER_HEADER, Forwarder
@@ -424,10 +424,11 @@ class Api:
         return result_answer(result, client_id)
 
     async def place_batch(
-        self, client_id: str, payload: Any, rate_key: str | None = None
+        self, client_id: str, payload: Any, reservation: BatchReservation | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """``rate_key``: whose rate-limit bucket pays for the batch's orders (one each:
-        a client's limit bounds the work it causes, not its requests)."""
+        """``reservation``: the rate-limit tokens taken for the batch, settled at one
+        per order once they are counted (a client's limit bounds the work it causes,
+        not its requests)."""
         body = schema.BATCH.validate(payload)
         items = schema.validate_array(
             body[schema.BATCH_ITEMS_FIELD],
@@ -435,8 +436,8 @@ class Api:
             schema.NEW_ORDER,
             self.config.max_batch,
         )
-        if rate_key is not None:
-            self.auth.charge_orders(rate_key, len(items))
+        if reservation is not None:
+            reservation.settle(len(items))
         with self.in_flight_slot(client_id, len(items)):
             commands = []
             for i, item in enumerate(items):
@@ -530,8 +531,14 @@ class Api:
     async def h_batch(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         self.check_in_flight(client_id, 1)  # before reading and parsing the body
-        payload = await self.read_json(request)
-        status, body = await self.place_batch(client_id, payload, bearer_token(request))
+        token = bearer_token(request)
+        assert token is not None  # client_for checked it
+        reservation = self.auth.reserve_batch(token, self.config.max_batch)
+        try:
+            payload = await self.read_json(request)
+            status, body = await self.place_batch(client_id, payload, reservation)
+        finally:
+            reservation.release()  # a no-op once settled
         return json_response(body, status)
 
     async def h_cancel(self, request: web.Request) -> web.StreamResponse:

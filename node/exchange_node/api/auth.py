@@ -109,6 +109,12 @@ class RateLimiter:
         bucket.tokens -= cost
         return 0.0
 
+    def refund(self, key: str, tokens: float) -> None:
+        rate, burst = self.limit_of(key)
+        if rate > 0 and tokens > 0:
+            bucket = self._refilled(key, rate, burst)
+            bucket.tokens = min(burst, bucket.tokens + tokens)
+
     def _forget_full_buckets(self, now: float) -> None:
         # Anonymous (per-address) buckets could otherwise grow without bound.
         refill = self.burst / self.rate
@@ -176,10 +182,13 @@ class Authenticator:
         """Take ``cost`` tokens of ``key`` or raise 429 naming the limit."""
         self._refuse_after(key, self.limiter.acquire(key, cost))
 
-    def charge_orders(self, key: str, orders: int) -> None:
-        """A batch admitted on its request's token pays for the rest of its orders
-        (the bucket may go into debt), or 429 if the key is in debt already."""
-        self._refuse_after(key, self.limiter.debit(key, orders - 1))
+    def reserve_batch(self, key: str, max_orders: int) -> BatchReservation:
+        """Right after ``client_for`` (no await between): a batch admitted on its
+        request's token takes tokens for ``max_orders`` before its body is read, so
+        that the key's overlapping requests are refused before theirs are read and
+        parsed (their work would be wasted); 429 if the key is in debt already."""
+        self._refuse_after(key, self.limiter.debit(key, max_orders - 1))
+        return BatchReservation(self.limiter, key, max_orders - 1)
 
     def _refuse_after(self, key: str, wait: float) -> None:
         if wait > 0:
@@ -195,3 +204,22 @@ class Authenticator:
                 retry_after=wait,
                 extra={"limit": "rate_limit_per_second", "rate": rate, "burst": burst},
             )
+
+
+class BatchReservation:
+    """Tokens a batch took before its orders were counted: ``settle(n)`` gives back
+    what ``n`` orders did not need (the bucket keeps the debt of the rest),
+    ``release()`` all of them (a body refused before its orders were counted)."""
+
+    __slots__ = ("key", "limiter", "tokens")
+
+    def __init__(self, limiter: RateLimiter, key: str, tokens: float) -> None:
+        self.limiter, self.key, self.tokens = limiter, key, tokens
+
+    def settle(self, orders: int) -> None:
+        self.limiter.refund(self.key, self.tokens - (orders - 1))
+        self.tokens = 0.0
+
+    def release(self) -> None:
+        self.limiter.refund(self.key, self.tokens)
+        self.tokens = 0.0
