@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import net
-from .target import CapabilityError, ClusterCredentials, LinkFault, NodeEndpoint
+from .target import ActiveFault, CapabilityError, ClusterCredentials, LinkFault, NodeEndpoint
 
 HTTP_PORT, ADMIN_PORT, GRPC_PORT = 8080, 8081, 7070
 DEFAULT_IMAGE = "raft-exchange:dev"
@@ -109,26 +109,9 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class Fault:
-    """A fault in force until :meth:`heal` (idempotent) undoes it."""
-
-    def __init__(self, target: DockerTarget, description: str, undo: Callable[[], object]) -> None:
-        self.description = description
-        self._target = target
-        self._undo = undo
-        self.healed = False
-        target._active.append(self)
-
-    def heal(self) -> None:
-        if self.healed:
-            return
-        self.healed = True
-        with contextlib.suppress(ValueError):
-            self._target._active.remove(self)
-        self._undo()
-
-    def __repr__(self) -> str:
-        return f"<fault {self.description}{' (healed)' if self.healed else ''}>"
+def Fault(target: DockerTarget, description: str, undo: Callable[[], object]) -> ActiveFault:
+    """A fault of this target, in force until healed."""
+    return ActiveFault(target._active, description, undo)
 
 
 class DockerTarget:
@@ -165,7 +148,7 @@ class DockerTarget:
         self.api_keys = {f"chaos-{k}": "key-" + secrets.token_hex(12) for k in range(clients)}
         self._ids = list(range(1, nodes + 1))
         self._ports: dict[int, tuple[int, int]] = {}
-        self._active: list[Fault] = []
+        self._active: list[ActiveFault] = []
         self._rules: list[tuple[int, list[str]]] = []
         self.closed = False
         self.missing_tools = net.missing_tools("nsenter", "iptables", "tc")
@@ -328,12 +311,12 @@ class DockerTarget:
         if not self._inspect(node_id)["State"]["Running"]:
             docker("start", self.container(node_id))
 
-    def kill(self, node_id: int) -> Fault:
+    def kill(self, node_id: int) -> ActiveFault:
         self._check_node(node_id)
         docker("kill", self.container(node_id))
         return Fault(self, f"kill {node_id}", lambda: self._start(node_id))
 
-    def pause(self, node_id: int) -> Fault:
+    def pause(self, node_id: int) -> ActiveFault:
         self._check_node(node_id)
         docker("pause", self.container(node_id))
         return Fault(self, f"pause {node_id}", lambda: docker("unpause", self.container(node_id)))
@@ -367,7 +350,7 @@ class DockerTarget:
             with contextlib.suppress(RuntimeError):
                 self._nsenter(node_id, "iptables", "-w", "-D", *spec, check=False)
 
-    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> Fault:
+    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> ActiveFault:
         self._require_tools("partition")
         sides = [sorted(set(g)) for g in groups]
         for side in sides:
@@ -383,7 +366,7 @@ class DockerTarget:
         text = arrow.join("{" + ",".join(map(str, s)) + "}" for s in sides)
         return Fault(self, f"partition {text}", lambda: self._remove_rules(applied))
 
-    def disconnect(self, node_id: int) -> Fault:
+    def disconnect(self, node_id: int) -> ActiveFault:
         """Docker's own partition: the node leaves the peer network (it keeps its
         published ports, so the API still answers it cannot commit)."""
         self._check_node(node_id)
@@ -394,7 +377,7 @@ class DockerTarget:
             lambda: docker("network", "connect", self.network, self.container(node_id)),
         )
 
-    def loss(self, node_id: int, probability: float) -> Fault:
+    def loss(self, node_id: int, probability: float) -> ActiveFault:
         self._require_tools("loss")
         self._check_node(node_id)
         if not 0.0 < probability <= 1.0:
@@ -413,7 +396,7 @@ class DockerTarget:
             lambda: self._remove_rules(applied),
         )
 
-    def bandwidth(self, node_id: int, rate_kbit: int) -> Fault:
+    def bandwidth(self, node_id: int, rate_kbit: int) -> ActiveFault:
         self._require_tools("bandwidth")
         self._check_node(node_id)
         if rate_kbit < 8:
@@ -443,7 +426,7 @@ class DockerTarget:
         self._nsenter(node_id, "tc", "qdisc", "del", "dev", "lo", "root", check=False)
         return None
 
-    def link(self, src: int, dst: int, fault: LinkFault) -> Fault:
+    def link(self, src: int, dst: int, fault: LinkFault) -> ActiveFault:
         self._require_tools("link")
         if self.netem_reason is not None:
             raise CapabilityError(f"link on --target docker: {self.netem_reason}")
@@ -474,16 +457,16 @@ class DockerTarget:
 
     # ---- what Docker cannot do here ------------------------------------------------------
 
-    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> Fault:
+    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> ActiveFault:
         raise CapabilityError("clock on --target docker is not offered (use --target local)")
 
-    def disk(self, node_id: int, fault: object) -> Fault:
+    def disk(self, node_id: int, fault: object) -> ActiveFault:
         raise CapabilityError("disk on --target docker is not offered (use --target local)")
 
-    def power_cut(self, node_ids: Iterable[int]) -> Fault:
+    def power_cut(self, node_ids: Iterable[int]) -> ActiveFault:
         raise CapabilityError("power_cut on --target docker is not offered (use --target local)")
 
-    def corrupt_state(self, node_id: int, seed: int) -> Fault:
+    def corrupt_state(self, node_id: int, seed: int) -> ActiveFault:
         raise CapabilityError(
             "corrupt_state on --target docker is not offered (use --target local)"
         )

@@ -70,7 +70,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from .target import CapabilityError, ClusterCredentials, DiskFault, LinkFault, NodeEndpoint
+from .target import (
+    ActiveFault,
+    CapabilityError,
+    ClusterCredentials,
+    DiskFault,
+    LinkFault,
+    NodeEndpoint,
+)
 
 Obj = dict[str, Any]
 
@@ -95,30 +102,9 @@ DATA_DIR = "/var/lib/exchange"
 HTTP_PORT = 8080
 
 
-class Fault:
-    """A fault in force until :meth:`heal` (idempotent) undoes it."""
-
-    def __init__(
-        self, target: KubernetesTarget, description: str, undo: Callable[[], None]
-    ) -> None:
-        self.description = description
-        self.resources: list[tuple[str, str]] = []
-        """(kind, name) of what the fault made in the cluster."""
-        self._target = target
-        self._undo = undo
-        self.healed = False
-        target._active.append(self)
-
-    def heal(self) -> None:
-        if self.healed:
-            return
-        self.healed = True
-        with contextlib.suppress(ValueError):
-            self._target._active.remove(self)
-        self._undo()
-
-    def __repr__(self) -> str:
-        return f"<fault {self.description}{' (healed)' if self.healed else ''}>"
+def Fault(target: KubernetesTarget, description: str, undo: Callable[[], object]) -> ActiveFault:
+    """A fault of this target, in force until healed."""
+    return ActiveFault(target._active, description, undo)
 
 
 def _api_client(kubeconfig: str | None, context: str | None, in_cluster: bool | None) -> Any:
@@ -201,7 +187,7 @@ class KubernetesTarget:
         self.rng = random.Random(seed)
         self.ready_timeout = ready_timeout
         self.run_id = secrets.token_hex(4)
-        self._active: list[Fault] = []
+        self._active: list[ActiveFault] = []
         self.closed = False
         self.exchange_cluster()  # fails early, naming the cluster, when it is not there
         self.chaos_mesh_kinds = self._discover_chaos_mesh()
@@ -331,7 +317,7 @@ class KubernetesTarget:
             time.sleep(0.2)
         raise TimeoutError(f"pod {self.namespace}/{name} was not back and Ready in time")
 
-    def _pod_kill(self, names: list[str], grace: int | None, text: str) -> Fault:
+    def _pod_kill(self, names: list[str], grace: int | None, text: str) -> ActiveFault:
         """PodChaos pod-kill of these pods; healing deletes it and waits for them."""
         uids = {name: str((self._pod(name) or {}).get("metadata", {}).get("uid")) for name in names}
         spec: Obj = {"action": "pod-kill", "mode": "all", "selector": self._selector(names)}
@@ -349,7 +335,7 @@ class KubernetesTarget:
         fault.resources = inner.resources
         return fault
 
-    def kill(self, node_id: int) -> Fault:
+    def kill(self, node_id: int) -> ActiveFault:
         """Force-delete the member's pod (grace 0: SIGKILL)."""
         name = self.pod_name(node_id)
         if self.via == "chaos-mesh":
@@ -358,7 +344,7 @@ class KubernetesTarget:
         return Fault(self, f"delete pod {name} (node {node_id}, grace 0)",
                      lambda: self.wait_replaced(name, uid))  # fmt: skip
 
-    def kill_pods(self, node_ids: Iterable[int]) -> Fault:
+    def kill_pods(self, node_ids: Iterable[int]) -> ActiveFault:
         """Force-delete several members' pods at once (two pods: a majority of 3)."""
         names = [self.pod_name(i) for i in sorted(set(node_ids))]
         if self.via == "chaos-mesh":
@@ -382,7 +368,7 @@ class KubernetesTarget:
         uid = self._delete_pod(name, None)
         self.wait_replaced(name, uid)
 
-    def pause(self, node_id: int) -> Fault:
+    def pause(self, node_id: int) -> ActiveFault:
         raise CapabilityError(
             "pause on --target kubernetes is not offered (Kubernetes cannot freeze a "
             "container; Chaos Mesh's pod-failure is pod_failure())"
@@ -468,7 +454,7 @@ class KubernetesTarget:
                 return str(raw["metadata"]["name"])
         return None
 
-    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> Fault:
+    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> ActiveFault:
         ids = [sorted(set(g)) for g in groups]
         seen: set[int] = set()
         for side in ids:
@@ -526,7 +512,7 @@ class KubernetesTarget:
             "spec": spec,
         }
 
-    def _chaos_mesh(self, kind: str, spec: Obj, description: str) -> Fault:
+    def _chaos_mesh(self, kind: str, spec: Obj, description: str) -> ActiveFault:
         if kind not in self.chaos_mesh_kinds:
             raise CapabilityError(
                 f"{description} needs Chaos Mesh's {kind} "
@@ -553,9 +539,11 @@ class KubernetesTarget:
         fault.resources = [(kind, name)]
         return fault
 
-    def _partition_chaos_mesh(self, sides: list[list[str]], one_way: bool, text: str) -> Fault:
+    def _partition_chaos_mesh(
+        self, sides: list[list[str]], one_way: bool, text: str
+    ) -> ActiveFault:
         # One NetworkChaos per pair of sides; several faults healed as one.
-        parts: list[Fault] = []
+        parts: list[ActiveFault] = []
         try:
             for k, side in enumerate(sides):
                 for other in sides[k + 1 :]:
@@ -582,7 +570,7 @@ class KubernetesTarget:
         fault.resources = [r for p in parts for r in p.resources]
         return fault
 
-    def loss(self, node_id: int, probability: float) -> Fault:
+    def loss(self, node_id: int, probability: float) -> ActiveFault:
         if not 0.0 < probability <= 1.0:
             raise ValueError(f"probability must be in (0, 1], not {probability}")
         spec = {"action": "loss", "mode": "all", "direction": "to",
@@ -590,7 +578,7 @@ class KubernetesTarget:
                 "loss": {"loss": f"{probability * 100:g}", "correlation": "0"}}  # fmt: skip
         return self._chaos_mesh("NetworkChaos", spec, f"loss {probability:.0%} on node {node_id}")
 
-    def bandwidth(self, node_id: int, rate_kbit: int) -> Fault:
+    def bandwidth(self, node_id: int, rate_kbit: int) -> ActiveFault:
         if rate_kbit < 8:
             raise ValueError(f"rate_kbit must be at least 8, not {rate_kbit}")
         spec = {"action": "bandwidth", "mode": "all", "direction": "to",
@@ -600,7 +588,7 @@ class KubernetesTarget:
             "NetworkChaos", spec, f"bandwidth {rate_kbit} kbit/s out of node {node_id}"
         )
 
-    def link(self, src: int, dst: int, fault: LinkFault) -> Fault:
+    def link(self, src: int, dst: int, fault: LinkFault) -> ActiveFault:
         if src == dst:
             raise ValueError("link needs two different nodes")
         base: Obj = {"mode": "all", "direction": "to",
@@ -621,14 +609,14 @@ class KubernetesTarget:
             )
         return self._chaos_mesh("NetworkChaos", spec, f"link {src}->{dst}: {what}")
 
-    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> Fault:
+    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> ActiveFault:
         if rate != 1.0:
             raise CapabilityError("clock rate on --target kubernetes: TimeChaos only offsets")
         spec = {"mode": "all", "selector": self._selector([self.pod_name(node_id)]),
                 "timeOffset": f"{offset_s:g}s", "clockIds": ["CLOCK_REALTIME"]}  # fmt: skip
         return self._chaos_mesh("TimeChaos", spec, f"clock of node {node_id} {offset_s:+g} s")
 
-    def disk(self, node_id: int, fault: DiskFault) -> Fault:
+    def disk(self, node_id: int, fault: DiskFault) -> ActiveFault:
         base: Obj = {"mode": "all", "selector": self._selector([self.pod_name(node_id)]),
                      "volumePath": DATA_DIR, "path": f"{DATA_DIR}/**/*", "percent": 100}  # fmt: skip
         if fault.kind == "slow_fsync":
@@ -641,7 +629,7 @@ class KubernetesTarget:
             raise CapabilityError(f"disk {fault.kind!r} on --target kubernetes is not offered")
         return self._chaos_mesh("IOChaos", spec, f"disk of node {node_id}: {fault.kind}")
 
-    def stress(self, node_id: int, cpu_workers: int = 1, memory: str | None = None) -> Fault:
+    def stress(self, node_id: int, cpu_workers: int = 1, memory: str | None = None) -> ActiveFault:
         stressors: Obj = {"cpu": {"workers": cpu_workers, "load": 100}}
         if memory:
             stressors["memory"] = {"workers": 1, "size": memory}
@@ -649,15 +637,15 @@ class KubernetesTarget:
                 "stressors": stressors}  # fmt: skip
         return self._chaos_mesh("StressChaos", spec, f"stress on node {node_id}")
 
-    def pod_failure(self, node_id: int) -> Fault:
+    def pod_failure(self, node_id: int) -> ActiveFault:
         spec = {"action": "pod-failure", "mode": "all",
                 "selector": self._selector([self.pod_name(node_id)])}  # fmt: skip
         return self._chaos_mesh("PodChaos", spec, f"pod-failure of node {node_id}")
 
-    def power_cut(self, node_ids: Iterable[int]) -> Fault:
+    def power_cut(self, node_ids: Iterable[int]) -> ActiveFault:
         raise CapabilityError("power_cut on --target kubernetes is not offered (--target local)")
 
-    def corrupt_state(self, node_id: int, seed: int) -> Fault:
+    def corrupt_state(self, node_id: int, seed: int) -> ActiveFault:
         raise CapabilityError(
             "corrupt_state on --target kubernetes is not offered (--target local)"
         )

@@ -33,34 +33,21 @@ from exchange_node.local import LocalCluster, MemberSpec
 from . import clock as clock_faults
 from . import net
 from .proxy import ProxyHub
-from .target import CapabilityError, ClusterCredentials, DiskFault, LinkFault, NodeEndpoint
+from .target import (
+    ActiveFault,
+    CapabilityError,
+    ClusterCredentials,
+    DiskFault,
+    LinkFault,
+    NodeEndpoint,
+)
 
 ALWAYS = frozenset({"kill", "pause", "restart", "corrupt_state"})
 
 
-class Fault:
-    """A fault in force until :meth:`heal` (idempotent) undoes it."""
-
-    def __init__(self, target: LocalTarget, description: str, undo: Callable[[], None]) -> None:
-        self.description = description
-        self.outcome = ""
-        """What the cluster did about it, for faults whose effect is the question
-        (``corrupt_state``)."""
-        self._target = target
-        self._undo = undo
-        self.healed = False
-        target._active.append(self)
-
-    def heal(self) -> None:
-        if self.healed:
-            return
-        self.healed = True
-        with contextlib.suppress(ValueError):
-            self._target._active.remove(self)
-        self._undo()
-
-    def __repr__(self) -> str:
-        return f"<fault {self.description}{' (healed)' if self.healed else ''}>"
+def Fault(target: LocalTarget, description: str, undo: Callable[[], object]) -> ActiveFault:
+    """A fault of this target, in force until healed."""
+    return ActiveFault(target._active, description, undo)
 
 
 class _ChaosCluster(LocalCluster):
@@ -111,7 +98,7 @@ class LocalTarget:
         self.root = Path(root)
         self.seed = seed
         self.rng = random.Random(seed)
-        self._active: list[Fault] = []
+        self._active: list[ActiveFault] = []
         self._clock_env: dict[int, dict[str, str]] = {}
         self.network: net.Network | None = None
         self.proxies: ProxyHub | None = None
@@ -240,12 +227,12 @@ class LocalTarget:
         if not self.cluster.alive(node_id):
             self.cluster.start(node_id)
 
-    def kill(self, node_id: int) -> Fault:
+    def kill(self, node_id: int) -> ActiveFault:
         self._check_node(node_id)
         self.cluster.kill(node_id)
         return Fault(self, f"kill {node_id}", lambda: self._start(node_id))
 
-    def pause(self, node_id: int) -> Fault:
+    def pause(self, node_id: int) -> ActiveFault:
         self._check_node(node_id)
         self.cluster.pause(node_id)
         return Fault(self, f"pause {node_id}", lambda: self.cluster.resume(node_id))
@@ -280,7 +267,7 @@ class LocalTarget:
             )
         return self.network
 
-    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> Fault:
+    def partition(self, groups: Iterable[Iterable[int]], one_way: bool = False) -> ActiveFault:
         network = self._network("partition")
         sides = [sorted(set(g)) for g in groups]
         for side in sides:
@@ -316,7 +303,7 @@ class LocalTarget:
         text = arrow.join("{" + ",".join(map(str, s)) + "}" for s in sides)
         return Fault(self, f"partition {text}", undo)
 
-    def loss(self, node_id: int, probability: float) -> Fault:
+    def loss(self, node_id: int, probability: float) -> ActiveFault:
         network = self._network("loss")
         self._check_node(node_id)
         if not 0.0 < probability <= 1.0:
@@ -328,7 +315,7 @@ class LocalTarget:
             lambda: network.remove_rules(applied),
         )
 
-    def bandwidth(self, node_id: int, rate_kbit: int) -> Fault:
+    def bandwidth(self, node_id: int, rate_kbit: int) -> ActiveFault:
         network = self._network("bandwidth")
         self._check_node(node_id)
         if rate_kbit < 8:
@@ -340,7 +327,7 @@ class LocalTarget:
             lambda: network.set_bandwidth(node_id, None),
         )
 
-    def link(self, src: int, dst: int, fault: LinkFault) -> Fault:
+    def link(self, src: int, dst: int, fault: LinkFault) -> ActiveFault:
         hub = self.proxies
         if hub is None:
             raise CapabilityError("link needs the peer proxies (LocalTarget(link_proxies=True))")
@@ -394,7 +381,7 @@ class LocalTarget:
 
     # ---- clock, disk, state -------------------------------------------------------------
 
-    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> Fault:
+    def clock(self, node_id: int, offset_s: float, rate: float = 1.0) -> ActiveFault:
         self._check_node(node_id)
         env = clock_faults.faketime_env(offset_s, rate)
         self._clock_env[node_id] = env
@@ -414,7 +401,7 @@ class LocalTarget:
             )
         return self.faultfs
 
-    def disk(self, node_id: int, fault: DiskFault) -> Fault:
+    def disk(self, node_id: int, fault: DiskFault) -> ActiveFault:
         """One disk fault at a time per node (a new one replaces the one in force)."""
         disks = self._disks("disk")
         self._check_node(node_id)
@@ -424,7 +411,7 @@ class LocalTarget:
             self, f"disk of node {node_id}: {what}", lambda: disks[node_id].set_fault(None)
         )
 
-    def power_cut(self, node_ids: Iterable[int]) -> Fault:
+    def power_cut(self, node_ids: Iterable[int]) -> ActiveFault:
         """SIGKILL the nodes, then drop every write their disks had not made durable;
         healing starts them. ``outcome`` says what each cut lost."""
         disks = self._disks("power_cut")
@@ -452,7 +439,7 @@ class LocalTarget:
         seed: int,
         watch_s: float = 10.0,
         where: Literal["any", "snapshot", "wal"] = "any",
-    ) -> Fault:
+    ) -> ActiveFault:
         """Stop the node, flip 8 bits (seeded) in its newest snapshot or the last 4 KiB
         of its newest WAL segment (``where``; ``any``: a seeded choice), start it and
         watch ``watch_s`` seconds: ``outcome`` says whether it refused to start,

@@ -30,7 +30,8 @@ Fault kinds (the strings in ``capabilities``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -99,6 +100,37 @@ class FaultHandle(Protocol):
 
     def heal(self) -> None:
         """Undo the fault; calling it twice is harmless."""
+
+
+class ActiveFault:
+    """The ``FaultHandle`` every target returns: it is listed in its target's ``active``
+    list while in force, and :meth:`heal` (idempotent) removes it and calls ``undo`` once.
+
+    ``outcome`` says what the cluster did about a fault whose effect is the question
+    (``corrupt_state``); ``resources`` names what a fault made in a cluster (kind, name).
+    """
+
+    def __init__(
+        self, active: list[ActiveFault], description: str, undo: Callable[[], object]
+    ) -> None:
+        self.description = description
+        self.outcome = ""
+        self.resources: list[tuple[str, str]] = []
+        self._active = active
+        self._undo = undo
+        self.healed = False
+        active.append(self)
+
+    def heal(self) -> None:
+        if self.healed:
+            return
+        self.healed = True
+        with contextlib.suppress(ValueError):
+            self._active.remove(self)
+        self._undo()
+
+    def __repr__(self) -> str:
+        return f"<fault {self.description}{' (healed)' if self.healed else ''}>"
 
 
 class Target(Protocol):
