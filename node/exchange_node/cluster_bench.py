@@ -515,16 +515,19 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
 
 
 def _three_node_phases(
-    cluster: LocalCluster, args: argparse.Namespace
+    cluster: LocalCluster, args: argparse.Namespace, run: str = ""
 ) -> tuple[dict[str, float], int]:
-    """Batch, single and latency figures of one running 3-node cluster, and its errors."""
+    """Batch, single and latency figures of one running 3-node cluster, and its errors.
+
+    ``run`` goes into every client order id, so a second round on the same cluster does
+    not reuse the first round's ids (the exchange would refuse them as reused)."""
     batch = _run_load(
         "batch",
-        _spec(cluster, args, "b-", batch_size=args.batch_size, clients=args.batch_clients),
+        _spec(cluster, args, f"b{run}-", batch_size=args.batch_size, clients=args.batch_clients),
     )
-    single = _run_load("single", _spec(cluster, args, "s-", clients=args.single_clients))
+    single = _run_load("single", _spec(cluster, args, f"s{run}-", clients=args.single_clients))
     lat = _run_load(
-        "latency", _spec(cluster, args, "l-", rate=args.rate, client=args.latency_client)
+        "latency", _spec(cluster, args, f"l{run}-", rate=args.rate, client=args.latency_client)
     )
     figures = {
         "batch_throughput": round(batch["orders"] / batch["seconds"], 1),
@@ -559,7 +562,7 @@ def _side_by_side(args: argparse.Namespace, root: Path) -> int:
         for r in range(rounds):
             order = ("mtls", "plain") if r % 2 == 0 else ("plain", "mtls")
             for mode in order:
-                figures, failed = _three_node_phases(clusters[mode], args)
+                figures, failed = _three_node_phases(clusters[mode], args, str(r))
                 samples[mode].append(figures)
                 errors += failed
     finally:
