@@ -189,22 +189,23 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise ValueError(f"{text!r} is not an IP address") from None
 
 
-def _issue(
+def _sign_leaf(
     ca: CertKeyPair,
     common_name: str,
+    public_key: ec.EllipticCurvePublicKey,
     sans: list[x509.GeneralName],
     usages: list[x509.ObjectIdentifier],
     valid_days: int,
     not_before: datetime.datetime | None,
-) -> CertKeyPair:
+) -> bytes:
+    """An end-entity certificate (PEM) for ``public_key``, signed by ``ca``."""
     ca_cert, ca_key = _load_ca(ca)
-    key = _new_key()
     start, end = _validity(valid_days, not_before)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
@@ -229,10 +230,24 @@ def _issue(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return CertKeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _issue(
+    ca: CertKeyPair,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+    valid_days: int,
+    not_before: datetime.datetime | None,
+) -> CertKeyPair:
+    """A new key and its certificate."""
+    key = _new_key()
+    cert_pem = _sign_leaf(ca, common_name, key.public_key(), sans, usages, valid_days, not_before)
+    return CertKeyPair(cert_pem, _key_pem(key))
 
 
 def issue_member_cert(
@@ -450,52 +465,22 @@ def issue_member_cert_from_csr(
     the same as :func:`issue_member_cert` gives.
     """
     csr = check_member_csr(csr_pem, cluster_id, node_id)
-    ca_cert, ca_key = _load_ca(ca)
-    start, end = _validity(valid_days, not_before)
-    sans = [
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("csr: the key must be EC P-256")
+    sans: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(member_uri(cluster_id, node_id)),
         x509.DNSName(member_dns_name(cluster_id, node_id)),
     ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"member-{node_id}.{cluster_id}")])
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    return _sign_leaf(
+        ca,
+        f"member-{node_id}.{cluster_id}",
+        public_key,
+        sans,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        valid_days,
+        not_before,
     )
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def check_member_chain(
