@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import json
+import logging
+import os
+import string
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -334,6 +339,248 @@ async def admin_put_certificate(request: web.Request) -> web.Response:
     return web.json_response({"installed": which, **member.status(_utcnow())})
 
 
+# ---- ops controls: halt/resume, risk limits, snapshots (issue 17) ----------------------
+#
+# Halts and limits are engine commands proposed through the log like orders, so
+# every replica applies them at the same index. The engine's commands carry no
+# actor, so *who* did it is recorded here: one JSON line on logger
+# ``exchange.audit`` per action (actor, authentication, action, arguments, the log
+# index it committed at, outcome), and the node's recent actions at
+# ``GET /v1/admin/audit``.
+
+audit_log = logging.getLogger("exchange.audit")
+AUDIT_KEY: web.AppKey[deque[dict[str, Any]]] = web.AppKey("exchange_admin_audit", deque)
+AUDIT_RECENT = 256
+ACTOR_HEADER = "X-Exchange-Actor"
+DEFAULT_CLIENT = "*"
+"""``/v1/admin/risk/*``: the default limits of every client without its own."""
+_ACTOR_CHARS = frozenset(string.ascii_letters + string.digits + "@._:-+/ ")
+RISK_FIELDS = ("max_order_qty", "max_notional", "max_position", "max_open_orders")
+MAX_LIMIT = (1 << 63) - 1
+
+
+def _bad(message: str, field: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": message, "field": field}), content_type="application/json"
+    )
+
+
+def _identity(request: web.Request) -> dict[str, Any]:
+    """Who is calling: the admin client certificate's subject when the listener
+    requires one (``--admin-tls-client-ca``), the bearer token otherwise; plus the
+    name the caller gives in ``X-Exchange-Actor`` (the CLI sends ``user@host``)."""
+    subject = None
+    peercert = request.transport.get_extra_info("peercert") if request.transport else None
+    if peercert:
+        for rdn in peercert.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    subject = value
+    claimed = request.headers.get(ACTOR_HEADER, "")
+    if claimed and (len(claimed) > 128 or not set(claimed) <= _ACTOR_CHARS):
+        raise _bad(f"{ACTOR_HEADER} must be 1-128 of A-Z a-z 0-9 @ . _ : - + / space", ACTOR_HEADER)
+    return {
+        "auth": "mtls" if subject else "admin-token",
+        "subject": subject,
+        "actor": claimed or None,
+        "remote": request.remote,
+    }
+
+
+def _audit(request: web.Request, action: str, args: dict[str, Any], outcome: Any) -> None:
+    record = {
+        "action": action,
+        "args": args,
+        **_identity(request),
+        "node_id": getattr(_node(request), "node_id", None),
+        "outcome": outcome,
+    }
+    for app in request.match_info.apps:
+        if AUDIT_KEY in app:
+            app[AUDIT_KEY].append(record)
+    audit_log.info("admin %s", action, extra={"audit": record})
+
+
+def _rejection(results: list[Any]) -> dict[str, Any] | None:
+    for result in results:
+        if getattr(getattr(result, "status", None), "name", "") == "REJECTED":
+            for event in result.events:
+                reason = getattr(event, "reason", None)
+                if reason is not None:
+                    return {"reason": reason.name, "message": event.message}
+            return {"reason": "REJECTED", "message": "rejected"}
+    return None
+
+
+def _symbol(request: web.Request) -> str:
+    symbol = request.match_info["symbol"]
+    if not 1 <= len(symbol.encode()) <= 255:
+        raise _bad("symbol must be 1-255 bytes", "symbol")
+    return symbol
+
+
+async def _set_halted(request: web.Request, halted: bool) -> web.Response:
+    from exchange_node.engine.commands import HaltSymbol, ResumeSymbol
+
+    _check_admin(request)
+    node = _node(request)
+    symbol = _symbol(request)
+    _identity(request)  # a bad actor header is refused before anything is proposed
+    if node.engine is not None and symbol not in node.engine.symbols():
+        return web.json_response(
+            {"error": f"unknown symbol {symbol[:40]!r}", "field": "symbol"}, status=404
+        )
+    command = HaltSymbol(symbol) if halted else ResumeSymbol(symbol)
+    action = "halt" if halted else "resume"
+    result = await _guarded(node, node.submit([command]))
+    if isinstance(result, web.Response):
+        return result
+    index = result[0].log_index
+    rejected = _rejection(result)
+    if rejected is not None:
+        _audit(request, action, {"symbol": symbol}, {"log_index": index, "rejected": rejected})
+        return web.json_response({"error": rejected["message"], **rejected}, status=422)
+    _audit(request, action, {"symbol": symbol}, {"log_index": index})
+    return web.json_response({"symbol": symbol, "halted": halted, "log_index": index})
+
+
+async def admin_halt_symbol(request: web.Request) -> web.Response:
+    return await _set_halted(request, True)
+
+
+async def admin_resume_symbol(request: web.Request) -> web.Response:
+    return await _set_halted(request, False)
+
+
+def _client(request: web.Request) -> str | None:
+    client = request.match_info["client"]
+    if client == DEFAULT_CLIENT:
+        return None
+    if not 1 <= len(client.encode()) <= 255:
+        raise _bad("client must be 1-255 bytes (or * for the default limits)", "client")
+    return client
+
+
+def _limits_document(engine: Any, client: str | None) -> dict[str, Any]:
+    limits = engine.risk_limits(client)
+    return {
+        "client_id": DEFAULT_CLIENT if client is None else client,
+        "max_order_qty": limits.max_order_qty,
+        "max_notional": limits.max_notional,
+        "max_position": limits.max_position,
+        "max_open_orders": engine.max_open_orders(client),
+    }
+
+
+async def admin_get_risk(request: web.Request) -> web.Response:
+    """A client's limits (``*``: the defaults) as this node has applied them, after a
+    ReadIndex barrier (so every acknowledged change is in). 0 means unlimited."""
+    _check_admin(request)
+    node = _node(request)
+    client = _client(request)
+    barrier = await _guarded(node, node.read_barrier())
+    if isinstance(barrier, web.Response):
+        return barrier
+    return web.json_response(_limits_document(node.engine, client))
+
+
+async def admin_put_risk(request: web.Request) -> web.Response:
+    """Set a client's limits (``*``: the defaults). Fields left out keep their value;
+    0 means unlimited. One log entry carries the risk and open-order commands."""
+    from exchange_node.engine.commands import SetOrderLimits, SetRiskLimits
+
+    _check_admin(request)
+    node = _node(request)
+    client = _client(request)
+    doc = await _body(request)
+    for key in doc:
+        if key not in RISK_FIELDS:
+            raise _bad(f"unknown field {key[:40]!r}; known: {', '.join(RISK_FIELDS)}", key)
+    if not doc:
+        raise _bad(f"give at least one of {', '.join(RISK_FIELDS)}", "body")
+    for key, value in doc.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+            raise _bad(f"{key} must be an integer >= 0 (0: unlimited)", key)
+    _identity(request)
+    current = _limits_document(node.engine, client)
+    merged = {key: doc.get(key, current[key]) for key in RISK_FIELDS}
+    commands: list[Any] = []
+    if any(key in doc for key in RISK_FIELDS[:3]):
+        commands.append(
+            SetRiskLimits(
+                client, merged["max_order_qty"], merged["max_notional"], merged["max_position"]
+            )
+        )
+    if "max_open_orders" in doc:
+        commands.append(SetOrderLimits(client, merged["max_open_orders"]))
+    result = await _guarded(node, node.submit(commands))
+    if isinstance(result, web.Response):
+        return result
+    index = result[0].log_index
+    args = {"client_id": current["client_id"], **doc}
+    rejected = _rejection(result)
+    if rejected is not None:
+        _audit(request, "risk-set", args, {"log_index": index, "rejected": rejected})
+        return web.json_response({"error": rejected["message"], **rejected}, status=422)
+    _audit(request, "risk-set", args, {"log_index": index})
+    return web.json_response({**_limits_document(node.engine, client), "log_index": index})
+
+
+async def admin_take_snapshot(request: web.Request) -> web.Response:
+    """Snapshot this node's state now; ``{"index", "term"}`` once it is durable."""
+    _check_admin(request)
+    node = _node(request)
+    _identity(request)
+    result = await _guarded(node, node.snapshot_now())
+    if isinstance(result, web.Response):
+        return result
+    index, term = result
+    _audit(request, "snapshot", {}, {"index": index, "term": term})
+    return web.json_response({"index": index, "term": term})
+
+
+async def admin_get_snapshot(request: web.Request) -> web.StreamResponse:
+    """The newest durable snapshot file of this node, as stored (storage's format)."""
+    _check_admin(request)
+    node = _node(request)
+    path = node.latest_snapshot_path()
+    if path is None:
+        return _json_error(404, "no snapshot yet (POST /v1/admin/snapshot takes one)")
+    # storage.files.snapshot_name: snap-<index:016x>-<term:016x>.snap
+    _, index_hex, term_hex = path.stem.split("-")
+    index, term = int(index_hex, 16), int(term_hex, 16)
+    try:
+        handle = path.open("rb")  # held open: a newer snapshot may replace the name
+    except FileNotFoundError:
+        return _json_error(503, "the snapshot was just replaced; try again")
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="{path.name}"',
+                "X-Snapshot-Index": str(index),
+                "X-Snapshot-Term": str(term),
+            }
+        )
+        await response.prepare(request)
+        while chunk := handle.read(1 << 20):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
+async def admin_audit(request: web.Request) -> web.Response:
+    """The admin actions this node served since it started (newest last, at most 256)."""
+    _check_admin(request)
+    records: list[dict[str, Any]] = []
+    for app in request.match_info.apps:
+        if AUDIT_KEY in app:
+            records = list(app[AUDIT_KEY])
+    return web.json_response({"actions": records})
+
+
 def _int_or_none(text: str) -> int | None:
     try:
         return int(text)
@@ -360,3 +607,243 @@ def add_admin_routes(app: web.Application, node: Any, admin_token: str | None) -
     app.router.add_post("/v1/admin/transfer-leadership", admin_transfer_leadership)
     app.router.add_get("/v1/admin/certificate-request", admin_certificate_request)
     app.router.add_put("/v1/admin/certificate", admin_put_certificate)
+    app[AUDIT_KEY] = deque(maxlen=AUDIT_RECENT)
+    for method, path, handler in OPS_ROUTES:
+        app.router.add_route(method, path, handler)
+        # The same routes under /admin/v1 as agreed with the backup job.
+        app.router.add_route(method, "/admin/v1" + path.removeprefix("/v1/admin"), handler)
+    app.router.add_get("/v1/admin/openapi.json", admin_openapi_handler)
+
+
+OPS_ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/admin/symbols/{symbol}/halt", admin_halt_symbol),
+    ("POST", "/v1/admin/symbols/{symbol}/resume", admin_resume_symbol),
+    ("GET", "/v1/admin/risk/{client}", admin_get_risk),
+    ("PUT", "/v1/admin/risk/{client}", admin_put_risk),
+    ("POST", "/v1/admin/snapshot", admin_take_snapshot),
+    ("GET", "/v1/admin/snapshot", admin_get_snapshot),
+    ("GET", "/v1/admin/audit", admin_audit),
+]
+
+
+# ---- the admin API's OpenAPI document ------------------------------------------------
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+}
+_LIMITS = {
+    "type": "object",
+    "properties": {
+        "client_id": {"type": "string", "description": "the client, or * for the defaults"},
+        **{
+            name: {"type": "integer", "minimum": 0, "description": "0: unlimited"}
+            for name in RISK_FIELDS
+        },
+        "log_index": {"type": "integer", "description": "where the change committed (PUT)"},
+    },
+}
+
+
+def _op(
+    tag: str,
+    summary: str,
+    ok: dict[str, Any] | None = None,
+    *,
+    body: dict[str, Any] | None = None,
+    params: tuple[str, ...] = (),
+    errors: tuple[int, ...] = (400, 401),
+    example: Any = None,
+    leader: bool = False,
+) -> dict[str, Any]:
+    description = summary
+    if leader:
+        description += " Leader only: elsewhere 421 with the leader's id and address."
+    ok_content: dict[str, Any] = {"schema": ok or {"type": "object"}}
+    if example is not None:
+        ok_content["example"] = example
+    op: dict[str, Any] = {
+        "tags": [tag],
+        "summary": summary.split(".")[0],
+        "description": description,
+        "security": [{"adminToken": []}],
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in params
+        ],
+        "responses": {
+            "200": {"description": "done", "content": {"application/json": ok_content}},
+            **{
+                str(code): {
+                    "description": _ERROR_TEXT[code],
+                    "content": {"application/json": {"schema": _ERROR}},
+                }
+                for code in (*errors, *((421, 503, 504) if leader else ()))
+            },
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return op
+
+
+_ERROR_TEXT = {
+    400: "bad input; `field` names it",
+    401: "no or wrong admin token",
+    404: "no such thing",
+    421: "not the leader: `leader`, `leader_address`",
+    422: "the engine rejected the command (`reason`)",
+    503: "no quorum, shutting down or overloaded (Retry-After)",
+    504: "accepted, outcome unknown",
+}
+
+
+def admin_openapi() -> dict[str, Any]:
+    """OpenAPI 3.1 for ``/v1/admin/*``; a test checks it against the routes."""
+    member = {"type": "object", "required": ["id", "address"]}
+    member["properties"] = {
+        "id": {"type": "integer", "minimum": 1},
+        "address": {"type": "string", "description": "host:port of its gRPC peer port"},
+        "http_address": {"type": "string", "description": "host:port of its HTTP API"},
+    }
+    snapshot = {"type": "object", "properties": {"index": {"type": "integer"}}}
+    snapshot["properties"]["term"] = {"type": "integer"}
+    paths: dict[str, dict[str, Any]] = {
+        "/v1/admin/status": {
+            "get": _op("cluster", "This node's role, term, indexes and members with lag.")
+        },
+        "/v1/admin/members": {
+            "post": _op("members", "Add a learner.", body=member, leader=True, example={"added": 4})
+        },
+        "/v1/admin/members/{id}/promote": {
+            "post": _op("members", "Promote a caught-up learner.", params=("id",), leader=True)
+        },
+        "/v1/admin/members/{id}": {
+            "delete": _op("members", "Remove a member.", params=("id",), leader=True)
+        },
+        "/v1/admin/transfer-leadership": {
+            "post": _op(
+                "cluster",
+                "Hand leadership to `target` (or the most caught-up voter).",
+                body={"type": "object", "properties": {"target": {"type": ["integer", "null"]}}},
+                leader=True,
+            )
+        },
+        "/v1/admin/certificate-request": {
+            "get": _op("certificates", "A CSR for this member's key (--peer-tls-enroll).")
+        },
+        "/v1/admin/certificate": {
+            "put": _op(
+                "certificates",
+                "Install the member certificate signed for the CSR.",
+                body={"type": "object", "properties": {"certificate": {"type": "string"}}},
+            )
+        },
+        "/v1/admin/symbols/{symbol}/halt": {
+            "post": _op(
+                "ops",
+                "Halt a symbol: new orders and replaces are rejected, cancels work. "
+                "A replicated command; audited with the caller's identity.",
+                params=("symbol",),
+                errors=(400, 401, 404, 422),
+                leader=True,
+                example={"symbol": "BTC-USD", "halted": True, "log_index": 812},
+            )
+        },
+        "/v1/admin/symbols/{symbol}/resume": {
+            "post": _op(
+                "ops",
+                "Resume trading a halted symbol. A replicated command; audited.",
+                params=("symbol",),
+                errors=(400, 401, 404, 422),
+                leader=True,
+                example={"symbol": "BTC-USD", "halted": False, "log_index": 813},
+            )
+        },
+        "/v1/admin/risk/{client}": {
+            "get": _op(
+                "ops",
+                "A client's pre-trade limits (`*`: the defaults), read after a ReadIndex "
+                "barrier. Per symbol except max_open_orders (all symbols). 0: unlimited.",
+                ok=_LIMITS,
+                params=("client",),
+                example={
+                    "client_id": "alice",
+                    "max_order_qty": 100,
+                    "max_notional": 0,
+                    "max_position": 0,
+                    "max_open_orders": 100000,
+                },
+            ),
+            "put": _op(
+                "ops",
+                "Set a client's limits (`*`: the defaults); fields left out keep their "
+                "value. One replicated log entry; audited.",
+                ok=_LIMITS,
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in RISK_FIELDS},
+                    "example": {"max_order_qty": 100},
+                },
+                params=("client",),
+                errors=(400, 401, 422),
+                leader=True,
+            ),
+        },
+        "/v1/admin/snapshot": {
+            "post": _op(
+                "snapshots",
+                "Take a snapshot of this node's state now; answers once it is durable.",
+                ok=snapshot,
+                errors=(401, 503),
+                example={"index": 5120, "term": 3},
+            ),
+            "get": {
+                **_op("snapshots", "Download this node's newest durable snapshot file."),
+                "responses": {
+                    "200": {
+                        "description": "the file as stored; X-Snapshot-Index, X-Snapshot-Term",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "401": {"description": _ERROR_TEXT[401]},
+                    "404": {"description": "no snapshot yet"},
+                },
+            },
+        },
+        "/v1/admin/audit": {
+            "get": _op("ops", "The admin actions this node served (newest last, 256 at most).")
+        },
+        "/v1/admin/openapi.json": {"get": _op("meta", "This document.")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "raft-exchange admin API",
+            "version": "1",
+            "description": "On --admin-port only. Every route also answers under /admin/v1/ "
+            "for the ops routes. The ops controls are replicated commands; the caller's "
+            "identity (client certificate subject, or the token plus X-Exchange-Actor) "
+            "is logged on logger exchange.audit.",
+        },
+        "tags": [
+            {"name": "cluster", "description": "status and leadership"},
+            {"name": "members", "description": "membership changes"},
+            {"name": "ops", "description": "halt/resume, risk limits, audit"},
+            {"name": "snapshots", "description": "on-demand snapshot and download"},
+            {"name": "certificates", "description": "member certificate enrollment"},
+            {"name": "meta", "description": "this description"},
+        ],
+        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }
+
+
+async def admin_openapi_handler(request: web.Request) -> web.Response:
+    _check_admin(request)
+    return web.json_response(admin_openapi())
