@@ -33,6 +33,7 @@ import heapq
 import itertools
 import logging
 import os
+import pathlib
 import random
 import time
 from collections import deque
@@ -193,6 +194,9 @@ class Node:
         self.applied_index = 0
         self._applied_term = 0
         self._snapshot_index = 0
+        self._snapshot_term = 0
+        self._snapshot_saving: tuple[int, int, asyncio.Future[None]] | None = None
+        """(index, term, save) of the newest snapshot this process took."""
         self._persisted_term_vote = (0, NONE)
         self._deferred_hard_state: Any = None
         self._outbox = Outbox(self._send_to_peers, config.commit_hold_ms / 1000.0)
@@ -971,6 +975,8 @@ class Node:
         self.applied_index = snapshot.meta.index
         self._applied_term = snapshot.meta.term
         self._snapshot_index = snapshot.meta.index
+        self._snapshot_term = snapshot.meta.term
+        self._snapshot_saving = None
         self._update_member_gauges()
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
@@ -993,6 +999,38 @@ class Node:
         self.metrics.snapshot_seconds.observe(time.monotonic() - started)
         log.info("installed snapshot", extra={"index": snapshot.meta.index})
 
+    async def snapshot_now(self) -> tuple[int, int]:
+        """Take a snapshot at the applied index now; return its (index, term) once durable.
+
+        When the newest snapshot is already at the applied index, that one is
+        returned (after its save completes). Saves run in the disk thread in order,
+        so the snapshot lands after every Ready already queued.
+        """
+        if self._stopping:
+            raise Unavailable("node is shutting down")
+        if self.engine is None or self._loop is None:
+            raise Unavailable("node is not started")
+        if self.applied_index == 0:
+            raise Unavailable("nothing applied yet")
+        self._take_snapshot()
+        saving = self._snapshot_saving
+        if saving is None:
+            # Only a restored snapshot, never saved by this process: it is durable.
+            return self._snapshot_index, self._snapshot_term
+        index, term, future = saving
+        await asyncio.shield(future)
+        return index, term
+
+    def latest_snapshot_path(self) -> pathlib.Path | None:
+        """The file of the newest durable snapshot, or None (none yet, or not a WAL)."""
+        meta = getattr(self.storage, "snapshot_meta", None)
+        if meta is None:
+            return None
+        from exchange_node.storage.files import snapshot_name
+
+        path = self.config.data_dir / snapshot_name(meta.index, meta.term)
+        return path if path.exists() else None
+
     def _take_snapshot(self) -> None:
         started = time.monotonic()
         index, term = self.applied_index, self._applied_term
@@ -1007,11 +1045,13 @@ class Node:
         # The disk thread runs one job at a time, in order, so this lands after
         # every save already queued; the loop does not wait for it.
         self._snapshot_index = index
+        self._snapshot_term = term
 
         def persist() -> None:
             self.storage.save_snapshot(snapshot)
 
         future = self._loop.run_in_executor(self._disk, persist)  # type: ignore[union-attr]
+        self._snapshot_saving = (index, term, future)
 
         def done(f: asyncio.Future[None]) -> None:
             if f.exception() is not None:
