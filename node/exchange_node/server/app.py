@@ -41,6 +41,8 @@ def build_app(node: Any) -> web.Application:
     metrics = getattr(node, "metrics", None)
     if metrics is not None and hasattr(metrics, "watch_api"):
         metrics.watch_api(lambda: api.refusals)
+    if metrics is not None and hasattr(metrics, "watch_storage"):
+        metrics.watch_storage(node.config.data_dir)
     from exchange_node import web as live_view
 
     live_view.add_routes(app)

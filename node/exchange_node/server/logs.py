@@ -2,7 +2,10 @@
 
 The node updates ``NodeLogContext`` whenever its term or role changes; every
 record logged anywhere in the process then carries the current values, so a
-line read on its own says which replica said it and in what state.
+line read on its own says which replica said it and in what state. A record
+logged inside a span (an HTTP request, a propose, an apply) also carries that
+span's ``trace_id`` and ``span_id`` (hex, as in the exported trace), so a log
+line leads to its trace and back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 
 @dataclass(slots=True)
@@ -43,6 +48,10 @@ class JsonFormatter(logging.Formatter):
             "term": CONTEXT.term,
             "role": CONTEXT.role,
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            doc["trace_id"] = format(span.trace_id, "032x")
+            doc["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 doc[key] = value

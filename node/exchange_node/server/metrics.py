@@ -8,7 +8,9 @@ one test process (or a library's default collectors) from colliding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -16,7 +18,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -58,6 +63,11 @@ class NodeMetrics:
         # ``*_created`` series double the exposition and no dashboard uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # The standard collectors every Python exporter serves (process_*, python_*),
+        # in this registry so two nodes in one test process do not collide.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.role = Gauge(
             "exchange_raft_role", "1 on the node's current role", ["role"], registry=r
         )
@@ -155,6 +165,16 @@ class NodeMetrics:
             self.registry.register(collector)
         collector.refusals = refusals
 
+    def watch_storage(self, data_dir: Path | str) -> None:
+        """Export the bytes on disk of the WAL segments and of the newest snapshot in
+        ``data_dir`` (``exchange_wal_bytes``, ``exchange_snapshot_bytes``), read at
+        scrape time; a second call replaces the directory."""
+        collector = getattr(self, "_storage_collector", None)
+        if collector is None:
+            collector = self._storage_collector = _StorageCollector(Path(data_dir))
+            self.registry.register(collector)
+        collector.data_dir = Path(data_dir)
+
     def set_role(self, role: str) -> None:
         for name in ROLES:
             self.role.labels(role=name).set(1 if name == role else 0)
@@ -185,6 +205,54 @@ class _ApiRefusalsCollector(Collector):
         return CounterMetricFamily(
             "exchange_api_refusals", "requests refused by a per-client limit", labels=["limit"]
         )
+
+
+class _StorageCollector(Collector):
+    """``exchange_wal_bytes`` and ``exchange_snapshot_bytes``: the sizes of the files
+    storage/wal.py keeps (``wal-*.log`` segments, ``snap-<index>-<term>.snap``)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        wal, wal_segments, snapshot = families = self._families()
+        wal_bytes = segments = 0
+        newest: tuple[str, int] | None = None
+        try:
+            entries = list(os.scandir(self.data_dir))
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                if entry.name.startswith("wal-") and entry.name.endswith(".log"):
+                    wal_bytes += entry.stat().st_size
+                    segments += 1
+                elif (
+                    entry.name.startswith("snap-")
+                    and entry.name.endswith(".snap")
+                    # names sort by index (fixed-width hex): the largest is the newest
+                    and (newest is None or entry.name > newest[0])
+                ):
+                    newest = (entry.name, entry.stat().st_size)
+            except OSError:  # compaction deleted it between listing and stat
+                continue
+        wal.add_metric([], wal_bytes)
+        wal_segments.add_metric([], segments)
+        snapshot.add_metric([], newest[1] if newest else 0)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("exchange_wal_bytes", "bytes of the WAL's segment files on disk"),
+            GaugeMetricFamily("exchange_wal_segments", "WAL segment files on disk"),
+            GaugeMetricFamily(
+                "exchange_snapshot_bytes", "bytes of the newest snapshot file (0 without one)"
+            ),
+        ]
 
 
 class _TransportCollector(Collector):
