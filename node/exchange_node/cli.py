@@ -19,23 +19,23 @@ from exchange_node.grpc_io import prefer_classic_io
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("exchange_node.server_cli", "run one Raft exchange node"),
-    "local": ("exchange_node.local", "run a local cluster of node processes"),
-    "demo": ("exchange_node.demo", "a local 3-node cluster with trading agents"),
+    "local": ("exchange_node.tools.local", "run a local cluster of node processes"),
+    "demo": ("exchange_node.tools.demo", "a local 3-node cluster with trading agents"),
     "sim": ("exchange_node.sim.cli", "deterministic simulation of the consensus core"),
     "agents": ("exchange_node.agents.cli", "run trading agents against a cluster"),
-    "certs": ("exchange_node.certs_cli", "create a CA, member and server certificates"),
+    "certs": ("exchange_node.tools.certs_cli", "create a CA, member and server certificates"),
     "operator": ("exchange_operator.cli", "run the Kubernetes operator"),
     "chaos": ("exchange_node.chaos.cli", "chaos runs: list, run a scenario, check a history"),
 }
 
 # `exchange bench NAME` -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
-    "raft": ("exchange_node.raft.bench", "commit throughput of 3 in-process cores"),
-    "storage": ("exchange_node.storage.bench", "WAL append, fsync and recovery"),
-    "engine": ("exchange_node.engine.bench", "matching engine apply and snapshot"),
-    "cluster": ("exchange_node.cluster_bench", "a local 3-node cluster under load"),
-    "fairness": ("exchange_node.fairness_bench", "a victim's latency while one client hogs"),
-    "transport": ("exchange_node.transport.bench", "one replication stream between two processes"),
+    "raft": ("exchange_node.tools.bench.raft", "commit throughput of 3 in-process cores"),
+    "storage": ("exchange_node.tools.bench.storage", "WAL append, fsync and recovery"),
+    "engine": ("exchange_node.tools.bench.engine", "matching engine apply and snapshot"),
+    "cluster": ("exchange_node.tools.bench.cluster", "a local 3-node cluster under load"),
+    "fairness": ("exchange_node.tools.bench.fairness", "a victim's latency while one client hogs"),
+    "transport": ("exchange_node.tools.bench.transport", "replication between two processes"),
 }
 
 

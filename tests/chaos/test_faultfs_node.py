@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from exchange_node.chaos.faultfs import DropReport, FaultFSHandle, NodeDisks, unavailable_reason
 from exchange_node.chaos.target import DiskFault
-from exchange_node.local import LocalCluster, MemberSpec
+from exchange_node.tools.local import LocalCluster, MemberSpec
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "node"))
 from node_load import Ack, OrderLoad

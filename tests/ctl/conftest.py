@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from exchange_node.local import LocalCluster
 from exchange_node.server import admin
 from exchange_node.server.app import build_admin_app
+from exchange_node.tools.local import LocalCluster
 
 ACTOR = "ops-tester@example"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 
 
 def start_cluster(root: Path, nodes: int = 3) -> LocalCluster:

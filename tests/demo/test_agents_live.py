@@ -11,7 +11,7 @@ import pytest
 from demo_support import http
 from exchange_node.agents import cli as agents_cli
 from exchange_node.agents.client import ExchangeClient
-from exchange_node.local import CLUSTER_FILE, free_ports
+from exchange_node.tools.local import CLUSTER_FILE, free_ports
 
 pytestmark = pytest.mark.slow
 

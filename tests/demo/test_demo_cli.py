@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

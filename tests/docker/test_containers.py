@@ -225,7 +225,7 @@ def image() -> str:
 
 @pytest.fixture
 def containers(image: str):
-    from exchange_node.local import free_ports
+    from exchange_node.tools.local import free_ports
 
     ports = free_ports(6)
     cluster = ContainerCluster("rx" + secrets.token_hex(3), ports[:3], ports[3:])

@@ -50,7 +50,7 @@ def test_bench_engine_counts_instructions_per_command_under_valgrind() -> None:
 
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed (scripts/system-deps.sh installs it)")
-    from exchange_node.engine.bench import measure_instructions
+    from exchange_node.tools.bench.engine import measure_instructions
 
     first = measure_instructions(1_500, seed=7, clients=16)
     second = measure_instructions(1_500, seed=7, clients=16)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from exchange_node.engine import bench
 from exchange_node.engine.book import RestingOrder
 from exchange_node.engine.commands import Cancel, CancelReplace, MassCancel, NewOrder
+from exchange_node.tools.bench import engine as bench
 
 
 def _rebuilt(record: object) -> object:

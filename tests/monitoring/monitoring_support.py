@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 from exchange_operator import monitoring, names
 from exchange_operator.spec import ClusterRef
 from prometheus_client.parser import text_string_to_metric_families

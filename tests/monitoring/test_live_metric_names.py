@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 from exchange_operator import monitoring, names
 from exchange_operator.spec import ClusterRef
 from monitoring_support import (

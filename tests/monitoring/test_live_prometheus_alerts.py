@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from exchange_node.local import LocalCluster, free_ports
+from exchange_node.tools.local import LocalCluster, free_ports
 from exchange_operator import monitoring, names
 from exchange_operator.spec import ClusterRef
 from monitoring_support import drive_orders, rendered_queries, start_cluster

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from exchange_node.local import LocalCluster, free_ports
 from exchange_node.server import logs, tracing
+from exchange_node.tools.local import LocalCluster, free_ports
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 
 RETRYABLE = {421, 429, 500, 502, 503, 504}
 

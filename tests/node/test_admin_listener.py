@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from exchange_node.local import LocalCluster
 from exchange_node.security import certs
 from exchange_node.server import config as node_config
+from exchange_node.tools.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 
@@ -257,7 +257,7 @@ def test_unloadable_certificate_is_a_usage_error_naming_the_flags(tmp_path: Path
 def test_a_node_waits_for_the_certificate_of_its_id(tmp_path: Path) -> None:
     """What a new Kubernetes pod does: its id is only known once it runs, so it serves
     its admin status, and starts Raft when a certificate for that id appears."""
-    from exchange_node.local import free_ports
+    from exchange_node.tools.local import free_ports
 
     pki = tmp_path / "pki"
     pki.mkdir()

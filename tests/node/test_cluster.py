@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 from node_load import OrderLoad, verify_acknowledged
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from aiohttp import web
-from exchange_node.cluster_bench import HttpError, LeanClient
+from exchange_node.tools.bench.cluster import HttpError, LeanClient
 
 
 @pytest.fixture

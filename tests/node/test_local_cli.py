@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from exchange_node.local import ClusterSpec, LocalCluster, free_ports
+from exchange_node.tools.local import ClusterSpec, LocalCluster, free_ports
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ import json
 from argparse import Namespace
 from contextlib import redirect_stdout
 
-from exchange_node.raft import bench
+from exchange_node.tools.bench import raft as bench
 
 
 def test_bench_commits_everything_and_reports_commit_throughput_in_the_shared_format():

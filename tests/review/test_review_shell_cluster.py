@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exchange_node.local import LocalCluster
+from exchange_node.tools.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exchange_node.fairness_bench import measure, start_cluster
-from exchange_node.local import LocalCluster
+from exchange_node.tools.bench.fairness import measure, start_cluster
+from exchange_node.tools.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,6 @@ from exchange_node.engine.commands import (
     TimeInForce,
     encode_batch,
 )
-from exchange_node.local import LocalCluster
 from exchange_node.raft.types import (
     MAX_TERM,
     ConfChange,
@@ -48,6 +47,7 @@ from exchange_node.raft.types import (
     SnapshotMeta,
 )
 from exchange_node.server.envelope import MemberInfo, wrap_entry, wrap_snapshot
+from exchange_node.tools.local import LocalCluster
 from exchange_node.transport import peer_pb2_grpc as pb_grpc
 from exchange_node.transport.codec import Digest, encode_envelope, snapshot_chunks
 

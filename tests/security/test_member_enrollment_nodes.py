@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from exchange_node.local import LocalCluster
 from exchange_node.security import certs
 from exchange_node.security.enrollment import ENROLL_DIR
+from exchange_node.tools.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 ENROLLING = 3

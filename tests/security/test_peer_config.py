@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from exchange_node.local import LocalCluster
 from exchange_node.security import generate_ca, issue_member_cert, write_pair
 from exchange_node.server import config as node_config
+from exchange_node.tools.local import LocalCluster
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> node_config.NodeConfig:

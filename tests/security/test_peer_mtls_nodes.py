@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from exchange_node.local import LocalCluster
 from exchange_node.raft.types import Message, MessageType
 from exchange_node.security import CertKeyPair, issue_member_cert, member_dns_name
+from exchange_node.tools.local import LocalCluster
 from exchange_node.transport import peer_pb2_grpc as pb_grpc
 from exchange_node.transport.codec import encode_envelope
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 from exchange_node import cli
-from exchange_node.benchfmt import BenchResult, report
+from exchange_node.tools.bench.format import BenchResult, report
 
 
 def test_bench_json_format_is_one_object_with_host_and_results():

@@ -156,7 +156,7 @@ class DockerTarget:
         try:
             remove_leftovers()
             docker("network", "create", "--label", f"{LABEL}={os.getpid()}", self.network)
-            from exchange_node.local import free_ports
+            from exchange_node.tools.local import free_ports
 
             ports = free_ports(2 * nodes)
             for k, node_id in enumerate(self._ids):

@@ -1,6 +1,6 @@
 """``--target local``: real node processes on this machine, with real faults.
 
-:class:`LocalTarget` is :class:`~exchange_node.local.LocalCluster` (the same
+:class:`LocalTarget` is :class:`~exchange_node.tools.local.LocalCluster` (the same
 processes, certificates and data directories as ``exchange local up``) plus:
 
 - with ``netns`` (default: when root with ``ip``, ``iptables`` and ``tc``), every
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from exchange_node.local import LocalCluster, MemberSpec
+from exchange_node.tools.local import LocalCluster, MemberSpec
 
 from . import clock as clock_faults
 from . import net

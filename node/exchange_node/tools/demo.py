@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from .agents import cli as agents_cli
-from .agents.marketdata import ReferencePrices
-from .local import CLUSTER_FILE, LocalCluster
+from exchange_node.agents import cli as agents_cli
+from exchange_node.agents.marketdata import ReferencePrices
+from exchange_node.tools.local import CLUSTER_FILE, LocalCluster
 
 DEMO_TICKERS = ("AAPL", "MSFT", "NVDA", "SPY")
 PRICE_SCALE = 100

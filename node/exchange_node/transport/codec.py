@@ -3,7 +3,7 @@
 Entries travel column-wise inside a ``RaftMessage`` (packed ``entry_terms``,
 ``entry_indexes``, ``entry_types``, ``entry_sizes`` plus one concatenated
 ``entry_data`` blob). Measured on the build machine with 100-byte entries in
-batches of 1024 (``python -m exchange_node.transport.bench --codec`` repeats
+batches of 1024 (``python -m exchange_node.tools.bench.transport --codec`` repeats
 the comparison): on a quiet host about 170 ns to encode and 380 ns to
 decode one entry, against 630 ns and 550 ns with a ``repeated Entry``
 sub-message, and about the same as a hand-packed ``struct`` blob (120 ns /

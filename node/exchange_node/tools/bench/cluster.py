@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exchange_node.benchfmt import BenchResult, report
-from exchange_node.local import LocalCluster
+from exchange_node.tools.bench.format import BenchResult, report
+from exchange_node.tools.local import LocalCluster
 
 SYMBOL = "BTC-USD"
 BASE_PRICE = 50_000

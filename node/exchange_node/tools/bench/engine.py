@@ -43,7 +43,6 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from exchange_node.benchfmt import BenchResult, report
 from exchange_node.engine.commands import (
     AddSymbol,
     Cancel,
@@ -55,6 +54,7 @@ from exchange_node.engine.commands import (
     encode_batch,
 )
 from exchange_node.engine.engine import Engine, tune_garbage_collector
+from exchange_node.tools.bench.format import BenchResult, report
 
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
 START_MID = 10_000
@@ -284,7 +284,7 @@ def measure_instructions(count: int, seed: int, clients: int) -> float:
     totals = {}
     for mode in ("build", "apply"):
         code = (
-            "from exchange_node.engine.bench import _instruction_child; "
+            "from exchange_node.tools.bench.engine import _instruction_child; "
             f"_instruction_child({mode!r}, {count}, {seed}, {clients})"
         )
         run = subprocess.run(

@@ -14,11 +14,10 @@ import argparse
 import time
 from collections import deque
 
-from exchange_node.benchfmt import BenchResult, report
-
-from .config import RaftConfig
-from .core import RaftCore
-from .types import ConfChange, ConfChangeType, Message, Role
+from exchange_node.raft.config import RaftConfig
+from exchange_node.raft.core import RaftCore
+from exchange_node.raft.types import ConfChange, ConfChangeType, Message, Role
+from exchange_node.tools.bench.format import BenchResult, report
 
 
 class _Cluster:

@@ -28,10 +28,9 @@ import sys
 import tempfile
 import time
 
-from exchange_node.benchfmt import BenchResult, report
 from exchange_node.raft.types import Entry, HardState
-
-from .wal import open_storage
+from exchange_node.storage.wal import open_storage
+from exchange_node.tools.bench.format import BenchResult, report
 
 ENTRY_BYTES = 100
 

@@ -27,8 +27,8 @@ import sys
 import time
 from typing import Any
 
-from exchange_node.benchfmt import BenchResult, report
 from exchange_node.raft.types import Entry, Message, MessageType
+from exchange_node.tools.bench.format import BenchResult, report
 from exchange_node.transport.transport import DEFAULT_ENVELOPE_BYTES, PeerTransport
 
 SENDER_ID = 1

@@ -1,0 +1,1 @@
+"""`exchange bench NAME`: one module per benchmark, all printing through :mod:`.format`."""
