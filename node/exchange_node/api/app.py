@@ -43,6 +43,7 @@ from .auth import Authenticator, BatchReservation, RateLimiter, bearer_token, ne
 from .config import ApiConfig
 from .errors import ApiError
 from .forwarding import LEADER_HEADER, Forwarder
+from .members import MemberStatusFetcher
 from .present import REJECT_FIELD, result_answer
 
 API_KEY: web.AppKey[Api] = web.AppKey("exchange_api")
@@ -105,6 +106,12 @@ class Api:
             config.unavailable_retry_after_seconds,
         )
         self.hub = WsHub(self)
+        self.members = MemberStatusFetcher(
+            service.status,
+            timeout_seconds=config.member_status_timeout_seconds,
+            cache_seconds=config.member_status_cache_seconds,
+            verify_tls=config.member_status_verify_tls,
+        )
         self._openapi_body: bytes | None = None
         self._symbols: dict[str, Any] = {}
         self.in_flight: dict[str, int] = {}
@@ -115,6 +122,7 @@ class Api:
     async def on_cleanup(self, _app: web.Application) -> None:
         await self.hub.close()
         await self.forwarder.close()
+        await self.members.close()
 
     async def on_shutdown(self, _app: web.Application) -> None:
         await self.hub.close()
@@ -612,7 +620,15 @@ class Api:
     async def h_symbols(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
         await self.consistent_read(request)
-        return json_response({"symbols": queries.symbols_view(self.service.engine)})
+        return json_response(
+            {
+                "symbols": queries.symbols_view(
+                    self.service.engine,
+                    self.config.price_scales,
+                    self.config.default_price_scale,
+                )
+            }
+        )
 
     async def h_book(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
@@ -664,6 +680,11 @@ class Api:
         self.market_reader(request)
         return json_response(queries.cluster_view(self.service.status()))
 
+    async def h_cluster_members(self, request: web.Request) -> web.StreamResponse:
+        self.market_reader(request)
+        scheme = "https" if request.secure else "http"
+        return json_response(await self.members.view(scheme))
+
     async def h_openapi(self, request: web.Request) -> web.StreamResponse:
         if self._openapi_body is None:
             from .openapi import build_openapi
@@ -692,6 +713,7 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", "/v1/bbo/{symbol}", "h_bbo", False),
     ("GET", "/v1/analytics/{symbol}", "h_analytics", False),
     ("GET", "/v1/cluster", "h_cluster", False),
+    ("GET", "/v1/cluster/members", "h_cluster_members", False),
     ("GET", "/openapi.json", "h_openapi", False),
 ]
 

@@ -92,6 +92,17 @@ class ApiConfig:
     max_depth: int = 1_000
     default_trades: int = 100
     max_trades: int = 1_000
+    price_scales: dict[str, int] = field(default_factory=dict)
+    """symbol -> price units per unit of its quote currency (display only: the
+    engine trades integers); ``/v1/symbols`` serves it as ``price_scale``."""
+    default_price_scale: int = 100
+    """``price_scale`` of a symbol without its own: prices in hundredths (cents)."""
+    member_status_timeout_seconds: float = 0.5
+    """``/v1/cluster/members``: time allowed for each member's own ``/v1/cluster``."""
+    member_status_cache_seconds: float = 0.25
+    """``/v1/cluster/members``: answers are shared this long (one round of fetches)."""
+    member_status_verify_tls: bool = True
+    """``/v1/cluster/members`` over HTTPS: verify the members' certificates."""
 
     def __post_init__(self) -> None:
         for token, client_id in self.api_keys.items():
@@ -128,6 +139,15 @@ class ApiConfig:
             value = getattr(self, name)
             if not 0 < value < float("inf"):
                 raise ApiConfigError(f"{name} must be a positive number of seconds")
+        for symbol, scale in self.price_scales.items():
+            if not isinstance(scale, int) or scale < 1:
+                raise ApiConfigError(f"price_scale of {symbol} must be a positive integer")
+        if self.default_price_scale < 1:
+            raise ApiConfigError("default_price_scale must be >= 1")
+        if not 0 < self.member_status_timeout_seconds < float("inf"):
+            raise ApiConfigError("member_status_timeout_seconds must be positive")
+        if not 0 <= self.member_status_cache_seconds < float("inf"):
+            raise ApiConfigError("member_status_cache_seconds must be >= 0")
         if not 0 < self.auth_failure_rate_per_second < float("inf"):
             raise ApiConfigError("auth_failure_rate_per_second must be positive")
 

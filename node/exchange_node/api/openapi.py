@@ -205,6 +205,12 @@ def _components(config: ApiConfig) -> dict[str, Any]:
                         "items": _obj(
                             {
                                 "symbol": _STR,
+                                "price_scale": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "description": "Price units per unit of the quote "
+                                    "currency: a price of 19012 with price_scale 100 is 190.12.",
+                                },
                                 "tick_size": _INT,
                                 "lot_size": _INT,
                                 "price_band_bps": _INT,
@@ -264,6 +270,35 @@ def _components(config: ApiConfig) -> dict[str, Any]:
                 },
                 additionalProperties=False,
             ),
+            "ClusterMembers": _obj(
+                {
+                    "node_id": _INT,
+                    "leader": _INT,
+                    "members": {
+                        "type": "array",
+                        "items": _obj(
+                            {
+                                "id": _INT,
+                                "name": _STR,
+                                "voter": {"type": "boolean"},
+                                "http_address": _STR,
+                                "reachable": {"type": "boolean"},
+                                "error": {"type": ["string", "null"]},
+                                "role": {"type": ["string", "null"]},
+                                "term": _NULLABLE_INT,
+                                "leader": _NULLABLE_INT,
+                                "commit_index": _NULLABLE_INT,
+                                "applied_index": _NULLABLE_INT,
+                                "lag": _NULLABLE_INT,
+                            },
+                            additionalProperties=False,
+                        ),
+                    },
+                },
+                additionalProperties=False,
+                description="Each member's own view (role, term, commit and applied index), "
+                "fetched by this node; lag as the leader sees it.",
+            ),
             "Cluster": _obj(
                 {
                     "node_id": _INT,
@@ -279,6 +314,178 @@ def _components(config: ApiConfig) -> dict[str, Any]:
             ),
         },
     }
+
+
+TAGS = [
+    {"name": "orders", "description": "Submit, cancel, replace and read your orders (API key)."},
+    {"name": "positions", "description": "Your positions per symbol (API key)."},
+    {
+        "name": "market data",
+        "description": "Symbols, books, trades, best bid and offer, analytics and candles "
+        "(public unless public_market_data is off).",
+    },
+    {"name": "cluster", "description": "Which member leads, terms, commit and applied indexes."},
+    {"name": "streaming", "description": "The WebSocket: market data, your events, order entry."},
+    {"name": "meta", "description": "This document."},
+]
+
+TAG_OF = {
+    "newOrder": "orders",
+    "openOrders": "orders",
+    "newOrderBatch": "orders",
+    "massCancel": "orders",
+    "getOrderByClientId": "orders",
+    "cancelOrderByClientId": "orders",
+    "replaceOrderByClientId": "orders",
+    "getOrder": "orders",
+    "cancelOrder": "orders",
+    "replaceOrder": "orders",
+    "positions": "positions",
+    "symbols": "market data",
+    "book": "market data",
+    "trades": "market data",
+    "bbo": "market data",
+    "analytics": "market data",
+    "cluster": "cluster",
+    "clusterMembers": "cluster",
+    "websocket": "streaming",
+    "openapi": "meta",
+}
+
+DESCRIPTIONS = {
+    "newOrder": "Places one LIMIT or MARKET order. The answer comes once the order is "
+    "committed by a majority and applied: its state and every event (accepted, fills, ...). "
+    "Send a client_order_id to make retries safe: the same id is never applied twice, and a "
+    "retry answers with the first outcome.",
+    "openOrders": "Your resting orders, optionally in one symbol.",
+    "newOrderBatch": "Up to max_batch orders proposed as one log entry (one fsync, one round "
+    "of replication); each has its own result, in order. A batch costs one rate-limit token "
+    "per order.",
+    "massCancel": "Cancels all your resting orders, in one symbol or all (empty body).",
+    "getOrderByClientId": "One of your orders by the client order id you gave it.",
+    "cancelOrderByClientId": "Cancels one of your orders by its client order id.",
+    "replaceOrderByClientId": "Cancel-replace by client order id: a new price and total "
+    "quantity; the order loses its time priority unless only the quantity goes down.",
+    "getOrder": "One of your orders, live or recently finished.",
+    "cancelOrder": "Cancels one of your orders.",
+    "replaceOrder": "Cancel-replace: a new price and total quantity (see the by-client-id form).",
+    "positions": "Your net quantity, open cost and realised P&L per symbol, in price units.",
+    "symbols": "Every listed symbol: price_scale (price units per unit of the quote "
+    "currency), tick and lot sizes, the price band around the reference price, halted.",
+    "book": "The top levels of each side, best first, as [price, quantity], with the book's "
+    "seq (the WebSocket's book deltas continue from it).",
+    "trades": "The most recent trades, oldest first; the aggressor's side is the taker's.",
+    "bbo": "Best bid and offer with their quantities; null prices on an empty side.",
+    "analytics": "Trade count, volume, notional, VWAP, last price and OHLCV candles per "
+    "interval (keys are the interval in nanoseconds).",
+    "cluster": "This node's view: its role and term, the leader, commit and applied indexes, "
+    "and each member with its lag as this node knows it (a leader knows every follower's).",
+    "clusterMembers": "Every member's own view, fetched by this node from each member's "
+    "/v1/cluster with a short timeout and shared between callers for a quarter second, so a "
+    "browser behind a port-forward, an ingress or HTTPS needs to reach one node only. A "
+    "member that does not answer is listed with reachable false and the reason.",
+    "websocket": "Upgrade to a WebSocket. Subscribe to book:SYMBOL (snapshot, then deltas "
+    "by seq), trades:SYMBOL, bbo:SYMBOL and orders (your own events, with a key); send orders "
+    "with op order. docs/api.md lists every message.",
+    "openapi": "This OpenAPI 3.1 document (the page at /api renders it).",
+}
+
+_ORDER_EXAMPLE = {
+    "symbol": "AAPL",
+    "side": "BUY",
+    "order_type": "LIMIT",
+    "price": 19012,
+    "quantity": 10,
+    "time_in_force": "GTC",
+    "client_order_id": "my-order-1",
+}
+
+REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "NewOrder": {
+        "limit": {"summary": "A limit buy of 10 at 190.12", "value": _ORDER_EXAMPLE},
+        "market": {
+            "summary": "A market sell of 5",
+            "value": {"symbol": "AAPL", "side": "SELL", "order_type": "MARKET", "quantity": 5},
+        },
+    },
+    "Batch": {
+        "two": {
+            "summary": "Two orders in one log entry",
+            "value": {
+                "orders": [
+                    {**_ORDER_EXAMPLE, "client_order_id": "b-1"},
+                    {**_ORDER_EXAMPLE, "side": "SELL", "price": 19030, "client_order_id": "b-2"},
+                ]
+            },
+        }
+    },
+    "Replace": {
+        "reprice": {"summary": "New price and quantity", "value": {"price": 19010, "quantity": 8}}
+    },
+    "MassCancel": {
+        "one_symbol": {"summary": "Everything resting in AAPL", "value": {"symbol": "AAPL"}},
+        "all": {"summary": "Everything", "value": {}},
+    },
+}
+
+RESPONSE_EXAMPLES: dict[str, Any] = {
+    "symbols": {
+        "symbols": [
+            {
+                "symbol": "AAPL",
+                "price_scale": 100,
+                "tick_size": 1,
+                "lot_size": 1,
+                "price_band_bps": 1000,
+                "reference_price": 19000,
+                "halted": False,
+            }
+        ]
+    },
+    "book": {"symbol": "AAPL", "seq": 42, "bids": [[19012, 10]], "asks": [[19030, 4]]},
+    "bbo": {
+        "symbol": "AAPL",
+        "bid_price": 19012,
+        "bid_quantity": 10,
+        "ask_price": 19030,
+        "ask_quantity": 4,
+        "seq": 42,
+    },
+    "clusterMembers": {
+        "node_id": 1,
+        "leader": 2,
+        "members": [
+            {
+                "id": 1,
+                "name": "node-1",
+                "voter": True,
+                "http_address": "127.0.0.1:8080",
+                "reachable": True,
+                "error": None,
+                "role": "follower",
+                "term": 3,
+                "leader": 2,
+                "commit_index": 1200,
+                "applied_index": 1200,
+                "lag": 0,
+            },
+            {
+                "id": 3,
+                "name": "node-3",
+                "voter": True,
+                "http_address": "127.0.0.1:8082",
+                "reachable": False,
+                "error": "no answer within 0.5 s",
+                "role": None,
+                "term": None,
+                "leader": None,
+                "commit_index": None,
+                "applied_index": None,
+                "lag": 950,
+            },
+        ],
+    },
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -377,6 +584,16 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
     ) -> dict[str, Any]:
         operation = {"summary": summary, "security": security, "responses": responses}
         operation.update(extra)
+        name = operation["operationId"]
+        operation["tags"] = [TAG_OF[name]]
+        operation["description"] = DESCRIPTIONS[name]
+        body = operation.get("requestBody")
+        if body is not None:
+            ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            body["content"]["application/json"]["examples"] = REQUEST_EXAMPLES[ref]
+        ok = responses.get("200", {}).get("content", {}).get("application/json")
+        if ok is not None and name in RESPONSE_EXAMPLES:
+            ok["example"] = RESPONSE_EXAMPLES[name]
         return operation
 
     new_order = _write_responses("The order's result (its state and events).", "CommandResult")
@@ -591,6 +808,18 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
                 operationId="cluster",
             )
         },
+        "/v1/cluster/members": {
+            "get": op(
+                "Every member's own status, fetched by this node (for browsers and proxies)",
+                {
+                    "200": _json("ClusterMembers", "Every member, reachable or not."),
+                    "401": _error("An invalid API key was sent (none is needed here)."),
+                    "429": _R429,
+                },
+                security=public,
+                operationId="clusterMembers",
+            )
+        },
         "/v1/ws": {
             "get": op(
                 "WebSocket: market data, your order events, order entry (see docs/api.md)",
@@ -633,8 +862,14 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
             "title": "Raft exchange order API",
             "version": __version__,
             "description": "Orders, market data and a WebSocket stream (GET /v1/ws, see "
-            "docs/api.md) of a Raft-replicated exchange. Prices and quantities are integers.",
+            "docs/api.md) of a Raft-replicated exchange. Prices and quantities are integers: "
+            "a price is in the symbol's price units (GET /v1/symbols gives price_scale, the "
+            "units per unit of the quote currency; 100 means cents) and a multiple of its "
+            "tick_size; a quantity is a multiple of its lot_size. Any node answers any "
+            "request; followers forward writes to the leader. A readable page of this "
+            "document is served at /api.",
         },
+        "tags": TAGS,
         "paths": paths,
         "components": _components(config),
     }

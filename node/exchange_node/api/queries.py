@@ -20,10 +20,16 @@ def symbol_specs(engine: Any) -> Mapping[str, Any]:
     return specs
 
 
-def symbols_view(engine: Any) -> list[dict[str, Any]]:
+def symbols_view(
+    engine: Any, price_scales: Mapping[str, int] | None = None, default_price_scale: int = 100
+) -> list[dict[str, Any]]:
+    """Each symbol with ``price_scale``: price units per unit of the quote currency
+    (a price of 19_012 with scale 100 is 190.12)."""
+    scales = price_scales or {}
     return [
         {
             "symbol": spec.symbol,
+            "price_scale": scales.get(spec.symbol, default_price_scale),
             "tick_size": spec.tick_size,
             "lot_size": spec.lot_size,
             "price_band_bps": spec.price_band_bps,

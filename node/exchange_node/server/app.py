@@ -30,7 +30,9 @@ def build_app(node: Any) -> web.Application:
     # The documented EXCHANGE_API_* variables and --api-* flags (flags win), and
     # the keys of the node's own configuration.
     api_config = ApiConfig.from_env(
-        api_keys=dict(node.config.api_keys), **getattr(node.config, "api_settings", {})
+        api_keys=dict(node.config.api_keys),
+        price_scales={s.name: s.price_scale for s in getattr(node.config, "symbols", ())},
+        **getattr(node.config, "api_settings", {}),
     )
     app = web.Application(
         client_max_size=api_config.max_body_bytes + 1024,

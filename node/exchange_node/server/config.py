@@ -33,6 +33,9 @@ class SymbolConfig:
     lot_size: int = 1
     price_band_bps: int = 1_000
     reference_price: int = 10_000
+    price_scale: int = 100
+    """Price units per unit of the quote currency, for display (/v1/symbols); not
+    replicated: the engine trades integers."""
 
 
 @dataclass(frozen=True, slots=True)
