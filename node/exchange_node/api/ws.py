@@ -9,6 +9,9 @@ each applied log entry out to the connections subscribed to it:
   means a missed update; resubscribe for a new snapshot).
 - ``trades:{symbol}``: ``{"type": "trades", "trades": [...]}`` (no client ids).
 - ``orders``: your own order events ``{"type": "events", "log_index", "events"}``.
+- ``stats``: once a second, what this node applied in that second, all symbols
+  and clients together: ``{"type": "stats", "interval_ms", "orders", "trades",
+  "rejects", "log_index"}`` (the live view's orders/s chart and activity feed).
 
 Every connection has a send queue bounded in bytes: what it has queued plus
 what its socket's transport holds (the bytes the kernel did not take) may not
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from exchange_node.engine.events import BookUpdate, Fill, TradingStatus
+from exchange_node.engine.events import Accepted, BookUpdate, Fill, Rejected, TradingStatus
 from exchange_node.service import NotLeader, ServiceError
 
 from . import errors, jsonio, queries
@@ -56,6 +59,8 @@ CLOSE_GOING_AWAY = 1001
 MAX_IN_FLIGHT = 1_000
 FULL_BOOK = 1 << 30
 SLOW_CLOSE_SECONDS = 1.0
+STATS_INTERVAL_SECONDS = 1.0
+"""How often the ``stats`` channel publishes."""
 """How long a slow consumer's close frame may take before its transport is aborted."""
 _TEXT = aiohttp.WSMsgType.TEXT
 _SLOW_CONSUMER_REASON = b"slow consumer: send queue full"
@@ -165,6 +170,11 @@ class WsHub:
         self.book_subs: dict[str, set[Connection]] = {}
         self.trade_subs: dict[str, set[Connection]] = {}
         self.order_subs: dict[str, set[Connection]] = {}
+        self.stats_subs: set[Connection] = set()
+        self._counts = [0, 0, 0]
+        """Orders accepted, trades, rejections applied since the last stats message."""
+        self._last_index = 0
+        self._stats_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._subscription: Any = None
         self._closed = False
@@ -184,6 +194,8 @@ class WsHub:
         if self._closed:
             return
         self._closed = True
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -240,8 +252,11 @@ class WsHub:
 
     def dispatch(self, log_index: int, results: list[Any]) -> None:
         book_subs, trade_subs, order_subs = self.book_subs, self.trade_subs, self.order_subs
-        if not (book_subs or trade_subs or order_subs):
+        counting = bool(self.stats_subs)
+        if not (book_subs or trade_subs or order_subs or counting):
             return
+        self._last_index = log_index
+        counts = self._counts
         book: dict[str, list[BookUpdate]] = {}
         trades: dict[str, list[dict[str, Any]]] = {}
         private: dict[str, list[dict[str, Any]]] = {}
@@ -251,6 +266,13 @@ class WsHub:
                 continue  # an idempotent replay of an earlier result: already published
             for event in result.events:
                 kind = type(event)
+                if counting:
+                    if kind is Accepted:
+                        counts[0] += 1
+                    elif kind is Fill:
+                        counts[1] += 1
+                    elif kind is Rejected:
+                        counts[2] += 1
                 if kind is BookUpdate:
                     if event.symbol in book_subs:
                         book.setdefault(event.symbol, []).append(event)
@@ -293,6 +315,32 @@ class WsHub:
             )
             for conn in list(book_subs.get(status.symbol, ())):
                 conn.send(text)
+
+    async def _publish_stats(self) -> None:
+        """Every ``STATS_INTERVAL_SECONDS`` while anyone listens: the counts of that
+        interval (measured on the loop's clock, so a late tick reports its real span)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while self.stats_subs and not self._closed:
+            await asyncio.sleep(STATS_INTERVAL_SECONDS)
+            now = loop.time()
+            orders, trades, rejects = self._counts
+            self._counts = [0, 0, 0]
+            text = jsonio.dumps(
+                {
+                    "channel": "stats",
+                    "type": "stats",
+                    "interval_ms": round((now - started) * 1000),
+                    "orders": orders,
+                    "trades": trades,
+                    "rejects": rejects,
+                    "log_index": self._last_index,
+                }
+            )
+            started = now
+            for conn in list(self.stats_subs):
+                conn.send(text)
+        self._stats_task = None
 
     def _send_deltas(self, symbol: str, updates: list[BookUpdate]) -> None:
         channel = f"book:{symbol}"
@@ -588,6 +636,8 @@ class WsHub:
                     raise ApiError(
                         401, errors.UNAUTHORIZED, "the orders channel needs an API key", "channels"
                     )
+            elif channel == "stats":
+                pass
             elif kind in ("book", "trades") and symbol:
                 if self.api.symbol_spec(symbol) is None:
                     raise errors.bad_request(
@@ -596,7 +646,7 @@ class WsHub:
             else:
                 raise errors.bad_request(
                     errors.INVALID_VALUE,
-                    f"unknown channel {channel[:60]!r} (book:SYMBOL, trades:SYMBOL or orders)",
+                    f"unknown channel {channel[:60]!r} (book:SYMBOL, trades:SYMBOL, orders or stats)",
                     "channels",
                 )
         self.api.auth.charge(conn.rate_key)  # a book snapshot is not free
@@ -608,6 +658,13 @@ class WsHub:
             if channel == "orders":
                 assert conn.client_id is not None
                 self.order_subs.setdefault(conn.client_id, set()).add(conn)
+                continue
+            if channel == "stats":
+                if not self.stats_subs:
+                    self._counts = [0, 0, 0]
+                self.stats_subs.add(conn)
+                if self._stats_task is None:
+                    self._stats_task = asyncio.get_running_loop().create_task(self._publish_stats())
                 continue
             kind, _, symbol = channel.partition(":")
             if kind == "book":
@@ -626,6 +683,9 @@ class WsHub:
         if channel not in conn.subscriptions:
             return
         conn.subscriptions.discard(channel)
+        if channel == "stats":
+            self.stats_subs.discard(conn)
+            return
         if channel == "orders":
             index, key = self.order_subs, conn.client_id or ""
         else:
