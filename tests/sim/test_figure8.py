@@ -20,7 +20,7 @@ import pytest
 from exchange_node.raft.types import MessageType, Role
 from exchange_node.sim.checkers import Violation
 from exchange_node.sim.mutation import load_mutant
-from exchange_node.sim.simulator import _DELIVER, SimSettings, Simulation
+from exchange_node.sim.simulator import _DELIVER, _SYNCED, SimSettings, Simulation
 
 SETTINGS = SimSettings(
     nodes=3,
@@ -44,11 +44,15 @@ class Script:
         self._collect()
 
     def _collect(self) -> None:
-        """Take the messages out of the event queue; drop every other event."""
-        for event in self.sim.heap:
-            if event[2] == _DELIVER:
-                self.in_flight.append(event[3])
-        self.sim.heap.clear()
+        """Take the messages out of the event queue; complete every write in flight
+        (its fsync); drop every other event."""
+        while self.sim.heap:
+            events, self.sim.heap = sorted(self.sim.heap), []
+            for event in events:
+                if event[2] == _DELIVER:
+                    self.in_flight.append(event[3])
+                elif event[2] == _SYNCED:
+                    self.sim._on_synced(event[3], event[4])
 
     def node(self, node_id: int):
         return self.sim.nodes[node_id]
@@ -70,8 +74,7 @@ class Script:
             self.in_flight.remove(match)
             target = self.node(to)
             if target.alive:
-                target.core.step(match)
-                self.sim._process(target)
+                self.sim._input(target, lambda t=target, m=match: t.driver.step(m))
                 self._collect()
             delivered += 1
 
@@ -92,8 +95,7 @@ class Script:
         node = self.node(node_id)
         term = node.core.status().term
         for _ in range(100):
-            node.core.tick()
-            self.sim._process(node)
+            self.sim._input(node, node.driver.tick)
             self._collect()
             status = node.core.status()
             if status.role == Role.CANDIDATE and status.term > term:
@@ -113,8 +115,8 @@ class Script:
 
     def propose(self, node_id: int, data: bytes) -> None:
         self.sim.checker.on_propose(data)
-        self.node(node_id).core.propose(data)
-        self.sim._process(self.node(node_id))
+        node = self.node(node_id)
+        self.sim._input(node, lambda: node.driver.propose([data], [data], float("inf")))
         self._collect()
 
     def crash(self, node_id: int) -> None:

@@ -357,12 +357,53 @@ class Checker:
 
     def on_read_states(self, node_id: int, read_states: Sequence[ReadState]) -> None:
         for read in read_states:
-            least = self.reads.pop(read.request_ctx, None)
+            least = self.reads.get(read.request_ctx)
             if least is not None and read.index < least:
                 raise Violation(
                     f"node {node_id} answers read {read.request_ctx!r} with index {read.index}, "
                     f"but index {least} was committed before the read was asked"
                 )
+
+    def on_read_answer(self, node_id: int, context: bytes, index: int, applied: int) -> None:
+        """The driver answers a read: the state it is served from (the node's applied
+        index) must hold everything committed before the read was asked."""
+        least = self.reads.pop(context, None)
+        if least is not None and applied < least:
+            raise Violation(
+                f"node {node_id} serves read {context!r} (read index {index}) from applied "
+                f"index {applied}, but index {least} was committed before the read was asked"
+            )
+
+    def on_commit_known(
+        self, watch: NodeWatch, storage: SimStorage, commit: int, term: int
+    ) -> None:
+        """A node's driver learnt commit index ``commit`` (in memory, maybe not durable
+        yet): its log up to there joins the committed history."""
+        if commit < watch.commit:
+            raise Violation(
+                f"node {watch.node_id}'s commit index goes backwards from {watch.commit} "
+                f"to {commit}"
+            )
+        watch.commit = commit
+        if commit > watch.verified:
+            self._verify_committed(watch, storage, commit, term)
+
+    def on_ack(
+        self, node_id: int, data: bytes, index: int, term: int, durable: int, voters: int
+    ) -> None:
+        """A client is told its proposal ``data`` committed at ``index``: that must be
+        its entry, and durable on a majority of the voters (so that a power cut of
+        every node at once cannot lose it)."""
+        if data and (index >= len(self.datas) or self.datas[index] != data):
+            raise Violation(
+                f"node {node_id} acknowledges {data[:24]!r} at index {index}, where the "
+                f"committed history holds another entry"
+            )
+        if durable < voters // 2 + 1:
+            raise Violation(
+                f"acknowledged entry {index} (term {term}) at node {node_id} is durable on "
+                f"only {durable} of {voters} voters: a power cut now loses it"
+            )
 
     # -- internals --------------------------------------------------------------
 

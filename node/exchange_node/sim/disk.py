@@ -203,6 +203,31 @@ class SimStorage:
             return snapshot.meta.term if snapshot is not None else 0
         return None
 
+    def durable_holds(self, index: int, term: int) -> bool:
+        """Would the entry (index, term) survive a power cut now (synced writes only)?
+
+        An index covered by the durable snapshot counts as held.
+        """
+        if not self._journal:
+            snapshot_index = self._snapshot_index
+            entries = self._entries
+        else:
+            snapshot_index = self._snapshot_index
+            entries = list(self._entries)
+            for record in reversed(self._journal):
+                kind = record[0]
+                if kind == "append":
+                    _, start, removed, _added = record
+                    del entries[start:]  # type: ignore[misc]
+                    entries.extend(removed)  # type: ignore[arg-type]
+                elif kind == "snap":
+                    snapshot_index = record[2]  # type: ignore[assignment]
+                    entries = list(record[3])  # type: ignore[call-overload]
+        if index <= snapshot_index:
+            return snapshot_index > 0
+        offset = index - snapshot_index - 1
+        return offset < len(entries) and entries[offset].term == term
+
     def entry_at(self, index: int) -> Entry | None:
         offset = index - self._snapshot_index - 1
         log = self._entries

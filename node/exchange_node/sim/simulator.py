@@ -29,6 +29,7 @@ sends and applies, that is after every step.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import sys
@@ -42,12 +43,12 @@ from typing import Any
 from exchange_node.raft.types import (
     ConfChange,
     ConfChangeType,
+    ConfState,
     Entry,
     EntryType,
     MessageType,
     NotLeaderError,
     ProposalDroppedError,
-    Ready,
     Role,
     Snapshot,
     SnapshotMeta,
@@ -56,6 +57,9 @@ from exchange_node.sim.app import HashChainApp
 from exchange_node.sim.checkers import Checker, NodeWatch, Violation
 from exchange_node.sim.disk import SimStorage
 from exchange_node.sim.network import Network
+
+_NEVER = float("inf")
+"""Simulated clients wait as long as it takes (liveness is checked on its own)."""
 
 TICK_MS = 10
 """Nominal interval between two ticks of a node's clock (each node drifts a little)."""
@@ -89,6 +93,8 @@ _RETIRE = 10
 _COMPACT = 11
 _CRASH = 12
 _CATCH_UP = 13
+_SYNCED = 14
+_RELEASE = 15
 
 _EVENT_NAMES = (
     "tick",
@@ -105,6 +111,8 @@ _EVENT_NAMES = (
     "compact",
     "crash",
     "catch-up check",
+    "fsync done",
+    "release commit notices",
 )
 
 _LEADER = Role.LEADER
@@ -126,6 +134,8 @@ class SimSettings:
     max_inflight: int
     pre_vote: bool
     check_quorum: bool
+    hold_ms: int = 0
+    """The driver holds commit-only appends this long (0: never)."""
 
     @classmethod
     def for_seed(cls, rng: random.Random, nodes: int) -> SimSettings:
@@ -139,6 +149,7 @@ class SimSettings:
             max_inflight=rng.choice((1, 2, 4, 64)),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
+            hold_ms=rng.choice((0, 0, 2, 5)),
         )
 
 
@@ -162,14 +173,18 @@ class SimNode:
     __slots__ = (
         "alive",
         "app",
+        "batch",
         "core",
+        "counting_conf",
         "crash_on_write",
+        "driver",
         "id",
         "incarnation",
         "initial",
         "leader",
         "lost_outboxes",
         "paused_until",
+        "queued",
         "retired",
         "role",
         "storage",
@@ -184,6 +199,14 @@ class SimNode:
         self.storage = SimStorage()
         self.watch = NodeWatch(node_id)
         self.core: Any = None
+        self.driver: Any = None
+        """The node's ``server.driver.Driver`` (the production Ready policy)."""
+        self.batch: Any = None
+        self.counting_conf = ConfState()
+        """The configuration the core counted replicas in before the current Ready."""
+        """The Batch whose write is in flight on the simulated disk (None: idle)."""
+        self.queued: list[Callable[[], None]] = []
+        """Inputs that arrived while a write was in flight: the driver takes them after."""
         self.app = HashChainApp()
         self.alive = False
         self.retired = False
@@ -201,10 +224,71 @@ class SimNode:
         """Incarnations whose messages still in flight died with the process."""
 
 
+class _SimMachine:
+    """The driver's state machine: the hash chain, checked as each entry applies."""
+
+    __slots__ = ("checker", "node")
+
+    def __init__(self, node: SimNode, checker: Checker) -> None:
+        self.node = node
+        self.checker = checker
+
+    def apply(self, entry: Entry) -> int:
+        self.checker.on_apply(self.node.watch, (entry,))
+        self.node.app.apply(entry)
+        return entry.term
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.checker.on_snapshot(self.node.watch, snapshot)
+        self.node.app.restore(snapshot.data)
+
+
+class _SimReplies:
+    """What clients see: each answer the driver gives is checked when it is given."""
+
+    __slots__ = ("node", "sim")
+
+    def __init__(self, sim: Simulation, node: SimNode) -> None:
+        self.sim = sim
+        self.node = node
+
+    def resolved(self, token: bytes, index: int, result: int | None) -> None:
+        sim = self.sim
+        node = self.node
+        assert result is not None
+        # The leader counted replicas in the configuration it had before this Ready (a
+        # change takes effect as its entry is handed out for applying).
+        nodes = sim.nodes
+        best: tuple[int, int] | None = None
+        for conf in (node.counting_conf, node.core.conf_state):
+            voters = conf.voters
+            durable = sum(
+                1 for v in voters if v in nodes and nodes[v].storage.durable_holds(index, result)
+            )
+            if best is None or durable - len(voters) // 2 > best[0] - best[1] // 2:
+                best = (durable, len(voters))
+        assert best is not None
+        sim.checker.on_ack(node.id, token, index, result, best[0], best[1])
+        sim.stats["acks"] += 1
+
+    def failed(self, token: bytes, failure: Any, detail: str) -> None:
+        return None
+
+    def read_ready(self, token: bytes, index: int) -> None:
+        self.sim.stats["reads_answered"] += 1
+        self.sim.checker.on_read_answer(self.node.id, token, index, self.node.app.applied)
+
+
 def _default_core() -> ModuleType:
     import exchange_node.raft
 
     return exchange_node.raft
+
+
+def _default_driver() -> ModuleType:
+    import exchange_node.server.driver
+
+    return exchange_node.server.driver
 
 
 def nodes_for_seed(seed: int, nodes: str | int) -> int:
@@ -224,8 +308,10 @@ class Simulation:
         trace: Callable[[str], None] | None = None,
         commit_rule: bool = True,
         settings: SimSettings | None = None,
+        driver: ModuleType | None = None,
     ) -> None:
         self.raft: ModuleType = raft if raft is not None else _default_core()
+        self.driver_module: ModuleType = driver if driver is not None else _default_driver()
         self.seed = seed
         self.rng = random.Random(seed)
         self.settings = SimSettings.for_seed(self.rng, nodes)
@@ -243,6 +329,7 @@ class Simulation:
         self.checker = Checker(on_commit=self._on_commit)
         self.checker.commit_rule = commit_rule
         self.nodes: dict[int, SimNode] = {}
+        self._release_pending: set[int] = set()
         self.next_node_id = nodes + 1
         self.bootstrap = [ConfChange(ConfChangeType.PROMOTE, i, b"") for i in range(1, nodes + 1)]
         self.chaos = False
@@ -275,6 +362,8 @@ class Simulation:
                 "leaders_removed",
                 "transfers",
                 "reads_answered",
+                "acks",
+                "power_losses",
                 "heals",
                 "max_recovery_ms",
                 "max_catch_up_ms",
@@ -313,6 +402,8 @@ class Simulation:
             self._on_compact,
             self._on_crash,
             self._on_catch_up,
+            self._on_synced,
+            self._on_release,
         )
         violation = None
         traced = self.trace is not None
@@ -395,6 +486,19 @@ class Simulation:
         node.app = HashChainApp()
         if recovered.snapshot is not None:
             node.app.restore(recovered.snapshot.data)
+        hard = recovered.hard_state
+        node.driver = self.driver_module.Driver(
+            node.core,
+            _SimMachine(node, self.checker),
+            _SimReplies(self, node),
+            node_id=node.id,
+            read_nonce=str(node.incarnation),
+            hold=self.settings.hold_ms,
+            persisted_term_vote=(hard.term, hard.vote),
+            applied_index=node.app.applied,
+        )
+        node.batch = None
+        node.queued = []
         node.alive = True
         node.incarnation += 1
         node.role = Role.FOLLOWER
@@ -405,6 +509,7 @@ class Simulation:
         self._process(node)
 
     def _crash(self, node: SimNode, torn: bool) -> None:
+        """Power fails: unsynced writes are lost (``torn``: a prefix of them survives)."""
         self.stats["crashes"] += 1
         node.storage.crash(self.rng if torn else None)
         if self.rng.random() < 0.5:
@@ -413,36 +518,64 @@ class Simulation:
         node.torn = torn
         node.paused_until = 0
         node.core = None
+        node.driver = None
+        node.batch = None
+        node.queued = []
         node.alive = False
         node.incarnation += 1
         node.role = Role.FOLLOWER
         node.leader = 0
 
+    def _input(self, node: SimNode, action: Callable[[], object]) -> None:
+        """Give the core an input now, or (a write in flight) once the write is durable."""
+        if node.driver.busy:
+            node.queued.append(action)  # type: ignore[arg-type]
+            return
+        action()
+        self._process(node)
+
     def _process(self, node: SimNode) -> None:
-        """Drain the core's Ready batches: persist, send, apply, advance."""
-        core = node.core
+        """Drain the driver's Batches: the simulated disk takes virtual time to sync."""
+        driver = node.driver
         checker = self.checker
         storage = node.storage
         watch = node.watch
         for _ in range(MAX_READY_ROUNDS):
-            if not core.has_ready():
+            if node.batch is not None:
+                return  # the next Ready waits for the write in flight
+            node.counting_conf = node.core.conf_state
+            batch = driver.ready(self.now)
+            if batch is None:
                 return
-            rd: Ready = core.ready()
+            rd = batch.ready
             soft = rd.soft_state
-            entries = rd.entries
-            hard = rd.hard_state
-            snapshot = rd.snapshot
-            if snapshot is not None or entries or hard is not None:
-                role = soft.role if soft is not None else node.role
+            if soft is not None:
+                if soft.role == _LEADER and node.role != _LEADER:
+                    self.stats["elections"] += 1
+                    term = node.core.status().term
+                    self._note(f"node {node.id} becomes leader of term {term}")
+                    checker.on_leader(watch, storage, term)
+                    if self.chaos:
+                        self._maybe_crash_soon(node, 0.3)
+                node.role = soft.role
+                node.leader = soft.leader
+            if rd.read_states:
+                checker.on_read_states(node.id, rd.read_states)
+            write = batch.write
+            if batch.send_now:
+                self._send_checked(node, batch.send_now)
+            if write is not None:
                 checker.on_persist(
                     watch,
                     storage,
-                    entries=entries,
-                    hard_state=hard,
-                    snapshot=snapshot,
-                    is_leader=role == _LEADER,
+                    entries=write.entries,
+                    hard_state=write.hard_state,
+                    snapshot=write.snapshot,
+                    is_leader=node.role == _LEADER,
                 )
-                storage.write(entries=entries, hard_state=hard, snapshot=snapshot)
+                storage.write(
+                    entries=write.entries, hard_state=write.hard_state, snapshot=write.snapshot
+                )
                 if node.crash_on_write:
                     # Power fails between write and sync: the write is lost, or
                     # (torn) some prefix of it reached the disk.
@@ -452,41 +585,109 @@ class Simulation:
                     self._crash(node, torn=torn)
                     self._schedule_restart(node)
                     return
-                storage.sync()
-                checker.after_persist(
-                    watch, storage, entries=entries, hard_state=hard, is_leader=role == _LEADER
-                )
-                if hard is not None:
-                    node.term = hard.term
-            if rd.messages:
-                if checker.on_messages(node.id, rd.messages) and self.chaos:
-                    self._maybe_crash_soon(node, 0.15)
-                self._send(rd.messages, node.incarnation)
-            if snapshot is not None:
+            hard = rd.hard_state
+            if hard is not None:
+                # The commit index is known (in memory) before it is durable: what is
+                # applied and answered from here on must be in the committed history.
+                checker.on_commit_known(watch, storage, hard.commit, hard.term)
+            if write is not None and write.snapshot is not None:
                 self.stats["snapshots_installed"] += 1
-                checker.on_snapshot(watch, snapshot)
-                node.app.restore(snapshot.data)
-            committed = rd.committed_entries
-            if committed:
-                checker.on_apply(watch, committed)
-                apply = node.app.apply
-                for entry in committed:
-                    apply(entry)
-            if rd.read_states:
-                self.stats["reads_answered"] += len(rd.read_states)
-                checker.on_read_states(node.id, rd.read_states)
-            if soft is not None:
-                if soft.role == _LEADER and node.role != _LEADER:
-                    self.stats["elections"] += 1
-                    term = core.status().term
-                    self._note(f"node {node.id} becomes leader of term {term}")
-                    checker.on_leader(watch, storage, term)
-                    if self.chaos:
-                        self._maybe_crash_soon(node, 0.3)
-                node.role = soft.role
-                node.leader = soft.leader
-            core.advance(rd)
+            driver.apply_now(batch)
+            if write is None:
+                self._complete(node, batch)
+                continue
+            node.batch = batch
+            self._push(self.now + self._disk_latency(), _SYNCED, node, node.incarnation)
+            return
         raise Violation(f"node {node.id} still has work after {MAX_READY_ROUNDS} Ready rounds")
+
+    def _disk_latency(self) -> int:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.6:
+            return 0
+        if roll < 0.95:
+            return rng.randint(1, 4)
+        return rng.randint(5, 40)  # a slow fsync
+
+    def _on_synced(self, node: SimNode, incarnation: int) -> bool | None:
+        if node.incarnation != incarnation or not node.alive or node.batch is None:
+            return False
+        if self.trace is not None:
+            self._trace_step(f"fsync done at {node.id}")
+        batch, node.batch = node.batch, None
+        self._complete(node, batch)
+        queued, node.queued = node.queued, []
+        for action in queued:
+            if node.driver is None:
+                break
+            action()
+        if node.driver is not None:
+            self._process(node)
+        return None
+
+    def _complete(self, node: SimNode, batch: Any) -> None:
+        """The Batch's write is durable: send what waited, apply, serve reads, advance."""
+        write = batch.write
+        if write is not None:
+            node.storage.sync()
+            self.checker.after_persist(
+                node.watch,
+                node.storage,
+                entries=write.entries,
+                hard_state=write.hard_state,
+                is_leader=node.role == _LEADER,
+            )
+            if write.hard_state is not None:
+                node.term = write.hard_state.term
+        after = node.driver.persisted(batch, self.now)
+        if after:
+            self._send_checked(node, after)
+        node.driver.finish(batch)
+        self._release_later(node)
+
+    def _send_checked(self, node: SimNode, messages: list[Any]) -> None:
+        if self.checker.on_messages(node.id, messages) and self.chaos:
+            self._maybe_crash_soon(node, 0.15)
+        self._send(messages, node.incarnation)
+        self._release_later(node)
+
+    def _release_later(self, node: SimNode) -> None:
+        notices = node.driver.notices
+        if notices.release_at is not None and node.id not in self._release_pending:
+            self._release_pending.add(node.id)
+            self._push(int(notices.release_at), _RELEASE, node, node.incarnation)
+
+    def _on_release(self, node: SimNode, incarnation: int) -> bool | None:
+        self._release_pending.discard(node.id)
+        if node.incarnation != incarnation or not node.alive:
+            return False
+        held = node.driver.release_notices(self.now)
+        if held:
+            self._send(held, node.incarnation)
+        self._release_later(node)
+        return None
+
+    def _flush_deferred(self, node: SimNode) -> None:
+        """Rule 4: a commit-only hard state goes to disk on a tick (nothing waits on it)."""
+        write = node.driver.flush_deferred()
+        if write is not None:
+            self.checker.on_persist(
+                node.watch,
+                node.storage,
+                entries=(),
+                hard_state=write.hard_state,
+                snapshot=None,
+                is_leader=node.role == _LEADER,
+            )
+            node.storage.save(hard_state=write.hard_state)
+            self.checker.after_persist(
+                node.watch,
+                node.storage,
+                entries=(),
+                hard_state=write.hard_state,
+                is_leader=node.role == _LEADER,
+            )
 
     def _send(self, messages: list[Any], incarnation: int) -> None:
         network = self.network
@@ -562,10 +763,13 @@ class Simulation:
         if self.trace is not None:
             self._trace_step(f"tick {node.id}")
         self.stats["ticks"] += 1
-        node.core.tick()
         self._push(self.now + node.tick_ms, _TICK, node, incarnation)
-        self._process(node)
+        self._input(node, lambda: self._tick_now(node))
         return None
+
+    def _tick_now(self, node: SimNode) -> None:
+        node.driver.tick()
+        self._flush_deferred(node)
 
     def _on_deliver(self, message: Any, sent_by: int) -> bool | None:
         node = self.nodes.get(message.to)
@@ -603,21 +807,17 @@ class Simulation:
             if sender is not None and sender.alive and sender.role == _LEADER:
                 # The transport notices a broken stream (sometimes): tell the leader.
                 if is_snapshot:
-                    sender.core.report_snapshot(message.to, False)
-                    self._process(sender)
+                    self._input(sender, lambda: sender.core.report_snapshot(message.to, False))
                 elif message.type == _APP and self.rng.random() < 0.5:
-                    sender.core.report_unreachable(message.to)
-                    self._process(sender)
+                    self._input(sender, lambda: sender.core.report_unreachable(message.to))
             return None
         assert node is not None
         self.stats["delivered"] += 1
-        node.core.step(message)
-        self._process(node)
+        self._input(node, lambda: node.driver.step(message))
         if is_snapshot:
             self.stats["snapshots_sent"] += 1
             if sender is not None and sender.alive:
-                sender.core.report_snapshot(message.to, True)
-                self._process(sender)
+                self._input(sender, lambda: sender.core.report_snapshot(message.to, True))
         return None
 
     def _on_client(self, _: Any, __: Any) -> None:
@@ -658,20 +858,14 @@ class Simulation:
         for _attempt in range(2):
             if self.trace is not None:
                 self._trace_step(f"propose {len(datas)} at {node.id} ({datas[0][:12]!r})")
-            try:
-                if len(datas) == 1:
-                    node.core.propose(datas[0])
-                else:
-                    node.core.propose_many(datas)
-            except NotLeaderError as exc:
-                hinted = self.nodes.get(exc.leader)
+            if node.driver.role != _LEADER:
+                hinted = self.nodes.get(node.driver.leader)
                 if hinted is None or not hinted.alive or hinted is node:
                     return
                 node = hinted  # follow the hint once, as a client would
                 continue
-            except ProposalDroppedError:
-                return
-            self._process(node)
+            driver = node.driver
+            self._input(node, lambda d=driver: d.propose(datas, datas, _NEVER))
             return
 
     def _read_index(self) -> None:
@@ -683,11 +877,8 @@ class Simulation:
         if self.trace is not None:
             self._trace_step(f"read_index at {node.id} ({context!r})")
         self.checker.on_read(context)
-        try:
-            node.core.read_index(context)
-        except (NotLeaderError, ProposalDroppedError):
-            return
-        self._process(node)
+        driver = node.driver
+        self._input(node, lambda: driver.read([context], _NEVER, context))
 
     def _on_compact(self, _: Any, __: Any) -> None:
         """A node snapshots its application at the applied index and compacts its log."""
@@ -697,17 +888,21 @@ class Simulation:
         if not live:
             return
         node = rng.choice(live)
+        if self.trace is not None:
+            self._trace_step(f"compact {node.id} at {node.app.applied}")
+        self._input(node, lambda: self._compact_now(node))
+
+    def _compact_now(self, node: SimNode) -> None:
         index = node.app.applied
+        if index <= node.storage.snapshot_index:
+            return
         snapshot = Snapshot(
             SnapshotMeta(index, self.checker.terms[index], self.checker.conf_at(index)),
             node.app.snapshot_data(),
         )
-        if self.trace is not None:
-            self._trace_step(f"compact {node.id} at {index}")
         self.stats["compactions"] += 1
         node.storage.save_snapshot(snapshot)
         node.core.compact(snapshot)
-        self._process(node)
 
     # -- chaos and calm ------------------------------------------------------------
 
@@ -904,6 +1099,20 @@ class Simulation:
         self._crash(node, torn=False)
         self._schedule_restart(node)
 
+    def _nemesis_power_loss(self) -> None:
+        """Power fails on several nodes at once (half the time on all of them)."""
+        live = self._live_nodes()
+        if not live:
+            return
+        rng = self.rng
+        victims = live if rng.random() < 0.5 else rng.sample(live, rng.randint(1, len(live)))
+        self.stats["power_losses"] += 1
+        if self.trace is not None:
+            self._trace_step(f"power loss on {sorted(n.id for n in victims)}")
+        for node in victims:
+            self._crash(node, torn=rng.random() < 0.5)
+            self._schedule_restart(node)
+
     def _nemesis_crash_on_write(self) -> None:
         live = self._live_nodes()
         if live:
@@ -981,13 +1190,10 @@ class Simulation:
             self._trace_step(
                 f"propose {ConfChangeType(change.type).name} {change.node_id} at {leader.id}"
             )
-        try:
-            leader.core.propose_conf_change(change)
-        except (NotLeaderError, ProposalDroppedError):
-            return
+        driver = leader.driver
+        self._input(leader, lambda: driver.propose_conf_change(b"", change, _NEVER))
         if kind == "add":
             self.next_node_id += 1
-        self._process(leader)
 
     def _nemesis_transfer(self) -> None:
         live = self._live_nodes()
@@ -1001,11 +1207,12 @@ class Simulation:
         if self.trace is not None:
             self._trace_step(f"transfer leadership {node.id} -> {target}")
         self.stats["transfers"] += 1
-        try:
-            node.core.transfer_leadership(target)
-        except (NotLeaderError, ProposalDroppedError):
-            return
-        self._process(node)
+        self._input(node, lambda: _quietly(node.core.transfer_leadership, target))
+
+
+def _quietly(call: Callable[[int], None], arg: int) -> None:
+    with contextlib.suppress(NotLeaderError, ProposalDroppedError):
+        call(arg)
 
 
 _NEMESIS_TABLE: tuple[tuple[Callable[[Simulation], None], int], ...] = (
@@ -1018,6 +1225,7 @@ _NEMESIS_TABLE: tuple[tuple[Callable[[Simulation], None], int], ...] = (
     (Simulation._nemesis_weather, 5),
     (Simulation._nemesis_membership, 7),
     (Simulation._nemesis_transfer, 5),
+    (Simulation._nemesis_power_loss, 3),
 )
 _NEMESIS_ACTIONS = [action for action, _ in _NEMESIS_TABLE]
 _NEMESIS_WEIGHTS = [weight for _, weight in _NEMESIS_TABLE]
