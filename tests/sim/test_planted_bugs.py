@@ -26,6 +26,12 @@ EXPECTED = {
     "read-before-term-commit": ("answers read",),
     "read-without-quorum": ("answers read",),
     "never-campaign": ("liveness",),
+    # The driver's orderings (server/driver.py), caught through what clients see.
+    "follower-acks-before-fsync": ("a power cut now loses it",),
+    "vote-before-fsync": ("a power cut now loses it", "grants its vote"),
+    "defer-vote": ("commit rule", "grants its vote", "durable"),
+    "read-before-applied": ("serves read",),
+    "answer-replaced-entry": ("acknowledges",),
 }
 
 
@@ -60,3 +66,12 @@ def test_the_mutant_is_a_copy_and_the_real_core_is_untouched():
     assert mutant.RaftCore is not real.RaftCore
     assert mutant.Entry is real.Entry  # the value types are shared
     assert "log.term(index) != self.term" in Path(real.core.__file__).read_text()
+
+
+def test_a_driver_mutant_is_a_copy_and_the_real_driver_is_untouched():
+    import exchange_node.server.driver as real
+
+    mutant = importlib.import_module(load_mutant("follower-acks-before-fsync"))
+    assert mutant.Driver is not real.Driver
+    text = Path(real.__file__).read_text()
+    assert "            leader\n            and rd.messages\n" in text

@@ -56,8 +56,11 @@ def main(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace) -> int:
     trace = print_trace if args.trace else None
-    raft = importlib.import_module(load_mutant(args.plant)) if args.plant else None
-    result = run_seed(args.seed, args.steps, args.nodes, raft=raft, trace=trace)
+    mutant = importlib.import_module(load_mutant(args.plant)) if args.plant else None
+    if mutant is not None and hasattr(mutant, "Driver"):
+        result = run_seed(args.seed, args.steps, args.nodes, driver=mutant, trace=trace)
+    else:
+        result = run_seed(args.seed, args.steps, args.nodes, raft=mutant, trace=trace)
     doc = {
         "seed": result.seed,
         "nodes": result.nodes,

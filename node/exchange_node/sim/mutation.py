@@ -23,6 +23,8 @@ import exchange_node.raft as _raft
 import exchange_node.raft.types as _raft_types
 
 RAFT_DIR = Path(_raft.__file__).parent
+DRIVER = "driver"
+DRIVER_FILE = RAFT_DIR.parent / "server" / "driver.py"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class PlantedBug:
     name: str
     description: str
     module: str
-    """The core module to mutate (file name without .py)."""
+    """The core module to mutate (file name without .py), or ``DRIVER`` for the
+    node's Ready driver (``server/driver.py``)."""
     replacements: tuple[tuple[str, str], ...]
     """(original source text, replacement); each original must occur exactly once."""
 
@@ -128,6 +131,62 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
                 ),
             ),
         ),
+        # -- the driver's orderings (server/driver.py): each rule it relies on, broken
+        PlantedBug(
+            "follower-acks-before-fsync",
+            "a follower sends its acknowledgement before the entries it acknowledges are "
+            "durable (the leader's early send applied to every role)",
+            DRIVER,
+            (
+                (
+                    "            leader\n            and rd.messages\n            and rd.entries\n",
+                    "            rd.messages\n            and rd.entries\n",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "vote-before-fsync",
+            "every message leaves before the local write, a vote before the durable vote",
+            DRIVER,
+            (
+                (
+                    "            leader\n            and rd.messages\n            and rd.entries\n"
+                    "            and (hs is None or (hs.term, hs.vote) == persisted)\n",
+                    "            rd.messages\n",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "defer-vote",
+            "a hard state without new entries is never written on its own, a new term "
+            "or vote included (the commit-only deferral applied to every hard state)",
+            DRIVER,
+            (
+                (
+                    "if not rd.entries and rd.snapshot is None and (hs.term, hs.vote) == persisted:",
+                    "if not rd.entries and rd.snapshot is None:",
+                ),
+            ),
+        ),
+        PlantedBug(
+            "read-before-applied",
+            "a read is answered as soon as its read index is known, before this replica "
+            "applied up to it",
+            DRIVER,
+            (("            if req.index <= applied:", "            if True:"),),
+        ),
+        PlantedBug(
+            "answer-replaced-entry",
+            "a request is answered with whatever entry committed at its index, even one "
+            "of another term (another leader's)",
+            DRIVER,
+            (
+                (
+                    "                    if waiter.term == entry.term:",
+                    "                    if True:",
+                ),
+            ),
+        ),
         PlantedBug(
             "heartbeat-commit-beyond-match",
             "a leader's heartbeat tells a follower to commit beyond what it is known to hold",
@@ -192,13 +251,24 @@ class _MutantFinder(importlib.abc.MetaPathFinder):
 
 
 def load_mutant(bug_name: str) -> str:
-    """Import a copy of the core with ``bug_name`` planted; returns its package name.
+    """Import a copy of the core (or of the driver) with ``bug_name`` planted; returns
+    its package (module) name. A driver copy is one module with a ``Driver`` class.
 
     The package stays in ``sys.modules``, so forked simulation workers can
     import it by that name.
     """
     bug = PLANTED_BUGS[bug_name]
     package = "exchange_node_mutant_" + bug_name.replace("-", "_")
+    if bug.module == DRIVER:
+        if package not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                package, DRIVER_FILE, loader=_MutantLoader(DRIVER_FILE, bug.replacements)
+            )
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[package] = module
+            spec.loader.exec_module(module)
+        return package
     if package not in sys.modules:
         sys.modules[package + ".types"] = _raft_types
         sys.meta_path.insert(0, _MutantFinder(package, bug))

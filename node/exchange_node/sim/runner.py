@@ -87,8 +87,10 @@ class BatchReport:
 
 def _run_one(job: tuple[int, int, str | int, str | None, bool]) -> SeedResult:
     seed, steps, nodes, raft_module, commit_rule = job
-    raft = importlib.import_module(raft_module) if raft_module else None
-    return run_seed(seed, steps, nodes, raft=raft, commit_rule=commit_rule)
+    module = importlib.import_module(raft_module) if raft_module else None
+    if module is not None and hasattr(module, "Driver"):
+        return run_seed(seed, steps, nodes, driver=module, commit_rule=commit_rule)
+    return run_seed(seed, steps, nodes, raft=module, commit_rule=commit_rule)
 
 
 def iter_results(

@@ -1239,6 +1239,7 @@ def run_seed(
     raft: ModuleType | None = None,
     trace: Callable[[str], None] | None = None,
     commit_rule: bool = True,
+    driver: ModuleType | None = None,
 ) -> SeedResult:
     """Run one seed for ``steps`` steps and report what happened.
 
@@ -1246,7 +1247,12 @@ def run_seed(
     that a core breaking it is caught only by what it leads to (figure 8).
     """
     simulation = Simulation(
-        seed, nodes_for_seed(seed, nodes), raft=raft, trace=trace, commit_rule=commit_rule
+        seed,
+        nodes_for_seed(seed, nodes),
+        raft=raft,
+        trace=trace,
+        commit_rule=commit_rule,
+        driver=driver,
     )
     started = time.process_time()
     result = simulation.run(steps)
