@@ -15,6 +15,18 @@ real API server for the real kopf operator to run against it:
   admission: OpenAPI schema and CEL rules (with oldSelf on update); failures
   answer 422 Invalid like the real API server;
 - LIST honours labelSelector (equality terms);
+- what a real API server enforces (api_rules.py), each with a test in
+  test_api_rules.py: every write of a built-in kind validated against the real
+  OpenAPI schemas (422); immutable fields (422); resourceVersion preconditions
+  (409 Conflict); RBAC from the rendered Roles/ClusterRoles and their bindings
+  for a bearer token (`authorize()`; 401 unknown token, 403 not granted),
+  including OwnerReferencesPermissionEnforcement (blockOwnerDeletion needs
+  `update` on the owner's `finalizers`); writes into a missing namespace (404)
+  or a terminating one (403); Services get a clusterIP;
+- deletion honours finalizers everywhere (a DELETE, the garbage collector and
+  the namespace controller only set deletionTimestamp while any is left);
+  deleting a Namespace deletes everything in it and the Namespace goes when
+  the last object has gone (until then it is Terminating);
 - /api/v1/namespaces is parsed as the Namespace resource (KMock 0.8 misreads it);
 - KMock's request log is trimmed so long runs stay fast;
 - garbage collection: an object whose owner is gone is deleted (cascading);
@@ -43,6 +55,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+import api_rules
 import attrs
 import crd_tools
 import kmock
@@ -133,6 +146,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._status_sub: set[str] = set()
         self._kinds: dict[str, str] = {}  # "group/version/plural" -> kind
         self.kubelet: Kubelet | None = None
+        self.authorizer: api_rules.Authorizer | None = None
+        # Every request refused (401/403/404/409/422 from the rules above), as text.
+        self.refusals: list[str] = []
+        self._admitted: dict[int, kmock.Request] = {}
+        self._cluster_ips = itertools.count(10)
         for kind, (res, namespaced, subs) in BUILTIN_RESOURCES.items():
             self.declare(kind, res, namespaced, subs)
 
@@ -172,9 +190,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         ] = self._filled(crd, None)
 
     def add_namespace(self, name: str) -> None:
-        self.objects["v1/namespaces", None, name] = self._filled(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, None
-        )
+        self.objects["v1/namespaces", None, name] = self._filled(_namespace(name), None)
+
+    def authorize(self, objects: Iterable[Obj], users: dict[str, str]) -> None:
+        """Turn RBAC on: `objects` as rendered (Roles, ClusterRoles and bindings), `users`
+        bearer token -> user name. Requests without a token stay cluster-admin (the
+        tests' own calls); a request with an unknown token gets 401."""
+        self.authorizer = api_rules.Authorizer(list(objects), dict(users))
 
     # --- helpers over the emulator's store -------------------------------------------
     @staticmethod
@@ -231,23 +253,51 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 await self._emit(resource, "ADDED", self._objects[key].raw)
 
     async def _remove(self, res: str, namespace: str | None, name: str) -> None:
+        """Delete as the API server does: while finalizers remain, only mark it."""
         resource = kmock.resource(res)
         key = (resource, namespace, name)
         async with self._lock:
             if key in self._objects and not self._objects[key].deleted:
+                meta = self._objects[key].raw.get("metadata") or {}
+                if meta.get("finalizers"):
+                    if not meta.get("deletionTimestamp"):
+                        self._objects[key].patch(
+                            {
+                                "metadata": {
+                                    "deletionTimestamp": _now(),
+                                    "resourceVersion": str(next(self._rv)),
+                                }
+                            }
+                        )
+                        await self._emit(resource, "MODIFIED", self._objects[key].raw)
+                    return
                 raw = self._objects[key].raw
                 self._objects[key].delete()
                 await self._emit(resource, "DELETED", raw)
 
     # --- request handling ----------------------------------------------------------
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
-        if request.resource is not None:
-            admitted = self._admit(request)
-            if admitted is not request:
-                # KMock matches reactions by the identity of the logged request.
-                index = next(i for i, r in enumerate(self._requests) if r is request)
-                self._requests[index] = admitted
-                request = admitted
+        try:
+            self._authorize(request)
+            if request.resource is not None:
+                self._admit_logged(request)
+        except AdmissionError as error:
+            caller = "token" if request.headers.get("Authorization") else "admin"
+            self.refusals.append(
+                f"{caller} {request.method} {request.url.path}: {error.status} {error.message}"
+            )
+            raise
+        return await self._handle_admitted(self._admitted.pop(id(request), request))
+
+    def _admit_logged(self, request: kmock.Request) -> None:
+        admitted = self._admit(request)
+        if admitted is not request:
+            # KMock matches reactions by the identity of the logged request.
+            index = next(i for i, r in enumerate(self._requests) if r is request)
+            self._requests[index] = admitted
+            self._admitted[id(request)] = admitted
+
+    async def _handle_admitted(self, request: kmock.Request) -> web.StreamResponse:
         try:
             return await super()._handle(request)
         finally:
@@ -270,14 +320,104 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             ):
                 await self.settle()
 
+    def _authorize(self, request: kmock.Request) -> None:
+        """RBAC as the real authorizer does it, from the rendered objects."""
+        if self.authorizer is None:
+            return
+        header = request.headers.get("Authorization")
+        if header is None:
+            return  # the tests' own calls: cluster-admin
+        user = self.authorizer.user(header)
+        if user is None:
+            raise AdmissionError(status=401, reason="Unauthorized", message="Unauthorized")
+        if request.resource is None or not request.resource.plural:
+            return  # discovery (/api, /apis/<group>/<version>): system:discovery, every user
+        res = self._key(request.resource)
+        info = self.resources[res] if res in self._kinds else None
+        namespace = request.namespace if (info is None or info.namespaced) else None
+        resource = request.resource.plural or ""
+        if request.subresource:
+            resource += f"/{request.subresource}"
+        verb = api_rules.request_verb(
+            str(getattr(request.method, "value", request.method)),
+            request.name is not None,
+            request.action == kmock_enums.action.WATCH,
+        )
+        wanted = api_rules.Attributes(
+            user, verb, request.resource.group or "", resource, namespace, request.name
+        )
+        if not self.authorizer.allowed(wanted):
+            where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+            group = f' in API group "{wanted.group}"'
+            raise AdmissionError(
+                status=403,
+                reason="Forbidden",
+                message=f'{resource} is forbidden: User "{user}" cannot {verb} resource '
+                f'"{resource}"{group}{where}',
+            )
+        # OwnerReferencesPermissionEnforcement: blocking an owner's deletion needs
+        # `update` on the owner's finalizers subresource.
+        if request.action in (kmock_enums.action.CREATE, kmock_enums.action.UPDATE):
+            body = request.data if isinstance(request.data, dict) else {}
+            for ref in (body.get("metadata") or {}).get("ownerReferences") or ():
+                if not ref.get("blockOwnerDeletion"):
+                    continue
+                owner = self._resource_of(ref.get("apiVersion", ""), ref.get("kind", ""))
+                if owner is None:
+                    continue
+                group, plural = owner
+                needed = api_rules.Attributes(
+                    user, "update", group, f"{plural}/finalizers", namespace, ref.get("name")
+                )
+                if not self.authorizer.allowed(needed):
+                    raise AdmissionError(
+                        status=422,
+                        reason="Invalid",
+                        message="metadata.ownerReferences: cannot set blockOwnerDeletion if an "
+                        "ownerReference refers to a resource you can't set finalizers on: "
+                        f'User "{user}" cannot update resource "{plural}/finalizers"',
+                    )
+
+    def _resource_of(self, api_version: str, kind: str) -> tuple[str, str] | None:
+        group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+        for res, known in self._kinds.items():
+            parts = res.split("/")
+            res_group = "/".join(parts[:-2]) if len(parts) > 2 else ""
+            if known == kind and res_group == group:
+                return group, parts[-1]
+        return None
+
+    def _check_namespace(self, res: str, namespace: str | None) -> None:
+        if namespace is None or res == "v1/namespaces":
+            return
+        ns = self.get("v1/namespaces", None, namespace)
+        if ns is None:
+            raise AdmissionError(
+                status=404, reason="NotFound", message=f'namespaces "{namespace}" not found'
+            )
+        if ns["metadata"].get("deletionTimestamp"):
+            raise AdmissionError(
+                status=403,
+                reason="Forbidden",
+                message=f"unable to create new content in namespace {namespace} because it "
+                "is being terminated",
+            )
+
     def _admit(self, request: kmock.Request) -> kmock.Request:
         res = self._key(request.resource)
         info = self.resources[res] if res in self._kinds else None
         namespace = request.namespace if (info is None or info.namespaced) else None
         if request.action == kmock_enums.action.CREATE:
+            self._check_namespace(res, namespace)
             obj = self._filled(_secret_data(res, request.data or {}), namespace)
-            obj = self._validate(res, obj, None)
+            obj = self._validate(res, self._allocated(res, obj), None)
             return attrs.evolve(request, data=obj)
+        if request.action == kmock_enums.action.DELETE and res == "v1/namespaces":
+            ns = self.get(res, None, request.name or "")
+            if ns is not None and "kubernetes" not in (ns["metadata"].get("finalizers") or ()):
+                # Made by a plain POST: the namespace controller's finalizer, as on create.
+                self.objects[res, None, request.name] = _namespace_finalized(ns)
+            return request
         if request.action != kmock_enums.action.UPDATE or request.name is None:
             return request
         current = self.get(res, namespace, request.name)
@@ -285,12 +425,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         content_type = request.headers.get("Content-Type", "")
         if current is None:
             if content_type.startswith(APPLY_PATCH):
+                self._check_namespace(res, namespace)
                 body.setdefault("metadata", {})["name"] = request.name
-                obj = self._validate(res, self._filled(body, namespace), None)
+                obj = self._validate(res, self._allocated(res, self._filled(body, namespace)), None)
                 return attrs.evolve(request, action=kmock_enums.action.CREATE, data=obj)
             return request  # the emulator answers 404
         if isinstance(body, list):
             return request  # JSON patch: left to the emulator as is
+        wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv is not None and str(wanted_rv) != current["metadata"]["resourceVersion"]:
+            raise AdmissionError(
+                status=409,
+                reason="Conflict",
+                message=f"Operation cannot be fulfilled on {res.rsplit('/', 1)[-1]} "
+                f'"{request.name}": the object has been modified; please apply your changes '
+                "to the latest version and try again",
+            )
         if request.subresource == "status":
             body = {"status": body.get("status")}
         elif request.subresource == "scale":
@@ -307,9 +457,33 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 body["spec"] = merged["spec"]  # with the defaults applied
         return attrs.evolve(request, data=body)
 
+    def _allocated(self, res: str, obj: Obj) -> Obj:
+        """apiVersion and kind from the URL, as the server decodes a body; a Service of
+        type ClusterIP gets its address on creation, as from the allocator."""
+        group_version = res.rsplit("/", 1)[0]
+        obj.setdefault("apiVersion", group_version)
+        if res in self._kinds:
+            obj.setdefault("kind", self._kinds[res])
+        spec = obj.get("spec")
+        if (
+            res == "v1/services"
+            and isinstance(spec, dict)
+            and not spec.get("clusterIP")
+            and spec.get("type", "ClusterIP") in ("ClusterIP", "NodePort", "LoadBalancer")
+        ):
+            ip = next(self._cluster_ips)
+            spec["clusterIP"] = f"10.96.{ip // 250}.{ip % 250 + 1}"
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        return obj
+
     def _validate(self, res: str, obj: Obj, old: Obj | None) -> Obj:
         schema = self._schemas.get(res)
         if schema is None:
+            kind = self._kinds.get(res, "")
+            errors = api_rules.immutable_errors(kind, old, obj) if old is not None else []
+            errors += api_rules.schema_errors(obj)
+            if errors:
+                raise AdmissionError(status=422, reason="Invalid", message="; ".join(errors))
             return obj
         obj = crd_tools.apply_defaults(schema, obj)
         errors = crd_tools.schema_errors(schema, obj)
@@ -338,6 +512,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Run the garbage collector and the StatefulSet controller to a fixpoint."""
         for _ in range(10):
             changed = await self._collect_garbage()
+            changed |= await self._sync_namespaces()
             changed |= await self._sync_statefulsets()
             if not changed:
                 return
@@ -351,6 +526,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 (resource, raw)
                 for resource, raw in objects
                 if raw["metadata"].get("ownerReferences")
+                and not raw["metadata"].get("deletionTimestamp")
                 and not any(o.get("uid") in uids for o in raw["metadata"]["ownerReferences"])
             ]
             if not orphans:
@@ -361,6 +537,45 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 if self._key(resource) == "v1/pods" and self.kubelet is not None:
                     self.kubelet.pod_deleted(raw, int(meta["name"].rsplit("-", 1)[1]))
             changed = True
+
+    async def _sync_namespaces(self) -> bool:
+        """The namespace controller: a terminating namespace's objects are deleted
+        (finalizers still hold each one); the namespace goes when it is empty."""
+        changed = False
+        for _, ns in self.live("v1/namespaces"):
+            if not ns["metadata"].get("deletionTimestamp"):
+                continue
+            name = ns["metadata"]["name"]
+            left = [
+                (resource, raw)
+                for resource, raw in self.live()
+                if raw["metadata"].get("namespace") == name
+                and self._key(resource) != "v1/namespaces"
+            ]
+            for resource, raw in left:
+                if raw["metadata"].get("deletionTimestamp"):
+                    continue
+                await self._remove(self._key(resource), name, raw["metadata"]["name"])
+                if self._key(resource) == "v1/pods" and self.kubelet is not None:
+                    self.kubelet.pod_deleted(raw, int(raw["metadata"]["name"].rsplit("-", 1)[1]))
+                changed = True
+            if not [r for r in self.live() if r[1]["metadata"].get("namespace") == name]:
+                finalized = copy.deepcopy(ns)
+                finalized["metadata"]["finalizers"] = []
+                finalized["status"] = {"phase": "Terminating"}
+                await self._store("v1/namespaces", finalized)
+                await self._remove("v1/namespaces", None, name)
+                changed = True
+        return changed
+
+    def terminating(self) -> list[str]:
+        """Every object held in deletion by a finalizer (kind/namespace/name)."""
+        return sorted(
+            f"{self._kinds.get(self._key(resource), self._key(resource))}/"
+            f"{raw['metadata'].get('namespace') or ''}/{raw['metadata']['name']}"
+            for resource, raw in self.live()
+            if raw["metadata"].get("deletionTimestamp")
+        )
 
     async def _sync_statefulsets(self) -> bool:
         changed = False
@@ -478,6 +693,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 updated["status"] = status
                 updated["metadata"]["resourceVersion"] = str(next(self._rv))
                 await self._store("v1/pods", updated)
+
+
+def _namespace(name: str) -> Obj:
+    return _namespace_finalized(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+
+
+def _namespace_finalized(ns: Obj) -> Obj:
+    """The namespace controller's finalizer. A real server keeps it in spec.finalizers;
+    KMock's delete looks at metadata.finalizers, so it is there too."""
+    ns = copy.deepcopy(ns)
+    ns["metadata"]["finalizers"] = ["kubernetes"]
+    ns["spec"] = {"finalizers": ["kubernetes"]}
+    ns["status"] = {"phase": "Active"}
+    return ns
 
 
 def _secret_data(res: str, obj: Any) -> Any:

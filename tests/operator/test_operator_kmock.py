@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import api_rules
 import kmock
 import kopf
 import pytest
@@ -103,6 +104,9 @@ async def env() -> AsyncIterator[Env]:
         emulator.add_namespace(NS)
         emulator.install_crd(crd.build_crd())
         emulator.declare_prometheus_operator()
+        # The operator gets exactly the RBAC the chart renders for this namespace.
+        rbac, user = api_rules.chart_rbac({"operator": {"watchNamespaces": [NS]}})
+        emulator.authorize(rbac, {api_rules.OPERATOR_TOKEN: user})
         offset = [datetime.timedelta(0)]
         kubelet = WorldKubelet(
             world,
@@ -120,7 +124,7 @@ async def env() -> AsyncIterator[Env]:
             admin_timeout=1.0,
             error_backoff=0.2,
             tune=fast_kopf,
-            login=lambda: kopf.ConnectionInfo(server=url),
+            login=lambda: kopf.ConnectionInfo(server=url, token=api_rules.OPERATOR_TOKEN),
         )
         registry = kopf.OperatorRegistry()
         runtime = register(registry, config)
@@ -158,6 +162,8 @@ async def env() -> AsyncIterator[Env]:
                 stop_clock.set()
                 await clock
                 await kubelet.stop()
+        # A real API server would have refused none of the operator's requests.
+        assert [r for r in emulator.refusals if r.startswith("token")] == []
 
 
 def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
