@@ -132,7 +132,7 @@ async def test_commit_notices_ride_on_the_next_append_or_leave_on_their_own(clus
     await wait_for(lambda: leader_of(cluster) is not None)
     leader = leader_of(cluster)
     await wait_for(lambda: leader._pending_commands == 0)
-    stats = leader._outbox.stats
+    stats = leader.driver.notices
     # Back-to-back orders: each order's append carries the previous order's commit.
     for i in range(30):
         await leader.submit([order(i)])
@@ -329,13 +329,14 @@ async def test_a_waiter_whose_index_is_reused_is_answered_not_forgotten(cluster)
     stale = loop.create_future()
     stale_conf = loop.create_future()
     nxt = leader.core.log.last_index() + 1
-    from exchange_node.server.shell import _Waiter
+    from exchange_node.server.shell import _Proposal
 
-    # As if an older term's request and admin call had waited at the next index.
+    # As if an older term's request, then an admin call, had waited at the next index
+    # (the admin call replaces the request there; the new order replaces the call).
     now = loop.time()
-    leader._waiters[nxt] = _Waiter(leader.term - 1, stale, now + 60, now, 1)
+    leader.driver._wait(nxt, leader.term - 1, _Proposal([order(0)], stale, now + 60, now), now + 60)
     leader._pending_commands += 1
-    leader._pending_conf[nxt] = (leader.term - 1, stale_conf)
+    leader.driver._wait(nxt, leader.term - 1, stale_conf, now + 60)
     result = await leader.submit([order(2)])
     assert result[0].command.client_order_id == "o2"
     with pytest.raises(Unavailable):

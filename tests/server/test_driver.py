@@ -113,7 +113,7 @@ class Cluster:
 def test_a_leader_sends_its_appends_before_its_own_write_is_durable():
     c = Cluster(3)
     leader = c.elect(1)
-    assert leader.propose(["t"], [b"x"], NEVER)
+    assert leader.propose(["t"], [b"x"], [NEVER])
     batch = leader.ready(0.0)
     assert batch is not None and batch.write is not None and batch.write.entries
     apps = [m for m in batch.send_now if m.type is MessageType.APP and m.entries]
@@ -124,7 +124,7 @@ def test_a_leader_sends_its_appends_before_its_own_write_is_durable():
 def test_a_follower_acknowledges_only_after_its_write_is_durable():
     c = Cluster(3)
     leader = c.elect(1)
-    leader.propose(["t"], [b"x"], NEVER)
+    leader.propose(["t"], [b"x"], [NEVER])
     c.drain(1)
     app = next(m for m in c.net if m.to == 2 and m.entries)
     follower = c.drivers[2]
@@ -154,14 +154,14 @@ def test_votes_and_anything_after_a_term_change_wait_for_the_write():
 def test_no_input_reaches_the_core_while_a_write_is_in_flight():
     c = Cluster(3)
     leader = c.elect(1)
-    leader.propose(["t"], [b"x"], NEVER)
+    leader.propose(["t"], [b"x"], [NEVER])
     batch = leader.ready(0.0)
     assert batch is not None and leader.busy
     ack = Message(MessageType.APP_RESP, 1, 2, leader.term, index=5)
     for call in (
         lambda: leader.step(ack),
         leader.tick,
-        lambda: leader.propose(["u"], [b"y"], NEVER),
+        lambda: leader.propose(["u"], [b"y"], [NEVER]),
         lambda: leader.read(["r"], NEVER),
         lambda: leader.ready(0.0),
     ):
@@ -172,7 +172,7 @@ def test_no_input_reaches_the_core_while_a_write_is_in_flight():
 def test_a_single_voter_applies_an_entry_only_after_the_write_that_holds_it():
     c = Cluster(1)
     driver = c.elect(1)
-    driver.propose(["t"], [b"x"], NEVER)
+    driver.propose(["t"], [b"x"], [NEVER])
     batch = driver.ready(0.0)
     assert batch is not None and batch.write is not None
     index = batch.write.entries[0].index
@@ -185,7 +185,7 @@ def test_a_single_voter_applies_an_entry_only_after_the_write_that_holds_it():
 def test_a_leader_applies_entries_durable_before_this_ready_while_it_writes():
     c = Cluster(3)
     leader = c.elect(1)
-    leader.propose(["a"], [b"a"], NEVER)
+    leader.propose(["a"], [b"a"], [NEVER])
     c.drain(1)
     a_index = leader.core.status().last_index
     # The followers' acks commit "a"; in the same Ready the leader writes "b".
@@ -197,7 +197,7 @@ def test_a_leader_applies_entries_durable_before_this_ready_while_it_writes():
     for m in [m for m in c.net if m.to == 1]:
         leader.step(m)
     c.net = [m for m in c.net if m.to != 1]
-    leader.propose(["b"], [b"b"], NEVER)
+    leader.propose(["b"], [b"b"], [NEVER])
     batch = leader.ready(0.0)
     assert batch is not None and batch.write is not None
     assert [e.index for e in batch.apply_now] == [a_index]
@@ -210,7 +210,7 @@ def test_a_commit_only_hard_state_is_deferred_then_rides_along_or_is_flushed():
     c = Cluster(3)
     leader = c.elect(2)
     follower = c.drivers[1]
-    leader.propose(["t"], [b"x"], NEVER)
+    leader.propose(["t"], [b"x"], [NEVER])
     c.deliver_all()
     # The follower learnt the new commit index from an empty append or heartbeat:
     # no write for it alone, but flush_deferred hands it out.
@@ -225,12 +225,12 @@ def test_commit_notices_are_held_and_merged_into_the_next_append():
     leader = c.elect(1)
     c.net += leader.release_notices(5.0)  # the election's own commit notices
     c.deliver_all(5.0)
-    leader.propose(["a"], [b"a"], NEVER)
+    leader.propose(["a"], [b"a"], [NEVER])
     c.drain(1, now=10.0)
     c.deliver_all(now=10.0)  # acks come back; the commit notice is held
     assert leader.notices.release_at == 15.0
     assert leader.release_notices(14.0) == []
-    leader.propose(["b"], [b"b"], NEVER)
+    leader.propose(["b"], [b"b"], [NEVER])
     c.drain(1, now=11.0)  # the next append carries the commit; the held one is merged
     assert leader.notices.merged >= 1
     assert all(m.entries for m in c.net if m.type is MessageType.APP)
@@ -241,7 +241,7 @@ def test_held_commit_notices_leave_when_their_time_is_up():
     leader = c.elect(1)
     c.net += leader.release_notices(5.0)
     c.deliver_all(5.0)
-    leader.propose(["a"], [b"a"], NEVER)
+    leader.propose(["a"], [b"a"], [NEVER])
     c.drain(1, now=10.0)
     c.deliver_all(now=10.0)
     released = leader.release_notices(15.0)
@@ -311,11 +311,11 @@ def test_a_read_waits_until_applied_reaches_its_read_index():
 def test_a_request_fails_when_another_term_commits_at_its_index():
     c = Cluster(3)
     old = c.elect(1)
-    old.propose(["lost"], [b"x"], NEVER)
+    old.propose(["lost"], [b"x"], [NEVER])
     c.drain(1)
     c.net.clear()  # the entry never leaves node 1
     new = c.elect(2)
-    new.propose(["won"], [b"y"], NEVER)
+    new.propose(["won"], [b"y"], [NEVER])
     for _ in range(3):  # heartbeats let the new leader's probes through
         new.tick()
         c.drain(2)
@@ -328,10 +328,10 @@ def test_proposals_on_a_follower_fail_not_leader_and_deadlines_expire():
     c = Cluster(3)
     c.elect(1)
     follower = c.drivers[2]
-    assert not follower.propose(["f"], [b"f"], NEVER)
+    assert not follower.propose(["f"], [b"f"], [NEVER])
     assert c.replies[2].failed_ == [("f", Failure.NOT_LEADER)]
     leader = c.drivers[1]
-    leader.propose(["slow"], [b"s"], 5.0)
+    leader.propose(["slow"], [b"s"], [5.0])
     leader.expire(4.0)
     assert c.replies[1].failed_ == []
     leader.expire(5.0)

@@ -116,7 +116,7 @@ class Script:
     def propose(self, node_id: int, data: bytes) -> None:
         self.sim.checker.on_propose(data)
         node = self.node(node_id)
-        self.sim._input(node, lambda: node.driver.propose([data], [data], float("inf")))
+        self.sim._input(node, lambda: node.driver.propose([data], [data], [float("inf")]))
         self._collect()
 
     def crash(self, node_id: int) -> None:

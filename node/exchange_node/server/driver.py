@@ -198,13 +198,13 @@ class CommitNoticeHold:
     ``release`` (None: nothing held).
     """
 
-    __slots__ = ("_held", "hold", "merged", "release_at", "released", "seen")
+    __slots__ = ("_held", "held", "hold", "merged", "release_at", "released")
 
     def __init__(self, hold: float) -> None:
         self.hold = hold
         self._held: dict[int, Message] = {}
         self.release_at: float | None = None
-        self.seen = 0
+        self.held = 0
         """Commit-only appends held back."""
         self.merged = 0
         """Held appends dropped because a later append carried the commit."""
@@ -224,7 +224,7 @@ class CommitNoticeHold:
                     if msg.to in held:
                         self.merged += 1
                     held[msg.to] = msg
-                    self.seen += 1
+                    self.held += 1
                     continue
                 if held.pop(msg.to, None) is not None:
                     self.merged += 1
@@ -305,8 +305,11 @@ class Driver(Generic[T, R]):
         assert self._batch is None, "a peer message stepped before the local write is durable"
         self.core.step(message)
 
-    def propose(self, tokens: Sequence[T], datas: Sequence[bytes], deadline: float) -> bool:
-        """Propose ``datas`` (one entry each); ``tokens[i]`` waits on entry i.
+    def propose(
+        self, tokens: Sequence[T], datas: Sequence[bytes], deadlines: Sequence[float]
+    ) -> bool:
+        """Propose ``datas`` (one entry each); ``tokens[i]`` waits on entry i until
+        ``deadlines[i]``.
 
         False (and each token failed) when this node cannot propose now.
         """
@@ -323,7 +326,7 @@ class Driver(Generic[T, R]):
             self._fail_all_of(tokens, Failure.DROPPED, str(exc))
             return False
         for offset, token in enumerate(tokens):
-            self._wait(first + offset, term, token, deadline)
+            self._wait(first + offset, term, token, deadlines[offset])
         return True
 
     def propose_conf_change(self, token: T, change: ConfChange, deadline: float) -> bool:
@@ -371,12 +374,14 @@ class Driver(Generic[T, R]):
                     waiter.token, Failure.TIMEOUT, "not applied in time; outcome unknown"
                 )
         for ctx in [c for c, r in self._reads.items() if r.deadline <= now]:
-            self._fail_all_of(self._reads.pop(ctx).tokens, Failure.TIMEOUT, "read timed out")
+            self._fail_all_of(
+                self._reads.pop(ctx).tokens, Failure.TIMEOUT, "read barrier timed out"
+            )
         if self._ready_reads:
             keep = []
             for req in self._ready_reads:
                 if req.deadline <= now:
-                    self._fail_all_of(req.tokens, Failure.TIMEOUT, "read timed out")
+                    self._fail_all_of(req.tokens, Failure.TIMEOUT, "read barrier timed out")
                 else:
                     keep.append(req)
             self._ready_reads = keep

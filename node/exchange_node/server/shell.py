@@ -1,17 +1,20 @@
-"""The node's I/O shell: one asyncio loop that drives the consensus core.
+"""The node's I/O shell: one asyncio loop around the Ready driver.
 
-Everything that touches the core runs in one driver task, so the core (a
-plain synchronous state machine) never sees two callers at once::
+The ordering policy (what is persisted, what may leave before the local fsync,
+when entries are applied, how requests and reads are answered) lives in the
+sans-I/O ``server.driver.Driver``, which the simulator drives too. This shell
+gives it a disk thread, gRPC, a clock and the engine, in one task, so the core
+never sees two callers at once::
 
     inputs (ticks, peer messages, client proposals, reads, admin ops)
-        -> core.tick / step / propose_many / read_index / ...
-    while core.has_ready():
-        rd = core.ready()
-        persist rd (storage.save in the disk thread: one fsync)   # before any ack
-        send rd.messages                                         # leader: during the fsync
-        restore a received snapshot, apply rd.committed_entries in order
-        resolve waiting requests, publish results, serve read states
-        core.advance(rd)
+        -> driver.tick / step / propose / read / ...
+    while (batch := driver.ready(now)):
+        send batch.send_now                       # a leader's appends: during the fsync
+        storage.save(batch.write) in the disk thread (one fsync)
+        driver.apply_now(batch)                   # entries durable before this Ready
+        await the fsync
+        send driver.persisted(batch)              # votes, acks: only now
+        driver.finish(batch)                      # snapshot, apply, answer, serve reads
 
 While a Ready's fsync runs in the dedicated disk thread the loop keeps
 accepting requests; they are proposed together in the next Ready, so one
@@ -29,8 +32,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import heapq
-import itertools
 import logging
 import os
 import pathlib
@@ -57,15 +58,13 @@ from exchange_node.raft.types import (
     EntryType,
     Message,
     MessageType,
-    NotLeaderError,
-    ProposalDroppedError,
-    Ready,
     Role,
     Snapshot,
     SnapshotMeta,
 )
 from exchange_node.server import logs, tracing
 from exchange_node.server.config import NodeConfig
+from exchange_node.server.driver import Batch, Driver, Failure
 from exchange_node.server.envelope import (
     KIND_ENGINE_BATCH,
     EnvelopeError,
@@ -78,7 +77,6 @@ from exchange_node.server.envelope import (
 from exchange_node.server.fairqueue import FairQueue
 from exchange_node.server.identity import resolve_node_id
 from exchange_node.server.metrics import NodeMetrics
-from exchange_node.server.outbox import Outbox
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -124,6 +122,8 @@ clients' queues take turns (server/fairqueue.py), so a backlog is shared fairly.
 
 @dataclass(slots=True)
 class _Proposal:
+    """A client request: queued (fairly, per client), then waiting on its log entry."""
+
     commands: Sequence[Any]
     future: asyncio.Future[list[Any]]
     deadline: float
@@ -131,21 +131,8 @@ class _Proposal:
     span: Any = None
 
 
-@dataclass(slots=True)
-class _Waiter:
-    term: int
-    future: asyncio.Future[Any]
-    deadline: float
-    started: float
-    commands: int
-    span: Any = None
-
-
-@dataclass(slots=True)
-class _ReadRequest:
-    futures: list[asyncio.Future[None]]
-    deadline: float
-    index: int = -1
+_Token = _Proposal | asyncio.Future[None]
+"""What waits in the driver: a proposal, or an admin change's or a read's future."""
 
 
 class Node:
@@ -175,13 +162,7 @@ class Node:
         self._proposals: FairQueue = FairQueue()
         """Waiting proposals, one FIFO per client, taken by deficit round robin."""
         self._pending_commands = 0
-        self._waiters: dict[int, _Waiter] = {}
-        self._deadlines: list[tuple[float, int, int, _Waiter]] = []
-        """A heap of (deadline, seq, index, waiter); entries of answered waiters go stale."""
-        self._deadline_seq = itertools.count()
         self._read_batch: list[asyncio.Future[None]] = []
-        self._reads: dict[bytes, _ReadRequest] = {}
-        self._ready_reads: list[_ReadRequest] = []
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks = 0
         self._publisher = Publisher()
@@ -197,9 +178,7 @@ class Node:
         self._snapshot_term = 0
         self._snapshot_saving: tuple[int, int, asyncio.Future[None]] | None = None
         """(index, term, save) of the newest snapshot this process took."""
-        self._persisted_term_vote = (0, NONE)
-        self._deferred_hard_state: Any = None
-        self._outbox = Outbox(self._send_to_peers, config.commit_hold_ms / 1000.0)
+        self._release_timer: asyncio.TimerHandle | None = None
         self._hash_ring: dict[int, bytes] = {}
         self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
         self.diverged = False
@@ -227,14 +206,12 @@ class Node:
         self._rejects_seen: dict[Any, int] = {}
         self._last_apply_time = 0.0
         self._last_heard: dict[int, float] = {}
-        self._driver: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stopped = asyncio.Event()
         self._started_at = time.monotonic()
         self._last_loop_beat = time.monotonic()
-        self._pending_conf: dict[int, tuple[int, asyncio.Future[None]]] = {}
-        """Configuration changes this leader proposed: index -> (term, answer)."""
         self._symbols_checked_term = -1
         self._read_seq = 0
         # Read contexts carry a per-process nonce: a late answer to a read from a
@@ -242,6 +219,8 @@ class Node:
         self._read_nonce = os.urandom(6).hex()
         self.storage: Any = None
         self.core: Any = None
+        self.driver: Driver[_Token, list[Any]] = None  # type: ignore[assignment]
+        """The Ready policy around ``core`` (built by ``open``)."""
         self.engine: Any = None
         self.transport: Any = None
 
@@ -319,7 +298,17 @@ class Node:
             entries=recovered.entries,
             bootstrap=bootstrap,
         )
-        self._persisted_term_vote = (recovered.hard_state.term, recovered.hard_state.vote)
+        hs = recovered.hard_state
+        self.driver = Driver(
+            self.core,
+            _Machine(self),
+            _Replies(self),
+            node_id=self.node_id,
+            read_nonce=self._read_nonce,
+            hold=cfg.commit_hold_ms / 1000.0,
+            persisted_term_vote=(hs.term, hs.vote),
+            applied_index=self.applied_index,
+        )
         self.term = recovered.hard_state.term
         self.conf_state = self.core.conf_state
         self.commit_index = self.core.commit_index
@@ -361,7 +350,7 @@ class Node:
         )
         await self.transport.start()
         self._set_transport_peers()
-        self._driver = asyncio.create_task(self._drive(), name="raft-driver")
+        self._loop_task = asyncio.create_task(self._drive(), name="raft-driver")
         self._timers = [
             asyncio.create_task(self._tick_timer(), name="raft-tick"),
             asyncio.create_task(self._digest_timer(), name="digest"),
@@ -390,16 +379,19 @@ class Node:
                 log.warning("leadership transfer on shutdown failed: %s", exc)
         self._stopping = True
         # Let waiting requests whose entries are in flight finish (or fail) within the grace.
-        while self._waiters and time.monotonic() < deadline - 0.2:
+        while self.driver.waiting and time.monotonic() < deadline - 0.2:
             await asyncio.sleep(0.02)
         for timer in self._timers:
             timer.cancel()
-        self._outbox.discard()
+        self.driver.notices.discard()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
         self._wakeup.set()
-        if self._driver is not None:
-            self._driver.cancel()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._driver
+                await self._loop_task
         self._fail_everything(Unavailable("node is shutting down"))
         self._publisher.close_all()
         if self.transport is not None:
@@ -501,8 +493,27 @@ class Node:
         ids.discard(self.node_id)
         self._peer_ids = frozenset(ids)
 
-    def _send_to_peers(self, messages: Sequence[Message]) -> None:
+    def _send(self, messages: list[Message]) -> None:
         self.transport.send(messages)
+        if self.driver.notices.release_at is not None and self._release_timer is None:
+            self._arm_release()
+
+    def _arm_release(self) -> None:
+        release_at = self.driver.notices.release_at
+        if release_at is None:
+            return
+        loop = self._loop
+        assert loop is not None
+        delay = max(0.0, release_at - time.monotonic())
+        self._release_timer = loop.call_later(delay, self._release_notices)
+
+    def _release_notices(self) -> None:
+        """Held commit notices leave when their time is up (not a core input)."""
+        self._release_timer = None
+        held = self.driver.release_notices(time.monotonic())
+        if held:
+            self.transport.send(held)
+        self._arm_release()
 
     def _on_snapshot_status(self, peer: int, ok: bool) -> None:
         self._ops.append(lambda: self.core.report_snapshot(peer, ok))
@@ -537,15 +548,14 @@ class Node:
     # ------------------------------------------------------------------ the driver
 
     async def _drive(self) -> None:
+        driver = self.driver
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 self._feed_core()
-                while self.core.has_ready():
-                    rd = self.core.ready()
-                    await self._handle_ready(rd)
-                    self.core.advance(rd)
+                while (batch := driver.ready(time.monotonic())) is not None:
+                    await self._run_batch(batch)
                     self._after_advance()
                     # Everything that arrived during the fsync goes into the next Ready.
                     self._feed_core()
@@ -556,18 +566,18 @@ class Node:
                 os._exit(70)
 
     def _feed_core(self) -> None:
-        core = self.core
+        driver = self.driver
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
-            core.tick()
+            driver.tick()
         if ticks:
-            self._expire(time.monotonic())
+            driver.expire(time.monotonic())
             self._flush_deferred_hard_state()
         if self._inbox:
             inbox, self._inbox = self._inbox, []
             for message in inbox:
                 try:
-                    core.step(message)
+                    driver.step(message)
                 except Exception as exc:
                     log.warning("dropped a peer message: %s", exc, extra={"type": message.type})
         while self._ops:
@@ -583,12 +593,11 @@ class Node:
 
     def _flush_deferred_hard_state(self) -> None:
         """Persist a commit-only hard state nothing else carried (idle cluster)."""
-        hs = self._deferred_hard_state
-        if hs is None:
+        write = self.driver.flush_deferred()
+        if write is None:
             return
-        self._deferred_hard_state = None
         future = self._loop.run_in_executor(  # type: ignore[union-attr]
-            self._disk, _save, self.storage, [], hs, None
+            self._disk, _save, self.storage, [], write.hard_state, None
         )
         future.add_done_callback(_log_failure)
 
@@ -607,39 +616,9 @@ class Node:
         for p in batch:
             trace = tracing.carrier_from_span(p.span) if p.span is not None else b""
             datas.append(wrap_entry(encode_batch(now_ns, p.commands), trace))
-        try:
-            term, first = self.core.propose_many(datas)
-        except NotLeaderError:
-            for p in batch:
-                self._finish_proposal_early(p, self._not_leader_error(), "not_leader")
-            return
-        except ProposalDroppedError as exc:
-            for p in batch:
-                self._finish_proposal_early(p, Unavailable(str(exc)), "dropped")
-            return
-        waiters = self._waiters
-        for offset, p in enumerate(batch):
-            index = first + offset
-            replaced = waiters.pop(index, None)
-            if replaced is not None:
-                # A request from an older term waited on this index; our log now holds
-                # another entry there, so that request's entry can never commit.
-                self._drop_waiter(replaced, Unavailable("its log entry was replaced; retry"))
-            waiter = _Waiter(term, p.future, p.deadline, p.started, len(p.commands), p.span)
-            waiters[index] = waiter
-            heapq.heappush(self._deadlines, (p.deadline, next(self._deadline_seq), index, waiter))
+        self.driver.propose(batch, datas, [p.deadline for p in batch])
         if len(self._proposals):
             self._wakeup.set()
-
-    def _drop_waiter(self, waiter: _Waiter, error: Exception, outcome: str = "dropped") -> None:
-        self._pending_commands -= waiter.commands
-        if outcome == "dropped":
-            self.metrics.proposals.labels(outcome="dropped").inc()
-        if waiter.span is not None:
-            waiter.span.set_attribute("exchange.outcome", outcome)
-            waiter.span.end()
-        if not waiter.future.done():
-            waiter.future.set_exception(error)
 
     def _finish_proposal_early(self, p: _Proposal, error: Exception, outcome: str) -> None:
         self._pending_commands -= len(p.commands)
@@ -652,23 +631,14 @@ class Node:
 
     def _start_read(self) -> None:
         futures, self._read_batch = self._read_batch, []
-        self._read_seq += 1
-        ctx = f"{self.node_id}:{self._read_nonce}:{self._read_seq}".encode()
-        try:
-            self.core.read_index(ctx)
-        except (NotLeaderError, ProposalDroppedError):
-            error = self._not_leader_error()
-            for f in futures:
-                if not f.done():
-                    f.set_exception(error if self.leader == NONE else Unavailable("read failed"))
-            return
-        self._reads[ctx] = _ReadRequest(
-            futures, time.monotonic() + self.config.request_timeout_ms / 1000.0
-        )
+        self.driver.read(futures, time.monotonic() + self.config.request_timeout_ms / 1000.0)
 
-    async def _handle_ready(self, rd: Ready) -> None:
+    async def _run_batch(self, batch: Batch) -> None:
+        """One Ready, in the order the driver planned (see server/driver.py)."""
+        rd = batch.ready
+        driver = self.driver
         if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role, batch.lost_leadership)
         if rd.entries and _CONF_CHANGE in map(_entry_type, rd.entries):
             for entry in rd.entries:
                 self._note_pending_member(entry)
@@ -680,79 +650,21 @@ class Node:
                 logs.CONTEXT.term = hs.term
                 self.metrics.term.set(hs.term)
             self.commit_index = hs.commit
-        # A change of the commit index alone need not be durable before anything
-        # (commit is re-learnt from the leader after a restart), so it does not wait
-        # for an fsync: it rides along with the next save, or is flushed on a tick.
-        if (
-            hs is not None
-            and not rd.entries
-            and rd.snapshot is None
-            and (hs.term, hs.vote) == self._persisted_term_vote
-        ):
-            self._deferred_hard_state = hs
-            hs = None
-        elif hs is None and rd.entries and rd.snapshot is None:
-            hs = self._deferred_hard_state
-        must_persist = bool(rd.entries or hs is not None or rd.snapshot is not None)
-        # A leader may send its appends while its own fsync runs (Raft thesis 10.2.1).
-        # The core counts the leader's own entries as soon as they are appended, so
-        # this is safe only because _drive steps no peer message while a save is in
-        # flight: a follower's ack for these entries is counted after our own fsync.
-        # Anything that depends on a new term or vote waits for the disk.
-        # A Ready without new entries (a commit advance: the messages only carry the
-        # new commit index) sends after applying, so the clients it answers do not
-        # wait behind the encoding and writing of those messages.
-        send_early = bool(
-            self.role == Role.LEADER
-            and rd.messages
-            and rd.entries
-            and (hs is None or (hs.term, hs.vote) == self._persisted_term_vote)
-        )
-        if send_early:
-            self._outbox.send(rd.messages, self.core.is_replicating)
-        # A leader applies the committed entries that are already durable here
-        # while its disk thread fsyncs this Ready's new entries: the answers to
-        # clients do not wait for an unrelated fsync. Entries this very Ready
-        # persists wait for the fsync (with one voter an entry commits in the
-        # Ready that first writes it). A follower persists first and acknowledges
-        # at once (the leader is waiting), then applies.
-        early: list[Entry] = []
-        if self.role == Role.LEADER and rd.snapshot is None and rd.committed_entries:
-            first_new = rd.entries[0].index if rd.entries else None
-            early = [e for e in rd.committed_entries if first_new is None or e.index < first_new]
-        later = rd.committed_entries[len(early) :]
-        if must_persist:
-            if hs is not None:
-                self._deferred_hard_state = None
+        if batch.send_now:
+            self._send(batch.send_now)
+        write = batch.write
+        if write is not None:
             saving = self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._disk,
-                _save,
-                self.storage,
-                rd.entries,
-                hs,
-                rd.snapshot,
+                self._disk, _save, self.storage, write.entries, write.hard_state, write.snapshot
             )
-            if early:
-                self._apply(early)
+            driver.apply_now(batch)
             await saving
-            if hs is not None:
-                self._persisted_term_vote = (hs.term, hs.vote)
-        elif early:
-            self._apply(early)
-        if rd.messages and not send_early:
-            self._outbox.send(rd.messages, self.core.is_replicating)
-        if rd.snapshot is not None:
-            self._install_snapshot(rd.snapshot)
-        if later:
-            self._apply(later)
-        if rd.read_states:
-            for rs in rd.read_states:
-                req = self._reads.pop(rs.request_ctx, None)
-                if req is not None:
-                    req.index = rs.index
-                    self._ready_reads.append(req)
-        if self._ready_reads:
-            self._serve_reads()
+        else:
+            driver.apply_now(batch)
+        after = driver.persisted(batch, time.monotonic())
+        if after:
+            self._send(after)
+        driver.finish(batch)
 
     def _after_advance(self) -> None:
         self.metrics.commit_index.set(self.commit_index)
@@ -763,32 +675,19 @@ class Node:
         if self.role == Role.LEADER:
             self._maybe_list_configured_symbols()
 
-    def _serve_reads(self) -> None:
-        still: list[_ReadRequest] = []
-        for req in self._ready_reads:
-            if req.index <= self.applied_index:
-                for f in req.futures:
-                    if not f.done():
-                        f.set_result(None)
-            else:
-                still.append(req)
-        self._ready_reads = still
-
     # ------------------------------------------------------------------ role changes
 
-    def _on_soft_state(self, leader: int, role: Role) -> None:
+    def _on_soft_state(self, leader: int, role: Role, lost_leadership: bool) -> None:
         if leader != self.leader:
             self.metrics.leader_changes.inc()
             log.info("leader changed", extra={"leader": leader, "previous": self.leader})
-        was_leader = self.role == Role.LEADER
         self.leader = leader
         self.role = role
         name = self._role_name()
         logs.CONTEXT.role = name
         self.metrics.set_role(name)
-        if was_leader and role != Role.LEADER:
+        if lost_leadership:
             log.info("lost leadership")
-            self._outbox.discard()
             self.metrics.follower_lag.clear()
             error = self._not_leader_error()
             while self._proposals:
@@ -807,66 +706,107 @@ class Node:
 
     # ------------------------------------------------------------------ apply
 
-    def _apply(self, entries: list[Entry]) -> None:
-        engine = self.engine
-        waiters = self._waiters
-        now = time.monotonic()
-        for entry in entries:
-            index = entry.index
-            results: list[Any] | None = None
-            if entry.type == EntryType.CONF_CHANGE:
-                self._apply_conf_change(entry)
-            elif entry.data:
-                try:
-                    kind, trace, payload = unwrap_entry(entry.data)
-                except EnvelopeError as exc:
-                    log.error("unreadable log entry %d: %s", index, exc)
-                    kind, trace, payload = 0, b"", b""
-                if kind == KIND_ENGINE_BATCH:
-                    if trace and tracing.enabled():
-                        with tracing.tracer().start_as_current_span(
-                            "apply",
-                            context=tracing.context_from_bytes(trace),
-                            attributes={"exchange.log_index": index, "exchange.node": self.node_id},
-                        ):
-                            results = engine.apply_entry(index, payload)
-                    else:
+    def _apply_entry(self, entry: Entry) -> list[Any] | None:
+        """Apply one committed entry (the driver's state machine; see ``_Machine``)."""
+        index = entry.index
+        results: list[Any] | None = None
+        if entry.type == EntryType.CONF_CHANGE:
+            self._apply_conf_change(entry)
+        elif entry.data:
+            try:
+                kind, trace, payload = unwrap_entry(entry.data)
+            except EnvelopeError as exc:
+                log.error("unreadable log entry %d: %s", index, exc)
+                kind, trace, payload = 0, b"", b""
+            if kind == KIND_ENGINE_BATCH:
+                engine = self.engine
+                if trace and tracing.enabled():
+                    with tracing.tracer().start_as_current_span(
+                        "apply",
+                        context=tracing.context_from_bytes(trace),
+                        attributes={"exchange.log_index": index, "exchange.node": self.node_id},
+                    ):
                         results = engine.apply_entry(index, payload)
-                    self._count_results(results)
-                    self._publisher.publish(index, results)
-            self.applied_index = index
-            self._applied_term = entry.term
-            if self._pending_conf:
-                self._answer_conf_change(entry)
-            if index % self.config.snapshot_threshold == 0:
-                # Every replica snapshots at the same indexes, so the snapshot's hash
-                # doubles as a divergence checkpoint at no extra cost.
-                self._take_snapshot()
-            waiter = waiters.pop(index, None) if waiters else None
-            if waiter is not None:
-                self._resolve(waiter, index, entry.term, results, now)
+                else:
+                    results = engine.apply_entry(index, payload)
+                self._count_results(results)
+                self._publisher.publish(index, results)
+        self.applied_index = index
+        self._applied_term = entry.term
+        if index % self.config.snapshot_threshold == 0:
+            # Every replica snapshots at the same indexes, so the snapshot's hash
+            # doubles as a divergence checkpoint at no extra cost.
+            self._take_snapshot()
+        return results
 
-    def _resolve(
-        self, waiter: _Waiter, index: int, term: int, results: list[Any] | None, now: float
-    ) -> None:
-        self._pending_commands -= waiter.commands
-        if waiter.term == term and results is not None:
+    def _answer(self, token: _Token, index: int, results: list[Any] | None) -> None:
+        """A request's entry applied at the term it was proposed in."""
+        if not isinstance(token, _Proposal):
+            if not token.done():
+                token.set_result(None)
+            return
+        self._pending_commands -= len(token.commands)
+        if results is not None:
             self.metrics.proposals.labels(outcome="committed").inc()
-            self.metrics.commit_latency.observe(now - waiter.started)
-            if waiter.span is not None:
-                waiter.span.add_event("committed", {"exchange.log_index": index})
-                waiter.span.end()
-            if not waiter.future.done():
-                waiter.future.set_result(results)
+            self.metrics.commit_latency.observe(time.monotonic() - token.started)
+            if token.span is not None:
+                token.span.add_event("committed", {"exchange.log_index": index})
+                token.span.end()
+            if not token.future.done():
+                token.future.set_result(results)
         else:
-            self.metrics.proposals.labels(outcome="dropped").inc()
-            if waiter.span is not None:
-                waiter.span.set_attribute("exchange.outcome", "dropped")
-                waiter.span.end()
-            if not waiter.future.done():
-                waiter.future.set_exception(
-                    Unavailable("leadership changed before the order was committed; retry")
-                )
+            self._fail(token, Failure.LOST, "")
+
+    def _fail(self, token: _Token, failure: Failure, detail: str) -> None:
+        """A waiting request gets its error (see ``driver.Failure``)."""
+        if isinstance(token, _Proposal):
+            error, outcome = self._proposal_error(failure, detail)
+            if failure is Failure.NOT_LEADER:
+                self._finish_proposal_early(token, error, "not_leader")
+                return
+            self._pending_commands -= len(token.commands)
+            if outcome == "dropped":
+                self.metrics.proposals.labels(outcome="dropped").inc()
+            if token.span is not None:
+                token.span.set_attribute("exchange.outcome", outcome)
+                token.span.end()
+            if not token.future.done():
+                token.future.set_exception(error)
+        elif not token.done():
+            token.set_exception(self._other_error(failure, detail))
+
+    def _proposal_error(self, failure: Failure, detail: str) -> tuple[Exception, str]:
+        if failure is Failure.NOT_LEADER:
+            return self._not_leader_error(), "not_leader"
+        if failure is Failure.DROPPED:
+            return Unavailable(detail), "dropped"
+        if failure is Failure.REPLACED:
+            return Unavailable("its log entry was replaced; retry"), "dropped"
+        if failure is Failure.LOST:
+            return Unavailable("leadership changed before the order was committed; retry"), (
+                "dropped"
+            )
+        if failure is Failure.TIMEOUT:
+            return Timeout("not applied in time; outcome unknown"), "timeout"
+        if failure is Failure.SNAPSHOT:
+            return Timeout("outcome unknown after a snapshot install"), "unknown"
+        return Timeout("node stopped; outcome unknown"), "unknown"
+
+    def _other_error(self, failure: Failure, detail: str) -> Exception:
+        """The error of an admin change or a read barrier."""
+        if failure is Failure.NOT_LEADER:
+            return self._not_leader_error()
+        if failure is Failure.DROPPED:
+            return Unavailable(detail)
+        if failure is Failure.REPLACED:
+            return Unavailable("its log entry was replaced; retry")
+        if failure is Failure.LOST:
+            return Unavailable("the configuration change was replaced by a newer leader; retry")
+        if failure is Failure.TIMEOUT:
+            return Timeout(detail)
+        if failure is Failure.SNAPSHOT:
+            return Timeout("outcome unknown after a snapshot install")
+        return Unavailable("node is shutting down")
 
     def _count_results(self, results: list[Any]) -> None:
         # Plain dict counts here; prometheus_client's labels() costs microseconds per
@@ -930,20 +870,6 @@ class Node:
         if cc.type == ConfChangeType.REMOVE and cc.node_id == self.node_id:
             log.warning("this node was removed from the cluster")
 
-    def _answer_conf_change(self, entry: Entry) -> None:
-        """Answer the admin request waiting at this index: done only if the entry
-        applied here is the one it proposed (same term), else it was replaced."""
-        pending = self._pending_conf.pop(entry.index, None)
-        if pending is None or pending[1].done():
-            return
-        term, done = pending
-        if entry.type == EntryType.CONF_CHANGE and entry.term == term:
-            done.set_result(None)
-        else:
-            done.set_exception(
-                Unavailable("the configuration change was replaced by a newer leader; retry")
-            )
-
     def _update_member_gauges(self) -> None:
         self.metrics.members.labels(kind="voter").set(len(self.conf_state.voters))
         self.metrics.members.labels(kind="learner").set(len(self.conf_state.learners))
@@ -985,16 +911,7 @@ class Node:
         self._restore_snapshot(snapshot)
         self._refresh_peer_ids()
         self._set_transport_peers()
-        # Requests waiting at covered indexes: committed or not, their results are gone.
-        for index in [i for i in self._pending_conf if i <= snapshot.meta.index]:
-            _term, done = self._pending_conf.pop(index)
-            if not done.done():
-                done.set_exception(Timeout("outcome unknown after a snapshot install"))
-        for index in [i for i in self._waiters if i <= snapshot.meta.index]:
-            waiter = self._waiters.pop(index)
-            self._pending_commands -= waiter.commands
-            if not waiter.future.done():
-                waiter.future.set_exception(Timeout("outcome unknown after a snapshot install"))
+        # Requests waiting at covered indexes fail in the driver (outcome unknown).
         self.metrics.snapshots.inc()
         self.metrics.snapshot_seconds.observe(time.monotonic() - started)
         log.info("installed snapshot", extra={"index": snapshot.meta.index})
@@ -1221,50 +1138,14 @@ class Node:
 
     # ------------------------------------------------------------------ timeouts
 
-    def _expire(self, now: float) -> None:
-        waiters = self._waiters
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _deadline, _seq, index, waiter = heapq.heappop(deadlines)
-            if waiters.get(index) is waiter:
-                del waiters[index]
-                self._drop_waiter(
-                    waiter, Timeout("not applied in time; outcome unknown"), "timeout"
-                )
-        for ctx in [c for c, r in self._reads.items() if r.deadline <= now]:
-            req = self._reads.pop(ctx)
-            for f in req.futures:
-                if not f.done():
-                    f.set_exception(Timeout("read barrier timed out"))
-        if self._ready_reads:
-            keep = []
-            for req in self._ready_reads:
-                if req.deadline <= now:
-                    for f in req.futures:
-                        if not f.done():
-                            f.set_exception(Timeout("read barrier timed out"))
-                else:
-                    keep.append(req)
-            self._ready_reads = keep
-
     def _fail_everything(self, error: Exception) -> None:
         while self._proposals:
             self._finish_proposal_early(self._proposals.popleft(), error, "dropped")
-        for waiter in self._waiters.values():
-            if not waiter.future.done():
-                waiter.future.set_exception(Timeout("node stopped; outcome unknown"))
-        self._waiters.clear()
-        self._deadlines.clear()
-        for req in list(self._reads.values()) + self._ready_reads:
-            for f in req.futures:
-                if not f.done():
-                    f.set_exception(error)
+        self.driver.fail_everything(Failure.STOPPED, str(error))
         for f in self._read_batch:
             if not f.done():
                 f.set_exception(error)
-        for _term, f in self._pending_conf.values():
-            if not f.done():
-                f.set_exception(error)
+        self._read_batch = []
 
     # ------------------------------------------------------------------ configured symbols
 
@@ -1456,19 +1337,13 @@ class Node:
         assert loop is not None
         done: asyncio.Future[None] = loop.create_future()
 
+        deadline = time.monotonic() + self.config.request_timeout_ms / 1000.0
+
         def op() -> None:
             if self.role != Role.LEADER:
                 done.set_exception(self._not_leader_error())
                 return
-            try:
-                term, index = self.core.propose_conf_change(cc)
-            except (NotLeaderError, ProposalDroppedError) as exc:
-                done.set_exception(Unavailable(str(exc)))
-                return
-            replaced = self._pending_conf.pop(index, None)
-            if replaced is not None and not replaced[1].done():
-                replaced[1].set_exception(Unavailable("its log entry was replaced; retry"))
-            self._pending_conf[index] = (term, done)
+            self.driver.propose_conf_change(done, cc, deadline)
 
         self._ops.append(op)
         self._wakeup.set()
@@ -1563,3 +1438,37 @@ def _new_engine() -> Any:
     from exchange_node.engine.engine import Engine
 
     return Engine()
+
+
+class _Machine:
+    """The driver's state machine: the engine, the membership and the publisher."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def apply(self, entry: Entry) -> list[Any] | None:
+        return self.node._apply_entry(entry)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.node._install_snapshot(snapshot)
+
+
+class _Replies:
+    """Where the driver's answers go: futures, metrics and spans."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def resolved(self, token: _Token, index: int, result: list[Any] | None) -> None:
+        self.node._answer(token, index, result)
+
+    def failed(self, token: _Token, failure: Failure, detail: str) -> None:
+        self.node._fail(token, failure, detail)
+
+    def read_ready(self, token: _Token, index: int) -> None:
+        if isinstance(token, asyncio.Future) and not token.done():
+            token.set_result(None)

@@ -865,7 +865,7 @@ class Simulation:
                 node = hinted  # follow the hint once, as a client would
                 continue
             driver = node.driver
-            self._input(node, lambda d=driver: d.propose(datas, datas, _NEVER))
+            self._input(node, lambda d=driver: d.propose(datas, datas, [_NEVER] * len(datas)))
             return
 
     def _read_index(self) -> None:
