@@ -315,7 +315,7 @@ class _Gen:
                 Fault("partition", fault_start, fault_start + 5 * STEP_NS, ["n1"], {})
             )
         orders = []
-        for order_id in range(1, self.engine._next_order_id):
+        for order_id in range(1, self.engine.state.next_order_id):
             view = self.engine.order(order_id)
             if view is not None:
                 orders.append(view.to_dict())

@@ -128,26 +128,8 @@ commands = st.sampled_from(["order"] * 12 + ["cancel"] * 4 + ["replace"] * 3 + [
 
 
 def check_engine_invariants(engine: Engine) -> None:
-    for symbol, state in engine._symbols.items():
-        for book_side in (state.bids, state.asks):
-            assert list(book_side.keys) == sorted(book_side.levels)
-            for key, level in book_side.levels.items():
-                live = [o for o in level.orders if o.leaves]
-                assert live, "an empty level stayed on the book"
-                assert level.count == len(live)
-                assert level.total == sum(o.leaves for o in live)
-                assert key == book_side.sign * level.price
-                for order in live:
-                    assert 0 < order.leaves <= order.quantity
-                    assert order.price == level.price and order.symbol == symbol
-                    assert order.side == book_side.side
-                    assert engine._orders[order.order_id] is order
-        best_bid = state.bids.best()
-        best_ask = state.asks.best()
-        if best_bid is not None and best_ask is not None:
-            assert best_bid.price < best_ask.price, f"{symbol} book crossed"
-    live_count = sum(len(by_coid) for by_coid in engine._live_by_client.values())
-    assert live_count == len(engine._orders)
+    """The engine's own full check (books, order index, open quantities, conservation)."""
+    engine.state.check_invariants()
 
 
 class OrderLedger:
@@ -178,7 +160,7 @@ class OrderLedger:
 
     def check(self, engine: Engine) -> None:
         for order_id, total in self.total.items():
-            live = engine._orders.get(order_id)
+            live = engine.state.orders.get(order_id)
             open_quantity = live.leaves if live is not None else 0
             assert total == self.filled[order_id] + open_quantity + self.closed[order_id], order_id
             assert self.filled[order_id] >= 0 and open_quantity >= 0
@@ -196,7 +178,7 @@ def check_order_rules(command: Command, result: CommandResult, engine: Engine) -
     if command.time_in_force == TimeInForce.FOK:
         assert filled in (0, command.quantity), "FOK partially filled"
     if command.time_in_force != TimeInForce.GTC or command.order_type == OrderType.MARKET:
-        assert order_id not in engine._orders, "IOC/FOK/market order rests"
+        assert order_id not in engine.state.orders, "IOC/FOK/market order rests"
     if command.post_only:
         assert not taker_fills, "post-only order took liquidity"
     fill_prices = [fill.price for fill in taker_fills]

@@ -245,11 +245,11 @@ def test_stp_blocks_a_fok_that_would_need_the_own_order() -> None:
 def test_risk_limits_reject_and_a_rejected_order_changes_nothing() -> None:
     desk = Desk(default_risk=RiskLimits(max_order_qty=50, max_notional=4_000, max_position=60))
     desk.limit("m", "1", SELL, 100, 30)
-    books = desk.book(), desk.engine.positions("a"), desk.engine._next_order_id
+    books = desk.book(), desk.engine.positions("a"), desk.engine.state.next_order_id
     assert reason(desk.limit("a", "1", BUY, 100, 51)) == RejectReason.RISK_MAX_ORDER_QTY
     assert reason(desk.limit("a", "2", BUY, 100, 41)) == RejectReason.RISK_MAX_NOTIONAL
     assert reason(desk.market("a", "3", BUY, 39)) == RejectReason.RISK_MAX_NOTIONAL  # at 105
-    assert (desk.book(), desk.engine.positions("a"), desk.engine._next_order_id) == books
+    assert (desk.book(), desk.engine.positions("a"), desk.engine.state.next_order_id) == books
     desk.limit("a", "4", BUY, 96, 40)  # rests: open buy 40
     assert reason(desk.limit("a", "5", BUY, 97, 21)) == RejectReason.RISK_MAX_POSITION
     assert desk.limit("a", "6", SELL, 100, 40).status == Status.NEW  # sells do not add to longs
@@ -325,7 +325,7 @@ def test_bad_commands_are_rejected_with_a_reason_and_change_nothing(
     restored_before = Engine.restore(before)
     assert desk.engine.depth("AAA") == restored_before.depth("AAA")
     assert after.positions("a") == restored_before.positions("a")
-    assert after._next_order_id == restored_before._next_order_id
+    assert after.state.next_order_id == restored_before.state.next_order_id
     assert after.symbols() == restored_before.symbols()
 
 

@@ -46,7 +46,7 @@ def query_everything(engine: Engine) -> dict:
         "trades": [[t.to_dict() for t in engine.recent_trades(s, 1_000)] for s in symbols],
         "analytics": [engine.analytics(s) for s in symbols],
         "positions": [engine.positions(c) for c in CLIENTS],
-        "orders": [engine.order(i) for i in range(1, engine._next_order_id + 1)],
+        "orders": [engine.order(i) for i in range(1, engine.state.next_order_id + 1)],
         "open": [engine.open_orders(c) for c in CLIENTS],
         "limits": [engine.risk_limits(c) for c in [None, *CLIENTS]],
     }

@@ -5,6 +5,10 @@ comes first: an ask's key is its price, a bid's key is minus its price. So
 "the best opposite level crosses a limit" is ``key <= limit_key`` on both
 sides, with ``limit_key = price`` for a buyer and ``-price`` for a seller.
 
+The best key is also cached in ``BookSide.best_key`` (``BookSide.EMPTY``, above
+every key, when the side is empty), so "does the incoming order cross" is one
+comparison, ``best_key <= limit_key``, without a call into the sorted list.
+
 A level is a FIFO ``deque`` of resting orders. Removing an order from the
 middle of a level (a cancel) is lazy: the order is marked dead
 (``leaves == 0``) and skipped when it reaches the front; the level is
@@ -97,13 +101,38 @@ class Level:
 
 
 class BookSide:
-    __slots__ = ("keys", "levels", "side", "sign")
+    __slots__ = ("best_key", "keys", "levels", "side", "sign")
+
+    EMPTY = 1 << 64
+    """``best_key`` of an empty side: above every key (keys are prices within +-2^63)."""
 
     def __init__(self, side: Side) -> None:
         self.side = side
         self.sign = 1 if side == Side.SELL else -1
         self.keys: SortedList = SortedList()
         self.levels: dict[int, Level] = {}
+        self.best_key = self.EMPTY
+        """``keys[0]``, or ``EMPTY``: kept by ``add_level`` and ``drop_level``."""
+
+    def add_level(self, key: int, level: Level) -> None:
+        """Put a new (empty) level on the book under ``key``."""
+        self.levels[key] = level
+        self.keys.add(key)
+        if key < self.best_key:
+            self.best_key = key
+
+    def drop_level(self, key: int) -> None:
+        """Take the level under ``key`` off the book."""
+        del self.levels[key]
+        keys = self.keys
+        if key != self.best_key:
+            keys.remove(key)
+            return
+        keys.pop(0)
+        try:
+            self.best_key = keys[0]
+        except IndexError:  # the side is empty now
+            self.best_key = self.EMPTY
 
     def add(self, order: RestingOrder) -> Level:
         """Append ``order`` at the back of its price level; return the level."""
@@ -111,8 +140,7 @@ class BookSide:
         level = self.levels.get(key)
         if level is None:
             level = Level(order.price)
-            self.levels[key] = level
-            self.keys.add(key)
+            self.add_level(key, level)
         level.orders.append(order)
         level.total += order.leaves
         level.count += 1
@@ -126,8 +154,7 @@ class BookSide:
         level.count -= 1
         order.leaves = 0
         if level.count == 0:
-            del self.levels[key]
-            self.keys.remove(key)
+            self.drop_level(key)
         else:
             level.compact()
 
@@ -136,9 +163,7 @@ class BookSide:
         return 0 if level is None else level.total
 
     def best(self) -> Level | None:
-        if not self.keys:
-            return None
-        return self.levels[self.keys[0]]
+        return self.levels.get(self.best_key)
 
     def iter_levels(self) -> Iterator[Level]:
         """Levels best first."""

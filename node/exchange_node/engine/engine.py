@@ -83,6 +83,7 @@ import gc
 import hashlib
 from collections import deque
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from exchange_node.engine.book import BookSide, Level, RestingOrder
@@ -123,15 +124,9 @@ from exchange_node.engine.events import (
     Status,
     TradingStatus,
 )
-from exchange_node.engine.views import (
-    Analytics,
-    BestBidOffer,
-    Candle,
-    Depth,
-    OrderView,
-    Position,
-    RiskLimits,
-)
+from exchange_node.engine.queries import EngineQueries
+from exchange_node.engine.state import EngineState, SymbolState
+from exchange_node.engine.views import Position, RiskLimits
 
 DEFAULT_DEDUP_WINDOW = 65_536
 DEFAULT_FINISHED_WINDOW = 65_536
@@ -167,60 +162,9 @@ _C_MASS_CANCEL = CancelReason.MASS_CANCEL
 _C_SELF_TRADE = CancelReason.SELF_TRADE
 _C_REPLACED_TO_FILLED = CancelReason.REPLACED_TO_FILLED
 
-FinishedOrder = tuple[RestingOrder, OrderType, TimeInForce, Status, int]
-"""A finished order's record: (order, order type, time in force, status, filled quantity)."""
+Touched = list[tuple[SymbolState, BookSide, int]]
 
-Touched = list[tuple["SymbolState", BookSide, int]]
-
-
-class SymbolState:
-    """A listed symbol: its spec, its two book sides, market data and analytics."""
-
-    __slots__ = (
-        "asks",
-        "band_high",
-        "band_low",
-        "band_reference",
-        "bids",
-        "candle_until",
-        "candles",
-        "last_price",
-        "notional",
-        "seq",
-        "spec",
-        "trade_count",
-        "trades",
-        "volume",
-    )
-
-    def __init__(self, spec: SymbolSpec, trade_history: int, candle_slots: int, history: int):
-        self.spec = spec
-        self.bids = BookSide(Side.BUY)
-        self.asks = BookSide(Side.SELL)
-        self.last_price = 0
-        """Price of the last trade, 0 before the first."""
-        self.seq = 0
-        """Sequence number of the last ``BookUpdate`` of this symbol."""
-        self.trades: deque[Fill] = deque(maxlen=trade_history)
-        self.trade_count = 0
-        self.volume = 0
-        self.notional = 0
-        self.candles: list[deque[list[int]]] = [deque(maxlen=history) for _ in range(candle_slots)]
-        """Per interval: [start_ns, open, high, low, close, volume, notional], oldest first."""
-        self.candle_until = 0
-        """A cache: fills before this time belong to the newest candle of every interval
-        (0: unknown). Not state: a restored engine recomputes it at its first fill."""
-        self.band_reference = 0
-        """The reference the cached band bounds were computed from (0: none yet)."""
-        self.band_low = 0
-        self.band_high = 0
-
-    def set_band(self, reference: int) -> None:
-        """Cache ``[ceil(ref * (1 - bps/10^4)), floor(ref * (1 + bps/10^4))]``."""
-        bps = self.spec.price_band_bps
-        self.band_reference = reference
-        self.band_low = -((-reference * (10_000 - bps)) // 10_000)
-        self.band_high = (reference * (10_000 + bps)) // 10_000
+_ORDER_ID = attrgetter("order_id")
 
 
 _new_object = object.__new__
@@ -266,8 +210,11 @@ def _good_key_part(value: object) -> bool:
         return False
 
 
-class Engine:
-    """The deterministic exchange state machine. See the module docstring for the rules."""
+class Engine(EngineQueries):
+    """The deterministic exchange state machine. See the module docstring for the rules.
+
+    Applying commands is here; queries are in ``EngineQueries`` (``queries.py``).
+    """
 
     def __init__(
         self,
@@ -284,33 +231,16 @@ class Engine:
             raise ValueError("retention sizes must be >= 1")
         if any(interval <= 0 for interval in candle_intervals_ns):
             raise ValueError("candle intervals must be positive")
-        self.dedup_window = dedup_window
-        self.finished_window = finished_window
-        self.trade_history = trade_history
-        self.candle_intervals_ns = tuple(candle_intervals_ns)
-        self.candle_history = candle_history
-
-        self._symbols: dict[str, SymbolState] = {}
-        self._specs: dict[str, SymbolSpec] = {}
-        self._orders: dict[int, RestingOrder] = {}
-        self._live_by_client: dict[str, dict[str, RestingOrder]] = {}
-        self._results: dict[tuple[str, str], CommandResult] = {}
-        self._result_fifo: deque[tuple[str, str]] = deque()
-        self._finished: dict[int, FinishedOrder] = {}
-        self._finished_fifo: deque[int] = deque()
-        self._positions: dict[str, dict[str, Position]] = {}
-        self._default_limits = default_risk or RiskLimits()
-        self._client_limits: dict[str, RiskLimits] = {}
-        self._default_max_open = 0
-        self._client_max_open: dict[str, int] = {}
-        self._next_order_id = 1
-        self._trade_log_index = -1
-        self._trade_seq = 0
-        self._now = 0
-        self._log_index = 0
-        self.applied_index = 0
-        """Highest log index applied; ``apply_entry`` skips entries at or below it."""
-
+        self.state = EngineState(
+            dedup_window=dedup_window,
+            finished_window=finished_window,
+            trade_history=trade_history,
+            candle_intervals_ns=tuple(candle_intervals_ns),
+            candle_history=candle_history,
+            default_limits=default_risk or RiskLimits(),
+        )
+        """All the engine holds (``state.py``); only the methods below change it."""
+        st = self.state
         self._handlers: dict[type, Any] = {
             NewOrder: self._new_order,
             Cancel: self._cancel,
@@ -336,10 +266,15 @@ class Engine:
                 else item
             )
             assert isinstance(command, AddSymbol)
-            rejection = validate_format(command, self._specs)
+            rejection = validate_format(command, st.specs)
             if rejection is not None:
                 raise ValueError(f"bad initial symbol {command.symbol!r}: {rejection.message}")
-            self._list_symbol(command, halted=spec.halted if spec is not None else False)
+            st.list_symbol(command, halted=spec.halted if spec is not None else False)
+
+    @property
+    def applied_index(self) -> int:
+        """Highest log index applied; ``apply_entry`` skips entries at or below it."""
+        return self.state.applied_index
 
     # ------------------------------------------------------------------ applying
 
@@ -351,18 +286,19 @@ class Engine:
         skipped: the result is an empty list. A batch that does not decode
         yields one ``MALFORMED_BATCH`` rejection and changes nothing else.
         """
-        if log_index <= self.applied_index:
+        st = self.state
+        if log_index <= st.applied_index:
             return []
         try:
             timestamp_ns, commands = decode_batch(data)
         except CommandDecodeError as exc:
-            self.applied_index = log_index
+            st.applied_index = log_index
             return [_reject(RejectReason.MALFORMED_BATCH, str(exc), log_index)]
         # What apply() does per command, done once for the batch (same log index and time).
-        self._log_index = log_index
-        if type(timestamp_ns) is int and self._now < timestamp_ns <= _INT64_MAX:
-            self._now = timestamp_ns
-        self.applied_index = log_index
+        st.log_index = log_index
+        if type(timestamp_ns) is int and st.now < timestamp_ns <= _INT64_MAX:
+            st.now = timestamp_ns
+        st.applied_index = log_index
         handlers = self._handlers
         results = []
         for command in commands:
@@ -380,22 +316,24 @@ class Engine:
 
     def apply(self, command: Command, log_index: int, timestamp_ns: int) -> CommandResult:
         """Apply one command stamped with the log position and the leader's time."""
+        st = self.state
         handler = self._handlers.get(type(command))
         if handler is None:
             return _reject(
                 RejectReason.INVALID_FIELD, f"not a command: {type(command).__name__}", log_index
             )
-        self._log_index = log_index
-        if type(timestamp_ns) is int and self._now < timestamp_ns <= _INT64_MAX:
-            self._now = timestamp_ns
-        if log_index > self.applied_index:
-            self.applied_index = log_index
+        st.log_index = log_index
+        if type(timestamp_ns) is int and st.now < timestamp_ns <= _INT64_MAX:
+            st.now = timestamp_ns
+        if log_index > st.applied_index:
+            st.applied_index = log_index
         result: CommandResult = handler(command)
         return result
 
     # ------------------------------------------------------------------ new orders
 
     def _new_order(self, command: NewOrder) -> CommandResult:
+        st = self.state
         client_id = command.client_id
         client_order_id = command.client_order_id
         # The common case (short ASCII ids) without encoding them.
@@ -411,7 +349,7 @@ class Engine:
         else:
             keyed = _good_key_part(client_id) and _good_key_part(client_order_id)
         key = (client_id, client_order_id)
-        results = self._results
+        results = st.results
         if keyed:
             original = results.get(key)
             if original is not None:
@@ -419,7 +357,7 @@ class Engine:
             # A fast sufficient test that validate_format would accept the order (both ids are
             # well formed when keyed); anything unusual takes the full check.
             symbol = command.symbol
-            spec = self._specs.get(symbol) if type(symbol) is str else None
+            spec = st.specs.get(symbol) if type(symbol) is str else None
             quantity = command.quantity
             price = command.price
             order_type = command.order_type
@@ -445,25 +383,25 @@ class Engine:
         else:
             plain = False
         if not plain:
-            rejection = validate_format(command, self._specs)
+            rejection = validate_format(command, st.specs)
             if rejection is not None:
                 result = _reject(
                     rejection.reason,
                     rejection.message,
-                    self._log_index,
+                    st.log_index,
                     client_id,
                     client_order_id,
                 )
                 if keyed:
-                    self._retain(key, result)
+                    st.retain(key, result)
                 return result
 
         # Accepting. One function with the checks above (the hottest path: a call costs);
         # every result below is retained for exactly-once, rejections included.
-        log_index = self._log_index
-        live = self._live_by_client.get(client_id)
+        log_index = st.log_index
+        live = st.live_by_client.get(client_id)
         if live is not None and client_order_id in live:
-            return self._retain(
+            return st.retain(
                 key,
                 _reject(
                     RejectReason.DUPLICATE_CLIENT_ORDER_ID,
@@ -475,10 +413,10 @@ class Engine:
                 ),
             )
         symbol = command.symbol
-        state = self._symbols[symbol]
+        state = st.symbols[symbol]
         spec = state.spec
         if spec.halted:
-            return self._retain(
+            return st.retain(
                 key,
                 _reject(
                     RejectReason.SYMBOL_HALTED,
@@ -515,7 +453,7 @@ class Engine:
                 valuation = limit
             else:
                 if price < low or price > high:
-                    return self._retain(
+                    return st.retain(
                         key,
                         _reject(
                             RejectReason.PRICE_BAND,
@@ -533,29 +471,29 @@ class Engine:
             limit = valuation = price
 
         # Pre-trade risk.
-        limits = self._client_limits.get(client_id, self._default_limits)
-        positions = self._positions.get(client_id)
+        limits = st.client_limits.get(client_id, st.default_limits)
+        positions = st.positions.get(client_id)
         position = positions.get(symbol) if positions is not None else None
         if limits.max_order_qty or limits.max_notional or limits.max_position:
             rejection = _risk_check(limits, buy, quantity, valuation, position)
             if rejection is not None:
-                return self._retain(
+                return st.retain(
                     key,
                     _reject(
                         rejection.reason, rejection.message, log_index, client_id, client_order_id
                     ),
                 )
         if time_in_force is _GTC and not market:
-            client_max = self._client_max_open
+            client_max = st.client_max_open
             max_open = (
-                client_max.get(client_id, self._default_max_open)
+                client_max.get(client_id, st.default_max_open)
                 if client_max
-                else self._default_max_open
+                else st.default_max_open
             )
             if max_open:
-                live = self._live_by_client.get(client_id)
+                live = st.live_by_client.get(client_id)
                 if live is not None and len(live) >= max_open:
-                    return self._retain(
+                    return st.retain(
                         key,
                         _reject(
                             RejectReason.RISK_MAX_OPEN_ORDERS,
@@ -568,12 +506,9 @@ class Engine:
 
         opposite = state.asks if buy else state.bids
         limit_key = limit if buy else -limit
-        opposite_keys = opposite.keys
-        # SortedList internals (stable since sortedcontainers 2.0): the first key without
-        # the generic __getitem__ path.
-        crosses = opposite_keys._len > 0 and opposite_keys._lists[0][0] <= limit_key
+        crosses = opposite.best_key <= limit_key  # an empty side's best key is above all
         if command.post_only and crosses:
-            return self._retain(
+            return st.retain(
                 key,
                 _reject(
                     RejectReason.POST_ONLY_WOULD_TAKE,
@@ -586,9 +521,9 @@ class Engine:
 
         # Accepted: nothing below rejects.
         if position is None:
-            position = self._position(client_id, symbol)
-        order_id = self._next_order_id
-        self._next_order_id = order_id + 1
+            position = st.position(client_id, symbol)
+        order_id = st.next_order_id
+        st.next_order_id = order_id + 1
         # Objects on this path are built with object.__new__ and slot stores (see _new_object).
         order = _new_object(RestingOrder)
         order.order_id = order_id
@@ -612,14 +547,14 @@ class Engine:
         accepted.time_in_force = time_in_force
         accepted.price = price
         accepted.quantity = quantity
-        accepted.timestamp_ns = self._now
+        accepted.timestamp_ns = st.now
         events: list[Event] = [accepted]
         if time_in_force is _FOK and not (
             crosses and _fillable(opposite, limit_key, quantity, client_id, stp)
         ):
             events.append(Expired(order_id, client_id, client_order_id, symbol, quantity))
-            self._finish(order, order_type, time_in_force, _S_EXPIRED, 0)
-            return self._retain(key, CommandResult(log_index, order_id, _S_EXPIRED, events))
+            st.finish(order, order_type, time_in_force, _S_EXPIRED, 0)
+            return st.retain(key, CommandResult(log_index, order_id, _S_EXPIRED, events))
 
         touched: Touched | None = None  # the levels that changed (none unless it crossed)
         stp_cancelled = False
@@ -636,11 +571,11 @@ class Engine:
                 events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
                 status = _S_EXPIRED
             # _finish, inlined.
-            finished = self._finished
+            finished = st.finished
             finished[order_id] = (order, order_type, time_in_force, status, quantity - leaves)
-            finished_fifo = self._finished_fifo
+            finished_fifo = st.finished_fifo
             finished_fifo.append(order_id)
-            if len(finished_fifo) > self.finished_window:
+            if len(finished_fifo) > st.finished_window:
                 del finished[finished_fifo.popleft()]
         else:
             own = state.bids if buy else state.asks
@@ -648,12 +583,13 @@ class Engine:
             own_key = own.sign * price
             level = own.levels.get(own_key)
             if level is None:
-                level = own.levels[own_key] = _new_object(Level)
+                level = _new_object(Level)
                 level.price = price
                 level.orders = deque()
                 level.total = 0
                 level.count = 0
-                own.keys.add(own_key)
+                own.add_level(own_key, level)
+            assert 0 < leaves <= quantity, f"order {order_id} rests with {leaves} of {quantity}"
             level.orders.append(order)
             level.total += leaves
             level.count += 1
@@ -661,9 +597,9 @@ class Engine:
                 position.open_buy_quantity += leaves
             else:
                 position.open_sell_quantity += leaves
-            self._orders[order_id] = order
+            st.orders[order_id] = order
             if live is None:
-                live = self._live_by_client[client_id] = {}
+                live = st.live_by_client[client_id] = {}
             live[client_order_id] = order
             if not touched:
                 # Rested without trading (the commonest outcome): one level changed.
@@ -695,6 +631,9 @@ class Engine:
             events.append(update)
         else:
             self._book_updates(touched, events)
+        # Never crossed after matching (bid keys are minus prices; an empty side's key is
+        # above every price, so the sum is positive then too).
+        assert state.bids.best_key + state.asks.best_key > 0, f"{symbol} book crossed"
         result = _new_object(CommandResult)
         result.log_index = log_index
         result.order_id = order_id
@@ -702,9 +641,9 @@ class Engine:
         result.events = events
         # _retain, inlined.
         results[key] = result
-        fifo = self._result_fifo
+        fifo = st.result_fifo
         fifo.append(key)
-        if len(fifo) > self.dedup_window:
+        if len(fifo) > st.dedup_window:
             del results[fifo.popleft()]
         return result
 
@@ -723,25 +662,25 @@ class Engine:
         (the ``Cancelled`` event is already in ``events``; ``taker.leaves`` is
         left as the cancelled quantity for the caller's records).
         """
-        keys = opposite.keys
+        st = self.state
         levels = opposite.levels
         taker_client = taker.client_id
         stp = taker.stp
         symbol = state.spec.symbol
         taker_side = taker.side
         taker_buy = taker_side is _BUY
-        now = self._now
+        now = st.now
         taker_position = taker.position
-        live_orders = self._orders
-        live_by_client = self._live_by_client
-        finished = self._finished
-        finished_fifo = self._finished_fifo
-        finished_window = self.finished_window
+        live_orders = st.orders
+        live_by_client = st.live_by_client
+        finished = st.finished
+        finished_fifo = st.finished_fifo
+        finished_window = st.finished_window
         trades = state.trades
-        if self._trade_log_index != self._log_index:
-            self._trade_log_index = self._log_index
-            self._trade_seq = 0
-        trade_base = self._log_index << TRADE_SEQ_BITS
+        if st.trade_log_index != st.log_index:
+            st.trade_log_index = st.log_index
+            st.trade_seq = 0
+        trade_base = st.log_index << TRADE_SEQ_BITS
         taker_cancelled = False
         # Market data is updated once per call from these running totals: every fill of one
         # taker has the same time (one candle bucket) and prices that only move away from
@@ -751,9 +690,9 @@ class Engine:
         fill_count = 0
         fill_volume = 0
         fill_notional = 0
-        while taker.leaves and keys._len:
-            key = keys._lists[0][0]
-            if key > limit_key:
+        while taker.leaves:
+            key = opposite.best_key
+            if key > limit_key:  # also when the side is empty (BookSide.EMPTY)
                 break
             level = levels[key]
             price = level.price
@@ -799,8 +738,9 @@ class Engine:
                 level_changed = True
                 taker_leaves = taker.leaves
                 quantity = maker_leaves if maker_leaves < taker_leaves else taker_leaves
-                seq = self._trade_seq
-                self._trade_seq = seq + 1
+                assert quantity > 0, f"a fill of {quantity} against order {maker.order_id}"
+                seq = st.trade_seq
+                st.trade_seq = seq + 1
                 fill = _new_object(Fill)
                 fill.trade_id = trade_base | seq
                 fill.symbol = symbol
@@ -875,8 +815,7 @@ class Engine:
             if level_changed:
                 touched.append((state, opposite, price))
             if level.count == 0:
-                del levels[key]
-                keys.pop(0)
+                opposite.drop_level(key)
             if taker_cancelled:
                 break
         if fill_count:
@@ -890,7 +829,7 @@ class Engine:
                 # nanosecond times is costly, so it runs only then): open the missing ones
                 # at this taker's first price; the loop below adds the fills.
                 until = _INT64_MAX
-                for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True):
+                for interval, history in zip(st.candle_intervals_ns, state.candles, strict=True):
                     start = now - now % interval
                     if not history or history[-1][0] < start:
                         history.append([start, first_price, first_price, first_price, 0, 0, 0])
@@ -912,18 +851,20 @@ class Engine:
     def _find_live(
         self, client_id: str, order_id: int | None, client_order_id: str | None
     ) -> RestingOrder | None:
+        st = self.state
         if order_id is not None:
-            order = self._orders.get(order_id)
+            order = st.orders.get(order_id)
             if order is not None and order.client_id == client_id:
                 return order
             return None
-        live = self._live_by_client.get(client_id)
+        live = st.live_by_client.get(client_id)
         if live is None or client_order_id is None:
             return None
         return live.get(client_order_id)
 
     def _cancel(self, command: Cancel) -> CommandResult:
-        log_index = self._log_index
+        st = self.state
+        log_index = st.log_index
         client_id = command.client_id
         order_id = command.order_id
         client_order_id = command.client_order_id
@@ -941,7 +882,7 @@ class Engine:
                     and type(order_id) is int
                     and 0 <= order_id <= _UINT64_MAX
                 )
-        rejection = None if plain else validate_format(command, self._specs)
+        rejection = None if plain else validate_format(command, st.specs)
         if rejection is not None:
             return _reject(
                 rejection.reason,
@@ -984,7 +925,8 @@ class Engine:
     def _cancel_resting(
         self, order: RestingOrder, reason: CancelReason, events: list[Event], touched: Touched
     ) -> None:
-        state = self._symbols[order.symbol]
+        st = self.state
+        state = st.symbols[order.symbol]
         book_side = state.bids if order.side is _BUY else state.asks
         leaves = order.leaves
         cancelled = _new_object(Cancelled)
@@ -1002,8 +944,7 @@ class Engine:
         level.total -= leaves
         level.count -= 1
         if level.count == 0:
-            del book_side.levels[key]
-            book_side.keys.remove(key)
+            book_side.drop_level(key)
         elif len(level.orders) > 2 * level.count + 8:
             level.compact()
         position = order.position
@@ -1012,13 +953,13 @@ class Engine:
         else:
             position.open_sell_quantity -= leaves
         order_id = order.order_id
-        del self._orders[order_id]
-        del self._live_by_client[order.client_id][order.client_order_id]
-        finished = self._finished
+        del st.orders[order_id]
+        del st.live_by_client[order.client_id][order.client_order_id]
+        finished = st.finished
         finished[order_id] = (order, _LIMIT, _GTC, _S_CANCELLED, order.quantity - leaves)
-        finished_fifo = self._finished_fifo
+        finished_fifo = st.finished_fifo
         finished_fifo.append(order_id)
-        if len(finished_fifo) > self.finished_window:
+        if len(finished_fifo) > st.finished_window:
             del finished[finished_fifo.popleft()]
         order.leaves = 0
         touched.append((state, book_side, price))
@@ -1027,31 +968,33 @@ class Engine:
         self, order: RestingOrder, status: Status, closing_quantity: int | None = None
     ) -> None:
         """Forget a live order (not its book entry): open quantity, indexes, finished record."""
+        st = self.state
         leaves = order.leaves if closing_quantity is None else closing_quantity
         position = order.position
         if order.side is _BUY:
             position.open_buy_quantity -= leaves
         else:
             position.open_sell_quantity -= leaves
-        del self._orders[order.order_id]
+        del st.orders[order.order_id]
         # A client's (possibly empty) index stays: callers may hold it across matching.
-        del self._live_by_client[order.client_id][order.client_order_id]
+        del st.live_by_client[order.client_id][order.client_order_id]
         filled = order.quantity - order.leaves if status is not _S_FILLED else order.quantity
-        self._finish(order, _LIMIT, _GTC, status, filled)
+        st.finish(order, _LIMIT, _GTC, status, filled)
         order.leaves = 0
 
     def _mass_cancel(self, command: MassCancel) -> CommandResult:
-        log_index = self._log_index
-        rejection = validate_format(command, self._specs)
+        st = self.state
+        log_index = st.log_index
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
             return _reject(rejection.reason, rejection.message, log_index, command.client_id)
-        live = self._live_by_client.get(command.client_id)
+        live = st.live_by_client.get(command.client_id)
         events: list[Event] = []
         if live:
             symbol = command.symbol
             doomed = sorted(
                 (order for order in live.values() if symbol is None or order.symbol == symbol),
-                key=_order_id_of,
+                key=_ORDER_ID,
             )
             touched: Touched = []
             for order in doomed:
@@ -1062,42 +1005,44 @@ class Engine:
     # ------------------------------------------------------------------ cancel-replace
 
     def _cancel_replace(self, command: CancelReplace) -> CommandResult:
+        st = self.state
         client_id = command.client_id
         new_client_order_id = command.new_client_order_id
         keyed = _good_key_part(client_id) and _good_key_part(new_client_order_id)
         key = (client_id, new_client_order_id)
         if keyed:
-            original = self._results.get(key)
+            original = st.results.get(key)
             if original is not None:
                 return original
         result = self._replace_checked(command, key)
         if keyed:
-            self._retain(key, result)
+            st.retain(key, result)
         return result
 
     def _replace_checked(self, command: CancelReplace, key: tuple[str, str]) -> CommandResult:
+        st = self.state
         client_id, new_client_order_id = key
-        log_index = self._log_index
+        log_index = st.log_index
 
         def reject(reason: RejectReason, message: str) -> CommandResult:
             return _reject(
                 reason, message, log_index, client_id, new_client_order_id, command.order_id
             )
 
-        rejection = validate_format(command, self._specs)
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
             return reject(rejection.reason, rejection.message)
         order = self._find_live(client_id, command.order_id, command.client_order_id)
         if order is None:
             return reject(RejectReason.UNKNOWN_ORDER, "no such live order for this client")
-        live = self._live_by_client[client_id]
+        live = st.live_by_client[client_id]
         other = live.get(new_client_order_id)
         if other is not None and other is not order:
             return reject(
                 RejectReason.DUPLICATE_CLIENT_ORDER_ID,
                 f"client order id {new_client_order_id!r} names live order {other.order_id}",
             )
-        state = self._symbols[order.symbol]
+        state = st.symbols[order.symbol]
         spec = state.spec
         if spec.halted:
             return reject(RejectReason.SYMBOL_HALTED, f"{spec.symbol} is halted")
@@ -1129,8 +1074,8 @@ class Engine:
                         RejectReason.PRICE_BAND,
                         f"price {price} outside band [{low}, {high}] around {reference}",
                     )
-        limits = self._client_limits.get(client_id, self._default_limits)
-        position = self._positions[client_id][order.symbol]
+        limits = st.client_limits.get(client_id, st.default_limits)
+        position = st.positions[client_id][order.symbol]
         if limits.max_order_qty or limits.max_notional or limits.max_position:
             # Judge the replaced order as if the old one were already gone.
             adjusted = Position(
@@ -1149,7 +1094,7 @@ class Engine:
                 return reject(rejection.reason, rejection.message)
         opposite = state.asks if buy else state.bids
         limit_key = price if buy else -price
-        crosses = bool(opposite.keys) and opposite.keys[0] <= limit_key
+        crosses = opposite.best_key <= limit_key
         if order.post_only and crosses:
             return reject(
                 RejectReason.POST_ONLY_WOULD_TAKE, f"post-only replace to {price} would trade"
@@ -1195,7 +1140,7 @@ class Engine:
             position.open_buy_quantity -= old_leaves
         else:
             position.open_sell_quantity -= old_leaves
-        del self._orders[order.order_id]
+        del st.orders[order.order_id]
         del live[old_client_order_id]
         replacement = RestingOrder(
             order.order_id,
@@ -1229,62 +1174,51 @@ class Engine:
         leaves = replacement.leaves
         if stp_cancelled:
             status = _S_CANCELLED
-            self._finish(replacement, _LIMIT, _GTC, status, quantity - leaves)
+            st.finish(replacement, _LIMIT, _GTC, status, quantity - leaves)
         elif leaves == 0:
             status = _S_FILLED
-            self._finish(replacement, _LIMIT, _GTC, status, quantity)
+            st.finish(replacement, _LIMIT, _GTC, status, quantity)
         else:
             own.add(replacement)
             if buy:
                 position.open_buy_quantity += leaves
             else:
                 position.open_sell_quantity += leaves
-            self._orders[replacement.order_id] = replacement
+            st.orders[replacement.order_id] = replacement
             live[new_client_order_id] = replacement
             touched.append((state, own, price))
             status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
+        assert state.bids.best_key + state.asks.best_key > 0, f"{spec.symbol} book crossed"
         self._book_updates(touched, events)
         return CommandResult(log_index, order.order_id, status, events)
 
     def _rename(self, order: RestingOrder, new_client_order_id: str) -> None:
-        live = self._live_by_client[order.client_id]
+        st = self.state
+        live = st.live_by_client[order.client_id]
         del live[order.client_order_id]
         order.client_order_id = new_client_order_id
         live[new_client_order_id] = order
 
     # ------------------------------------------------------------------ admin
 
-    def _list_symbol(self, command: AddSymbol, *, halted: bool = False) -> SymbolSpec:
-        spec = SymbolSpec(
-            command.symbol,
-            command.tick_size,
-            command.lot_size,
-            command.price_band_bps,
-            command.reference_price,
-            halted,
-        )
-        self._specs[spec.symbol] = spec
-        self._symbols[spec.symbol] = SymbolState(
-            spec, self.trade_history, len(self.candle_intervals_ns), self.candle_history
-        )
-        return spec
-
     def _add_symbol(self, command: AddSymbol) -> CommandResult:
-        rejection = validate_format(command, self._specs)
+        st = self.state
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
-            return _reject(rejection.reason, rejection.message, self._log_index)
-        self._list_symbol(command)
+            return _reject(rejection.reason, rejection.message, st.log_index)
+        st.list_symbol(command)
         return CommandResult(
-            self._log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, False)]
+            st.log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, False)]
         )
 
     def _set_halted(self, command: HaltSymbol | ResumeSymbol, halted: bool) -> CommandResult:
-        rejection = validate_format(command, self._specs)
+        st = self.state
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
-            return _reject(rejection.reason, rejection.message, self._log_index)
-        self._specs[command.symbol].halted = halted
+            return _reject(rejection.reason, rejection.message, st.log_index)
+        st.specs[command.symbol].halted = halted
         return CommandResult(
-            self._log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, halted)]
+            st.log_index, None, _S_ACCEPTED, [TradingStatus(command.symbol, halted)]
         )
 
     def _halt_symbol(self, command: HaltSymbol) -> CommandResult:
@@ -1294,64 +1228,29 @@ class Engine:
         return self._set_halted(command, False)
 
     def _set_risk_limits(self, command: SetRiskLimits) -> CommandResult:
-        rejection = validate_format(command, self._specs)
+        st = self.state
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
-            return _reject(rejection.reason, rejection.message, self._log_index)
+            return _reject(rejection.reason, rejection.message, st.log_index)
         limits = RiskLimits(command.max_order_qty, command.max_notional, command.max_position)
         if command.client_id is None:
-            self._default_limits = limits
+            st.default_limits = limits
         else:
-            self._client_limits[command.client_id] = limits
-        return CommandResult(self._log_index, None, _S_ACCEPTED, [])
+            st.client_limits[command.client_id] = limits
+        return CommandResult(st.log_index, None, _S_ACCEPTED, [])
 
     def _set_order_limits(self, command: SetOrderLimits) -> CommandResult:
-        rejection = validate_format(command, self._specs)
+        st = self.state
+        rejection = validate_format(command, st.specs)
         if rejection is not None:
-            return _reject(rejection.reason, rejection.message, self._log_index)
+            return _reject(rejection.reason, rejection.message, st.log_index)
         if command.client_id is None:
-            self._default_max_open = command.max_open_orders
+            st.default_max_open = command.max_open_orders
         else:
-            self._client_max_open[command.client_id] = command.max_open_orders
-        return CommandResult(self._log_index, None, _S_ACCEPTED, [])
+            st.client_max_open[command.client_id] = command.max_open_orders
+        return CommandResult(st.log_index, None, _S_ACCEPTED, [])
 
     # ------------------------------------------------------------------ bookkeeping
-
-    def _position(self, client_id: str, symbol: str) -> Position:
-        positions = self._positions.get(client_id)
-        if positions is None:
-            positions = self._positions[client_id] = {}
-        position = positions.get(symbol)
-        if position is None:
-            position = positions[symbol] = Position()
-        return position
-
-    def _retain(self, key: tuple[str, str], result: CommandResult) -> CommandResult:
-        """Add a result to the exactly-once table, evicting the oldest beyond the window.
-
-        A key is only ever added when absent (a present key returns its result
-        first), so the FIFO holds each retained key exactly once.
-        """
-        self._results[key] = result
-        fifo = self._result_fifo
-        fifo.append(key)
-        if len(fifo) > self.dedup_window:
-            del self._results[fifo.popleft()]
-        return result
-
-    def _finish(
-        self,
-        order: RestingOrder,
-        order_type: OrderType,
-        time_in_force: TimeInForce,
-        status: Status,
-        filled: int,
-    ) -> None:
-        order_id = order.order_id
-        self._finished[order_id] = (order, order_type, time_in_force, status, filled)
-        fifo = self._finished_fifo
-        fifo.append(order_id)
-        if len(fifo) > self.finished_window:
-            del self._finished[fifo.popleft()]
 
     def _book_updates(self, touched: Touched, events: list[Event]) -> None:
         for state, book_side, price in touched if len(touched) == 1 else dict.fromkeys(touched):
@@ -1367,156 +1266,13 @@ class Engine:
                 )
             )
 
-    # ------------------------------------------------------------------ queries
-
-    def symbols(self) -> dict[str, SymbolSpec]:
-        """Listed symbols by name (copies), in name order."""
-        return {
-            name: SymbolSpec(
-                spec.symbol,
-                spec.tick_size,
-                spec.lot_size,
-                spec.price_band_bps,
-                spec.reference_price,
-                spec.halted,
-            )
-            for name, spec in sorted(self._specs.items())
-        }
-
-    def best_bid_offer(self, symbol: str) -> BestBidOffer | None:
-        state = self._symbols.get(symbol)
-        if state is None:
-            return None
-        bid = state.bids.best()
-        ask = state.asks.best()
-        return BestBidOffer(
-            symbol,
-            None if bid is None else bid.price,
-            0 if bid is None else bid.total,
-            None if ask is None else ask.price,
-            0 if ask is None else ask.total,
-            state.seq,
-        )
-
-    def depth(self, symbol: str, levels: int = 10) -> Depth | None:
-        state = self._symbols.get(symbol)
-        if state is None:
-            return None
-
-        def top(book_side: BookSide) -> list[tuple[int, int]]:
-            out: list[tuple[int, int]] = []
-            for level in book_side.iter_levels():
-                if len(out) >= levels:
-                    break
-                out.append((level.price, level.total))
-            return out
-
-        return Depth(symbol, top(state.bids), top(state.asks), state.seq)
-
-    def order(self, order_id: int) -> OrderView | None:
-        """A live order, or a finished one still in the finished window (``finished_window``)."""
-        order = self._orders.get(order_id)
-        if order is not None:
-            return _live_view(order)
-        finished = self._finished.get(order_id)
-        return None if finished is None else finished_view(finished)
-
-    def order_by_client_id(self, client_id: str, client_order_id: str) -> OrderView | None:
-        live = self._live_by_client.get(client_id)
-        if live is not None:
-            order = live.get(client_order_id)
-            if order is not None:
-                return _live_view(order)
-        result = self._results.get((client_id, client_order_id))
-        if result is not None and result.order_id is not None:
-            view = self.order(result.order_id)
-            if view is not None and view.client_order_id == client_order_id:
-                return view
-        return None
-
-    def result_for(self, client_id: str, client_order_id: str) -> CommandResult | None:
-        """The retained result of the command that used this key, if still retained."""
-        return self._results.get((client_id, client_order_id))
-
-    def open_orders(self, client_id: str, symbol: str | None = None) -> list[OrderView]:
-        live = self._live_by_client.get(client_id, {})
-        return [
-            _live_view(order)
-            for order in sorted(live.values(), key=_order_id_of)
-            if symbol is None or order.symbol == symbol
-        ]
-
-    def recent_trades(self, symbol: str, limit: int = 100) -> list[Fill]:
-        """The last ``limit`` trades of ``symbol``, oldest first (at most ``trade_history``)."""
-        state = self._symbols.get(symbol)
-        if state is None or limit <= 0:
-            return []
-        trades = list(state.trades)
-        return trades[-limit:]
-
-    def positions(self, client_id: str) -> dict[str, Position]:
-        """The client's positions by symbol (copies), in symbol order."""
-        positions = self._positions.get(client_id, {})
-        return {
-            symbol: Position(
-                p.quantity,
-                p.open_cost,
-                p.realised_pnl,
-                p.bought_quantity,
-                p.sold_quantity,
-                p.open_buy_quantity,
-                p.open_sell_quantity,
-            )
-            for symbol, p in sorted(positions.items())
-        }
-
-    def max_open_orders(self, client_id: str | None = None) -> int:
-        """Resting orders ``client_id`` may have (the default with None); 0: unlimited."""
-        if client_id is None:
-            return self._default_max_open
-        return self._client_max_open.get(client_id, self._default_max_open)
-
-    def risk_limits(self, client_id: str | None = None) -> RiskLimits:
-        if client_id is None:
-            return self._default_limits
-        return self._client_limits.get(client_id, self._default_limits)
-
-    def analytics(self, symbol: str) -> Analytics | None:
-        state = self._symbols.get(symbol)
-        if state is None:
-            return None
-        candles = {
-            interval: [Candle(c[0], interval, *c[1:]) for c in history]
-            for interval, history in zip(self.candle_intervals_ns, state.candles, strict=True)
-        }
-        return Analytics(
-            symbol,
-            state.trade_count,
-            state.volume,
-            state.notional,
-            state.notional / state.volume if state.volume else None,
-            state.last_price or None,
-            candles,
-        )
-
-    def resting_order_count(self) -> int:
-        return len(self._orders)
-
-    def live_orders_in_priority(self, symbol: str) -> tuple[list[RestingOrder], list[RestingOrder]]:
-        """(bids, asks) live orders best first, FIFO within a level (tests and snapshots)."""
-        state = self._symbols[symbol]
-        return (
-            [o for level in state.bids.iter_levels() for o in level.live_orders()],
-            [o for level in state.asks.iter_levels() for o in level.live_orders()],
-        )
-
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bytes:
         """The whole state in the canonical, versioned snapshot format (``snapshot.py``)."""
         from exchange_node.engine.snapshot import encode_snapshot
 
-        return encode_snapshot(self)
+        return encode_snapshot(self.state)
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:
@@ -1528,26 +1284,6 @@ class Engine:
     def state_hash(self) -> str:
         """BLAKE2b-256 hex digest of the canonical snapshot: equal on every replica."""
         return hashlib.blake2b(self.snapshot(), digest_size=32).hexdigest()
-
-
-def finished_view(record: FinishedOrder) -> OrderView:
-    order, order_type, time_in_force, status, filled = record
-    return OrderView(
-        order.order_id,
-        order.client_id,
-        order.client_order_id,
-        order.symbol,
-        order.side,
-        order_type,
-        time_in_force,
-        order.price,
-        order.quantity,
-        filled,
-        0,
-        status,
-        order.post_only,
-        order.stp,
-    )
 
 
 def tune_garbage_collector(gen0_threshold: int = 100_000) -> None:
@@ -1563,30 +1299,6 @@ def tune_garbage_collector(gen0_threshold: int = 100_000) -> None:
     """
     gc.freeze()
     gc.set_threshold(gen0_threshold, 50, 100)
-
-
-def _order_id_of(order: RestingOrder) -> int:
-    return order.order_id
-
-
-def _live_view(order: RestingOrder) -> OrderView:
-    filled = order.quantity - order.leaves
-    return OrderView(
-        order.order_id,
-        order.client_id,
-        order.client_order_id,
-        order.symbol,
-        order.side,
-        _LIMIT,
-        _GTC,
-        order.price,
-        order.quantity,
-        filled,
-        order.leaves,
-        _S_NEW if filled == 0 else _S_PARTIALLY_FILLED,
-        order.post_only,
-        order.stp,
-    )
 
 
 def _risk_check(

@@ -48,7 +48,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from exchange_node.engine.book import RestingOrder
+from exchange_node.engine.book import BookSide, RestingOrder
 from exchange_node.engine.commands import (
     OrderType,
     RejectReason,
@@ -57,7 +57,7 @@ from exchange_node.engine.commands import (
     SymbolSpec,
     TimeInForce,
 )
-from exchange_node.engine.engine import Engine, SymbolState, finished_view
+from exchange_node.engine.engine import Engine
 from exchange_node.engine.events import (
     Accepted,
     BookUpdate,
@@ -72,6 +72,8 @@ from exchange_node.engine.events import (
     Status,
     TradingStatus,
 )
+from exchange_node.engine.queries import finished_view
+from exchange_node.engine.state import EngineState, SymbolState
 from exchange_node.engine.views import Position, RiskLimits
 
 MAGIC = b"EXSN"
@@ -270,46 +272,47 @@ class _Writer:
             self.big(value)
 
 
-def encode_snapshot(engine: Engine) -> bytes:
+def encode_snapshot(st: EngineState) -> bytes:
+    """The canonical snapshot of ``st`` (see the module docstring)."""
     writer = _Writer()
     parts = writer.parts
     ref = writer.ref
     for size in (
-        engine.dedup_window,
-        engine.finished_window,
-        engine.trade_history,
-        engine.candle_history,
+        st.dedup_window,
+        st.finished_window,
+        st.trade_history,
+        st.candle_history,
     ):
         writer.u32(size)
-    parts.append(_U8.pack(len(engine.candle_intervals_ns)))
-    for interval in engine.candle_intervals_ns:
+    parts.append(_U8.pack(len(st.candle_intervals_ns)))
+    for interval in st.candle_intervals_ns:
         parts.append(_I64.pack(interval))
     parts.append(
         _I64X6.pack(
-            engine._next_order_id,
-            engine._trade_log_index,
-            engine._trade_seq,
-            engine._now,
-            engine._log_index,
-            engine.applied_index,
+            st.next_order_id,
+            st.trade_log_index,
+            st.trade_seq,
+            st.now,
+            st.log_index,
+            st.applied_index,
         )
     )
-    writer.limits(engine._default_limits)
-    writer.u32(len(engine._client_limits))
-    for client_id, limits in sorted(engine._client_limits.items()):
+    writer.limits(st.default_limits)
+    writer.u32(len(st.client_limits))
+    for client_id, limits in sorted(st.client_limits.items()):
         writer.u32(ref(client_id))
         writer.limits(limits)
     version = 2
-    if engine._default_max_open or engine._client_max_open:
+    if st.default_max_open or st.client_max_open:
         version = 3
-        writer.big(engine._default_max_open)
-        writer.u32(len(engine._client_max_open))
-        for client_id, max_open in sorted(engine._client_max_open.items()):
+        writer.big(st.default_max_open)
+        writer.u32(len(st.client_max_open))
+        for client_id, max_open in sorted(st.client_max_open.items()):
             writer.u32(ref(client_id))
             writer.big(max_open)
 
-    writer.u32(len(engine._symbols))
-    for name, state in sorted(engine._symbols.items()):
+    writer.u32(len(st.symbols))
+    for name, state in sorted(st.symbols.items()):
         spec = state.spec
         parts.append(
             _SYMBOL_HEAD.pack(
@@ -338,7 +341,7 @@ def encode_snapshot(engine: Engine) -> bytes:
 
     positions = sorted(
         (client_id, symbol, position)
-        for client_id, by_symbol in engine._positions.items()
+        for client_id, by_symbol in st.positions.items()
         for symbol, position in by_symbol.items()
     )
     writer.u32(len(positions))
@@ -356,8 +359,8 @@ def encode_snapshot(engine: Engine) -> bytes:
         ):
             writer.big(value)
 
-    results = engine._results
-    retained = [(key, results[key]) for key in engine._result_fifo]
+    results = st.results
+    retained = [(key, results[key]) for key in st.result_fifo]
     writer.u32(len(retained))
     for (client_id, client_order_id), result in retained:
         order_id = result.order_id
@@ -375,9 +378,9 @@ def encode_snapshot(engine: Engine) -> bytes:
         for event in result.events:
             writer.event(event)
 
-    writer.u32(len(engine._finished_fifo))
-    for order_id in engine._finished_fifo:
-        view = finished_view(engine._finished[order_id])
+    writer.u32(len(st.finished_fifo))
+    for order_id in st.finished_fifo:
+        view = finished_view(st.finished[order_id])
         parts.append(
             _FINISHED.pack(
                 view.order_id,
@@ -594,23 +597,24 @@ def _decode(data: bytes) -> Engine:
         candle_intervals_ns=intervals,
         candle_history=candle_history,
     )
+    st = engine.state
     (
-        engine._next_order_id,
-        engine._trade_log_index,
-        engine._trade_seq,
-        engine._now,
-        engine._log_index,
-        engine.applied_index,
+        st.next_order_id,
+        st.trade_log_index,
+        st.trade_seq,
+        st.now,
+        st.log_index,
+        st.applied_index,
     ) = reader.unpack(_I64X6)
-    engine._default_limits = reader.limits()
+    st.default_limits = reader.limits()
     for _ in range(reader.u32()):
         client_id = strings[reader.u32()]
-        engine._client_limits[client_id] = reader.limits()
+        st.client_limits[client_id] = reader.limits()
     if version >= 3:
-        engine._default_max_open = reader.big()
+        st.default_max_open = reader.big()
         for _ in range(reader.u32()):
             client_id = strings[reader.u32()]
-            engine._client_max_open[client_id] = reader.big()
+            st.client_max_open[client_id] = reader.big()
 
     for _ in range(reader.u32()):
         (
@@ -625,7 +629,7 @@ def _decode(data: bytes) -> Engine:
             trade_count,
         ) = reader.unpack(_SYMBOL_HEAD)
         name = strings[name_ref]
-        if halted > 1 or name in engine._symbols:
+        if halted > 1 or name in st.symbols:
             raise SnapshotError(f"bad symbol record {name!r}")
         state = SymbolState(
             SymbolSpec(name, tick_size, lot_size, band, reference, halted == 1),
@@ -633,8 +637,7 @@ def _decode(data: bytes) -> Engine:
             len(intervals),
             candle_history,
         )
-        engine._symbols[name] = state
-        engine._specs[name] = state.spec
+        st.add_symbol_state(state)
         state.last_price = last_price
         state.seq = seq
         state.trade_count = trade_count
@@ -649,13 +652,13 @@ def _decode(data: bytes) -> Engine:
                 raise SnapshotError("trade history holds a non-fill event")
             state.trades.append(fill)
         for book_side in (state.bids, state.asks):
-            _read_side(reader, engine, name, book_side)
+            _read_side(reader, st, name, book_side)
 
     # Orders created their owners' (empty) positions above; fill those objects in place.
-    created = sum(len(by_symbol) for by_symbol in engine._positions.values())
+    created = sum(len(by_symbol) for by_symbol in st.positions.values())
     count = reader.u32()
     for _ in range(count):
-        position = engine._position(strings[reader.u32()], strings[reader.u32()])
+        position = st.position(strings[reader.u32()], strings[reader.u32()])
         (
             position.quantity,
             position.open_cost,
@@ -665,7 +668,7 @@ def _decode(data: bytes) -> Engine:
             position.open_buy_quantity,
             position.open_sell_quantity,
         ) = (reader.big() for _ in range(7))
-    if sum(len(by_symbol) for by_symbol in engine._positions.values()) != count or created > count:
+    if sum(len(by_symbol) for by_symbol in st.positions.values()) != count or created > count:
         raise SnapshotError("positions section does not cover the live orders' owners")
 
     for _ in range(reader.u32()):
@@ -673,7 +676,7 @@ def _decode(data: bytes) -> Engine:
             _RESULT_HEAD
         )
         key = (strings[client_ref], strings[coid_ref])
-        if key in engine._results or has_order_id > 1:
+        if key in st.results or has_order_id > 1:
             raise SnapshotError(f"bad retained result {key!r}")
         result = CommandResult(
             log_index,
@@ -681,8 +684,8 @@ def _decode(data: bytes) -> Engine:
             _member(Status, status),
             [reader.event() for _ in range(events)],
         )
-        engine._results[key] = result
-        engine._result_fifo.append(key)
+        st.results[key] = result
+        st.result_fifo.append(key)
 
     for _ in range(reader.u32()):
         (
@@ -702,7 +705,7 @@ def _decode(data: bytes) -> Engine:
         ) = reader.unpack(_FINISHED)
         client_id = strings[client_ref]
         symbol = strings[symbol_ref]
-        if post_only > 1 or order_id in engine._finished:
+        if post_only > 1 or order_id in st.finished:
             raise SnapshotError(f"bad finished order {order_id}")
         record = RestingOrder(
             order_id,
@@ -715,22 +718,22 @@ def _decode(data: bytes) -> Engine:
             0,
             post_only == 1,
             _member(SelfTradeMode, stp),
-            engine._positions.get(client_id, {}).get(symbol) or Position(),
+            st.positions.get(client_id, {}).get(symbol) or Position(),
         )
-        engine._finished[order_id] = (
+        st.finished[order_id] = (
             record,
             _member(OrderType, order_type),
             _member(TimeInForce, time_in_force),
             _member(Status, status),
             filled,
         )
-        engine._finished_fifo.append(order_id)
+        st.finished_fifo.append(order_id)
     if reader.pos != len(data):
         raise SnapshotError(f"{len(data) - reader.pos} trailing bytes")
     return engine
 
 
-def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> None:
+def _read_side(reader: _Reader, st: EngineState, symbol: str, book_side: BookSide) -> None:
     level_count = reader.u32()
     prices = reader.column("q", level_count)
     counts = reader.column("I", level_count)
@@ -755,8 +758,8 @@ def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> 
     strings = reader.strings
     side = book_side.side
     sign = book_side.sign
-    orders = engine._orders
-    live_by_client = engine._live_by_client
+    orders = st.orders
+    live_by_client = st.live_by_client
     position_of: dict[int, Position] = {}
     live_of: dict[int, dict[str, RestingOrder]] = {}
     new_order: Callable[..., RestingOrder] = RestingOrder
@@ -775,7 +778,7 @@ def _read_side(reader: _Reader, engine: Engine, symbol: str, book_side: Any) -> 
             position = position_of.get(client)
             if position is None:
                 client_id = strings[client]
-                position = position_of[client] = engine._position(client_id, symbol)
+                position = position_of[client] = st.position(client_id, symbol)
                 live_of[client] = live_by_client.setdefault(client_id, {})
             live = live_of[client]
             order_id = order_ids[index]
