@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+from kopf._core.intents.handlers import TimerHandler
 
 from exchange_operator import certificates, decisions, monitoring, names, render
 from exchange_operator.admin import (
@@ -632,4 +633,25 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Runtime
     async def refresh(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         await reconcile(rt, body, patch, logger)
 
+    without_finalizers(registry)
     return rt
+
+
+def without_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """No finalizer on ExchangeClusters.
+
+    kopf puts a finalizer on every object a timer runs for (to stop the timer
+    before the object goes). Nothing here needs a last word on deletion: the
+    children go by their ownerReferences. With the finalizer, deleting the
+    operator together with its clusters (`kubectl delete -f k8s/`, `helm
+    uninstall`, deleting the namespace) left the clusters, and so their
+    namespace, Terminating for ever: nobody was left to remove it. Without it
+    the timer stops on the DELETED event, and kopf removes the finalizer an
+    older operator put on existing clusters the next time it sees them.
+    kopf has no public switch for this, hence the registry's handler list.
+    """
+    spawning = registry._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) if isinstance(h, TimerHandler) else h
+        for h in spawning._handlers
+    ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,8 @@ class Env:
     # Added to the operator's (and the modelled nodes') clock: certificates see the future.
     clock_offset: list[datetime.timedelta]
     kubelet: WorldKubelet | None = None
+    # Stops the operator (its Deployment deleted): nothing removes its finalizers then.
+    stop_operator: Callable[[], Awaitable[None]] | None = None
 
     def cr(self) -> dict[str, Any] | None:
         return self.emulator.get(f"{names.GROUP}/{names.VERSION}/{names.PLURAL}", NS, NAME)
@@ -155,10 +157,14 @@ async def env() -> AsyncIterator[Env]:
         async with aiohttp.ClientSession() as http:
             try:
                 assert await asyncio.to_thread(ready.wait, DEADLINE), "kopf never became ready"
-                yield Env(emulator, world, http, url, offset, kubelet)
+
+                async def stop() -> None:
+                    stop_operator.set()
+                    await asyncio.to_thread(operator.join, DEADLINE)
+
+                yield Env(emulator, world, http, url, offset, kubelet, stop)
             finally:
-                stop_operator.set()
-                await asyncio.to_thread(operator.join, DEADLINE)
+                await stop()
                 stop_clock.set()
                 await clock
                 await kubelet.stop()
@@ -616,3 +622,36 @@ async def test_a_csr_for_another_member_is_never_sent_to_cert_manager(env: Env) 
     finally:
         stop.set()
         await fulfil
+
+
+async def test_deleting_everything_at_once_leaves_nothing_terminating(env: Env) -> None:
+    """`kubectl delete -f k8s/` or `helm uninstall` with clusters: the operator and its
+    clusters go together. Worst order: the operator is gone before the cluster's
+    deletion is seen, so nothing it would do on deletion can be relied on."""
+    await env.create({"replicas": 3})
+    await env.until(
+        "phase Running", lambda: (env.cr() or {}).get("status", {}).get("phase") == "Running"
+    )
+    assert env.stop_operator is not None
+    await env.stop_operator()
+    status, _ = await env.request("DELETE", f"/api/v1/namespaces/{NS}")
+    assert status == 200
+    await env.emulator.settle()
+    assert env.emulator.terminating() == []
+    assert env.emulator.get("v1/namespaces", None, NS) is None
+    assert [raw for _, raw in env.emulator.live() if raw["metadata"].get("namespace") == NS] == []
+
+
+async def test_an_older_operators_finalizer_is_removed(env: Env) -> None:
+    finalizer = f"{names.GROUP}/finalizer"
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": NAME, "finalizers": [finalizer]},
+        "spec": {"replicas": 3},
+    }
+    status, _ = await env.request("POST", CR_PATH, body)
+    assert status == 200
+    await env.until(
+        "finalizer removed", lambda: not ((env.cr() or {}).get("metadata") or {}).get("finalizers")
+    )
