@@ -541,7 +541,7 @@ class Api:
         self.check_in_flight(client_id, 1)  # before reading and parsing the body
         token = bearer_token(request)
         assert token is not None  # client_for checked it
-        reservation = self.auth.reserve_batch(token, self.config.max_batch)
+        reservation = self.auth.reserve_batch(token, self.config.max_batch, request)
         try:
             payload = await self.read_json(request)
             status, body = await self.place_batch(client_id, payload, reservation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -19,6 +20,7 @@ REFUSAL_LIMITS = (
     "ws_connections",
     "ws_slow_consumer",
     "body_timeout",
+    "retry_after_ignored",
 )
 """The per-client limits whose refusals a node counts (``exchange_api_refusals_total``)."""
 
@@ -40,11 +42,21 @@ def bearer_token(request: web.Request, *, allow_query: bool = False) -> str | No
 
 
 class TokenBucket:
-    __slots__ = ("last", "tokens")
+    __slots__ = ("last", "penalty", "penalty_until", "tokens")
 
     def __init__(self, tokens: float, now: float) -> None:
         self.tokens = tokens
         self.last = now
+        self.penalty = 0.0
+        """Seconds the key was last shut out for ignoring Retry-After (0: it is not)."""
+        self.penalty_until = 0.0
+
+
+PENALTY_FIRST = 0.25
+"""The shut-out of a key that sent again on a connection before that connection's
+Retry-After delay (seconds); it doubles with every further early request."""
+PENALTY_MAX = 10.0
+"""The longest shut-out (seconds)."""
 
 
 class RateLimiter:
@@ -58,6 +70,14 @@ class RateLimiter:
     key's next requests wait out, unless it already is in debt (another request
     of the key got there first): then it refuses like ``acquire``. So a key gets
     ``rate`` orders per second in the long run, however many requests it overlaps.
+
+    ``ignored(key)``: the key sent a request on a connection that had been
+    answered 429 and told to wait, before the wait was over. It is shut out for
+    ``PENALTY_FIRST`` seconds, doubling with every further early request up to
+    ``PENALTY_MAX``; ``penalised`` says so while it lasts (the API then answers
+    without reading the body and closes the connection, so that the key's
+    refusals cost the node almost nothing). Admitted after it, the key starts
+    afresh.
     """
 
     def __init__(
@@ -94,6 +114,10 @@ class RateLimiter:
         if rate <= 0:
             return 0.0
         bucket = self._refilled(key, rate, burst)
+        if bucket.penalty:
+            if bucket.last < bucket.penalty_until:
+                return bucket.penalty_until - bucket.last
+            bucket.penalty = 0.0
         if bucket.tokens >= cost:
             bucket.tokens -= cost
             return 0.0
@@ -104,10 +128,26 @@ class RateLimiter:
         if rate <= 0:
             return 0.0
         bucket = self._refilled(key, rate, burst)
+        if bucket.penalty and bucket.last < bucket.penalty_until:
+            return bucket.penalty_until - bucket.last
         if bucket.tokens < 0:
             return (1.0 - bucket.tokens) / rate  # until its next request is admitted
         bucket.tokens -= cost
         return 0.0
+
+    def ignored(self, key: str) -> None:
+        """``key`` came back before the Retry-After it was given: shut it out longer."""
+        rate, burst = self.limit_of(key)
+        if rate <= 0:
+            return
+        bucket = self._refilled(key, rate, burst)
+        bucket.penalty = min(PENALTY_MAX, bucket.penalty * 2) if bucket.penalty else PENALTY_FIRST
+        bucket.penalty_until = bucket.last + bucket.penalty
+
+    def penalised(self, key: str) -> bool:
+        """Whether ``key`` is shut out for ignoring Retry-After."""
+        bucket = self.buckets.get(key)
+        return bucket is not None and bucket.penalty > 0 and self.clock() < bucket.penalty_until
 
     def refund(self, key: str, tokens: float) -> None:
         rate, burst = self.limit_of(key)
@@ -137,6 +177,11 @@ class Authenticator:
         self.limiter = limiter
         self.failures = failures or RateLimiter(1.0, 20)
         self.refusals = new_refusals() if refusals is None else refusals
+        self._told_to_wait: weakref.WeakKeyDictionary[object, tuple[str, float]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """connection (its transport) -> the key its last 429 refused, and until when
+        it told that key to wait."""
 
     def failed(self, request: web.Request) -> ApiError:
         """The answer to an unknown or malformed key: 401, or 429 once this address
@@ -168,32 +213,65 @@ class Authenticator:
         client_id = self.api_keys.get(token)
         if client_id is None:
             raise self.failed(request)
-        self.charge(token)
+        self._check_patience(request, token)
+        self.charge(token, request=request)
         return client_id
 
     def optional_client(self, request: web.Request) -> str | None:
         """For public routes: None without a key (limited per address); 401 for a bad key."""
         if "Authorization" in request.headers:
             return self.client_for(request)
-        self.charge(f"addr:{request.remote}")
+        key = f"addr:{request.remote}"
+        self._check_patience(request, key)
+        self.charge(key, request=request)
         return None
 
-    def charge(self, key: str, cost: float = 1.0) -> None:
+    def charge(self, key: str, cost: float = 1.0, request: web.Request | None = None) -> None:
         """Take ``cost`` tokens of ``key`` or raise 429 naming the limit."""
-        self._refuse_after(key, self.limiter.acquire(key, cost))
+        self._refuse_after(key, self.limiter.acquire(key, cost), request)
 
-    def reserve_batch(self, key: str, max_orders: int) -> BatchReservation:
+    def reserve_batch(
+        self, key: str, max_orders: int, request: web.Request | None = None
+    ) -> BatchReservation:
         """Right after ``client_for`` (no await between): a batch admitted on its
         request's token takes tokens for ``max_orders`` before its body is read, so
         that the key's overlapping requests are refused before theirs are read and
         parsed (their work would be wasted); 429 if the key is in debt already."""
-        self._refuse_after(key, self.limiter.debit(key, max_orders - 1))
+        self._refuse_after(key, self.limiter.debit(key, max_orders - 1), request)
         return BatchReservation(self.limiter, key, max_orders - 1)
 
-    def _refuse_after(self, key: str, wait: float) -> None:
+    def _check_patience(self, request: web.Request, key: str) -> None:
+        """A request of the key that a connection's last answer refused (429), on that
+        connection, before its Retry-After (HTTP/1.1 answers in order, so the client
+        had read that answer): the key ignores Retry-After and is shut out, for longer
+        each time. Another key on the same connection (a proxy's pool) is not."""
+        transport = request.transport
+        if transport is None:
+            return
+        told = self._told_to_wait.pop(transport, None)
+        if told is not None and told[0] == key and self.limiter.clock() < told[1]:
+            self.refusals["retry_after_ignored"] += 1
+            self.limiter.ignored(key)
+
+    def _refuse_after(self, key: str, wait: float, request: web.Request | None = None) -> None:
         if wait > 0:
             self.refusals["rate_limit"] += 1
             rate, burst = self.limiter.limit_of(key)
+            penalised = self.limiter.penalised(key)
+            if request is not None and request.transport is not None and not penalised:
+                # Keep-alive: the next request on this connection should wait.
+                self._told_to_wait[request.transport] = (key, self.limiter.clock() + wait)
+            if penalised:
+                raise ApiError(
+                    429,
+                    errors.RATE_LIMITED,
+                    "this API key sends again before its Retry-After delay: shut out, "
+                    "longer with every early request; wait Retry-After",
+                    None,
+                    retry_after=wait,
+                    extra={"limit": "retry_after_ignored", "rate": rate, "burst": burst},
+                    close=True,
+                )
             raise ApiError(
                 429,
                 errors.RATE_LIMITED,

@@ -23,8 +23,11 @@ ENV_API_KEYS_FILE = "EXCHANGE_API_KEYS_FILE"
 
 DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_RATE_LIMIT = 6_000.0
-DEFAULT_RATE_BURST = 12_000
+DEFAULT_RATE_LIMIT = 1_000.0
+"""A retail key's orders (or requests) per second: one key at this limit leaves the
+others' latency within 2x (docs/performance.md); market makers and benches get their
+own ``rate_limit`` in the keys file."""
+DEFAULT_RATE_BURST = 2_000
 
 
 _KEY_LINE = re.compile(r"[^\s=:]+\s*=\s*[^\s=]+")

@@ -57,6 +57,7 @@ class ApiError(Exception):
         *,
         retry_after: float | None = None,
         extra: dict[str, Any] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -65,6 +66,8 @@ class ApiError(Exception):
         self.field = field
         self.retry_after = retry_after
         self.extra = extra
+        self.close = close
+        """Answer without reading the request's body and close the connection."""
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
@@ -76,12 +79,15 @@ class ApiError(Exception):
         headers = None
         if self.retry_after is not None:
             headers = {"Retry-After": retry_after_header(self.retry_after)}
-        return web.Response(
+        response = web.Response(
             body=dumps(self.body()),
             status=self.status,
             content_type="application/json",
             headers=headers,
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def retry_after_header(seconds: float) -> str:

@@ -44,6 +44,17 @@ from typing import Any
 
 CLUSTER_FILE = "cluster.json"
 PKI_DIR = "pki"
+BENCH_RATE_LIMIT = 1_000_000
+"""Orders per second of the ``bench*`` keys (a market maker's tier): the cluster bench
+must fill the cluster with a few keys; every other key has the node's default."""
+
+
+def _key_entry(token: str, client: str) -> str:
+    """One entry of the keys file's list form (docs/api.md)."""
+    entry = f"- {{token: {token}, client_id: {client}"
+    if client.startswith("bench"):
+        entry += f", rate_limit: {BENCH_RATE_LIMIT}"
+    return entry + "}\n"
 LOCAL_CLUSTER_ID = "local"
 
 
@@ -297,7 +308,7 @@ class LocalCluster:
         token = self.root / "admin-token"
         token.write_text(self.spec.admin_token + "\n")
         keys = self.root / "api-keys"
-        keys.write_text("".join(f"{t}: {c}\n" for t, c in self.spec.api_keys.items()))
+        keys.write_text("".join(_key_entry(t, c) for t, c in self.spec.api_keys.items()))
         for path in (token, keys):
             path.chmod(0o600)
 
