@@ -8,11 +8,14 @@ replica.
   Raft entry = one batch) and ``validate_format`` (the API's pre-check).
 - ``events``: ``Accepted``, ``Rejected``, ``Fill``, ``Cancelled``, ``Expired``,
   ``Replaced``, ``BookUpdate``, ``TradingStatus`` and ``CommandResult``.
-- ``engine``: ``Engine`` (apply, queries, snapshot / restore / state_hash); its
-  module docstring states the rules.
+- ``state``: ``EngineState`` (books, orders, positions, retention tables,
+  counters) and its full invariant check, ``check_invariants``.
+- ``engine``: ``Engine``, the write path (apply, snapshot / restore /
+  state_hash); its module docstring states the rules.
+- ``queries``: ``EngineQueries``, the read side ``Engine`` inherits.
+- ``book``: one symbol's price levels.
 - ``views``: what queries return (``OrderView``, ``Position``, ``Depth``, ...).
 - ``snapshot``: the canonical snapshot format.
-- ``bench``: ``exchange bench engine``.
 """
 
 from exchange_node.engine.commands import (

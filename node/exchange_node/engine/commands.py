@@ -51,9 +51,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
+from exchange_node.limits import ENGINE_MAX_BATCH_COMMANDS, ENGINE_MAX_STRING_BYTES
+
 WIRE_VERSION = 1
-MAX_STRING_BYTES = 255
-MAX_BATCH_COMMANDS = 1 << 20
+MAX_STRING_BYTES = ENGINE_MAX_STRING_BYTES
+MAX_BATCH_COMMANDS = ENGINE_MAX_BATCH_COMMANDS
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1

@@ -127,12 +127,14 @@ from exchange_node.engine.events import (
 from exchange_node.engine.queries import EngineQueries
 from exchange_node.engine.state import EngineState, SymbolState
 from exchange_node.engine.views import Position, RiskLimits
+from exchange_node.limits import (
+    ENGINE_CANDLE_HISTORY,
+    ENGINE_CANDLE_INTERVALS_NS,
+    ENGINE_DEDUP_WINDOW,
+    ENGINE_FINISHED_WINDOW,
+    ENGINE_TRADE_HISTORY,
+)
 
-DEFAULT_DEDUP_WINDOW = 65_536
-DEFAULT_FINISHED_WINDOW = 65_536
-DEFAULT_TRADE_HISTORY = 1_000
-DEFAULT_CANDLE_INTERVALS_NS = (1_000_000_000, 60_000_000_000)
-DEFAULT_CANDLE_HISTORY = 720
 TRADE_SEQ_BITS = 24
 """Trade id = (log_index << 24) | n: room for 16.7 million fills per log entry."""
 MARKET_BUY_LIMIT = (1 << 63) - 1
@@ -221,11 +223,11 @@ class Engine(EngineQueries):
         symbols: Iterable[AddSymbol | SymbolSpec] = (),
         default_risk: RiskLimits | None = None,
         *,
-        dedup_window: int = DEFAULT_DEDUP_WINDOW,
-        finished_window: int = DEFAULT_FINISHED_WINDOW,
-        trade_history: int = DEFAULT_TRADE_HISTORY,
-        candle_intervals_ns: tuple[int, ...] = DEFAULT_CANDLE_INTERVALS_NS,
-        candle_history: int = DEFAULT_CANDLE_HISTORY,
+        dedup_window: int = ENGINE_DEDUP_WINDOW,
+        finished_window: int = ENGINE_FINISHED_WINDOW,
+        trade_history: int = ENGINE_TRADE_HISTORY,
+        candle_intervals_ns: tuple[int, ...] = ENGINE_CANDLE_INTERVALS_NS,
+        candle_history: int = ENGINE_CANDLE_HISTORY,
     ) -> None:
         if dedup_window < 1 or finished_window < 1 or trade_history < 1 or candle_history < 1:
             raise ValueError("retention sizes must be >= 1")

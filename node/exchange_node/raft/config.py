@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exchange_node.limits import (
+    RAFT_ELECTION_TICKS,
+    RAFT_HEARTBEAT_TICKS,
+    RAFT_MAX_INFLIGHT,
+    RAFT_MAX_MSG_BYTES,
+    RAFT_MAX_MSG_ENTRIES,
+)
+
 
 @dataclass
 class RaftConfig:
     node_id: int
-    election_tick: int = 10
+    election_tick: int = RAFT_ELECTION_TICKS
     """Ticks without a leader before campaigning, randomized in [election_tick, 2*election_tick)."""
-    heartbeat_tick: int = 1
-    max_msg_entries: int = 4096
+    heartbeat_tick: int = RAFT_HEARTBEAT_TICKS
+    max_msg_entries: int = RAFT_MAX_MSG_ENTRIES
     """Batching: entries per APP message."""
-    max_msg_bytes: int = 1 << 20
+    max_msg_bytes: int = RAFT_MAX_MSG_BYTES
     """Batching: entry data bytes per APP message (one larger entry still goes alone)."""
-    max_inflight: int = 64
+    max_inflight: int = RAFT_MAX_INFLIGHT
     """Pipelining: unacknowledged APP messages per follower in REPLICATE state."""
     pre_vote: bool = True
     check_quorum: bool = True

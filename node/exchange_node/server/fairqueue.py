@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-DEFAULT_QUANTUM = 500
-"""Commands a client may have proposed per turn (one full batch request)."""
+from exchange_node.limits import FAIR_QUANTUM_COMMANDS
+
+DEFAULT_QUANTUM = FAIR_QUANTUM_COMMANDS
 
 
 def client_of(proposal: Any) -> str:

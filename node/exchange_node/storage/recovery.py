@@ -75,6 +75,7 @@ import time
 from array import array
 from dataclasses import dataclass
 
+from exchange_node.limits import WAL_READ_CHUNK_BYTES
 from exchange_node.raft.types import Entry, Snapshot
 
 from . import format as fmt
@@ -91,7 +92,7 @@ from .files import (
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK = 8 << 20
+_READ_CHUNK = WAL_READ_CHUNK_BYTES
 _ENTRY_RECORD = struct.Struct("<IIBQQB")
 """A whole ENTRY record head at once: crc, length, type, term, index, entry_type."""
 

@@ -78,6 +78,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from exchange_node.limits import WAL_KEEP_SNAPSHOTS, WAL_SEGMENT_BYTES, WAL_TAIL_CACHE_ENTRIES
 from exchange_node.raft.types import Entry, HardState, Snapshot, SnapshotMeta
 
 from . import format as fmt
@@ -651,9 +652,9 @@ class WalStorage:
 def open_storage(
     data_dir: str | os.PathLike[str],
     *,
-    segment_bytes: int = 64 << 20,
-    keep_snapshots: int = 3,
-    tail_cache_entries: int = 8192,
+    segment_bytes: int = WAL_SEGMENT_BYTES,
+    keep_snapshots: int = WAL_KEEP_SNAPSHOTS,
+    tail_cache_entries: int = WAL_TAIL_CACHE_ENTRIES,
     on_save: SaveObserver | None = None,
 ) -> WalStorage:
     """Lock ``data_dir`` (created if absent), recover it, and return the store.

@@ -85,6 +85,18 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from exchange_node.limits import (
+    PEER_ENVELOPE_BYTES,
+    PEER_MAX_INCOMING_SNAPSHOTS,
+    PEER_MAX_MESSAGE_BYTES,
+    PEER_MAX_SNAPSHOT_BYTES,
+    PEER_QUEUE_BYTES,
+    PEER_QUEUE_LIMIT,
+    PEER_SHUTDOWN_WAIT_S,
+    PEER_SNAPSHOT_CHUNK_BYTES,
+    PEER_SNAPSHOT_QUEUE_LIMIT,
+    PEER_SNAPSHOT_STALL_S,
+)
 from exchange_node.raft.types import Message, MessageType
 from exchange_node.security.certs import member_dns_name, parse_member_uri, validate_cluster_id
 from exchange_node.transport import peer_pb2 as pb
@@ -119,30 +131,30 @@ OnUnreachable = Callable[[int], None]
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
-DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
-DEFAULT_QUEUE_LIMIT = 8192
+DEFAULT_MAX_MESSAGE_BYTES = PEER_MAX_MESSAGE_BYTES
+DEFAULT_QUEUE_LIMIT = PEER_QUEUE_LIMIT
 """Messages waiting per peer. A leader sends a few per Ready, so a full queue
 means the peer (or the network to it) has stopped keeping up."""
-DEFAULT_QUEUE_BYTES = 64 << 20
+DEFAULT_QUEUE_BYTES = PEER_QUEUE_BYTES
 """Estimated bytes waiting per peer (entries dominate)."""
-DEFAULT_ENVELOPE_BYTES = 256 << 10
+DEFAULT_ENVELOPE_BYTES = PEER_ENVELOPE_BYTES
 """Target envelope size (a single larger message still travels whole, up to
 ``max_message_bytes``). Large enough to amortise gRPC's cost per message
 (about 90 us of sender CPU per envelope, measured by ``bench``), small
 enough that the two processes overlap encoding and decoding, and that
 encoding one envelope (about 0.5 ms) never stalls the event loop."""
-DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
-DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
-DEFAULT_SNAPSHOT_STALL_S = 30.0
+DEFAULT_SNAPSHOT_CHUNK_BYTES = PEER_SNAPSHOT_CHUNK_BYTES
+DEFAULT_MAX_SNAPSHOT_BYTES = PEER_MAX_SNAPSHOT_BYTES
+DEFAULT_SNAPSHOT_STALL_S = PEER_SNAPSHOT_STALL_S
 """An incoming transfer with no chunk for this long is aborted."""
-DEFAULT_MAX_INCOMING_SNAPSHOTS = 2
+DEFAULT_MAX_INCOMING_SNAPSHOTS = PEER_MAX_INCOMING_SNAPSHOTS
 DEFAULT_CLUSTER_ID = "exchange"
 TLS_CHECK_INTERVAL_S = 5.0
 REJECT_LOG_INTERVAL_S = 10.0
 """At most one warning per (reason, peer address) in this many seconds."""
 DIGEST_SIZE_BYTES = 80
-SNAPSHOT_QUEUE_LIMIT = 2
-SHUTDOWN_WAIT_S = 2.0
+SNAPSHOT_QUEUE_LIMIT = PEER_SNAPSHOT_QUEUE_LIMIT
+SHUTDOWN_WAIT_S = PEER_SHUTDOWN_WAIT_S
 """How long stopping waits for one peer's tasks, a channel or the server."""
 _EXPECT_ANSWER = frozenset((MessageType.APP, MessageType.HEARTBEAT))
 """Messages a live peer always answers (see ``answer_timeout``)."""
