@@ -31,7 +31,7 @@ PHASES = (
     "QuorumLost",
     "Paused",
 )
-CONDITION_TYPES = ("Available", "Progressing", "Degraded", "QuorumLost")
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "QuorumLost")
 MEMBER_ROLES = ("leader", "follower", "candidate", "learner", "unknown")
 
 # Every CEL rule, named so tests can find the one they evaluate.

@@ -366,7 +366,31 @@ def conditions(spec: ClusterSpec, obs: Observed, action: Action) -> list[Conditi
         result.append(Condition("Progressing", "False", "Steady", action.reason))
     else:
         result.append(Condition("Progressing", "True", action.kind, action.reason))
+    result.append(_ready(spec, obs, healthy, voters, quorum, not_ready))
     return result
+
+
+def _ready(
+    spec: ClusterSpec, obs: Observed, healthy: int, voters: int, quorum: int, not_ready: list[str]
+) -> Condition:
+    """`kubectl wait --for=condition=Ready xc/NAME`: a leader, and every member the spec
+    asks for is a healthy voter whose pod is ready (False while scaling or degraded)."""
+    if not obs.bootstrapped or obs.leader() is None:
+        reason = "Bootstrapping" if not obs.bootstrapped else "NoLeader"
+        return Condition("Ready", "False", reason, "no Raft leader yet")
+    if healthy < quorum:
+        return Condition("Ready", "False", "QuorumLost", f"{healthy}/{voters} voters healthy")
+    if voters != spec.replicas or len(obs.pods) != spec.replicas:
+        return Condition(
+            "Ready", "False", "Scaling",
+            f"{voters} voters, {len(obs.pods)} pods; the spec asks for {spec.replicas}",
+        )  # fmt: skip
+    if healthy < voters or not_ready:
+        detail = f"{healthy}/{voters} voters healthy"
+        if not_ready:
+            detail += "; not ready: " + ", ".join(not_ready)
+        return Condition("Ready", "False", "MembersUnhealthy", detail)
+    return Condition("Ready", "True", "ClusterReady", f"{voters}/{spec.replicas} voters ready")
 
 
 def phase(spec: ClusterSpec, obs: Observed, action: Action, conds: list[Condition]) -> str:

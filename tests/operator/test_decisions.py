@@ -216,6 +216,7 @@ def test_conditions_healthy() -> None:
         "QuorumLost": "False",
         "Degraded": "False",
         "Progressing": "False",
+        "Ready": "True",
     }
     assert phase == "Running"
 
@@ -228,6 +229,7 @@ def test_conditions_one_member_down_is_degraded() -> None:
     assert conds["Available"] == "True"
     assert conds["Degraded"] == "True"
     assert conds["QuorumLost"] == "False"
+    assert conds["Ready"] == "False"
     assert phase == "Degraded"
 
 
@@ -250,7 +252,18 @@ def test_conditions_before_bootstrap() -> None:
     conds, phase = _conds(world, bootstrapped=False)
     assert conds["QuorumLost"] == "False"
     assert conds["Available"] == "False"
+    assert conds["Ready"] == "False"
     assert phase == "Bootstrapping"
+
+
+def test_ready_waits_for_the_size_the_spec_asks_for() -> None:
+    world = RaftWorld.bootstrapped("xc", NS, 3)
+    world.tick()
+    spec = parse_spec({"replicas": 5})
+    obs = world.observed(bootstrapped=True)
+    action = decisions.next_action("xc", NS, spec, obs)
+    ready = {c.type: c for c in decisions.conditions(spec, obs, action)}["Ready"]
+    assert (ready.status, ready.reason) == ("False", "Scaling")
 
 
 def test_merge_conditions_keeps_transition_time_while_status_holds() -> None:

@@ -209,6 +209,7 @@ async def test_create_builds_children_and_reports_a_running_cluster(env: Env) ->
     assert env.obj("policy/v1/poddisruptionbudgets", NAME)["spec"]["maxUnavailable"] == 1
 
     status_ = cr["status"]
+    assert env.condition("Ready") == "True"  # kubectl wait --for=condition=Ready
     assert status_["observedGeneration"] == cr["metadata"]["generation"]
     assert status_["replicas"] == 3 and status_["readyReplicas"] == 3
     assert status_["leader"] == f"{NAME}-0" and status_["leaderId"] == 1
