@@ -13,7 +13,28 @@ from exchange_node.tools.local import LocalCluster
 pytestmark = pytest.mark.slow
 
 
-def run_demo(root, base_port: int, seconds: float) -> str:
+BARS = {
+    "AAPL": {
+        "day": "2026-11-18",
+        "open": 231.0,
+        "high": 233.2,
+        "low": 227.1,
+        "close": 229.5,
+        "volume": 5e7,
+    },
+    "MSFT": {
+        "day": "2026-11-18",
+        "open": 417.0,
+        "high": 424.9,
+        "low": 415.5,
+        "close": 421.0,
+        "volume": 2e7,
+    },
+}
+"""Invented bars of one session (not market data) for the replay."""
+
+
+def run_demo(root, base_port: int, seconds: float, *extra: str) -> str:
     proc = subprocess.run(
         [
             sys.executable,
@@ -28,6 +49,7 @@ def run_demo(root, base_port: int, seconds: float) -> str:
             str(seconds),
             "--summary-every",
             "2",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -84,9 +106,26 @@ def test_demo_starts_trades_prints_where_to_look_and_resumes(tmp_path):
     finally:
         cluster.stop_all(10)
 
-    second = run_demo(root, base, 3)
+    # resumed, replaying a past day from a bars file (yfinance's cache format)
+    bars = tmp_path / "bars.json"
+    bars.write_text(json.dumps(BARS))
+    second = run_demo(
+        root,
+        base,
+        3,
+        "--replay",
+        "2026-11-18",
+        "--replay-bars",
+        str(bars),
+        "--replay-minutes",
+        "0.1",
+    )
     assert "resuming the cluster" in second
-    assert json.loads(re.search(r"agents' report: (\{.*\})", second).group(1))["orders"] > 0
+    assert "replay: 2 of 4 symbols have a bar" in second, second
+    assert "replaying 2026-11-18 over 0.1 min" in second
+    report = json.loads(re.search(r"agents' report: (\{.*\})", second).group(1))
+    assert report["orders"] > 0 and report["failures"] == 0
+    assert re.search(r"sustained [\d,.]+ orders/s over \d+ s", second), second
     assert (root / "cluster.json").exists() and any(root.glob("node-1/*"))
 
 
@@ -107,3 +146,24 @@ def test_bad_flags_are_named(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and "--nodes" in proc.stderr
+
+
+def test_replay_without_bars_offline_is_refused_naming_the_flag(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange_node.cli",
+            "demo",
+            "--data-root",
+            str(tmp_path / "d"),
+            "--replay",
+            "2026-11-18",
+            "--replay-bars",
+            str(tmp_path / "missing.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--replay-bars" in proc.stderr, proc.stderr

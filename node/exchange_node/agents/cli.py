@@ -155,7 +155,10 @@ async def build_population(
             ref = prices[symbol]
             symbols[symbol].reference_price = symbols[symbol].snap(ref.price * 100)
             notes.append(f"{symbol}: reference {ref.price} from {ref.source}")
-    fair = FairValues(symbols, seed=args.seed, volatility=args.volatility)
+    fair: Any = FairValues(symbols, seed=args.seed, volatility=args.volatility)
+    replay = getattr(args, "fair_values", None)
+    if replay is not None:  # `exchange demo --replay DAY`: past bars drive the fair values
+        fair = replay(symbols, fair)
     run_id = f"{int(time.time()) % 10**6:06d}{secrets.token_hex(2)}"
     agents: list[Agent] = []
     keys = iter(tokens)
@@ -212,12 +215,19 @@ def spreads(agents: list[Agent]) -> dict[str, int | None]:
     return out
 
 
+SPREADS_SHOWN = 8
+"""Symbols whose spread a summary line shows (a universe of 500 would fill a screen)."""
+
+
 def summary_line(
     elapsed: float, stats: ClientStats, previous_orders: int, interval: float, agents: list[Agent]
 ) -> str:
     rate = (stats.orders - previous_orders) / interval if interval > 0 else 0.0
     rejects = ", ".join(f"{k}={v}" for k, v in stats.rejects.most_common(4)) or "none"
-    spread = " ".join(f"{s}:{v if v is not None else '-'}" for s, v in spreads(agents).items())
+    shown = list(spreads(agents).items())
+    spread = " ".join(f"{s}:{v if v is not None else '-'}" for s, v in shown[:SPREADS_SHOWN])
+    if len(shown) > SPREADS_SHOWN:
+        spread += f" (+{len(shown) - SPREADS_SHOWN} symbols)"
     return (
         f"[{elapsed:6.1f}s] {rate:7.1f} orders/s  orders={stats.orders} fills={stats.fills} "
         f"retries={stats.retries} rejects: {rejects}  spread {spread}"

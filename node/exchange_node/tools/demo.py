@@ -4,6 +4,12 @@ The first run creates ``--data-root`` with the cluster's ports, keys and a
 symbol list whose reference prices come from yfinance (or, offline, from the
 documented fallback prices); later runs resume the same cluster on its data.
 Ctrl-C stops the agents, then every node (a leader hands leadership over).
+
+``--universe sp500`` lists the S&P 500 constituents (yfinance closes, cached;
+offline, the shipped reference prices) and sizes a larger agent population to
+the machine's cores; the run ends by saying what rate it sustained.
+``--replay DAY`` drives the agents' fair values through that day's daily bars
+(yfinance or the cache, or ``--replay-bars FILE``) in ``--replay-minutes``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
+import os
 import secrets
 import signal
 import socket
@@ -22,10 +30,20 @@ from typing import Any
 import yaml
 
 from exchange_node.agents import cli as agents_cli
-from exchange_node.agents.marketdata import ReferencePrices
+from exchange_node.agents.marketdata import (
+    DEMO_TICKERS,
+    UNIVERSES,
+    DailyBar,
+    ReferencePrices,
+    ReplayFairValues,
+    ReplayPath,
+    daily_bars,
+    read_bars_file,
+    universe,
+)
 from exchange_node.tools.local import CLUSTER_FILE, LocalCluster
 
-DEMO_TICKERS = ("AAPL", "MSFT", "NVDA", "SPY")
+__all__ = ["DEMO_TICKERS", "main", "population_for"]
 PRICE_SCALE = 100
 """Integer price units per dollar: prices are in cents."""
 AGENT_KEYS = 12
@@ -50,18 +68,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--summary-every", type=float, default=5.0, help="seconds between agent summaries"
     )
+    parser.add_argument(
+        "--universe",
+        choices=UNIVERSES,
+        default=None,
+        help="demo (4 tickers, the default) or sp500 (the S&P 500 constituents; a larger "
+        "population sized to the machine)",
+    )
+    parser.add_argument(
+        "--replay",
+        type=_day,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="replay that day's daily bars (yfinance or the cache) as the agents' fair values",
+    )
+    parser.add_argument(
+        "--replay-bars",
+        type=Path,
+        default=None,
+        help="bars for --replay from this JSON file instead ({symbol: {day, open, high, low, "
+        "close, volume}})",
+    )
+    parser.add_argument(
+        "--replay-minutes",
+        type=float,
+        default=10.0,
+        help="wall-clock minutes one replayed session takes (default 10)",
+    )
 
 
-def write_symbols(path: Path) -> list[str]:
-    """The demo's symbol list with reference prices in cents; returns notes to print."""
-    prices = ReferencePrices().load(DEMO_TICKERS)
+def _day(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def population_for(universe_name: str, cores: int) -> dict[str, int]:
+    """Agents per kind for a universe on a machine with ``cores`` cores. The demo's
+    four tickers keep the small population; the S&P 500 gets one market maker per
+    core (each cycles through every symbol) and more takers per core, so the three
+    nodes and the agents share the machine without starving one another."""
+    cores = max(1, cores)
+    if universe_name == "sp500":
+        return {
+            "market_makers": min(4, cores),
+            "momentum": 2 * cores,
+            "arbitrage": 2 * cores,
+            "noise": 6 * cores,
+        }
+    return {"market_makers": 3, "momentum": 2, "arbitrage": 2, "noise": 4}
+
+
+def write_symbols(
+    path: Path, universe_name: str = "demo", bars: dict[str, DailyBar] | None = None
+) -> list[str]:
+    """The demo's symbol list with reference prices in cents; returns notes to print.
+    With ``bars`` (a replay) a symbol's reference is its bar's open."""
+    offline = universe(universe_name)
+    loaded = ReferencePrices().load(offline, fallback=offline)
+    prices = {t: p.price for t, p in loaded.items()}
+    sources = {} if bars else loaded
+    for ticker, bar in (bars or {}).items():
+        if ticker in prices:
+            prices[ticker] = bar.open
     symbols = [
         {
             "name": ticker,
             "tick_size": 1,
             "lot_size": 1,
-            "price_band_bps": 1_000,
-            "reference_price": max(1, round(price.price * PRICE_SCALE)),
+            # a replayed day may move more than 10 % from its open
+            "price_band_bps": 2_500 if bars else 1_000,
+            "reference_price": max(1, round(price * PRICE_SCALE)),
+            "price_scale": PRICE_SCALE,
         }
         for ticker, price in prices.items()
     ]
@@ -70,9 +149,22 @@ def write_symbols(path: Path) -> list[str]:
         "risk": {"max_order_qty": 10_000, "max_notional": 10**10, "max_position": 100_000},
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    notes = [f"{t}: ${p.price:,.2f} ({p.source})" for t, p in prices.items()]
-    if any(p.source == "fallback" for p in prices.values()):
-        notes.append("offline: documented fallback prices; the agents move them with a random walk")
+    if bars:
+        return [f"replay: {len(bars)} of {len(prices)} symbols have a bar; reference = the open"]
+    by_source: dict[str, int] = {}
+    for p in sources.values():
+        by_source[p.source] = by_source.get(p.source, 0) + 1
+    if len(sources) > 12:
+        notes = [
+            f"{universe_name}: {len(sources)} symbols, reference prices: "
+            + ", ".join(f"{n} {src}" for src, n in sorted(by_source.items()))
+        ]
+    else:
+        notes = [f"{t}: ${p.price:,.2f} ({p.source})" for t, p in sources.items()]
+    if by_source.get("fallback"):
+        notes.append(
+            "offline: shipped/documented fallback prices; the agents move them with a random walk"
+        )
     return notes
 
 
@@ -85,12 +177,58 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def replay_bars(args: argparse.Namespace, universe_name: str) -> dict[str, DailyBar] | None:
+    if args.replay is None:
+        if args.replay_bars is not None:
+            raise UsageError("--replay-bars needs --replay DAY")
+        return None
+    if args.replay_bars is not None:
+        try:
+            bars = read_bars_file(args.replay_bars)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"--replay-bars {args.replay_bars}: {exc}") from None
+        bars = {s: b for s, b in bars.items() if b.day == args.replay.isoformat()}
+    else:
+        bars = daily_bars(universe(universe_name), args.replay)
+    if not bars:
+        raise UsageError(
+            f"--replay {args.replay}: no daily bars for that day (yfinance unreachable and "
+            "nothing cached, or not a trading day); pass --replay-bars FILE"
+        )
+    return bars
+
+
+def universe_of(args: argparse.Namespace, root: Path) -> str:
+    """The universe asked for, else the one the data root was made with."""
+    if args.universe:
+        return str(args.universe)
+    try:
+        listed = yaml.safe_load((root / "exchange.yaml").read_text())["symbols"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "demo"
+    return "sp500" if len(listed) > len(DEMO_TICKERS) else "demo"
+
+
+def ensure_agent_keys(cluster: LocalCluster, count: int) -> None:
+    have = sum(1 for client in cluster.spec.api_keys.values() if client.startswith("agent-"))
+    for i in range(have, count):
+        cluster.spec.api_keys[f"key-agent-{i}-{secrets.token_hex(6)}"] = f"agent-{i}"
+    cluster.spec.save(cluster.root)
+
+
 def prepare(args: argparse.Namespace) -> tuple[LocalCluster, list[str]]:
     root: Path = args.data_root.resolve()
     notes: list[str] = []
+    universe_name = universe_of(args, root)
+    bars = replay_bars(args, universe_name)
+    args.bars = bars
+    agents = sum(population_for(universe_name, os.cpu_count() or 1).values())
     if (root / CLUSTER_FILE).exists():
         cluster = LocalCluster.create(root, args.nodes)
         notes.append(f"resuming the cluster in {root} on its data")
+        if args.universe or bars:  # list what was asked for (symbols are never delisted)
+            notes += write_symbols(root / "exchange.yaml", universe_name, bars)
+        ensure_agent_keys(cluster, max(AGENT_KEYS, agents))
         return cluster, notes
     for port in range(args.base_port, args.base_port + args.nodes):
         if not _port_free(port) or not _port_free(port + 100):
@@ -99,13 +237,11 @@ def prepare(args: argparse.Namespace) -> tuple[LocalCluster, list[str]]:
             )
     root.mkdir(parents=True, exist_ok=True)
     config = root / "exchange.yaml"
-    notes += write_symbols(config)
+    notes += write_symbols(config, universe_name, bars)
     cluster = LocalCluster.create(
         root, args.nodes, base_port=args.base_port, extra_args=[f"--config={config}"]
     )
-    for i in range(AGENT_KEYS):
-        cluster.spec.api_keys[f"key-agent-{i}-{secrets.token_hex(6)}"] = f"agent-{i}"
-    cluster.spec.save(root)
+    ensure_agent_keys(cluster, max(AGENT_KEYS, agents))
     return cluster, notes
 
 
@@ -148,10 +284,17 @@ def agent_args(cluster: LocalCluster, args: argparse.Namespace) -> argparse.Name
     ns.noise_rate = args.noise_rate
     ns.summary_every = args.summary_every
     ns.duration = args.duration
-    ns.noise = 4
-    ns.market_makers = 3
-    ns.momentum = 2
-    ns.arbitrage = 2
+    for kind, count in population_for(universe_of(args, cluster.root), os.cpu_count() or 1).items():
+        setattr(ns, kind, count)
+    bars = getattr(args, "bars", None)
+    if bars:
+        paths = {s: ReplayPath(b, seed=ns.seed) for s, b in bars.items()}
+        seconds = args.replay_minutes * 60
+
+        def replay(_symbols: Any, walk: Any) -> ReplayFairValues:
+            return ReplayFairValues(paths, PRICE_SCALE, seconds, walk)
+
+        ns.fair_values = replay
     return ns
 
 
@@ -192,16 +335,34 @@ def main(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(supervise(cluster, stop))
         try:
-            return await agents_cli.run_agents(agent_args(cluster, args), stop=stop)
+            return await agents_cli.run_agents(agents, stop=stop)
         finally:
             stop.set()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
+    agents = agent_args(cluster, args)
+    universe_name = universe_of(args, cluster.root)
+    print(
+        f"universe {universe_name}: {agents.market_makers} market makers, {agents.momentum} "
+        f"momentum, {agents.arbitrage} arbitrage, {agents.noise} noise traders "
+        f"(sized for {os.cpu_count()} cores)"
+        + (f"; replaying {args.replay} over {args.replay_minutes:g} min" if args.replay else ""),
+        flush=True,
+    )
     try:
         report = asyncio.run(run())
-        print("agents' report: " + json.dumps(report))
+        shown = dict(report)
+        if len(shown.get("spreads") or {}) > agents_cli.SPREADS_SHOWN:
+            shown["spreads"] = f"{len(shown['spreads'])} symbols (not shown)"
+        print("agents' report: " + json.dumps(shown))
+        print(
+            f"sustained {report['orders_per_second']:,.1f} orders/s over {report['seconds']:.0f} s "
+            f"({report['orders']:,} orders, {report['fills']:,} fills, "
+            f"{report['failures']:,} failures) on {os.cpu_count()} cores",
+            flush=True,
+        )
     finally:
         print("stopping the cluster...", flush=True)
         cluster.stop_all()
