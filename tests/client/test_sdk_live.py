@@ -1,0 +1,187 @@
+"""The SDK against a real 3-node cluster: exactly-once retries, leader-aware writes,
+typed results and errors, a leader killed mid-stream, the WebSocket book."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from exchange_client import (
+    AsyncClient,
+    AuthError,
+    BadRequestError,
+    Client,
+    GapEvent,
+    MarketStream,
+    RejectedError,
+)
+from exchange_node.tools.local import LocalCluster
+
+
+def _endpoints(cluster: LocalCluster, only: list[int] | None = None) -> list[str]:
+    return [f"http://{m.http}" for m in cluster.spec.members if only is None or m.node_id in only]
+
+
+def _follower(cluster: LocalCluster) -> int:
+    leader = cluster.wait_for_leader(30)
+    return next(m.node_id for m in cluster.spec.members if m.node_id != leader)
+
+
+def test_sync_client_exactly_once_and_typed_results(cluster: LocalCluster) -> None:
+    with Client(_endpoints(cluster), cluster.key_for("alice")) as ex:
+        symbols = ex.symbols()
+        assert symbols["BTC-USD"].price_scale == 100
+        first = ex.place_order("BTC-USD", "SELL", 3, price=50_500, client_order_id="x-1")
+        again = ex.place_order("BTC-USD", "SELL", 3, price=50_500, client_order_id="x-1")
+        assert first.status == "NEW" and again.order_id == first.order_id
+        assert again.log_index == first.log_index  # the original result, not a new entry
+        open_orders = [o for o in ex.open_orders("BTC-USD") if o.client_order_id == "x-1"]
+        assert len(open_orders) == 1 and open_orders[0].leaves_quantity == 3
+    with Client(_endpoints(cluster), cluster.key_for("bob")) as ex:
+        taken = ex.place_order("BTC-USD", "BUY", 2, price=50_500)
+        assert taken.status == "FILLED" and taken.filled_quantity == 2
+        assert taken.fills[0].liquidity == "TAKER" and taken.fills[0].price == 50_500
+        assert ex.positions()["BTC-USD"].quantity == 2
+
+
+def test_errors_are_typed_and_name_the_field(cluster: LocalCluster) -> None:
+    with Client(_endpoints(cluster), cluster.key_for("alice")) as ex:
+        with pytest.raises(BadRequestError) as bad:
+            ex.place_order("BTC-USD", "BUY", 0, price=50_000)
+        assert bad.value.status == 400 and bad.value.field == "quantity"
+        ex.place_order("BTC-USD", "SELL", 1, price=50_900)
+        with pytest.raises(RejectedError) as rejected:
+            ex.place_order("BTC-USD", "BUY", 1, price=50_950, post_only=True)
+        assert rejected.value.reason == "POST_ONLY_WOULD_TAKE"
+    with Client(_endpoints(cluster), "not-a-key") as ex, pytest.raises(AuthError):
+        ex.positions()
+
+
+async def test_writes_go_to_the_leader_even_from_a_follower_endpoint(
+    cluster: LocalCluster,
+) -> None:
+    follower = _follower(cluster)
+    async with AsyncClient(_endpoints(cluster, [follower]), cluster.key_for("carol")) as ex:
+        for _ in range(5):
+            await ex.place_order("BTC-USD", "BUY", 1, price=48_000)
+        assert ex.stats.leader_direct == 5 and ex.stats.forwarded == 0
+    # Without leader routing the follower forwards each write.
+    async with AsyncClient(
+        _endpoints(cluster, [follower]), cluster.key_for("carol"), leader_aware=False
+    ) as ex:
+        for _ in range(3):
+            await ex.place_order("BTC-USD", "BUY", 1, price=48_000)
+        assert ex.stats.forwarded == 3
+
+
+async def test_stream_keeps_the_book_and_resyncs_after_a_gap(cluster: LocalCluster) -> None:
+    eps = _endpoints(cluster)
+    async with (
+        AsyncClient(eps, cluster.key_for("dave")) as ex,
+        MarketStream(eps, books=["ETH-USD"]) as stream,
+    ):
+        spec = (await ex.symbols())["ETH-USD"]
+        placed = 0
+        dropped = False
+        original = stream._events
+
+        async def drop_one_delta(doc):  # a lost message: the next delta's seq jumps
+            nonlocal dropped
+            if doc.get("type") == "delta" and not dropped and placed >= 3:
+                dropped = True
+                return []
+            return await original(doc)
+
+        stream._events = drop_one_delta  # type: ignore[method-assign]
+
+        async def place() -> None:
+            nonlocal placed
+            for i in range(8):
+                price = spec.reference_price - (10 + i) * spec.tick_size
+                await ex.place_order("ETH-USD", "BUY", spec.lot_size, price=price)
+                placed += 1
+                await asyncio.sleep(0.05)
+
+        gaps = 0
+
+        async def consume() -> None:
+            nonlocal gaps
+            async for event in stream:
+                gaps += isinstance(event, GapEvent)
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await place()
+            book = stream.books["ETH-USD"]
+            for _ in range(200):
+                rest = await ex.book("ETH-USD", depth=1000)
+                if book.synced and book.seq == rest.seq:
+                    break
+                await asyncio.sleep(0.05)
+            assert book.synced and book.seq == rest.seq, (book.seq, rest.seq, stream.stats)
+            assert book.view(1000) == rest
+        finally:
+            consumer.cancel()
+        assert dropped and gaps == 1 and stream.stats.resubscribes == 1, stream.stats
+        assert stream.stats.snapshots == 2
+
+
+def test_failover_places_every_order_once(cluster: LocalCluster) -> None:
+    """Kill -9 the leader while a client writes through every endpoint: every
+    order gets an answer, and each client order id is one order, no more."""
+    with Client(_endpoints(cluster), cluster.key_for("bench1"), timeout=3.0) as ex:
+        ids = []
+        killed = None
+        for i in range(40):
+            if i == 10:
+                killed = cluster.wait_for_leader(30)
+                cluster.kill(killed)
+            result = ex.place_order("ETH-USD", "BUY", 1, price=2_500 + i % 5)
+            ids.append((result.client_order_id, result.order_id))
+        assert ex.stats.retries > 0
+        leader_direct = ex.stats.leader_direct
+        open_orders = ex.open_orders("ETH-USD")
+    assert len({order_id for _, order_id in ids}) == 40
+    by_client_id: dict[str, int] = {}
+    for order in open_orders:
+        by_client_id.setdefault(order.client_order_id, 0)
+        by_client_id[order.client_order_id] += 1
+    assert {cid for cid, _ in ids} <= set(by_client_id)
+    assert all(count == 1 for count in by_client_id.values())
+    # The client found the new leader and writes to it directly again.
+    assert leader_direct > 30, leader_direct
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    blocks, inside, current = [], False, []
+    for line in markdown.splitlines():
+        if line.strip() == "```python":
+            inside, current = True, []
+        elif inside and line.strip() == "```":
+            inside = False
+            blocks.append("\n".join(current))
+        elif inside:
+            current.append(line)
+    return blocks
+
+
+def test_docs_examples_run(cluster: LocalCluster) -> None:
+    """Every Python block of docs/client.md, run as its own process against the cluster."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "client.md"
+    blocks = _python_blocks(doc.read_text())
+    assert len(blocks) >= 3
+    env = {
+        **os.environ,
+        "EXCHANGE_ENDPOINTS": ",".join(_endpoints(cluster)),
+        "EXCHANGE_TOKEN": cluster.key_for("alice"),
+    }
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (block, done.stdout, done.stderr)
+        assert done.stdout.strip(), block
