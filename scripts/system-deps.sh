@@ -7,6 +7,7 @@
 #   fuse3 (libfuse3)        - chaos faultfs: disk faults and power cuts (mfusepy loads it)
 #   iproute2, iptables      - chaos local target: network namespaces, partitions, loss, tc tbf
 #   libfaketime             - chaos local target: clock skew (LD_PRELOAD)
+#   etcd-server             - `exchange bench etcd` / `bench cluster --compare etcd` (and its test)
 # As root (CI, these machines) missing packages are installed with apt-get.
 # Otherwise nothing is installed: the tests that need a missing program skip
 # and print which one. Idempotent and quiet when everything is present.
@@ -24,6 +25,7 @@ command -v ip >/dev/null 2>&1 || want+=(iproute2)
 command -v tc >/dev/null 2>&1 || want+=(iproute2)
 command -v iptables >/dev/null 2>&1 || want+=(iptables)
 ls /usr/lib/*/faketime/libfaketime*.so.1 >/dev/null 2>&1 || want+=(libfaketime)
+command -v etcd >/dev/null 2>&1 || want+=(etcd-server)
 
 if [ ${#want[@]} -eq 0 ]; then
     exit 0

@@ -36,6 +36,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "cluster": ("exchange_node.tools.bench.cluster", "a local 3-node cluster under load"),
     "fairness": ("exchange_node.tools.bench.fairness", "a victim's latency while one client hogs"),
     "transport": ("exchange_node.tools.bench.transport", "replication between two processes"),
+    "etcd": ("exchange_node.tools.bench.etcd", "etcd 3.4 measured as `bench cluster` measures us"),
 }
 
 

@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import multiprocessing
 import queue
+import shutil
 import statistics
 import tempfile
 import time
@@ -77,6 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mutual TLS between the nodes (default on); 'both' runs an mTLS and a plaintext "
         "cluster side by side, each phase on one then the other (alternating which goes "
         "first), and prints each figure for both with the mTLS/plaintext ratio",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=("etcd",),
+        default=None,
+        help="then measure etcd 3.4 the same way in the same run (exchange bench etcd) and "
+        "print its figures and the exchange/etcd ratios",
+    )
+    parser.add_argument("--etcd-binary", default=shutil.which("etcd") or "/usr/bin/etcd")
+    parser.add_argument(
+        "--etcd-in-flight", type=int, default=1024, help="etcd puts outstanding (throughput)"
     )
 
 
@@ -581,6 +593,32 @@ def _side_by_side(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
+# exchange figure -> etcd's (a ratio below 1 is better for latency and failover,
+# above 1 for throughput)
+_VERSUS_ETCD = {
+    "latency_p50_ms_at_500": "etcd_latency_p50_ms_at_500",
+    "latency_p99_ms_at_500": "etcd_latency_p99_ms_at_500",
+    "single_throughput": "etcd_put_throughput",
+    "batch_throughput": "etcd_put_throughput",
+    "failover_unavailability_median_s": "etcd_failover_unavailability_median_s",
+}
+
+
+def _compare_etcd(
+    args: argparse.Namespace, root: Path, ours: dict[str, float]
+) -> list[BenchResult]:
+    """etcd measured the same way, right after the exchange, and the ratios."""
+    from exchange_node.tools.bench import etcd
+
+    theirs = etcd.measure(args, root)
+    results = [BenchResult(name, value, etcd.UNITS[name]) for name, value in theirs.items()]
+    for name, other in _VERSUS_ETCD.items():
+        if name in ours and theirs.get(other):
+            ratio = ours[name] / theirs[other]
+            results.append(BenchResult(f"{name}_vs_etcd", round(ratio, 3), "ratio"))
+    return results
+
+
 def main(args: argparse.Namespace) -> int:
     if args.peer_tls == "both":
         with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
@@ -634,5 +672,7 @@ def main(args: argparse.Namespace) -> int:
         results.append(BenchResult("election_ms", args.election_ms, "ms"))
         results.append(BenchResult("heartbeat_ms", args.heartbeat_ms, "ms"))
         results.append(BenchResult("peer_tls", 1 if args.peer_tls == "on" else 0, "1=mTLS"))
+        if args.compare == "etcd":
+            results += _compare_etcd(args, root, {r.name: r.value for r in results})
     report("cluster", results, as_json=args.json)
     return 0
