@@ -158,10 +158,6 @@ class BookSide:
         else:
             level.compact()
 
-    def level_total(self, price: int) -> int:
-        level = self.levels.get(self.sign * price)
-        return 0 if level is None else level.total
-
     def best(self) -> Level | None:
         return self.levels.get(self.best_key)
 
@@ -170,6 +166,3 @@ class BookSide:
         levels = self.levels
         for key in self.keys:
             yield levels[key]
-
-    def resting_count(self) -> int:
-        return sum(level.count for level in self.levels.values())

@@ -966,12 +966,10 @@ class Engine(EngineQueries):
         order.leaves = 0
         touched.append((state, book_side, price))
 
-    def _close_resting(
-        self, order: RestingOrder, status: Status, closing_quantity: int | None = None
-    ) -> None:
+    def _close_resting(self, order: RestingOrder, status: Status) -> None:
         """Forget a live order (not its book entry): open quantity, indexes, finished record."""
         st = self.state
-        leaves = order.leaves if closing_quantity is None else closing_quantity
+        leaves = order.leaves
         position = order.position
         if order.side is _BUY:
             position.open_buy_quantity -= leaves
