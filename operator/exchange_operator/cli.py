@@ -42,7 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("EXCHANGE_OPERATOR_LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="kopf's liveness endpoint (empty to disable)",
     )
+    parser.add_argument(
+        "--monitoring-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label on every ServiceMonitor and PrometheusRule, under the cluster's own "
+        "spec.monitoring.labels (repeatable; e.g. release=kube-prometheus-stack); "
+        "default: $EXCHANGE_OPERATOR_MONITORING_LABELS (KEY=VALUE,...)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def monitoring_labels_from(args: argparse.Namespace) -> dict[str, str]:
+    pairs = list(args.monitoring_label) or [
+        p.strip()
+        for p in os.environ.get("EXCHANGE_OPERATOR_MONITORING_LABELS", "").split(",")
+        if p.strip()
+    ]
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--monitoring-label: expected KEY=VALUE, got {pair!r}")
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def namespaces_from(args: argparse.Namespace) -> tuple[bool, list[str]]:
@@ -63,6 +87,7 @@ def main(args: argparse.Namespace) -> int:
     config = OperatorConfig(
         reconcile_interval=args.interval,
         operator_namespace=os.environ.get("OPERATOR_NAMESPACE") or None,
+        monitoring_labels=monitoring_labels_from(args),
     )
     if args.admin_url_template:
         config.admin_url_template = args.admin_url_template

@@ -229,6 +229,22 @@ def spec_schema() -> Schema:
                     "serviceMonitor": {"type": "boolean", "default": True},
                     "prometheusRule": {"type": "boolean", "default": True},
                     "dashboards": {"type": "boolean", "default": False},
+                    "labels": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "maxLength": 63},
+                        "description": "Added to the ServiceMonitor, PrometheusRule and "
+                        "dashboard ConfigMaps, e.g. release: kube-prometheus-stack",
+                    },
+                    "annotations": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Added to the same objects",
+                    },
+                    "dashboardFolder": _str(
+                        maxLength=128,
+                        default=spec.DEFAULT_DASHBOARD_FOLDER,
+                        description="Grafana folder (annotation grafana_folder)",
+                    ),
                 },
             },
             "scheduling": {

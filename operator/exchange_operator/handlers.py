@@ -66,6 +66,9 @@ class OperatorConfig:
     admin_address: Callable[[str, str, str], str] | None = None
     # The operator's own namespace: the one source of the admin port's NetworkPolicy.
     operator_namespace: str | None = None
+    # Labels on every ServiceMonitor and PrometheusRule, under spec.monitoring.labels
+    # (the chart: monitoring.labels, default release: kube-prometheus-stack).
+    monitoring_labels: dict[str, str] = field(default_factory=dict)
     # The clock certificate decisions use (tests move it).
     now: Callable[[], datetime.datetime] = field(
         default_factory=lambda: lambda: datetime.datetime.now(datetime.UTC)
@@ -439,12 +442,13 @@ async def _apply_children(
     for child in render.core_children(cluster, spec, state):
         await rt.apply(kube, child)
 
+    mon, labels = spec.monitoring, rt.config.monitoring_labels
     optional: list[tuple[str, bool, Obj]] = [
-        ("ServiceMonitor", spec.monitoring.service_monitor, monitoring.service_monitor(cluster)),
-        ("PrometheusRule", spec.monitoring.prometheus_rule, monitoring.prometheus_rule(cluster)),
+        ("ServiceMonitor", mon.service_monitor, monitoring.service_monitor(cluster, mon, labels)),
+        ("PrometheusRule", mon.prometheus_rule, monitoring.prometheus_rule(cluster, mon, labels)),
     ]
     optional += [
-        ("ConfigMap", spec.monitoring.dashboards, monitoring.dashboard_config_map(cluster, key))
+        ("ConfigMap", mon.dashboards, monitoring.dashboard_config_map(cluster, key, mon))
         for key in monitoring.DASHBOARDS
     ]
     for kind, wanted, obj in optional:

@@ -6,6 +6,7 @@ Every query uses only metric names from docs/node-contract.md;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -13,7 +14,13 @@ from typing import Any
 
 from exchange_operator import names
 from exchange_operator.render import _meta
-from exchange_operator.spec import ClusterRef
+from exchange_operator.spec import ClusterRef, Monitoring
+
+# Where each alert's runbook_url points: docs/runbooks/<alert>.md in the repository.
+RUNBOOK_BASE_URL = "https://github.com/raft-exchange/raft-exchange/blob/main/docs/runbooks/"
+# The annotation kube-prometheus-stack's Grafana sidecar reads a dashboard's folder from
+# (with sidecar.dashboards.folderAnnotation set to it).
+FOLDER_ANNOTATION = "grafana_folder"
 
 Obj = dict[str, Any]
 
@@ -54,6 +61,16 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             f"{where} has no Raft leader",
             "No member reports itself leader: orders cannot commit. Check QuorumLost on the "
             "ExchangeCluster status and the pods' /readyz.",
+        ),
+        Alert(
+            "ExchangeMembersAbsent",
+            f"absent(exchange_raft_term{sel})",
+            "2m",
+            "critical",
+            f"No member of {where} reports metrics",
+            "Prometheus scrapes no member at all: every pod is gone, or nothing is scraped "
+            "(ServiceMonitor, NetworkPolicy, TLS). ExchangeNoLeader cannot fire then: it has no "
+            "series to compare.",
         ),
         Alert(
             "ExchangeQuorumAtRisk",
@@ -151,7 +168,11 @@ def rule_groups(namespace: str, cluster: str) -> list[Obj]:
             "alert": alert.name,
             "expr": alert.expr,
             "labels": {"severity": alert.severity},
-            "annotations": {"summary": alert.summary, "description": alert.description},
+            "annotations": {
+                "summary": alert.summary,
+                "description": alert.description,
+                "runbook_url": f"{RUNBOOK_BASE_URL}{alert.name}.md",
+            },
         }
         if alert.for_ != "0s":
             rule["for"] = alert.for_
@@ -159,11 +180,36 @@ def rule_groups(namespace: str, cluster: str) -> list[Obj]:
     return [{"name": f"raft-exchange.{namespace}.{cluster}", "rules": rules}]
 
 
-def service_monitor(cluster: ClusterRef) -> Obj:
+def _monitoring_meta(
+    cluster: ClusterRef,
+    name: str,
+    component: str,
+    mon: Monitoring | None,
+    default_labels: dict[str, str] | None,
+) -> Obj:
+    """The child's metadata plus the spec's (and the operator's default) labels and
+    annotations; the app.kubernetes.io labels the operator selects by always win."""
+    meta = _meta(cluster, name, component)
+    extra = {**(default_labels or {}), **(dict(mon.labels) if mon is not None else {})}
+    meta["labels"] = {**extra, **meta["labels"]}
+    if mon is not None and mon.annotations:
+        meta["annotations"] = {**dict(mon.annotations), **meta.get("annotations", {})}
+    return meta
+
+
+def service_monitor(
+    cluster: ClusterRef,
+    mon: Monitoring | None = None,
+    default_labels: dict[str, str] | None = None,
+) -> Obj:
+    meta = _monitoring_meta(
+        cluster, names.service_monitor(cluster.name), names.COMPONENT_MONITORING, mon,
+        default_labels,
+    )  # fmt: skip
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _meta(cluster, names.service_monitor(cluster.name), names.COMPONENT_MONITORING),
+        "metadata": meta,
         "spec": {
             "selector": {
                 "matchLabels": {
@@ -203,11 +249,19 @@ def service_monitor(cluster: ClusterRef) -> Obj:
     }
 
 
-def prometheus_rule(cluster: ClusterRef) -> Obj:
+def prometheus_rule(
+    cluster: ClusterRef,
+    mon: Monitoring | None = None,
+    default_labels: dict[str, str] | None = None,
+) -> Obj:
+    meta = _monitoring_meta(
+        cluster, names.prometheus_rule(cluster.name), names.COMPONENT_MONITORING, mon,
+        default_labels,
+    )  # fmt: skip
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": _meta(cluster, names.prometheus_rule(cluster.name), names.COMPONENT_MONITORING),
+        "metadata": meta,
         "spec": {"groups": rule_groups(cluster.namespace, cluster.name)},
     }
 
@@ -266,7 +320,12 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
             [
                 Panel(
                     "Commit rate",
-                    ((f"max(rate(exchange_raft_commit_index{s}[1m]))", "entries/s"),),
+                    (
+                        (
+                            f"max(deriv(exchange_raft_commit_index{s}[$__rate_interval]))",
+                            "entries/s",
+                        ),
+                    ),
                     unit="ops",
                 ),
                 Panel(
@@ -284,7 +343,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     "Proposals by outcome",
                     (
                         (
-                            f"sum by (outcome) (rate(exchange_raft_proposals_total{s}[1m]))",
+                            f"sum by (outcome) (rate(exchange_raft_proposals_total{s}[$__rate_interval]))",
                             "{{outcome}}",
                         ),
                     ),
@@ -295,7 +354,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     tuple(
                         (
                             f"histogram_quantile({q}, sum by (le) "
-                            f"(rate(exchange_raft_commit_latency_seconds_bucket{s}[5m])))",
+                            f"(rate(exchange_raft_commit_latency_seconds_bucket{s}[$__rate_interval])))",
                             f"p{int(q * 100)}",
                         )
                         for q in (0.5, 0.99)
@@ -307,7 +366,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     (
                         (
                             "histogram_quantile(0.99, sum by (le, pod) "
-                            f"(rate(exchange_wal_fsync_seconds_bucket{s}[5m])))",
+                            f"(rate(exchange_wal_fsync_seconds_bucket{s}[$__rate_interval])))",
                             "{{pod}}",
                         ),
                     ),
@@ -318,7 +377,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     (
                         (
                             "histogram_quantile(0.99, sum by (le) "
-                            f"(rate(exchange_wal_append_seconds_bucket{s}[5m])))",
+                            f"(rate(exchange_wal_append_seconds_bucket{s}[$__rate_interval])))",
                             "p99",
                         ),
                     ),
@@ -328,11 +387,11 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     "Peer messages sent per pod and peer",
                     (
                         (
-                            f"sum by (pod, peer) (rate(exchange_peer_messages_sent_total{s}[1m]))",
+                            f"sum by (pod, peer) (rate(exchange_peer_messages_sent_total{s}[$__rate_interval]))",
                             "{{pod}} -> {{peer}}",
                         ),
                         (
-                            f"sum by (pod) (rate(exchange_peer_messages_received_total{s}[1m]))",
+                            f"sum by (pod) (rate(exchange_peer_messages_received_total{s}[$__rate_interval]))",
                             "{{pod}} received",
                         ),
                     ),
@@ -386,7 +445,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     "Orders by symbol",
                     (
                         (
-                            f"sum by (symbol, side) (rate(exchange_orders_total{s}[1m]))",
+                            f"sum by (symbol, side) (rate(exchange_orders_total{s}[$__rate_interval]))",
                             "{{symbol}} {{side}}",
                         ),
                     ),
@@ -394,12 +453,22 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                 ),
                 Panel(
                     "Fills by symbol",
-                    ((f"sum by (symbol) (rate(exchange_fills_total{s}[1m]))", "{{symbol}}"),),
+                    (
+                        (
+                            f"sum by (symbol) (rate(exchange_fills_total{s}[$__rate_interval]))",
+                            "{{symbol}}",
+                        ),
+                    ),
                     unit="ops",
                 ),
                 Panel(
                     "Rejects by reason",
-                    ((f"sum by (reason) (rate(exchange_rejects_total{s}[1m]))", "{{reason}}"),),
+                    (
+                        (
+                            f"sum by (reason) (rate(exchange_rejects_total{s}[$__rate_interval]))",
+                            "{{reason}}",
+                        ),
+                    ),
                     unit="ops",
                 ),
                 Panel(
@@ -411,7 +480,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     (
                         (
                             "histogram_quantile(0.99, sum by (le, route) "
-                            f"(rate(exchange_http_request_seconds_bucket{s}[5m])))",
+                            f"(rate(exchange_http_request_seconds_bucket{s}[$__rate_interval])))",
                             "{{route}}",
                         ),
                     ),
@@ -425,7 +494,7 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     "Requests refused by per-client limits",
                     (
                         (
-                            f"sum by (limit) (rate(exchange_api_refusals_total{s}[5m]))",
+                            f"sum by (limit) (rate(exchange_api_refusals_total{s}[$__rate_interval]))",
                             "{{limit}}",
                         ),
                     ),
@@ -439,7 +508,10 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
 DASHBOARDS = ("cluster-health", "replication", "trading")
 
 
-def dashboard(key: str) -> Obj:
+def dashboard(key: str, cluster: ClusterRef | None = None) -> Obj:
+    """A Grafana dashboard; for one cluster (the operator's ConfigMaps) its uid and title
+    name the cluster and its variables start on it, so many clusters' dashboards (and
+    the chart's generic ones) never share a uid."""
     title, panels = _dashboard_panels()[key]
     grafana_panels = []
     for index, panel in enumerate(panels):
@@ -457,7 +529,7 @@ def dashboard(key: str) -> Obj:
                 ],
             }
         )
-    variables = [
+    variables: list[dict[str, Any]] = [
         {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
         {
             "name": "namespace",
@@ -475,8 +547,18 @@ def dashboard(key: str) -> Obj:
             "refresh": 2,
         },
     ]
+    uid = f"raft-exchange-{key}"
+    if cluster is not None:
+        # Grafana uids are at most 40 characters.
+        digest = hashlib.sha256(f"{cluster.namespace}/{cluster.name}".encode()).hexdigest()[:10]
+        uid = f"rx-{key}-{digest}"
+        title = f"{title} ({cluster.namespace}/{cluster.name})"
+        for variable, value in (("namespace", cluster.namespace), ("cluster", cluster.name)):
+            for entry in variables:
+                if entry["name"] == variable:
+                    entry["current"] = {"text": value, "value": value}
     return {
-        "uid": f"raft-exchange-{key}",
+        "uid": uid,
         "title": title,
         "tags": ["raft-exchange"],
         "timezone": "browser",
@@ -489,18 +571,25 @@ def dashboard(key: str) -> Obj:
     }
 
 
-def dashboard_json(key: str) -> str:
-    return json.dumps(dashboard(key), indent=2, sort_keys=True) + "\n"
+def dashboard_json(key: str, cluster: ClusterRef | None = None) -> str:
+    return json.dumps(dashboard(key, cluster), indent=2, sort_keys=True) + "\n"
 
 
-def dashboard_config_map(cluster: ClusterRef, key: str) -> Obj:
-    meta = _meta(cluster, names.dashboard_config_map(cluster.name, key), names.COMPONENT_DASHBOARDS)
+def dashboard_config_map(cluster: ClusterRef, key: str, mon: Monitoring | None = None) -> Obj:
+    """Labelled grafana_dashboard: "1" (the sidecar's default label), in the folder of
+    spec.monitoring.dashboardFolder (annotation grafana_folder)."""
+    meta = _monitoring_meta(
+        cluster, names.dashboard_config_map(cluster.name, key), names.COMPONENT_DASHBOARDS,
+        mon, None,
+    )  # fmt: skip
     meta["labels"]["grafana_dashboard"] = "1"
+    folder = mon.dashboard_folder if mon is not None else Monitoring().dashboard_folder
+    meta.setdefault("annotations", {})[FOLDER_ANNOTATION] = folder
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta,
-        "data": {f"raft-exchange-{key}.json": dashboard_json(key)},
+        "data": {f"raft-exchange-{key}.json": dashboard_json(key, cluster)},
     }
 
 

@@ -91,11 +91,19 @@ class Scheduling:
     topology_spread: TopologySpread | None = None
 
 
+DEFAULT_DASHBOARD_FOLDER = "Raft exchange"
+
+
 @dataclass(frozen=True)
 class Monitoring:
     service_monitor: bool = True
     prometheus_rule: bool = True
     dashboards: bool = False
+    # Added to the ServiceMonitor, PrometheusRule and dashboard ConfigMaps (for example
+    # kube-prometheus-stack's `release: <its release>` selector label).
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    dashboard_folder: str = DEFAULT_DASHBOARD_FOLDER
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,9 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         service_monitor=bool(mon_raw.get("serviceMonitor", True)),
         prometheus_rule=bool(mon_raw.get("prometheusRule", True)),
         dashboards=bool(mon_raw.get("dashboards", False)),
+        labels={str(k): str(v) for k, v in (mon_raw.get("labels") or {}).items()},
+        annotations={str(k): str(v) for k, v in (mon_raw.get("annotations") or {}).items()},
+        dashboard_folder=str(mon_raw.get("dashboardFolder") or DEFAULT_DASHBOARD_FOLDER),
     )
     keys_raw = spec.get("apiKeysSecretRef")
     api_keys = None

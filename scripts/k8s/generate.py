@@ -85,7 +85,14 @@ def values_schema() -> dict[str, Any]:
         "title": "raft-exchange chart values",
         "type": "object",
         "additionalProperties": False,
-        "required": ["operator", "serviceAccount", "rbac", "dashboards", "exampleCluster"],
+        "required": [
+            "operator",
+            "serviceAccount",
+            "rbac",
+            "monitoring",
+            "dashboards",
+            "exampleCluster",
+        ],
         "properties": {
             "global": {"type": "object"},
             "operator": {
@@ -133,12 +140,21 @@ def values_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {"create": {"type": "boolean"}},
             },
+            "monitoring": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
             "dashboards": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
                     "enabled": {"type": "boolean"},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "namespace": {"type": "string"},
+                    "folder": {"type": "string", "minLength": 1},
                 },
             },
             "exampleCluster": {

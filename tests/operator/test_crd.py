@@ -77,7 +77,12 @@ def test_defaults_fill_an_empty_spec() -> None:
         "size": "1Gi",
         "retention": {"whenDeleted": "Retain", "whenScaled": "Delete"},
     }
-    assert s["monitoring"] == {"serviceMonitor": True, "prometheusRule": True, "dashboards": False}
+    assert s["monitoring"] == {
+        "serviceMonitor": True,
+        "prometheusRule": True,
+        "dashboards": False,
+        "dashboardFolder": "Raft exchange",
+    }
     assert s["scheduling"]["antiAffinity"] == "preferred"
     assert s["electionMs"] == 1000 and s["heartbeatMs"] == 100
     assert [x["name"] for x in s["symbols"]] == ["BTC-USD", "ETH-USD"]
