@@ -17,20 +17,20 @@ from typing import Final
 # ---------------------------------------------------------------- consensus core (raft/)
 
 RAFT_ELECTION_TICKS: Final = 10
-"""Ticks without a leader before campaigning: ten heartbeats' worth, so one lost heartbeat never starts an election."""
+"""Ticks without a leader before campaigning: ten heartbeats, so one lost one never starts a vote."""
 RAFT_HEARTBEAT_TICKS: Final = 1
 """A leader heartbeats every tick: the tick is the heartbeat interval."""
 RAFT_MAX_MSG_ENTRIES: Final = 4096
-"""Entries per APP message: one message carries a whole busy Ready (gRPC costs per message, not per byte)."""
+"""Entries per APP message: one carries a whole busy Ready (gRPC costs per message, not per byte)."""
 RAFT_MAX_MSG_BYTES: Final = 1 << 20
-"""Entry bytes per APP message: bounds a follower's allocation per message while keeping batches large."""
+"""Entry bytes per APP message: bounds a follower's allocation, keeps batches large."""
 RAFT_MAX_INFLIGHT: Final = 64
-"""Unacknowledged APP messages per follower: enough to fill a LAN link, bounded memory on the leader."""
+"""Unacknowledged APP messages per follower: fills a LAN link, bounds the leader's memory."""
 
 # ---------------------------------------------------------------- engine
 
 ENGINE_DEDUP_WINDOW: Final = 65_536
-"""Retained results for exactly-once: far more keyed commands than a client retries within seconds."""
+"""Retained results for exactly-once: far more commands than a client retries within seconds."""
 ENGINE_FINISHED_WINDOW: Final = 65_536
 """Finished orders still answered by queries: a client polling an order sees its end state."""
 ENGINE_TRADE_HISTORY: Final = 1_000
@@ -40,7 +40,7 @@ ENGINE_CANDLE_INTERVALS_NS: Final = (1_000_000_000, 60_000_000_000)
 ENGINE_CANDLE_HISTORY: Final = 720
 """Candles kept per interval: 12 minutes of 1 s candles, 12 hours of 1 min candles."""
 ENGINE_MAX_BATCH_COMMANDS: Final = 1 << 20
-"""Commands in one log entry's batch: a decoder never allocates for more than a hostile count claims."""
+"""Commands in one log entry's batch: a decoder never allocates for a hostile count."""
 ENGINE_MAX_STRING_BYTES: Final = 255
 """Bytes in an id or symbol: one length byte on the wire."""
 
@@ -58,13 +58,13 @@ WAL_READ_CHUNK_BYTES: Final = 8 << 20
 # ---------------------------------------------------------------- peer transport
 
 PEER_MAX_MESSAGE_BYTES: Final = 16 << 20
-"""Largest gRPC frame between peers: above one envelope and one snapshot chunk, bounded per peer."""
+"""Largest gRPC frame between peers: above one envelope and one snapshot chunk."""
 PEER_QUEUE_LIMIT: Final = 8192
-"""Messages waiting per peer: a full queue means the peer (or the network to it) stopped keeping up."""
+"""Messages waiting per peer: a full queue means the peer (or its network) stopped keeping up."""
 PEER_QUEUE_BYTES: Final = 64 << 20
 """Estimated bytes waiting per peer (entries dominate): bounds memory while a peer is slow."""
 PEER_ENVELOPE_BYTES: Final = 256 << 10
-"""Target envelope size: amortises gRPC's ~90 us per message; encoding one (~0.5 ms) never stalls the loop."""
+"""Envelope size: amortises gRPC's ~90 us per message; encoding one (~0.5 ms) never stalls."""
 PEER_SNAPSHOT_CHUNK_BYTES: Final = 1 << 20
 """Snapshot transfer chunk: large enough to stream fast, small enough to interleave with appends."""
 PEER_MAX_SNAPSHOT_BYTES: Final = 1 << 30
@@ -77,6 +77,16 @@ PEER_SNAPSHOT_QUEUE_LIMIT: Final = 2
 """Outgoing snapshot sends queued per peer: a newer snapshot supersedes an older one."""
 PEER_SHUTDOWN_WAIT_S: Final = 2.0
 """How long stopping waits for one peer's tasks, a channel or the server."""
+PEER_SNAPSHOT_TIMEOUT_S: Final = 300.0
+"""A whole incoming snapshot transfer: 1 GiB at a few MB/s, never a transfer held forever."""
+PEER_CONNECT_TIMEOUT_S: Final = 5.0
+"""A stream not open by then gets a new connection (streams on a wedged one never open)."""
+PEER_MIN_BACKOFF_S: Final = 0.05
+"""First reconnect delay: a restarted peer is back within a few election timeouts."""
+PEER_MAX_BACKOFF_S: Final = 1.0
+"""Reconnect delay cap: a healed partition is used again within about a second."""
+PEER_KEEPALIVE_S: Final = 2.0
+"""HTTP/2 keepalive ping interval: a dead connection is noticed within a few seconds."""
 
 # ---------------------------------------------------------------- proposals
 

@@ -86,16 +86,21 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from exchange_node.limits import (
+    PEER_CONNECT_TIMEOUT_S,
     PEER_ENVELOPE_BYTES,
+    PEER_KEEPALIVE_S,
+    PEER_MAX_BACKOFF_S,
     PEER_MAX_INCOMING_SNAPSHOTS,
     PEER_MAX_MESSAGE_BYTES,
     PEER_MAX_SNAPSHOT_BYTES,
+    PEER_MIN_BACKOFF_S,
     PEER_QUEUE_BYTES,
     PEER_QUEUE_LIMIT,
     PEER_SHUTDOWN_WAIT_S,
     PEER_SNAPSHOT_CHUNK_BYTES,
     PEER_SNAPSHOT_QUEUE_LIMIT,
     PEER_SNAPSHOT_STALL_S,
+    PEER_SNAPSHOT_TIMEOUT_S,
 )
 from exchange_node.raft.types import Message, MessageType
 from exchange_node.security.certs import member_dns_name, parse_member_uri, validate_cluster_id
@@ -368,14 +373,14 @@ class PeerTransport:
         envelope_bytes: int = DEFAULT_ENVELOPE_BYTES,
         snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
-        snapshot_timeout: float = 300.0,
+        snapshot_timeout: float = PEER_SNAPSHOT_TIMEOUT_S,
         snapshot_stall_timeout: float = DEFAULT_SNAPSHOT_STALL_S,
         max_incoming_snapshots: int = DEFAULT_MAX_INCOMING_SNAPSHOTS,
         tls_check_interval: float = TLS_CHECK_INTERVAL_S,
-        connect_timeout: float = 5.0,
-        min_backoff: float = 0.05,
-        max_backoff: float = 1.0,
-        keepalive_seconds: float = 2.0,
+        connect_timeout: float = PEER_CONNECT_TIMEOUT_S,
+        min_backoff: float = PEER_MIN_BACKOFF_S,
+        max_backoff: float = PEER_MAX_BACKOFF_S,
+        keepalive_seconds: float = PEER_KEEPALIVE_S,
         answer_timeout: float | None = None,
         metadata: Metadata = (),
         rng: random.Random | None = None,
