@@ -37,6 +37,7 @@ lint: install  ## ruff (lint + format check), mypy (strict on the consensus core
 	$(VENV)/bin/ruff format --check node tests operator scripts
 	$(VENV)/bin/mypy node/exchange_node/raft
 	$(VENV)/bin/mypy --strict operator/exchange_operator
+	$(VENV)/bin/mypy --strict node/exchange_node/engine node/exchange_node/limits.py
 	$(PY) scripts/k8s/generate.py --check
 
 fmt: install  ## apply ruff's fixes and formatting
