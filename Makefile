@@ -88,5 +88,9 @@ lock:  ## re-resolve pyproject.toml's floors in a fresh virtualenv and pin the r
 proto: install  ## regenerate the gRPC peer protocol code from node/exchange_node/transport/peer.proto
 	cd node && ../$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. exchange_node/transport/peer.proto
 
+.PHONY: mutate
+mutate: install  ## mutation testing of raft/ (mutmut; not in make test, about an hour on 2 cores): score and survivors
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)
+
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist

@@ -47,13 +47,25 @@ def _available(module: str) -> bool:
         return False
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given ``argv``, only the modules of the commands it names are
+    imported (the others are listed in --help without their options), so
+    `exchange cluster status` does not pay for importing kopf and the node."""
+    from exchange_node import ctl
+    from exchange_node.version import version_line
+
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line())
+    # etcdctl style: `exchange --endpoints URL --admin-token-file F cluster status`
+    ctl.add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ctl.register(sub)
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if argv is not None and name not in argv:
+            continue
         mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
@@ -64,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = bench_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        if argv is not None and name not in argv:
+            continue
         mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
@@ -73,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Before any subcommand's module imports grpc (see grpc_io).
     prefer_classic_io()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args._main(args) or 0)

@@ -9,7 +9,7 @@ import pytest
 from exchange_node.tools.local import LocalCluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root: Path = tmp_path_factory.mktemp("ctl") / "c"
     c = LocalCluster.create(root, 3, election_ms=400, heartbeat_ms=40)

@@ -542,7 +542,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a new cluster's peers without TLS (default: mutual TLS with a throwaway CA)",
     )
     st = sub.add_parser("status", help="members, roles and lag of the local cluster")
-    st.add_argument("--data-root", type=Path, default=Path("./local-cluster"))
+    st.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="default: $EXCHANGE_DATA_ROOT, else ./local-cluster, else ./.demo (`make demo`)",
+    )
     st.add_argument("--json", action="store_true", help="print the raw status documents")
 
 
@@ -628,8 +633,18 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_root(given: Path | None) -> Path:
+    """--data-root, or the first of $EXCHANGE_DATA_ROOT, ./local-cluster and ./.demo
+    (where `make demo` keeps its cluster) that holds a cluster."""
+    if given is not None:
+        return given
+    env = os.environ.get("EXCHANGE_DATA_ROOT")
+    candidates = [Path(env)] if env else [Path("./local-cluster"), Path("./.demo")]
+    return next((c for c in candidates if (c / CLUSTER_FILE).exists()), candidates[0])
+
+
 def _status(args: argparse.Namespace) -> int:
-    root: Path = args.data_root.resolve()
+    root: Path = _status_root(args.data_root).resolve()
     if not (root / CLUSTER_FILE).exists():
         return _usage_error(f"--data-root {root} holds no local cluster (run `exchange local up`)")
     cluster = LocalCluster(root, ClusterSpec.load(root))
