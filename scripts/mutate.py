@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Mutation testing of the consensus core (``node/exchange_node/raft/``) with mutmut.
+
+``make mutate`` runs this. It works in a scratch copy (``build/mutate/``) so a long run
+never mutates the working tree other tests import, and so mutmut sees the layout it
+expects (the package under ``src/``). Each mutant runs only the fast tests that reach
+the function it changes: ``tests/raft`` and the quick ``tests/sim`` tests.
+
+At the end it prints the mutation score and every surviving mutant that is not listed,
+with its reason, in ``tests/raft/equivalent_mutants.toml``. The exit status is 1 when
+the score of the non-equivalent mutants is below ``--target`` (95 %).
+
+    python scripts/mutate.py [--jobs N] [--target 95] [--only 'core.py'] [--report FILE]
+
+See docs/mutation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutate"
+EQUIVALENTS = ROOT / "tests" / "raft" / "equivalent_mutants.toml"
+PACKAGE = "exchange_node"
+MUTATED = "raft"
+NOT_MUTATED = ("bench.py", "__init__.py")
+"""bench.py is a tool that only happens to live in raft/ (it prints figures; nothing
+asserts on them); __init__.py only re-exports names."""
+
+TESTS = ["tests/raft", "tests/sim"]
+LEFT_OUT = [
+    # Random fault schedules and simulation batches: seconds each, and mutmut's
+    # trampolines make them 10-30x slower. Each mutant runs the deterministic tests
+    # (about 140, 8 s in all under mutmut); the schedules are the simulator's job.
+    "tests/raft/test_random_schedules.py",
+    "tests/raft/test_hostile_schedules.py",
+    "tests/sim/test_simulation.py",
+    "tests/raft/test_election.py::test_5_2_election_safety_at_most_one_leader_per_term_under_random_partitions",
+    "tests/raft/test_paper_figure2.py::test_election_safety_at_most_one_leader_is_elected_in_a_given_term",
+    "tests/raft/test_paper_figure2.py::test_leader_append_only_a_leader_never_overwrites_or_deletes_entries_in_its_log",
+    "tests/raft/test_paper_figure2.py::test_log_matching_entries_with_the_same_index_and_term_have_identical_prefixes",
+    "tests/raft/test_paper_figure2.py::test_leader_completeness_a_committed_entry_is_in_the_log_of_every_later_leader",
+    "tests/raft/test_paper_figure2.py::test_state_machine_safety_no_two_servers_apply_different_entries_at_one_index",
+    # Wall-clock figures; never asserts on a rule.
+    "tests/raft/test_bench.py",
+    # Planted-bug tests rewrite raft/'s source text themselves (exchange_node.sim.mutation);
+    # inside mutmut's rewritten copy that text is no longer there.
+    "tests/sim/test_planted_bugs.py",
+    "tests/sim/test_figure8.py::test_counting_an_old_term_entry_as_committed_is_caught_by_leader_completeness",
+]
+
+
+def selection() -> list[str]:
+    """pytest arguments choosing the tests each mutant may run."""
+    args = list(TESTS)
+    for test in LEFT_OUT:
+        args += ["--deselect", test] if "::" in test else ["--ignore", test]
+    return args
+
+
+DETECTED = {"killed", "timeout", "segfault", "suspicious", "caught by type check"}
+"""A mutant the tests noticed: they failed, hung or crashed."""
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    file: str
+    function: str
+    original: str
+    mutated: str
+    reason: str
+
+
+def normalise(code: str) -> str:
+    return " ".join(code.split())
+
+
+def load_equivalents(path: Path = EQUIVALENTS) -> list[Equivalent]:
+    data = tomllib.loads(path.read_text())
+    return [
+        Equivalent(
+            m["file"], m["function"], normalise(m["original"]), normalise(m["mutated"]), m["reason"]
+        )
+        for m in data.get("mutant", [])
+    ]
+
+
+def function_of(mutant: str) -> tuple[str, str]:
+    """``exchange_node.raft.core.xǁRaftCoreǁ_step__mutmut_3`` -> ("core.py", "RaftCore._step")."""
+    module, _, name = mutant.rpartition(".")
+    name = re.sub(r"__mutmut_\d+$", "", name)
+    if name.startswith("xǁ"):
+        name = ".".join(part for part in name[2:].split("ǁ") if part)
+    elif name.startswith("x_"):
+        name = name[2:]
+    return module.rpartition(".")[2] + ".py", name
+
+
+def changed_lines(diff: str) -> tuple[str, str]:
+    """The removed and the added code of a mutant's unified diff, whitespace-normalised."""
+    removed, added = [], []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("-"):
+            removed.append(line[1:].strip())
+        elif line.startswith("+"):
+            added.append(line[1:].strip())
+    return normalise(" / ".join(removed)), normalise(" / ".join(added))
+
+
+def prepare(work: Path, tests_from: str | None) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "node" / PACKAGE, work / "src" / PACKAGE, ignore=ignore)
+    if tests_from:
+        # The tests of another commit (e.g. to score the suite before new tests).
+        archive = subprocess.run(
+            ["git", "archive", tests_from, *TESTS], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    else:
+        for tests in TESTS:
+            shutil.copytree(ROOT / tests, work / tests, ignore=ignore)
+    only = f"src/{PACKAGE}/{MUTATED}/*"
+    skip = [f"src/{PACKAGE}/{MUTATED}/{name}" for name in NOT_MUTATED]
+    (work / "pyproject.toml").write_text(
+        "# Written by scripts/mutate.py for one run; edit that script instead.\n"
+        "[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = [{only!r}]\n"
+        f"do_not_mutate = {skip!r}\n"
+        f"pytest_add_cli_args_test_selection = {selection()!r}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
+        "\n[tool.pytest.ini_options]\n"
+        'addopts = "--import-mode=importlib"\n'
+        "timeout = 600\n"
+        'asyncio_mode = "auto"\n'
+        'asyncio_default_fixture_loop_scope = "function"\n'
+        'markers = ["slow: long-running", "soak: only in make soak"]\n'
+    )
+
+
+def mutmut(work: Path, *args: str, capture: bool = False) -> str:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "mutmut", *args],
+        cwd=work,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"mutmut {' '.join(args)} failed with status {result.returncode}")
+    return result.stdout or ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--target", type=float, default=95.0, help="minimum score, percent")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep build/mutate and its finished mutants"
+    )
+    parser.add_argument("--report", type=Path, default=None, help="default: WORK/report.txt")
+    parser.add_argument(
+        "--tests-from", metavar="REV", help="take tests/raft and tests/sim from this git revision"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=WORK, help="scratch directory (default build/mutate)"
+    )
+    parser.add_argument(
+        "mutants", nargs="*", help="only these mutant names (globs), e.g. '*core*_step*'"
+    )
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    report_path = args.report or work / "report.txt"
+    started = time.monotonic()
+    if not (args.resume and (work / "mutants").exists()):
+        prepare(work, args.tests_from)
+    mutmut(work, "run", "--max-children", str(args.jobs), *args.mutants)
+    elapsed = time.monotonic() - started
+
+    statuses: dict[str, str] = {}
+    for line in mutmut(work, "results", "--all", "true", capture=True).splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name.startswith(f"{PACKAGE}.") and status != "not checked":
+            # "not checked": left out by a name filter on the command line.
+            statuses[name] = status
+
+    equivalents = {(e.file, e.function, e.original, e.mutated): e for e in load_equivalents()}
+    used: set[tuple[str, str, str, str]] = set()
+    survivors: list[tuple[str, str, str]] = []
+    equivalent_count = 0
+    for name, status in sorted(statuses.items()):
+        if status in DETECTED:
+            continue
+        diff = mutmut(work, "show", name, capture=True)
+        key = (*function_of(name), *changed_lines(diff))
+        if key in equivalents:
+            used.add(key)
+            equivalent_count += 1
+            continue
+        survivors.append((name, status, diff))
+
+    total = len(statuses)
+    detected = sum(1 for s in statuses.values() if s in DETECTED)
+    scored = total - equivalent_count
+    score = 100.0 * detected / scored if scored else 100.0
+    lines = [
+        f"mutants: {total}  detected: {detected}  equivalent (listed): {equivalent_count}"
+        f"  surviving: {len(survivors)}",
+        f"mutation score (detected / non-equivalent): {score:.2f}%  (target {args.target}%)",
+        f"run time: {elapsed:.0f} s with {args.jobs} jobs",
+    ]
+    by_status: dict[str, int] = {}
+    for s in statuses.values():
+        by_status[s] = by_status.get(s, 0) + 1
+    lines.append("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
+    unused = [e for k, e in equivalents.items() if k not in used]
+    if unused and not args.mutants:
+        lines.append(f"listed equivalents not produced by this run: {len(unused)}")
+        lines += [f"  {e.file} {e.function}: {e.original} -> {e.mutated}" for e in unused]
+    if survivors:
+        lines.append("\nsurviving mutants (kill them with a test or list them, with the reason,")
+        lines.append(f"in {EQUIVALENTS.relative_to(ROOT)}):")
+        for name, status, diff in survivors:
+            file, function = function_of(name)
+            original, mutated = changed_lines(diff)
+            lines.append(f"\n## {name} [{status}] {file} {function}")
+            lines.append(f"   original: {original}\n   mutated:  {mutated}")
+    report = "\n".join(lines)
+    print("\n" + report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report + "\n")
+    return 0 if score >= args.target or args.mutants else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
