@@ -22,7 +22,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
-demo: install  ## a local 3-node cluster with trading agents; prints where to look; Ctrl-C stops
+# `make demo` installs only what the demo runs (the package, no test extras), showing
+# pip's progress; an up-to-date full install (make install/test) already covers it.
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt constraints.txt ]; then \
+	  echo "demo: the full install in $(VENV) is up to date"; \
+	else \
+	  echo "demo: installing the exchange into $(VENV) (no test toolchain; make test adds it)"; \
+	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
+	  $(PY) -m pip install --progress-bar on --upgrade pip && \
+	  $(PY) -m pip install --progress-bar on -c constraints.txt -e . ; \
+	fi
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)  ## a local 3-node cluster with trading agents; prints where to look; Ctrl-C stops
 	$(EXCHANGE) demo --data-root .demo
 
 system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; start dockerd
