@@ -464,6 +464,18 @@ async def _apply_children(
     rt.mark_applied_once(cluster)
 
 
+async def _api_keys_hash(kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec) -> str | None:
+    """A hash of the keys file spec.apiKeysSecretRef names: when the Secret changes the pod
+    template changes, and the operator restarts the pods one at a time (docs: rotation).
+    A missing Secret or key hashes as such; the pods wait for the Secret to mount."""
+    ref = spec.api_keys_secret
+    if ref is None:
+        return None
+    secret = await kube.get("Secret", cluster.namespace, ref.name)
+    value = ((secret or {}).get("data") or {}).get(ref.key)
+    return render.stable_hash({"secret": ref.name, "key": ref.key, "data": value})
+
+
 async def _grow_claims(kube: KubeClient, cluster: ClusterRef, spec: ClusterSpec) -> None:
     """Claim templates are immutable; a larger storage.size is applied to each claim."""
     wanted = parse_quantity(spec.storage.size)
@@ -521,6 +533,7 @@ async def reconcile(
             claim_size = (
                 templates[0].get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
             )
+        keys_hash = await _api_keys_hash(kube, cluster, spec)
         probe = Observed(statefulset_replicas=sts_replicas, pods=tuple(pods))
         bootstrapped = bool(status.get("bootstrapped")) or probe.leader() is not None
 
@@ -531,6 +544,7 @@ async def reconcile(
                 bootstrapped=bootstrapped,
                 claim_size=claim_size,
                 operator_namespace=rt.config.operator_namespace,
+                api_keys_hash=keys_hash,
             )
 
         current = (

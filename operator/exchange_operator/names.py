@@ -65,6 +65,9 @@ ROLE_LEARNER = "learner"
 
 ANNOTATION_RESTART_HASH = f"{GROUP}/restart-hash"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# A hash of spec.apiKeysSecretRef's keys file: a changed Secret rolls the pods one at a
+# time (leadership moved first), and each restarted node reads the new keys.
+ANNOTATION_API_KEYS_HASH = f"{GROUP}/api-keys-hash"
 ANNOTATION_PREFIX = GROUP  # kopf's progress and diff-base annotations
 
 COMPONENT_NODE = "node"

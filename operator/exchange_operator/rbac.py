@@ -36,7 +36,8 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
         "",
         "secrets",
         ("get", "list", "create", "patch", "delete"),
-        "admin token; CA and server certificates (issued, rotated by apply); "
+        "admin token; the API keys Secret (its hash rolls the pods); CA and server "
+        "certificates (issued, rotated by apply); "
         "delete: the member Secrets of clusters made before nodes enrolled",
     ),
     ("", "configmaps", ("create", "patch", "delete"), "node config and dashboards (apply)"),

@@ -41,6 +41,8 @@ class RenderState:
     claim_size: str | None = None
     # The operator's namespace: the only source the admin port admits (NetworkPolicy).
     operator_namespace: str | None = None
+    # A hash of the API keys file in spec.apiKeysSecretRef (None: no Secret, or not read).
+    api_keys_hash: str | None = None
 
     @classmethod
     def initial(cls, spec: ClusterSpec) -> RenderState:
@@ -551,6 +553,8 @@ def pod_template(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> 
         },
         "spec": pod_spec,
     }
+    if state.api_keys_hash is not None:
+        template["metadata"]["annotations"][names.ANNOTATION_API_KEYS_HASH] = state.api_keys_hash
     template["metadata"]["annotations"][names.ANNOTATION_RESTART_HASH] = restart_hash(template)
     return template
 

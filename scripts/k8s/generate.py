@@ -36,7 +36,15 @@ HEADER = (
 )
 
 # The values the plain manifests are rendered with.
-K8S_VALUES: dict[str, Any] = {"exampleCluster": {"enabled": True}}
+# k8s/ holds no Secret (its keys would be the same for every reader of the repository):
+# the example names demo-api-keys and k8s/README.md shows how to create it.
+K8S_VALUES: dict[str, Any] = {
+    "exampleCluster": {
+        "enabled": True,
+        "apiKeys": {"create": False},
+        "spec": {"apiKeysSecretRef": {"name": "demo-api-keys"}},
+    }
+}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -120,6 +128,7 @@ def values_schema() -> dict[str, Any]:
                     "resources": resources,
                     "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
                     "tolerations": {"type": "array", "items": {"type": "object"}},
+                    "affinity": {"type": "object"},
                     "imagePullSecrets": {
                         "type": "array",
                         "items": {
@@ -163,6 +172,19 @@ def values_schema() -> dict[str, Any]:
                 "properties": {
                     "enabled": {"type": "boolean"},
                     "name": {"type": "string", "pattern": crd.K8S_NAME_PATTERN, "maxLength": 40},
+                    "apiKeys": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "create": {"type": "boolean"},
+                            "clients": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                            },
+                        },
+                    },
                     "spec": spec_schema,
                 },
             },

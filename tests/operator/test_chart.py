@@ -323,3 +323,22 @@ def test_operator_pods_match_the_admin_ports_network_policy() -> None:
     }
     peer = render.operator_peer("raft-exchange")
     assert peer["podSelector"]["matchLabels"] == names.operator_selector_labels()
+
+
+def test_the_example_cluster_gets_random_api_keys_from_a_secret() -> None:
+    import base64
+
+    values = {"exampleCluster": {"enabled": True, "name": "demo"}}
+    objects = generate.render_chart(values, namespace="trading")
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    (cluster,) = [o for o in objects if o["kind"] == names.KIND]
+    assert cluster["spec"]["apiKeysSecretRef"] == {"name": secret["metadata"]["name"]}
+    lines = base64.b64decode(secret["data"]["api-keys"]).decode().splitlines()
+    assert [line.split("=", 1)[1] for line in lines] == ["trader-1", "trader-2"]
+    assert all(len(line.split("=", 1)[0]) == 40 for line in lines)
+    again = [o for o in generate.render_chart(values, namespace="trading") if o["kind"] == "Secret"]
+    assert again[0]["data"] != secret["data"]  # random on install, never from the repository
+    assert validation.errors(secret) == []
+    # k8s/ names the Secret and ships none.
+    k8s_objects = generate.render_chart(generate.K8S_VALUES)
+    assert not [o for o in k8s_objects if o["kind"] == "Secret"]

@@ -295,3 +295,19 @@ def test_version_label_from_image() -> None:
     assert names.image_version("ghcr.io/raft-exchange/exchange:0.2.0") == "0.2.0"
     assert names.image_version("localhost:5000/exchange") == "latest"
     assert names.image_version("exchange@sha256:abcdef0123456789") == "abcdef012345"
+
+
+def test_a_changed_api_keys_secret_changes_the_restart_hash() -> None:
+    from exchange_operator import names as n
+
+    cluster = ClusterRef(name="xc", namespace="ns", uid="u")
+    spec = parse_spec({"apiKeysSecretRef": {"name": "keys"}})
+    hashes = []
+    for keys_hash in ("aaaa", "bbbb"):
+        state = render.RenderState(
+            statefulset_replicas=3, bootstrap_replicas=3, api_keys_hash=keys_hash
+        )
+        annotations = render.pod_template(cluster, spec, state)["metadata"]["annotations"]
+        assert annotations[n.ANNOTATION_API_KEYS_HASH] == keys_hash
+        hashes.append(annotations[n.ANNOTATION_RESTART_HASH])
+    assert hashes[0] != hashes[1]  # the operator rolls the pods, one at a time
