@@ -68,6 +68,17 @@ class NodeMetrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        from exchange_node import version
+
+        self.build_info = Gauge(
+            "exchange_build_info",
+            "1, labelled with the build: package version, git commit, Python version",
+            ["version", "git_sha", "python"],
+            registry=r,
+        )
+        self.build_info.labels(
+            version=version.version(), git_sha=version.git_sha(), python=version.python_version()
+        ).set(1)
         self.role = Gauge(
             "exchange_raft_role", "1 on the node's current role", ["role"], registry=r
         )
