@@ -572,7 +572,7 @@ class Engine(EngineQueries):
             else:
                 events.append(Expired(order_id, client_id, client_order_id, symbol, leaves))
                 status = _S_EXPIRED
-            # _finish, inlined.
+            # EngineState.finish, inlined.
             finished = st.finished
             finished[order_id] = (order, order_type, time_in_force, status, quantity - leaves)
             finished_fifo = st.finished_fifo
@@ -641,7 +641,7 @@ class Engine(EngineQueries):
         result.order_id = order_id
         result.status = status
         result.events = events
-        # _retain, inlined.
+        # EngineState.retain, inlined.
         results[key] = result
         fifo = st.result_fifo
         fifo.append(key)
