@@ -7,12 +7,13 @@ import argparse
 import asyncio
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
 from exchange_node.server import config as node_config
-from exchange_node.server import shell
+from exchange_node.server import divergence
 from exchange_node.server.shell import Node
 from exchange_node.service import NotLeader, Unavailable
 from exchange_node.sim.disk import SimStorage
@@ -191,11 +192,11 @@ async def test_one_trace_per_order_across_replicas(cluster):
 
 
 async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster, monkeypatch):
-    monkeypatch.setattr(shell, "CONFIRM_S", 0.0)  # no wait for refutation here
+    monkeypatch.setattr(divergence, "CONFIRM_S", 0.0)  # no wait for refutation here
     await wait_for(lambda: leader_of(cluster) is not None)
     node = next(iter(cluster.values()))
     before = node.metrics.divergence._value.get()
-    node._record_hash(10_000, b"mine")
+    node.divergence.record(10_000, b"mine", time.monotonic())
     node._on_digest(2, 10_000, b"mine")
     assert not node.diverged
     node._on_digest(3, 10_000, b"theirs")
@@ -206,20 +207,20 @@ async def test_a_different_state_hash_at_the_same_index_raises_the_alarm(cluster
     assert "diverged" not in node.ready()[1]
     # A digest from ahead of us is compared once we reach that index.
     node._on_digest(2, 20_000, b"later")
-    assert node._verdicts[2][:2] == (10_000, True)
-    node._record_hash(20_000, b"other")
-    assert node._verdicts[2][:2] == (20_000, False)
+    assert node.divergence.verdicts[2][:2] == (10_000, True)
+    node.divergence.record(20_000, b"other", time.monotonic())
+    assert node.divergence.verdicts[2][:2] == (20_000, False)
 
 
 async def test_a_replica_contradicted_by_a_majority_fences_itself_and_hands_over(
     cluster, monkeypatch
 ):
-    monkeypatch.setattr(shell, "CONFIRM_S", 0.2)
+    monkeypatch.setattr(divergence, "CONFIRM_S", 0.2)
     await wait_for(lambda: leader_of(cluster) is not None)
     leader = leader_of(cluster)
     await leader.submit([order(1)])
     others = [i for i in cluster if i != leader.node_id]
-    leader._record_hash(30_000, b"bad")
+    leader.divergence.record(30_000, b"bad", time.monotonic())
     for peer in others:  # both other voters hold another state at that index
         leader._on_digest(peer, 30_000, b"good")
     assert not leader.fenced  # not before the contradiction has stood CONFIRM_S
@@ -243,11 +244,11 @@ def rejected(node: Node, reason: str) -> float:
 
 
 async def test_forged_digests_of_live_voters_are_refuted_and_never_fence(cluster, monkeypatch):
-    monkeypatch.setattr(shell, "CONFIRM_S", 2.0)
+    monkeypatch.setattr(divergence, "CONFIRM_S", 2.0)
     await wait_for(lambda: leader_of(cluster) is not None)
     await wait_for(lambda: all(n.digests_compared > 0 for n in cluster.values()))
     for node in cluster.values():
-        index = max(node._hash_ring)
+        index = max(node.divergence.hash_ring)
         for peer in cluster:
             if peer != node.node_id:  # as if both other voters contradicted this one
                 node._on_digest(peer, index, b"forged")
@@ -260,11 +261,11 @@ async def test_a_digest_from_a_non_voter_is_refused_and_counted(cluster):
     await wait_for(lambda: leader_of(cluster) is not None)
     node = next(iter(cluster.values()))
     before = rejected(node, "digest_not_voter")
-    node._record_hash(40_000, b"mine")
+    node.divergence.record(40_000, b"mine", time.monotonic())
     node._on_digest(9, 40_000, b"theirs")  # no member
     node._on_digest(node.node_id, 40_000, b"theirs")  # ourselves: forged
     assert rejected(node, "digest_not_voter") == before + 2
-    assert 9 not in node._verdicts and node.node_id not in node._verdicts
+    assert 9 not in node.divergence.verdicts and node.node_id not in node.divergence.verdicts
 
 
 async def test_a_message_from_a_non_member_never_reaches_the_core(cluster):
@@ -329,12 +330,12 @@ async def test_a_waiter_whose_index_is_reused_is_answered_not_forgotten(cluster)
     stale = loop.create_future()
     stale_conf = loop.create_future()
     nxt = leader.core.log.last_index() + 1
-    from exchange_node.server.shell import _Proposal
+    from exchange_node.server.requests import Proposal
 
     # As if an older term's request, then an admin call, had waited at the next index
     # (the admin call replaces the request there; the new order replaces the call).
     now = loop.time()
-    leader.driver._wait(nxt, leader.term - 1, _Proposal([order(0)], stale, now + 60, now), now + 60)
+    leader.driver._wait(nxt, leader.term - 1, Proposal([order(0)], stale, now + 60, now), now + 60)
     leader._pending_commands += 1
     leader.driver._wait(nxt, leader.term - 1, stale_conf, now + 60)
     result = await leader.submit([order(2)])

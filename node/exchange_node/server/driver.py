@@ -342,7 +342,7 @@ class Driver(Generic[T, R]):
         self._wait(index, term, token, deadline)
         return True
 
-    def read(self, tokens: list[T], deadline: float, ctx: bytes | None = None) -> bool:
+    def read(self, tokens: Sequence[T], deadline: float, ctx: bytes | None = None) -> bool:
         """Start one ReadIndex round for ``tokens``; each is answered by ``read_ready``.
 
         ``ctx`` names the round (default: this node's id, nonce and a sequence number).
@@ -359,7 +359,7 @@ class Driver(Generic[T, R]):
             else:
                 self._fail_all_of(tokens, Failure.DROPPED, "read failed")
             return False
-        self._reads[ctx] = _Read(tokens, deadline)
+        self._reads[ctx] = _Read(list(tokens), deadline)
         return True
 
     def expire(self, now: float) -> None:

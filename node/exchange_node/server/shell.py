@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import pathlib
@@ -39,7 +38,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -57,13 +55,18 @@ from exchange_node.raft.types import (
     Entry,
     EntryType,
     Message,
-    MessageType,
     Role,
     Snapshot,
     SnapshotMeta,
 )
 from exchange_node.server import logs, tracing
 from exchange_node.server.config import NodeConfig
+from exchange_node.server.divergence import (
+    DIGEST_INTERVAL_S,
+    IDLE_HASH_SECONDS,
+    DivergenceWatch,
+    state_digest,
+)
 from exchange_node.server.driver import Batch, Driver, Failure
 from exchange_node.server.envelope import (
     KIND_ENGINE_BATCH,
@@ -76,7 +79,9 @@ from exchange_node.server.envelope import (
 )
 from exchange_node.server.fairqueue import FairQueue
 from exchange_node.server.identity import resolve_node_id
+from exchange_node.server.membership import PeerGate, RateLimitedLog, apply_change
 from exchange_node.server.metrics import NodeMetrics
+from exchange_node.server.requests import Proposal, Requests, Token
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -97,20 +102,6 @@ ROLE_NAMES = {
     Role.LEADER: "leader",
 }
 
-DIGEST_INTERVAL_S = 1.0
-"""How often replicas exchange (applied_index, state_hash) digests."""
-IDLE_HASH_SECONDS = 2.0
-"""A fresh state hash (for status documents and digests) is computed only after this
-long without applying: hashing is a full engine snapshot and would stall the loop."""
-HASH_RING = 64
-"""Recorded (index, hash) pairs kept for comparison with peers' digests."""
-CONFIRM_S = 3.0
-"""A voter's contradicting digest raises the divergence alarm (and counts towards
-fencing) only once it has stood this long without that voter's own later digests
-refuting it. Voters resend their digest every DIGEST_INTERVAL_S, so a forged digest
-(possible without peer TLS) is refuted long before; a real divergence never is."""
-REJECT_LOG_INTERVAL_S = 10.0
-"""At most one log line per (reason, sender) for refused peer messages in this long."""
 READY_LAG = 1_000
 """/readyz: commit - applied must be below this."""
 MAX_PROPOSALS_PER_READY = 4_096
@@ -118,21 +109,6 @@ MAX_PROPOSALS_PER_READY = 4_096
 MAX_COMMANDS_PER_READY = 4_096
 """Commands proposed in one Ready (a larger single request goes alone): beyond it the
 clients' queues take turns (server/fairqueue.py), so a backlog is shared fairly."""
-
-
-@dataclass(slots=True)
-class _Proposal:
-    """A client request: queued (fairly, per client), then waiting on its log entry."""
-
-    commands: Sequence[Any]
-    future: asyncio.Future[list[Any]]
-    deadline: float
-    started: float
-    span: Any = None
-
-
-_Token = _Proposal | asyncio.Future[None]
-"""What waits in the driver: a proposal, or an admin change's or a read's future."""
 
 
 class Node:
@@ -161,7 +137,8 @@ class Node:
         self._inbox: list[Message] = []
         self._proposals: FairQueue = FairQueue()
         """Waiting proposals, one FIFO per client, taken by deficit round robin."""
-        self._pending_commands = 0
+        self.requests = Requests(self.metrics, self._not_leader_error)
+        """Waiting requests: answers, errors, metrics (server/requests.py)."""
         self._read_batch: list[asyncio.Future[None]] = []
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks = 0
@@ -179,24 +156,18 @@ class Node:
         self._snapshot_saving: tuple[int, int, asyncio.Future[None]] | None = None
         """(index, term, save) of the newest snapshot this process took."""
         self._release_timer: asyncio.TimerHandle | None = None
-        self._hash_ring: dict[int, bytes] = {}
-        self._remote_digests: dict[int, list[tuple[int, bytes]]] = {}
-        self.diverged = False
-        """A replica's state hash differed from a peer's at the same index (alarm)."""
-        self.fenced = False
-        """A majority of voters contradict this replica's state: it serves nothing."""
-        self._claims: dict[tuple[int, int], bytes] = {}
-        """(voter, applied index) -> the hash it claimed there; b"" once two claims
-        conflicted (one of them was forged: both are ignored)."""
-        self._verdicts: dict[int, tuple[int, bool, float]] = {}
-        """voter -> (index, agrees, since) of its newest digest compared with ours."""
-        self._peer_ids: frozenset[int] = frozenset()
-        """Senders whose messages reach the core: members and members being added."""
-        self._pending_members: dict[int, int] = {}
-        """index -> member id of configuration changes in the log not applied yet."""
-        self._reject_logged: dict[tuple[str, int], float] = {}
+        self.divergence = DivergenceWatch(
+            0,
+            lambda: self.conf_state.voters,
+            reject=self._reject_peer,
+            log_due=self._log_due,
+            on_diverged=self.metrics.divergence.inc,
+            on_fenced=self._on_fenced,
+        )
+        self._gate = PeerGate(0, ())
+        """Which senders' messages reach the core (server/membership.py)."""
+        self._reject_log = RateLimitedLog()
         self._hand_over_task: asyncio.Future[None] | None = None
-        self.digests_compared = 0
         self._hash_cache: tuple[int, bytes] = (-1, b"")
         self._applied_conf = ConfState()
         """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
@@ -219,7 +190,7 @@ class Node:
         self._read_nonce = os.urandom(6).hex()
         self.storage: Any = None
         self.core: Any = None
-        self.driver: Driver[_Token, list[Any]] = None  # type: ignore[assignment]
+        self.driver: Driver[Token, list[Any]] = None  # type: ignore[assignment]
         """The Ready policy around ``core`` (built by ``open``)."""
         self.engine: Any = None
         self.transport: Any = None
@@ -240,6 +211,8 @@ class Node:
             cluster_state=cfg.cluster_state,
             initial_size=len(cfg.peers),
         )
+        self.divergence.node_id = self.node_id
+        self._gate = PeerGate(self.node_id, [p.node_id for p in cfg.peers])
         logs.CONTEXT.node_id = self.node_id
         logs.CONTEXT.name = cfg.name
         if self._storage_factory is not None:
@@ -302,7 +275,7 @@ class Node:
         self.driver = Driver(
             self.core,
             _Machine(self),
-            _Replies(self),
+            self.requests,
             node_id=self.node_id,
             read_nonce=self._read_nonce,
             hold=cfg.commit_hold_ms / 1000.0,
@@ -312,9 +285,7 @@ class Node:
         self.term = recovered.hard_state.term
         self.conf_state = self.core.conf_state
         self.commit_index = self.core.commit_index
-        for entry in recovered.entries:
-            if entry.index > self.commit_index:
-                self._note_pending_member(entry)
+        self._gate.note(e for e in recovered.entries if e.index > self.commit_index)
         self._refresh_peer_ids()
         self._update_member_gauges()
         logs.CONTEXT.term = self.term
@@ -409,55 +380,18 @@ class Node:
     # ------------------------------------------------------------------ inputs
 
     def _on_message(self, message: Message) -> None:
-        if message.frm not in self._peer_ids and not self._admit_stranger(message):
-            return
-        self._last_heard[message.frm] = time.monotonic()
+        frm = message.frm
+        if frm not in self._gate.ids:
+            reason = self._gate.refuse(message, self.leader, bool(self.core.conf_state.voters))
+            if reason is not None:
+                self._reject_peer(reason, frm, str(getattr(message.type, "name", message.type)))
+                return
+        self._last_heard[frm] = time.monotonic()
         self._inbox.append(message)
         self._wakeup.set()
 
-    # Which peer messages reach the core (docs/node-contract.md, "Peer messages"):
-    # - from a member of the core's configuration (voters, learners) or a member being
-    #   added by a configuration change in the log that is not applied yet: all;
-    # - while this node is not in its own configuration (it joins, or replays an old
-    #   configuration on its way to its own addition): also from the initial voters
-    #   in --peers, the members the bootstrap entries name;
-    # - TIMEOUT_NOW from the leader this node follows (a removed leader hands over
-    #   after its removal applied; the core checks the term);
-    # - a node with no configuration at all (started empty, waiting to be added):
-    #   APP, HEARTBEAT and SNAP from any id, since it cannot know which member leads
-    #   (the first entries or snapshot tell it the configuration);
-    # - anything else is dropped here, counted and logged.
-    # Without peer TLS a sender id can be forged; the core's own checks
-    # (raft/README.md, "Hostile inputs") bound what a forged member id can do.
-
-    def _admit_stranger(self, message: Message) -> bool:
-        frm = message.frm
-        what = str(getattr(message.type, "name", message.type))
-        if frm == self.node_id:
-            self._reject_peer("self", frm, what)
-            return False
-        if message.type == MessageType.TIMEOUT_NOW and frm == self.leader:
-            return True
-        if not self.core.conf_state.voters:
-            if message.type in _JOINING_ADMITS:
-                return True
-            self._reject_peer("joining", frm, what)
-            return False
-        self._reject_peer("not_member", frm, what)
-        return False
-
     def _log_due(self, kind: str, peer: int) -> bool:
-        """True at most once per (kind, peer) every REJECT_LOG_INTERVAL_S (a forged
-        flood must not flood the log too)."""
-        now = time.monotonic()
-        key = (kind, peer)
-        last = self._reject_logged.get(key)
-        if last is not None and now - last < REJECT_LOG_INTERVAL_S:
-            return False
-        if len(self._reject_logged) > 1024:
-            self._reject_logged.clear()
-        self._reject_logged[key] = now
-        return True
+        return self._reject_log.due(kind, peer, time.monotonic())
 
     def _reject_peer(self, reason: str, frm: int, what: str) -> None:
         self.metrics.peer_messages_rejected.labels(reason=reason).inc()
@@ -471,27 +405,8 @@ class Node:
             extra={"reason": reason, "peer": frm, "message_type": what},
         )
 
-    def _note_pending_member(self, entry: Entry) -> None:
-        if entry.type != EntryType.CONF_CHANGE:
-            return
-        try:
-            cc = ConfChange.decode(entry.data)
-        except Exception:
-            return
-        if cc.type != ConfChangeType.REMOVE:
-            self._pending_members[entry.index] = cc.node_id
-
     def _refresh_peer_ids(self) -> None:
-        """Members of the core's configuration and members being added, except us."""
-        applied = self.applied_index
-        for index in [i for i in self._pending_members if i <= applied]:
-            del self._pending_members[index]
-        conf = self.core.conf_state
-        ids = set(conf.voters) | set(conf.learners) | set(self._pending_members.values())
-        if self.node_id not in ids:
-            ids.update(p.node_id for p in self.config.peers)
-        ids.discard(self.node_id)
-        self._peer_ids = frozenset(ids)
+        self._gate.refresh(self.core.conf_state, self.applied_index)
 
     def _send(self, messages: list[Message]) -> None:
         self.transport.send(messages)
@@ -606,9 +521,9 @@ class Node:
             error = self._not_leader_error()
             while self._proposals:
                 p = self._proposals.popleft()
-                self._finish_proposal_early(p, error, "not_leader")
+                self.requests.finish_early(p, error, "not_leader")
             return
-        batch: list[_Proposal] = self._proposals.take(
+        batch: list[Proposal] = self._proposals.take(
             MAX_COMMANDS_PER_READY, MAX_PROPOSALS_PER_READY
         )
         now_ns = time.time_ns()
@@ -620,14 +535,13 @@ class Node:
         if len(self._proposals):
             self._wakeup.set()
 
-    def _finish_proposal_early(self, p: _Proposal, error: Exception, outcome: str) -> None:
-        self._pending_commands -= len(p.commands)
-        self.metrics.proposals.labels(outcome=outcome).inc()
-        if p.span is not None:
-            p.span.set_attribute("exchange.outcome", outcome)
-            p.span.end()
-        if not p.future.done():
-            p.future.set_exception(error)
+    @property
+    def _pending_commands(self) -> int:
+        return self.requests.pending_commands
+
+    @_pending_commands.setter
+    def _pending_commands(self, value: int) -> None:
+        self.requests.pending_commands = value
 
     def _start_read(self) -> None:
         futures, self._read_batch = self._read_batch, []
@@ -640,8 +554,7 @@ class Node:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role, batch.lost_leadership)
         if rd.entries and _CONF_CHANGE in map(_entry_type, rd.entries):
-            for entry in rd.entries:
-                self._note_pending_member(entry)
+            self._gate.note(rd.entries)
             self._refresh_peer_ids()
         hs = rd.hard_state
         if hs is not None:
@@ -691,7 +604,7 @@ class Node:
             self.metrics.follower_lag.clear()
             error = self._not_leader_error()
             while self._proposals:
-                self._finish_proposal_early(self._proposals.popleft(), error, "not_leader")
+                self.requests.finish_early(self._proposals.popleft(), error, "not_leader")
 
     def _role_name(self) -> str:
         if self.role == Role.FOLLOWER and self.node_id in self.conf_state.learners:
@@ -739,75 +652,6 @@ class Node:
             self._take_snapshot()
         return results
 
-    def _answer(self, token: _Token, index: int, results: list[Any] | None) -> None:
-        """A request's entry applied at the term it was proposed in."""
-        if not isinstance(token, _Proposal):
-            if not token.done():
-                token.set_result(None)
-            return
-        self._pending_commands -= len(token.commands)
-        if results is not None:
-            self.metrics.proposals.labels(outcome="committed").inc()
-            self.metrics.commit_latency.observe(time.monotonic() - token.started)
-            if token.span is not None:
-                token.span.add_event("committed", {"exchange.log_index": index})
-                token.span.end()
-            if not token.future.done():
-                token.future.set_result(results)
-        else:
-            self._fail(token, Failure.LOST, "")
-
-    def _fail(self, token: _Token, failure: Failure, detail: str) -> None:
-        """A waiting request gets its error (see ``driver.Failure``)."""
-        if isinstance(token, _Proposal):
-            error, outcome = self._proposal_error(failure, detail)
-            if failure is Failure.NOT_LEADER:
-                self._finish_proposal_early(token, error, "not_leader")
-                return
-            self._pending_commands -= len(token.commands)
-            if outcome == "dropped":
-                self.metrics.proposals.labels(outcome="dropped").inc()
-            if token.span is not None:
-                token.span.set_attribute("exchange.outcome", outcome)
-                token.span.end()
-            if not token.future.done():
-                token.future.set_exception(error)
-        elif not token.done():
-            token.set_exception(self._other_error(failure, detail))
-
-    def _proposal_error(self, failure: Failure, detail: str) -> tuple[Exception, str]:
-        if failure is Failure.NOT_LEADER:
-            return self._not_leader_error(), "not_leader"
-        if failure is Failure.DROPPED:
-            return Unavailable(detail), "dropped"
-        if failure is Failure.REPLACED:
-            return Unavailable("its log entry was replaced; retry"), "dropped"
-        if failure is Failure.LOST:
-            return Unavailable("leadership changed before the order was committed; retry"), (
-                "dropped"
-            )
-        if failure is Failure.TIMEOUT:
-            return Timeout("not applied in time; outcome unknown"), "timeout"
-        if failure is Failure.SNAPSHOT:
-            return Timeout("outcome unknown after a snapshot install"), "unknown"
-        return Timeout("node stopped; outcome unknown"), "unknown"
-
-    def _other_error(self, failure: Failure, detail: str) -> Exception:
-        """The error of an admin change or a read barrier."""
-        if failure is Failure.NOT_LEADER:
-            return self._not_leader_error()
-        if failure is Failure.DROPPED:
-            return Unavailable(detail)
-        if failure is Failure.REPLACED:
-            return Unavailable("its log entry was replaced; retry")
-        if failure is Failure.LOST:
-            return Unavailable("the configuration change was replaced by a newer leader; retry")
-        if failure is Failure.TIMEOUT:
-            return Timeout(detail)
-        if failure is Failure.SNAPSHOT:
-            return Timeout("outcome unknown after a snapshot install")
-        return Unavailable("node is shutting down")
-
     def _count_results(self, results: list[Any]) -> None:
         # Plain dict counts here; prometheus_client's labels() costs microseconds per
         # call, so the counters are brought up to date when /metrics is scraped.
@@ -837,16 +681,7 @@ class Node:
 
     def _apply_conf_change(self, entry: Entry) -> None:
         cc = ConfChange.decode(entry.data)
-        voters, learners = set(self._applied_conf.voters), set(self._applied_conf.learners)
-        if cc.type == ConfChangeType.REMOVE:
-            voters.discard(cc.node_id)
-            learners.discard(cc.node_id)
-        elif cc.type == ConfChangeType.PROMOTE:
-            learners.discard(cc.node_id)
-            voters.add(cc.node_id)
-        elif cc.node_id not in voters:
-            learners.add(cc.node_id)
-        self._applied_conf = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+        self._applied_conf = apply_change(self._applied_conf, cc)
         if cc.type == ConfChangeType.REMOVE:
             self.members.pop(cc.node_id, None)
         elif cc.context:
@@ -954,9 +789,9 @@ class Node:
         if index <= self._snapshot_index:
             return
         engine_state = self.engine.snapshot()
-        digest = _digest(engine_state)
+        digest = state_digest(engine_state)
         self._hash_cache = (index, digest)
-        self._record_hash(index, digest)
+        self.divergence.record(index, digest, time.monotonic())
         data = wrap_snapshot(self.members, engine_state)
         snapshot = Snapshot(SnapshotMeta(index, term, self._applied_conf), data)
         # The disk thread runs one job at a time, in order, so this lands after
@@ -988,7 +823,7 @@ class Node:
         """The state hash at ``applied_index`` (cached: it costs a full engine snapshot)."""
         if self._hash_cache[0] == self.applied_index:
             return self._hash_cache[1]
-        digest = _digest(self.engine.snapshot())
+        digest = state_digest(self.engine.snapshot())
         self._hash_cache = (self.applied_index, digest)
         return digest
 
@@ -999,106 +834,28 @@ class Node:
             self._state_hash_bytes()
         return self._hash_cache[0], self._hash_cache[1].hex()
 
-    def _record_hash(self, index: int, digest: bytes) -> None:
-        self._hash_ring[index] = digest
-        while len(self._hash_ring) > HASH_RING:
-            del self._hash_ring[next(iter(self._hash_ring))]
-        for peer, theirs in self._remote_digests.pop(index, []):
-            self._compare(peer, index, theirs, digest)
+    @property
+    def diverged(self) -> bool:
+        """A replica's state hash differed from a peer's at the same index (alarm)."""
+        return self.divergence.diverged
+
+    @property
+    def fenced(self) -> bool:
+        """A majority of voters contradict this replica's state: it serves nothing."""
+        return self.divergence.fenced
+
+    @property
+    def digests_compared(self) -> int:
+        return self.divergence.compared
 
     def _on_digest(self, peer: int, applied_index: int, state_hash: bytes) -> None:
-        if peer == self.node_id or peer not in self.conf_state.voters:
-            # Only voters' states decide anything; anyone else's digest is noise.
-            self._reject_peer("digest_not_voter", peer, "digest")
-            return
-        mine = self._hash_ring.get(applied_index)
-        if mine is not None:
-            self._compare(peer, applied_index, state_hash, mine)
-        elif applied_index >= self.applied_index:
-            pending = self._remote_digests.setdefault(applied_index, [])
-            pending.append((peer, state_hash))
-            while len(self._remote_digests) > HASH_RING:
-                del self._remote_digests[next(iter(self._remote_digests))]
-
-    def _compare(self, peer: int, index: int, theirs: bytes, mine: bytes) -> None:
-        """Record what voter ``peer`` says about ``index``.
-
-        A voter's newest digest is its verdict on this replica. A contradiction counts
-        only once it has stood CONFIRM_S without that voter's own later digests
-        refuting it, and two different claims by one voter about one index cancel
-        each other (one was forged): a forged digest cannot hold a contradiction
-        against a live voter. Any confirmed mismatch raises the alarm; only the
-        replica a majority of voters contradict fences itself, so one bad replica
-        cannot take the healthy ones down with it.
-        """
-        self.digests_compared += 1
-        key = (peer, index)
-        claimed = self._claims.get(key)
-        if claimed is not None and claimed != theirs:
-            if claimed:
-                self._claims[key] = b""
-                self._reject_peer("digest_conflict", peer, f"digest at {index}")
-                if self._verdicts.get(peer, (-1,))[0] == index:
-                    del self._verdicts[peer]
-            return
-        if claimed is None:
-            self._claims[key] = theirs
-            while len(self._claims) > HASH_RING * 8:
-                del self._claims[next(iter(self._claims))]
-        agrees = theirs == mine
-        newest = self._verdicts.get(peer)
-        if newest is not None and newest[0] > index:
-            return  # an older digest: the newer one stands
-        if newest is None or newest[1] != agrees or newest[0] != index:
-            since = newest[2] if newest is not None and newest[1] == agrees else time.monotonic()
-            self._verdicts[peer] = (index, agrees, since)
-        if not agrees and self._log_due("digest_mismatch", peer):
-            log.warning(
-                "peer %d reports another state hash at applied index %d (divergence "
-                "alarm if it stands %.0f s)",
-                peer,
-                index,
-                CONFIRM_S,
-                extra={"peer": peer, "index": index, "mine": mine.hex(), "theirs": theirs.hex()},
-            )
-        self._check_divergence(time.monotonic())
-
-    def _check_divergence(self, now: float) -> None:
-        voters = self.conf_state.voters
-        standing = sorted(
-            peer
-            for peer, (_index, agrees, since) in self._verdicts.items()
-            if not agrees and now - since >= CONFIRM_S and peer in voters and peer != self.node_id
+        self.divergence.on_digest(
+            peer, applied_index, state_hash, self.applied_index, time.monotonic()
         )
-        if not standing:
-            return
-        if not self.diverged:
-            self.diverged = True
-            self.metrics.divergence.inc()
-            log.error(
-                "STATE DIVERGENCE: voter(s) %s report another state hash than this replica "
-                "at the same applied index; compare state_hash and state_hash_index of every "
-                "member (GET /v1/admin/status on each) to find the odd one out",
-                standing,
-                extra={"peers": standing, "verdicts": {p: self._verdicts[p][0] for p in standing}},
-            )
-        if not self.fenced and len(standing) >= len(voters) // 2 + 1:
-            self.fenced = True
-            index = max(self._verdicts[p][0] for p in standing)
-            log.critical(
-                "FENCED: voters %s (a majority) agree on another state than this replica's at "
-                "applied index %d; refusing reads and writes. Check first: (1) compare "
-                "state_hash and state_hash_index of every member (GET /v1/admin/status on "
-                "each) to confirm this replica is the odd one out; (2) this host's disk and "
-                "memory (kernel log, SMART, ECC) and WAL or snapshot errors in this log; "
-                "(3) copy the data directory aside for analysis. Only then remove this "
-                "member, empty its data directory and add it back as a new member.",
-                standing,
-                index,
-                extra={"peers": standing, "index": index},
-            )
-            if self.role == Role.LEADER:
-                self._hand_over_task = asyncio.ensure_future(self._hand_over_after_fence())
+
+    def _on_fenced(self) -> None:
+        if self.role == Role.LEADER:
+            self._hand_over_task = asyncio.ensure_future(self._hand_over_after_fence())
 
     async def _hand_over_after_fence(self) -> None:
         try:
@@ -1111,23 +868,24 @@ class Node:
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
-            self._check_divergence(self._last_loop_beat)
+            self.divergence.check(self._last_loop_beat)
             index = self.applied_index
             if index == 0:
                 continue
             # The newest digest goes out again every interval even when unchanged: a
-            # live voter's own digests are what refute forged ones (see _compare).
+            # live voter's own digests are what refute forged ones (see DivergenceWatch.compare).
             if time.monotonic() - self._last_apply_time < IDLE_HASH_SECONDS:
                 # Busy: computing a hash costs a full engine snapshot, so send
                 # only the newest checkpoint (hashed with its snapshot anyway).
-                index = max(self._hash_ring, default=0)
+                ring = self.divergence.hash_ring
+                index = max(ring, default=0)
                 if index == 0:
                     continue
-                digest = self._hash_ring[index]
+                digest = ring[index]
             else:
-                digest = self._hash_ring.get(index) or self._state_hash_bytes()
+                digest = self.divergence.hash_ring.get(index) or self._state_hash_bytes()
                 if index != last_sent:
-                    self._record_hash(index, digest)
+                    self.divergence.record(index, digest, time.monotonic())
             last_sent = index
             for peer in self.members:
                 if peer != self.node_id:
@@ -1140,7 +898,7 @@ class Node:
 
     def _fail_everything(self, error: Exception) -> None:
         while self._proposals:
-            self._finish_proposal_early(self._proposals.popleft(), error, "dropped")
+            self.requests.finish_early(self._proposals.popleft(), error, "dropped")
         self.driver.fail_everything(Failure.STOPPED, str(error))
         for f in self._read_batch:
             if not f.done():
@@ -1184,7 +942,7 @@ class Node:
         future: asyncio.Future[list[Any]] = loop.create_future()
         future.add_done_callback(lambda f: f.exception())
         now = time.monotonic()
-        self._proposals.append(_Proposal(commands, future, now + 30.0, now))
+        self._proposals.append(Proposal(commands, future, now + 30.0, now))
         self._pending_commands += len(commands)
         self._wakeup.set()
         symbols = [c.symbol for c in commands if isinstance(c, AddSymbol)]
@@ -1217,7 +975,7 @@ class Node:
                 attributes={"exchange.commands": len(commands), "exchange.node": self.node_id},
             )
         self._proposals.append(
-            _Proposal(commands, future, now + self.config.request_timeout_ms / 1000.0, now, span)
+            Proposal(commands, future, now + self.config.request_timeout_ms / 1000.0, now, span)
         )
         self._pending_commands += len(commands)
         self._wakeup.set()
@@ -1406,13 +1164,6 @@ class Node:
 
 _CONF_CHANGE = int(EntryType.CONF_CHANGE)
 _entry_type = attrgetter("type")
-_JOINING_ADMITS = frozenset((MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP))
-"""What a node with no configuration yet accepts from any id (a leader's messages)."""
-
-
-def _digest(engine_state: bytes) -> bytes:
-    """BLAKE2b-256 of the engine's canonical snapshot (as ``Engine.state_hash``)."""
-    return hashlib.blake2b(engine_state, digest_size=32).digest()
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
@@ -1453,22 +1204,3 @@ class _Machine:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.node._install_snapshot(snapshot)
-
-
-class _Replies:
-    """Where the driver's answers go: futures, metrics and spans."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def resolved(self, token: _Token, index: int, result: list[Any] | None) -> None:
-        self.node._answer(token, index, result)
-
-    def failed(self, token: _Token, failure: Failure, detail: str) -> None:
-        self.node._fail(token, failure, detail)
-
-    def read_ready(self, token: _Token, index: int) -> None:
-        if isinstance(token, asyncio.Future) and not token.done():
-            token.set_result(None)
