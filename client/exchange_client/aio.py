@@ -64,6 +64,8 @@ class RequestStats:
     """Writes sent straight to the leader."""
     forwarded: int = 0
     """Answers a follower relayed from the leader."""
+    unreachable: int = 0
+    """Connection failures or timeouts (requests and leader look-ups)."""
 
 
 class AsyncClient:
@@ -151,7 +153,9 @@ class AsyncClient:
                             scheme = self._current.split("://", 1)[0]
                             return f"{scheme}://{leader.http_address}"
                         return None
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                self.stats.unreachable += 1
+            except (ValueError, KeyError):
                 pass
             self._rotate()
         return None
@@ -210,7 +214,8 @@ class AsyncClient:
                         self.stats.forwarded += 1
                         self._leader_known = False  # it moved: ask again next time
                     if status == 429:
-                        await asyncio.sleep(float(response.headers.get("Retry-After", "0.2")))
+                        if attempt + 1 < self.max_attempts:
+                            await asyncio.sleep(float(response.headers.get("Retry-After", "0.2")))
                         continue
                     if status == 421 and direct:
                         self.forget_leader()
@@ -223,6 +228,7 @@ class AsyncClient:
                     if retry_after:
                         delay = max(delay, min(float(retry_after), 2.0))
             except (TimeoutError, aiohttp.ClientError, OSError):
+                self.stats.unreachable += 1
                 status, payload = 0, None
                 if direct:
                     # A dead leader (ask again), or one whose own address this client
@@ -236,8 +242,9 @@ class AsyncClient:
                         self._direct_failures = 0
                         self._direct_paused_until = time.monotonic() + DIRECT_PAUSE_SECONDS
                 self._rotate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            if attempt + 1 < self.max_attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         self.stats.failures += 1
         return status, payload
 

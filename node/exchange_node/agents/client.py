@@ -1,50 +1,43 @@
-"""A small exactly-once client of the public API, shared by every agent.
+"""The agents' client: the SDK's ``AsyncClient`` (client/exchange_client) with the
+agents' counters on top, so there is one client implementation, not two.
 
-A write that times out, hits a broken connection or a 503/504 is retried
-with the *same body*, so the same ``client_order_id``: the exchange returns
-the original result instead of placing a second order. Retries rotate over
-the cluster's addresses, so losing the node an agent talks to costs a retry,
-not an order. 429 waits for ``Retry-After``.
+The SDK does the exactly-once part: a write that times out, hits a broken
+connection or a 502/503/504 is retried with the *same body*, so the same
+``client_order_id``, and the exchange returns the original result instead of
+placing a second order; retries rotate over the cluster's addresses, writes go
+to the leader directly when it can be reached; 429 waits for ``Retry-After``.
+This module keeps the agents' ``(status, body)`` calls and counts what the
+orders came to (accepted, fills, rejections by reason).
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import aiohttp
+from exchange_client import AsyncClient
+from exchange_client.aio import RETRYABLE_STATUSES, RequestStats
 
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
+__all__ = ["RETRYABLE_STATUSES", "ClientStats", "ExchangeClient"]
 
 
 @dataclass
-class ClientStats:
-    requests: int = 0
+class ClientStats(RequestStats):
+    """The SDK's request counters (requests, retries, failures...) and the orders'."""
+
     orders: int = 0
     accepted: int = 0
     fills: int = 0
     filled_quantity: int = 0
-    retries: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     """Engine or API rejections by reason code."""
-    failures: int = 0
-    """Requests abandoned after every retry."""
 
     def merge(self, other: ClientStats) -> None:
-        for name in (
-            "requests",
-            "orders",
-            "accepted",
-            "fills",
-            "filled_quantity",
-            "retries",
-            "failures",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            if f.name != "rejects":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         self.rejects.update(other.rejects)
 
 
@@ -60,52 +53,16 @@ class ExchangeClient:
     ) -> None:
         if not urls:
             raise ValueError("at least one cluster URL is needed")
-        self._urls = [u.rstrip("/") for u in urls]
-        self._next_url = itertools.cycle(range(len(self._urls)))
-        self._url = self._urls[next(self._next_url)]
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._max_attempts = max_attempts
+        self.sdk = AsyncClient(
+            urls, token, session=session, timeout=timeout, max_attempts=max_attempts
+        )
+        # One set of counters: the SDK counts requests and retries into it too.
         self.stats = ClientStats()
-
-    def _rotate(self) -> None:
-        self._url = self._urls[next(self._next_url)]
+        self.sdk.stats = self.stats
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """(status, JSON body); retries the identical request on transient failures."""
-        data = None if body is None else json.dumps(body)
-        headers = dict(self._headers)
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        delay = 0.05
-        for attempt in range(self._max_attempts):
-            if attempt:
-                self.stats.retries += 1
-            self.stats.requests += 1
-            try:
-                async with self._session.request(
-                    method, self._url + path, data=data, headers=headers, timeout=self._timeout
-                ) as response:
-                    status = response.status
-                    try:
-                        payload = await response.json(content_type=None)
-                    except (ValueError, aiohttp.ContentTypeError):
-                        payload = None
-                    if status == 429:
-                        await asyncio.sleep(float(response.headers.get("Retry-After", "0.2")))
-                        continue
-                    if status not in RETRYABLE_STATUSES:
-                        return status, payload
-                    retry_after = response.headers.get("Retry-After")
-                    if retry_after:
-                        delay = max(delay, float(retry_after))
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                self._rotate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        self.stats.failures += 1
-        return 0, None
+        """(status, JSON body); the SDK retries the identical request on transient failures."""
+        return await self.sdk.request(method, path, body)
 
     # ---- orders ---------------------------------------------------------------
 
