@@ -123,15 +123,16 @@ def prepare(work: Path, tests_from: str | None) -> None:
     shutil.rmtree(work, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "node" / PACKAGE, work / "src" / PACKAGE, ignore=ignore)
+    for tests in TESTS:
+        shutil.copytree(ROOT / tests, work / tests, ignore=ignore)
     if tests_from:
-        # The tests of another commit (e.g. to score the suite before new tests).
+        # tests/raft of another commit (e.g. to score the suite before new tests); the
+        # simulator tests stay those of the working tree, matching its simulator.
+        shutil.rmtree(work / "tests" / "raft")
         archive = subprocess.run(
-            ["git", "archive", tests_from, *TESTS], cwd=ROOT, capture_output=True, check=True
+            ["git", "archive", tests_from, "tests/raft"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
-    else:
-        for tests in TESTS:
-            shutil.copytree(ROOT / tests, work / tests, ignore=ignore)
     only = f"src/{PACKAGE}/{MUTATED}/*"
     skip = [f"src/{PACKAGE}/{MUTATED}/{name}" for name in NOT_MUTATED]
     (work / "pyproject.toml").write_text(
@@ -175,7 +176,7 @@ def main() -> int:
     )
     parser.add_argument("--report", type=Path, default=None, help="default: WORK/report.txt")
     parser.add_argument(
-        "--tests-from", metavar="REV", help="take tests/raft and tests/sim from this git revision"
+        "--tests-from", metavar="REV", help="take tests/raft from this git revision"
     )
     parser.add_argument(
         "--work", type=Path, default=WORK, help="scratch directory (default build/mutate)"

@@ -59,8 +59,10 @@ def test_all_servers_apply_each_entry_once_in_log_order_when_commit_index_passes
     assert drain(f).committed_entries == []
 
 
-@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE, Role.LEADER])
-@pytest.mark.parametrize("kind", [APP, VOTE])
+@pytest.mark.parametrize(
+    "role", [Role.FOLLOWER, Role.CANDIDATE, Role.LEADER], ids=lambda v: v.name.lower()
+)
+@pytest.mark.parametrize("kind", [APP, VOTE], ids=lambda v: v.name.lower())
 def test_all_servers_a_higher_term_in_a_request_sets_current_term_and_converts_to_follower(
     role, kind
 ):
@@ -78,7 +80,7 @@ def test_all_servers_a_higher_term_in_a_request_sets_current_term_and_converts_t
     assert c.vote in (0, 2)
 
 
-@pytest.mark.parametrize("role", [Role.CANDIDATE, Role.LEADER])
+@pytest.mark.parametrize("role", [Role.CANDIDATE, Role.LEADER], ids=lambda v: v.name.lower())
 def test_all_servers_a_higher_term_in_a_response_converts_to_follower(role):
     """... request or response ...: an answer from a later term ends a campaign or a reign."""
     c = in_role(role)
