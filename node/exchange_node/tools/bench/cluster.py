@@ -120,6 +120,24 @@ def _session(timeout_s: float = 30.0) -> Any:
     )
 
 
+def _sdk_client(
+    session: Any, spec: dict[str, Any], worker: int, node: str | None = None, timeout: float = 30.0
+) -> Any:
+    """The SDK's client (client/exchange_client) on ``node`` (default the leader) with the
+    worker's key: one attempt, no leader look-up, so what is measured is one request."""
+    from exchange_client import AsyncClient
+
+    tokens = spec["tokens"]
+    return AsyncClient(
+        [node or spec["leader_http"]],
+        tokens[worker % len(tokens)],
+        session=session,
+        timeout=timeout,
+        max_attempts=1,
+        leader_aware=False,
+    )
+
+
 class HttpError(Exception):
     """A response the lean client cannot read, or a connection that broke."""
 
@@ -233,7 +251,6 @@ async def _run_workers(worker: Any, clients: int) -> float:
 async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
-    url = f"http://{spec['leader_http']}/v1/orders/batch"
     size = spec["batch_size"]
     deadline = time.monotonic() + spec["duration"]
     acked = 0
@@ -242,21 +259,17 @@ async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def worker(session: aiohttp.ClientSession, wid: int) -> None:
         nonlocal acked, errors, seq
-        headers = _auth(spec, wid)
+        client = _sdk_client(session, spec, wid)
         while time.monotonic() < deadline:
             first = seq
             seq += size
             # Even workers buy, odd ones sell (each worker is one client): orders trade.
             body = {"orders": [_order(first + i, f"b{wid}-", wid % 2 == 0) for i in range(size)]}
-            try:
-                async with session.post(url, json=body, headers=headers) as resp:
-                    doc = await resp.json(content_type=None)
-                    if resp.status == 200:
-                        # Engine results carry the order's status name; failures an int.
-                        acked += sum(1 for r in doc["results"] if isinstance(r["status"], str))
-                        continue
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            status, doc = await client.request("POST", "/v1/orders/batch", body)
+            if status == 200:
+                # Engine results carry the order's status name; failures an int.
+                acked += sum(1 for r in doc["results"] if isinstance(r["status"], str))
+                continue
             errors += 1
             await asyncio.sleep(0.01)
 
@@ -267,7 +280,6 @@ async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
 async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
-    url = f"http://{spec['leader_http']}/v1/orders"
     deadline = time.monotonic() + spec["duration"]
     acked = 0
     errors = 0
@@ -275,19 +287,13 @@ async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def worker(session: aiohttp.ClientSession, wid: int) -> None:
         nonlocal acked, errors, counter
-        headers = _auth(spec, wid)
+        client = _sdk_client(session, spec, wid)
         while time.monotonic() < deadline:
             counter += 1
-            try:
-                async with session.post(
-                    url, json=_order(counter, spec["prefix"]), headers=headers
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        acked += 1
-                        continue
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            status, _ = await client.request("POST", "/v1/orders", _order(counter, spec["prefix"]))
+            if status == 200:
+                acked += 1
+                continue
             errors += 1
             await asyncio.sleep(0.01)
 
@@ -308,7 +314,7 @@ async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
     lean = LeanClient(spec["leader_http"])
     built: dict[int, bytes] = {}
     session = _session() if spec["client"] == "aiohttp" else None
-    url = f"http://{spec['leader_http']}/v1/orders"
+    clients = [_sdk_client(session, spec, w) for w in range(len(spec["tokens"]))]
 
     def build(i: int) -> bytes:
         body = json.dumps(_order(i, spec["prefix"])).encode()
@@ -318,9 +324,10 @@ async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
         if session is None:
             status, _body = await lean.send(built.pop(i, None) or build(i))
             return status
-        async with session.post(url, json=_order(i, spec["prefix"]), headers=_auth(spec, i)) as r:
-            await r.read()
-            return r.status
+        status, _ = await clients[i % len(clients)].request(
+            "POST", "/v1/orders", _order(i, spec["prefix"])
+        )
+        return int(status)
 
     async def one(i: int, due: float) -> None:
         nonlocal errors
@@ -373,26 +380,19 @@ async def _failover_writer(spec: dict[str, Any], stop_file: str) -> dict[str, An
 
     async def worker(session: aiohttp.ClientSession, wid: int) -> None:
         nonlocal counter
-        headers = _auth(spec, wid)
+        # One client per node: the writer aims at every node in turn itself.
+        clients = [_sdk_client(session, spec, wid, node, timeout=2.0) for node in nodes]
         k = wid
         while not stop:
             counter += 1
             k += 1
-            node = nodes[k % len(nodes)]
             sent = time.monotonic()
-            try:
-                async with session.post(
-                    f"http://{node}/v1/orders",
-                    json=_order(counter, spec["prefix"]),
-                    headers=headers,
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        successes.append((sent, time.monotonic()))
-                        await asyncio.sleep(0.002)
-                        continue
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            order = _order(counter, spec["prefix"])
+            status, _ = await clients[k % len(nodes)].request("POST", "/v1/orders", order)
+            if status == 200:
+                successes.append((sent, time.monotonic()))
+                await asyncio.sleep(0.002)
+                continue
             await asyncio.sleep(0.005)
 
     async def watch() -> None:
