@@ -192,8 +192,18 @@ def test_a_node_exports_an_orders_spans_over_otlp_http(
             time.sleep(0.1)
         else:
             pytest.fail(f"spans of the order never arrived: {receiver.spans[:20]}")
+        # the same live node's /metrics: the standard collectors and the disk use
+        with urllib.request.urlopen(f"http://{node.http}/metrics", timeout=10) as answer:
+            metrics = dict(
+                line.rsplit(" ", 1)
+                for line in answer.read().decode().splitlines()
+                if line and not line.startswith("#")
+            )
     finally:
         cluster.stop_all(10)
+    assert float(metrics["exchange_wal_bytes"]) > 0  # the order is in the WAL
+    assert float(metrics["process_resident_memory_bytes"]) > 0
+    assert "exchange_snapshot_bytes" in metrics
     assert receiver.content_types == {"application/x-protobuf"}
     _, _, resource = receiver.spans[0]
     assert resource["service.name"] == "otel-test-node"
