@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exchange_node.engine.events import CommandResult
 from exchange_node.server.driver import Failure
 from exchange_node.server.metrics import NodeMetrics
 from exchange_node.service import Timeout, Unavailable
@@ -45,7 +46,7 @@ class Requests:
 
     # -- the driver's Replies ----------------------------------------------------
 
-    def resolved(self, token: Token, index: int, result: list[Any] | None) -> None:
+    def resolved(self, token: Token, index: int, result: list[CommandResult] | None) -> None:
         """A request's entry applied at the term it was proposed in."""
         if not isinstance(token, Proposal):
             if not token.done():

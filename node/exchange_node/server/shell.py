@@ -39,14 +39,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exchange_node.engine.commands import (
     AddSymbol,
+    RejectReason,
     SetOrderLimits,
     SetRiskLimits,
+    Side,
     encode_batch,
 )
+from exchange_node.engine.events import Accepted, Fill, Rejected
+from exchange_node.raft.config import RaftConfig
+from exchange_node.raft.core import RaftCore
 from exchange_node.raft.types import (
     NONE,
     ConfChange,
@@ -54,6 +59,7 @@ from exchange_node.raft.types import (
     ConfState,
     Entry,
     EntryType,
+    HardState,
     Message,
     Role,
     Snapshot,
@@ -93,6 +99,13 @@ from exchange_node.service import (
     Unavailable,
 )
 
+if TYPE_CHECKING:
+    from exchange_node.engine.engine import Engine
+    from exchange_node.engine.events import CommandResult
+    from exchange_node.raft.status import PeerProgress
+    from exchange_node.storage.interface import RaftStorage
+    from exchange_node.transport import PeerTransport
+
 log = logging.getLogger("exchange.node")
 
 ROLE_NAMES = {
@@ -119,8 +132,9 @@ class Node:
         config: NodeConfig,
         metrics: NodeMetrics | None = None,
         *,
-        engine_factory: Callable[[], Any] | None = None,
-        storage_factory: Callable[[NodeConfig, Callable[[str, float], None]], Any] | None = None,
+        engine_factory: Callable[[], Engine] | None = None,
+        storage_factory: Callable[[NodeConfig, Callable[[str, float], None]], RaftStorage]
+        | None = None,
     ) -> None:
         """``engine_factory`` and ``storage_factory`` replace the real engine and
         WAL (tests of the shell alone); by default ``Engine()`` and ``open_storage``."""
@@ -172,9 +186,9 @@ class Node:
         self._applied_conf = ConfState()
         """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
         self._last_applied_seen = -1
-        self._orders_seen: dict[tuple[str, Any], int] = {}
+        self._orders_seen: dict[tuple[str, Side], int] = {}
         self._fills_seen: dict[str, int] = {}
-        self._rejects_seen: dict[Any, int] = {}
+        self._rejects_seen: dict[RejectReason, int] = {}
         self._last_apply_time = 0.0
         self._last_heard: dict[int, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -188,20 +202,39 @@ class Node:
         # Read contexts carry a per-process nonce: a late answer to a read from a
         # previous run of this node (same leader term) must not answer a new read.
         self._read_nonce = os.urandom(6).hex()
-        self.storage: Any = None
-        self.core: Any = None
-        self.driver: Driver[Token, list[Any]] = None  # type: ignore[assignment]
-        """The Ready policy around ``core`` (built by ``open``)."""
-        self.engine: Any = None
-        self.transport: Any = None
+        self._storage: RaftStorage | None = None
+        self._core: RaftCore | None = None
+        self._driver: Driver[Token, list[CommandResult]] | None = None
+        self._engine: Engine | None = None
+        self.transport: PeerTransport | None = None
+
+    # Built by ``open()``; reading one before is a programming error.
+
+    @property
+    def core(self) -> RaftCore:
+        assert self._core is not None, "open() the node first"
+        return self._core
+
+    @property
+    def driver(self) -> Driver[Token, list[CommandResult]]:
+        """The Ready policy around ``core`` (server/driver.py)."""
+        assert self._driver is not None, "open() the node first"
+        return self._driver
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "open() the node first"
+        return self._engine
+
+    @property
+    def storage(self) -> RaftStorage:
+        assert self._storage is not None, "open() the node first"
+        return self._storage
 
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
         """Open storage, recover state and build the core (synchronous, before ``start``)."""
-        from exchange_node.raft.config import RaftConfig
-        from exchange_node.raft.core import RaftCore
-
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = resolve_node_id(
@@ -216,11 +249,11 @@ class Node:
         logs.CONTEXT.node_id = self.node_id
         logs.CONTEXT.name = cfg.name
         if self._storage_factory is not None:
-            self.storage = self._storage_factory(cfg, self._on_disk_timing)
+            self._storage = self._storage_factory(cfg, self._on_disk_timing)
         else:
-            self.storage = _open_wal(cfg, self._on_disk_timing)
-        recovered = self.storage.recover()
-        self.engine = self._engine_factory() if self._engine_factory else _new_engine()
+            self._storage = _open_wal(cfg, self._on_disk_timing)
+        recovered = self._storage.recover()
+        self._engine = self._engine_factory() if self._engine_factory else _new_engine()
         if recovered.snapshot is not None:
             self._restore_snapshot(recovered.snapshot)
         fresh = (
@@ -259,7 +292,7 @@ class Node:
                     self.node_id,
                 )
         ticks = max(2, round(cfg.election_ms / cfg.heartbeat_ms))
-        self.core = RaftCore(
+        self._core = RaftCore(
             RaftConfig(
                 node_id=self.node_id,
                 election_tick=ticks,
@@ -272,8 +305,8 @@ class Node:
             bootstrap=bootstrap,
         )
         hs = recovered.hard_state
-        self.driver = Driver(
-            self.core,
+        self._driver = Driver(
+            self._core,
             _Machine(self),
             self.requests,
             node_id=self.node_id,
@@ -302,10 +335,10 @@ class Node:
     async def start(self) -> None:
         from exchange_node.transport import PeerTransport
 
-        if self.core is None:
+        if self._core is None:
             self.open()
         self._loop = asyncio.get_running_loop()
-        self.transport = PeerTransport(
+        self.transport = transport = PeerTransport(
             self.node_id,
             self.config.grpc_listen,
             self._on_message,
@@ -319,7 +352,7 @@ class Node:
             # heartbeat, so silence that long means a wedged stream, not a slow peer.
             answer_timeout=2 * self.config.election_ms / 1000,
         )
-        await self.transport.start()
+        await transport.start()
         self._set_transport_peers()
         self._loop_task = asyncio.create_task(self._drive(), name="raft-driver")
         self._timers = [
@@ -372,7 +405,8 @@ class Node:
                 )
             except (TimeoutError, Exception) as exc:
                 log.warning("transport stop: %s", exc)
-        await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
+        if self._storage is not None:
+            await asyncio.get_running_loop().run_in_executor(self._disk, self._storage.close)
         self._disk.shutdown(wait=True)
         self._stopped.set()
         log.info("stopped")
@@ -409,7 +443,9 @@ class Node:
         self._gate.refresh(self.core.conf_state, self.applied_index)
 
     def _send(self, messages: list[Message]) -> None:
-        self.transport.send(messages)
+        transport = self.transport
+        assert transport is not None
+        transport.send(messages)
         if self.driver.notices.release_at is not None and self._release_timer is None:
             self._arm_release()
 
@@ -426,7 +462,7 @@ class Node:
         """Held commit notices leave when their time is up (not a core input)."""
         self._release_timer = None
         held = self.driver.release_notices(time.monotonic())
-        if held:
+        if held and self.transport is not None:
             self.transport.send(held)
         self._arm_release()
 
@@ -619,10 +655,10 @@ class Node:
 
     # ------------------------------------------------------------------ apply
 
-    def _apply_entry(self, entry: Entry) -> list[Any] | None:
+    def _apply_entry(self, entry: Entry) -> list[CommandResult] | None:
         """Apply one committed entry (the driver's state machine; see ``_Machine``)."""
         index = entry.index
-        results: list[Any] | None = None
+        results: list[CommandResult] | None = None
         if entry.type == EntryType.CONF_CHANGE:
             self._apply_conf_change(entry)
         elif entry.data:
@@ -652,19 +688,18 @@ class Node:
             self._take_snapshot()
         return results
 
-    def _count_results(self, results: list[Any]) -> None:
+    def _count_results(self, results: list[CommandResult]) -> None:
         # Plain dict counts here; prometheus_client's labels() costs microseconds per
         # call, so the counters are brought up to date when /metrics is scraped.
         orders, fills, rejects = self._orders_seen, self._fills_seen, self._rejects_seen
         for result in results:
             for event in result.events:
-                kind = event.kind
-                if kind == "accepted":
+                if isinstance(event, Accepted):
                     key = (event.symbol, event.side)
                     orders[key] = orders.get(key, 0) + 1
-                elif kind == "fill":
+                elif isinstance(event, Fill):
                     fills[event.symbol] = fills.get(event.symbol, 0) + 1
-                elif kind == "rejected":
+                elif isinstance(event, Rejected):
                     rejects[event.reason] = rejects.get(event.reason, 0) + 1
 
     def _flush_result_counts(self) -> None:
@@ -728,7 +763,7 @@ class Node:
     def _restore_snapshot(self, snapshot: Snapshot) -> None:
         members, engine_state = unwrap_snapshot(snapshot.data)
         # ``restore`` is a constructor (a classmethod): the engine object is replaced.
-        self.engine = type(self.engine).restore(engine_state)
+        self._engine = type(self.engine).restore(engine_state)
         self._hash_cache = (-1, b"")
         self.members = members
         self.conf_state = snapshot.meta.conf_state
@@ -760,7 +795,7 @@ class Node:
         """
         if self._stopping:
             raise Unavailable("node is shutting down")
-        if self.engine is None or self._loop is None:
+        if self._engine is None or self._loop is None:
             raise Unavailable("node is not started")
         if self.applied_index == 0:
             raise Unavailable("nothing applied yet")
@@ -775,7 +810,7 @@ class Node:
 
     def latest_snapshot_path(self) -> pathlib.Path | None:
         """The file of the newest durable snapshot, or None (none yet, or not a WAL)."""
-        meta = getattr(self.storage, "snapshot_meta", None)
+        meta = getattr(self._storage, "snapshot_meta", None)
         if meta is None:
             return None
         from exchange_node.storage.files import snapshot_name
@@ -830,7 +865,7 @@ class Node:
     def status_hash(self) -> tuple[int, str]:
         """(index, hex hash) for status documents: fresh when idle, else the newest known."""
         idle = time.monotonic() - self._last_apply_time >= IDLE_HASH_SECONDS
-        if self.engine is not None and (idle or self._hash_cache[0] < 0):
+        if self._engine is not None and (idle or self._hash_cache[0] < 0):
             self._state_hash_bytes()
         return self._hash_cache[0], self._hash_cache[1].hex()
 
@@ -887,10 +922,12 @@ class Node:
                 if index != last_sent:
                     self.divergence.record(index, digest, time.monotonic())
             last_sent = index
+            transport = self.transport
+            assert transport is not None
             for peer in self.members:
                 if peer != self.node_id:
                     try:
-                        self.transport.send_digest(peer, index, digest)
+                        transport.send_digest(peer, index, digest)
                     except Exception as exc:
                         log.debug("digest to %d not sent: %s", peer, exc)
 
@@ -999,10 +1036,10 @@ class Node:
         return self._publisher.subscribe(max_queue)
 
     def status(self) -> NodeStatus:
-        progress: dict[int, Any] = {}
+        progress: dict[int, PeerProgress] = {}
         last_index = self.commit_index
-        if self.core is not None:
-            st = self.core.status()
+        if self._core is not None:
+            st = self._core.status()
             progress = st.progress
             last_index = st.last_index
         now = time.monotonic()
@@ -1051,12 +1088,12 @@ class Node:
         m.commit_index.set(self.commit_index)
         m.applied_index.set(self.applied_index)
         m.term.set(self.term)
-        if self.role == Role.LEADER and self.core is not None:
+        if self.role == Role.LEADER and self._core is not None:
             st = self.core.status()
             for peer, pr in st.progress.items():
                 if peer != self.node_id:
                     m.follower_lag.labels(peer=str(peer)).set(max(0, st.last_index - pr.match))
-        engine = self.engine
+        engine = self._engine
         if engine is not None and hasattr(engine, "live_orders_in_priority"):
             for symbol in engine.symbols():
                 bids, asks = engine.live_orders_in_priority(symbol)
@@ -1171,11 +1208,16 @@ def _log_failure(future: asyncio.Future[None]) -> None:
         log.error("saving the hard state failed: %s", future.exception())
 
 
-def _save(storage: Any, entries: list[Entry], hard_state: Any, snapshot: Snapshot | None) -> None:
+def _save(
+    storage: RaftStorage,
+    entries: list[Entry],
+    hard_state: HardState | None,
+    snapshot: Snapshot | None,
+) -> None:
     storage.save(entries=entries, hard_state=hard_state, snapshot=snapshot)
 
 
-def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> Any:
+def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> RaftStorage:
     from exchange_node.storage.wal import SaveStats, open_storage
 
     def on_save(stats: SaveStats) -> None:
@@ -1185,7 +1227,7 @@ def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> Any:
     return open_storage(cfg.data_dir, on_save=on_save)
 
 
-def _new_engine() -> Any:
+def _new_engine() -> Engine:
     from exchange_node.engine.engine import Engine
 
     return Engine()
@@ -1199,7 +1241,7 @@ class _Machine:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    def apply(self, entry: Entry) -> list[Any] | None:
+    def apply(self, entry: Entry) -> list[CommandResult] | None:
         return self.node._apply_entry(entry)
 
     def restore(self, snapshot: Snapshot) -> None:
