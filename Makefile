@@ -44,19 +44,21 @@ system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; s
 	scripts/dockerd.sh
 
 test: install system-deps  ## run the whole suite (pytest's "no tests ran" fails the target)
-	$(PY) -m pytest -m 'not soak' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not soak and not e2e' $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint + format check), mypy (strict on the consensus core and operator), manifest drift
-	$(VENV)/bin/ruff check node tests operator scripts
-	$(VENV)/bin/ruff format --check node tests operator scripts
+	$(VENV)/bin/ruff check node tests operator scripts client
+	$(VENV)/bin/ruff format --check node tests operator scripts client
 	$(VENV)/bin/mypy node/exchange_node/raft
+	$(VENV)/bin/mypy --strict --follow-imports=silent node/exchange_node/server
 	$(VENV)/bin/mypy --strict operator/exchange_operator
+	$(VENV)/bin/mypy --strict client/exchange_client
 	$(VENV)/bin/mypy --strict node/exchange_node/engine node/exchange_node/limits.py
 	$(PY) scripts/k8s/generate.py --check
 
 fmt: install  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix node tests operator scripts
-	$(VENV)/bin/ruff format node tests operator scripts
+	$(VENV)/bin/ruff check --fix node tests operator scripts client
+	$(VENV)/bin/ruff format node tests operator scripts client
 
 sim: install  ## a batch of deterministic simulation seeds
 	$(EXCHANGE) sim --seeds 300 --steps 5000 --nodes mixed
@@ -108,3 +110,10 @@ mutate: install  ## mutation testing of raft/ (mutmut; not in make test, about a
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist
+
+# The e2e suite (tests/e2e, marker e2e): on kind where Docker, kind, kubectl, Helm and a
+# registry are at hand (each test skips naming what is missing), and the emulated
+# cluster's full scenario (scale, upgrade with trading on). make test runs its short part.
+.PHONY: e2e
+e2e: install  ## the e2e suite: kind (or one skip line naming what is missing) + the emulated cluster
+	$(PY) -m pytest -m e2e -rs tests/e2e $(PYTEST_ARGS)

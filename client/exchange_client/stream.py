@@ -211,16 +211,16 @@ class MarketStream:
             self.stats.snapshots += 1
             return [BookEvent(symbol, book, True)]
         if kind == "delta":
-            book = self.books.get(symbol)
-            if book is None or not book.synced:
+            current = self.books.get(symbol)
+            if current is None or not current.synced:
                 return []  # waiting for the snapshot of a resubscription
             self.stats.deltas += 1
             for update in doc.get("updates", []):
-                if not book.apply_update(update):
+                if not current.apply_update(update):
                     self.stats.gaps += 1
                     await self._resubscribe(channel)
                     return [GapEvent(channel)]
-            return [BookEvent(symbol, book, False)]
+            return [BookEvent(symbol, current, False)]
         if kind == "trades":
             return [
                 TradesEvent(symbol, [Trade.from_json(t, symbol) for t in doc.get("trades", [])])

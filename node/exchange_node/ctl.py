@@ -254,7 +254,7 @@ def render(doc: Any, output: str, rows: list[dict[str, Any]] | None = None) -> s
     if output == "yaml":
         import yaml
 
-        return yaml.safe_dump(doc, sort_keys=False).rstrip()
+        return str(yaml.safe_dump(doc, sort_keys=False)).rstrip()
     rows = rows if rows is not None else ([doc] if isinstance(doc, dict) else list(doc))
     return table(rows)
 
@@ -368,7 +368,7 @@ async def _watch(admin: Any, args: argparse.Namespace, fn: Any, output: str) -> 
         print(render(doc, output, rows), flush=True)
         refreshes += 1
         if not args.watch or (args.count and refreshes >= args.count):
-            return code
+            return int(code)
         await asyncio.sleep(args.interval)
 
 

@@ -153,7 +153,7 @@ class TopState:
         for doc in self.last.clusters.values():
             if doc is not None and doc["node_id"] == self.leader:
                 leader_view = {m["id"]: m for m in doc.get("members", [])}
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for endpoint, doc in self.last.clusters.items():
             if doc is None:
                 rows.append(("?", "-", "DOWN", "-", "-", "-", "-", "-", endpoint))
@@ -186,7 +186,7 @@ def ladder_rows(book: dict[str, Any] | None, scale: int, depth: int = 10) -> lis
         return []
     asks = list(book.get("asks", []))[:depth]
     bids = list(book.get("bids", []))[:depth]
-    rows = [("", price_text(p, scale), str(q)) for p, q in reversed(asks)]
+    rows: list[tuple[str, ...]] = [("", price_text(p, scale), str(q)) for p, q in reversed(asks)]
     rows += [(str(q), price_text(p, scale), "") for p, q in bids]
     return rows
 

@@ -19,7 +19,7 @@ from exchange_client import (
     MarketStream,
     RejectedError,
 )
-from exchange_node.tools.local import LocalCluster
+from exchange_node.tools.local import LocalCluster, free_ports
 
 
 def _endpoints(cluster: LocalCluster, only: list[int] | None = None) -> list[str]:
@@ -130,21 +130,56 @@ async def test_stream_keeps_the_book_and_resyncs_after_a_gap(cluster: LocalClust
         assert stream.stats.snapshots == 2
 
 
-def test_failover_places_every_order_once(cluster: LocalCluster) -> None:
-    """Kill -9 the leader while a client writes through every endpoint: every
-    order gets an answer, and each client order id is one order, no more."""
-    with Client(_endpoints(cluster), cluster.key_for("bench1"), timeout=3.0) as ex:
+async def test_an_unreachable_leader_address_falls_back_to_forwarding(
+    cluster: LocalCluster,
+) -> None:
+    """Behind a port-forward the leader's own address cannot be reached: after three
+    misses the client writes through its endpoints (a follower forwards) for a while."""
+    follower = _follower(cluster)
+    async with AsyncClient(_endpoints(cluster, [follower]), cluster.key_for("carol")) as ex:
+
+        async def unreachable_leader() -> str:
+            return f"http://127.0.0.1:{free_ports(1)[0]}"
+
+        ex._find_leader = unreachable_leader  # type: ignore[method-assign]
+        for _ in range(6):
+            await ex.place_order("BTC-USD", "BUY", 1, price=47_000)
+        assert ex.stats.unreachable == 3 and ex.stats.leader_direct == 0
+        assert ex.stats.forwarded == 6 and ex.stats.failures == 0
+
+
+async def test_failover_places_every_order_once_and_the_stream_reconnects(
+    cluster: LocalCluster,
+) -> None:
+    """Kill -9 the leader while a client writes through every endpoint and a stream
+    reads from it: every order gets an answer, each client order id is one order,
+    the client goes back to writing to the new leader directly, and the stream
+    reconnects to another node with a book equal to the REST one."""
+    leader = cluster.wait_for_leader(30)
+    first = [f"http://{cluster.member(leader).http}"]
+    rest = [e for e in _endpoints(cluster) if e not in first]
+    async with (
+        AsyncClient(_endpoints(cluster), cluster.key_for("bench1"), timeout=3.0) as ex,
+        MarketStream(first + rest, books=["ETH-USD"], reconnect_delay=0.05) as stream,
+    ):
+        consumer = asyncio.create_task(_drain(stream))
         ids = []
-        killed = None
         for i in range(40):
             if i == 10:
-                killed = cluster.wait_for_leader(30)
-                cluster.kill(killed)
-            result = ex.place_order("ETH-USD", "BUY", 1, price=2_500 + i % 5)
+                cluster.kill(leader)
+            result = await ex.place_order("ETH-USD", "BUY", 1, price=2_500 + i % 5)
             ids.append((result.client_order_id, result.order_id))
-        assert ex.stats.retries > 0
+        assert ex.stats.retries + ex.stats.unreachable > 0
         leader_direct = ex.stats.leader_direct
-        open_orders = ex.open_orders("ETH-USD")
+        open_orders = await ex.open_orders("ETH-USD")
+        book = stream.books["ETH-USD"]
+        for _ in range(200):
+            rest_book = await ex.book("ETH-USD", depth=1000)
+            if book.synced and book.seq == rest_book.seq:
+                break
+            await asyncio.sleep(0.05)
+        consumer.cancel()
+        assert stream.stats.connects >= 2 and book.view(1000) == rest_book, stream.stats
     assert len({order_id for _, order_id in ids}) == 40
     by_client_id: dict[str, int] = {}
     for order in open_orders:
@@ -154,6 +189,11 @@ def test_failover_places_every_order_once(cluster: LocalCluster) -> None:
     assert all(count == 1 for count in by_client_id.values())
     # The client found the new leader and writes to it directly again.
     assert leader_direct > 30, leader_direct
+
+
+async def _drain(stream: MarketStream) -> None:
+    async for _ in stream:
+        pass
 
 
 def _python_blocks(markdown: str) -> list[str]:
