@@ -6,6 +6,7 @@ and as a real process for ``--version`` and bad flags.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -191,3 +192,18 @@ def test_a_local_cluster_is_found_without_flags(
     # And `exchange local status` finds it there too.
     code, out, _ = _run(capsys, "local", "status")
     assert code == 0 and "leader" in out and str(cluster.root.resolve()) not in out
+
+
+def test_top_is_wired_to_the_public_endpoints(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        exchange(["top", "--help"])
+    assert exc.value.code == 0 and "--symbol" in capsys.readouterr().out
+    from exchange_node import ctl
+
+    args = argparse.Namespace(endpoints=None, admin_token_file=None, data_root=cluster.root)
+    target = ctl.resolve(args, env={})
+    assert target.api_endpoints == [f"http://{m.http}" for m in cluster.spec.members]
+    assert target.admin_endpoints == [f"http://{m.admin}" for m in cluster.spec.members]
+    assert target.token == cluster.spec.admin_token
