@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import api_rules
 import kmock
 import kopf
 import pytest
@@ -75,13 +76,21 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
 
 
 @contextlib.asynccontextmanager
-async def start_live(tmp_path: Path, network: net.Network | None = None) -> AsyncIterator[Live]:
+async def start_live(
+    tmp_path: Path, network: net.Network | None = None, rbac: bool = False
+) -> AsyncIterator[Live]:
     """The emulator, the real operator and ProcessKubelet (each pod in its own network
-    namespace of ``network`` when given)."""
+    namespace of ``network`` when given; with ``rbac``, the operator has exactly the
+    chart's RBAC for the namespace and the emulator enforces it)."""
     emulator = ClusterEmulator()
     async with emulator, kmock.Server(emulator) as server, aiohttp.ClientSession() as http:
         emulator.add_namespace(NS)
         emulator.install_crd(crd.build_crd())
+        token = None
+        if rbac:
+            rules, user = api_rules.chart_rbac({"operator": {"watchNamespaces": [NS]}})
+            emulator.authorize(rules, {api_rules.OPERATOR_TOKEN: user})
+            token = api_rules.OPERATOR_TOKEN
         kubelet = ProcessKubelet(emulator, tmp_path, NAME, NS, network)
         await kubelet.start()
         emulator.kubelet = kubelet
@@ -92,7 +101,7 @@ async def start_live(tmp_path: Path, network: net.Network | None = None) -> Asyn
             admin_timeout=1.0,
             error_backoff=0.3,
             member_addresses=kubelet.member_addresses,
-            login=lambda: kopf.ConnectionInfo(server=url),
+            login=lambda: kopf.ConnectionInfo(server=url, token=token),
         )
         registry = kopf.OperatorRegistry()
         runtime = register(registry, config)
