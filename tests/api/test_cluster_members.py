@@ -124,3 +124,47 @@ async def test_every_member_unreachable_still_answers_200() -> None:
         assert body["leader"] == 2  # this node's own idea when the leader cannot be asked
     finally:
         await client.close()
+
+
+def _tls_context(pair: Any, tmp_path: Any, name: str) -> Any:
+    import ssl
+
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert.write_bytes(pair.cert_pem)
+    key.write_bytes(pair.key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_over_https_members_are_checked_against_the_clusters_ca(tmp_path) -> None:
+    import ssl
+
+    from exchange_node.security import certs
+
+    ca = certs.generate_ca("members-test-ca", valid_days=2)
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    server = certs.issue_server_cert(ca, ["localhost"], ["127.0.0.1"], valid_days=2)
+    hits: list[float] = []
+    leader = TestServer(leader_view(hits), host="127.0.0.1")
+    await leader.start_server(ssl=_tls_context(server, tmp_path, "l"))
+    addresses = {1: "127.0.0.1:1", 2: f"127.0.0.1:{leader.port}", 3: ""}
+    client_tls = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    try:
+        for ca_file, reachable in ((str(tmp_path / "ca.crt"), True), (None, False)):
+            app = create_app(ClusterService(addresses), ApiConfig(member_status_ca_file=ca_file))
+            node = TestServer(app, host="127.0.0.1")
+            await node.start_server(ssl=_tls_context(server, tmp_path, "n"))
+            client = TestClient(node)
+            await client.start_server()
+            try:
+                answer = await client.get("/v1/cluster/members", ssl=client_tls)
+                rows = {m["id"]: m for m in (await answer.json())["members"]}
+            finally:
+                await client.close()
+            # an https request makes https fetches; without the CA the certificate is refused
+            assert rows[2]["reachable"] is reachable, rows[2]["error"]
+            if not reachable:
+                assert "Certificate" in rows[2]["error"] or "SSL" in rows[2]["error"], rows[2]
+    finally:
+        await leader.close()

@@ -111,6 +111,7 @@ class Api:
             timeout_seconds=config.member_status_timeout_seconds,
             cache_seconds=config.member_status_cache_seconds,
             verify_tls=config.member_status_verify_tls,
+            ca_file=config.member_status_ca_file,
         )
         self._openapi_body: bytes | None = None
         self._symbols: dict[str, Any] = {}

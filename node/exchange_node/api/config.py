@@ -106,6 +106,10 @@ class ApiConfig:
     """``/v1/cluster/members``: answers are shared this long (one round of fetches)."""
     member_status_verify_tls: bool = True
     """``/v1/cluster/members`` over HTTPS: verify the members' certificates."""
+    member_status_ca_file: str | None = None
+    """PEM CA the members' HTTPS certificates are checked against (besides the system
+    store); a node serving HTTPS passes its ``--peer-tls-ca`` (in Kubernetes the
+    cluster's CA signs the shared HTTP certificate)."""
 
     def __post_init__(self) -> None:
         for token, client_id in self.api_keys.items():

@@ -14,13 +14,16 @@ public ``/v1/cluster`` itself, server-side, and answers with all of them:
 The fetched routes are public and read-only; the peers' HTTP addresses are the
 ones the cluster's configuration holds (never from the request), and the
 scheme is this request's (members of one cluster serve alike). Over HTTPS the
-certificate is verified unless ``member_status_verify_tls`` is off.
+certificate is verified against the system store and ``member_status_ca_file``
+(the node's ``--peer-tls-ca`` when it serves HTTPS), unless
+``member_status_verify_tls`` is off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,12 +46,15 @@ class MemberStatusFetcher:
         timeout_seconds: float,
         cache_seconds: float,
         verify_tls: bool = True,
+        ca_file: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._status = status
         self.timeout_seconds = timeout_seconds
         self.cache_seconds = cache_seconds
         self.verify_tls = verify_tls
+        self.ca_file = ca_file
+        self._ssl: ssl.SSLContext | bool | None = None
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._cached: tuple[float, str, dict[str, Any]] | None = None
@@ -113,7 +119,7 @@ class MemberStatusFetcher:
         self.fetches += 1
         url = f"{scheme}://{address}/v1/cluster"
         try:
-            async with self._session.get(url, ssl=None if self.verify_tls else False) as answer:
+            async with self._session.get(url, ssl=self._tls()) as answer:
                 if answer.status != 200:
                     return False, {}, f"HTTP {answer.status}"
                 if (answer.content_length or 0) > MAX_ANSWER_BYTES:
@@ -129,6 +135,17 @@ class MemberStatusFetcher:
             return False, {}, f"no answer within {self.timeout_seconds:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return False, {}, type(exc).__name__
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        if self._ssl is None:
+            if not self.verify_tls:
+                self._ssl = False
+            else:
+                context = ssl.create_default_context()
+                if self.ca_file:
+                    context.load_verify_locations(cafile=self.ca_file)
+                self._ssl = context
+        return self._ssl
 
 
 def _row(

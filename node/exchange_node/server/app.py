@@ -32,6 +32,13 @@ def build_app(node: Any) -> web.Application:
     api_config = ApiConfig.from_env(
         api_keys=dict(node.config.api_keys),
         price_scales={s.name: s.price_scale for s in getattr(node.config, "symbols", ())},
+        # a node serving HTTPS checks its members' certificates against the cluster's CA
+        member_status_ca_file=(
+            str(node.config.peer_tls_ca)
+            if getattr(node.config, "http_tls_cert", None)
+            and getattr(node.config, "peer_tls_ca", None)
+            else None
+        ),
         **getattr(node.config, "api_settings", {}),
     )
     app = web.Application(
