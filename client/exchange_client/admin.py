@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,10 @@ class AdminClient:
         actor: str | None = None,
         timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: for https endpoints, the CA to trust and, when the admin
+        listener requires one, the client certificate (``tls_context`` builds it)."""
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         self.endpoints = [normalize_endpoint(e) for e in endpoints if e.strip()]
@@ -43,6 +47,7 @@ class AdminClient:
         self._session = session
         self._own_session = session is None
         self._node_of: dict[str, int] = {}
+        self._ssl = ssl_context
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -68,7 +73,12 @@ class AdminClient:
         if data is not None:
             headers["Content-Type"] = "application/json"
         async with self.session.request(
-            method, endpoint + path, data=data, headers=headers, timeout=self._timeout
+            method,
+            endpoint + path,
+            data=data,
+            headers=headers,
+            timeout=self._timeout,
+            ssl=self._ssl if self._ssl is not None else True,
         ) as response:
             raw = await response.read()
             doc: Any = None
@@ -218,3 +228,13 @@ class AdminClient:
     async def audit(self) -> list[dict[str, Any]]:
         doc = await self.call("GET", "/v1/admin/audit")
         return list(doc["actions"])
+
+
+def tls_context(
+    cacert: str | None = None, cert: str | None = None, key: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context: trust ``cacert`` (else the system's), present ``cert``/``key``."""
+    context = ssl.create_default_context(cafile=cacert)
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context

@@ -83,6 +83,19 @@ def _connection_flags(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "-o", "--output", choices=OUTPUTS, default=default, help="output format (default table)"
     )
+    parser.add_argument(
+        "--cacert", type=Path, default=default, help="CA of https endpoints (env EXCHANGE_CACERT)"
+    )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        default=default,
+        help="client certificate for an admin listener that requires one "
+        "(--admin-tls-client-ca; env EXCHANGE_CERT)",
+    )
+    parser.add_argument(
+        "--key", type=Path, default=default, help="its private key (env EXCHANGE_KEY)"
+    )
 
 
 def add_global_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +190,7 @@ class Target:
     api_endpoints: list[str]
     token: str | None
     source: str
+    ssl_context: Any = None
 
 
 def _local_root(args: argparse.Namespace, env: dict[str, str]) -> Path | None:
@@ -206,8 +220,30 @@ def _split_endpoints(text: str) -> list[str]:
     return endpoints
 
 
+def _tls(args: argparse.Namespace, env: dict[str, str]) -> Any:
+    paths = {}
+    for name in ("cacert", "cert", "key"):
+        value = getattr(args, name, None) or env.get(f"EXCHANGE_{name.upper()}")
+        if value and not Path(value).is_file():
+            raise UsageError(f"--{name}: {value} is not a readable file")
+        paths[name] = str(value) if value else None
+    if paths["key"] and not paths["cert"]:
+        raise UsageError("--key needs --cert")
+    if not any(paths.values()):
+        return None
+    import ssl
+
+    from exchange_client.admin import tls_context
+
+    try:
+        return tls_context(paths["cacert"], paths["cert"], paths["key"])
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cacert/--cert/--key: cannot load them: {exc}") from None
+
+
 def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Target:
     env = dict(os.environ if env is None else env)
+    tls = _tls(args, env)
     token: str | None = None
     token_file = getattr(args, "admin_token_file", None) or env.get("EXCHANGE_ADMIN_TOKEN_FILE")
     if token_file:
@@ -222,7 +258,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Targ
     endpoints = getattr(args, "endpoints", None) or env.get("EXCHANGE_ENDPOINTS")
     if endpoints:
         listed = _split_endpoints(endpoints)
-        return Target(listed, listed, token, "--endpoints")
+        return Target(listed, listed, token, "--endpoints", tls)
     root = _local_root(args, env)
     if root is None:
         raise UsageError(
@@ -233,7 +269,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Targ
     members = spec["members"]
     admin = [f"http://{m.get('host', '127.0.0.1')}:{m['admin_port']}" for m in members]
     api = [f"http://{m.get('host', '127.0.0.1')}:{m['http_port']}" for m in members]
-    return Target(admin, api, token or spec.get("admin_token"), f"local cluster {root}")
+    return Target(admin, api, token or spec.get("admin_token"), f"local cluster {root}", tls)
 
 
 def _actor() -> str:
@@ -343,7 +379,9 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
     from exchange_client import AdminClient
 
     output = getattr(args, "output", None) or "table"
-    async with AdminClient(target.admin_endpoints, target.token or "", actor=_actor()) as admin:
+    async with AdminClient(
+        target.admin_endpoints, target.token or "", actor=_actor(), ssl_context=target.ssl_context
+    ) as admin:
         command, action = args.ctl_command, args.action
         watched: Callable[[Any, argparse.Namespace], Coroutine[Any, Any, Any]] | None = None
         if (command, action) == ("cluster", "status"):

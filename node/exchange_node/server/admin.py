@@ -376,6 +376,9 @@ def _identity(request: web.Request) -> dict[str, Any]:
             for key, value in rdn:
                 if key == "commonName":
                     subject = value
+        if subject is None:  # no CN: the certificate's first subject alternative name
+            names = peercert.get("subjectAltName", ())
+            subject = f"{names[0][0]}:{names[0][1]}" if names else "(no subject)"
     claimed = request.headers.get(ACTOR_HEADER, "")
     if claimed and (len(claimed) > 128 or not set(claimed) <= _ACTOR_CHARS):
         raise _bad(f"{ACTOR_HEADER} must be 1-128 of A-Z a-z 0-9 @ . _ : - + / space", ACTOR_HEADER)
