@@ -17,7 +17,9 @@ from exchange_client import (
     Client,
     GapEvent,
     MarketStream,
+    OrderEvents,
     RejectedError,
+    TradesEvent,
 )
 from exchange_node.tools.local import LocalCluster, free_ports
 
@@ -128,6 +130,39 @@ async def test_stream_keeps_the_book_and_resyncs_after_a_gap(cluster: LocalClust
             consumer.cancel()
         assert dropped and gaps == 1 and stream.stats.resubscribes == 1, stream.stats
         assert stream.stats.snapshots == 2
+
+
+async def test_stream_delivers_your_own_order_events_and_trades(cluster: LocalCluster) -> None:
+    eps = _endpoints(cluster)
+    async with (
+        AsyncClient(eps, cluster.key_for("alice")) as alice,
+        AsyncClient(eps, cluster.key_for("bob")) as bob,
+        MarketStream(eps, cluster.key_for("alice"), trades=["BTC-USD"], orders=True) as stream,
+    ):
+        placed: list[str] = []
+        seen_orders: set[str] = set()
+        trades = []
+
+        async def place() -> None:  # until the stream has seen one (it may subscribe late)
+            while True:
+                sold = await alice.place_order("BTC-USD", "SELL", 1, price=50_321)
+                placed.append(sold.client_order_id)
+                await bob.place_order("BTC-USD", "BUY", 1, price=50_321)
+                await asyncio.sleep(0.2)
+
+        placing = asyncio.create_task(place())
+        try:
+            async for event in stream:
+                if isinstance(event, OrderEvents):
+                    seen_orders |= {e.get("client_order_id") for e in event.events}
+                    assert all(e.get("client_id", "alice") == "alice" for e in event.events)
+                if isinstance(event, TradesEvent):
+                    trades += [t for t in event.trades if t.price == 50_321]
+                if seen_orders & set(placed) and trades:
+                    break
+        finally:
+            placing.cancel()
+        assert trades[0].quantity == 1 and trades[0].symbol == "BTC-USD"
 
 
 async def test_an_unreachable_leader_address_falls_back_to_forwarding(
