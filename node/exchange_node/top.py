@@ -253,6 +253,7 @@ class Poller:
                 poll.book = book if isinstance(book, dict) else None
                 if isinstance(trades, dict):
                     poll.trades = list(trades.get("trades", []))
+            poll.at = time.monotonic()  # when the whole round was in
             return poll
         finally:
             self.in_flight -= 1
