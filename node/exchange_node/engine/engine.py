@@ -167,6 +167,7 @@ _C_REPLACED_TO_FILLED = CancelReason.REPLACED_TO_FILLED
 Touched = list[tuple[SymbolState, BookSide, int]]
 
 _ORDER_ID = attrgetter("order_id")
+_EMPTY = BookSide.EMPTY
 
 
 _new_object = object.__new__
@@ -590,8 +591,14 @@ class Engine(EngineQueries):
                 level.orders = deque()
                 level.total = 0
                 level.count = 0
-                own.add_level(own_key, level)
+                own.levels[own_key] = level
+                own.keys.add(own_key)
+                if own_key < own.best_key:
+                    own.best_key = own_key
             assert 0 < leaves <= quantity, f"order {order_id} rests with {leaves} of {quantity}"
+            # Never crossed after matching: matching only takes from the opposite side, so
+            # only a resting remainder can cross it (bid keys are minus prices).
+            assert own_key + opposite.best_key > 0, f"{symbol} book crossed"
             level.orders.append(order)
             level.total += leaves
             level.count += 1
@@ -633,9 +640,6 @@ class Engine(EngineQueries):
             events.append(update)
         else:
             self._book_updates(touched, events)
-        # Never crossed after matching (bid keys are minus prices; an empty side's key is
-        # above every price, so the sum is positive then too).
-        assert state.bids.best_key + state.asks.best_key > 0, f"{symbol} book crossed"
         result = _new_object(CommandResult)
         result.log_index = log_index
         result.order_id = order_id
@@ -665,6 +669,7 @@ class Engine(EngineQueries):
         left as the cancelled quantity for the caller's records).
         """
         st = self.state
+        keys = opposite.keys
         levels = opposite.levels
         taker_client = taker.client_id
         stp = taker.stp
@@ -817,7 +822,13 @@ class Engine(EngineQueries):
             if level_changed:
                 touched.append((state, opposite, price))
             if level.count == 0:
-                opposite.drop_level(key)
+                # BookSide.drop_level of the best level, inlined.
+                del levels[key]
+                keys.pop(0)
+                try:
+                    opposite.best_key = keys[0]
+                except IndexError:  # the side is empty now
+                    opposite.best_key = _EMPTY
             if taker_cancelled:
                 break
         if fill_count:
@@ -946,7 +957,16 @@ class Engine(EngineQueries):
         level.total -= leaves
         level.count -= 1
         if level.count == 0:
-            book_side.drop_level(key)
+            del book_side.levels[key]
+            keys = book_side.keys
+            if key != book_side.best_key:
+                keys.remove(key)
+            else:
+                keys.pop(0)
+                try:
+                    book_side.best_key = keys[0]
+                except IndexError:  # the side is empty now
+                    book_side.best_key = _EMPTY
         elif len(level.orders) > 2 * level.count + 8:
             level.compact()
         position = order.position
@@ -1188,6 +1208,7 @@ class Engine(EngineQueries):
             live[new_client_order_id] = replacement
             touched.append((state, own, price))
             status = _S_NEW if leaves == quantity else _S_PARTIALLY_FILLED
+        # Never crossed (bid keys are minus prices; an empty side's key is above every price).
         assert state.bids.best_key + state.asks.best_key > 0, f"{spec.symbol} book crossed"
         self._book_updates(touched, events)
         return CommandResult(log_index, order.order_id, status, events)
