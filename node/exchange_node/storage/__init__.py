@@ -15,6 +15,8 @@ from .errors import (
 )
 from .format import CHECKSUM_NAMES, WRITE_CHECKSUM
 from .interface import RaftStorage, RecoveredState
+from .promise import Promise
+from .verdict import RecoveryVerdict, VerdictKind
 from .wal import SaveStats, WalStorage, open_storage
 
 CHECKSUM_IN_USE = CHECKSUM_NAMES[WRITE_CHECKSUM]
@@ -26,12 +28,15 @@ __all__ = [
     "DataDirLockedError",
     "LogCompactedError",
     "LogContractError",
+    "Promise",
     "RaftStorage",
     "RecoveredState",
+    "RecoveryVerdict",
     "SaveStats",
     "StorageCorruptionError",
     "StorageError",
     "StorageFailedError",
+    "VerdictKind",
     "WalStorage",
     "open_storage",
 ]

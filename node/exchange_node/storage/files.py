@@ -88,15 +88,34 @@ def write_file_durably(directory: str, name: str, pieces: Sequence[bytes]) -> st
     return path
 
 
-def read_newest_segment(data_dir: str) -> int:
+PROMISE_TAG = "promise"
+"""Second word of ``NEWEST_SEGMENT`` once the directory keeps a promise file: a missing
+promise file is then a loss, where a directory written by an older version (no tag)
+simply has none yet."""
+
+
+def newest_segment_record(seq: int) -> bytes:
+    return f"{seq} {PROMISE_TAG}\n".encode()
+
+
+def read_newest_segment_record(data_dir: str) -> tuple[int, bool]:
+    """(newest segment seq, whether the directory keeps a promise file); (0, False) if
+    the record does not exist."""
     path = os.path.join(data_dir, NEWEST_SEGMENT_FILE)
     try:
         with open(path, "rb") as f:
-            return int(f.read().decode().strip())
+            words = f.read().decode().split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1] != PROMISE_TAG):
+            raise ValueError
+        return int(words[0]), len(words) == 2
     except FileNotFoundError:
-        return 0
-    except ValueError:
+        return 0, False
+    except (ValueError, UnicodeDecodeError):
         raise StorageCorruptionError(path, 0, "unreadable segment record") from None
+
+
+def read_newest_segment(data_dir: str) -> int:
+    return read_newest_segment_record(data_dir)[0]
 
 
 def list_snapshots(data_dir: str) -> list[tuple[int, int, str]]:

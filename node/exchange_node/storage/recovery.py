@@ -53,6 +53,18 @@ Recovery rules
    surviving segments are always contiguous, so a gap is always a loss.
 7. The recovered hard state's ``commit`` must not exceed the last recovered
    index: entries known committed would be missing.
+8. The promise file (``promise.py``) says which batch the node last promised
+   with. Every batch is written only after the previous one is durable, and a
+   promise for batch B is issued only then too, so a log whose last intact
+   batch is below B - 1 has lost batches that were durable and possibly
+   acknowledged: a *lost acknowledged tail*, not a torn write. The verdict
+   (``verdict.py``) says which of clean, torn, lost or corruption applies, and
+   the warning logged says it with indexes.
+9. With ``repair_corruption``, damage in the *last* segment that rule 5 calls
+   corruption cuts the log back to the last intact batch before it (the cut
+   bytes are kept in ``<segment>.cut-<offset>`` for diagnosis) and the verdict
+   is ``CORRUPTION``: the node then recovers from its peers instead of refusing
+   to start. Damage in an older segment still raises.
 
 Every ``StorageCorruptionError`` names the file and byte offset and tells the
 operator to restore the member from its peers (wipe and re-add). Recovery
@@ -87,8 +99,10 @@ from .files import (
     fsync_dir,
     list_snapshots,
     load_snapshot,
-    read_newest_segment,
+    read_newest_segment_record,
 )
+from .promise import Promise, read_promise
+from .verdict import RecoveryVerdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +119,14 @@ class RecoveredDirectory:
     replay: Replay
     snapshot: Snapshot | None
     seconds: float
+    verdict: RecoveryVerdict
+    promise: Promise | None
+    """The promise in force as read (None: no promise file)."""
 
 
-def recover_directory(data_dir: str) -> RecoveredDirectory | None:
+def recover_directory(
+    data_dir: str, *, repair_corruption: bool = False
+) -> RecoveredDirectory | None:
     """Read ``data_dir`` back by the rules above. None for a directory without a log.
 
     Raises ``StorageCorruptionError`` before changing any file; only once every
@@ -123,7 +142,8 @@ def recover_directory(data_dir: str) -> RecoveredDirectory | None:
             segment_files.append((int(match[1], 16), int(match[2], 16), name))
     segment_files.sort()
     snapshots = list_snapshots(data_dir)
-    newest_created = read_newest_segment(data_dir)
+    newest_created, keeps_promise = read_newest_segment_record(data_dir)
+    promise = read_promise(data_dir)
 
     if not segment_files:
         if snapshots or newest_created:
@@ -149,7 +169,7 @@ def recover_directory(data_dir: str) -> RecoveredDirectory | None:
             f"{segment_files[-1][0]}: the newest segment(s) are missing",
         )
 
-    replay = Replay()
+    replay = Replay(repair_corruption)
     segments: list[Segment] = []
     torn: tuple[str, int, int] | None = None
     for position, (seq, first_index, name) in enumerate(segment_files):
@@ -189,17 +209,15 @@ def recover_directory(data_dir: str) -> RecoveredDirectory | None:
     orphans = [s for s in snapshots if marker is None or s[0] > marker[0]]
     if marker is not None:
         snapshot = load_snapshot(data_dir, *marker)
+    verdict = judge(replay, torn, promise, keeps_promise)
 
     # Everything checked: only now change files.
+    if verdict.kind is not VerdictKind.CLEAN:
+        log.warning("%s: %s", data_dir, verdict.message)
     if torn is not None:
-        path, torn_at, size = torn
-        log.warning(
-            "%s: torn write at the end of the log: dropping %d bytes from offset %d "
-            "(a batch that was never acknowledged)",
-            path,
-            size - torn_at,
-            torn_at,
-        )
+        path, torn_at, _ = torn
+        if replay.corruption is not None:
+            _keep_cut_bytes(path, torn_at)
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.ftruncate(fd, torn_at)
@@ -218,7 +236,101 @@ def recover_directory(data_dir: str) -> RecoveredDirectory | None:
     if orphans and not leftovers:
         fsync_dir(data_dir)
 
-    return RecoveredDirectory(segments, replay, snapshot, time.perf_counter() - started)
+    return RecoveredDirectory(
+        segments, replay, snapshot, time.perf_counter() - started, verdict, promise
+    )
+
+
+def judge(
+    replay: Replay,
+    torn: tuple[str, int, int] | None,
+    promise: Promise | None,
+    keeps_promise: bool,
+) -> RecoveryVerdict:
+    """Rule 8: clean, torn never-acknowledged batch, lost acknowledged tail or corruption."""
+    last = replay.last_index()
+    batch = replay.batch_seq
+    term = replay.hard_state[0]
+    where = f"the log ends at index {last} (batch {batch})"
+    if promise is None:
+        if keeps_promise:
+            return RecoveryVerdict(
+                VerdictKind.LOST,
+                f"lost acknowledged tail? the promise file is missing, so nothing shows what "
+                f"this node acknowledged; {where}; it must catch up from a leader before it "
+                "votes again",
+                last,
+                max(last, replay.highest_seen),
+                term,
+            )
+        promised, promised_term = 0, 0
+    else:
+        promised, promised_term = max(promise.last_index, promise.owed_index), promise.term
+    if replay.corruption is not None:
+        path, offset, problem = replay.corruption
+        lost = max(promised, replay.highest_seen)
+        return RecoveryVerdict(
+            VerdictKind.CORRUPTION,
+            f"corruption in {path} at byte offset {offset} ({problem}): the log was cut back "
+            f"to index {last} (batch {batch}); entries up to {lost} may have been "
+            "acknowledged, so this node must catch up from a leader before it votes again",
+            last,
+            lost,
+            promised_term,
+        )
+    if promise is not None and batch < promise.batch_seq - 1:
+        return RecoveryVerdict(
+            VerdictKind.LOST,
+            f"lost acknowledged tail: this node promised up to index {promise.last_index} "
+            f"(term {promise.term}, batch {promise.batch_seq}) but {where}: batches "
+            f"{batch + 1}..{promise.batch_seq - 1} were durable and may have been acknowledged; "
+            "it must catch up from a leader before it votes again",
+            last,
+            promised,
+            promised_term,
+        )
+    if promise is not None and promise.owed_index > last:
+        return RecoveryVerdict(
+            VerdictKind.LOST,
+            f"still recovering a lost tail: a leader has not yet brought the log back to "
+            f"index {promise.owed_index}; {where}",
+            last,
+            promised,
+            promised_term,
+        )
+    if torn is not None:
+        path, torn_at, size = torn
+        return RecoveryVerdict(
+            VerdictKind.TORN,
+            f"torn write at the end of the log: dropped {size - torn_at} bytes from offset "
+            f"{torn_at} of {path}, batch {batch + 1} (never acknowledged: no answer leaves "
+            f"before its batch and its promise are durable); {where}",
+            last,
+            promised,
+            promised_term,
+        )
+    if promise is not None and batch == promise.batch_seq - 1:
+        return RecoveryVerdict(
+            VerdictKind.TORN,
+            f"batch {promise.batch_seq} (to index {promise.last_index}) was promised but left "
+            f"no bytes: a crash during its write, never acknowledged; {where}",
+            last,
+            promised,
+            promised_term,
+        )
+    return RecoveryVerdict(VerdictKind.CLEAN, f"clean: {where}", last, promised, promised_term)
+
+
+def _keep_cut_bytes(path: str, offset: int) -> None:
+    """Copy what a corruption cut removes next to the segment, for diagnosis."""
+    with open(path, "rb") as src:
+        src.seek(offset)
+        rest = src.read()
+    aside = f"{path}.cut-{offset}"
+    with open(aside, "wb") as dst:
+        dst.write(rest)
+        dst.flush()
+        os.fsync(dst.fileno())
 
 
 def _remove_leftovers(data_dir: str, leftovers: list[str]) -> None:
@@ -232,7 +344,12 @@ def _remove_leftovers(data_dir: str, leftovers: list[str]) -> None:
 class Replay:
     """Recovery's running state: the log as the records so far describe it."""
 
-    def __init__(self) -> None:
+    def __init__(self, repair_corruption: bool = False) -> None:
+        self.repair_corruption = repair_corruption
+        self.corruption: tuple[str, int, str] | None = None
+        """(path, offset, problem) of damage cut off under ``repair_corruption``."""
+        self.highest_seen = 0
+        """The highest entry index read, including entries of a batch later dropped."""
         self.base_index = 0
         self.base_term = 0
         self.entries: list[Entry] = []
@@ -455,10 +572,17 @@ class Replay:
         if not problem:
             return None
         failed_at = offset + p
+        self.highest_seen = max(self.highest_seen, expected - 1)
         if not is_last:
             raise StorageCorruptionError(path, failed_at, problem + " (not the last segment)")
         commit_at = find_commit(fd, crc, failed_at + 1, size)
-        if commit_at is not None:
+        if commit_at is not None and self.repair_corruption:
+            self.corruption = (
+                path,
+                failed_at,
+                f"{problem}, before an intact COMMIT at {commit_at}",
+            )
+        elif commit_at is not None:
             raise StorageCorruptionError(
                 path,
                 failed_at,

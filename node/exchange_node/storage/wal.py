@@ -26,6 +26,14 @@ Writing
   previous (term, vote, commit) in force and can never produce a vote that was
   not cast. This costs no extra fsync, where a separate file (temp + fsync +
   rename + directory fsync) would cost three on every change of ``commit``.
+* The promise file (``promise.py``, design in ``docs/recovery.md``): a batch
+  that changes what the node promises (new entries, a new term or vote, a
+  snapshot from the leader) also overwrites one slot of ``PROMISE``. Its
+  ``fdatasync`` runs in a helper thread at the same time as the WAL's, so the
+  batch still waits for one disk flush, not two (``promise_sync="sequential"``
+  waits for them one after the other, ``"off"`` writes none: for benchmarks).
+  Recovery compares the two to tell a lost tail from a torn write
+  (``recovery_verdict``).
 * A segment rotates when it has reached ``segment_bytes`` before a batch (so a
   segment exceeds the limit by at most one batch). The new segment is written
   to ``.tmp``, fsynced, renamed, and the directory fsynced.
@@ -76,6 +84,7 @@ import os
 import time
 from array import array
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from exchange_node.limits import WAL_KEEP_SNAPSHOTS, WAL_SEGMENT_BYTES, WAL_TAIL_CACHE_ENTRIES
@@ -97,6 +106,7 @@ from .files import (
     fsync_dir,
     list_snapshots,
     load_snapshot,
+    newest_segment_record,
     segment_name,
     snapshot_name,
     write_file_durably,
@@ -105,7 +115,9 @@ from .files import fdatasync as _fdatasync
 from .files import write_all as _write_all
 from .interface import RecoveredState
 from .lock import DataDirLock
+from .promise import Promise, PromiseWriter
 from .recovery import recover_directory
+from .verdict import RecoveryVerdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +158,11 @@ class WalStorage:
         keep_snapshots: int,
         tail_cache_entries: int,
         on_save: SaveObserver | None,
+        promise_sync: str = "parallel",
+        repair_corruption: bool = False,
     ) -> None:
+        if promise_sync not in ("parallel", "sequential", "off"):
+            raise ValueError("promise_sync must be parallel, sequential or off")
         if segment_bytes < fmt.SEGMENT_HEADER_SIZE:
             raise ValueError("segment_bytes is smaller than a segment header")
         if keep_snapshots < 1:
@@ -179,6 +195,14 @@ class WalStorage:
         self._tail: list[Entry] = []
         self._tail_first = 1
         self._recovered: RecoveredState | None = None
+        self._promise_sync = promise_sync
+        self._repair_corruption = repair_corruption
+        self._promise: PromiseWriter | None = None
+        self._promise_pool: ThreadPoolExecutor | None = None
+        self._owed = 0
+        """Nonzero while recovering: the index the log must reach again (see verdict)."""
+        self.recovery_verdict = RecoveryVerdict(VerdictKind.CLEAN, "clean: a new log", 0)
+        """What recovery concluded at open (``verdict.py``)."""
 
     # -- RaftStorage ----------------------------------------------------------
 
@@ -272,6 +296,10 @@ class WalStorage:
         self._closed = True
         for segment in self._segments:
             self._close_read_fd(segment)
+        if self._promise is not None:
+            self._promise.close()
+        if self._promise_pool is not None:
+            self._promise_pool.shutdown(wait=True)
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1
@@ -288,6 +316,16 @@ class WalStorage:
     @property
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._snapshot_meta
+
+    @property
+    def promise(self) -> Promise | None:
+        """The promise last written (None with ``promise_sync="off"``)."""
+        return self._promise.promise if self._promise is not None else None
+
+    @property
+    def owed_index(self) -> int:
+        """Nonzero while the log has not yet caught up after a lost tail or corruption."""
+        return self._owed
 
     def term(self, index: int) -> int:
         """Term of the entry at ``index`` (or of the snapshot, at its index)."""
@@ -376,16 +414,35 @@ class WalStorage:
             writing_snapshot = time.perf_counter()
             self._write_snapshot_file(snapshot)
             started += time.perf_counter() - writing_snapshot  # not part of the append
+        promise = self._next_promise(entries, hard_state, snapshot, snapshot_mode)
 
         fd = self._write_fd
         try:
             _write_all(fd, buf)
+            if promise is not None:
+                assert self._promise is not None
+                self._promise.write(promise)
         except OSError as exc:
             self._fail(exc, undo_to=segment.size)
             raise
         wrote = time.perf_counter()
         try:
-            _fdatasync(fd)
+            if promise is not None and self._promise_sync == "parallel":
+                # Both flushes at once: the batch waits for one disk round, not two.
+                pool = self._promise_pool
+                if pool is None:
+                    pool = self._promise_pool = ThreadPoolExecutor(1, "promise-sync")
+                assert self._promise is not None
+                promise_synced = pool.submit(self._promise.sync)
+                try:
+                    _fdatasync(fd)
+                finally:
+                    promise_synced.result()
+            else:
+                _fdatasync(fd)
+                if promise is not None:
+                    assert self._promise is not None
+                    self._promise.sync()
         except OSError as exc:
             # The batch was never acknowledged, but its bytes may sit in the page cache
             # (Linux marks them clean after a failed fsync): cut them off, or a restart
@@ -393,6 +450,8 @@ class WalStorage:
             self._fail(exc, undo_to=segment.size)
             raise
         synced = time.perf_counter()
+        if promise is not None:
+            self._owed = promise.owed_index
 
         # Durable: now the in-memory view follows.
         segment.size += len(buf)
@@ -416,6 +475,36 @@ class WalStorage:
         if snapshot is not None:
             reset = snapshot_mode == fmt.SNAPSHOT_RESET
             self._compact(snapshot.meta.index, dead_before_seq=segment.seq if reset else 0)
+
+    def _next_promise(
+        self,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        snapshot: Snapshot | None,
+        snapshot_mode: int,
+    ) -> Promise | None:
+        """The promise to write with this batch, or None when it promises nothing new
+        (a commit-only hard state, an application snapshot)."""
+        writer = self._promise
+        if writer is None:
+            return None
+        last_index, last_term = self.last_index(), self._last_term
+        if snapshot is not None and snapshot_mode == fmt.SNAPSHOT_RESET:
+            last_index, last_term = snapshot.meta.index, snapshot.meta.term
+        if entries:
+            last_index, last_term = entries[-1].index, entries[-1].term
+        else:
+            snapshot_mode = snapshot_mode if snapshot is not None else 0
+        hs = hard_state if hard_state is not None else self._hard_state
+        # Only entries or a snapshot from a leader (a recovering node leads nothing)
+        # pay the debt; a new term or vote alone does not.
+        caught_up = (entries or snapshot_mode == fmt.SNAPSHOT_RESET) and last_index >= self._owed
+        owed = 0 if caught_up else self._owed
+        promise = Promise(hs.term, hs.vote, self._batch_seq + 1, last_index, last_term, owed)
+        current = writer.promise
+        if current is not None and current._replace(batch_seq=promise.batch_seq) == promise:
+            return None
+        return promise
 
     def _fail(self, exc: BaseException, *, undo_to: int | None) -> None:
         self._failed = exc
@@ -483,7 +572,7 @@ class WalStorage:
         name = segment_name(seq, first_index)
         path = write_file_durably(self.data_dir, name, [header])
         # Only after the segment exists: the record may lag the newest segment, never lead.
-        write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [f"{seq}\n".encode()])
+        write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [self._newest_record(seq)])
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         if self._write_fd >= 0:
             os.close(self._write_fd)
@@ -492,6 +581,17 @@ class WalStorage:
         self._segments.append(segment)
         self._by_seq[seq] = segment
         self._crc = fmt.checksum_fn(fmt.WRITE_CHECKSUM)
+
+    def _newest_record(self, seq: int) -> bytes:
+        if self._promise is None:
+            return f"{seq}\n".encode()
+        return newest_segment_record(seq)
+
+    def _current_promise(self) -> Promise:
+        hs = self._hard_state
+        return Promise(
+            hs.term, hs.vote, self._batch_seq, self.last_index(), self._last_term, self._owed
+        )
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta
@@ -606,8 +706,12 @@ class WalStorage:
     # -- recovery -------------------------------------------------------------------
 
     def _recover_from_disk(self) -> None:
-        found = recover_directory(self.data_dir)
+        found = recover_directory(self.data_dir, repair_corruption=self._repair_corruption)
         if found is None:
+            if self._promise_sync != "off":
+                # Before the first segment: a directory with a tagged NEWEST_SEGMENT always
+                # has a promise file, so its absence is a loss and not an older version.
+                self._promise = PromiseWriter(self.data_dir, Promise(0, 0, 0, 0, 0))
             self._create_segment(1, 1, 0)
             self._recovered = RecoveredState()
             log.info("initialised an empty log in %s", self.data_dir)
@@ -631,12 +735,29 @@ class WalStorage:
         keep = min(len(entries), self._tail_cap)
         self._tail = entries[len(entries) - keep :]
         self._tail_first = last_index + 1 - keep
-        self._recovered = RecoveredState(
-            hard_state=self._hard_state, snapshot=snapshot, entries=entries
-        )
+        verdict = self.recovery_verdict = found.verdict
+        if verdict.must_recover:
+            self._owed = max(verdict.promised_index, 1)
+        promise = found.promise
+        if (
+            verdict.must_recover
+            and promise is not None
+            and (
+                promise.term > self._hard_state.term
+                or (promise.term == self._hard_state.term and not self._hard_state.vote)
+            )
+        ):
+            # The tail that held a newer term or vote was lost; the promise kept it. (After a
+            # torn batch, the promise's term and vote are that batch's, never sent: dropped.)
+            self._hard_state = self._hard_state._replace(term=promise.term, vote=promise.vote)
         if replay.marker is not None:
             # Finish a compaction a crash may have interrupted.
             self._compact(replay.marker[0], dead_before_seq=replay.reset_seq)
+        if self._promise_sync != "off":
+            self._open_promise(found.promise, HardState(*replay.hard_state))
+        self._recovered = RecoveredState(
+            hard_state=self._hard_state, snapshot=snapshot, entries=entries
+        )
         log.info(
             "recovered %s: %d segment(s), snapshot at %s, entries %d..%d, %s, in %.3f s",
             self.data_dir,
@@ -648,6 +769,31 @@ class WalStorage:
             found.seconds,
         )
 
+    def _open_promise(self, found: Promise | None, wal_hard_state: HardState) -> None:
+        """Open the promise file after recovery: bring it up to date with what was
+        recovered (and the owed index), and the WAL's hard state up to the promise's."""
+        current = self._current_promise()
+        if found is None:
+            # An older version's directory, or a lost promise file: write one now, then
+            # tag NEWEST_SEGMENT so that losing it from here on is seen.
+            self._promise = PromiseWriter(self.data_dir, current)
+            write_file_durably(
+                self.data_dir, NEWEST_SEGMENT_FILE, [self._newest_record(self._active.seq)]
+            )
+        else:
+            self._promise = PromiseWriter(self.data_dir, None)
+            self._promise.promise = found
+        if self._hard_state != wal_hard_state:
+            # One batch: the WAL holds the term and vote the node must keep (and the
+            # promise written with it keeps the owed index).
+            hs, self._hard_state = self._hard_state, wal_hard_state
+            if self._active.size >= self.segment_bytes:
+                self._rotate()
+            self._write_batch((), hs, None, fmt.SNAPSHOT_RESET)
+        elif self._promise.promise != current:
+            self._promise.write(current)
+            self._promise.sync()
+
 
 def open_storage(
     data_dir: str | os.PathLike[str],
@@ -656,13 +802,20 @@ def open_storage(
     keep_snapshots: int = WAL_KEEP_SNAPSHOTS,
     tail_cache_entries: int = WAL_TAIL_CACHE_ENTRIES,
     on_save: SaveObserver | None = None,
+    promise_sync: str = "parallel",
+    repair_corruption: bool = False,
 ) -> WalStorage:
     """Lock ``data_dir`` (created if absent), recover it, and return the store.
 
     ``tail_cache_entries``: how many of the newest entries ``entries()`` serves
     from memory (between this and twice this many are kept).
+    ``promise_sync``: how the promise file is flushed ("parallel" with the WAL,
+    "sequential" after it, "off": no promise file, for benchmarks only).
+    ``repair_corruption``: damage in the last segment cuts the log back instead of
+    raising (verdict ``CORRUPTION``; the node must then recover from its peers).
     Raises ``DataDirLockedError`` if another open holds the directory and
     ``StorageCorruptionError`` if recovery finds damage it must not repair.
+    ``recovery_verdict`` says what recovery concluded.
     """
     path = os.fspath(data_dir)
     os.makedirs(path, exist_ok=True)
@@ -674,6 +827,8 @@ def open_storage(
         keep_snapshots=keep_snapshots,
         tail_cache_entries=tail_cache_entries,
         on_save=on_save,
+        promise_sync=promise_sync,
+        repair_corruption=repair_corruption,
     )
     # Replay builds a million objects and no cycles; the cyclic collector would
     # rescan them over and over (measured: a third of recovery time). Pause it.
