@@ -61,10 +61,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ctl.register(sub)
     for name, (module, help_text) in COMMANDS.items():
-        if not _available(module):
+        named = argv is None or name in argv
+        # find_spec imports the parent packages: only for the command that runs.
+        if named and not _available(module):
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if argv is not None and name not in argv:
+        if not named:
             continue
         mod = importlib.import_module(module)
         mod.add_arguments(p)
@@ -72,11 +74,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks in one shared output format")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, (module, help_text) in BENCHES.items():
-        if not _available(module):
+        named = argv is None or name in argv
+        if named and not _available(module):
             continue
         p = bench_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        if argv is not None and name not in argv:
+        if not named:
             continue
         mod = importlib.import_module(module)
         mod.add_arguments(p)
