@@ -145,3 +145,4 @@ def test_the_population_grows_with_the_machine_for_the_sp500() -> None:
     two, eight = population_for("sp500", 2), population_for("sp500", 8)
     assert sum(two.values()) > sum(small.values())
     assert sum(eight.values()) > sum(two.values())
+    assert population_for("sp500", 256) == eight  # bounded on a big machine

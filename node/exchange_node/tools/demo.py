@@ -104,12 +104,17 @@ def _day(text: str) -> datetime.date:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
 
 
+MAX_CORES_USED = 8
+"""Beyond this many cores the population stops growing: the three nodes, not the
+agents, are then what limits the rate, and every agent holds a key and connections."""
+
+
 def population_for(universe_name: str, cores: int) -> dict[str, int]:
     """Agents per kind for a universe on a machine with ``cores`` cores. The demo's
     four tickers keep the small population; the S&P 500 gets one market maker per
     core (each cycles through every symbol) and more takers per core, so the three
     nodes and the agents share the machine without starving one another."""
-    cores = max(1, cores)
+    cores = min(max(1, cores), MAX_CORES_USED)
     if universe_name == "sp500":
         return {
             "market_makers": min(4, cores),
