@@ -20,6 +20,8 @@ from exchange_client import (
 )
 from exchange_node.tools.local import LocalCluster, free_ports
 
+pytestmark = pytest.mark.slow  # real node processes
+
 
 def _endpoints(cluster: LocalCluster, only: list[int] | None = None) -> list[str]:
     return [f"http://{m.http}" for m in cluster.spec.members if only is None or m.node_id in only]

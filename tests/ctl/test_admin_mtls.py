@@ -14,6 +14,8 @@ from exchange_node.cli import main as exchange
 from exchange_node.security import certs
 from exchange_node.tools.local import LocalCluster
 
+pytestmark = pytest.mark.slow  # real node processes
+
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:

@@ -17,9 +17,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from exchange_node.server import admin
 from exchange_node.server.app import build_admin_app
 from exchange_node.tools.local import LocalCluster
+
+pytestmark = pytest.mark.slow  # real node processes
 
 ACTOR = "ops-tester@example"
 

@@ -17,6 +17,8 @@ import yaml
 from exchange_node.cli import main as exchange
 from exchange_node.tools.local import LocalCluster
 
+pytestmark = pytest.mark.slow  # real node processes
+
 
 def _flags(cluster: LocalCluster, tmp_path: Path) -> list[str]:
     token = tmp_path / "admin-token"
