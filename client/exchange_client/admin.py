@@ -165,6 +165,13 @@ class AdminClient:
             raise last_error
         raise UnavailableError(0, "unavailable", f"no admin endpoint answered: {last_error}")
 
+    async def call_one(self, endpoint: str, method: str, path: str, body: Any = None) -> Any:
+        """One admin call to one endpoint (no leader following); raises on errors."""
+        status, doc, headers, raw = await self._raw(endpoint, method, path, body)
+        if 200 <= status < 300:
+            return doc if doc is not None else (raw, headers)
+        raise error_from(status, doc)
+
     # ---- the operations ------------------------------------------------------------
 
     async def add_member(

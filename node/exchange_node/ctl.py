@@ -14,6 +14,7 @@ cluster that ``exchange local up`` or ``make demo`` started (``--data-root``,
     snapshot save FILE                take a snapshot now and download it
     symbol halt SYMBOL | resume SYMBOL
     risk get CLIENT | set CLIENT [--max-order-qty N] [--max-notional N] ...
+    audit list                        who did what: every endpoint's admin actions
     top                               the terminal UI (public API endpoints)
 
 ``-o table|json|yaml`` chooses the output. The caller's ``user@host`` goes to the
@@ -46,6 +47,7 @@ CTL_COMMANDS: dict[str, str] = {
     "snapshot": "take a snapshot now and save it to a file",
     "symbol": "halt or resume trading a symbol",
     "risk": "read or set a client's pre-trade risk limits",
+    "audit": "the admin actions every endpoint's node served: who did what",
     "top": "terminal UI: members, book, trades, throughput, alerts (public API)",
 }
 
@@ -147,6 +149,8 @@ def register(sub: Any) -> None:
             s.add_argument("client")
             for flag in ("max-order-qty", "max-notional", "max-position", "max-open-orders"):
                 s.add_argument(f"--{flag}", type=_non_negative_int(f"--{flag}"))
+        elif name == "audit":
+            actions.add_parser("list", help="every endpoint's recent admin actions, oldest first")
         elif name == "top":
             p.add_argument("--symbol", help="the book and trades shown (default: the first)")
             p.add_argument("--refresh", type=float, default=1.0, help="seconds between polls")
@@ -391,6 +395,8 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
         if watched is not None:
             return await _watch(admin, args, watched, output)
         result = await _change(admin, args)
+        if command == "audit" and output == "table":
+            result = [_audit_row(r) for r in result]
         print(render(result, output))
         return 0
 
@@ -436,6 +442,18 @@ async def _change(admin: Any, args: argparse.Namespace) -> Any:
                 "--max-position, --max-open-orders"
             )
         return await admin.set_risk(args.client, **limits)
+    if command == "audit":
+        docs = await asyncio.gather(
+            *(admin.call_one(e, "GET", "/v1/admin/audit") for e in admin.endpoints),
+            return_exceptions=True,
+        )
+        records = [
+            {"endpoint": e, **r}
+            for e, doc in zip(admin.endpoints, docs, strict=True)
+            if isinstance(doc, dict)
+            for r in doc.get("actions", [])
+        ]
+        return sorted(records, key=lambda r: r.get("at", ""))
     if command == "snapshot":
         taken = await admin.snapshot()
         raw, index, term = await admin.download_snapshot()
@@ -454,6 +472,22 @@ async def _change(admin: Any, args: argparse.Namespace) -> Any:
             **{"taken_index": taken["index"]},
         }
     raise UsageError(f"unknown command {command} {action}")
+
+
+def _audit_row(record: dict[str, Any]) -> dict[str, Any]:
+    args = record.get("args") or {}
+    outcome = record.get("outcome") or {}
+    return {
+        "at": record.get("at"),
+        "node": record.get("node_id"),
+        "action": record.get("action"),
+        "args": " ".join(f"{k}={v}" for k, v in args.items()) or None,
+        "who": record.get("subject") or record.get("actor"),
+        "auth": record.get("auth"),
+        "actor": record.get("actor"),
+        "log_index": outcome.get("log_index", outcome.get("index")),
+        "rejected": (outcome.get("rejected") or {}).get("reason"),
+    }
 
 
 def main(args: argparse.Namespace) -> int:

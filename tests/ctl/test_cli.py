@@ -97,6 +97,15 @@ def test_symbol_risk_leader_and_snapshot(
     code, out, _ = _run(capsys, *flags, "risk", "get", "alice")
     assert code == 0 and out.splitlines()[1].split()[:2] == ["alice", "9"]
 
+    # Who did what: every endpoint's audit, oldest first, naming this user@host.
+    code, out, _ = _run(capsys, *flags, "-o", "json", "audit", "list")
+    records = json.loads(out)
+    mine = [r for r in records if r["action"] in ("halt", "resume", "risk-set")][-3:]
+    assert code == 0 and [r["action"] for r in mine] == ["halt", "resume", "risk-set"]
+    assert all("@" in r["actor"] and r["node_id"] == leader for r in mine)
+    assert [r["at"] for r in records] == sorted(r["at"] for r in records)
+    code, out, _ = _run(capsys, *flags, "audit", "list")
+    assert code == 0 and out.splitlines()[0].split()[:4] == ["AT", "NODE", "ACTION", "ARGS"]
     target = next(m.node_id for m in cluster.spec.members if m.node_id != leader)
     code, out, _ = _run(capsys, *flags, "-o", "json", "leader", "transfer", "--to", str(target))
     assert code == 0 and json.loads(out)["leader"] == target

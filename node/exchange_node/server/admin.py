@@ -392,6 +392,7 @@ def _identity(request: web.Request) -> dict[str, Any]:
 
 def _audit(request: web.Request, action: str, args: dict[str, Any], outcome: Any) -> None:
     record = {
+        "at": _utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "action": action,
         "args": args,
         **_identity(request),
