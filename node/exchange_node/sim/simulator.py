@@ -549,16 +549,14 @@ class Simulation:
                 return
             rd = batch.ready
             soft = rd.soft_state
-            if soft is not None:
-                if soft.role == _LEADER and node.role != _LEADER:
-                    self.stats["elections"] += 1
-                    term = node.core.status().term
-                    self._note(f"node {node.id} becomes leader of term {term}")
-                    checker.on_leader(watch, storage, term)
-                    if self.chaos:
-                        self._maybe_crash_soon(node, 0.3)
-                node.role = soft.role
-                node.leader = soft.leader
+            role = soft.role if soft is not None else node.role
+            if role == _LEADER and node.role != _LEADER:
+                self.stats["elections"] += 1
+                term = node.core.status().term
+                self._note(f"node {node.id} becomes leader of term {term}")
+                checker.on_leader(watch, storage, term)
+                if self.chaos:
+                    self._maybe_crash_soon(node, 0.3)
             if rd.read_states:
                 checker.on_read_states(node.id, rd.read_states)
             write = batch.write
@@ -571,7 +569,7 @@ class Simulation:
                     entries=write.entries,
                     hard_state=write.hard_state,
                     snapshot=write.snapshot,
-                    is_leader=node.role == _LEADER,
+                    is_leader=role == _LEADER,
                 )
                 storage.write(
                     entries=write.entries, hard_state=write.hard_state, snapshot=write.snapshot
@@ -590,6 +588,11 @@ class Simulation:
                 # The commit index is known (in memory) before it is durable: what is
                 # applied and answered from here on must be in the committed history.
                 checker.on_commit_known(watch, storage, hard.commit, hard.term)
+            if soft is not None:
+                # After the commit is known: a leader whose own removal commits in this
+                # Ready still led when it committed it.
+                node.role = soft.role
+                node.leader = soft.leader
             if write is not None and write.snapshot is not None:
                 self.stats["snapshots_installed"] += 1
             driver.apply_now(batch)
