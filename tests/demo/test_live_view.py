@@ -62,6 +62,7 @@ def browser():
         f"--window-size={WIDTH},{HEIGHT}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     # the viewport, not the window, must be 1400x1000
     inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
@@ -222,6 +223,10 @@ def test_live_view_renders_units_candles_throughput_and_feed_and_follows_a_leade
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert urls and all(u.startswith(page) for u in urls), urls
+
+    # no script error on the page (a failed render would leave stale panels behind)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
 
     if os.environ.get("EXCHANGE_SCREENSHOT_DIR"):
         browser.save_screenshot(
