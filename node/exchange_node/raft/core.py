@@ -163,6 +163,9 @@ class RaftCore:
         """The nonce of the leader we follow in this term (0: not heard yet)."""
         self._transfer_notice = (0, NONE)
         """(term, transferee): our leader announced a transfer to transferee in term."""
+        self._recovering_to = 0
+        """Nonzero while recovering a lost or corrupt log (``start_recovering``)."""
+        self._recovering_term = 0
         self._become_follower(self.term, NONE)
         self._prev_soft_state = SoftState(NONE, Role.FOLLOWER)
 
@@ -350,6 +353,40 @@ class RaftCore:
         else:
             raise NotLeaderError(NONE)
 
+    def start_recovering(self, promised_index: int, promised_term: int = 0) -> None:
+        """Protocol-aware recovery (docs/recovery.md): storage found a lost tail or
+        corruption, so this node may once have acknowledged entries, up to
+        ``promised_index``, that it no longer holds, in a term up to ``promised_term``.
+
+        Until a leader of a term >= ``promised_term`` has brought its log back to at
+        least ``promised_index``, the node does not count itself in elections: it
+        grants no vote or pre-vote, does not campaign, and ignores TIMEOUT_NOW. It
+        still appends and acknowledges what a leader sends: those acknowledgements
+        are true of its log now (the leader's regression check, ``Progress.regress``,
+        forgets the old ones). Call it after construction, before the first tick."""
+        if promised_index <= 0:
+            raise ValueError("a promised index is >= 1")
+        self._recovering_to = promised_index
+        self._recovering_term = promised_term
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, NONE)
+
+    @property
+    def recovering(self) -> bool:
+        """Recovering a lost or corrupt log: not counted in elections yet."""
+        return self._recovering_to != 0
+
+    def _maybe_end_recovery(self, matched_index: int, leader_term: int) -> None:
+        """The leader of ``leader_term`` showed our log agrees with its own up to
+        ``matched_index``."""
+        if (
+            self._recovering_to
+            and matched_index >= self._recovering_to
+            and leader_term >= self._recovering_term
+        ):
+            self._recovering_to = 0
+            self._recovering_term = 0
+
     def compact(self, snapshot: Snapshot) -> None:
         """The application snapshotted its state at ``snapshot.meta.index`` (at most the
         last index handed out for applying): keep it for followers behind the log and
@@ -448,7 +485,14 @@ class RaftCore:
         progress: dict[int, PeerProgress] = {}
         if self.role is Role.LEADER:
             progress = {
-                peer: PeerProgress(pr.match_index, pr.next_index, pr.state.value, pr.recent_active)
+                peer: PeerProgress(
+                    pr.match_index,
+                    pr.next_index,
+                    pr.state.value,
+                    pr.recent_active,
+                    pr.regressions,
+                    pr.healthy,
+                )
                 for peer, pr in sorted(self.progress.items())
             }
         return Status(
@@ -463,6 +507,7 @@ class RaftCore:
             conf_state=self.conf_state,
             progress=progress,
             lead_transferee=self.lead_transferee,
+            recovering=self._recovering_to,
         )
 
     @property
@@ -533,7 +578,8 @@ class RaftCore:
 
     def _promotable(self) -> bool:
         return (
-            self.id in self._voters
+            not self._recovering_to
+            and self.id in self._voters
             and self.log.pending_snapshot is None
             and self.log.snapshot_in_progress is None
         )
@@ -652,7 +698,11 @@ class RaftCore:
             or (pre and m.term > self.term)
         )
         resp_type = _PRE_VOTE_RESP if pre else _VOTE_RESP
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        if (
+            can_vote
+            and not self._recovering_to  # its log may lack entries it acknowledged
+            and self.log.is_up_to_date(m.index, m.log_term)
+        ):
             # A granted pre-vote answers in the candidate's future term so it counts.
             self._send(Message(resp_type, m.frm, self.id, m.term, nonce=m.nonce))
             if not pre:
@@ -734,6 +784,7 @@ class RaftCore:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, entries)
         if last_new is not None:
+            self._maybe_end_recovery(last_new, m.term)
             # An answer echoes the leader's nonce (README, "Nonces").
             self._send(
                 Message(
@@ -799,6 +850,7 @@ class RaftCore:
                 log.restore(snapshot)
                 self._set_conf(meta.conf_state)
                 self._conf_index = meta.index
+            self._maybe_end_recovery(meta.index, m.term)
         self._send(
             Message(
                 _APP_RESP,
@@ -839,6 +891,19 @@ class RaftCore:
             if m.hint_term > 0:
                 # Skip every entry of ours whose term the follower cannot have.
                 probe_from, _ = log.find_conflict_by_term(m.reject_hint, m.hint_term)
+            if (
+                m.index >= pr.match_index > m.reject_hint
+                and pr.state is not _SNAPSHOT
+                and pr.match_index > 0
+            ):
+                # The follower rejects an index at or above what it acknowledged, and its
+                # log ends below that: it went backwards (restarted with a shorter log).
+                # A follower that still holds its acknowledged entries always hints at or
+                # above match (docs/recovery.md, "Progress regression").
+                matched = m.hint_term > 0 and log.term(m.reject_hint) == m.hint_term
+                pr.regress(m.reject_hint if matched else 0, probe_from + 1)
+                self._send_append(m.frm, send_if_empty=True)
+                return
             if pr.maybe_decrease_to(m.index, probe_from):
                 if pr.state is _REPLICATE:
                     pr.become_probe()
@@ -870,6 +935,12 @@ class RaftCore:
             # follower holds everything up to its commit index, so probe from there.
             pr.become_probe()
         pr.probe_sent = False
+        if pr.state is not _SNAPSHOT and m.commit < min(pr.match_index, self.log.commit_index):
+            # It answered a heartbeat that told it to commit up to min(match, commit) with
+            # less: it may no longer hold what it acknowledged (a restart with a shorter
+            # log), or the heartbeat was simply older. One empty APP at its match index
+            # tells: held, it is acknowledged again; lost, its rejection is a regression.
+            self._probe_at_match(m.frm, pr)
         if pr.state is _REPLICATE and pr.inflights.full():
             # An acknowledgement may have been lost: make room for one more APP,
             # whose answer will tell where the follower really is.
@@ -883,6 +954,23 @@ class RaftCore:
             return
         for request in self.read_only.release(m.context):
             self._answer_read(request)
+
+    def _probe_at_match(self, to: int, pr: Progress) -> None:
+        match_term = self.log.term(pr.match_index)
+        if match_term is None:
+            return  # compacted: the follower's next rejection or snapshot will tell
+        self._send(
+            Message(
+                _APP,
+                to,
+                self.id,
+                self.term,
+                log_term=match_term,
+                index=pr.match_index,
+                commit=self.log.commit_index,
+                nonce=self._nonce,
+            )
+        )
 
     def _handle_read_index(self, requester: int, ctx: bytes) -> None:
         log = self.log

@@ -64,6 +64,8 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
+        "regressed_from",
+        "regressions",
         "snapshot_rounds",
         "state",
     )
@@ -81,6 +83,10 @@ class Progress:
         self.snapshot_rounds = 0
         """SNAPSHOT: election timeouts since the snapshot was sent."""
         self.inflights = Inflights(max_inflight)
+        self.regressions = 0
+        """Times the follower's log was found behind ``match_index`` (see ``regress``)."""
+        self.regressed_from = 0
+        """The match index before the latest regression, until the follower is back there."""
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
@@ -107,6 +113,20 @@ class Progress:
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
+    def regress(self, match_index: int, next_index: int) -> None:
+        """The follower's log went backwards (it restarted with a shorter log): what it
+        holds is only known up to ``match_index``; probe again from ``next_index``.
+        Lowering a match index is always safe: commit only ever counts it upwards."""
+        self.regressions += 1
+        self.regressed_from = max(self.regressed_from, self.match_index)
+        self._reset_state(ProgressState.PROBE)
+        self.match_index = min(match_index, self.match_index)
+        self.next_index = max(next_index, self.match_index + 1)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.regressed_from
+
     def maybe_update(self, index: int) -> bool:
         """An acknowledgement up to ``index``; False when it tells nothing new."""
         updated = False
@@ -114,6 +134,8 @@ class Progress:
             self.match_index = index
             updated = True
             self.probe_sent = False
+            if self.regressed_from and index >= self.regressed_from:
+                self.regressed_from = 0
         if self.next_index < index + 1:
             self.next_index = index + 1
         return updated
