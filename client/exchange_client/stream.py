@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 import aiohttp
 
 from .aio import normalize_endpoint
-from .models import Book, Level, Trade
+from .errors import error_from
+from .models import Book, Level, OrderResult, Trade
 
 
 class LocalOrderBook:
@@ -157,6 +159,9 @@ class MarketStream:
         self._reconnect_delay = reconnect_delay
         self._ids = itertools.count(1)
         self._closed = False
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._order_ids = itertools.count(1)
+        self._coid_prefix = f"ws-{id(self) & 0xFFFFFF:x}-{int(time.time()) & 0xFFFFFF:x}"
         self.stats = StreamStats()
 
     async def __aenter__(self) -> MarketStream:
@@ -235,6 +240,11 @@ class MarketStream:
                 self.books[symbol].synced = False
                 await self._resubscribe(channel)
             return [GapEvent(channel)]
+        if kind in ("ack", "error"):
+            waiter = self._pending.pop(str(doc.get("id")), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(doc)
+                return []
         if kind == "error":
             self.stats.errors.append(doc)
         return []
@@ -256,8 +266,66 @@ class MarketStream:
             finally:
                 with contextlib.suppress(Exception):
                     await self._ws.close()
+                self._fail_pending()
             if not self._closed:
                 await asyncio.sleep(self._reconnect_delay)
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self.events()
+
+    def _fail_pending(self) -> None:
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(
+                    ConnectionError(
+                        "the socket closed before the answer; retry the same "
+                        "client_order_id (over HTTP if need be): it is exactly-once"
+                    )
+                )
+        self._pending.clear()
+
+    async def place_order(
+        self,
+        symbol: str,
+        side: str,
+        quantity: int,
+        price: int | None = None,
+        *,
+        client_order_id: str | None = None,
+        timeout: float = 6.5,
+        **options: Any,
+    ) -> OrderResult:
+        """Place an order over the socket (it needs a key, and the stream must be being
+        iterated: answers arrive with the events). The same exactly-once rule as over
+        HTTP: when this raises ``ConnectionError`` or ``TimeoutError`` the outcome is
+        unknown, and placing the same ``client_order_id`` again is safe."""
+        if self._ws is None or self._ws.closed:
+            raise ConnectionError("the stream is not connected")
+        coid = client_order_id or f"{self._coid_prefix}-{next(self._order_ids)}"
+        request_id = f"o{next(self._ids)}"
+        message: dict[str, Any] = {
+            "op": "order",
+            "id": request_id,
+            "symbol": symbol,
+            "side": str(side),
+            "quantity": quantity,
+            "client_order_id": coid,
+            **{
+                k: (str(v) if k in ("order_type", "time_in_force") else v)
+                for k, v in options.items()
+            },
+        }
+        if price is not None:
+            message["price"] = price
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = waiter
+        try:
+            await self._ws.send_json(message)
+            answer = await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+        if answer.get("type") == "ack" and answer.get("status") == 200:
+            return OrderResult.from_json(answer["body"], coid)
+        status = int(answer.get("status") or 0)
+        body = answer.get("body") if answer.get("type") == "ack" else {"error": answer.get("error")}
+        raise error_from(status, body)

@@ -164,6 +164,35 @@ async def test_stream_delivers_your_own_order_events_and_trades(cluster: LocalCl
         assert trades[0].quantity == 1 and trades[0].symbol == "BTC-USD"
 
 
+async def test_orders_over_the_socket_are_exactly_once_and_typed(cluster: LocalCluster) -> None:
+    eps = _endpoints(cluster)
+    async with (
+        MarketStream(eps, cluster.key_for("carol"), orders=True) as stream,
+        AsyncClient(eps, cluster.key_for("carol")) as http,
+    ):
+        consumer = asyncio.create_task(_drain(stream))
+        try:
+            for _ in range(100):
+                if stream.stats.connects:
+                    break
+                await asyncio.sleep(0.02)
+            first = await stream.place_order("BTC-USD", "SELL", 2, price=52_000)
+            again = await stream.place_order(
+                "BTC-USD", "SELL", 2, price=52_000, client_order_id=first.client_order_id
+            )
+            assert first.status == "NEW" and again.order_id == first.order_id
+            placed = await http.order_by_client_id(first.client_order_id)
+            assert placed.order_id == first.order_id and placed.quantity == 2
+            with pytest.raises(RejectedError) as rejected:
+                await stream.place_order("BTC-USD", "BUY", 1, price=52_000, post_only=True)
+            assert rejected.value.reason == "POST_ONLY_WOULD_TAKE"
+            with pytest.raises(BadRequestError) as bad:
+                await stream.place_order("BTC-USD", "BUY", 0, price=50_000)
+            assert bad.value.field == "quantity"
+        finally:
+            consumer.cancel()
+
+
 async def test_an_unreachable_leader_address_falls_back_to_forwarding(
     cluster: LocalCluster,
 ) -> None:
