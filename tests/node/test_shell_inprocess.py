@@ -116,7 +116,7 @@ async def test_three_nodes_elect_replicate_and_agree(cluster):
     # The leader listed the configured symbols through the log.
     assert all(n.engine.symbols() == ["BTC-USD", "ETH-USD"] for n in cluster.values())
     # Automatic snapshots happened (threshold 40 entries).
-    assert leader._snapshot_index > 0
+    assert leader.snapshots.index > 0
     await follower.read_barrier()
     assert follower.applied_index >= target
     st = leader.status()

@@ -62,6 +62,6 @@ async def test_snapshot_now_returns_a_durable_snapshot_and_its_file(tmp_path):
     # Durable: a restarted node recovers from exactly that snapshot.
     again = Node(_config(tmp_path))
     again.open()
-    assert again._snapshot_index == index
+    assert again.snapshots.index == index
     assert again.latest_snapshot_path() == path
     again.storage.close()

@@ -63,7 +63,6 @@ from exchange_node.raft.types import (
     Message,
     Role,
     Snapshot,
-    SnapshotMeta,
 )
 from exchange_node.server import logs, tracing
 from exchange_node.server.config import NodeConfig
@@ -81,13 +80,13 @@ from exchange_node.server.envelope import (
     unwrap_entry,
     unwrap_snapshot,
     wrap_entry,
-    wrap_snapshot,
 )
 from exchange_node.server.fairqueue import FairQueue
 from exchange_node.server.identity import resolve_node_id
 from exchange_node.server.membership import PeerGate, RateLimitedLog, apply_change
 from exchange_node.server.metrics import NodeMetrics
 from exchange_node.server.requests import Proposal, Requests, Token
+from exchange_node.server.snapshots import SnapshotKeeper, latest_snapshot_path
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -165,10 +164,8 @@ class Node:
         self.commit_index = 0
         self.applied_index = 0
         self._applied_term = 0
-        self._snapshot_index = 0
-        self._snapshot_term = 0
-        self._snapshot_saving: tuple[int, int, asyncio.Future[None]] | None = None
-        """(index, term, save) of the newest snapshot this process took."""
+        self.snapshots = SnapshotKeeper()
+        """The newest snapshot and its save (server/snapshots.py)."""
         self._release_timer: asyncio.TimerHandle | None = None
         self.divergence = DivergenceWatch(
             0,
@@ -326,7 +323,7 @@ class Node:
             "opened",
             extra={
                 "data_dir": str(cfg.data_dir),
-                "snapshot_index": self._snapshot_index,
+                "snapshot_index": self.snapshots.index,
                 "entries": len(recovered.entries),
                 "bootstrap": [cc.node_id for cc in bootstrap],
             },
@@ -770,9 +767,7 @@ class Node:
         self._applied_conf = snapshot.meta.conf_state
         self.applied_index = snapshot.meta.index
         self._applied_term = snapshot.meta.term
-        self._snapshot_index = snapshot.meta.index
-        self._snapshot_term = snapshot.meta.term
-        self._snapshot_saving = None
+        self.snapshots.restored(snapshot.meta)
         self._update_member_gauges()
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
@@ -800,45 +795,29 @@ class Node:
         if self.applied_index == 0:
             raise Unavailable("nothing applied yet")
         self._take_snapshot()
-        saving = self._snapshot_saving
-        if saving is None:
-            # Only a restored snapshot, never saved by this process: it is durable.
-            return self._snapshot_index, self._snapshot_term
-        index, term, future = saving
-        await asyncio.shield(future)
-        return index, term
+        return await self.snapshots.durable()
 
     def latest_snapshot_path(self) -> pathlib.Path | None:
         """The file of the newest durable snapshot, or None (none yet, or not a WAL)."""
-        meta = getattr(self._storage, "snapshot_meta", None)
-        if meta is None:
-            return None
-        from exchange_node.storage.files import snapshot_name
-
-        path = self.config.data_dir / snapshot_name(meta.index, meta.term)
-        return path if path.exists() else None
+        return latest_snapshot_path(self._storage, self.config.data_dir)
 
     def _take_snapshot(self) -> None:
         started = time.monotonic()
         index, term = self.applied_index, self._applied_term
-        if index <= self._snapshot_index:
+        if not self.snapshots.due(index):
             return
         engine_state = self.engine.snapshot()
         digest = state_digest(engine_state)
         self._hash_cache = (index, digest)
         self.divergence.record(index, digest, time.monotonic())
-        data = wrap_snapshot(self.members, engine_state)
-        snapshot = Snapshot(SnapshotMeta(index, term, self._applied_conf), data)
+        snapshot = self.snapshots.build(index, term, self._applied_conf, self.members, engine_state)
+        data = snapshot.data
         # The disk thread runs one job at a time, in order, so this lands after
         # every save already queued; the loop does not wait for it.
-        self._snapshot_index = index
-        self._snapshot_term = term
-
-        def persist() -> None:
-            self.storage.save_snapshot(snapshot)
-
-        future = self._loop.run_in_executor(self._disk, persist)  # type: ignore[union-attr]
-        self._snapshot_saving = (index, term, future)
+        loop = self._loop
+        assert loop is not None
+        future = loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
+        self.snapshots.saving(future)
 
         def done(f: asyncio.Future[None]) -> None:
             if f.exception() is not None:
