@@ -108,10 +108,16 @@ def add_global_arguments(parser: argparse.ArgumentParser) -> None:
 def _watch_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--watch", action="store_true", help="refresh until Ctrl-C")
     parser.add_argument(
-        "--interval", type=float, default=2.0, help="seconds between refreshes (--watch)"
+        "--interval",
+        type=_positive_float("--interval"),
+        default=2.0,
+        help="seconds between refreshes (--watch)",
     )
     parser.add_argument(
-        "--count", type=int, default=0, help="with --watch: stop after N refreshes (0: never)"
+        "--count",
+        type=_non_negative_int("--count"),
+        default=0,
+        help="with --watch: stop after N refreshes (0: never)",
     )
 
 
@@ -153,7 +159,12 @@ def register(sub: Any) -> None:
             actions.add_parser("list", help="every endpoint's recent admin actions, oldest first")
         elif name == "top":
             p.add_argument("--symbol", help="the book and trades shown (default: the first)")
-            p.add_argument("--refresh", type=float, default=1.0, help="seconds between polls")
+            p.add_argument(
+                "--refresh",
+                type=_positive_float("--refresh"),
+                default=1.0,
+                help="seconds between polls",
+            )
         for action_parser in actions.choices.values():
             _connection_flags(action_parser, argparse.SUPPRESS)
         p.set_defaults(_main=main, ctl_command=name)
@@ -167,6 +178,19 @@ def _positive_int(flag: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(flag: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not 0 < value < 86_400:
+            raise argparse.ArgumentTypeError(f"{flag} must be > 0 seconds, got {text}")
         return value
 
     return parse

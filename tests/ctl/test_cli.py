@@ -169,6 +169,8 @@ def test_errors_name_the_flag(
         (["member", "remove", "zero"], "ID"),
         (["risk", "set", "a", "--max-notional", "-5"], "--max-notional"),
         (["cluster", "status", "--bogus"], "--bogus"),
+        (["cluster", "status", "--watch", "--interval", "0"], "--interval"),
+        (["top", "--refresh", "soon"], "--refresh"),
     ):
         with pytest.raises(SystemExit) as exc:
             exchange([*flags, *argv])
