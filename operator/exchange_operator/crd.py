@@ -307,6 +307,39 @@ def spec_schema() -> Schema:
                     ),
                 },
             },
+            "expose": {
+                "type": "object",
+                "description": "Reaching the client API from outside the cluster: the client "
+                "Service's type, and an optional Ingress (the nodes serve HTTPS: the controller "
+                "must speak HTTPS to them). Admit the controller with network.clientFrom.",
+                "properties": {
+                    "serviceType": _str(enum=list(spec.SERVICE_TYPES), default="ClusterIP"),
+                    "serviceAnnotations": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                    },
+                    "loadBalancerSourceRanges": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": _str(maxLength=64),
+                    },
+                    "ingress": {
+                        "type": "object",
+                        "required": ["host"],
+                        "properties": {
+                            "host": _str(
+                                maxLength=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+                            ),
+                            "className": _str(maxLength=253),
+                            "tlsSecretName": _str(pattern=K8S_NAME_PATTERN, maxLength=253),
+                            "annotations": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
             "network": {
                 "type": "object",
                 "default": {},

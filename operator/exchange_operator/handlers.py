@@ -451,9 +451,10 @@ async def _apply_children(
         ("ConfigMap", mon.dashboards, monitoring.dashboard_config_map(cluster, key, mon))
         for key in monitoring.DASHBOARDS
     ]
+    optional.append(("Ingress", spec.expose.ingress is not None, render.ingress(cluster, spec)))
     for kind, wanted, obj in optional:
         name = obj["metadata"]["name"]
-        if kind != "ConfigMap" and not await rt.is_served(kube, kind):
+        if kind not in ("ConfigMap", "Ingress") and not await rt.is_served(kube, kind):
             continue
         if wanted:
             await rt.apply(kube, obj)

@@ -50,6 +50,7 @@ RESOURCES: dict[str, ResourceType] = {
     "StatefulSet": ResourceType("apps", "v1", "statefulsets"),
     "PodDisruptionBudget": ResourceType("policy", "v1", "poddisruptionbudgets"),
     "NetworkPolicy": ResourceType("networking.k8s.io", "v1", "networkpolicies"),
+    "Ingress": ResourceType("networking.k8s.io", "v1", "ingresses"),
     "ServiceMonitor": ResourceType("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": ResourceType("monitoring.coreos.com", "v1", "prometheusrules"),
     "Certificate": ResourceType("cert-manager.io", "v1", "certificates"),

@@ -295,6 +295,16 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     kind="stat",
                 ),
                 Panel(
+                    "Members by version (a rolling upgrade in progress shows two)",
+                    (
+                        (
+                            f"count by (version, git_sha) (exchange_build_info{s})",
+                            "{{version}} {{git_sha}}",
+                        ),
+                    ),
+                    kind="stat",
+                ),
+                Panel(
                     "Voters and learners",
                     ((f"max by (kind) (exchange_raft_members{s})", "{{kind}}"),),
                 ),

@@ -47,6 +47,12 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     ("apps", "statefulsets", ("get", "create", "patch"), "the nodes (apply)"),
     ("policy", "poddisruptionbudgets", ("create", "patch"), "quorum-safe budget (apply)"),
     ("networking.k8s.io", "networkpolicies", ("create", "patch"), "default deny + allows (apply)"),
+    (
+        "networking.k8s.io",
+        "ingresses",
+        ("create", "patch", "delete"),
+        "spec.expose.ingress (apply; delete when it leaves the spec)",
+    ),
     ("monitoring.coreos.com", "servicemonitors", ("create", "patch", "delete"), "if installed"),
     ("monitoring.coreos.com", "prometheusrules", ("create", "patch", "delete"), "if installed"),
     (

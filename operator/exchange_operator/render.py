@@ -159,22 +159,62 @@ def peers_service(cluster: ClusterRef) -> Obj:
     }
 
 
-def client_service(cluster: ClusterRef) -> Obj:
+def client_service(cluster: ClusterRef, spec: ClusterSpec | None = None) -> Obj:
+    """The client API (HTTP port only); spec.expose picks its type (NodePort or
+    LoadBalancer to reach it from outside), annotations and source ranges."""
+    expose = spec.expose if spec is not None else None
+    meta = _service_meta(cluster, names.client_service(cluster.name), "client")
+    service_spec: Obj = {
+        "type": expose.service_type if expose is not None else "ClusterIP",
+        "selector": names.selector_labels(cluster.name),
+        "ports": [
+            {
+                "name": names.HTTP_PORT_NAME,
+                "port": names.HTTP_PORT,
+                "targetPort": names.HTTP_PORT_NAME,
+            }
+        ],
+    }
+    if expose is not None:
+        if expose.service_annotations:
+            meta["annotations"] = dict(expose.service_annotations)
+        if expose.load_balancer_source_ranges and expose.service_type == "LoadBalancer":
+            service_spec["loadBalancerSourceRanges"] = list(expose.load_balancer_source_ranges)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": service_spec}
+
+
+def ingress(cluster: ClusterRef, spec: ClusterSpec) -> Obj:
+    """spec.expose.ingress -> an Ingress to the client Service (named like the cluster).
+    Without one in the spec, the object the handlers delete (only its name matters)."""
+    wanted = spec.expose.ingress
+    meta = _meta(cluster, names.client_service(cluster.name), names.COMPONENT_NODE)
+    if wanted is None:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta}
+    if wanted.annotations:
+        meta["annotations"] = dict(wanted.annotations)
+    backend = {
+        "service": {
+            "name": names.client_service(cluster.name),
+            "port": {"name": names.HTTP_PORT_NAME},
+        }
+    }
+    ingress_spec: Obj = {
+        "rules": [
+            {
+                "host": wanted.host,
+                "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+            }
+        ]
+    }
+    if wanted.class_name:
+        ingress_spec["ingressClassName"] = wanted.class_name
+    if wanted.tls_secret:
+        ingress_spec["tls"] = [{"hosts": [wanted.host], "secretName": wanted.tls_secret}]
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _service_meta(cluster, names.client_service(cluster.name), "client"),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": names.selector_labels(cluster.name),
-            "ports": [
-                {
-                    "name": names.HTTP_PORT_NAME,
-                    "port": names.HTTP_PORT,
-                    "targetPort": names.HTTP_PORT_NAME,
-                }
-            ],
-        },
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta,
+        "spec": ingress_spec,
     }
 
 
@@ -605,7 +645,7 @@ def core_children(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) ->
     return [
         config_map(cluster, spec),
         peers_service(cluster),
-        client_service(cluster),
+        client_service(cluster, spec),
         leader_service(cluster),
         pod_disruption_budget(cluster, spec),
         *network_policies(cluster, spec, state),

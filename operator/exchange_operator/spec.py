@@ -165,6 +165,32 @@ class ClusterSpec:
     cluster_id: str | None = None
     tls: Tls = field(default_factory=Tls)
     network: Network = field(default_factory=Network)
+    expose: Expose = field(default_factory=lambda: Expose())
+
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """An Ingress for the client API (spec.expose.ingress). The nodes serve HTTPS only,
+    so the controller must speak HTTPS to them (ingress-nginx: the annotation
+    nginx.ingress.kubernetes.io/backend-protocol: HTTPS)."""
+
+    host: str
+    class_name: str | None = None
+    tls_secret: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Expose:
+    """How the client API is reached from outside the cluster (spec.expose)."""
+
+    service_type: str = "ClusterIP"
+    service_annotations: dict[str, str] = field(default_factory=dict)
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    ingress: Ingress | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +299,29 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
             else tuple(dict(p) for p in monitoring_from)
         ),
     )
+    expose_raw = dict(spec.get("expose") or {})
+    ingress_raw = expose_raw.get("ingress")
+    expose = Expose(
+        service_type=str(expose_raw.get("serviceType", "ClusterIP")),
+        service_annotations={
+            str(k): str(v) for k, v in (expose_raw.get("serviceAnnotations") or {}).items()
+        },
+        load_balancer_source_ranges=tuple(
+            str(r) for r in expose_raw.get("loadBalancerSourceRanges") or ()
+        ),
+        ingress=(
+            Ingress(
+                host=str(ingress_raw["host"]),
+                class_name=ingress_raw.get("className") or None,
+                tls_secret=ingress_raw.get("tlsSecretName") or None,
+                annotations={
+                    str(k): str(v) for k, v in (ingress_raw.get("annotations") or {}).items()
+                },
+            )
+            if ingress_raw and ingress_raw.get("host")
+            else None
+        ),
+    )
     return ClusterSpec(
         replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
         image=str(spec.get("image", DEFAULT_IMAGE)),
@@ -292,6 +341,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         cluster_id=spec.get("clusterId"),
         tls=tls,
         network=network,
+        expose=expose,
     )
 
 

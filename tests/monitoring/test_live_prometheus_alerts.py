@@ -211,7 +211,12 @@ def _alerts(p: Prometheus) -> dict[str, list[dict[str, Any]]]:
 
 
 def _dashboard_expr(expr: str) -> str:
-    return expr.replace("$namespace", NS).replace("$cluster", CLUSTER)
+    # Grafana fills $__rate_interval (at least four scrape intervals); 1m here.
+    return (
+        expr.replace("$namespace", NS)
+        .replace("$cluster", CLUSTER)
+        .replace("$__rate_interval", "1m")
+    )
 
 
 def test_real_rules_on_a_real_prometheus_scraping_a_live_cluster(
@@ -232,6 +237,7 @@ def test_real_rules_on_a_real_prometheus_scraping_a_live_cluster(
         assert loaded[name]["annotations"] == {
             "summary": alert.summary,
             "description": alert.description,
+            "runbook_url": f"{monitoring.RUNBOOK_BASE_URL}{name}.md",
         }
         assert loaded[name].get("for", FOR_IN_TEST) == FOR_IN_TEST
 

@@ -81,6 +81,7 @@ BUILTIN_RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "StatefulSet": ("apps/v1/statefulsets", True, ("status", "scale")),
     "PodDisruptionBudget": ("policy/v1/poddisruptionbudgets", True, ("status",)),
     "NetworkPolicy": ("networking.k8s.io/v1/networkpolicies", True, ()),
+    "Ingress": ("networking.k8s.io/v1/ingresses", True, ("status",)),
     "CustomResourceDefinition": (
         "apiextensions.k8s.io/v1/customresourcedefinitions",
         False,
@@ -454,7 +455,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if merged.get("spec") != current.get("spec"):
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             if res in self._schemas:
-                body["spec"] = merged["spec"]  # with the defaults applied
+                # With the defaults applied; keys the patch deleted (null) stay deleted.
+                body["spec"] = _with_deletions(current.get("spec") or {}, merged["spec"])
         return attrs.evolve(request, data=body)
 
     def _allocated(self, res: str, obj: Obj) -> Obj:
@@ -693,6 +695,19 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 updated["status"] = status
                 updated["metadata"]["resourceVersion"] = str(next(self._rv))
                 await self._store("v1/pods", updated)
+
+
+def _with_deletions(old: Obj, new: Obj) -> Obj:
+    """`new` as a merge patch over `old`: keys of `old` missing from `new` become None."""
+    patch: Obj = {}
+    for key in set(old) | set(new):
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old.get(key), dict) and isinstance(new[key], dict):
+            patch[key] = _with_deletions(old[key], new[key])
+        else:
+            patch[key] = new[key]
+    return patch
 
 
 def _namespace(name: str) -> Obj:

@@ -186,3 +186,13 @@ async def test_statefulset_controller(api: Api) -> None:
     assert pods() == ["db-0"] and claims() == ["data-db-0"]
     await api.call("DELETE", f"{STS}/db")
     assert pods() == [] and claims() == ["data-db-0"]  # whenDeleted: Retain
+
+
+async def test_a_merge_patch_null_deletes_a_custom_resources_field(api: Api) -> None:
+    spec = {"replicas": 3, "expose": {"ingress": {"host": "a.example.com"}}}
+    assert (await api.call("POST", CR, {"metadata": {"name": "x"}, "spec": spec}))[0] == 200
+    merge = "application/merge-patch+json"
+    patch = {"spec": {"expose": {"ingress": None}}}
+    status, obj = await api.call("PATCH", f"{CR}/x", patch, merge)
+    assert status == 200 and "ingress" not in obj["spec"]["expose"]
+    assert obj["spec"]["replicas"] == 3

@@ -656,3 +656,21 @@ async def test_an_older_operators_finalizer_is_removed(env: Env) -> None:
     await env.until(
         "finalizer removed", lambda: not ((env.cr() or {}).get("metadata") or {}).get("finalizers")
     )
+
+
+async def test_expose_adds_and_removes_the_ingress(env: Env) -> None:
+    ingress = {"host": "exchange.example.com", "className": "nginx"}
+    await env.create({"replicas": 3, "expose": {"serviceType": "NodePort", "ingress": ingress}})
+    res = "networking.k8s.io/v1/ingresses"
+    await env.until("the Ingress", lambda: env.obj(res, NAME) is not None)
+    service = env.obj("v1/services", NAME)
+    assert service is not None and service["spec"]["type"] == "NodePort"
+    status, _ = await env.request(
+        "PATCH",
+        f"{CR_PATH}/{NAME}",
+        {"spec": {"expose": {"ingress": None}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert status == 200
+    assert "ingress" not in (env.cr() or {})["spec"]["expose"], env.cr()
+    await env.until("the Ingress deleted", lambda: env.obj(res, NAME) is None)

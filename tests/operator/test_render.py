@@ -311,3 +311,36 @@ def test_a_changed_api_keys_secret_changes_the_restart_hash() -> None:
         assert annotations[n.ANNOTATION_API_KEYS_HASH] == keys_hash
         hashes.append(annotations[n.ANNOTATION_RESTART_HASH])
     assert hashes[0] != hashes[1]  # the operator rolls the pods, one at a time
+
+
+def test_expose_renders_the_service_type_and_an_ingress() -> None:
+    import manifest_validation
+
+    cluster = ClusterRef(name="xc", namespace="ns", uid="u")
+    spec = parse_spec(
+        {
+            "expose": {
+                "serviceType": "LoadBalancer",
+                "serviceAnnotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+                "loadBalancerSourceRanges": ["10.0.0.0/8"],
+                "ingress": {
+                    "host": "exchange.example.com",
+                    "className": "nginx",
+                    "tlsSecretName": "exchange-tls",
+                    "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"},
+                },
+            }
+        }
+    )
+    service = render.client_service(cluster, spec)
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    ingress = render.ingress(cluster, spec)
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "exchange.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "xc"
+    assert ingress["spec"]["tls"][0]["secretName"] == "exchange-tls"
+    for obj in (service, ingress):
+        assert manifest_validation.errors(obj) == [], obj
+    plain = render.client_service(cluster, parse_spec({}))
+    assert plain["spec"]["type"] == "ClusterIP" and "annotations" not in plain["metadata"]
