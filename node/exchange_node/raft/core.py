@@ -935,11 +935,12 @@ class RaftCore:
             # follower holds everything up to its commit index, so probe from there.
             pr.become_probe()
         pr.probe_sent = False
-        if pr.state is not _SNAPSHOT and m.commit < min(pr.match_index, self.log.commit_index):
-            # It answered a heartbeat that told it to commit up to min(match, commit) with
-            # less: it may no longer hold what it acknowledged (a restart with a shorter
-            # log), or the heartbeat was simply older. One empty APP at its match index
-            # tells: held, it is acknowledged again; lost, its rejection is a regression.
+        if pr.state is not _SNAPSHOT and m.commit < pr.previous_heartbeat_floor:
+            # The last two heartbeats told it to commit at least this far, and a follower
+            # holding what it acknowledged would have: it may have restarted with a
+            # shorter log (or this answers a much older heartbeat). One empty APP at its
+            # match index tells: held, it acknowledges again; lost, it rejects, and that
+            # rejection is a regression (_handle_append_response).
             self._probe_at_match(m.frm, pr)
         if pr.state is _REPLICATE and pr.inflights.full():
             # An acknowledgement may have been lost: make room for one more APP,
@@ -1123,6 +1124,8 @@ class RaftCore:
         for peer, pr in self.progress.items():
             if peer != self.id:
                 # Never tell a follower to commit beyond what it is known to hold.
+                pr.previous_heartbeat_floor = pr.heartbeat_floor
+                pr.heartbeat_floor = min(pr.match_index, commit)
                 self._send(
                     Message(
                         _HEARTBEAT,

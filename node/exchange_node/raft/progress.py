@@ -58,10 +58,12 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "heartbeat_floor",
         "inflights",
         "match_index",
         "next_index",
         "pending_snapshot",
+        "previous_heartbeat_floor",
         "probe_sent",
         "recent_active",
         "regressed_from",
@@ -87,6 +89,11 @@ class Progress:
         """Times the follower's log was found behind ``match_index`` (see ``regress``)."""
         self.regressed_from = 0
         """The match index before the latest regression, until the follower is back there."""
+        self.heartbeat_floor = 0
+        """The commit index the latest heartbeat told it (min(match, commit) then)."""
+        self.previous_heartbeat_floor = 0
+        """The same for the heartbeat before: an answer to it or to a newer one, from a
+        follower that holds what it acknowledged, reports at least this commit index."""
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
@@ -119,6 +126,7 @@ class Progress:
         Lowering a match index is always safe: commit only ever counts it upwards."""
         self.regressions += 1
         self.regressed_from = max(self.regressed_from, self.match_index)
+        self.heartbeat_floor = self.previous_heartbeat_floor = 0
         self._reset_state(ProgressState.PROBE)
         self.match_index = min(match_index, self.match_index)
         self.next_index = max(next_index, self.match_index + 1)
