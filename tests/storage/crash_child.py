@@ -39,6 +39,10 @@ def writer(data_dir: str, workload: Workload, segment_bytes: int) -> int:
     if state_key(state.hard_state, state.snapshot, state.entries) != workload.model.key():
         write("MISMATCH at open")
         return 3
+    if storage.recovery_verdict.must_recover:
+        # A process crash loses nothing that was durable: never a lost tail.
+        write(f"MISMATCH verdict {storage.recovery_verdict.message}")
+        return 3
     write("READY")
     k = workload.count
     while True:
