@@ -192,6 +192,28 @@ def inspect_snapshot(raw: bytes) -> tuple[int, int, dict[str, Any], str]:
     return snapshot.meta.index, snapshot.meta.term, doc, state_digest(engine_state).hex()
 
 
+def find_leader(
+    admin_urls: list[str], token: str, ca_file: str | None = None, timeout: float = 5.0
+) -> str:
+    """The admin URL of the member that reports itself leader (a backup taken there holds
+    every acknowledged order); else the first that answers."""
+    answered = []
+    for url in admin_urls:
+        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+        try:
+            raw, _ = _admin_call(
+                f"{url.rstrip('/')}/v1/admin/status", token, "GET", context, timeout
+            )
+        except BackupError:
+            continue
+        if json.loads(raw).get("role") == "leader":
+            return url
+        answered.append(url)
+    if not answered:
+        raise BackupError(f"no member answers: {', '.join(admin_urls)}")
+    return answered[0]
+
+
 def take_backup(
     admin_url: str,
     token: str,
@@ -300,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exchange_node.backup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take", help="snapshot a member now and store it")
-    take.add_argument("--admin", required=True, help="the member's admin URL (the leader's)")
+    take.add_argument(
+        "--admin",
+        action="append",
+        required=True,
+        help="a member's admin URL (repeat for each: the leader is found and used)",
+    )
     take.add_argument("--token-file", required=True)
     take.add_argument("--ca", help="CA bundle for an https admin URL")
     take.add_argument("--cluster", required=True)
@@ -326,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         store = store_from_url(args.store, args.endpoint_url)
         if args.command == "take":
             token = Path(args.token_file).read_text().strip()
-            manifest = take_backup(args.admin, token, store, args.cluster, ca_file=args.ca)
+            admin = find_leader(args.admin, token, args.ca)
+            manifest = take_backup(admin, token, store, args.cluster, ca_file=args.ca)
             print(json.dumps(asdict(manifest)))
         elif args.command == "list":
             for manifest in list_backups(store, args.cluster):

@@ -61,6 +61,10 @@ RULE_STORAGE_NO_SHRINK = {
     "fieldPath": ".size",
     "reason": "FieldValueForbidden",
 }
+RULE_BACKUP_ONE_STORE = {
+    "rule": "has(self.pvc) != has(self.s3)",
+    "message": "backup needs exactly one store: pvc or s3",
+}
 RULE_STORAGE_CLASS_IMMUTABLE = {
     "rule": "has(self.storageClassName) == has(oldSelf.storageClassName)"
     " && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
@@ -305,6 +309,40 @@ def spec_schema() -> Schema:
                     "caDays": _int(
                         30, 36500, default=spec.DEFAULT_CA_DAYS, description="the operator's CA"
                     ),
+                },
+            },
+            "backup": {
+                "type": "object",
+                "description": "Scheduled backups: a CronJob <name>-backup snapshots the leader "
+                "(python -m exchange_node.backup take) into a PVC or an S3-compatible bucket. "
+                "On demand: kubectl create job --from=cronjob/<name>-backup <job name>.",
+                "required": ["schedule"],
+                "x-kubernetes-validations": [RULE_BACKUP_ONE_STORE],
+                "properties": {
+                    "schedule": _str(maxLength=128, description="cron, e.g. '0 */6 * * *'"),
+                    "suspend": {"type": "boolean", "default": False},
+                    "pvc": {
+                        "type": "object",
+                        "required": ["claimName"],
+                        "properties": {"claimName": _str(pattern=K8S_NAME_PATTERN, maxLength=253)},
+                    },
+                    "s3": {
+                        "type": "object",
+                        "required": ["url"],
+                        "properties": {
+                            "url": _str(
+                                pattern="^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", maxLength=1024
+                            ),
+                            "endpointUrl": _str(maxLength=1024),
+                            "credentialsSecretRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": _str(pattern=K8S_NAME_PATTERN, maxLength=253)
+                                },
+                            },
+                        },
+                    },
                 },
             },
             "expose": {

@@ -452,9 +452,12 @@ async def _apply_children(
         for key in monitoring.DASHBOARDS
     ]
     optional.append(("Ingress", spec.expose.ingress is not None, render.ingress(cluster, spec)))
+    optional.append(
+        ("CronJob", spec.backup is not None, render.backup_cronjob(cluster, spec, state))
+    )
     for kind, wanted, obj in optional:
         name = obj["metadata"]["name"]
-        if kind not in ("ConfigMap", "Ingress") and not await rt.is_served(kube, kind):
+        if kind not in ("ConfigMap", "Ingress", "CronJob") and not await rt.is_served(kube, kind):
             continue
         if wanted:
             await rt.apply(kube, obj)

@@ -51,6 +51,7 @@ RESOURCES: dict[str, ResourceType] = {
     "PodDisruptionBudget": ResourceType("policy", "v1", "poddisruptionbudgets"),
     "NetworkPolicy": ResourceType("networking.k8s.io", "v1", "networkpolicies"),
     "Ingress": ResourceType("networking.k8s.io", "v1", "ingresses"),
+    "CronJob": ResourceType("batch", "v1", "cronjobs"),
     "ServiceMonitor": ResourceType("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": ResourceType("monitoring.coreos.com", "v1", "prometheusrules"),
     "Certificate": ResourceType("cert-manager.io", "v1", "certificates"),

@@ -74,6 +74,7 @@ COMPONENT_NODE = "node"
 COMPONENT_OPERATOR = "operator"
 COMPONENT_MONITORING = "monitoring"
 COMPONENT_DASHBOARDS = "dashboards"
+COMPONENT_BACKUP = "backup"
 
 
 def peers_service(cluster: str) -> str:

@@ -53,6 +53,12 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
         ("create", "patch", "delete"),
         "spec.expose.ingress (apply; delete when it leaves the spec)",
     ),
+    (
+        "batch",
+        "cronjobs",
+        ("create", "patch", "delete"),
+        "spec.backup: the backup CronJob (apply; delete when it leaves the spec)",
+    ),
     ("monitoring.coreos.com", "servicemonitors", ("create", "patch", "delete"), "if installed"),
     ("monitoring.coreos.com", "prometheusrules", ("create", "patch", "delete"), "if installed"),
     (

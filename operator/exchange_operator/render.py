@@ -321,6 +321,10 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
     Kubelet probes come from the node itself, which CNIs admit regardless.
     """
     members = {"podSelector": {"matchLabels": names.selector_labels(cluster.name)}}
+    # spec.backup: the backup Job's pods reach the admin port (snapshot, status) too.
+    backup_peers = (
+        [{"podSelector": {"matchLabels": backup_labels(cluster.name)}}] if spec.backup else []
+    )
     clients = [dict(p) for p in spec.network.client_from] or [{"podSelector": {}}]
     http_from = [members, *clients, *(dict(p) for p in spec.network.monitoring_from)]
     egress: list[Obj] = [
@@ -349,7 +353,7 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
                 {"from": [members], "ports": [_tcp(names.GRPC_PORT)]},
                 {"from": http_from, "ports": [_tcp(names.HTTP_PORT)]},
                 {
-                    "from": [operator_peer(state.operator_namespace)],
+                    "from": [operator_peer(state.operator_namespace), *backup_peers],
                     "ports": [_tcp(names.ADMIN_PORT)],
                 },
             ],
@@ -359,6 +363,111 @@ def network_policy(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
         policy["spec"]["policyTypes"].append("Egress")
         policy["spec"]["egress"] = egress
     return policy
+
+
+# --- scheduled backups ---------------------------------------------------------
+
+
+def backup_labels(cluster: str) -> dict[str, str]:
+    return {
+        names.LABEL_NAME: names.APP_NAME,
+        names.LABEL_INSTANCE: cluster,
+        names.LABEL_COMPONENT: names.COMPONENT_BACKUP,
+    }
+
+
+def backup_cronjob(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Obj:
+    """spec.backup -> CronJob <name>-backup: `python -m exchange_node.backup take` with
+    every member's admin URL (it finds the leader), the admin token and the cluster's
+    CA, into the PVC or the S3 bucket. Without spec.backup: the object to delete."""
+    name = f"{cluster.name}-backup"
+    meta = _meta(cluster, name, names.COMPONENT_BACKUP)
+    backup = spec.backup
+    if backup is None:
+        return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta}
+    admin_urls = [
+        f"--admin=https://{cluster.name}-{i}.{names.peers_service(cluster.name)}."
+        f"{cluster.namespace}.svc:{names.ADMIN_PORT}"
+        for i in range(state.statefulset_replicas)
+    ]
+    store = backup.s3_url if backup.s3_url else "/backup"
+    args = [
+        "-m", "exchange_node.backup", "take", f"--cluster={cluster.name}", *admin_urls,
+        "--token-file=/etc/exchange/admin/token", "--ca=/etc/exchange/http-tls/ca.crt",
+        f"--store={store}",
+    ]  # fmt: skip
+    if backup.endpoint_url:
+        args.append(f"--endpoint-url={backup.endpoint_url}")
+    mounts = [
+        {"name": "admin", "mountPath": "/etc/exchange/admin", "readOnly": True},
+        {"name": "http-tls", "mountPath": "/etc/exchange/http-tls", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[Obj] = [
+        {
+            "name": "admin",
+            "secret": {
+                "secretName": names.admin_secret(cluster.name),
+                "items": [{"key": names.ADMIN_TOKEN_KEY, "path": "token"}],
+                "defaultMode": 0o440,
+            },
+        },
+        {
+            "name": "http-tls",
+            "secret": {
+                "secretName": names.http_tls_secret(cluster.name),
+                "items": [{"key": names.CA_CERT_KEY, "path": names.CA_CERT_KEY}],
+                "defaultMode": 0o444,
+            },
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if backup.claim_name:
+        mounts.append({"name": "store", "mountPath": "/backup"})
+        volumes.append({"name": "store", "persistentVolumeClaim": {"claimName": backup.claim_name}})
+    container: Obj = {
+        "name": "backup",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python"],
+        "args": args,
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security(),
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    }
+    if backup.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": backup.credentials_secret}}]
+    pod_labels = {**backup_labels(cluster.name), names.LABEL_PART_OF: names.APP_NAME}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta,
+        "spec": {
+            "schedule": backup.schedule,
+            "suspend": backup.suspend,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": 1800,
+                    "template": {
+                        "metadata": {"labels": pod_labels},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "serviceAccountName": "default",
+                            "automountServiceAccountToken": False,
+                            "securityContext": restricted_pod_security(),
+                            "containers": [container],
+                            "volumes": volumes,
+                        },
+                    },
+                },
+            },
+        },
+    }
 
 
 # --- StatefulSet -------------------------------------------------------------

@@ -166,9 +166,24 @@ class ClusterSpec:
     tls: Tls = field(default_factory=Tls)
     network: Network = field(default_factory=Network)
     expose: Expose = field(default_factory=lambda: Expose())
+    backup: Backup | None = None
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class Backup:
+    """spec.backup: a CronJob takes a snapshot on the leader on `schedule` and stores it
+    in a PVC (`claim_name`) or an S3-compatible bucket (`s3_url`, `endpoint_url`, the
+    AWS_* keys of `credentials_secret`)."""
+
+    schedule: str
+    claim_name: str | None = None
+    s3_url: str | None = None
+    endpoint_url: str | None = None
+    credentials_secret: str | None = None
+    suspend: bool = False
 
 
 @dataclass(frozen=True)
@@ -322,6 +337,18 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
             else None
         ),
     )
+    backup_raw = spec.get("backup")
+    backup = None
+    if backup_raw and backup_raw.get("schedule"):
+        s3_raw = backup_raw.get("s3") or {}
+        backup = Backup(
+            schedule=str(backup_raw["schedule"]),
+            claim_name=(backup_raw.get("pvc") or {}).get("claimName") or None,
+            s3_url=s3_raw.get("url") or None,
+            endpoint_url=s3_raw.get("endpointUrl") or None,
+            credentials_secret=(s3_raw.get("credentialsSecretRef") or {}).get("name") or None,
+            suspend=bool(backup_raw.get("suspend", False)),
+        )
     return ClusterSpec(
         replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
         image=str(spec.get("image", DEFAULT_IMAGE)),
@@ -342,6 +369,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         tls=tls,
         network=network,
         expose=expose,
+        backup=backup,
     )
 
 

@@ -82,6 +82,7 @@ BUILTIN_RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "PodDisruptionBudget": ("policy/v1/poddisruptionbudgets", True, ("status",)),
     "NetworkPolicy": ("networking.k8s.io/v1/networkpolicies", True, ()),
     "Ingress": ("networking.k8s.io/v1/ingresses", True, ("status",)),
+    "CronJob": ("batch/v1/cronjobs", True, ("status",)),
     "CustomResourceDefinition": (
         "apiextensions.k8s.io/v1/customresourcedefinitions",
         False,

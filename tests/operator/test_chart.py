@@ -226,6 +226,7 @@ _KIND_TO_RESOURCE = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "Ingress": ("networking.k8s.io", "ingresses"),
+    "CronJob": ("batch", "cronjobs"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
     "Certificate": ("cert-manager.io", "certificates"),
@@ -270,11 +271,12 @@ def _used_permissions() -> dict[tuple[str, str], set[str]]:
     applied = render.core_children(cluster, spec, render.RenderState.initial(spec))
     applied += [monitoring.service_monitor(cluster), monitoring.prometheus_rule(cluster)]
     applied.append(render.ingress(cluster, spec))  # with spec.expose.ingress
+    applied.append(render.backup_cronjob(cluster, spec, render.RenderState.initial(spec)))
     for obj in applied:
         add(obj["kind"], {"create", "patch"})
     # Switched-off optional children are deleted (handlers._apply_children).
     assert "await kube.delete(kind, cluster.namespace, name)" in source
-    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Ingress"):
+    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Ingress", "CronJob"):
         add(kind, {"delete"})
     # kopf itself: watch and annotate the custom resource, patch its status,
     # post events, notice CRDs and namespaces.

@@ -184,6 +184,7 @@ def test_every_cel_rule_compiles_and_is_exercised() -> None:
             crd.RULE_CLUSTER_ID_IMMUTABLE,
             crd.RULE_STORAGE_NO_SHRINK,
             crd.RULE_STORAGE_CLASS_IMMUTABLE,
+            crd.RULE_BACKUP_ONE_STORE,
         )
     }
 
@@ -235,3 +236,16 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
     bad = copy.deepcopy(obj)
     bad["status"]["phase"] = "Happy"
     assert admitted(bad)
+
+
+def test_backup_needs_exactly_one_store() -> None:
+    schema = crd.open_api_schema()
+    for backup, ok in (
+        ({"schedule": "@daily", "pvc": {"claimName": "b"}}, True),
+        ({"schedule": "@daily", "s3": {"url": "s3://bucket/p"}}, True),
+        ({"schedule": "@daily"}, False),
+        ({"schedule": "@daily", "pvc": {"claimName": "b"}, "s3": {"url": "s3://b"}}, False),
+    ):
+        obj = crd_tools.apply_defaults(schema, {"spec": {"backup": backup}})
+        errors = crd_tools.schema_errors(schema, obj) or crd_tools.cel_errors(schema, obj)
+        assert (errors == []) == ok, (backup, errors)

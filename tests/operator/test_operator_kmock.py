@@ -674,3 +674,13 @@ async def test_expose_adds_and_removes_the_ingress(env: Env) -> None:
     assert status == 200
     assert "ingress" not in (env.cr() or {})["spec"]["expose"], env.cr()
     await env.until("the Ingress deleted", lambda: env.obj(res, NAME) is None)
+
+
+async def test_a_backup_schedule_adds_and_removes_the_cronjob(env: Env) -> None:
+    backup = {"schedule": "0 * * * *", "pvc": {"claimName": "backups"}}
+    await env.create({"replicas": 3, "backup": backup})
+    res = "batch/v1/cronjobs"
+    await env.until("the backup CronJob", lambda: env.obj(res, f"{NAME}-backup") is not None)
+    status, _ = await env.patch_spec({"backup": None})
+    assert status == 200
+    await env.until("the CronJob deleted", lambda: env.obj(res, f"{NAME}-backup") is None)

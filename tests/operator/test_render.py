@@ -344,3 +344,45 @@ def test_expose_renders_the_service_type_and_an_ingress() -> None:
         assert manifest_validation.errors(obj) == [], obj
     plain = render.client_service(cluster, parse_spec({}))
     assert plain["spec"]["type"] == "ClusterIP" and "annotations" not in plain["metadata"]
+
+
+def test_a_scheduled_backup_is_a_restricted_cronjob_the_admin_port_admits() -> None:
+    import manifest_validation
+
+    cluster = ClusterRef(name="xc", namespace="ns", uid="u")
+    spec = parse_spec(
+        {
+            "backup": {
+                "schedule": "0 */6 * * *",
+                "s3": {
+                    "url": "s3://backups/xc",
+                    "endpointUrl": "http://minio:9000",
+                    "credentialsSecretRef": {"name": "s3-creds"},
+                },
+            }
+        }
+    )
+    state = render.RenderState(statefulset_replicas=3, bootstrap_replicas=3)
+    job = render.backup_cronjob(cluster, spec, state)
+    assert manifest_validation.errors(job) == []
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    assert pss_restricted.violations(pod["spec"]) == []
+    args = pod["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--admin=")] == [
+        f"--admin=https://xc-{i}.xc-peers.ns.svc:8081" for i in range(3)
+    ]
+    assert "--store=s3://backups/xc" in args and "--endpoint-url=http://minio:9000" in args
+    assert pod["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    # Not a member: no Service, PDB or member policy selects it; the admin port admits it.
+    assert not names.selector_labels("xc").items() <= pod["metadata"]["labels"].items()
+    policy = render.network_policy(cluster, spec, state)
+    (admin_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8081]
+    assert {"podSelector": {"matchLabels": render.backup_labels("xc")}} in admin_rule["from"]
+    without = render.network_policy(cluster, parse_spec({}), state)
+    (admin_rule,) = [r for r in without["spec"]["ingress"] if r["ports"][0]["port"] == 8081]
+    assert len(admin_rule["from"]) == 1
+    pvc = parse_spec({"backup": {"schedule": "@daily", "pvc": {"claimName": "backups"}}})
+    volumes = render.backup_cronjob(cluster, pvc, state)["spec"]["jobTemplate"]["spec"]["template"][
+        "spec"
+    ]["volumes"]
+    assert {"name": "store", "persistentVolumeClaim": {"claimName": "backups"}} in volumes
