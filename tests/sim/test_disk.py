@@ -100,3 +100,36 @@ def test_an_append_that_leaves_a_gap_is_refused():
     disk.save(entries=entries(1, 2))
     with pytest.raises(StorageError):
         disk.save(entries=entries(5, 6))
+
+
+def test_durable_holds_answers_what_a_power_cut_now_would_keep():
+    """``durable_holds`` (the acknowledgement checker's question) against the
+    reference: a copy of the disk that loses its unsynced writes."""
+    import copy
+
+    rng = random.Random(7)
+    for _ in range(300):
+        disk = SimStorage()
+        for _ in range(rng.randint(1, 10)):
+            roll = rng.random()
+            if roll < 0.6:
+                first = rng.randint(disk.first_index(), disk.last_index() + 1)
+                term = rng.randint(1, 4)
+                disk.write(entries=[Entry(term, first + i, b"x") for i in range(rng.randint(1, 3))])
+            elif roll < 0.75:
+                at = rng.randint(disk.last_index(), disk.last_index() + 3)
+                meta = SnapshotMeta(at, rng.randint(1, 4), ConfState())
+                disk.write(snapshot=Snapshot(meta, b""))
+            elif roll < 0.85:
+                disk.write(hard_state=HardState(rng.randint(1, 9), 0, 0))
+            else:
+                disk.sync()
+        survivor = copy.deepcopy(disk)
+        survivor.crash()
+        for index in range(1, disk.last_index() + 3):
+            for term in range(1, 5):
+                if index <= survivor.snapshot_index:
+                    kept = survivor.snapshot_index > 0
+                else:
+                    kept = survivor.term_at(index) == term
+                assert disk.durable_holds(index, term) == kept, (index, term)

@@ -206,27 +206,34 @@ class SimStorage:
     def durable_holds(self, index: int, term: int) -> bool:
         """Would the entry (index, term) survive a power cut now (synced writes only)?
 
-        An index covered by the durable snapshot counts as held.
+        An index covered by the durable snapshot counts as held. No copying: the
+        durable log is the current one with the unsynced writes undone, oldest undo
+        outermost, so the entry at one offset is found by walking the journal from
+        its oldest record: an append that replaced that offset answers from what it
+        removed, and the oldest snapshot write resets everything to what it replaced.
         """
-        if not self._journal:
-            snapshot_index = self._snapshot_index
-            entries = self._entries
-        else:
-            snapshot_index = self._snapshot_index
-            entries = list(self._entries)
-            for record in reversed(self._journal):
-                kind = record[0]
-                if kind == "append":
-                    _, start, removed, _added = record
-                    del entries[start:]  # type: ignore[misc]
-                    entries.extend(removed)  # type: ignore[arg-type]
-                elif kind == "snap":
-                    snapshot_index = record[2]  # type: ignore[assignment]
-                    entries = list(record[3])  # type: ignore[call-overload]
-        if index <= snapshot_index:
-            return snapshot_index > 0
-        offset = index - snapshot_index - 1
-        return offset < len(entries) and entries[offset].term == term
+        journal = self._journal
+        base_index = self._snapshot_index
+        base: list[Entry] = self._entries
+        appends = journal
+        for position, record in enumerate(journal):
+            if record[0] == "snap":
+                base_index = record[2]  # type: ignore[assignment]
+                base = record[3]  # type: ignore[assignment]
+                appends = journal[:position]
+                break
+        if index <= base_index:
+            return base_index > 0
+        offset = index - base_index - 1
+        for record in appends:
+            if record[0] != "append":
+                continue
+            start: int = record[1]  # type: ignore[assignment]
+            if offset >= start:
+                removed: list[Entry] = record[2]  # type: ignore[assignment]
+                at = offset - start
+                return at < len(removed) and removed[at].term == term
+        return offset < len(base) and base[offset].term == term
 
     def entry_at(self, index: int) -> Entry | None:
         offset = index - self._snapshot_index - 1
