@@ -86,21 +86,28 @@ def test_acknowledged_orders_survive_and_the_node_rejoins_once_caught_up():
     assert {2, 3} & set(net.leaders())
 
 
-def test_a_recovering_node_refuses_votes_and_pre_votes_even_from_a_better_log():
+def test_a_recovering_node_votes_only_for_a_log_as_good_as_the_one_it_promised():
     net = Network([1, 2, 3])
     net.elect(1)
     net.deliver()
     core = net.crash_and_restart(2)
-    core.start_recovering(core.log.last_index() + 5, core.term)
-    last, last_term = core.log.last_index() + 100, core.term + 1
+    promised, term = core.log.last_index() + 5, core.term
+    core.start_recovering(promised, term, promised_last_term=term)
+    # Better than what it holds now, short of what it promised: refused.
     for kind in (MessageType.PRE_VOTE, MessageType.VOTE):
-        core.step(Message(kind, 2, 3, core.term + 1, log_term=last_term, index=last, nonce=7))
+        core.step(Message(kind, 2, 3, core.term + 1, log_term=term, index=promised - 1, nonce=7))
     answers = core.ready().messages
     assert [(m.type, m.reject) for m in answers] == [
         (MessageType.PRE_VOTE_RESP, True),
         (MessageType.VOTE_RESP, True),
     ]
     assert core.vote == 0
+    # At least the promised log: it holds everything the node acknowledged.
+    core.step(
+        Message(MessageType.VOTE, 2, 3, core.term + 1, log_term=term, index=promised, nonce=8)
+    )
+    assert [(m.type, m.reject) for m in core.ready().messages] == [(MessageType.VOTE_RESP, False)]
+    assert core.vote == 3 and core.recovering
 
 
 def test_recovery_needs_the_promised_index_from_a_leader_of_the_promised_term():

@@ -90,6 +90,7 @@ def test_durable_batches_missing_below_the_promise_are_a_lost_acknowledged_tail(
             30,
             2,
         )
+        assert verdict.promised_last_term == 2
         assert storage.owed_index == 30
         # The term and vote the lost tail held survive through the promise.
         assert storage.recover().hard_state[:2] == (2, 1)

@@ -166,6 +166,7 @@ class RaftCore:
         self._recovering_to = 0
         """Nonzero while recovering a lost or corrupt log (``start_recovering``)."""
         self._recovering_term = 0
+        self._recovering_last_term = 0
         self._become_follower(self.term, NONE)
         self._prev_soft_state = SoftState(NONE, Role.FOLLOWER)
 
@@ -353,21 +354,31 @@ class RaftCore:
         else:
             raise NotLeaderError(NONE)
 
-    def start_recovering(self, promised_index: int, promised_term: int = 0) -> None:
+    def start_recovering(
+        self, promised_index: int, promised_term: int = 0, promised_last_term: int | None = None
+    ) -> None:
         """Protocol-aware recovery (docs/recovery.md): storage found a lost tail or
         corruption, so this node may once have acknowledged entries, up to
         ``promised_index``, that it no longer holds, in a term up to ``promised_term``.
+        ``promised_last_term``: the term of the entry at ``promised_index`` when the
+        promise was made (unknown: ``promised_term``, which bounds it from above).
 
         Until a leader of a term >= ``promised_term`` has brought its log back to at
-        least ``promised_index``, the node does not count itself in elections: it
-        grants no vote or pre-vote, does not campaign, and ignores TIMEOUT_NOW. It
-        still appends and acknowledges what a leader sends: those acknowledgements
+        least ``promised_index``, the node does not count itself in elections as if
+        it still held that log: it does not campaign, ignores TIMEOUT_NOW, and grants
+        a vote or pre-vote only to a candidate whose log is at least as up to date as
+        the promised one (``promised_last_term``, ``promised_index``), which holds
+        every committed entry the node ever acknowledged (docs/recovery.md, section 3).
+        It still appends and acknowledges what a leader sends: those acknowledgements
         are true of its log now (the leader's regression check, ``Progress.regress``,
         forgets the old ones). Call it after construction, before the first tick."""
         if promised_index <= 0:
             raise ValueError("a promised index is >= 1")
         self._recovering_to = promised_index
         self._recovering_term = promised_term
+        self._recovering_last_term = (
+            promised_term if promised_last_term is None else promised_last_term
+        )
         if self.role is not Role.FOLLOWER:
             self._become_follower(self.term, NONE)
 
@@ -385,7 +396,7 @@ class RaftCore:
             and leader_term >= self._recovering_term
         ):
             self._recovering_to = 0
-            self._recovering_term = 0
+            self._recovering_term = self._recovering_last_term = 0
 
     def compact(self, snapshot: Snapshot) -> None:
         """The application snapshotted its state at ``snapshot.meta.index`` (at most the
@@ -700,8 +711,14 @@ class RaftCore:
         resp_type = _PRE_VOTE_RESP if pre else _VOTE_RESP
         if (
             can_vote
-            and not self._recovering_to  # its log may lack entries it acknowledged
             and self.log.is_up_to_date(m.index, m.log_term)
+            and (
+                # Recovering: our log may lack entries we acknowledged; the candidate's
+                # must be at least as up to date as the log we had when we promised.
+                not self._recovering_to
+                or m.log_term > self._recovering_last_term
+                or (m.log_term == self._recovering_last_term and m.index >= self._recovering_to)
+            )
         ):
             # A granted pre-vote answers in the candidate's future term so it counts.
             self._send(Message(resp_type, m.frm, self.id, m.term, nonce=m.nonce))

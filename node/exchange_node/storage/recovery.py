@@ -252,6 +252,7 @@ def judge(
     batch = replay.batch_seq
     term = replay.hard_state[0]
     where = f"the log ends at index {last} (batch {batch})"
+    last_term: int | None = None
     if promise is None:
         if keeps_promise:
             return RecoveryVerdict(
@@ -266,6 +267,8 @@ def judge(
         promised, promised_term = 0, 0
     else:
         promised, promised_term = max(promise.last_index, promise.owed_index), promise.term
+        if promise.last_index >= promise.owed_index:
+            last_term = promise.last_term
     if replay.corruption is not None:
         path, offset, problem = replay.corruption
         lost = max(promised, replay.highest_seen)
@@ -277,6 +280,7 @@ def judge(
             last,
             lost,
             promised_term,
+            last_term if lost == promised else None,
         )
     if promise is not None and batch < promise.batch_seq - 1:
         return RecoveryVerdict(
@@ -288,6 +292,7 @@ def judge(
             last,
             promised,
             promised_term,
+            last_term,
         )
     if promise is not None and promise.owed_index > last:
         return RecoveryVerdict(
@@ -297,6 +302,7 @@ def judge(
             last,
             promised,
             promised_term,
+            last_term,
         )
     if torn is not None:
         path, torn_at, size = torn

@@ -41,6 +41,9 @@ class RecoveryVerdict:
     """The highest index the node may have acknowledged (0: nothing known)."""
     promised_term: int = 0
     """The node's term when it made that promise."""
+    promised_last_term: int | None = None
+    """The term of the entry at ``promised_index`` then (None: unknown; the core then
+    uses ``promised_term``, which bounds it)."""
 
     @property
     def must_recover(self) -> bool:
