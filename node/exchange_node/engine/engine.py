@@ -595,7 +595,6 @@ class Engine(EngineQueries):
                 own.keys.add(own_key)
                 if own_key < own.best_key:
                     own.best_key = own_key
-            assert 0 < leaves <= quantity, f"order {order_id} rests with {leaves} of {quantity}"
             # Never crossed after matching: matching only takes from the opposite side, so
             # only a resting remainder can cross it (bid keys are minus prices).
             assert own_key + opposite.best_key > 0, f"{symbol} book crossed"
@@ -745,6 +744,8 @@ class Engine(EngineQueries):
                 level_changed = True
                 taker_leaves = taker.leaves
                 quantity = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+                # Quantities stay positive: a resting remainder is what its fills (each > 0)
+                # left of a positive quantity, and a live maker has leaves > 0.
                 assert quantity > 0, f"a fill of {quantity} against order {maker.order_id}"
                 seq = st.trade_seq
                 st.trade_seq = seq + 1
