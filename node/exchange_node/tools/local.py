@@ -55,6 +55,8 @@ def _key_entry(token: str, client: str) -> str:
     if client.startswith("bench"):
         entry += f", rate_limit: {BENCH_RATE_LIMIT}"
     return entry + "}\n"
+
+
 LOCAL_CLUSTER_ID = "local"
 
 
