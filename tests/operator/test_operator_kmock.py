@@ -628,10 +628,21 @@ async def test_a_csr_for_another_member_is_never_sent_to_cert_manager(env: Env) 
 async def test_deleting_everything_at_once_leaves_nothing_terminating(env: Env) -> None:
     """`kubectl delete -f k8s/` or `helm uninstall` with clusters: the operator and its
     clusters go together. Worst order: the operator is gone before the cluster's
-    deletion is seen, so nothing it would do on deletion can be relied on."""
-    await env.create({"replicas": 3})
+    deletion is seen, so nothing it would do on deletion can be relied on. The cluster
+    starts with the finalizer an older operator put on it: this one takes it off."""
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": NAME, "finalizers": [f"{names.GROUP}/finalizer"]},
+        "spec": {"replicas": 3},
+    }
+    status, _ = await env.request("POST", CR_PATH, body)
+    assert status == 200
     await env.until(
         "phase Running", lambda: (env.cr() or {}).get("status", {}).get("phase") == "Running"
+    )
+    await env.until(
+        "finalizer removed", lambda: not ((env.cr() or {}).get("metadata") or {}).get("finalizers")
     )
     assert env.stop_operator is not None
     await env.stop_operator()
@@ -643,44 +654,19 @@ async def test_deleting_everything_at_once_leaves_nothing_terminating(env: Env) 
     assert [raw for _, raw in env.emulator.live() if raw["metadata"].get("namespace") == NS] == []
 
 
-async def test_an_older_operators_finalizer_is_removed(env: Env) -> None:
-    finalizer = f"{names.GROUP}/finalizer"
-    body = {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "metadata": {"name": NAME, "finalizers": [finalizer]},
-        "spec": {"replicas": 3},
-    }
-    status, _ = await env.request("POST", CR_PATH, body)
-    assert status == 200
-    await env.until(
-        "finalizer removed", lambda: not ((env.cr() or {}).get("metadata") or {}).get("finalizers")
-    )
-
-
-async def test_expose_adds_and_removes_the_ingress(env: Env) -> None:
+async def test_expose_and_backup_children_come_and_go_with_the_spec(env: Env) -> None:
     ingress = {"host": "exchange.example.com", "className": "nginx"}
-    await env.create({"replicas": 3, "expose": {"serviceType": "NodePort", "ingress": ingress}})
-    res = "networking.k8s.io/v1/ingresses"
-    await env.until("the Ingress", lambda: env.obj(res, NAME) is not None)
+    backup = {"schedule": "0 * * * *", "pvc": {"claimName": "backups"}}
+    await env.create(
+        {"replicas": 3, "expose": {"serviceType": "NodePort", "ingress": ingress}, "backup": backup}
+    )
+    ingresses, cronjobs = "networking.k8s.io/v1/ingresses", "batch/v1/cronjobs"
+    await env.until("the Ingress", lambda: env.obj(ingresses, NAME) is not None)
+    await env.until("the backup CronJob", lambda: env.obj(cronjobs, f"{NAME}-backup") is not None)
     service = env.obj("v1/services", NAME)
     assert service is not None and service["spec"]["type"] == "NodePort"
-    status, _ = await env.request(
-        "PATCH",
-        f"{CR_PATH}/{NAME}",
-        {"spec": {"expose": {"ingress": None}}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
+    status, _ = await env.patch_spec({"expose": {"ingress": None}, "backup": None})
     assert status == 200
     assert "ingress" not in (env.cr() or {})["spec"]["expose"], env.cr()
-    await env.until("the Ingress deleted", lambda: env.obj(res, NAME) is None)
-
-
-async def test_a_backup_schedule_adds_and_removes_the_cronjob(env: Env) -> None:
-    backup = {"schedule": "0 * * * *", "pvc": {"claimName": "backups"}}
-    await env.create({"replicas": 3, "backup": backup})
-    res = "batch/v1/cronjobs"
-    await env.until("the backup CronJob", lambda: env.obj(res, f"{NAME}-backup") is not None)
-    status, _ = await env.patch_spec({"backup": None})
-    assert status == 200
-    await env.until("the CronJob deleted", lambda: env.obj(res, f"{NAME}-backup") is None)
+    await env.until("the Ingress deleted", lambda: env.obj(ingresses, NAME) is None)
+    await env.until("the CronJob deleted", lambda: env.obj(cronjobs, f"{NAME}-backup") is None)
