@@ -52,13 +52,16 @@ def _scenario(kind: kind_cluster.KindCluster) -> Scenario:
     return Scenario(kind, NAMESPACE, NAME, image=kind_cluster.IMAGE, timeout=600)
 
 
+JOBS = {"pod-delete-leader": "chaos-pod-delete", "network-partition-leader": "chaos-partition"}
+
+
 def _chaos(experiment: str) -> None:
     """Run one of chaos-experiments/ as its Job; the Job completes only when every
     check is green (its exit status is the verdict), else this raises."""
     path = ROOT / "chaos-experiments" / f"{experiment}.yaml"
     manifest = path.read_text().replace("ghcr.io/raft-exchange/exchange:0.1.0", kind_cluster.IMAGE)
     kind_cluster._run("kubectl", "apply", "-f", "-", stdin=manifest)
-    job = f"job/chaos-{experiment.removesuffix('-leader')}"
+    job = f"job/{JOBS[experiment]}"
     kind_cluster._run("kubectl", "-n", NAMESPACE, "wait", "--for=condition=complete", job,
                       "--timeout=30m", timeout=1900)  # fmt: skip
     subprocess.run(["kubectl", "delete", "-f", "-", "--wait=false"], input=manifest.encode(),
@@ -81,7 +84,7 @@ async def test_install_trade_scale_upgrade_chaos_uninstall(
         asyncio.create_task(scenario.upgrade(f"{repository}:e2e-next")), "u"
     )
     await scenario.nothing_lost()
-    for experiment in ("pod-delete-leader", "network-partition-leader"):
+    for experiment in JOBS:
         await asyncio.to_thread(_chaos, experiment)
     await scenario.nothing_lost()
     await scenario.uninstall()
