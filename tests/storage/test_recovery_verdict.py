@@ -99,6 +99,7 @@ def test_durable_batches_missing_below_the_promise_are_a_lost_acknowledged_tail(
     # Still owed after another restart, until entries bring the log back to 30.
     with open_storage(tmp_path) as storage:
         assert storage.recovery_verdict.must_recover and storage.owed_index == 30
+        assert storage.recovery_verdict.promised_last_term == 2
         storage.save(hard_state=HardState(3, 0, 10))  # a new term alone pays nothing
         assert storage.owed_index == 30
         storage.save(entries=_entries(11, 15, 3))
@@ -213,4 +214,4 @@ def test_planted_fault_a_store_that_skips_promises_takes_a_lost_tail_for_torn(
 def test_both_flush_modes_write_the_same_promise(tmp_path, mode):
     with open_storage(tmp_path, promise_sync=mode) as storage:
         storage.save(entries=_entries(1, 3, 1), hard_state=HardState(1, 1, 0))
-    assert read_promise(str(tmp_path)) == (1, 1, 1, 3, 1, 0)
+    assert read_promise(str(tmp_path)) == (1, 1, 1, 3, 1, 0, 0)

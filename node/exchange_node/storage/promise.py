@@ -15,7 +15,7 @@ written alternately, so a torn write of one slot leaves the other intact::
 
     magic "EXPROMIS" | version u16 | checksum u8 | pad 5 bytes
     write_seq u64 | term u64 | vote u64 | batch_seq u64 | last_index u64 | last_term u64
-    owed_index u64 | crc u32 | pad u32
+    owed_index u64 | owed_last_term u64 | crc u32 | pad u32
 
 ``write_seq`` counts promise writes (the valid slot with the higher one is in
 force); ``batch_seq`` is the WAL batch the promise was written with, and
@@ -41,7 +41,7 @@ SLOT_OFFSETS = (0, 4096)
 FILE_SIZE = 8192
 MAGIC = b"EXPROMIS"
 VERSION = 1
-_SLOT = struct.Struct("<8sHBxxxxxQQQQQQQ")
+_SLOT = struct.Struct("<8sHBxxxxxQQQQQQQQ")
 SLOT_SIZE = _SLOT.size + 8  # + crc u32 + pad u32
 
 
@@ -57,6 +57,8 @@ class Promise(NamedTuple):
     last_term: int
     owed_index: int = 0
     """Nonzero while recovering: the index a leader must bring the log back to."""
+    owed_last_term: int = 0
+    """The term of the entry at ``owed_index`` in the log that was lost (0: unknown)."""
 
 
 def encode_slot(write_seq: int, promise: Promise, checksum: int = fmt.WRITE_CHECKSUM) -> bytes:

@@ -269,6 +269,8 @@ def judge(
         promised, promised_term = max(promise.last_index, promise.owed_index), promise.term
         if promise.last_index >= promise.owed_index:
             last_term = promise.last_term
+        elif promise.owed_last_term:
+            last_term = promise.owed_last_term
     if replay.corruption is not None:
         path, offset, problem = replay.corruption
         lost = max(promised, replay.highest_seen)

@@ -201,6 +201,7 @@ class WalStorage:
         self._promise_pool: ThreadPoolExecutor | None = None
         self._owed = 0
         """Nonzero while recovering: the index the log must reach again (see verdict)."""
+        self._owed_last_term = 0
         self.recovery_verdict = RecoveryVerdict(VerdictKind.CLEAN, "clean: a new log", 0)
         """What recovery concluded at open (``verdict.py``)."""
 
@@ -452,6 +453,7 @@ class WalStorage:
         synced = time.perf_counter()
         if promise is not None:
             self._owed = promise.owed_index
+            self._owed_last_term = promise.owed_last_term
 
         # Durable: now the in-memory view follows.
         segment.size += len(buf)
@@ -500,7 +502,15 @@ class WalStorage:
         # pay the debt; a new term or vote alone does not.
         caught_up = (entries or snapshot_mode == fmt.SNAPSHOT_RESET) and last_index >= self._owed
         owed = 0 if caught_up else self._owed
-        promise = Promise(hs.term, hs.vote, self._batch_seq + 1, last_index, last_term, owed)
+        promise = Promise(
+            hs.term,
+            hs.vote,
+            self._batch_seq + 1,
+            last_index,
+            last_term,
+            owed,
+            self._owed_last_term if owed else 0,
+        )
         current = writer.promise
         if current is not None and current._replace(batch_seq=promise.batch_seq) == promise:
             return None
@@ -590,7 +600,13 @@ class WalStorage:
     def _current_promise(self) -> Promise:
         hs = self._hard_state
         return Promise(
-            hs.term, hs.vote, self._batch_seq, self.last_index(), self._last_term, self._owed
+            hs.term,
+            hs.vote,
+            self._batch_seq,
+            self.last_index(),
+            self._last_term,
+            self._owed,
+            self._owed_last_term if self._owed else 0,
         )
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
@@ -738,6 +754,7 @@ class WalStorage:
         verdict = self.recovery_verdict = found.verdict
         if verdict.must_recover:
             self._owed = max(verdict.promised_index, 1)
+            self._owed_last_term = verdict.promised_last_term or 0
         promise = found.promise
         if (
             verdict.must_recover
