@@ -18,6 +18,7 @@ See docs/mutation.md.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -119,6 +120,24 @@ def changed_lines(diff: str) -> tuple[str, str]:
     return normalise(" / ".join(removed)), normalise(" / ".join(added))
 
 
+def only_an_assertion_message(original: str, mutated: str) -> bool:
+    """The mutant changes nothing but the message of an ``assert``: the condition, which
+    is what the program checks, is the same; the text is read only by a person."""
+    try:
+        before, after = ast.parse(original.strip()), ast.parse(mutated.strip())
+    except SyntaxError:
+        return False
+    if len(before.body) != 1 or len(after.body) != 1:
+        return False
+    a, b = before.body[0], after.body[0]
+    return (
+        isinstance(a, ast.Assert)
+        and isinstance(b, ast.Assert)
+        and ast.dump(a.test) == ast.dump(b.test)
+        and ast.dump(a) != ast.dump(b)
+    )
+
+
 def prepare(work: Path, tests_from: str | None) -> None:
     shutil.rmtree(work, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -205,11 +224,15 @@ def main() -> int:
     used: set[tuple[str, str, str, str]] = set()
     survivors: list[tuple[str, str, str]] = []
     equivalent_count = 0
+    assertion_messages = 0
     for name, status in sorted(statuses.items()):
         if status in DETECTED:
             continue
         diff = mutmut(work, "show", name, capture=True)
         key = (*function_of(name), *changed_lines(diff))
+        if only_an_assertion_message(key[2], key[3]):
+            assertion_messages += 1
+            continue
         if key in equivalents:
             used.add(key)
             equivalent_count += 1
@@ -218,11 +241,11 @@ def main() -> int:
 
     total = len(statuses)
     detected = sum(1 for s in statuses.values() if s in DETECTED)
-    scored = total - equivalent_count
+    scored = total - equivalent_count - assertion_messages
     score = 100.0 * detected / scored if scored else 100.0
     lines = [
-        f"mutants: {total}  detected: {detected}  equivalent (listed): {equivalent_count}"
-        f"  surviving: {len(survivors)}",
+        f"mutants: {total}  detected: {detected}  equivalent: {equivalent_count} listed"
+        f" + {assertion_messages} assertion messages  surviving: {len(survivors)}",
         f"mutation score (detected / non-equivalent): {score:.2f}%  (target {args.target}%)",
         f"run time: {elapsed:.0f} s with {args.jobs} jobs",
     ]
