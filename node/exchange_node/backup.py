@@ -340,7 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--cluster", required=True)
     restore.add_argument("--index", type=int, help="default: the newest backup")
     restore.add_argument("--data-dir", required=True)
-    restore.add_argument("--node-id", type=int, required=True)
+    who = restore.add_mutually_exclusive_group(required=True)
+    who.add_argument("--node-id", type=int)
+    who.add_argument(
+        "--pod-name",
+        help="node id = the name's trailing ordinal + 1 (an init container's $(POD_NAME)); "
+        "a pod whose id is not among --member (added later) is left alone",
+    )
+    restore.add_argument(
+        "--if-empty",
+        action="store_true",
+        help="do nothing when --data-dir already holds data (a restarted pod)",
+    )
     restore.add_argument(
         "--member",
         action="append",
@@ -369,7 +380,19 @@ def main(argv: list[str] | None = None) -> int:
                 node_id, _, rest = spec.partition("=")
                 name, grpc, http = rest.split(",")
                 members[int(node_id)] = MemberInfo(name=name, grpc=grpc, http=http)
-            restore_data_dir(fetch_backup(store, chosen[-1]), args.data_dir, args.node_id, members)
+            node = args.node_id
+            if args.pod_name is not None:
+                node = int(args.pod_name.rsplit("-", 1)[1]) + 1
+            data = Path(args.data_dir)
+            skip = None
+            if node not in members and args.pod_name is not None:
+                skip = f"member {node} is not an initial member: it joins empty"
+            elif args.if_empty and data.exists() and any(data.iterdir()):
+                skip = f"{data} already holds data"
+            if skip is not None:
+                print(json.dumps({"restored": None, "reason": skip}))
+                return 0
+            restore_data_dir(fetch_backup(store, chosen[-1]), data, node, members)
             print(json.dumps({"restored": chosen[-1].name, "data_dir": args.data_dir}))
     except (BackupError, OSError, ValueError) as exc:
         print(f"backup: {exc}", file=sys.stderr)

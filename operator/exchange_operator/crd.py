@@ -132,6 +132,30 @@ def _toleration_schema() -> Schema:
     }
 
 
+def _store_pvc() -> Schema:
+    return {
+        "type": "object",
+        "required": ["claimName"],
+        "properties": {"claimName": _str(pattern=K8S_NAME_PATTERN, maxLength=253)},
+    }
+
+
+def _store_s3() -> Schema:
+    return {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": _str(pattern="^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", maxLength=1024),
+            "endpointUrl": _str(maxLength=1024),
+            "credentialsSecretRef": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": _str(pattern=K8S_NAME_PATTERN, maxLength=253)},
+            },
+        },
+    }
+
+
 def spec_schema() -> Schema:
     return {
         "type": "object",
@@ -321,28 +345,26 @@ def spec_schema() -> Schema:
                 "properties": {
                     "schedule": _str(maxLength=128, description="cron, e.g. '0 */6 * * *'"),
                     "suspend": {"type": "boolean", "default": False},
-                    "pvc": {
-                        "type": "object",
-                        "required": ["claimName"],
-                        "properties": {"claimName": _str(pattern=K8S_NAME_PATTERN, maxLength=253)},
-                    },
-                    "s3": {
-                        "type": "object",
-                        "required": ["url"],
-                        "properties": {
-                            "url": _str(
-                                pattern="^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", maxLength=1024
-                            ),
-                            "endpointUrl": _str(maxLength=1024),
-                            "credentialsSecretRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {
-                                    "name": _str(pattern=K8S_NAME_PATTERN, maxLength=253)
-                                },
-                            },
-                        },
-                    },
+                    "pvc": _store_pvc(),
+                    "s3": _store_s3(),
+                },
+            },
+            "restoreFrom": {
+                "type": "object",
+                "description": "Start a new cluster from a backup of another (python -m "
+                "exchange_node.backup): an init container restores it into the initial members' "
+                "empty volumes; restarted pods and pods added later are left alone.",
+                "required": ["cluster"],
+                "x-kubernetes-validations": [RULE_BACKUP_ONE_STORE],
+                "properties": {
+                    "cluster": _str(
+                        pattern=K8S_NAME_PATTERN,
+                        maxLength=253,
+                        description="the backed-up cluster's name in the store",
+                    ),
+                    "index": _int(1, description="a backup's log index (default: the newest)"),
+                    "pvc": _store_pvc(),
+                    "s3": _store_s3(),
                 },
             },
             "expose": {

@@ -470,6 +470,50 @@ def backup_cronjob(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -
     }
 
 
+def restore_container(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> Obj:
+    """spec.restoreFrom: before the node starts, `python -m exchange_node.backup restore
+    --if-empty --pod-name=$(POD_NAME)` fills an initial member's empty volume from the
+    backup, with this cluster's membership (the initial voters, by their pod names)."""
+    source = spec.restore_from
+    assert source is not None
+    members = [
+        f"--member={names.initial_node_id(i)}={names.pod_name(cluster.name, i)},"
+        f"{names.peer_address(cluster.name, i, cluster.namespace)},"
+        f"{names.peer_http_address(cluster.name, i, cluster.namespace)}"
+        for i in range(state.bootstrap_replicas)
+    ]
+    store = source.s3_url if source.s3_url else "/backup"
+    args = [
+        "-m", "exchange_node.backup", "restore", f"--cluster={source.cluster}",
+        f"--store={store}", f"--data-dir={names.DATA_DIR}", "--pod-name=$(POD_NAME)",
+        "--if-empty", *members,
+    ]  # fmt: skip
+    if source.endpoint_url:
+        args.append(f"--endpoint-url={source.endpoint_url}")
+    if source.index is not None:
+        args.append(f"--index={source.index}")
+    mounts: list[Obj] = [
+        {"name": "data", "mountPath": names.DATA_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if source.claim_name:
+        mounts.append({"name": "restore-store", "mountPath": "/backup", "readOnly": True})
+    container: Obj = {
+        "name": "restore",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python"],
+        "args": args,
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security(),
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    if source.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": source.credentials_secret}}]
+    return container
+
+
 # --- StatefulSet -------------------------------------------------------------
 
 
@@ -675,6 +719,18 @@ def pod_template(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> 
         "containers": [_container(cluster, spec, state)],
         "volumes": _volumes(cluster, spec),
     }
+    if spec.restore_from is not None:
+        pod_spec["initContainers"] = [restore_container(cluster, spec, state)]
+        if spec.restore_from.claim_name:
+            pod_spec["volumes"].append(
+                {
+                    "name": "restore-store",
+                    "persistentVolumeClaim": {
+                        "claimName": spec.restore_from.claim_name,
+                        "readOnly": True,
+                    },
+                }
+            )
     affinity = _affinity(cluster, spec)
     if affinity is not None:
         pod_spec["affinity"] = affinity

@@ -167,9 +167,24 @@ class ClusterSpec:
     network: Network = field(default_factory=Network)
     expose: Expose = field(default_factory=lambda: Expose())
     backup: Backup | None = None
+    restore_from: RestoreFrom | None = None
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class RestoreFrom:
+    """spec.restoreFrom: the initial members start from a backup of `cluster` (the newest,
+    or `index`) in a PVC or an S3 bucket, restored into their empty volumes by an init
+    container. Pods added later and restarted pods are left alone."""
+
+    cluster: str
+    index: int | None = None
+    claim_name: str | None = None
+    s3_url: str | None = None
+    endpoint_url: str | None = None
+    credentials_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +364,18 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
             credentials_secret=(s3_raw.get("credentialsSecretRef") or {}).get("name") or None,
             suspend=bool(backup_raw.get("suspend", False)),
         )
+    restore_raw = spec.get("restoreFrom")
+    restore_from = None
+    if restore_raw and restore_raw.get("cluster"):
+        s3_raw = restore_raw.get("s3") or {}
+        restore_from = RestoreFrom(
+            cluster=str(restore_raw["cluster"]),
+            index=int(restore_raw["index"]) if restore_raw.get("index") is not None else None,
+            claim_name=(restore_raw.get("pvc") or {}).get("claimName") or None,
+            s3_url=s3_raw.get("url") or None,
+            endpoint_url=s3_raw.get("endpointUrl") or None,
+            credentials_secret=(s3_raw.get("credentialsSecretRef") or {}).get("name") or None,
+        )
     return ClusterSpec(
         replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
         image=str(spec.get("image", DEFAULT_IMAGE)),
@@ -370,6 +397,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         network=network,
         expose=expose,
         backup=backup,
+        restore_from=restore_from,
     )
 
 

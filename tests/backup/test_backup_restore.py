@@ -176,10 +176,23 @@ def test_backup_to_a_directory_and_s3_then_restore_a_new_cluster(
         for m in target.spec.members
     }
     raw = backup.fetch_backup(s3, taken[1])
-    for m in target.spec.members:
-        backup.restore_data_dir(raw, m.data_dir, m.node_id, members)
+    # Members 1 and 2 as the init container of spec.restoreFrom does it (the CLI, by pod
+    # name, --if-empty), from the directory copy; member 3 by the function, from S3.
+    member_args = [f"--member={i}={m.name},{m.grpc},{m.http}" for i, m in members.items()]
+    for m in target.spec.members[:2]:
+        argv = ["restore", "--cluster=prod", f"--store={tmp_path / 'backups'}",
+                f"--data-dir={m.data_dir}", f"--pod-name=local-{m.node_id - 1}", "--if-empty",
+                *member_args]  # fmt: skip
+        assert backup.main(argv) == 0
+        assert backup.main(argv) == 0  # a restarted pod: its data is kept, nothing written
+    third = target.spec.members[2]
+    backup.restore_data_dir(raw, third.data_dir, third.node_id, members)
     with pytest.raises(backup.BackupError, match="not empty"):
         backup.restore_data_dir(raw, target.spec.members[0].data_dir, 1, members)
+    later = tmp_path / "added-later"  # a pod added by scaling joins empty
+    argv = ["restore", "--cluster=prod", f"--store={tmp_path / 'backups'}",
+            f"--data-dir={later}", "--pod-name=local-3", "--if-empty", *member_args]  # fmt: skip
+    assert backup.main(argv) == 0 and not later.exists()
     target.start_all()
     try:
         target.wait_for_leader(60)

@@ -386,3 +386,29 @@ def test_a_scheduled_backup_is_a_restricted_cronjob_the_admin_port_admits() -> N
         "spec"
     ]["volumes"]
     assert {"name": "store", "persistentVolumeClaim": {"claimName": "backups"}} in volumes
+
+
+def test_restore_from_adds_an_init_container_for_the_initial_members() -> None:
+    import manifest_validation
+
+    cluster = ClusterRef(name="xc", namespace="ns", uid="u")
+    spec = parse_spec(
+        {"restoreFrom": {"cluster": "prod", "pvc": {"claimName": "backups"}, "index": 42}}
+    )
+    state = render.RenderState(statefulset_replicas=3, bootstrap_replicas=3)
+    sts = render.stateful_set(cluster, spec, state)
+    assert manifest_validation.errors(sts) == []
+    pod = sts["spec"]["template"]["spec"]
+    assert pss_restricted.violations(pod) == []
+    (init,) = pod["initContainers"]
+    args = init["args"]
+    assert "--pod-name=$(POD_NAME)" in args and "--if-empty" in args and "--index=42" in args
+    assert [a for a in args if a.startswith("--member=")] == [
+        f"--member={i + 1}=xc-{i},xc-{i}.xc-peers.ns.svc:7070,xc-{i}.xc-peers.ns.svc:8080"
+        for i in range(3)
+    ]
+    assert {"name": "data", "mountPath": names.DATA_DIR} in init["volumeMounts"]
+    claim = {"claimName": "backups", "readOnly": True}
+    assert {"name": "restore-store", "persistentVolumeClaim": claim} in pod["volumes"]
+    plain = render.stateful_set(cluster, parse_spec({}), state)["spec"]["template"]["spec"]
+    assert "initContainers" not in plain
