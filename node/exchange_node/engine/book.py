@@ -112,14 +112,8 @@ class BookSide:
         self.keys: SortedList = SortedList()
         self.levels: dict[int, Level] = {}
         self.best_key = self.EMPTY
-        """``keys[0]``, or ``EMPTY``: kept by ``add_level`` and ``drop_level``."""
-
-    def add_level(self, key: int, level: Level) -> None:
-        """Put a new (empty) level on the book under ``key``."""
-        self.levels[key] = level
-        self.keys.add(key)
-        if key < self.best_key:
-            self.best_key = key
+        """``keys[0]``, or ``EMPTY``: kept by ``add`` and ``drop_level`` (and their inlined
+        copies on the engine's hot paths; ``check_invariants`` checks it)."""
 
     def drop_level(self, key: int) -> None:
         """Take the level under ``key`` off the book."""
@@ -139,8 +133,10 @@ class BookSide:
         key = self.sign * order.price
         level = self.levels.get(key)
         if level is None:
-            level = Level(order.price)
-            self.add_level(key, level)
+            level = self.levels[key] = Level(order.price)
+            self.keys.add(key)
+            if key < self.best_key:
+                self.best_key = key
         level.orders.append(order)
         level.total += order.leaves
         level.count += 1
