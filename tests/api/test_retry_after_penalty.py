@@ -89,3 +89,28 @@ async def test_another_key_on_the_refused_connection_is_not_penalised(make_clien
     bob = await client.post("/v1/orders", json=SELL, headers=BOB)
     assert bob.status == 200
     assert client.app[API_KEY].refusals["retry_after_ignored"] == 0
+
+
+class _Transport:
+    """Like uvloop's TLS transport: no weak references."""
+
+    __slots__ = ()
+
+
+class _Request:
+    def __init__(self, token: str) -> None:
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.remote = "192.0.2.1"
+        self.transport = _Transport()
+
+
+def test_connections_told_to_wait_are_bounded_and_need_no_weak_references():
+    from exchange_node.api.auth import MAX_TOLD_TO_WAIT, Authenticator
+    from exchange_node.api.errors import ApiError
+
+    auth = Authenticator({"tok": "alice"}, RateLimiter(rate=0.001, burst=1))
+    auth.client_for(_Request("tok"))  # type: ignore[arg-type]
+    for _ in range(MAX_TOLD_TO_WAIT + 50):
+        with pytest.raises(ApiError):
+            auth.client_for(_Request("tok"))  # type: ignore[arg-type]
+    assert len(auth._told_to_wait) <= MAX_TOLD_TO_WAIT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -57,6 +56,8 @@ PENALTY_FIRST = 0.25
 Retry-After delay (seconds); it doubles with every further early request."""
 PENALTY_MAX = 10.0
 """The longest shut-out (seconds)."""
+MAX_TOLD_TO_WAIT = 10_000
+"""Connections remembered as told to wait by a 429 (their next request is checked)."""
 
 
 class RateLimiter:
@@ -177,11 +178,10 @@ class Authenticator:
         self.limiter = limiter
         self.failures = failures or RateLimiter(1.0, 20)
         self.refusals = new_refusals() if refusals is None else refusals
-        self._told_to_wait: weakref.WeakKeyDictionary[object, tuple[str, float]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._told_to_wait: dict[object, tuple[str, float]] = {}
         """connection (its transport) -> the key its last 429 refused, and until when
-        it told that key to wait."""
+        it told that key to wait; popped by the connection's next request, and bounded
+        (not weak references: uvloop's TLS transports cannot be weakly referenced)."""
 
     def failed(self, request: web.Request) -> ApiError:
         """The answer to an unknown or malformed key: 401, or 429 once this address
@@ -253,6 +253,16 @@ class Authenticator:
             self.refusals["retry_after_ignored"] += 1
             self.limiter.ignored(key)
 
+    def _forget_waits(self, now: float) -> None:
+        """Drop the waits that are over; if none are, the oldest half (a flood of
+        refused connections must not grow this without bound)."""
+        told = self._told_to_wait
+        for transport in [t for t, (_, until) in told.items() if until <= now]:
+            del told[transport]
+        if len(told) >= MAX_TOLD_TO_WAIT:
+            for transport in list(told)[: len(told) // 2]:
+                del told[transport]
+
     def _refuse_after(self, key: str, wait: float, request: web.Request | None = None) -> None:
         if wait > 0:
             self.refusals["rate_limit"] += 1
@@ -260,7 +270,10 @@ class Authenticator:
             penalised = self.limiter.penalised(key)
             if request is not None and request.transport is not None and not penalised:
                 # Keep-alive: the next request on this connection should wait.
-                self._told_to_wait[request.transport] = (key, self.limiter.clock() + wait)
+                now = self.limiter.clock()
+                if len(self._told_to_wait) >= MAX_TOLD_TO_WAIT:
+                    self._forget_waits(now)
+                self._told_to_wait[request.transport] = (key, now + wait)
             if penalised:
                 raise ApiError(
                     429,
