@@ -53,6 +53,8 @@ class MemberStatus:
     match_index: int
     lag: int
     healthy: bool
+    regressions: int = 0
+    """Times the leader found this follower's log shorter than it believed."""
 
 
 @dataclass(slots=True)
@@ -67,6 +69,10 @@ class NodeStatus:
     state_hash: str
     diverged: bool
     members: list[MemberStatus] = field(default_factory=list)
+    recovering: int = 0
+    """Nonzero while this node recovers a lost log tail: the index it must get back."""
+    recovery_verdict: str = "clean"
+    """What storage found at start: clean, torn, lost or corruption (docs/recovery.md)."""
 
 
 class ExchangeService(Protocol):

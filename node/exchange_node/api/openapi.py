@@ -165,6 +165,11 @@ def _components(config: ApiConfig) -> dict[str, Any]:
             "match_index": _INT,
             "lag": _INT,
             "healthy": {"type": "boolean"},
+            "regressions": {
+                **_INT,
+                "description": "Times the leader found this member's log shorter than it "
+                "believed (a lost tail); it is unhealthy until it caught up again.",
+            },
         },
         additionalProperties=False,
     )
@@ -308,6 +313,22 @@ def _components(config: ApiConfig) -> dict[str, Any]:
                     "leader": _INT,
                     "commit_index": _INT,
                     "applied_index": _INT,
+                    "recovering": {
+                        **_INT,
+                        "description": "Nonzero while this node recovers a lost log tail: "
+                        "the index it must get back before it helps elect a leader "
+                        "(docs/recovery.md).",
+                    },
+                    "recovery_verdict": {
+                        "type": "string",
+                        "enum": [
+                            "clean",
+                            "torn_unacknowledged",
+                            "lost_acknowledged_tail",
+                            "corruption",
+                        ],
+                        "description": "What this node's storage found when it started.",
+                    },
                     "members": {"type": "array", "items": member},
                 },
                 additionalProperties=False,

@@ -140,6 +140,7 @@ def cluster_view(status: NodeStatus) -> dict[str, Any]:
                 "match_index": member.match_index,
                 "lag": member.lag,
                 "healthy": member.healthy,
+                "regressions": member.regressions,
             }
         )
     return {
@@ -150,5 +151,7 @@ def cluster_view(status: NodeStatus) -> dict[str, Any]:
         "leader": status.leader,
         "commit_index": status.commit_index,
         "applied_index": status.applied_index,
+        "recovering": status.recovering,
+        "recovery_verdict": status.recovery_verdict,
         "members": members,
     }

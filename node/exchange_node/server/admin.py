@@ -581,7 +581,8 @@ async def admin_audit(request: web.Request) -> web.Response:
     records: list[dict[str, Any]] = []
     for app in request.match_info.apps:
         if AUDIT_KEY in app:
-            records = list(app[AUDIT_KEY])
+            audit: deque[dict[str, Any]] = app[AUDIT_KEY]
+            records = list(audit)
     return web.json_response({"actions": records})
 
 
@@ -708,13 +709,13 @@ _ERROR_TEXT = {
 
 def admin_openapi() -> dict[str, Any]:
     """OpenAPI 3.1 for ``/v1/admin/*``; a test checks it against the routes."""
-    member = {"type": "object", "required": ["id", "address"]}
+    member: dict[str, Any] = {"type": "object", "required": ["id", "address"]}
     member["properties"] = {
         "id": {"type": "integer", "minimum": 1},
         "address": {"type": "string", "description": "host:port of its gRPC peer port"},
         "http_address": {"type": "string", "description": "host:port of its HTTP API"},
     }
-    snapshot = {"type": "object", "properties": {"index": {"type": "integer"}}}
+    snapshot: dict[str, Any] = {"type": "object", "properties": {"index": {"type": "integer"}}}
     snapshot["properties"]["term"] = {"type": "integer"}
     paths: dict[str, dict[str, Any]] = {
         "/v1/admin/status": {

@@ -101,6 +101,23 @@ class NodeMetrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.follower_regressions = Gauge(
+            "exchange_raft_follower_regressions",
+            "times the leader found the peer's log shorter than it believed (a lost tail)",
+            ["peer"],
+            registry=r,
+        )
+        self.follower_healthy = Gauge(
+            "exchange_raft_follower_healthy",
+            "1 unless the peer's log went backwards and has not caught up again",
+            ["peer"],
+            registry=r,
+        )
+        self.recovering = Gauge(
+            "exchange_raft_recovering_index",
+            "nonzero while this node recovers a lost log tail: the index it must get back",
+            registry=r,
+        )
         self.follower_lag = Gauge(
             "exchange_raft_follower_lag_entries",
             "leader's last index minus the peer's match index",

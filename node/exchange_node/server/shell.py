@@ -250,6 +250,9 @@ class Node:
         else:
             self._storage = _open_wal(cfg, self._on_disk_timing)
         recovered = self._storage.recover()
+        # The simulator's and tests' storages have no verdict: they never lose a tail.
+        verdict = getattr(self._storage, "recovery_verdict", None)
+        self.recovery_verdict = verdict.kind.value if verdict is not None else "clean"
         self._engine = self._engine_factory() if self._engine_factory else _new_engine()
         if recovered.snapshot is not None:
             self._restore_snapshot(recovered.snapshot)
@@ -301,6 +304,19 @@ class Node:
             entries=recovered.entries,
             bootstrap=bootstrap,
         )
+        if verdict is not None and verdict.must_recover:
+            # Protocol-aware recovery (docs/recovery.md): what this node once promised
+            # is not all on its disk; it neither campaigns nor helps elect a leader
+            # without those entries until a leader has brought it back.
+            self._core.start_recovering(
+                verdict.promised_index, verdict.promised_term, verdict.promised_last_term
+            )
+            log.warning(
+                "recovering: %s; not campaigning until a leader restores index %d",
+                verdict.message,
+                verdict.promised_index,
+                extra={"verdict": self.recovery_verdict},
+            )
         hs = recovered.hard_state
         self._driver = Driver(
             self._core,
@@ -1021,10 +1037,12 @@ class Node:
     def status(self) -> NodeStatus:
         progress: dict[int, PeerProgress] = {}
         last_index = self.commit_index
+        recovering = 0
         if self._core is not None:
             st = self._core.status()
             progress = st.progress
             last_index = st.last_index
+            recovering = st.recovering
         now = time.monotonic()
         heard_window = 2 * self.config.election_ms / 1000.0
         members: list[MemberStatus] = []
@@ -1037,6 +1055,8 @@ class Node:
             else:
                 match = pr.match if pr is not None else 0
                 healthy = now - self._last_heard.get(node_id, -1e9) < heard_window
+                # A follower whose log went backwards is unhealthy until it is back.
+                healthy = healthy and (pr is None or pr.healthy)
             members.append(
                 MemberStatus(
                     id=node_id,
@@ -1049,6 +1069,7 @@ class Node:
                     if pr is not None or node_id == self.node_id
                     else 0,
                     healthy=healthy,
+                    regressions=pr.regressions if pr is not None else 0,
                 )
             )
         return NodeStatus(
@@ -1062,6 +1083,8 @@ class Node:
             state_hash=self.status_hash()[1],
             diverged=self.diverged,
             members=members,
+            recovering=recovering,
+            recovery_verdict=self.recovery_verdict,
         )
 
     def refresh_gauges(self) -> None:
@@ -1076,6 +1099,10 @@ class Node:
             for peer, pr in st.progress.items():
                 if peer != self.node_id:
                     m.follower_lag.labels(peer=str(peer)).set(max(0, st.last_index - pr.match))
+                    m.follower_regressions.labels(peer=str(peer)).set(pr.regressions)
+                    m.follower_healthy.labels(peer=str(peer)).set(1 if pr.healthy else 0)
+        if self._core is not None:
+            m.recovering.set(self._core.status().recovering)
         engine = self._engine
         if engine is not None and hasattr(engine, "live_orders_in_priority"):
             for symbol in engine.symbols():
@@ -1098,6 +1125,9 @@ class Node:
             return False, "not a member of the configuration"
         if self.leader == NONE:
             return False, "no known leader"
+        recovering = self._core.status().recovering if self._core is not None else 0
+        if recovering:
+            return False, f"recovering a lost log tail: catching up to index {recovering}"
         lag = self.commit_index - self.applied_index
         if lag >= READY_LAG:
             return False, f"applied index {lag} entries behind commit"
@@ -1207,7 +1237,9 @@ def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> RaftS
         on_timing("append", stats.append_seconds)
         on_timing("fsync", stats.fsync_seconds)
 
-    return open_storage(cfg.data_dir, on_save=on_save)
+    # A damaged last segment is cut back (the cut bytes kept beside it) and the node
+    # recovers from its peers instead of refusing to start (docs/recovery.md).
+    return open_storage(cfg.data_dir, on_save=on_save, repair_corruption=True)
 
 
 def _new_engine() -> Engine:
