@@ -90,6 +90,9 @@ class ExchangeService(Protocol):
         applied everything committed before the call. Raises like ``submit``."""
         ...
 
+    applied_index: int
+    """The last log index applied to ``engine`` here (what a read reflects)."""
+
     @property
     def engine(self) -> Any:
         """The local engine, for queries after ``read_barrier`` (or stale reads)."""

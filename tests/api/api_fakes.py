@@ -103,6 +103,10 @@ class EngineService:
             sub.offer((self.index, results))
         return results
 
+    @property
+    def applied_index(self) -> int:
+        return self.index
+
     async def read_barrier(self) -> None:
         if self.fail_read is not None:
             raise self.fail_read

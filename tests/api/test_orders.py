@@ -140,9 +140,11 @@ async def test_get_order_by_id_and_client_id_and_open_orders(api):
     assert by_id == by_coid
     assert by_id["client_order_id"] == "mine" and by_id["leaves_quantity"] == 3
     listed = await (await client.get("/v1/orders?symbol=BTC-USD", headers=ALICE)).json()
+    read = by_id.pop("read")
     assert listed["orders"] == [by_id]
+    assert read == {"consistency": "linearizable", "applied_index": 1}
     empty = await (await client.get("/v1/orders?symbol=ETH-USD", headers=ALICE)).json()
-    assert empty == {"orders": []}
+    assert empty == {"orders": [], "read": {"consistency": "linearizable", "applied_index": 1}}
 
 
 async def test_orders_of_another_client_are_forbidden(api):
@@ -232,6 +234,7 @@ async def test_market_data_endpoints(api):
         "seq": book["seq"],
         "bids": [[49_990, 2]],
         "asks": [[50_000, 2]],
+        "read": {"consistency": "linearizable", "applied_index": 4},
     }
     full = await (await client.get("/v1/book/BTC-USD")).json()
     assert full["asks"] == [[50_000, 2], [50_005, 3]]
@@ -244,6 +247,7 @@ async def test_market_data_endpoints(api):
         "ask_price": 50_000,
         "ask_quantity": 2,
         "seq": book["seq"],
+        "read": {"consistency": "linearizable", "applied_index": 4},
     }
     trades = await (await client.get("/v1/trades/BTC-USD?limit=5")).json()
     assert [(t["price"], t["quantity"]) for t in trades["trades"]] == [(50_000, 1)]
@@ -387,3 +391,33 @@ async def test_unknown_symbol_on_market_data_is_404(api):
         assert response.status == 404, path
         error = (await response.json())["error"]
         assert error["code"] == "unknown_symbol" and error["field"] == "symbol"
+
+
+async def test_every_read_says_its_consistency_and_applied_index(api):
+    client, service = api
+    await post(client, "/v1/orders", SELL, ALICE)
+    await post(client, "/v1/orders", BUY, BOB)
+    reads = [
+        "/v1/orders",
+        "/v1/orders/1",
+        "/v1/orders/by-client-id/none",
+        "/v1/positions",
+        "/v1/symbols",
+        "/v1/book/BTC-USD",
+        "/v1/trades/BTC-USD",
+        "/v1/bbo/BTC-USD",
+        "/v1/analytics/BTC-USD",
+    ]
+    for path in reads:
+        for mode in ("linearizable", "stale"):
+            response = await client.get(f"{path}?consistency={mode}", headers=ALICE)
+            if response.status == 404:
+                continue  # an order that does not exist: an error, not a read's answer
+            assert response.status == 200, path
+            assert response.headers["X-Consistency"] == mode, path
+            assert response.headers["X-Applied-Index"] == "2", path
+            body = await response.json()
+            assert body["read"] == {"consistency": mode, "applied_index": 2}, path
+    barriers = service.barriers
+    await client.get("/v1/book/BTC-USD?consistency=stale")
+    assert service.barriers == barriers  # a stale read takes no barrier

@@ -76,6 +76,16 @@ def json_response(
     return web.Response(body=jsonio.dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
+def read_answer(mark: dict[str, Any], body: dict[str, Any]) -> web.Response:
+    """A read's answer: its body with ``read`` (consistency, applied index) and the same
+    in the ``X-Consistency`` and ``X-Applied-Index`` headers (docs/api.md)."""
+    headers = {
+        "X-Consistency": mark["consistency"],
+        "X-Applied-Index": str(mark["applied_index"]),
+    }
+    return json_response({**body, "read": mark}, headers=headers)  # views may be shared
+
+
 def _new_client_order_id() -> str:
     return f"api-{uuid.uuid4().hex}"
 
@@ -245,18 +255,21 @@ class Api:
             "body",
         )
 
-    async def consistent_read(self, request: web.Request) -> None:
-        """Linearizable by default (ReadIndex); ``?consistency=stale`` reads locally."""
+    async def consistent_read(self, request: web.Request) -> dict[str, Any]:
+        """Linearizable by default (ReadIndex); ``?consistency=stale`` reads locally.
+        Returns the read's mark: its consistency and the applied index it reflects
+        (``read_answer`` puts both in the body and the headers)."""
         mode = request.query.get("consistency", "linearizable")
-        if mode == "stale":
-            return
-        if mode != "linearizable":
-            raise errors.bad_request(
-                errors.INVALID_VALUE,
-                f"consistency must be linearizable or stale, got {mode[:40]!r}",
-                "consistency",
-            )
-        await self.service.read_barrier()
+        if mode != "stale":
+            if mode != "linearizable":
+                raise errors.bad_request(
+                    errors.INVALID_VALUE,
+                    f"consistency must be linearizable or stale, got {mode[:40]!r}",
+                    "consistency",
+                )
+            await self.service.read_barrier()
+        # No await from here to the answer: the body is built at this index.
+        return {"consistency": mode, "applied_index": self.service.applied_index}
 
     def symbols(self) -> Mapping[str, Any]:
         """Listed symbols -> spec, cached: a symbol's tick and lot sizes never change
@@ -584,32 +597,32 @@ class Api:
     async def h_get_order(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         order_id = self.path_order_id(request)
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         order = queries.order_view(self.service.engine, order_id)
         if order is None:
             raise ApiError(404, errors.NOT_FOUND, f"no order {order_id}", "order_id")
         self.check_owner(client_id, order["client_id"])
-        return json_response(order)
+        return read_answer(mark, order)
 
     async def h_get_order_by_client_id(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         coid = self.path_client_order_id(request)
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         order = queries.order_view_by_client_id(self.service.engine, client_id, coid)
         if order is None:
             raise ApiError(
                 404, errors.NOT_FOUND, f"no order with client_order_id {coid!r}", "client_order_id"
             )
-        return json_response(order)
+        return read_answer(mark, order)
 
     async def h_open_orders(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         symbol = request.query.get("symbol")
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         if symbol is not None:
             self.known_symbol(symbol, status=400)
-        return json_response(
-            {"orders": queries.open_orders_view(self.service.engine, client_id, symbol)}
+        return read_answer(
+            mark, {"orders": queries.open_orders_view(self.service.engine, client_id, symbol)}
         )
 
     def market_reader(self, request: web.Request) -> None:
@@ -620,15 +633,16 @@ class Api:
 
     async def h_symbols(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
-        await self.consistent_read(request)
-        return json_response(
+        mark = await self.consistent_read(request)
+        return read_answer(
+            mark,
             {
                 "symbols": queries.symbols_view(
                     self.service.engine,
                     self.config.price_scales,
                     self.config.default_price_scale,
                 )
-            }
+            },
         )
 
     async def h_book(self, request: web.Request) -> web.StreamResponse:
@@ -637,9 +651,9 @@ class Api:
         depth = self.query_int(
             request, "depth", self.config.default_depth, 1, self.config.max_depth
         )
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         self.known_symbol(symbol)
-        return json_response(queries.book_view(self.service.engine, symbol, depth))
+        return read_answer(mark, queries.book_view(self.service.engine, symbol, depth))
 
     async def h_trades(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
@@ -647,34 +661,36 @@ class Api:
         limit = self.query_int(
             request, "limit", self.config.default_trades, 1, self.config.max_trades
         )
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         self.known_symbol(symbol)
-        return json_response(
-            {"symbol": symbol, "trades": queries.trades_view(self.service.engine, symbol, limit)}
+        return read_answer(
+            mark,
+            {"symbol": symbol, "trades": queries.trades_view(self.service.engine, symbol, limit)},
         )
 
     async def h_bbo(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
         symbol = request.match_info["symbol"]
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         self.known_symbol(symbol)
-        return json_response(queries.bbo_view(self.service.engine, symbol))
+        return read_answer(mark, queries.bbo_view(self.service.engine, symbol))
 
     async def h_analytics(self, request: web.Request) -> web.StreamResponse:
         self.market_reader(request)
         symbol = request.match_info["symbol"]
-        await self.consistent_read(request)
+        mark = await self.consistent_read(request)
         self.known_symbol(symbol)
-        return json_response(queries.analytics_view(self.service.engine, symbol))
+        return read_answer(mark, queries.analytics_view(self.service.engine, symbol))
 
     async def h_positions(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
-        await self.consistent_read(request)
-        return json_response(
+        mark = await self.consistent_read(request)
+        return read_answer(
+            mark,
             {
                 "client_id": client_id,
                 "positions": queries.positions_view(self.service.engine, client_id),
-            }
+            },
         )
 
     async def h_cluster(self, request: web.Request) -> web.StreamResponse:

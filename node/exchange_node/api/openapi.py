@@ -574,9 +574,53 @@ def _write_responses(ok: str, ok_schema: str, *, rejections: bool = True) -> dic
     return out
 
 
+READ_SCHEMAS = (
+    "Order",
+    "OrderList",
+    "Symbols",
+    "Book",
+    "Trades",
+    "BestBidOffer",
+    "Positions",
+    "Analytics",
+)
+"""Answers of reads: each carries ``read`` (ReadMark) and the X-Consistency and
+X-Applied-Index headers."""
+
+_READ_HEADERS = {
+    "X-Consistency": {
+        "description": "linearizable (ReadIndex: everything committed before the request) "
+        "or stale (this replica's state, ?consistency=stale).",
+        "schema": {"type": "string", "enum": ["linearizable", "stale"]},
+    },
+    "X-Applied-Index": {
+        "description": "The last log index applied to the state this answer was read from.",
+        "schema": _INT,
+    },
+}
+
+
+def _with_read_marks(components: dict[str, Any]) -> dict[str, Any]:
+    schemas = components["schemas"]
+    schemas["ReadMark"] = _obj(
+        {
+            "consistency": _READ_HEADERS["X-Consistency"]["schema"],
+            "applied_index": _INT,
+        },
+        additionalProperties=False,
+        description="What a read reflects: its consistency and the applied log index "
+        "(also in the X-Consistency and X-Applied-Index headers).",
+    )
+    for name in READ_SCHEMAS:
+        schemas[name]["properties"]["read"] = _ref("ReadMark")
+    return components
+
+
 def _read_responses(ok_schema: str, ok: str, *, auth: bool) -> dict[str, Any]:
+    answer = _json(ok_schema, ok)
+    answer["headers"] = _READ_HEADERS
     out: dict[str, Any] = {
-        "200": _json(ok_schema, ok),
+        "200": answer,
         "400": _R400,
         "429": _R429,
         "503": _R503,
@@ -892,5 +936,5 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
         },
         "tags": TAGS,
         "paths": paths,
-        "components": _components(config),
+        "components": _with_read_marks(_components(config)),
     }
