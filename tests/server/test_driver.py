@@ -336,3 +336,18 @@ def test_proposals_on_a_follower_fail_not_leader_and_deadlines_expire():
     assert c.replies[1].failed_ == []
     leader.expire(5.0)
     assert c.replies[1].failed_ == [("slow", Failure.TIMEOUT)]
+
+
+def test_a_deposed_leader_fails_its_unconfirmed_reads_at_once():
+    c = Cluster(3)
+    leader = c.elect(1)
+    c.deliver_all()
+    assert leader.read(["r"], NEVER)
+    c.drain(1)
+    c.net.clear()  # the heartbeats that would confirm the read are lost
+    # Another node wins a later term; its first message deposes node 1.
+    c.elect(2)
+    c.deliver_all()
+    assert leader.role is not Role.LEADER
+    assert c.replies[1].failed_ == [("r", Failure.NOT_LEADER)]
+    assert c.replies[1].reads == []

@@ -424,6 +424,15 @@ class Driver(Generic[T, R]):
             if was_leader and soft.role is not _LEADER:
                 batch.lost_leadership = True
                 self.notices.discard()
+                # Reads not yet confirmed by a quorum never will be here: fail them
+                # now (503 with the new leader's hint) instead of at their deadline.
+                # Confirmed ones stay: their read index held when it was confirmed.
+                unconfirmed = list(self._reads.values())
+                self._reads.clear()
+                for req in unconfirmed:
+                    self._fail_all_of(
+                        req.tokens, Failure.NOT_LEADER, "leadership lost before the read"
+                    )
         hs = rd.hard_state
         persisted = self._persisted_term_vote
         if hs is not None:
