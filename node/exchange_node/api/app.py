@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ from . import errors, jsonio, queries, schema
 from .auth import Authenticator, BatchReservation, RateLimiter, bearer_token, new_refusals
 from .config import ApiConfig
 from .errors import ApiError
-from .forwarding import LEADER_HEADER, Forwarder
+from .forwarding import LEADER_HEADER, LEADER_WATCH_S, Forwarder
 from .members import MemberStatusFetcher
 from .present import REJECT_FIELD, result_answer
 
@@ -114,7 +115,9 @@ class Api:
             config.forward_timeout_seconds,
             config.max_forward_hops,
             config.unavailable_retry_after_seconds,
+            leader_now=self.leader_http_now,
         )
+        self._leader_seen: tuple[float, str | None] = (-1.0, None)
         self.hub = WsHub(self)
         self.members = MemberStatusFetcher(
             service.status,
@@ -162,6 +165,19 @@ class Api:
             return run
 
         return wrap
+
+    def leader_http_now(self) -> str | None:
+        """This node's view of the leader's HTTP address, at most 50 ms old (one
+        status for every forwarded request in flight)."""
+        now = time.monotonic()
+        at, leader = self._leader_seen
+        if now - at >= LEADER_WATCH_S:
+            status = self.service.status()
+            leader = next((m.http_address for m in status.members if m.id == status.leader), None)
+            if status.leader == status.node_id:
+                leader = None  # this node leads now: nothing to forward to
+            self._leader_seen = (now, leader)
+        return leader
 
     async def not_leader(
         self, request: web.Request, exc: NotLeader, *, write: bool

@@ -9,6 +9,7 @@ moving; the client gets 503 + Retry-After). No known leader: 503 + Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import aiohttp
@@ -52,13 +53,31 @@ def request_hops(request: web.Request) -> int:
         return 0
 
 
+LEADER_WATCH_S = 0.05
+"""How often a forwarded request checks that its target is still the leader."""
+
+
 class Forwarder:
-    def __init__(self, timeout_seconds: float, max_hops: int, retry_after: float) -> None:
+    """Forwards to the leader. ``leader_now`` (this node's current view of the
+    leader's HTTP address) lets a forwarded request give up as soon as this node
+    learns that leadership moved: after a partition the old leader may never
+    answer, and waiting out the forward timeout would hold the client for
+    nothing. The client then gets 504 (outcome unknown; retrying with the same
+    client order id is safe) within about an election after the partition."""
+
+    def __init__(
+        self,
+        timeout_seconds: float,
+        max_hops: int,
+        retry_after: float,
+        leader_now: Callable[[], str | None] | None = None,
+    ) -> None:
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, connect=min(1.0, timeout_seconds)
         )
         self.max_hops = max_hops
         self.retry_after = retry_after
+        self.leader_now = leader_now
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -140,7 +159,49 @@ class Forwarder:
         *,
         write: bool,
     ) -> tuple[int, dict[str, str], bytes, str]:
-        """One request to the leader: (status, headers, body, content type), or ApiError."""
+        """One request to the leader: (status, headers, body, content type), or ApiError;
+        given up when this node sees another leader (or none) meanwhile."""
+        attempt = asyncio.ensure_future(
+            self._exchange(method, url, headers, body, leader_http, write=write)
+        )
+        if self.leader_now is None:
+            return await attempt
+        try:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=LEADER_WATCH_S)
+                if done:
+                    return attempt.result()
+                if self.leader_now() != leader_http:
+                    attempt.cancel()
+                    if write:
+                        raise ApiError(
+                            504,
+                            errors.TIMEOUT,
+                            "leadership moved while the request was at the old leader; "
+                            f"{errors.TIMEOUT_MESSAGE}",
+                            None,
+                        )
+                    raise ApiError(
+                        503,
+                        errors.UNAVAILABLE,
+                        "leadership moved while the request was at the old leader",
+                        None,
+                        retry_after=self.retry_after,
+                    )
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        leader_http: str,
+        *,
+        write: bool,
+    ) -> tuple[int, dict[str, str], bytes, str]:
         try:
             async with self.session().request(
                 method, url, data=body, headers=headers, allow_redirects=False
