@@ -232,6 +232,10 @@ def test_report_snapshot_success_probes_after_it_and_failure_from_the_match():
     c.report_snapshot(2, False)
     assert (pr.state, pr.next_index, pr.pending_snapshot) == (ProgressState.PROBE, 3, 0)
     assert pr.probe_sent is True
+    pr.match_index = 0  # a follower that never answered: probe from the start
+    pr.become_snapshot(9)
+    c.report_snapshot(2, False)
+    assert pr.next_index == 1
 
 
 def test_report_snapshot_and_unreachable_leave_other_states_and_strangers_alone():

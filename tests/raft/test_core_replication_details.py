@@ -261,6 +261,8 @@ def test_a_follower_leaves_snapshot_state_once_it_has_the_snapshot_or_reaches_th
     pr.become_snapshot(pending)
     ack(c, 2, acked)
     assert pr.state is state
+    if state is ProgressState.SNAPSHOT:
+        assert [m for m in sent(c) if m.to == 2] == []  # still waiting: no new snapshot
 
 
 # --------------------------------------------------------------------------- follower appends
