@@ -557,7 +557,9 @@ class Workload:
                 answers += list((open_doc or {}).get("orders") or [])
                 for view in answers:
                     if isinstance(view, dict) and isinstance(view.get("order_id"), int):
-                        views[view["order_id"]] = view
+                        # Without the read mark: replicas at one state may differ in
+                        # applied index (no-op entries), which is not divergence.
+                        views[view["order_id"]] = {k: v for k, v in view.items() if k != "read"}
             observations.append(
                 Observation(
                     node_name(node_id),
