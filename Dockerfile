@@ -20,9 +20,9 @@ RUN if ! command -v python3 >/dev/null; then \
 COPY . /src
 RUN set -e; python3 -m venv /opt/exchange; \
     if [ -n "$PIP_NO_INDEX" ]; then \
-        /opt/exchange/bin/pip install --no-index --find-links /src/build/wheels raft-exchange; \
+        /opt/exchange/bin/pip install --no-index --find-links /src/build/wheels "raft-exchange[backup]"; \
     else \
-        /opt/exchange/bin/pip install -c /src/constraints.txt /src; \
+        /opt/exchange/bin/pip install -c /src/constraints.txt "/src[backup]"; \
     fi; \
     /opt/exchange/bin/exchange --help >/dev/null; \
     /opt/exchange/bin/pip uninstall -y -q pip setuptools wheel

@@ -47,7 +47,7 @@ if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys, venv; sys.exit(sy
     wheel_python=build/wheel-venv/bin/python
 fi
 rm -rf build/wheels
-"$wheel_python" -m pip wheel -q . -c constraints.txt -w build/wheels 2> >(grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' >&2)
+"$wheel_python" -m pip wheel -q ".[backup]" -c constraints.txt -w build/wheels 2> >(grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' >&2)
 docker build -q --build-arg BASE_IMAGE="$LOCAL_BASE" --build-arg PIP_NO_INDEX=1 -t "$IMAGE" . >/dev/null
 size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
 echo "build-image: built $IMAGE ($((size / 1000000)) MB) in $(( $(date +%s) - start )) s"
