@@ -85,8 +85,10 @@ class BatchReport:
         }
 
 
-def _run_one(job: tuple[int, int, str | int, str | None, bool]) -> SeedResult:
-    seed, steps, nodes, raft_module, commit_rule = job
+def _run_one(job: tuple[int, int, str | int, str | None, bool, str | None]) -> SeedResult:
+    seed, steps, nodes, raft_module, commit_rule, plant = job
+    if plant is not None:
+        raft_module = load_mutant(plant)  # built again in a fresh worker (cached per process)
     module = importlib.import_module(raft_module) if raft_module else None
     if module is not None and hasattr(module, "Driver"):
         return run_seed(seed, steps, nodes, driver=module, commit_rule=commit_rule)
@@ -101,17 +103,22 @@ def iter_results(
     workers: int | None = None,
     raft_module: str | None = None,
     commit_rule: bool = True,
+    plant: str | None = None,
 ) -> Iterator[SeedResult]:
     """Results as they finish (not in seed order). ``raft_module`` names the
-    core's package (default ``exchange_node.raft``); it must be importable in
-    the workers, which are forked, so a module built at run time works too."""
-    jobs = [(seed, steps, nodes, raft_module, commit_rule) for seed in seeds]
+    core's package (default ``exchange_node.raft``); ``plant`` a planted bug,
+    whose copy of the core each worker builds itself. Workers come from a fork
+    server (a fresh process): forked from a long-lived parent that holds gRPC
+    threads and C extensions, they crawled or crashed in garbage collection."""
+    if plant is not None:
+        raft_module = None
+    jobs = [(seed, steps, nodes, raft_module, commit_rule, plant) for seed in seeds]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         for job in jobs:
             yield _run_one(job)
         return
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
     with context.Pool(workers) as pool:
         yield from pool.imap_unordered(_run_one, jobs, chunksize=1)
 
@@ -129,12 +136,16 @@ def run_batch(
     plant: str | None = None,
 ) -> BatchReport:
     """Run ``seeds``; ``plant`` names a planted bug (see ``mutation``) to run against."""
-    if plant is not None:
-        raft_module = load_mutant(plant)
     report = BatchReport(steps=steps, plant=plant)
     started = time.perf_counter()
     results = iter_results(
-        seeds, steps, nodes, workers=workers, raft_module=raft_module, commit_rule=commit_rule
+        seeds,
+        steps,
+        nodes,
+        workers=workers,
+        raft_module=raft_module,
+        commit_rule=commit_rule,
+        plant=plant,
     )
     for result in results:
         report.add(result, nodes)
