@@ -91,6 +91,27 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             f"Follower {{{{ $labels.peer }}}} is more than {FOLLOWER_LAG_ENTRIES} entries behind.",
         ),
         Alert(
+            "ExchangeFollowerLostTail",
+            f"max by (peer) (exchange_raft_follower_healthy{sel} == bool 0) > 0"
+            f" or max by (peer) (delta(exchange_raft_follower_regressions{sel}[10m])) > 0",
+            "1m",
+            "critical",
+            f"A follower of {where} lost part of its log",
+            "The leader found follower {{ $labels.peer }}'s log shorter than it had "
+            "acknowledged (its disk lost a tail) and is repairing it: until it has caught up "
+            "the cluster runs on fewer replicas than it believes.",
+        ),
+        Alert(
+            "ExchangeMemberRecovering",
+            f"max by (pod) (exchange_raft_recovering_index{sel}) > 0",
+            "5m",
+            "warning",
+            f"A member of {where} is recovering a lost log tail",
+            "Pod {{ $labels.pod }} started with less log than it had promised (a lost "
+            "acknowledged tail or corruption); it does not help elect a leader until a "
+            "leader has brought it back.",
+        ),
+        Alert(
             "ExchangeCommitLatencyHigh",
             "histogram_quantile(0.99, sum by (le) "
             f"(rate(exchange_raft_commit_latency_seconds_bucket{sel}[5m])))"

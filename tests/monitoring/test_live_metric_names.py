@@ -16,7 +16,9 @@ them (they would collide and be renamed ``exported_*``), and the ServiceMonitor
 or the Prometheus Operator must provide them.
 
 Every name must be exported by the leader; followers export every name except
-``exchange_raft_follower_lag_entries``, which only the leader can know.
+the per-follower gauges (``exchange_raft_follower_lag_entries``,
+``exchange_raft_follower_healthy``, ``exchange_raft_follower_regressions``),
+which only the leader can know.
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ from monitoring_support import (
 )
 
 NS, CLUSTER = "trading", "xc"
-LEADER_ONLY = {"exchange_raft_follower_lag_entries"}
+LEADER_ONLY = {
+    "exchange_raft_follower_lag_entries",
+    "exchange_raft_follower_healthy",
+    "exchange_raft_follower_regressions",
+}
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,24 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "4m",
         {"peer": "3"},
     ),
+    "ExchangeFollowerLostTail": (
+        [
+            series("exchange_raft_follower_healthy", "1 1 0x20", pod="xc-0", peer="3"),
+            series("exchange_raft_follower_regressions", "0 0 1x20", pod="xc-0", peer="3"),
+        ],
+        [
+            series("exchange_raft_follower_healthy", "1x20", pod="xc-0", peer="3"),
+            series("exchange_raft_follower_regressions", "0x20", pod="xc-0", peer="3"),
+        ],
+        "5m",
+        {"peer": "3"},
+    ),
+    "ExchangeMemberRecovering": (
+        [series("exchange_raft_recovering_index", "500x20", pod="xc-1")],
+        [series("exchange_raft_recovering_index", "0x20", pod="xc-1")],
+        "8m",
+        {"pod": "xc-1"},
+    ),
     "ExchangeCommitLatencyHigh": (
         histogram(
             "exchange_raft_commit_latency_seconds",
