@@ -466,6 +466,12 @@ class LocalTarget:
         self.cluster.start(node_id)
 
         def undo() -> None:
+            if "repaired" in (fault.outcome or ""):
+                # The node cut the damage off and has written since: the original
+                # bytes no longer fit its log. It is whole again; keep it running.
+                if not self.cluster.alive(node_id):
+                    self.cluster.start(node_id)
+                return
             self.cluster.stop(node_id)
             Path(path).write_bytes(original)
             self.cluster.start(node_id)
@@ -495,6 +501,11 @@ class LocalTarget:
                 last = st
                 if st.get("diverged") or st.get("fenced"):
                     return f"detected: {'fenced' if st.get('fenced') else 'diverged'}"
+                verdict = st.get("recovery_verdict")
+                if verdict in ("corruption", "lost_acknowledged_tail"):
+                    # Protocol-aware recovery (docs/recovery.md): the damage was found
+                    # at start, cut off, and the node repairs itself from its peers.
+                    return f"detected: {verdict} at start, repaired from the peers"
             time.sleep(0.2)
         if last is None:
             return "no status in the watch window"
