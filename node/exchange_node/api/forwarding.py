@@ -10,6 +10,7 @@ moving; the client gets 503 + Retry-After). No known leader: 503 + Retry-After.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -71,6 +72,7 @@ class Forwarder:
         max_hops: int,
         retry_after: float,
         leader_now: Callable[[], str | None] | None = None,
+        tls: Callable[[], ssl.SSLContext | bool] | None = None,
     ) -> None:
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, connect=min(1.0, timeout_seconds)
@@ -78,6 +80,9 @@ class Forwarder:
         self.max_hops = max_hops
         self.retry_after = retry_after
         self.leader_now = leader_now
+        self.tls = tls
+        """The TLS context for leaders served over HTTPS (a node that serves HTTPS
+        forwards over HTTPS: members of one cluster serve alike)."""
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -124,7 +129,8 @@ class Forwarder:
         if "Authorization" not in headers and "token" in request.query:
             headers["Authorization"] = f"Bearer {request.query['token']}"
         _inject_trace_context(headers, request)
-        url = f"http://{leader_http}{request.rel_url}"
+        scheme = "https" if request.secure else "http"
+        url = f"{scheme}://{leader_http}{request.rel_url}"
         return await self.send(request.method, url, headers, body, leader_http, write=write)
 
     async def send(
@@ -203,8 +209,9 @@ class Forwarder:
         write: bool,
     ) -> tuple[int, dict[str, str], bytes, str]:
         try:
+            tls = self.tls() if self.tls is not None and url.startswith("https:") else True
             async with self.session().request(
-                method, url, data=body, headers=headers, allow_redirects=False
+                method, url, data=body, headers=headers, allow_redirects=False, ssl=tls
             ) as upstream:
                 payload = await upstream.read()
                 return (

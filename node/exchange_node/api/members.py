@@ -136,6 +136,10 @@ class MemberStatusFetcher:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return False, {}, type(exc).__name__
 
+    def tls(self) -> ssl.SSLContext | bool:
+        """The context for members' HTTPS (also used to forward to the leader)."""
+        return self._tls()
+
     def _tls(self) -> ssl.SSLContext | bool:
         if self._ssl is None:
             if not self.verify_tls:
