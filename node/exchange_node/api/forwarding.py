@@ -167,11 +167,11 @@ class Forwarder:
     ) -> tuple[int, dict[str, str], bytes, str]:
         """One request to the leader: (status, headers, body, content type), or ApiError;
         given up when this node sees another leader (or none) meanwhile."""
+        if self.leader_now is None:  # no watch: no task of its own
+            return await self._exchange(method, url, headers, body, leader_http, write=write)
         attempt = asyncio.ensure_future(
             self._exchange(method, url, headers, body, leader_http, write=write)
         )
-        if self.leader_now is None:
-            return await attempt
         try:
             while True:
                 done, _ = await asyncio.wait({attempt}, timeout=LEADER_WATCH_S)
@@ -179,21 +179,8 @@ class Forwarder:
                     return attempt.result()
                 if self.leader_now() != leader_http:
                     attempt.cancel()
-                    if write:
-                        raise ApiError(
-                            504,
-                            errors.TIMEOUT,
-                            "leadership moved while the request was at the old leader; "
-                            f"{errors.TIMEOUT_MESSAGE}",
-                            None,
-                        )
-                    raise ApiError(
-                        503,
-                        errors.UNAVAILABLE,
-                        "leadership moved while the request was at the old leader",
-                        None,
-                        retry_after=self.retry_after,
-                    )
+                    moved = "leadership moved while the request was at the old leader"
+                    raise self._unanswered(write, moved, f"{moved}; ")
         finally:
             if not attempt.done():
                 attempt.cancel()
@@ -230,12 +217,11 @@ class Forwarder:
                 retry_after=self.retry_after,
             ) from None
         except (TimeoutError, aiohttp.ClientError):
-            if write:
-                raise ApiError(504, errors.TIMEOUT, errors.TIMEOUT_MESSAGE, None) from None
-            raise ApiError(
-                503,
-                errors.UNAVAILABLE,
-                f"the leader at {leader_http} did not answer",
-                None,
-                retry_after=self.retry_after,
-            ) from None
+            raise self._unanswered(write, f"the leader at {leader_http} did not answer") from None
+
+    def _unanswered(self, write: bool, why: str, write_prefix: str = "") -> ApiError:
+        """A request sent to the leader without an answer: a write's outcome is unknown
+        (504; retrying with the same client order id is safe), a read is just 503."""
+        if write:
+            return ApiError(504, errors.TIMEOUT, write_prefix + errors.TIMEOUT_MESSAGE, None)
+        return ApiError(503, errors.UNAVAILABLE, why, None, retry_after=self.retry_after)
