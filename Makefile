@@ -44,7 +44,7 @@ system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; s
 	scripts/dockerd.sh
 
 test: install system-deps  ## run the whole suite (pytest's "no tests ran" fails the target)
-	$(PY) -m pytest -m 'not soak and not e2e' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not soak and not e2e and not chaos' $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint + format check), mypy (strict on the consensus core and operator), manifest drift
 	$(VENV)/bin/ruff check node tests operator scripts client
@@ -74,12 +74,15 @@ bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 	$(EXCHANGE) bench cluster --json
 	$(EXCHANGE) bench fairness --json
 
-# Every scenario for several seeds, longer runs; reports under build/chaos/SCENARIO-sSEED/.
-# Not part of `make test` (that runs the short suite, tests/chaos/test_run_short.py).
+# The harness's real-fault tests (marker chaos: network namespaces, netem, link proxies,
+# FUSE disk errors and stalls on real nodes), then every scenario for several seeds,
+# longer runs; reports under build/chaos/SCENARIO-sSEED/. Not part of `make test` (that
+# runs the short suite, tests/chaos/test_run_short.py, and the power-cut tests).
 CHAOS_SEEDS ?= 1 2 3
 CHAOS_DURATION ?= 60
 .PHONY: chaos
-chaos: install  ## every chaos scenario for CHAOS_SEEDS (1 2 3), CHAOS_DURATION (60) s each; reports in build/chaos/
+chaos: install system-deps  ## real-fault tests, then every chaos scenario for CHAOS_SEEDS (1 2 3), CHAOS_DURATION (60) s each
+	$(PY) -m pytest -m chaos -rs tests/chaos $(PYTEST_ARGS)
 	@failed=0; for scenario in $$($(EXCHANGE) chaos list | cut -d' ' -f1); do \
 	  for seed in $(CHAOS_SEEDS); do \
 	    $(EXCHANGE) chaos run $$scenario --target local --duration $(CHAOS_DURATION) --seed $$seed \

@@ -184,6 +184,7 @@ def test_power_cut_loses_acknowledged_orders_when_fsync_is_disabled(
     assert lost, "a node that never fsyncs lost nothing in a power cut: the check is blind"
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("kind", ["eio_fsync", "eio_write", "full"])
 def test_a_disk_error_on_the_leader_stops_it_before_any_ack(
     make_cluster: MakeCluster, kind: str
@@ -234,6 +235,7 @@ def test_a_disk_error_on_the_leader_stops_it_before_any_ack(
     cluster.wait_converged([m.node_id for m in cluster.spec.members], timeout=60)
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("then", ["heal", "power_cut"])
 def test_a_stalled_leader_disk_moves_leadership_and_loses_nothing(
     make_cluster: MakeCluster, then: str
