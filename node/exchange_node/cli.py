@@ -37,6 +37,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "fairness": ("exchange_node.tools.bench.fairness", "a victim's latency while one client hogs"),
     "transport": ("exchange_node.tools.bench.transport", "replication between two processes"),
     "etcd": ("exchange_node.tools.bench.etcd", "etcd 3.4 measured as `bench cluster` measures us"),
+    "snapshot": (
+        "exchange_node.tools.bench.snapshot",
+        "event-loop stalls and client p99 during snapshots of a deep book",
+    ),
 }
 
 
