@@ -1,51 +1,35 @@
-"""The public HTTP API: routes, handlers and the mapping of service errors to answers.
+"""The public HTTP API: routes, handlers and request plumbing.
 
 ``add_routes(app, service, config)`` mounts everything on an existing
 application (the node's shell adds /healthz, /readyz, /metrics and the admin
 API beside it); ``create_app(service, config)`` makes a stand-alone one.
+
+Order entry (place, batch, cancel, replace, mass cancel, in-flight counts) is
+``orders.OrderEntry``, which the WebSocket hub (``ws.py``) holds too; this
+module only routes to it. Reads go to ``queries``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from exchange_node.engine.commands import (
-    Cancel,
-    CancelReplace,
-    MassCancel,
-    NewOrder,
-    OrderType,
-    RejectReason,
-    SelfTradeMode,
-    Side,
-    TimeInForce,
-    check_price_quantity,
-    validate_format,
-)
-from exchange_node.service import (
-    ExchangeService,
-    NotLeader,
-    Overloaded,
-    ServiceError,
-    Timeout,
-    Unavailable,
-)
+from exchange_node.engine.commands import SymbolSpec
+from exchange_node.service import ExchangeService, NotLeader, ServiceError
 
 from . import errors, jsonio, queries, schema
-from .auth import Authenticator, BatchReservation, RateLimiter, bearer_token, new_refusals
+from .auth import Authenticator, RateLimiter, bearer_token, new_refusals
 from .config import ApiConfig
 from .errors import ApiError
 from .forwarding import LEADER_HEADER, LEADER_WATCH_S, Forwarder
 from .members import MemberStatusFetcher
-from .present import REJECT_FIELD, result_answer
+from .orders import OrderEntry, service_error
+from .ws import WsHub
 
 API_KEY: web.AppKey[Api] = web.AppKey("exchange_api")
 
@@ -53,22 +37,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _JSON = "application/json"
 _BODY_KEY: web.RequestKey[bytes] = web.RequestKey("exchange_api.body", bytes)
-
-_SIDE = {"BUY": Side.BUY, "SELL": Side.SELL}
-_ORDER_TYPE = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET}
-_TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
-_STP = {mode.name: mode for mode in SelfTradeMode}
-
-_REJECT_CODE = {
-    RejectReason.UNKNOWN_SYMBOL: errors.UNKNOWN_SYMBOL,
-    RejectReason.PRICE_OFF_TICK: errors.PRICE_OFF_TICK,
-    RejectReason.QUANTITY_OFF_LOT: errors.QUANTITY_OFF_LOT,
-}
-
-
-YIELD_EVERY = 100
-"""A batch request gives the event loop back every this many orders (validating them,
-then building their answers), so a large batch delays others by a slice, not by all."""
 
 
 def json_response(
@@ -87,16 +55,12 @@ def read_answer(mark: dict[str, Any], body: dict[str, Any]) -> web.Response:
     return json_response({**body, "read": mark}, headers=headers)  # views may be shared
 
 
-def _new_client_order_id() -> str:
-    return f"api-{uuid.uuid4().hex}"
-
-
 class Api:
-    """Everything the handlers share: the service, config, auth, forwarding, the WS hub."""
+    """The HTTP side: request plumbing (bodies, query and path parameters, reads at a
+    consistency, errors as JSON, forwarding) and the handlers of ``ROUTES``. Order
+    entry is ``orders``, shared with the WebSocket ``hub``."""
 
     def __init__(self, service: ExchangeService, config: ApiConfig) -> None:
-        from .ws import WsHub  # the hub imports this module's helpers
-
         self.service = service
         self.config = config
         self.refusals = new_refusals()
@@ -122,7 +86,8 @@ class Api:
             tls=lambda: self.members.tls(),
         )
         self._leader_seen: tuple[float, str | None] = (-1.0, None)
-        self.hub = WsHub(self)
+        self.orders = OrderEntry(service, config, self.refusals)
+        self.hub = WsHub(service, config, self.orders, self.auth, self.forwarder)
         self.members = MemberStatusFetcher(
             service.status,
             timeout_seconds=config.member_status_timeout_seconds,
@@ -131,9 +96,6 @@ class Api:
             ca_file=config.member_status_ca_file,
         )
         self._openapi_body: bytes | None = None
-        self._symbols: dict[str, Any] = {}
-        self.in_flight: dict[str, int] = {}
-        """Client id -> commands submitted here and not yet answered."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,7 +126,9 @@ class Api:
                     except ApiError as inner:
                         return inner.response()
                 except ServiceError as exc:
-                    return self.service_error(exc).response()
+                    return service_error(
+                        exc, self.config.unavailable_retry_after_seconds
+                    ).response()
 
             return run
 
@@ -200,23 +164,6 @@ class Api:
             request, exc.leader_http, request.get(_BODY_KEY), write=write
         )
         return response
-
-    def service_error(self, exc: ServiceError) -> ApiError:
-        retry = self.config.unavailable_retry_after_seconds
-        if isinstance(exc, Overloaded):
-            return ApiError(
-                503,
-                errors.OVERLOADED,
-                "the node is overloaded (proposal queue full); retry after the Retry-After delay",
-                retry_after=exc.retry_after_seconds,
-            )
-        if isinstance(exc, Timeout):
-            return ApiError(504, errors.TIMEOUT, errors.TIMEOUT_MESSAGE)
-        if isinstance(exc, Unavailable):
-            return ApiError(503, errors.UNAVAILABLE, f"unavailable: {exc}", retry_after=retry)
-        if isinstance(exc, NotLeader):
-            return self.forwarder.no_leader("this node is not the leader")
-        return ApiError(503, errors.UNAVAILABLE, f"unavailable: {exc}", retry_after=retry)
 
     async def read_json(self, request: web.Request, *, allow_empty: bool = False) -> Any:
         """The request body as JSON: 415 for a wrong content type, 413 when too large,
@@ -291,20 +238,8 @@ class Api:
         # No await from here to the answer: the body is built at this index.
         return {"consistency": mode, "applied_index": self.service.applied_index}
 
-    def symbols(self) -> Mapping[str, Any]:
-        """Listed symbols -> spec, cached: a symbol's tick and lot sizes never change
-        once listed and symbols are never delisted, so only a miss refreshes it."""
-        return self._symbols
-
-    def symbol_spec(self, symbol: str) -> Any:
-        spec = self._symbols.get(symbol)
-        if spec is None:
-            self._symbols = dict(queries.symbol_specs(self.service.engine))
-            spec = self._symbols.get(symbol)
-        return spec
-
-    def known_symbol(self, symbol: str, field: str = "symbol", status: int = 404) -> Any:
-        spec = self.symbol_spec(symbol)
+    def known_symbol(self, symbol: str, field: str = "symbol", status: int = 404) -> SymbolSpec:
+        spec = self.orders.symbol_spec(symbol)
         if spec is None:
             raise ApiError(status, errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}", field)
         return spec
@@ -350,268 +285,56 @@ class Api:
             )
         return raw
 
-    # ------------------------------------------------------------------ commands
-
-    def new_order_command(
-        self, client_id: str, fields: dict[str, Any], prefix: str = ""
-    ) -> NewOrder:
-        """A validated NewOrder from schema-checked ``fields``; 400 naming the field otherwise."""
-
-        def at(name: str) -> str:
-            return f"{prefix}.{name}" if prefix else name
-
-        symbol = fields["symbol"]
-        spec = self.symbol_spec(symbol)
-        if spec is None:
-            raise errors.bad_request(
-                errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", at("symbol")
-            )
-        order_type = _ORDER_TYPE[fields["order_type"]]
-        price = fields.get("price")
-        tif = _TIF[fields["time_in_force"]]
-        if order_type is OrderType.MARKET:
-            if price not in (None, 0):
-                raise errors.bad_request(
-                    errors.INVALID_VALUE, "a MARKET order takes no price (absent or 0)", at("price")
-                )
-            price = 0
-        elif price is None:
-            raise errors.bad_request(
-                errors.MISSING_FIELD,
-                f"missing required field {at('price')!r} for a LIMIT order",
-                at("price"),
-            )
-        elif price <= 0:
-            raise errors.bad_request(
-                errors.INVALID_VALUE,
-                f"{at('price')} must be positive for a LIMIT order",
-                at("price"),
-            )
-        if fields["post_only"] and (order_type is OrderType.MARKET or tif is not TimeInForce.GTC):
-            raise errors.bad_request(
-                errors.INVALID_VALUE, "post_only requires a GTC LIMIT order", at("post_only")
-            )
-        command = NewOrder(
-            client_id=client_id,
-            client_order_id=fields.get("client_order_id") or _new_client_order_id(),
-            symbol=symbol,
-            side=_SIDE[fields["side"]],
-            order_type=order_type,
-            time_in_force=tif,
-            price=price,
-            quantity=fields["quantity"],
-            post_only=fields["post_only"],
-            stp=_STP[fields["stp"]],
-        )
-        self.check_format(command, self.symbols(), prefix)
-        return command
-
-    @staticmethod
-    def check_format(command: Any, symbols: Mapping[str, Any], prefix: str = "") -> None:
-        """The engine's own format check: whatever it would reject never reaches the log."""
-        rejection = validate_format(command, symbols)
-        if rejection is None:
-            return
-        name = REJECT_FIELD.get(rejection.reason)
-        field = (f"{prefix}.{name}" if prefix else name) if name else (prefix or None)
-        raise errors.bad_request(
-            _REJECT_CODE.get(rejection.reason, errors.INVALID_VALUE), rejection.message, field
-        )
-
-    def check_in_flight(self, client_id: str, count: int) -> None:
-        """429 naming the limit when ``count`` more commands would take ``client_id``
-        over ``max_in_flight_per_client`` (a lone request larger than it may go)."""
-        cap = self.config.max_in_flight_per_client
-        have = self.in_flight.get(client_id, 0)
-        if have and have + count > cap:
-            self.refusals["in_flight"] += 1
-            raise ApiError(
-                429,
-                errors.TOO_MANY_IN_FLIGHT,
-                f"{have} commands of this client are waiting to be applied; "
-                f"at most {cap} may be (max_in_flight_per_client)",
-                None,
-                retry_after=self.config.unavailable_retry_after_seconds,
-                extra={"limit": "max_in_flight_per_client", "max": cap, "in_flight": have},
-            )
-
-    @contextlib.contextmanager
-    def in_flight_slot(self, client_id: str, count: int) -> Iterator[None]:
-        """Count ``count`` commands of ``client_id`` as in flight while the block runs
-        (429 when over the limit): from validation to the answer, so that one client's
-        requests cannot occupy the event loop beyond its share."""
-        self.check_in_flight(client_id, count)
-        in_flight = self.in_flight
-        in_flight[client_id] = in_flight.get(client_id, 0) + count
-        try:
-            yield
-        finally:
-            left = in_flight[client_id] - count
-            if left:
-                in_flight[client_id] = left
-            else:
-                del in_flight[client_id]
-
-    async def submit(self, commands: list[Any]) -> list[Any]:
-        """Propose ``commands`` (all of one client) and wait until they are applied."""
-        with self.in_flight_slot(commands[0].client_id, len(commands)):
-            return list(await self.service.submit(commands))
-
-    # --- operations shared by HTTP and WebSocket (they return status and body) ---
-
-    async def place_order(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
-        fields = schema.NEW_ORDER.validate(payload)
-        command = self.new_order_command(client_id, fields)
-        (result,) = await self.submit([command])
-        return result_answer(result, client_id)
-
-    async def place_batch(
-        self, client_id: str, payload: Any, reservation: BatchReservation | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """``reservation``: the rate-limit tokens taken for the batch, settled at one
-        per order once they are counted (a client's limit bounds the work it causes,
-        not its requests)."""
-        body = schema.BATCH.validate(payload)
-        items = schema.validate_array(
-            body[schema.BATCH_ITEMS_FIELD],
-            schema.BATCH_ITEMS_FIELD,
-            schema.NEW_ORDER,
-            self.config.max_batch,
-        )
-        if reservation is not None:
-            reservation.settle(len(items))
-        with self.in_flight_slot(client_id, len(items)):
-            commands = []
-            for i, item in enumerate(items):
-                if i and i % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let other clients' requests in between
-                commands.append(
-                    self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
-                )
-            results = await self.service.submit(commands)
-            out = []
-            for i, result in enumerate(results):
-                if i and i % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                status, answer = result_answer(result, client_id)
-                out.append({"status": status, **answer} if status != 200 else answer)
-        return 200, {"results": out}
-
-    async def cancel_order(
-        self, client_id: str, order_id: int | None, client_order_id: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        if order_id is not None:
-            self.check_owner(client_id, queries.order_owner(self.service.engine, order_id))
-        command = Cancel(client_id=client_id, order_id=order_id, client_order_id=client_order_id)
-        self.check_format(command, self.symbols())
-        (result,) = await self.submit([command])
-        return result_answer(result, client_id)
-
-    async def replace_order(
-        self,
-        client_id: str,
-        order_id: int | None,
-        client_order_id: str | None,
-        payload: Any,
-    ) -> tuple[int, dict[str, Any]]:
-        fields = schema.REPLACE.validate(payload)
-        engine = self.service.engine
-        if order_id is not None:
-            self.check_owner(client_id, queries.order_owner(engine, order_id))
-            symbol = queries.order_symbol(engine, order_id)
-        else:
-            assert client_order_id is not None
-            symbol = queries.order_symbol_by_client_id(engine, client_id, client_order_id)
-        if symbol is not None:
-            spec = self.symbol_spec(symbol)
-            if spec is not None:
-                rejection = check_price_quantity(spec, fields["price"], fields["quantity"])
-                if rejection is not None:
-                    name = REJECT_FIELD.get(rejection.reason)
-                    raise errors.bad_request(
-                        _REJECT_CODE.get(rejection.reason, errors.INVALID_VALUE),
-                        rejection.message,
-                        name,
-                    )
-        command = CancelReplace(
-            client_id=client_id,
-            order_id=order_id,
-            client_order_id=client_order_id,
-            new_client_order_id=fields.get("new_client_order_id") or _new_client_order_id(),
-            price=fields["price"],
-            quantity=fields["quantity"],
-        )
-        self.check_format(command, self.symbols())
-        (result,) = await self.submit([command])
-        return result_answer(result, client_id)
-
-    async def mass_cancel(self, client_id: str, payload: Any) -> tuple[int, dict[str, Any]]:
-        fields = schema.MASS_CANCEL.validate(payload)
-        symbol = fields.get("symbol")
-        if symbol is not None and self.symbol_spec(symbol) is None:
-            raise errors.bad_request(errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", "symbol")
-        command = MassCancel(client_id=client_id, symbol=symbol)
-        self.check_format(command, self.symbols())
-        (result,) = await self.submit([command])
-        return result_answer(result, client_id)
-
-    @staticmethod
-    def check_owner(client_id: str, owner: str | None) -> None:
-        if owner is not None and owner != client_id:
-            raise ApiError(
-                403, errors.FORBIDDEN, "this order belongs to another client", "order_id"
-            )
-
     # ------------------------------------------------------------------ HTTP handlers
 
     async def h_new_order(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         payload = await self.read_json(request)
-        status, body = await self.place_order(client_id, payload)
+        status, body = await self.orders.place_order(client_id, payload)
         return json_response(body, status)
 
     async def h_batch(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
-        self.check_in_flight(client_id, 1)  # before reading and parsing the body
+        self.orders.check_in_flight(client_id, 1)  # before reading and parsing the body
         token = bearer_token(request)
         assert token is not None  # client_for checked it
         reservation = self.auth.reserve_batch(token, self.config.max_batch, request)
         try:
             payload = await self.read_json(request)
-            status, body = await self.place_batch(client_id, payload, reservation)
+            status, body = await self.orders.place_batch(client_id, payload, reservation)
         finally:
             reservation.release()  # a no-op once settled
         return json_response(body, status)
 
     async def h_cancel(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
-        status, body = await self.cancel_order(client_id, self.path_order_id(request), None)
+        status, body = await self.orders.cancel_order(client_id, self.path_order_id(request), None)
         return json_response(body, status)
 
     async def h_cancel_by_client_id(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         coid = self.path_client_order_id(request)
-        status, body = await self.cancel_order(client_id, None, coid)
+        status, body = await self.orders.cancel_order(client_id, None, coid)
         return json_response(body, status)
 
     async def h_replace(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         order_id = self.path_order_id(request)
         payload = await self.read_json(request)
-        status, body = await self.replace_order(client_id, order_id, None, payload)
+        status, body = await self.orders.replace_order(client_id, order_id, None, payload)
         return json_response(body, status)
 
     async def h_replace_by_client_id(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         coid = self.path_client_order_id(request)
         payload = await self.read_json(request)
-        status, body = await self.replace_order(client_id, None, coid, payload)
+        status, body = await self.orders.replace_order(client_id, None, coid, payload)
         return json_response(body, status)
 
     async def h_mass_cancel(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)
         payload = await self.read_json(request, allow_empty=True)
-        status, body = await self.mass_cancel(client_id, payload)
+        status, body = await self.orders.mass_cancel(client_id, payload)
         return json_response(body, status)
 
     async def h_get_order(self, request: web.Request) -> web.StreamResponse:
@@ -621,7 +344,7 @@ class Api:
         order = queries.order_view(self.service.engine, order_id)
         if order is None:
             raise ApiError(404, errors.NOT_FOUND, f"no order {order_id}", "order_id")
-        self.check_owner(client_id, order["client_id"])
+        self.orders.check_owner(client_id, order["client_id"])
         return read_answer(mark, order)
 
     async def h_get_order_by_client_id(self, request: web.Request) -> web.StreamResponse:

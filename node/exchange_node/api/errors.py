@@ -97,3 +97,10 @@ def retry_after_header(seconds: float) -> str:
 
 def bad_request(code: str, message: str, field: str | None = None) -> ApiError:
     return ApiError(400, code, message, field)
+
+
+def no_leader(why: str, retry_after: float) -> ApiError:
+    """503: no leader to take the request now (an election is under way)."""
+    return ApiError(
+        503, NO_LEADER, f"{why}; retry after the Retry-After delay", None, retry_after=retry_after
+    )

@@ -35,22 +35,22 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from exchange_node.engine.events import Accepted, BookUpdate, Fill, Rejected, TradingStatus
-from exchange_node.service import NotLeader, ServiceError
+from exchange_node.service import ExchangeService, NotLeader, ServiceError
 
 from . import errors, jsonio, queries
-from .auth import bearer_token
+from .auth import Authenticator, bearer_token
+from .config import ApiConfig
 from .errors import ApiError
-from .forwarding import HOP_HEADER
+from .forwarding import HOP_HEADER, Forwarder
+from .orders import Answer, OrderEntry, service_error
 from .present import own_fill, public_trade
-
-if TYPE_CHECKING:
-    from .app import Api
+from .schema import WS_CANCEL
 
 log = logging.getLogger("exchange_node.api.ws")
 
@@ -103,7 +103,7 @@ class Connection:
         address: str,
         transport: asyncio.BaseTransport | None,
     ) -> None:
-        config = hub.api.config
+        config = hub.config
         self.hub = hub
         self.ws = ws
         self.client_id = client_id
@@ -164,8 +164,23 @@ class Connection:
 
 
 class WsHub:
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    """The WebSocket side of one application: connections, subscriptions, the fan-out
+    of applied entries and order entry through the shared ``orders``."""
+
+    def __init__(
+        self,
+        service: ExchangeService,
+        config: ApiConfig,
+        orders: OrderEntry,
+        auth: Authenticator,
+        forwarder: Forwarder,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.orders = orders
+        self.auth = auth
+        self.forwarder = forwarder
+        self.refusals = orders.refusals
         self.connections: set[Connection] = set()
         self.book_subs: dict[str, set[Connection]] = {}
         self.trade_subs: dict[str, set[Connection]] = {}
@@ -218,7 +233,7 @@ class WsHub:
         while not self._closed:
             subscription: Any = None
             try:
-                subscription = self._subscription = self.api.service.subscribe()
+                subscription = self._subscription = self.service.subscribe()
                 if not first:
                     # Subscribed again first, so nothing falls between the two.
                     self._resync()
@@ -365,7 +380,7 @@ class WsHub:
 
     def _snapshot(self, symbol: str) -> tuple[int, bytes]:
         """The full-depth snapshot of ``symbol``, built and encoded once per book seq."""
-        engine = self.api.service.engine
+        engine = self.service.engine
         cached = self._snapshots.get(symbol)
         if cached is not None and cached[0] == engine.best_bid_offer(symbol).seq:
             return cached
@@ -382,7 +397,7 @@ class WsHub:
             return
         conn.closing = True
         conn.clear()  # its memory goes back now, not when the socket is gone
-        self.api.refusals["ws_slow_consumer"] += 1
+        self.refusals["ws_slow_consumer"] += 1
         log.info(
             "closing a slow WebSocket consumer",
             extra={"remote": conn.address, "client_id": conn.client_id},
@@ -410,13 +425,13 @@ class WsHub:
     # ------------------------------------------------------------------ connections
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        config = self.api.config
+        config = self.config
         token = bearer_token(request, allow_query=True)
         client_id: str | None = None
         if token is not None:
-            client_id = self.api.auth.api_keys.get(token)
+            client_id = self.auth.api_keys.get(token)
             if client_id is None:
-                return self.api.auth.failed(request).response()
+                return self.auth.failed(request).response()
         elif not config.public_market_data:
             return ApiError(
                 401,
@@ -458,7 +473,7 @@ class WsHub:
 
     def _over_connection_caps(self, token: str | None, address: str) -> ApiError | None:
         """429 naming the cap a new connection would exceed, or None."""
-        config = self.api.config
+        config = self.config
         checks = [
             (self.per_address, address, config.ws_max_connections_per_address, "per address"),
         ]
@@ -475,13 +490,13 @@ class WsHub:
             checks.append((self.per_key, token, config.ws_max_connections_per_key, "per API key"))
         for counts, key, cap, what in checks:
             if counts.get(key, 0) >= cap:
-                self.api.refusals["ws_connections"] += 1
+                self.refusals["ws_connections"] += 1
                 return ApiError(
                     429,
                     errors.RATE_LIMITED,
                     f"too many WebSocket connections {what} (limit {cap})",
                     None,
-                    retry_after=self.api.config.unavailable_retry_after_seconds,
+                    retry_after=self.config.unavailable_retry_after_seconds,
                 )
         return None
 
@@ -505,7 +520,7 @@ class WsHub:
         token: str | None,
         address: str,
     ) -> web.StreamResponse:
-        config = self.api.config
+        config = self.config
         await ws.prepare(request)
         conn = Connection(self, ws, client_id, token, address, request.transport)
         if token is None:
@@ -620,7 +635,7 @@ class WsHub:
 
     def op_subscribe(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
         channels = self._channels(message)
-        config = self.api.config
+        config = self.config
         if conn.client_id is None:
             cap, whose = config.ws_anonymous_max_subscriptions, "connection without an API key"
         else:
@@ -639,7 +654,7 @@ class WsHub:
             elif channel == "stats":
                 pass
             elif kind in ("book", "trades") and symbol:
-                if self.api.symbol_spec(symbol) is None:
+                if self.orders.symbol_spec(symbol) is None:
                     raise errors.bad_request(
                         errors.UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}", "channels"
                     )
@@ -649,7 +664,7 @@ class WsHub:
                     f"unknown channel {channel[:60]!r} (book:SYMBOL, trades:SYMBOL, orders or stats)",
                     "channels",
                 )
-        self.api.auth.charge(conn.rate_key)  # a book snapshot is not free
+        self.auth.charge(conn.rate_key)  # a book snapshot is not free
         self.ensure_started()
         new = [channel for channel in channels if channel not in conn.subscriptions]
         conn.send_json({"type": "subscribed", "id": request_id, "channels": channels})
@@ -706,7 +721,7 @@ class WsHub:
             raise ApiError(
                 429, errors.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight", None
             )
-        self.api.auth.charge(conn.rate_key)
+        self.auth.charge(conn.rate_key)
         return conn.client_id
 
     def op_order(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
@@ -715,13 +730,11 @@ class WsHub:
             conn,
             "order",
             request_id,
-            lambda: self.api.place_order(client_id, message),
+            lambda: self.orders.place_order(client_id, message),
             ("POST", "/v1/orders", message),
         )
 
     def op_cancel(self, conn: Connection, request_id: Any, message: dict[str, Any]) -> None:
-        from .schema import WS_CANCEL
-
         client_id = self._writer_op(conn, "cancel")
         fields = WS_CANCEL.validate(message)
         order_id, coid = fields.get("order_id"), fields.get("client_order_id")
@@ -738,7 +751,7 @@ class WsHub:
             conn,
             "cancel",
             request_id,
-            lambda: self.api.cancel_order(client_id, order_id, coid),
+            lambda: self.orders.cancel_order(client_id, order_id, coid),
             ("DELETE", path, None),
         )
 
@@ -747,7 +760,7 @@ class WsHub:
         conn: Connection,
         op: str,
         request_id: Any,
-        action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+        action: Callable[[], Awaitable[Answer]],
         http: tuple[str, str, Any],
     ) -> None:
         conn.in_flight += 1
@@ -758,7 +771,7 @@ class WsHub:
         conn: Connection,
         op: str,
         request_id: Any,
-        action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+        action: Callable[[], Awaitable[Answer]],
         http: tuple[str, str, Any],
     ) -> None:
         try:
@@ -767,7 +780,7 @@ class WsHub:
             except NotLeader as exc:
                 status, body = await self._forward(conn, exc, http)
             except ServiceError as exc:
-                raise self.api.service_error(exc) from None
+                raise service_error(exc, self.config.unavailable_retry_after_seconds) from None
             conn.send_json(
                 {"type": "ack", "op": op, "id": request_id, "status": status, "body": body}
             )
@@ -778,9 +791,9 @@ class WsHub:
 
     async def _forward(
         self, conn: Connection, exc: NotLeader, http: tuple[str, str, Any]
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> Answer:
         """Order entry on a follower: the same request over HTTP to the leader."""
-        if self.api.config.follower_writes == "redirect" or not exc.leader_http:
+        if self.config.follower_writes == "redirect" or not exc.leader_http:
             if exc.leader_http:
                 raise ApiError(
                     421,
@@ -789,14 +802,14 @@ class WsHub:
                     None,
                     extra={"leader": exc.leader_id, "leader_address": exc.leader_http},
                 )
-            raise self.api.forwarder.no_leader("this node is not the leader and no leader is known")
+            raise self.forwarder.no_leader("this node is not the leader and no leader is known")
         method, path, payload = http
         headers = {"Authorization": f"Bearer {conn.token}", HOP_HEADER: "1"}
         body = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
             body = jsonio.dumps(payload)
-        status, _headers, raw, _ctype = await self.api.forwarder.exchange(
+        status, _headers, raw, _ctype = await self.forwarder.exchange(
             method, f"http://{exc.leader_http}{path}", headers, body, exc.leader_http, write=True
         )
         try:
