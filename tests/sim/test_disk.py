@@ -5,6 +5,7 @@ import random
 import pytest
 from exchange_node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from exchange_node.sim.disk import SimStorage, StorageError
+from exchange_node.storage.verdict import VerdictKind
 
 
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:
@@ -133,3 +134,62 @@ def test_durable_holds_answers_what_a_power_cut_now_would_keep():
                 else:
                     kept = survivor.term_at(index) == term
                 assert disk.durable_holds(index, term) == kept, (index, term)
+
+
+# -- lost tails: a disk fault loses synced entries; the promise tells it from a torn write
+
+
+def test_a_lost_tail_is_told_from_a_clean_start_by_the_promise():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 10, term=2), hard_state=HardState(2, 1, 8))
+    assert disk.recovery_verdict().kind is VerdictKind.CLEAN
+    assert disk.lose_tail(4) == 4
+    state = disk.recover()
+    assert [e.index for e in state.entries] == list(range(1, 7))
+    assert state.hard_state == HardState(2, 1, 6)  # commit falls back with the log; term/vote stay
+    verdict = disk.recovery_verdict()
+    assert verdict.kind is VerdictKind.LOST and verdict.must_recover
+    assert (verdict.promised_index, verdict.promised_term, verdict.promised_last_term) == (10, 2, 2)
+    assert disk.owes
+    assert disk.holds_or_owes(9, 2) and not disk.holds_or_owes(9, 3)
+    assert not disk.durable_holds(9, 2)
+
+
+def test_the_debt_survives_restarts_until_the_log_is_back():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 10), hard_state=HardState(1, 0, 10))
+    disk.lose_tail(5)
+    assert disk.recovery_verdict().kind is VerdictKind.LOST
+    disk.save(entries=entries(6, 8), hard_state=HardState(1, 0, 8))
+    disk.crash(random.Random(3))
+    assert disk.recovery_verdict().promised_index == 10  # still owed after another restart
+    disk.save(entries=entries(9, 10), hard_state=HardState(1, 0, 10))
+    assert not disk.owes
+    assert disk.recovery_verdict().kind is VerdictKind.CLEAN
+
+
+def test_a_torn_batch_is_not_a_lost_tail():
+    # A conflicting append cut short by the crash leaves the log shorter than the
+    # promise: the batch that replaced the tail was being written, never acknowledged.
+    torn_seen = False
+    for seed in range(50):
+        disk = SimStorage()
+        disk.save(entries=entries(1, 10, term=1), hard_state=HardState(1, 0, 5))
+        disk.write(entries=entries(7, 12, term=2), hard_state=HardState(2, 0, 5))
+        disk.crash(random.Random(seed))
+        disk.recover()
+        verdict = disk.recovery_verdict()
+        assert not verdict.must_recover, (seed, verdict)
+        torn_seen = torn_seen or (verdict.kind is VerdictKind.TORN and disk.last_index() < 10)
+    assert torn_seen
+
+
+def test_lose_tail_never_cuts_into_the_snapshot_and_needs_a_crash_first():
+    disk = SimStorage()
+    disk.save(entries=entries(1, 6), hard_state=HardState(1, 0, 6))
+    disk.save_snapshot(snapshot(4))
+    assert disk.lose_tail(10) == 2
+    assert disk.last_index() == 4
+    disk.write(entries=entries(5, 5))
+    with pytest.raises(StorageError):
+        disk.lose_tail(1)

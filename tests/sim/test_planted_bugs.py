@@ -29,9 +29,11 @@ EXPECTED = {
     # The driver's orderings (server/driver.py), caught through what clients see.
     "follower-acks-before-fsync": ("a power cut now loses it",),
     "vote-before-fsync": ("a power cut now loses it", "grants its vote"),
-    "defer-vote": ("commit rule", "grants its vote", "durable"),
+    "defer-vote": ("commit rule", "grants its vote", "durable", "two leaders"),
     "read-before-applied": ("serves read",),
     "answer-replaced-entry": ("acknowledges",),
+    # Recovery's verdict (sim/disk.py): a lost tail taken for a torn write.
+    "lost-tail-as-torn": ("leader completeness", "committed entry", "power cut now loses it"),
 }
 
 

@@ -254,17 +254,22 @@ class Checker:
         if commit > watch.verified:
             self._verify_committed(watch, storage, commit, hard_state.term)
 
-    def on_restart(self, watch: NodeWatch, storage: SimStorage, *, torn: bool) -> None:
+    def on_restart(
+        self, watch: NodeWatch, storage: SimStorage, *, torn: bool, lost_tail: bool = False
+    ) -> None:
         """A node came back with what its disk recovered.
 
         A crash in the middle of a write (``torn``) may have left some of that
         write on disk without the checks ``after_persist`` would have made, so
-        then the whole recovered log is checked here too.
+        then the whole recovered log is checked here too. After a disk fault cut
+        synced entries off the log (``lost_tail``) the durable commit index may
+        fall back; term and vote may not (the promise keeps them). Whether the
+        cluster still loses nothing is what the other checks decide.
         """
         node_id = watch.node_id
         hard_state = storage.hard_state
         durable = watch.durable
-        if hard_state.commit < durable.commit or hard_state.term < durable.term:
+        if (hard_state.commit < durable.commit and not lost_tail) or hard_state.term < durable.term:
             raise Violation(
                 f"node {node_id} recovers hard state {tuple(hard_state)} older than the "
                 f"durable {tuple(durable)}"

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from exchange_node.sim.mutation import PLANTED_BUGS, load_mutant
+from exchange_node.sim.mutation import PLANTED_BUGS, load_mutant, run_seed_kwargs
 from exchange_node.sim.runner import DEFAULT_STEPS, replay_command, run_batch
 from exchange_node.sim.simulator import print_trace, run_seed
 
@@ -57,10 +57,7 @@ def main(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace) -> int:
     trace = print_trace if args.trace else None
     mutant = importlib.import_module(load_mutant(args.plant)) if args.plant else None
-    if mutant is not None and hasattr(mutant, "Driver"):
-        result = run_seed(args.seed, args.steps, args.nodes, driver=mutant, trace=trace)
-    else:
-        result = run_seed(args.seed, args.steps, args.nodes, raft=mutant, trace=trace)
+    result = run_seed(args.seed, args.steps, args.nodes, trace=trace, **run_seed_kwargs(mutant))
     doc = {
         "seed": result.seed,
         "nodes": result.nodes,

@@ -11,7 +11,16 @@ them: snapshot, then entries (with the truncation of a conflicting suffix),
 then the hard state last. With an ``rng``, ``crash()`` may keep a random
 prefix of those unsynced writes (a torn tail: some pages reached the platter
 before the power went) instead of none. Either way what survives is a state
-the real storage may recover to; nothing that was synced is ever lost.
+the real storage may recover to; nothing that was synced is lost by a crash.
+
+A disk fault may lose synced writes too: ``lose_tail()`` cuts the end off the
+durable log (a power loss on a disk that lied about its flush, a restored old
+copy). Like the real store's promise file (``storage/promise.py``), each sync
+records what the node has durably promised (its term and the end of its log),
+apart from the log; ``recovery_verdict()`` compares the recovered log with it,
+as ``WalStorage.recovery_verdict`` does: a log that ends below the promise is a
+lost acknowledged tail, and the node owes a catch-up up to the promised index
+(kept across restarts until the log reaches it again).
 
 The same semantics are checked against the real WAL by the shared storage
 conformance suite (``tests/storage/test_contract.py``).
@@ -24,6 +33,7 @@ from collections.abc import Sequence
 
 from exchange_node.raft.types import Entry, HardState, Snapshot
 from exchange_node.storage.interface import RecoveredState
+from exchange_node.storage.verdict import RecoveryVerdict, VerdictKind
 
 _EMPTY_HARD_STATE = HardState()
 
@@ -41,7 +51,18 @@ class SimStorage:
     so the common path (write, then sync) costs no copying at all.
     """
 
-    __slots__ = ("_closed", "_entries", "_hard_state", "_journal", "_snapshot", "_snapshot_index")
+    __slots__ = (
+        "_closed",
+        "_entries",
+        "_hard_state",
+        "_journal",
+        "_lost",
+        "_owed",
+        "_promise",
+        "_snapshot",
+        "_snapshot_index",
+        "_torn_batch",
+    )
 
     def __init__(self) -> None:
         self._hard_state: HardState = _EMPTY_HARD_STATE
@@ -52,6 +73,14 @@ class SimStorage:
         # tuple whose first item says what to undo (see ``_undo``).
         self._journal: list[tuple[object, ...]] = []
         self._closed = False
+        self._promise: tuple[int, int, int] = (0, 0, 0)
+        """(term, last index, last term) as of the last sync: what the node promised."""
+        self._owed: tuple[int, int, int] = (0, 0, 0)
+        """(index, term, last term) a leader must bring the log back to (0: nothing owed)."""
+        self._lost: dict[int, int] = {}
+        """index -> term of entries a disk fault cut off, until the log is back there."""
+        self._torn_batch = False
+        """The last crash kept part of a batch never synced (its promise was never made)."""
 
     # -- the RaftStorage protocol ------------------------------------------
 
@@ -135,8 +164,54 @@ class SimStorage:
             self._hard_state = hard_state
 
     def sync(self) -> None:
-        """Make every issued write durable."""
+        """Make every issued write durable (and the promise that goes with them)."""
         self._journal.clear()
+        last = self.last_index()
+        self._promise = (self._hard_state.term, last, self.term_at(last) or 0)
+        if self._owed[0] and last >= self._owed[0]:
+            self._owed = (0, 0, 0)
+        if self._lost and last >= max(self._lost):
+            self._lost.clear()
+
+    def lose_tail(self, count: int) -> int:
+        """A disk fault: the last ``count`` durable entries are gone (never below the
+        snapshot), the promise is not. Returns how many were cut. Call it on a crashed
+        node (no unsynced writes)."""
+        if self._journal:
+            raise StorageError("lose_tail() with unsynced writes: call crash() first")
+        count = min(count, len(self._entries))
+        if count <= 0:
+            return 0
+        for entry in self._entries[len(self._entries) - count :]:
+            self._lost[entry.index] = entry.term
+        del self._entries[len(self._entries) - count :]
+        # The hard state recorded with the lost entries is lost with them: the commit
+        # index falls back (term and vote survive in the promise, as in the real store).
+        last = self.last_index()
+        commit = max(self._snapshot_index, min(self._hard_state.commit, last))
+        self._hard_state = self._hard_state._replace(commit=commit)
+        return count
+
+    def recovery_verdict(self) -> RecoveryVerdict:
+        """What recovery concludes (see the module docstring); called once per start."""
+        last = self.last_index()
+        torn, self._torn_batch = self._torn_batch, False
+        if not self._owed[0] and last < self._promise[1] and not torn:
+            term, index, last_term = self._promise
+            self._owed = (index, term, last_term)
+        owed_index, owed_term, owed_last_term = self._owed
+        if owed_index:
+            return RecoveryVerdict(
+                VerdictKind.LOST,
+                f"lost acknowledged tail: the log ends at {last}, the promise at {owed_index}",
+                last,
+                owed_index,
+                owed_term,
+                owed_last_term or None,
+            )
+        if torn:
+            return RecoveryVerdict(VerdictKind.TORN, "torn batch, never acknowledged", last)
+        return RecoveryVerdict(VerdictKind.CLEAN, "clean", last)
 
     @property
     def unsynced(self) -> int:
@@ -151,10 +226,13 @@ class SimStorage:
         """
         journal = self._journal
         keep = rng.randint(0, len(journal)) if rng is not None and journal else 0
+        self._torn_batch = keep > 0
         for position in range(len(journal) - 1, keep - 1, -1):
             record = journal[position]
             if position == keep and record[0] == "append" and rng is not None:
-                self._undo_append(record, keep_new=rng.randint(0, record[3]))  # type: ignore[arg-type]
+                keep_new = rng.randint(0, record[3])  # type: ignore[call-overload]
+                self._torn_batch = self._torn_batch or keep_new > 0
+                self._undo_append(record, keep_new=keep_new)
             else:
                 self._undo(record)
         journal.clear()
@@ -234,6 +312,17 @@ class SimStorage:
                 at = offset - start
                 return at < len(removed) and removed[at].term == term
         return offset < len(base) and base[offset].term == term
+
+    @property
+    def owes(self) -> bool:
+        """A lost tail is not restored yet (the node owes, or will at its next start)."""
+        return bool(self._owed[0] or self._lost)
+
+    def holds_or_owes(self, index: int, term: int) -> bool:
+        """``durable_holds``, or the entry is in a tail this disk lost but still owes: the
+        promise covers it, so recovery keeps this node from voting as if it never had it
+        (the entry counts towards what a power cut cannot lose)."""
+        return self.durable_holds(index, term) or self._lost.get(index) == term
 
     def entry_at(self, index: int) -> Entry | None:
         offset = index - self._snapshot_index - 1

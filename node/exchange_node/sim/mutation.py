@@ -25,6 +25,10 @@ import exchange_node.raft.types as _raft_types
 RAFT_DIR = Path(_raft.__file__).parent
 DRIVER = "driver"
 DRIVER_FILE = RAFT_DIR.parent / "server" / "driver.py"
+SIM_DISK = "sim-disk"
+SIM_DISK_FILE = Path(__file__).parent / "disk.py"
+SINGLE_FILES = {DRIVER: DRIVER_FILE, SIM_DISK: SIM_DISK_FILE}
+"""Planted bugs outside the core: one module each, copied alone."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,9 @@ class PlantedBug:
     name: str
     description: str
     module: str
-    """The core module to mutate (file name without .py), or ``DRIVER`` for the
-    node's Ready driver (``server/driver.py``)."""
+    """The core module to mutate (file name without .py), ``DRIVER`` for the
+    node's Ready driver (``server/driver.py``), or ``SIM_DISK`` for the simulated
+    disk's recovery (``sim/disk.py``)."""
     replacements: tuple[tuple[str, str], ...]
     """(original source text, replacement); each original must occur exactly once."""
 
@@ -193,6 +198,19 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
             "core",
             (("commit=min(pr.match_index, commit),", "commit=commit,"),),
         ),
+        # -- recovery's verdict (what the node's shell acts on)
+        PlantedBug(
+            "lost-tail-as-torn",
+            "recovery takes a lost acknowledged tail for a torn, never-acknowledged write "
+            "(the behaviour before protocol-aware recovery): the node votes at once",
+            SIM_DISK,
+            (
+                (
+                    "            return RecoveryVerdict(\n                VerdictKind.LOST,",
+                    "            return RecoveryVerdict(\n                VerdictKind.TORN,",
+                ),
+            ),
+        ),
     )
 }
 
@@ -251,18 +269,20 @@ class _MutantFinder(importlib.abc.MetaPathFinder):
 
 
 def load_mutant(bug_name: str) -> str:
-    """Import a copy of the core (or of the driver) with ``bug_name`` planted; returns
-    its package (module) name. A driver copy is one module with a ``Driver`` class.
+    """Import a copy of the core (or of the driver, or of the simulated disk) with
+    ``bug_name`` planted; returns its package (module) name. A driver copy is one
+    module with a ``Driver`` class, a disk copy one with a ``SimStorage`` class.
 
     The package stays in ``sys.modules``, so forked simulation workers can
     import it by that name.
     """
     bug = PLANTED_BUGS[bug_name]
     package = "exchange_node_mutant_" + bug_name.replace("-", "_")
-    if bug.module == DRIVER:
+    single = SINGLE_FILES.get(bug.module)
+    if single is not None:
         if package not in sys.modules:
             spec = importlib.util.spec_from_file_location(
-                package, DRIVER_FILE, loader=_MutantLoader(DRIVER_FILE, bug.replacements)
+                package, single, loader=_MutantLoader(single, bug.replacements)
             )
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -274,3 +294,14 @@ def load_mutant(bug_name: str) -> str:
         sys.meta_path.insert(0, _MutantFinder(package, bug))
         importlib.import_module(package)
     return package
+
+
+def run_seed_kwargs(module: ModuleType | None) -> dict[str, ModuleType]:
+    """How ``run_seed`` takes a (mutant) module: as the core, the driver or the disk."""
+    if module is None:
+        return {}
+    if hasattr(module, "Driver"):
+        return {"driver": module}
+    if hasattr(module, "SimStorage"):
+        return {"disk": module}
+    return {"raft": module}

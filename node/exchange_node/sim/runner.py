@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from exchange_node.sim.mutation import load_mutant
+from exchange_node.sim.mutation import load_mutant, run_seed_kwargs
 from exchange_node.sim.simulator import SeedResult, run_seed
 
 DEFAULT_STEPS = 5_000
@@ -90,9 +90,7 @@ def _run_one(job: tuple[int, int, str | int, str | None, bool, str | None]) -> S
     if plant is not None:
         raft_module = load_mutant(plant)  # built again in a fresh worker (cached per process)
     module = importlib.import_module(raft_module) if raft_module else None
-    if module is not None and hasattr(module, "Driver"):
-        return run_seed(seed, steps, nodes, driver=module, commit_rule=commit_rule)
-    return run_seed(seed, steps, nodes, raft=module, commit_rule=commit_rule)
+    return run_seed(seed, steps, nodes, commit_rule=commit_rule, **run_seed_kwargs(module))
 
 
 def iter_results(

@@ -9,7 +9,10 @@ one ``random.Random(seed)``, so a seed replays exactly.
 The run alternates between *chaos* and *calm*. During chaos the nemesis
 crashes nodes (at random, just after they vote or win an election, or
 between a write and its sync, leaving a torn tail; messages still in a
-crashed process's buffers may die with it), pauses processes, partitions
+crashed process's buffers may die with it), cuts an acknowledged tail off a
+crashed node's durable log (a disk fault: recovery must tell it from a torn
+write and keep the node from voting until a leader has restored it, as the
+node's shell does with ``RaftCore.start_recovering``), pauses processes, partitions
 the network (symmetric, one-way, isolated leader, bridge), drops,
 duplicates and delays messages, breaks snapshot transfers, changes the
 membership (add a learner, promote it, remove a member, the leader
@@ -183,6 +186,7 @@ class SimNode:
         "initial",
         "leader",
         "lost_outboxes",
+        "lost_tail",
         "paused_until",
         "queued",
         "retired",
@@ -194,9 +198,11 @@ class SimNode:
         "watch",
     )
 
-    def __init__(self, node_id: int, tick_ms: int, initial: bool) -> None:
+    def __init__(
+        self, node_id: int, tick_ms: int, initial: bool, storage: SimStorage | None = None
+    ) -> None:
         self.id = node_id
-        self.storage = SimStorage()
+        self.storage = storage if storage is not None else SimStorage()
         self.watch = NodeWatch(node_id)
         self.core: Any = None
         self.driver: Any = None
@@ -218,6 +224,8 @@ class SimNode:
         self.tick_ms = tick_ms
         self.crash_on_write = False
         self.torn = False
+        self.lost_tail = False
+        """A disk fault cut synced entries off this (crashed) node's log."""
         self.paused_until = 0
         """A paused process (a long GC, SIGSTOP) neither ticks nor reads until then."""
         self.lost_outboxes: set[int] = set()
@@ -263,7 +271,7 @@ class _SimReplies:
         for conf in (node.counting_conf, node.core.conf_state):
             voters = conf.voters
             durable = sum(
-                1 for v in voters if v in nodes and nodes[v].storage.durable_holds(index, result)
+                1 for v in voters if v in nodes and nodes[v].storage.holds_or_owes(index, result)
             )
             if best is None or durable - len(voters) // 2 > best[0] - best[1] // 2:
                 best = (durable, len(voters))
@@ -309,8 +317,11 @@ class Simulation:
         commit_rule: bool = True,
         settings: SimSettings | None = None,
         driver: ModuleType | None = None,
+        disk: ModuleType | None = None,
     ) -> None:
         self.raft: ModuleType = raft if raft is not None else _default_core()
+        self.disk_module: ModuleType | None = disk
+        """A copy of ``sim.disk`` with a planted bug (None: the real one)."""
         self.driver_module: ModuleType = driver if driver is not None else _default_driver()
         self.seed = seed
         self.rng = random.Random(seed)
@@ -364,6 +375,9 @@ class Simulation:
                 "reads_answered",
                 "acks",
                 "power_losses",
+                "lost_tails",
+                "lost_tail_entries",
+                "recovering_starts",
                 "heals",
                 "max_recovery_ms",
                 "max_catch_up_ms",
@@ -371,7 +385,9 @@ class Simulation:
             0,
         )
         for node_id in range(1, nodes + 1):
-            self.nodes[node_id] = SimNode(node_id, self._tick_interval(), initial=True)
+            self.nodes[node_id] = SimNode(
+                node_id, self._tick_interval(), initial=True, storage=self._new_storage()
+            )
         for node in list(self.nodes.values()):
             self._boot(node)
         self._heal()
@@ -470,9 +486,17 @@ class Simulation:
             seed=self.rng.getrandbits(32),
         )
 
+    def _new_storage(self) -> SimStorage:
+        if self.disk_module is not None:
+            storage: SimStorage = self.disk_module.SimStorage()
+            return storage
+        return SimStorage()
+
     def _boot(self, node: SimNode) -> None:
         """Start (or restart) a node from whatever its disk holds."""
         recovered = node.storage.recover()
+        verdict = node.storage.recovery_verdict()
+        lost_tail = verdict.must_recover
         bootstrap = self.bootstrap if node.initial and node.storage.is_empty() else None
         node.core = self.raft.RaftCore(
             self._config(node.id),
@@ -481,7 +505,17 @@ class Simulation:
             entries=recovered.entries,
             bootstrap=bootstrap,
         )
-        self.checker.on_restart(node.watch, node.storage, torn=node.torn)
+        if lost_tail:
+            # As the node's shell does: a lost acknowledged tail is owed back before
+            # this node votes or campaigns again (protocol-aware recovery).
+            node.core.start_recovering(
+                verdict.promised_index, verdict.promised_term, verdict.promised_last_term
+            )
+            self.stats["recovering_starts"] += 1
+            if self.trace is not None:
+                self._note(f"node {node.id} recovering: {verdict.message}")
+        self.checker.on_restart(node.watch, node.storage, torn=node.torn, lost_tail=node.lost_tail)
+        node.lost_tail = False
         node.torn = False
         node.app = HashChainApp()
         if recovered.snapshot is not None:
@@ -976,7 +1010,12 @@ class Simulation:
                     self._push(self.now + self.rng.randint(0, 300), _RETIRE, node)
             elif node is None:
                 # A new member's process starts once the leader has added it.
-                fresh = SimNode(change.node_id, self._tick_interval(), initial=False)
+                fresh = SimNode(
+                    change.node_id,
+                    self._tick_interval(),
+                    initial=False,
+                    storage=self._new_storage(),
+                )
                 self.nodes[change.node_id] = fresh
                 self._push(self.now + self.rng.randint(0, 50), _START, fresh)
             return
@@ -1116,6 +1155,34 @@ class Simulation:
             self._crash(node, torn=rng.random() < 0.5)
             self._schedule_restart(node)
 
+    def _nemesis_lost_tail(self) -> None:
+        """The issue's reproduction, in the small: a node's disk loses the end of its
+        log (entries it acknowledged, perhaps committed) across a power cut, sometimes
+        while the leader crashes too; the node restarts from what is left."""
+        live = self._live_nodes()
+        if not live or any(n.storage.owes for n in self.nodes.values() if not n.retired):
+            # One lost tail at a time: two at once (on two of three voters) can lose
+            # what no quorum holds any more, beyond the fault model; recovery then
+            # rightly waits for an operator, and the liveness check would fail.
+            return
+        rng = self.rng
+        leader = self._leader()
+        followers = [n for n in live if n is not leader]
+        node = rng.choice(followers or live)
+        self._crash(node, torn=False)
+        cut = node.storage.lose_tail(rng.randint(1, 40))
+        node.lost_tail = node.lost_tail or cut > 0
+        self.stats["lost_tails"] += 1
+        self.stats["lost_tail_entries"] += cut
+        if self.trace is not None:
+            self._trace_step(f"lost tail: {cut} entries cut off node {node.id}'s log")
+        self._schedule_restart(node)
+        if leader is not None and leader is not node and rng.random() < 0.5:
+            if self.trace is not None:
+                self._trace_step(f"crash {leader.id} (with the lost tail)")
+            self._crash(leader, torn=False)
+            self._schedule_restart(leader)
+
     def _nemesis_crash_on_write(self) -> None:
         live = self._live_nodes()
         if live:
@@ -1229,6 +1296,7 @@ _NEMESIS_TABLE: tuple[tuple[Callable[[Simulation], None], int], ...] = (
     (Simulation._nemesis_membership, 7),
     (Simulation._nemesis_transfer, 5),
     (Simulation._nemesis_power_loss, 3),
+    (Simulation._nemesis_lost_tail, 3),
 )
 _NEMESIS_ACTIONS = [action for action, _ in _NEMESIS_TABLE]
 _NEMESIS_WEIGHTS = [weight for _, weight in _NEMESIS_TABLE]
@@ -1243,6 +1311,7 @@ def run_seed(
     trace: Callable[[str], None] | None = None,
     commit_rule: bool = True,
     driver: ModuleType | None = None,
+    disk: ModuleType | None = None,
 ) -> SeedResult:
     """Run one seed for ``steps`` steps and report what happened.
 
@@ -1256,6 +1325,7 @@ def run_seed(
         trace=trace,
         commit_rule=commit_rule,
         driver=driver,
+        disk=disk,
     )
     started = time.process_time()
     result = simulation.run(steps)
