@@ -14,7 +14,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from exchange_node.grpc_io import prefer_classic_io
+from exchange_node.grpc_io import prefer_classic_io, skip_fork_handlers
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -94,6 +94,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Before any subcommand's module imports grpc (see grpc_io).
     prefer_classic_io()
+    skip_fork_handlers()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

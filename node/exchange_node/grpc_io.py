@@ -68,3 +68,19 @@ def prefer_classic_io(environ: MutableMapping[str, str] | None = None) -> bool:
         return False
     env["GRPC_EXPERIMENTS"] = CLASSIC_IO_EXPERIMENTS
     return True
+
+
+def skip_fork_handlers(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Keep gRPC's fork handlers out of ``os.fork()`` unless the environment decided.
+
+    A node forks to take a snapshot (server/snapshots.py); the child touches no
+    gRPC and exits, so gRPC has nothing to prepare, and its handlers would make
+    the forking event loop wait for gRPC's threads. Like ``GRPC_EXPERIMENTS``,
+    ``GRPC_ENABLE_FORK_SUPPORT`` is read when ``grpc`` is first imported: returns
+    whether it set it (not when gRPC is already imported or the variable is set).
+    """
+    env = os.environ if environ is None else environ
+    if "grpc" in sys.modules or "GRPC_ENABLE_FORK_SUPPORT" in env:
+        return False
+    env["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+    return True

@@ -52,6 +52,9 @@ def build_app(node: Any) -> web.Application:
         metrics.watch_api(lambda: api.refusals)
     if metrics is not None and hasattr(metrics, "watch_storage"):
         metrics.watch_storage(node.config.data_dir)
+    if metrics is not None and hasattr(metrics, "watch_ws"):
+        limit = api_config.ws_send_queue_bytes * api_config.ws_max_connections
+        metrics.watch_ws(lambda: api.hub, limit)
     from exchange_node import web as live_view
 
     live_view.add_routes(app)

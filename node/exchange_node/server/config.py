@@ -78,6 +78,7 @@ class NodeConfig:
     api_keys: dict[str, str]
     admin_token: str | None
     snapshot_threshold: int
+    """Also snapshot after this many entries since the last one (0: bytes only)."""
     election_ms: int
     heartbeat_ms: int
     shutdown_grace_seconds: float
@@ -101,6 +102,10 @@ class NodeConfig:
     peer_tls_ca: Path | None = None
     insecure_peers: bool = False
     max_snapshot_bytes: int = 1 << 30
+    snapshot_bytes: int = 64 << 20
+    """Snapshot once the entries applied since the last one reach this many bytes."""
+    checkpoint_entries: int = 50_000
+    """Divergence checkpoint (state hash) at every multiple of this applied index."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,6 +129,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
     return value
 
 
@@ -273,7 +285,23 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "config": (Path, None, "YAML with symbols and risk limits"),
     "api-keys-file": (Path, None, "file of token=client_id lines"),
     "admin-token-file": (Path, None, "file holding the admin token"),
-    "snapshot-threshold": (_positive_int, 50_000, "entries applied between automatic snapshots"),
+    "snapshot-bytes": (
+        _byte_size,
+        64 << 20,
+        "take a snapshot once the entries applied since the last one reach this size "
+        "(bytes, or with KiB/MiB/GiB): the bound on the in-memory log (docs/snapshots.md)",
+    ),
+    "snapshot-threshold": (
+        _non_negative_int,
+        0,
+        "also take a snapshot after this many entries since the last one (0: bytes only)",
+    ),
+    "checkpoint-entries": (
+        _non_negative_int,
+        50_000,
+        "hash the state at every applied index that is a multiple of this (the same on "
+        "every replica), for divergence checks (0: no fixed checkpoints)",
+    ),
     "election-ms": (_positive_int, 1_000, "election timeout in milliseconds"),
     "heartbeat-ms": (_positive_int, 100, "heartbeat interval in milliseconds (one core tick)"),
     "shutdown-grace-seconds": (_non_negative_float, 20.0, "SIGTERM: exit within this many seconds"),
@@ -603,6 +631,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         api_keys=_api_keys(args, env),
         admin_token=_admin_token(args, env),
         snapshot_threshold=_value("snapshot-threshold", args, env),
+        snapshot_bytes=_value("snapshot-bytes", args, env),
+        checkpoint_entries=_value("checkpoint-entries", args, env),
         election_ms=election_ms,
         heartbeat_ms=heartbeat_ms,
         shutdown_grace_seconds=_value("shutdown-grace-seconds", args, env),

@@ -140,6 +140,22 @@ class NodeMetrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.snapshot_fork_seconds = Histogram(
+            "exchange_snapshot_fork_seconds",
+            "the event loop's share of taking a snapshot or checkpoint: the fork() call",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_in_progress = Gauge(
+            "exchange_snapshot_in_progress",
+            "1 while a snapshot this node started is not durable yet",
+            registry=r,
+        )
+        self.snapshot_failures = Counter(
+            "exchange_snapshot_failures",
+            "snapshots or checkpoints whose child or save failed (nothing put in force)",
+            registry=r,
+        )
         self.divergence = Counter(
             "exchange_state_divergence",
             "peer state hash differed from ours at the same applied index",
@@ -203,6 +219,28 @@ class NodeMetrics:
             self.registry.register(collector)
         collector.data_dir = Path(data_dir)
 
+    def watch_memory(self, report: Callable[[], Mapping[str, float]]) -> None:
+        """Export the ``exchange_memory_*`` gauges: what the node holds against its
+        configured bounds, read at scrape time from ``report()`` (server/shell.py,
+        ``Node.memory_report``) and the WebSocket hub (``watch_ws``)."""
+        collector = getattr(self, "_memory_collector", None)
+        if collector is None:
+            collector = self._memory_collector = _MemoryCollector()
+            self.registry.register(collector)
+        collector.report = report
+
+    def watch_ws(self, hub: Callable[[], Any], limit_bytes: int) -> None:
+        """The WebSocket hub whose send queues ``exchange_memory_ws_buffer_bytes`` sums
+        (api/ws.py ``WsHub``: its ``connections``, each with ``pending_bytes()``), and
+        their bound (connections times the per-connection cap); a second call (a
+        rebuilt application) replaces both."""
+        collector = getattr(self, "_memory_collector", None)
+        if collector is None:
+            collector = self._memory_collector = _MemoryCollector()
+            self.registry.register(collector)
+        collector.hub = hub
+        collector.ws_limit_bytes = limit_bytes
+
     def set_role(self, role: str) -> None:
         for name in ROLES:
             self.role.labels(role=name).set(1 if name == role else 0)
@@ -233,6 +271,54 @@ class _ApiRefusalsCollector(Collector):
         return CounterMetricFamily(
             "exchange_api_refusals", "requests refused by a per-client limit", labels=["limit"]
         )
+
+
+MEMORY_GAUGES = {
+    "log_bytes": "bytes of log entries applied since the newest snapshot",
+    "log_entries": "entries in the in-memory Raft log (after the newest snapshot)",
+    "log_limit_bytes": "--snapshot-bytes: a snapshot is taken once log_bytes reaches it",
+    "exactly_once_keys": "results the engine keeps for exactly-once (client order ids)",
+    "exactly_once_keys_limit": "the engine's bound on exactly_once_keys",
+    "finished_orders": "finished orders the engine keeps for queries",
+    "finished_orders_limit": "the engine's bound on finished_orders",
+    "ws_buffer_bytes": "bytes queued for WebSocket clients (send queues and socket buffers)",
+    "ws_buffer_limit_bytes": "the bound on ws_buffer_bytes: connections times their queue cap",
+    "ws_connections": "open WebSocket connections",
+}
+"""``exchange_memory_<name>`` gauges (docs/observability.md, "Memory")."""
+
+
+class _MemoryCollector(Collector):
+    """``exchange_memory_*``: see ``MEMORY_GAUGES``. A value its source cannot give
+    (no engine yet, no HTTP application) is left out rather than reported as 0."""
+
+    def __init__(self) -> None:
+        self.report: Callable[[], Mapping[str, float]] = dict
+        self.hub: Callable[[], Any] = lambda: None
+        self.ws_limit_bytes: int | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(
+            [GaugeMetricFamily(f"exchange_memory_{n}", h) for n, h in MEMORY_GAUGES.items()]
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        values = dict(self.report())
+        hub = self.hub()
+        connections = getattr(hub, "connections", None)
+        if connections is not None:
+            live = list(connections)
+            values["ws_connections"] = len(live)
+            values["ws_buffer_bytes"] = sum(c.pending_bytes() for c in live)
+            if self.ws_limit_bytes is not None:
+                values["ws_buffer_limit_bytes"] = self.ws_limit_bytes
+        families = []
+        for name, help_text in MEMORY_GAUGES.items():
+            if name in values:
+                family = GaugeMetricFamily(f"exchange_memory_{name}", help_text)
+                family.add_metric([], values[name])
+                families.append(family)
+        return iter(families)
 
 
 class _StorageCollector(Collector):

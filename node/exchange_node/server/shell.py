@@ -35,6 +35,7 @@ import logging
 import os
 import pathlib
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ from exchange_node.raft.types import (
     Message,
     Role,
     Snapshot,
+    SnapshotMeta,
 )
 from exchange_node.server import logs, tracing
 from exchange_node.server.config import NodeConfig
@@ -85,7 +87,18 @@ from exchange_node.server.identity import resolve_node_id
 from exchange_node.server.membership import PeerGate, RateLimitedLog, apply_change
 from exchange_node.server.metrics import NodeMetrics
 from exchange_node.server.requests import Proposal, Requests, Token
-from exchange_node.server.snapshots import SnapshotKeeper, latest_snapshot_path
+from exchange_node.server.snapshots import (
+    MODE_CHECKPOINT,
+    MODE_FILE,
+    MODE_PIPE,
+    SnapshotKeeper,
+    SnapshotPolicy,
+    can_put_written,
+    fork_child,
+    latest_snapshot_path,
+    snapshot_dir,
+    wait_child,
+)
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -165,6 +178,17 @@ class Node:
         self._applied_term = 0
         self.snapshots = SnapshotKeeper()
         """The newest snapshot and its save (server/snapshots.py)."""
+        self.snapshot_policy = SnapshotPolicy(
+            config.snapshot_bytes, config.snapshot_threshold, config.checkpoint_entries
+        )
+        """When to snapshot and when to hash a checkpoint (server/snapshots.py)."""
+        self._snapshot_wait = concurrent.futures.ThreadPoolExecutor(
+            2, thread_name_prefix="snapshot-wait"
+        )
+        """Threads that wait for forked snapshot and checkpoint children."""
+        self._children: set[int] = set()
+        """Pids of the snapshot and checkpoint children still running."""
+        self.metrics.watch_memory(self.memory_report)
         self._release_timer: asyncio.TimerHandle | None = None
         self.divergence = DivergenceWatch(
             0,
@@ -256,6 +280,8 @@ class Node:
         self._engine = self._engine_factory() if self._engine_factory else _new_engine()
         if recovered.snapshot is not None:
             self._restore_snapshot(recovered.snapshot)
+            # This replica's own snapshot: its phase among the replicas stays.
+            self.snapshot_policy.reset(staggered=False)
         fresh = (
             recovered.snapshot is None and not recovered.entries and recovered.hard_state.term == 0
         )
@@ -334,6 +360,7 @@ class Node:
         self._gate.note(e for e in recovered.entries if e.index > self.commit_index)
         self._refresh_peer_ids()
         self._update_member_gauges()
+        self._place_in_snapshot_order()
         logs.CONTEXT.term = self.term
         log.info(
             "opened",
@@ -418,6 +445,11 @@ class Node:
                 )
             except (TimeoutError, Exception) as exc:
                 log.warning("transport stop: %s", exc)
+        for pid in list(self._children):
+            # Our own forked children (a snapshot not yet durable is simply not taken).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._snapshot_wait.shutdown(wait=True)
         if self._storage is not None:
             await asyncio.get_running_loop().run_in_executor(self._disk, self._storage.close)
         self._disk.shutdown(wait=True)
@@ -695,10 +727,10 @@ class Node:
                 self._publisher.publish(index, results)
         self.applied_index = index
         self._applied_term = entry.term
-        if index % self.config.snapshot_threshold == 0:
-            # Every replica snapshots at the same indexes, so the snapshot's hash
-            # doubles as a divergence checkpoint at no extra cost.
-            self._take_snapshot()
+        due = self.snapshot_policy.applied(index, len(entry.data))
+        if due.snapshot or due.checkpoint:
+            # A forked child serialises the state as of this index (server/snapshots.py).
+            self._take_snapshot(snapshot=due.snapshot, checkpoint=due.checkpoint)
         return results
 
     def _count_results(self, results: list[CommandResult]) -> None:
@@ -745,6 +777,7 @@ class Node:
         self._refresh_peer_ids()
         self._update_member_gauges()
         self._set_transport_peers()
+        self._place_in_snapshot_order()
         log.info(
             "configuration changed",
             extra={
@@ -794,8 +827,11 @@ class Node:
         """A leader's snapshot arrived (and is persisted): replace the engine's state."""
         started = time.monotonic()
         self._restore_snapshot(snapshot)
+        # The leader's phase: this replica's next threshold is its staggered first one.
+        self.snapshot_policy.reset(staggered=True)
         self._refresh_peer_ids()
         self._set_transport_peers()
+        self._place_in_snapshot_order()
         # Requests waiting at covered indexes fail in the driver (outcome unknown).
         self.metrics.snapshots.inc()
         self.metrics.snapshot_seconds.observe(time.monotonic() - started)
@@ -814,42 +850,132 @@ class Node:
             raise Unavailable("node is not started")
         if self.applied_index == 0:
             raise Unavailable("nothing applied yet")
-        self._take_snapshot()
+        if self.snapshots.in_flight:
+            # One snapshot child at a time: let the one in flight finish first.
+            with contextlib.suppress(Exception):
+                await self.snapshots.durable()
+        self._take_snapshot(snapshot=True)
         return await self.snapshots.durable()
 
     def latest_snapshot_path(self) -> pathlib.Path | None:
         """The file of the newest durable snapshot, or None (none yet, or not a WAL)."""
         return latest_snapshot_path(self._storage, self.config.data_dir)
 
-    def _take_snapshot(self) -> None:
-        started = time.monotonic()
-        index, term = self.applied_index, self._applied_term
-        if not self.snapshots.due(index):
-            return
-        engine_state = self.engine.snapshot()
-        digest = state_digest(engine_state)
-        self._hash_cache = (index, digest)
-        self.divergence.record(index, digest, time.monotonic())
-        snapshot = self.snapshots.build(index, term, self._applied_conf, self.members, engine_state)
-        data = snapshot.data
-        # The disk thread runs one job at a time, in order, so this lands after
-        # every save already queued; the loop does not wait for it.
+    def _take_snapshot(self, *, snapshot: bool, checkpoint: bool = False) -> None:
+        """Fork a child that serialises the state as of the applied index: a snapshot
+        (when one is due and none is in flight) and/or a divergence checkpoint."""
         loop = self._loop
-        assert loop is not None
-        future = loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
-        self.snapshots.saving(future)
+        if loop is None or self._stopping:
+            return
+        index, term = self.applied_index, self._applied_term
+        snapshot = snapshot and self.snapshots.due(index) and not self.snapshots.in_flight
+        if not snapshot and not checkpoint:
+            return
+        storage = self.storage
+        data_dir: str | None = None
+        if not snapshot:
+            mode = MODE_CHECKPOINT
+        elif can_put_written(storage):
+            mode, data_dir = MODE_FILE, snapshot_dir(storage)
+        else:
+            mode = MODE_PIPE
+        meta = SnapshotMeta(index, term, self._applied_conf)
+        started = time.monotonic()
+        try:
+            pid, read_fd = fork_child(self.engine, self.members, meta, mode, data_dir)
+        except OSError as exc:
+            log.error("could not fork for a snapshot at %d: %s", index, exc)
+            self.metrics.snapshot_failures.inc()
+            return
+        self.metrics.snapshot_fork_seconds.observe(time.monotonic() - started)
+        self._children.add(pid)
+        job = loop.create_task(
+            self._finish_child(pid, read_fd, meta, mode, checkpoint, started),
+            name=f"snapshot-{index}",
+        )
+        job.add_done_callback(_log_snapshot_failure)
+        if mode != MODE_CHECKPOINT:
+            self.snapshot_policy.started()
+            self.snapshots.started(index, term, job)
+            self.metrics.snapshot_in_progress.set(1)
 
-        def done(f: asyncio.Future[None]) -> None:
-            if f.exception() is not None:
-                log.error("snapshot at %d failed: %s", index, f.exception())
+    async def _finish_child(
+        self,
+        pid: int,
+        read_fd: int,
+        meta: SnapshotMeta,
+        mode: int,
+        checkpoint: bool,
+        started: float,
+    ) -> None:
+        """The child's result: record the digest; a snapshot is put in force in the disk
+        thread (after every Ready queued there) and only then is the log compacted."""
+        loop = asyncio.get_running_loop()
+        index = meta.index
+        try:
+            try:
+                result = await loop.run_in_executor(self._snapshot_wait, wait_child, pid, read_fd)
+            finally:
+                self._children.discard(pid)
+            if checkpoint:
+                # A shared index: every replica hashes its state there (divergence.py).
+                self.divergence.record(index, result.digest, time.monotonic())
+            if self.applied_index == index:
+                self._hash_cache = (index, result.digest)
+            if mode == MODE_CHECKPOINT:
                 return
-            self._ops.append(lambda: self.core.compact(snapshot))
-            self._wakeup.set()
-            self.metrics.snapshots.inc()
-            self.metrics.snapshot_seconds.observe(time.monotonic() - started)
-            log.info("snapshot taken", extra={"index": index, "bytes": len(data)})
+            if mode == MODE_FILE:
+                put = self.storage.save_written_snapshot  # type: ignore[attr-defined]
+                snapshot: Snapshot = await loop.run_in_executor(self._disk, put, index, meta.term)
+            else:
+                assert result.data is not None
+                snapshot = Snapshot(meta, result.data)
+                await loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
+        except BaseException:
+            if mode != MODE_CHECKPOINT:
+                self.snapshot_policy.failed()
+                self.metrics.snapshot_in_progress.set(0)
+            self.metrics.snapshot_failures.inc()
+            raise
+        self.snapshot_policy.taken()
+        self.metrics.snapshot_in_progress.set(0)
+        self._ops.append(lambda: self.core.compact(snapshot))
+        self._wakeup.set()
+        self.metrics.snapshots.inc()
+        self.metrics.snapshot_seconds.observe(time.monotonic() - started)
+        log.info("snapshot taken", extra={"index": index, "bytes": result.size})
 
-        future.add_done_callback(done)
+    def _place_in_snapshot_order(self) -> None:
+        """This member's rank among the voters staggers its snapshots (snapshots.py)."""
+        voters = sorted(self.conf_state.voters)
+        if self.node_id in voters:
+            self.snapshot_policy.place(voters.index(self.node_id), len(voters))
+        else:
+            self.snapshot_policy.place(len(voters), len(voters) + 1)
+
+    def memory_report(self) -> dict[str, float]:
+        """What this node holds in memory against its configured bounds (the
+        ``exchange_memory_*`` gauges, docs/observability.md)."""
+        report: dict[str, float] = {
+            "log_bytes": self.snapshot_policy.bytes_since,
+            "log_limit_bytes": self.config.snapshot_bytes,
+        }
+        if self._core is not None:
+            raft_log = self._core.log
+            report["log_entries"] = raft_log.last_index() - raft_log.offset
+        state = getattr(self._engine, "state", None)
+        if state is not None:
+            for name, used, limit in (
+                ("exactly_once_keys", "results", "dedup_window"),
+                ("finished_orders", "finished", "finished_window"),
+            ):
+                held = getattr(state, used, None)
+                if held is not None:
+                    report[name] = len(held)
+                bound = getattr(state, limit, None)
+                if isinstance(bound, int):
+                    report[name + "_limit"] = bound
+        return report
 
     # ------------------------------------------------------------------ divergence
 
@@ -1214,6 +1340,11 @@ class Node:
 
 _CONF_CHANGE = int(EntryType.CONF_CHANGE)
 _entry_type = attrgetter("type")
+
+
+def _log_snapshot_failure(job: asyncio.Task[None]) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.error("%s failed: %s", job.get_name(), job.exception())
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:

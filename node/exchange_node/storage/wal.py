@@ -124,6 +124,15 @@ log = logging.getLogger(__name__)
 _NO_HARD_STATE = HardState()
 
 
+def write_snapshot_file(data_dir: str, snapshot: Snapshot) -> str:
+    """The snapshot's file, durably (temp file, fsync, rename, directory fsync); not yet
+    in force: only the WAL's marker record puts it there. Returns its path."""
+    meta = snapshot.meta
+    return write_file_durably(
+        data_dir, snapshot_name(meta.index, meta.term), fmt.encode_snapshot(snapshot)
+    )
+
+
 class SaveStats(NamedTuple):
     """What one ``save`` cost, handed to the ``on_save`` observer (for metrics)."""
 
@@ -252,6 +261,23 @@ class WalStorage:
         self._write_batch(entries, hard_state, snapshot, fmt.SNAPSHOT_RESET)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._save_snapshot(snapshot, write_file=True)
+
+    def snapshot_file(self, index: int, term: int) -> str:
+        """Where the snapshot at (index, term) lives: another process may write it there
+        durably (temp file, fsync, rename, directory fsync) for ``save_written_snapshot``."""
+        return os.path.join(self.data_dir, snapshot_name(index, term))
+
+    def save_written_snapshot(self, index: int, term: int) -> Snapshot:
+        """Put in force a snapshot whose file is already durable at ``snapshot_file``
+        (written by a forked child, server/snapshots.py): read it back and verify it, then
+        as ``save_snapshot`` without writing the file again. Returns the snapshot read."""
+        self._check_usable()
+        snapshot = load_snapshot(self.data_dir, index, term)
+        self._save_snapshot(snapshot, write_file=False)
+        return snapshot
+
+    def _save_snapshot(self, snapshot: Snapshot, *, write_file: bool) -> None:
         self._check_usable()
         meta = snapshot.meta
         if self._snapshot_meta is not None and meta.index <= self._snapshot_meta.index:
@@ -267,7 +293,7 @@ class WalStorage:
             )
         if self._active.size >= self.segment_bytes:
             self._rotate()
-        self._write_batch((), None, snapshot, fmt.SNAPSHOT_KEEP)
+        self._write_batch((), None, snapshot, fmt.SNAPSHOT_KEEP, write_snapshot_file=write_file)
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         self._check_usable()
@@ -366,6 +392,8 @@ class WalStorage:
         hard_state: HardState | None,
         snapshot: Snapshot | None,
         snapshot_mode: int,
+        *,
+        write_snapshot_file: bool = True,
     ) -> None:
         started = time.perf_counter()
         crc = self._crc
@@ -410,7 +438,7 @@ class WalStorage:
         if hard_state is not None:
             buf += fmt.record(crc, fmt.RT_HARD_STATE, fmt.HARD_STATE_BODY.pack(*hard_state))
         buf += fmt.commit_record(crc, self._batch_seq + 1)
-        if snapshot is not None:
+        if snapshot is not None and write_snapshot_file:
             # The file first: the marker in this batch is what puts it in force.
             writing_snapshot = time.perf_counter()
             self._write_snapshot_file(snapshot)
@@ -610,10 +638,7 @@ class WalStorage:
         )
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
-        meta = snapshot.meta
-        write_file_durably(
-            self.data_dir, snapshot_name(meta.index, meta.term), fmt.encode_snapshot(snapshot)
-        )
+        write_snapshot_file(self.data_dir, snapshot)
 
     def _compact(self, snapshot_index: int, *, dead_before_seq: int = 0) -> None:
         """Delete, oldest first, segments the snapshot covers (every entry ever written in

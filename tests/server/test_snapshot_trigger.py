@@ -1,0 +1,128 @@
+"""Snapshots of one real node (real WAL, real engine, a single-member cluster) taken by
+a forked child when the log since the last one reaches ``--snapshot-bytes``; divergence
+checkpoints at the fixed ``--checkpoint-entries`` indexes; the ``exchange_memory_*``
+gauges."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import socket
+from pathlib import Path
+
+from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
+from exchange_node.server import config as node_config
+from exchange_node.server.envelope import unwrap_snapshot
+from exchange_node.server.shell import Node
+from exchange_node.storage import format as fmt
+
+SNAPSHOT_BYTES = 8 * 1024
+CHECKPOINT_ENTRIES = 25
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _node(tmp: Path) -> Node:
+    parser = argparse.ArgumentParser()
+    node_config.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--node-id=1",
+            "--name=n1",
+            "--listen-host=127.0.0.1",
+            f"--grpc-port={_free_port()}",
+            f"--http-port={_free_port()}",
+            f"--data-dir={tmp / 'n1'}",
+            "--election-ms=200",
+            "--heartbeat-ms=20",
+            "--insecure-peers",
+            f"--snapshot-bytes={SNAPSHOT_BYTES}",
+            f"--checkpoint-entries={CHECKPOINT_ENTRIES}",
+        ]
+    )
+    return Node(node_config.from_args(args, env={}))
+
+
+def _order(n: int) -> NewOrder:
+    buy = n % 2 == 0
+    return NewOrder(
+        f"c{n % 5}",
+        f"o{n}",
+        "BTC-USD",
+        Side.BUY if buy else Side.SELL,
+        OrderType.LIMIT,
+        TimeInForce.GTC,
+        50_000 - 1 - n % 300 if buy else 50_000 + 1 + n % 300,
+        10,
+    )
+
+
+async def _leader(node: Node) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while node.role.name != "LEADER" or node.applied_index < node.commit_index:
+        assert loop.time() < deadline, "no leader"
+        await asyncio.sleep(0.02)
+
+
+async def test_bytes_trigger_snapshots_compacts_and_reports_memory(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    await node.start()
+    try:
+        await _leader(node)
+        sizes = []
+        # About 370 bytes per entry (10 orders): a snapshot every ~22 entries.
+        for n in range(0, 2_000, 10):
+            await node.submit([_order(k) for k in range(n, n + 10)])
+            sizes.append(node.snapshot_policy.bytes_since)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while node.snapshots.in_flight or node.metrics.snapshots._value.get() < 3:
+            assert loop.time() < deadline, "no snapshots taken"
+            await asyncio.sleep(0.05)
+        taken = node.metrics.snapshots._value.get()
+        # 200 entries of ~370 bytes against 8 KiB: several snapshots, not one per entry.
+        assert 4 <= taken <= 20, taken
+        # The in-memory log since the snapshot stays near the bound.
+        assert max(sizes) < 2 * SNAPSHOT_BYTES
+        await asyncio.sleep(0.1)  # the compaction runs in the next driver step
+        raft_log = node.core.log
+        assert raft_log.offset == node.snapshots.index > 0
+        assert node.storage.first_index() == node.snapshots.index + 1
+        path = node.latest_snapshot_path()
+        assert path is not None
+        assert fmt.decode_snapshot(path.read_bytes()).meta.index == node.snapshots.index
+
+        # Checkpoints only at the shared indexes (busy: no idle hash yet).
+        ring = dict(node.divergence.hash_ring)
+        assert ring and all(index % CHECKPOINT_ENTRIES == 0 for index in ring), sorted(ring)
+
+        # Idle now: an on-demand snapshot equals the engine's own serialisation here.
+        index, _term = await node.snapshot_now()
+        assert index == node.applied_index
+        path = node.latest_snapshot_path()
+        assert path is not None
+        _members, engine_state = unwrap_snapshot(fmt.decode_snapshot(path.read_bytes()).data)
+        assert engine_state == node.engine.snapshot()
+
+        text = node.metrics.render().decode()
+        for name in (
+            "exchange_memory_log_bytes",
+            "exchange_memory_log_entries",
+            "exchange_memory_log_limit_bytes",
+            "exchange_memory_exactly_once_keys",
+            "exchange_memory_finished_orders",
+            "exchange_snapshot_in_progress",
+            "exchange_snapshot_fork_seconds_count",
+        ):
+            assert re.search(rf"^{name} ", text, flags=re.M), name
+        limit = re.search(r"^exchange_memory_log_limit_bytes (\S+)", text, flags=re.M)
+        assert limit is not None and float(limit[1]) == SNAPSHOT_BYTES
+        assert re.search(r"^exchange_snapshot_failures_total 0", text, flags=re.M)
+    finally:
+        await node.stop(grace_seconds=1.0)
