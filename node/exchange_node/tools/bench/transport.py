@@ -13,6 +13,12 @@ conversion per entry, for the columnar encoding used on the wire and for the
 
     exchange bench transport --batches 256,1024
     exchange bench transport --batches 1 --window 1 --entries 4000   # ping-pong
+    exchange bench transport --batches 1,256 --window 1 --entries 4000 --tls both
+
+``--tls on`` runs the stream over mutual TLS (a CA and two member certificates made
+in a temporary directory); ``--tls both`` runs each batch size in plaintext and over
+mTLS in turn and adds the ratio of CPU per message, which is robust on a shared host
+where rates are not.
 
 Run it through ``exchange`` (not ``python -m``): the CLI picks gRPC's I/O path
 before grpc is imported, as it does for a node (``exchange_node.grpc_io``).
@@ -24,12 +30,19 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from exchange_node.raft.types import Entry, Message, MessageType
 from exchange_node.tools.bench.format import BenchResult, report
-from exchange_node.transport.transport import DEFAULT_ENVELOPE_BYTES, PeerTransport
+from exchange_node.transport.tls import PeerTLS
+from exchange_node.transport.transport import (
+    DEFAULT_CLUSTER_ID,
+    DEFAULT_ENVELOPE_BYTES,
+    PeerTransport,
+)
 
 SENDER_ID = 1
 RECEIVER_ID = 2
@@ -47,34 +60,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--uvloop", action="store_true", help="run both processes on uvloop")
     parser.add_argument("--codec", action="store_true", help="also time the codec in-process")
+    parser.add_argument(
+        "--tls",
+        choices=("off", "on", "both"),
+        default="off",
+        help="mutual TLS on the stream; 'both' measures plaintext and mTLS in turn",
+    )
     parser.add_argument("--receiver", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--receiver-tls", default="", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.receiver:
-        _run(_receiver(args.receiver), uvloop=args.uvloop)
+        tls = _member_files(Path(args.receiver_tls), RECEIVER_ID) if args.receiver_tls else None
+        _run(_receiver(args.receiver, tls), uvloop=args.uvloop)
         return 0
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
     results: list[BenchResult] = []
-    for batch in (int(b) for b in args.batches.split(",")):
-        results.extend(
-            _run(
-                _sender(
-                    batch,
-                    args.entries,
-                    args.entry_bytes,
-                    args.window,
-                    args.envelope_bytes,
-                    args.uvloop,
-                ),
-                uvloop=args.uvloop,
-            )
-        )
+    with tempfile.TemporaryDirectory(prefix="bench-transport-tls-") as tmp:
+        tls_dir = Path(tmp)
+        if True in modes:
+            _write_pki(tls_dir)
+        for batch in (int(b) for b in args.batches.split(",")):
+            by_mode: dict[bool, list[BenchResult]] = {}
+            for tls in modes:
+                by_mode[tls] = _run(
+                    _sender(
+                        batch,
+                        args.entries,
+                        args.entry_bytes,
+                        args.window,
+                        args.envelope_bytes,
+                        args.uvloop,
+                        tls_dir if tls else None,
+                    ),
+                    uvloop=args.uvloop,
+                )
+                results.extend(by_mode[tls])
+            if len(modes) == 2:
+                results.extend(_ratios(by_mode[True], by_mode[False]))
     if args.codec:
         results.extend(_codec_results(args.entry_bytes))
     # Two processes on a shared host: other load moves these figures a lot.
     results.append(BenchResult("host_load_average_1m", round(os.getloadavg()[0], 2), "tasks"))
     report("transport", results, as_json=getattr(args, "json", False))
     return 0
+
+
+def _ratios(mtls: list[BenchResult], plain: list[BenchResult]) -> list[BenchResult]:
+    """mTLS / plaintext for the rate and the CPU per round trip of one batch size."""
+    plain_by_name = {r.name: r.value for r in plain}
+    out = []
+    for r in mtls:
+        base = r.name.removesuffix("_mtls")
+        if base.startswith(("stream_messages_per_s_", "cpu_us_per_round_trip_")):
+            other = plain_by_name.get(base)
+            if other:
+                out.append(BenchResult(f"{base}_mtls_vs_plain", round(r.value / other, 3), "ratio"))
+    return out
+
+
+def _write_pki(root: Path) -> None:
+    """A CA and the certificates of members 1 (sender) and 2 (receiver) under ``root``."""
+    from exchange_node.security import generate_ca, issue_member_cert, write_pair
+
+    ca = generate_ca("bench transport ca")
+    (root / "ca.crt").write_bytes(ca.cert_pem)
+    for node_id in (SENDER_ID, RECEIVER_ID):
+        pair = issue_member_cert(ca, DEFAULT_CLUSTER_ID, node_id)
+        write_pair(pair, root / f"member-{node_id}.crt", root / f"member-{node_id}.key")
+
+
+def _member_files(root: Path, node_id: int) -> PeerTLS:
+    return PeerTLS(root / f"member-{node_id}.crt", root / f"member-{node_id}.key", root / "ca.crt")
 
 
 def _run(coro: Any, *, uvloop: bool) -> Any:
@@ -86,7 +144,13 @@ def _run(coro: Any, *, uvloop: bool) -> Any:
 
 
 async def _sender(
-    batch: int, total_entries: int, entry_bytes: int, window: int, envelope_bytes: int, uvloop: bool
+    batch: int,
+    total_entries: int,
+    entry_bytes: int,
+    window: int,
+    envelope_bytes: int,
+    uvloop: bool,
+    tls_dir: Path | None = None,
 ) -> list[BenchResult]:
     messages_total = max(1, total_entries // batch)
     payload = bytes(range(256)) * (entry_bytes // 256 + 1)
@@ -113,12 +177,18 @@ async def _sender(
             acked.set()
 
     transport = PeerTransport(
-        SENDER_ID, "127.0.0.1:0", on_message, queue_limit=window * 4, envelope_bytes=envelope_bytes
+        SENDER_ID,
+        "127.0.0.1:0",
+        on_message,
+        queue_limit=window * 4,
+        envelope_bytes=envelope_bytes,
+        tls=_member_files(tls_dir, SENDER_ID) if tls_dir else None,
     )
     await transport.start()
     # Through the CLI, so the receiver picks gRPC's I/O path as a node does.
     command = [sys.executable, "-m", "exchange_node.cli", "bench", "transport"]
     command += ["--receiver", transport.address] + (["--uvloop"] if uvloop else [])
+    command += ["--receiver-tls", str(tls_dir)] if tls_dir else []
     child = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
@@ -158,7 +228,7 @@ async def _sender(
         await child.wait()
         await transport.stop()
     entries = messages_total * batch
-    tag = f"batch{batch}"
+    tag = f"batch{batch}" + ("_mtls" if tls_dir else "")
     return [
         BenchResult(f"stream_entries_per_s_{tag}", round(entries / elapsed), "entries/s"),
         BenchResult(f"stream_messages_per_s_{tag}", round(messages_total / elapsed), "messages/s"),
@@ -166,10 +236,16 @@ async def _sender(
         BenchResult(f"stream_mb_per_s_{tag}", round(wire_bytes / elapsed / 1e6, 1), "MB/s"),
         BenchResult(f"sender_cpu_percent_{tag}", round(100 * sender_cpu / elapsed), "%"),
         BenchResult(f"receiver_cpu_percent_{tag}", round(100 * receiver_cpu / elapsed), "%"),
+        # Both processes' CPU per APP and its APP_RESP: robust where rates are not.
+        BenchResult(
+            f"cpu_us_per_round_trip_{tag}",
+            round((sender_cpu + receiver_cpu) / messages_total * 1e6, 1),
+            "us",
+        ),
     ]
 
 
-async def _receiver(sender_address: str) -> None:
+async def _receiver(sender_address: str, tls: PeerTLS | None = None) -> None:
     loop = asyncio.get_running_loop()
     transport: PeerTransport
 
@@ -180,7 +256,7 @@ async def _receiver(sender_address: str) -> None:
                 [Message(MessageType.APP_RESP, msg.frm, msg.to, term=msg.term, index=last)]
             )
 
-    transport = PeerTransport(RECEIVER_ID, "127.0.0.1:0", on_message, queue_limit=1 << 16)
+    transport = PeerTransport(RECEIVER_ID, "127.0.0.1:0", on_message, queue_limit=1 << 16, tls=tls)
     await transport.start()
     transport.set_peers({SENDER_ID: sender_address})
     print(f"PORT {transport.port}", flush=True)
