@@ -6,8 +6,8 @@ at start-up; the flag's help names the limit). Plain constants: no I/O, safe to
 import from the deterministic packages (``raft/``, ``engine/``).
 
 Limits still defined in their own modules (their owners switch them here):
-``server/shell.py`` (Ready batching, digests), ``api/`` (batch, body, rate and
-WebSocket limits), ``server/admin.py`` (audit ring).
+``server/shell.py`` (Ready batching, digests), ``api/forwarding.py`` (leader
+watch, connection pool), ``transport/transport.py`` (TLS file check).
 """
 
 from __future__ import annotations
@@ -92,3 +92,88 @@ PEER_KEEPALIVE_S: Final = 2.0
 
 FAIR_QUANTUM_COMMANDS: Final = 500
 """Commands a client may have proposed per round-robin turn: one full batch request."""
+
+# ---------------------------------------------------------------- client API (api/)
+# Defaults of ApiConfig; the ``--api-*`` flags override most of them (docs/api.md).
+
+API_MAX_BATCH: Final = 500
+"""Orders in one batch request: one fair-queue quantum, one log entry's worth of work."""
+API_MAX_BODY_BYTES: Final = 1 << 20
+"""Largest request body: a full batch with long ids fits about four times over."""
+API_RATE_LIMIT: Final = 1_000.0
+"""A retail key's orders (or requests) per second: one key at this limit leaves the others'
+latency within 2x (docs/performance.md); market makers and benches get their own in the keys file."""
+API_RATE_BURST: Final = 2_000
+"""A key's token bucket: two seconds of its rate at once after being idle."""
+API_MAX_IN_FLIGHT_PER_CLIENT: Final = 500
+"""Commands of one client being validated, proposed or answered: one full batch."""
+API_FORWARD_TIMEOUT_S: Final = 6.0
+"""A write forwarded to the leader: above the node's own 5 s write timeout, so its 504 comes back."""
+API_MAX_FORWARD_HOPS: Final = 1
+"""Forwards per request: a follower's forward that reaches another follower is an election."""
+API_RETRY_AFTER_S: Final = 1.0
+"""Retry-After of a 503 (no leader, unavailable): one election timeout (1 s by default)."""
+API_HTTP_IDLE_TIMEOUT_S: Final = 30.0
+"""An idle connection, or one whose headers do not complete, is closed (slowloris)."""
+API_HTTP_BODY_TIMEOUT_S: Final = 30.0
+"""A request body not in within this time answers 408: a slow sender holds no slot for long."""
+API_AUTH_FAILURE_RATE: Final = 1.0
+"""Failed authentications per second per remote address: a key guesser gets one try a second."""
+API_AUTH_FAILURE_BURST: Final = 20
+"""Failed authentications at once: a misconfigured client's first burst still gets 401s."""
+API_PENALTY_FIRST_S: Final = 0.25
+"""Shut-out of a key that ignored a 429's Retry-After; it doubles with each further early try."""
+API_PENALTY_MAX_S: Final = 10.0
+"""Longest shut-out for ignoring Retry-After: a broken client is back within seconds once fixed."""
+API_MAX_TOLD_TO_WAIT: Final = 10_000
+"""Connections remembered as told to wait by a 429: bounded memory under a flood of them."""
+API_MAX_DEPTH: Final = 1_000
+"""Book levels per side in one ``/v1/book`` answer: bounds one read's size."""
+API_MAX_TRADES: Final = 1_000
+"""Trades in one ``/v1/trades`` answer: the engine keeps ENGINE_TRADE_HISTORY per symbol."""
+API_BATCH_YIELD_EVERY: Final = 100
+"""A batch gives the event loop back every this many orders: others wait a slice, not the batch."""
+API_MEMBER_STATUS_TIMEOUT_S: Final = 0.5
+"""``/v1/cluster/members``: one member's own ``/v1/cluster``; a dead member costs this, no more."""
+API_MEMBER_STATUS_CACHE_S: Final = 0.25
+"""``/v1/cluster/members`` answers shared this long: a dashboard's polls cost one round of fetches."""
+API_MAX_MEMBERS_ASKED: Final = 16
+"""Members ``/v1/cluster/members`` asks at once; more are listed unasked (clusters are 3 to 7)."""
+API_MAX_MEMBER_ANSWER_BYTES: Final = 256 << 10
+"""Largest member ``/v1/cluster`` answer read: a broken member cannot make this node allocate."""
+
+API_WS_SEND_QUEUE: Final = 1_000
+"""Messages queued for one WebSocket before it is closed 4008 (slow consumer)."""
+API_WS_SEND_QUEUE_BYTES: Final = 4 << 20
+"""Bytes one WebSocket may have waiting (queue plus kernel-refused): its cost is this plus a constant."""
+API_WS_HEARTBEAT_S: Final = 15.0
+"""WebSocket ping interval: a dead peer is noticed well within a load balancer's idle timeout."""
+API_WS_MAX_MESSAGE_BYTES: Final = 1 << 16
+"""Largest incoming WebSocket message: an order or a subscription list, never more."""
+API_WS_MAX_SUBSCRIPTIONS: Final = 100
+"""Subscriptions of one keyed connection: a trader's symbols, bounded fan-out per socket."""
+API_WS_ANONYMOUS_MAX_SUBSCRIPTIONS: Final = 10
+"""Subscriptions of one connection without a key: public market data costs less per stranger."""
+API_WS_MAX_CONNECTIONS: Final = 10_000
+"""Open WebSockets per node; one more answers 503 + Retry-After."""
+API_WS_MAX_CONNECTIONS_PER_KEY: Final = 64
+"""Open WebSockets per API key: one client cannot take the node's connections."""
+API_WS_MAX_CONNECTIONS_PER_ADDRESS: Final = 256
+"""Open WebSockets per remote address (a NAT may hide several clients), keys or not."""
+API_WS_MAX_ANONYMOUS_PER_ADDRESS: Final = 16
+"""Open WebSockets without a key per remote address."""
+API_WS_MAX_IN_FLIGHT: Final = 1_000
+"""Orders and cancels of one WebSocket waiting for their ack; more answer 429."""
+API_WS_CLOSE_TIMEOUT_S: Final = 5.0
+"""How long a WebSocket close handshake may take before the socket is dropped."""
+API_WS_SLOW_CLOSE_S: Final = 1.0
+"""How long a slow consumer's close frame may take before its transport is aborted."""
+API_WS_STATS_INTERVAL_S: Final = 1.0
+"""How often the ``stats`` channel publishes: the live view's once-a-second chart."""
+API_WS_RESUBSCRIBE_S: Final = 0.05
+"""Pause before the hub resubscribes after the service dropped it (too slow, or stopping)."""
+
+# ---------------------------------------------------------------- admin API (server/admin.py)
+
+ADMIN_AUDIT_RECENT: Final = 256
+"""Admin actions kept in memory for ``GET /v1/admin/audit``; the ``exchange.audit`` log has all."""

@@ -14,7 +14,8 @@ import asyncio
 import pytest
 from api_fakes import ALICE, BOB
 from exchange_node.api.app import API_KEY
-from exchange_node.api.auth import PENALTY_FIRST, PENALTY_MAX, RateLimiter
+from exchange_node.api.auth import RateLimiter
+from exchange_node.limits import API_MAX_TOLD_TO_WAIT, API_PENALTY_FIRST_S, API_PENALTY_MAX_S
 
 SELL = {"symbol": "BTC-USD", "side": "SELL", "price": 50_000, "quantity": 3}
 
@@ -28,15 +29,15 @@ def test_an_early_request_shuts_the_key_out_for_longer_each_time():
     limiter.ignored("k")
     assert limiter.penalised("k")
     now[0] = 0.2  # its token is back, but the shut-out is not over
-    assert limiter.acquire("k") == pytest.approx(PENALTY_FIRST - 0.2)
+    assert limiter.acquire("k") == pytest.approx(API_PENALTY_FIRST_S - 0.2)
     limiter.ignored("k")
-    assert limiter.acquire("k") == pytest.approx(2 * PENALTY_FIRST)
+    assert limiter.acquire("k") == pytest.approx(2 * API_PENALTY_FIRST_S)
     for _ in range(20):
         limiter.ignored("k")
-    assert limiter.acquire("k") == pytest.approx(PENALTY_MAX)  # capped
-    assert limiter.debit("k", 5) == pytest.approx(PENALTY_MAX)
+    assert limiter.acquire("k") == pytest.approx(API_PENALTY_MAX_S)  # capped
+    assert limiter.debit("k", 5) == pytest.approx(API_PENALTY_MAX_S)
     assert limiter.acquire("other") == 0  # only this key
-    now[0] += PENALTY_MAX  # waited it out: admitted, and it starts afresh
+    now[0] += API_PENALTY_MAX_S  # waited it out: admitted, and it starts afresh
     assert limiter.acquire("k") == 0 and not limiter.penalised("k")
     assert limiter.acquire("k") > 0 and not limiter.penalised("k")
 
@@ -105,12 +106,12 @@ class _Request:
 
 
 def test_connections_told_to_wait_are_bounded_and_need_no_weak_references():
-    from exchange_node.api.auth import MAX_TOLD_TO_WAIT, Authenticator
+    from exchange_node.api.auth import Authenticator
     from exchange_node.api.errors import ApiError
 
     auth = Authenticator({"tok": "alice"}, RateLimiter(rate=0.001, burst=1))
     auth.client_for(_Request("tok"))  # type: ignore[arg-type]
-    for _ in range(MAX_TOLD_TO_WAIT + 50):
+    for _ in range(API_MAX_TOLD_TO_WAIT + 50):
         with pytest.raises(ApiError):
             auth.client_for(_Request("tok"))  # type: ignore[arg-type]
-    assert len(auth._told_to_wait) <= MAX_TOLD_TO_WAIT
+    assert len(auth._told_to_wait) <= API_MAX_TOLD_TO_WAIT

@@ -11,7 +11,7 @@ from test_ws import BUY, SELL, connect, recv
 
 
 async def test_stats_count_orders_and_trades_per_interval(api, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ws_module, "STATS_INTERVAL_SECONDS", 0.05)
+    monkeypatch.setattr(ws_module, "API_WS_STATS_INTERVAL_S", 0.05)
     client, _ = api
     ws = await connect(client)  # anonymous: stats is public
     await ws.send_json({"op": "subscribe", "id": 1, "channels": ["stats"]})

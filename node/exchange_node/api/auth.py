@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from exchange_node.limits import API_MAX_TOLD_TO_WAIT, API_PENALTY_FIRST_S, API_PENALTY_MAX_S
+
 from . import errors
 from .errors import ApiError
 
@@ -51,15 +53,6 @@ class TokenBucket:
         self.penalty_until = 0.0
 
 
-PENALTY_FIRST = 0.25
-"""The shut-out of a key that sent again on a connection before that connection's
-Retry-After delay (seconds); it doubles with every further early request."""
-PENALTY_MAX = 10.0
-"""The longest shut-out (seconds)."""
-MAX_TOLD_TO_WAIT = 10_000
-"""Connections remembered as told to wait by a 429 (their next request is checked)."""
-
-
 class RateLimiter:
     """One token bucket per key: ``rate`` tokens per second up to ``burst``, or the
     key's own ``(rate, burst)`` from ``overrides`` (a market maker's key may get more).
@@ -74,8 +67,8 @@ class RateLimiter:
 
     ``ignored(key)``: the key sent a request on a connection that had been
     answered 429 and told to wait, before the wait was over. It is shut out for
-    ``PENALTY_FIRST`` seconds, doubling with every further early request up to
-    ``PENALTY_MAX``; ``penalised`` says so while it lasts (the API then answers
+    ``API_PENALTY_FIRST_S`` seconds (limits.py), doubling with every further early request up to
+    ``API_PENALTY_MAX_S``; ``penalised`` says so while it lasts (the API then answers
     without reading the body and closes the connection, so that the key's
     refusals cost the node almost nothing). Admitted after it, the key starts
     afresh.
@@ -142,7 +135,9 @@ class RateLimiter:
         if rate <= 0:
             return
         bucket = self._refilled(key, rate, burst)
-        bucket.penalty = min(PENALTY_MAX, bucket.penalty * 2) if bucket.penalty else PENALTY_FIRST
+        bucket.penalty = (
+            min(API_PENALTY_MAX_S, bucket.penalty * 2) if bucket.penalty else API_PENALTY_FIRST_S
+        )
         bucket.penalty_until = bucket.last + bucket.penalty
 
     def penalised(self, key: str) -> bool:
@@ -259,7 +254,7 @@ class Authenticator:
         told = self._told_to_wait
         for transport in [t for t, (_, until) in told.items() if until <= now]:
             del told[transport]
-        if len(told) >= MAX_TOLD_TO_WAIT:
+        if len(told) >= API_MAX_TOLD_TO_WAIT:
             for transport in list(told)[: len(told) // 2]:
                 del told[transport]
 
@@ -271,7 +266,7 @@ class Authenticator:
             if request is not None and request.transport is not None and not penalised:
                 # Keep-alive: the next request on this connection should wait.
                 now = self.limiter.clock()
-                if len(self._told_to_wait) >= MAX_TOLD_TO_WAIT:
+                if len(self._told_to_wait) >= API_MAX_TOLD_TO_WAIT:
                     self._forget_waits(now)
                 self._told_to_wait[request.transport] = (key, now + wait)
             if penalised:

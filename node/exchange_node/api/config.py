@@ -18,16 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
+from exchange_node import limits
+
 ENV_API_KEYS = "EXCHANGE_API_KEYS"
 ENV_API_KEYS_FILE = "EXCHANGE_API_KEYS_FILE"
-
-DEFAULT_MAX_BATCH = 500
-DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_RATE_LIMIT = 1_000.0
-"""A retail key's orders (or requests) per second: one key at this limit leaves the
-others' latency within 2x (docs/performance.md); market makers and benches get their
-own ``rate_limit`` in the keys file."""
-DEFAULT_RATE_BURST = 2_000
 
 
 _KEY_LINE = re.compile(r"[^\s=:]+\s*=\s*[^\s=]+")
@@ -41,68 +35,68 @@ class ApiConfigError(ValueError):
 class ApiConfig:
     api_keys: dict[str, str] = field(default_factory=dict)
     """token -> client id."""
-    rate_limit_per_second: float = DEFAULT_RATE_LIMIT
+    rate_limit_per_second: float = limits.API_RATE_LIMIT
     """Orders and other requests per second per key: a batch of N orders costs N (the
     limit bounds the work a key causes: validation, replication, apply), any other
     request 1; 0 disables the limit."""
-    rate_limit_burst: int = DEFAULT_RATE_BURST
+    rate_limit_burst: int = limits.API_RATE_BURST
     """Bucket size: orders or requests a key may send at once after being idle."""
     key_rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
     """token -> its own (rate, burst), from the keys file's ``rate_limit`` and
     ``rate_burst`` (e.g. a market maker's key)."""
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_body_bytes: int = limits.API_MAX_BODY_BYTES
+    max_batch: int = limits.API_MAX_BATCH
     public_market_data: bool = True
     """Symbols, book, trades, BBO, analytics and the cluster view need no key."""
     follower_writes: Literal["forward", "redirect"] = "forward"
     """``forward``: a follower proxies the request to the leader; ``redirect``: it
     answers 421 with the leader's address."""
-    forward_timeout_seconds: float = 6.0
+    forward_timeout_seconds: float = limits.API_FORWARD_TIMEOUT_S
     """Total time for a forwarded request: a little above the node's own write timeout
     (5 s by default) so the leader's answer, even its 504, normally comes back. The
     connect phase is limited to 1 s, so a dead leader is noticed at once."""
-    max_forward_hops: int = 1
-    unavailable_retry_after_seconds: float = 1.0
-    ws_send_queue: int = 1_000
+    max_forward_hops: int = limits.API_MAX_FORWARD_HOPS
+    unavailable_retry_after_seconds: float = limits.API_RETRY_AFTER_S
+    ws_send_queue: int = limits.API_WS_SEND_QUEUE
     """Messages queued for one WebSocket before it is dropped as a slow consumer."""
-    ws_send_queue_bytes: int = 4 << 20
+    ws_send_queue_bytes: int = limits.API_WS_SEND_QUEUE_BYTES
     """Bytes one WebSocket may have waiting (its queue plus what the kernel did not
     take) before it is closed 4008: a connection costs at most this plus a constant."""
-    ws_heartbeat_seconds: float = 15.0
-    ws_max_subscriptions: int = 100
-    ws_anonymous_max_subscriptions: int = 10
+    ws_heartbeat_seconds: float = limits.API_WS_HEARTBEAT_S
+    ws_max_subscriptions: int = limits.API_WS_MAX_SUBSCRIPTIONS
+    ws_anonymous_max_subscriptions: int = limits.API_WS_ANONYMOUS_MAX_SUBSCRIPTIONS
     """Subscriptions of one connection without an API key."""
-    ws_max_connections: int = 10_000
+    ws_max_connections: int = limits.API_WS_MAX_CONNECTIONS
     """Open WebSockets per node; one more is refused with 503 + Retry-After."""
-    ws_max_connections_per_key: int = 64
-    ws_max_connections_per_address: int = 256
+    ws_max_connections_per_key: int = limits.API_WS_MAX_CONNECTIONS_PER_KEY
+    ws_max_connections_per_address: int = limits.API_WS_MAX_CONNECTIONS_PER_ADDRESS
     """Open WebSockets from one remote address, with or without keys."""
-    ws_max_anonymous_per_address: int = 16
+    ws_max_anonymous_per_address: int = limits.API_WS_MAX_ANONYMOUS_PER_ADDRESS
     """Open WebSockets without an API key from one remote address."""
-    max_in_flight_per_client: int = 500
+    max_in_flight_per_client: int = limits.API_MAX_IN_FLIGHT_PER_CLIENT
     """Commands of one client being validated, proposed or answered (one full batch);
     more answer 429."""
-    http_idle_timeout_seconds: float = 30.0
+    http_idle_timeout_seconds: float = limits.API_HTTP_IDLE_TIMEOUT_S
     """A connection idle this long, or whose request line and headers are not complete
     this long after it opened (or after its previous answer), is closed (slowloris)."""
-    http_body_timeout_seconds: float = 30.0
+    http_body_timeout_seconds: float = limits.API_HTTP_BODY_TIMEOUT_S
     """A request body not received in full within this time answers 408."""
-    auth_failure_rate_per_second: float = 1.0
+    auth_failure_rate_per_second: float = limits.API_AUTH_FAILURE_RATE
     """Failed authentications (unknown or malformed keys) per second per remote address."""
-    auth_failure_burst: int = 20
-    ws_max_message_bytes: int = 1 << 16
+    auth_failure_burst: int = limits.API_AUTH_FAILURE_BURST
+    ws_max_message_bytes: int = limits.API_WS_MAX_MESSAGE_BYTES
     default_depth: int = 10
-    max_depth: int = 1_000
+    max_depth: int = limits.API_MAX_DEPTH
     default_trades: int = 100
-    max_trades: int = 1_000
+    max_trades: int = limits.API_MAX_TRADES
     price_scales: dict[str, int] = field(default_factory=dict)
     """symbol -> price units per unit of its quote currency (display only: the
     engine trades integers); ``/v1/symbols`` serves it as ``price_scale``."""
     default_price_scale: int = 100
     """``price_scale`` of a symbol without its own: prices in hundredths (cents)."""
-    member_status_timeout_seconds: float = 0.5
+    member_status_timeout_seconds: float = limits.API_MEMBER_STATUS_TIMEOUT_S
     """``/v1/cluster/members``: time allowed for each member's own ``/v1/cluster``."""
-    member_status_cache_seconds: float = 0.25
+    member_status_cache_seconds: float = limits.API_MEMBER_STATUS_CACHE_S
     """``/v1/cluster/members``: answers are shared this long (one round of fetches)."""
     member_status_verify_tls: bool = True
     """``/v1/cluster/members`` over HTTPS: verify the members' certificates."""

@@ -6,7 +6,7 @@ public ``/v1/cluster`` itself, server-side, and answers with all of them:
 
 * each fetch has a short timeout (``member_status_timeout_seconds``); a member
   that does not answer in time is listed ``reachable: false`` with the reason;
-* at most ``MAX_MEMBERS`` members are asked, all at once;
+* at most ``API_MAX_MEMBERS_ASKED`` members are asked, all at once;
 * answers are shared for ``member_status_cache_seconds``: any number of pages
   polling any number of times cause at most one round of fetches per interval
   (concurrent callers wait for the same round).
@@ -30,12 +30,9 @@ from typing import Any
 
 import aiohttp
 
-from . import queries
+from exchange_node.limits import API_MAX_MEMBER_ANSWER_BYTES, API_MAX_MEMBERS_ASKED
 
-MAX_MEMBERS = 16
-"""Members asked per round; a larger configuration lists the rest unasked."""
-MAX_ANSWER_BYTES = 256 * 1024
-"""A member's /v1/cluster answer larger than this is refused (not read further)."""
+from . import queries
 
 
 class MemberStatusFetcher:
@@ -82,7 +79,7 @@ class MemberStatusFetcher:
     async def _gather(self, scheme: str) -> dict[str, Any]:
         here = queries.cluster_view(self._status())
         members = here["members"]
-        asked = members[:MAX_MEMBERS]
+        asked = members[:API_MAX_MEMBERS_ASKED]
         views = await asyncio.gather(*(self._fetch(scheme, m, here) for m in asked))
         # the leader's own list knows every follower's lag; prefer it
         leader_view = next(
@@ -93,7 +90,7 @@ class MemberStatusFetcher:
         out = []
         for member, (ok, view, error) in zip(asked, views, strict=True):
             out.append(_row(member, view if ok else None, error, lag.get(member["id"])))
-        for member in members[MAX_MEMBERS:]:
+        for member in members[API_MAX_MEMBERS_ASKED:]:
             out.append(_row(member, None, "not asked (more than 16 members)", None))
         leader = leader_view["node_id"] if leader_view else here["leader"]
         result = {
@@ -122,10 +119,10 @@ class MemberStatusFetcher:
             async with self._session.get(url, ssl=self._tls()) as answer:
                 if answer.status != 200:
                     return False, {}, f"HTTP {answer.status}"
-                if (answer.content_length or 0) > MAX_ANSWER_BYTES:
+                if (answer.content_length or 0) > API_MAX_MEMBER_ANSWER_BYTES:
                     return False, {}, "answer too large"
-                raw = await answer.content.read(MAX_ANSWER_BYTES + 1)
-                if len(raw) > MAX_ANSWER_BYTES:
+                raw = await answer.content.read(API_MAX_MEMBER_ANSWER_BYTES + 1)
+                if len(raw) > API_MAX_MEMBER_ANSWER_BYTES:
                     return False, {}, "answer too large"
                 view = json.loads(raw)
                 if not isinstance(view, dict) or not isinstance(view.get("members"), list):

@@ -35,6 +35,7 @@ from exchange_node.engine.commands import (
     validate_format,
 )
 from exchange_node.engine.events import CommandResult
+from exchange_node.limits import API_BATCH_YIELD_EVERY
 from exchange_node.service import (
     ExchangeService,
     NotLeader,
@@ -60,10 +61,6 @@ _REJECT_CODE = {
     RejectReason.PRICE_OFF_TICK: errors.PRICE_OFF_TICK,
     RejectReason.QUANTITY_OFF_LOT: errors.QUANTITY_OFF_LOT,
 }
-
-YIELD_EVERY = 100
-"""A batch request gives the event loop back every this many orders (validating them,
-then building their answers), so a large batch delays others by a slice, not by all."""
 
 ClientCommand = NewOrder | Cancel | CancelReplace | MassCancel
 """What a client may send (the operator's commands come through the admin API)."""
@@ -257,7 +254,7 @@ class OrderEntry:
         with self.in_flight_slot(client_id, len(items)):
             commands = []
             for i, item in enumerate(items):
-                if i and i % YIELD_EVERY == 0:
+                if i and i % API_BATCH_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let other clients' requests in between
                 commands.append(
                     self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
@@ -265,7 +262,7 @@ class OrderEntry:
             results = await self.service.submit(commands)
             out = []
             for i, result in enumerate(results):
-                if i and i % YIELD_EVERY == 0:
+                if i and i % API_BATCH_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 status, answer = result_answer(result, client_id)
                 out.append({"status": status, **answer} if status != 200 else answer)

@@ -41,6 +41,13 @@ import aiohttp
 from aiohttp import web
 
 from exchange_node.engine.events import Accepted, BookUpdate, Fill, Rejected, TradingStatus
+from exchange_node.limits import (
+    API_WS_CLOSE_TIMEOUT_S,
+    API_WS_MAX_IN_FLIGHT,
+    API_WS_RESUBSCRIBE_S,
+    API_WS_SLOW_CLOSE_S,
+    API_WS_STATS_INTERVAL_S,
+)
 from exchange_node.service import ExchangeService, NotLeader, ServiceError
 
 from . import errors, jsonio, queries
@@ -56,12 +63,8 @@ log = logging.getLogger("exchange_node.api.ws")
 
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
-MAX_IN_FLIGHT = 1_000
 FULL_BOOK = 1 << 30
-SLOW_CLOSE_SECONDS = 1.0
-STATS_INTERVAL_SECONDS = 1.0
-"""How often the ``stats`` channel publishes."""
-"""How long a slow consumer's close frame may take before its transport is aborted."""
+"""Depth that means every level (a snapshot carries the whole book)."""
 _TEXT = aiohttp.WSMsgType.TEXT
 _SLOW_CONSUMER_REASON = b"slow consumer: send queue full"
 _SLOW_CONSUMER_CLOSE_FRAME = (
@@ -249,7 +252,7 @@ class WsHub:
                 self._subscription = None
             # The iterator ended: this hub was too slow and was dropped (or the
             # service is stopping). Back off a little before resubscribing.
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(API_WS_RESUBSCRIBE_S)
 
     def _resync(self) -> None:
         for symbol, conns in list(self.book_subs.items()):
@@ -332,12 +335,12 @@ class WsHub:
                 conn.send(text)
 
     async def _publish_stats(self) -> None:
-        """Every ``STATS_INTERVAL_SECONDS`` while anyone listens: the counts of that
+        """Every ``API_WS_STATS_INTERVAL_S`` while anyone listens: the counts of that
         interval (measured on the loop's clock, so a late tick reports its real span)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         while self.stats_subs and not self._closed:
-            await asyncio.sleep(STATS_INTERVAL_SECONDS)
+            await asyncio.sleep(API_WS_STATS_INTERVAL_S)
             now = loop.time()
             orders, trades, rejects = self._counts
             self._counts = [0, 0, 0]
@@ -408,14 +411,14 @@ class WsHub:
     def _close_slow(self, conn: Connection) -> None:
         """Close 4008 without waiting on the reader: the close frame goes straight to the
         transport (aiohttp's own close would wait behind the blocked writer), and after
-        SLOW_CLOSE_SECONDS the transport is aborted, dropping whatever the peer did not
+        API_WS_SLOW_CLOSE_S the transport is aborted, dropping whatever the peer did not
         read (even a transport already closing holds its unsent bytes until then)."""
         transport = conn.transport
         if transport is None or conn.ws.closed:
             return
         with contextlib.suppress(Exception):
             transport.write(_SLOW_CONSUMER_CLOSE_FRAME)  # type: ignore[attr-defined]
-        asyncio.get_running_loop().call_later(SLOW_CLOSE_SECONDS, transport.abort)  # type: ignore[attr-defined]
+        asyncio.get_running_loop().call_later(API_WS_SLOW_CLOSE_S, transport.abort)  # type: ignore[attr-defined]
 
     def _detach(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -444,7 +447,7 @@ class WsHub:
         ws = web.WebSocketResponse(
             heartbeat=config.ws_heartbeat_seconds,
             max_msg_size=config.ws_max_message_bytes,
-            timeout=5.0,
+            timeout=API_WS_CLOSE_TIMEOUT_S,
             compress=False,
         )
         if len(self.connections) >= config.ws_max_connections:
@@ -717,9 +720,12 @@ class WsHub:
     def _writer_op(self, conn: Connection, op: str) -> str:
         if conn.client_id is None or conn.token is None:
             raise ApiError(401, errors.UNAUTHORIZED, f"{op} needs an API key", "Authorization")
-        if conn.in_flight >= MAX_IN_FLIGHT:
+        if conn.in_flight >= API_WS_MAX_IN_FLIGHT:
             raise ApiError(
-                429, errors.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight", None
+                429,
+                errors.RATE_LIMITED,
+                f"more than {API_WS_MAX_IN_FLIGHT} requests in flight",
+                None,
             )
         self.auth.charge(conn.rate_key)
         return conn.client_id

@@ -30,6 +30,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from exchange_node.limits import ADMIN_AUDIT_RECENT
 from exchange_node.security import enrollment
 from exchange_node.security.enrollment import EnrollmentError, MemberEnrollment
 from exchange_node.server import tracing
@@ -350,7 +351,6 @@ async def admin_put_certificate(request: web.Request) -> web.Response:
 
 audit_log = logging.getLogger("exchange.audit")
 AUDIT_KEY: web.AppKey[deque[dict[str, Any]]] = web.AppKey("exchange_admin_audit", deque)
-AUDIT_RECENT = 256
 ACTOR_HEADER = "X-Exchange-Actor"
 DEFAULT_CLIENT = "*"
 """``/v1/admin/risk/*``: the default limits of every client without its own."""
@@ -612,7 +612,7 @@ def add_admin_routes(app: web.Application, node: Any, admin_token: str | None) -
     app.router.add_post("/v1/admin/transfer-leadership", admin_transfer_leadership)
     app.router.add_get("/v1/admin/certificate-request", admin_certificate_request)
     app.router.add_put("/v1/admin/certificate", admin_put_certificate)
-    app[AUDIT_KEY] = deque(maxlen=AUDIT_RECENT)
+    app[AUDIT_KEY] = deque(maxlen=ADMIN_AUDIT_RECENT)
     for method, path, handler in OPS_ROUTES:
         app.router.add_route(method, path, handler)
         # The same routes under /admin/v1 as agreed with the backup job.
