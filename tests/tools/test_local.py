@@ -113,6 +113,18 @@ def test_local_up_status_ctrl_c_and_restart_on_the_same_data(tmp_path) -> None:
             timeout=10,
         )
         assert code == 200, doc
+        # One name per replica: every node's /v1/cluster names each member as that
+        # member names itself, and it is its data directory's and log file's name.
+        names = {m.node_id: f"node-{m.node_id}" for m in spec.members}
+        for m in spec.members:
+            code, view = cluster.request(m.node_id, "GET", "/v1/cluster", token=token, timeout=10)
+            assert code == 200, view
+            assert view["name"] == names[m.node_id]
+            assert {x["id"]: x["name"] for x in view["members"]} == names
+            assert Path(m.data_dir).name == names[m.node_id]
+            assert cluster.log_path(m.node_id).name == f"{names[m.node_id]}.log"
+            assert cluster.log_path(m.node_id).exists()
+        assert all(name in status.stdout for name in names.values()), status.stdout
         pids = json.loads(
             subprocess.run(
                 [

@@ -8,6 +8,11 @@ SIGTERM (a leader hands leadership over first). Running it again on the same
 ``--data-root`` restarts the same members on their data: ports, admin token
 and API keys are kept in ``<data-root>/cluster.json``.
 
+One name per replica: the member with Raft id ``i`` is ``node-<i>`` everywhere:
+its ``--name`` (logs, ``/v1/cluster``, admin status), its data directory
+``<data-root>/node-<i>``, its log ``<data-root>/node-<i>.log``, and the name every
+other member gives it (the node names a bootstrap peer ``node-<id>``).
+
 Ports: node ``i`` (1-based) serves HTTP on ``base-port + i - 1``, gRPC on
 ``base-port + 100 + i - 1`` and the admin API on ``base-port + 200 + i - 1``.
 
@@ -58,6 +63,13 @@ def _key_entry(token: str, client: str) -> str:
 
 
 LOCAL_CLUSTER_ID = "local"
+
+
+def member_name(node_id: int) -> str:
+    """The one name of the member with Raft id ``node_id`` in a local cluster: its
+    ``--name``, data directory and log file (``node-<id>``; the shell names the
+    bootstrap peers it has not heard from the same way)."""
+    return f"node-{node_id}"
 
 
 def free_ports(count: int) -> list[int]:
@@ -179,7 +191,7 @@ class LocalCluster:
                 (base_port + i, base_port + 100 + i, base_port + 200 + i) for i in range(nodes)
             ]
         members = [
-            MemberSpec(i + 1, http, grpc, str(root / f"node-{i + 1}"), admin_port=admin)
+            MemberSpec(i + 1, http, grpc, str(root / member_name(i + 1)), admin_port=admin)
             for i, (http, grpc, admin) in enumerate(triples)
         ]
         spec = ClusterSpec(
@@ -209,11 +221,20 @@ class LocalCluster:
         node_id = node_id or max(m.node_id for m in self.spec.members) + 1
         http, grpc, admin = free_ports(3)
         spec = MemberSpec(
-            node_id, http, grpc, str(self.root / f"node-{node_id}"), initial=False, admin_port=admin
+            node_id,
+            http,
+            grpc,
+            str(self.root / member_name(node_id)),
+            initial=False,
+            admin_port=admin,
         )
         self.spec.members.append(spec)
         self.spec.save(self.root)
         return spec
+
+    def log_path(self, node_id: int) -> Path:
+        """Where member ``node_id``'s process writes its log: ``<data-root>/node-<id>.log``."""
+        return self.root / f"{member_name(node_id)}.log"
 
     def key_for(self, client: str) -> str:
         for token, name in self.spec.api_keys.items():
@@ -233,7 +254,7 @@ class LocalCluster:
             "exchange_node.cli",
             "node",
             f"--node-id={m.node_id}",
-            f"--name=local-{m.node_id - 1}",
+            f"--name={member_name(m.node_id)}",
             f"--peers={peers}",
             f"--peer-http={peer_http}",
             f"--cluster-state={'new' if m.initial else 'existing'}",
@@ -319,7 +340,7 @@ class LocalCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_secrets()
         self.ensure_certificates()
-        log = open(self.root / f"node-{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env = self.node_env(node_id, env)
@@ -393,7 +414,7 @@ class LocalCluster:
                 proc.wait()
 
     def log_tail(self, node_id: int, lines: int = 30) -> str:
-        path = self.root / f"node-{node_id}.log"
+        path = self.log_path(node_id)
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -609,9 +630,9 @@ def _up(args: argparse.Namespace) -> int:
         if m.node_id not in cluster.procs:
             continue
         print(
-            f"  node {m.node_id}: api http://{m.http}/v1  stream ws://{m.http}/v1/ws  "
+            f"  {member_name(m.node_id)}: api http://{m.http}/v1  stream ws://{m.http}/v1/ws  "
             f"metrics http://{m.http}/metrics  admin http://{m.admin}/v1/admin  grpc {m.grpc}  "
-            f"log {root}/node-{m.node_id}.log"
+            f"log {cluster.log_path(m.node_id)}"
         )
     print(f"  admin token: {root}/admin-token   API keys: {root}/api-keys")
     if cluster.spec.peer_tls:
@@ -654,24 +675,28 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(docs, indent=2))
         return 0
-    print(f"{'id':>3} {'role':<13} {'term':>5} {'leader':>6} {'commit':>9} {'applied':>9}  http")
+    print(
+        f"{'id':>3} {'name':<8} {'role':<13} {'term':>5} {'leader':>6} {'commit':>9} "
+        f"{'applied':>9}  http"
+    )
     for node_id, st in docs.items():
         http = cluster.member(node_id).http
         if st is None:
-            print(f"{node_id:>3} {'down':<13} {'':>5} {'':>6} {'':>9} {'':>9}  {http}")
+            name = member_name(node_id)
+            print(f"{node_id:>3} {name:<8} {'down':<13} {'':>5} {'':>6} {'':>9} {'':>9}  {http}")
             continue
         print(
-            f"{node_id:>3} {st['role']:<13} {st['term']:>5} {st['leader']:>6} "
+            f"{node_id:>3} {st['name']:<8} {st['role']:<13} {st['term']:>5} {st['leader']:>6} "
             f"{st['commit_index']:>9} {st['applied_index']:>9}  {http}"
             + ("  DIVERGED" if st.get("diverged") else "")
         )
     leader_doc = next((st for st in docs.values() if st and st["role"] == "leader"), None)
     if leader_doc:
         print("\nmembers (as the leader sees them):")
-        print(f"{'id':>3} {'voter':<6} {'match':>9} {'lag':>7} {'healthy':<8} grpc")
+        print(f"{'id':>3} {'name':<8} {'voter':<6} {'match':>9} {'lag':>7} {'healthy':<8} grpc")
         for m in leader_doc["members"]:
             print(
-                f"{m['id']:>3} {str(m['voter']).lower():<6} {m['match_index']:>9} "
+                f"{m['id']:>3} {m['name']:<8} {str(m['voter']).lower():<6} {m['match_index']:>9} "
                 f"{m['lag']:>7} {str(m['healthy']).lower():<8} {m['address']}"
             )
     else:
