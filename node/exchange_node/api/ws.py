@@ -91,6 +91,7 @@ class Connection:
         "queued_bytes",
         "rate_key",
         "ready",
+        "scheme",
         "subscriptions",
         "token",
         "transport",
@@ -125,6 +126,9 @@ class Connection:
         self.in_flight = 0
         self.rate_key = token or "ws-anonymous"
         """Whose rate-limit bucket this socket's requests are charged to."""
+        self.scheme = "http"
+        """How this socket arrived (``https`` over TLS): orders it forwards to the leader
+        go the same way (members of one cluster serve alike)."""
 
     def pending_bytes(self) -> int:
         """Bytes this connection holds: its queue plus what the kernel did not take."""
@@ -528,6 +532,8 @@ class WsHub:
         conn = Connection(self, ws, client_id, token, address, request.transport)
         if token is None:
             conn.rate_key = f"addr:{address}"
+        if request.secure:
+            conn.scheme = "https"
         self.connections.add(conn)
         self.ensure_started()
         writer = asyncio.get_running_loop().create_task(conn.write_loop())
@@ -816,7 +822,12 @@ class WsHub:
             headers["Content-Type"] = "application/json"
             body = jsonio.dumps(payload)
         status, _headers, raw, _ctype = await self.forwarder.exchange(
-            method, f"http://{exc.leader_http}{path}", headers, body, exc.leader_http, write=True
+            method,
+            f"{conn.scheme}://{exc.leader_http}{path}",
+            headers,
+            body,
+            exc.leader_http,
+            write=True,
         )
         try:
             answer = jsonio.loads(raw)
