@@ -63,7 +63,7 @@ _REJECT_CODE = {
 }
 
 ClientCommand = NewOrder | Cancel | CancelReplace | MassCancel
-"""What a client may send (the operator's commands come through the admin API)."""
+"""What a client may send (listings, halts and risk limits come through the admin API)."""
 
 Answer = tuple[int, dict[str, Any]]
 """An operation's HTTP status and JSON body (the WebSocket ack carries both)."""
