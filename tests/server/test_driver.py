@@ -50,6 +50,7 @@ class Replies:
         self.resolved_.append((token, index, result))
 
     def failed(self, token: object, failure: Failure, detail: str) -> None:
+        assert isinstance(detail, str) and detail, (token, failure, detail)  # a reason, always
         self.failed_.append((token, failure))
 
     def read_ready(self, token: object, index: int) -> None:

@@ -60,6 +60,9 @@ class Replies:
         self.answers.append((token, index, result))
 
     def failed(self, token: object, failure: Failure, detail: str) -> None:
+        # The Replies contract: every failure comes with a reason (an adapter may
+        # show it to the client).
+        assert isinstance(detail, str) and detail, (token, failure, detail)
         self.failures.append((token, failure, detail))
 
     def read_ready(self, token: object, index: int) -> None:
@@ -224,6 +227,8 @@ def test_a_proposal_the_core_refuses_fails_every_token(refusal, failure):
     assert driver.propose(["a", "b"], [b"a", b"b"], [NEVER, NEVER]) is False
     assert replies.failed_as() == [("a", failure), ("b", failure)]
     assert driver.waiting == 0
+    if failure is Failure.DROPPED:  # the core's reason reaches the client (a 503 body)
+        assert [d for _, _, d in replies.failures] == ["busy", "busy"]
 
 
 def test_a_configuration_change_on_the_leader_waits_and_resolves_at_its_index():
@@ -238,7 +243,10 @@ def test_a_configuration_change_on_the_leader_waits_and_resolves_at_its_index():
 
 @pytest.mark.parametrize(
     ("refusal", "failure"),
-    [(NotLeaderError(NONE), Failure.NOT_LEADER), (ProposalDroppedError("pending"), Failure.DROPPED)],
+    [
+        (NotLeaderError(NONE), Failure.NOT_LEADER),
+        (ProposalDroppedError("pending"), Failure.DROPPED),
+    ],
 )
 def test_a_configuration_change_the_core_refuses_fails_its_token(refusal, failure):
     driver, core, _, replies = make()
@@ -406,6 +414,40 @@ def test_fail_everything_fails_proposals_and_both_kinds_of_reads_once():
     )
     run(driver)
     assert len(replies.failures) == 3 and replies.answers == [] and replies.reads == []
+
+
+def test_the_driver_keeps_serving_reads_after_failing_everything():
+    driver, core, _, replies = make()
+    lead(driver, core)
+    driver.read(["old"], NEVER)
+    driver.fail_everything(Failure.STOPPED, "stopping")
+    driver.read(["new"], NEVER)
+    core.readys.append(Ready(read_states=[ReadState(0, core.read_ctxs[-1])]))
+    run(driver)
+    assert replies.reads == [("new", 0)]
+
+
+def test_the_reasons_a_client_reads_for_a_timeout_or_a_refused_read():
+    """server/requests.py hands these details to the client (504/503 bodies) for an
+    admin change that timed out and for a read barrier that timed out or failed."""
+    driver, core, _, replies = make()
+    lead(driver, core)
+    driver.propose_conf_change("change", CHANGE, 1.0)
+    driver.read(["unconfirmed"], 1.0)
+    driver.read(["confirmed"], 1.0)
+    core.readys.append(Ready(read_states=[ReadState(5, core.read_ctxs[1])]))
+    run(driver)
+    driver.expire(1.0)
+    core.readys.append(Ready(soft_state=SoftState(3, Role.FOLLOWER)))
+    run(driver)
+    core.refuse = ProposalDroppedError("transfer")
+    driver.read(["refused"], NEVER)
+    assert replies.failures == [
+        ("change", Failure.TIMEOUT, "not applied in time; outcome unknown"),
+        ("unconfirmed", Failure.TIMEOUT, "read barrier timed out"),
+        ("confirmed", Failure.TIMEOUT, "read barrier timed out"),
+        ("refused", Failure.DROPPED, "read failed"),
+    ]
 
 
 # ------------------------------------------------------------------- leadership lost
@@ -709,6 +751,9 @@ def test_only_empty_appends_to_streaming_followers_are_held():
     assert hold.release(5.0) == [app(2)]
     assert (hold.released, hold.release_at) == (1, None)
     assert hold.release(9.0) == []
+    hold.route([app(2), app(3)], lambda _peer: True, 10.0)
+    assert len(hold.release(11.0)) == 2
+    assert (hold.held, hold.released) == (3, 3)  # counters add up across holds
 
 
 def test_a_second_notice_for_the_same_follower_replaces_the_first():
