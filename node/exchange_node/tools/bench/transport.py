@@ -17,8 +17,12 @@ conversion per entry, for the columnar encoding used on the wire and for the
 
 ``--tls on`` runs the stream over mutual TLS (a CA and two member certificates made
 in a temporary directory); ``--tls both`` runs each batch size in plaintext and over
-mTLS in turn and adds the ratio of CPU per message, which is robust on a shared host
-where rates are not.
+mTLS in turn and adds the mTLS/plaintext ratios of the message rate and of the CPU
+per round trip (both processes' user+sys per APP and its APP_RESP: steadier than a
+rate on a shared host). ``--rounds N`` repeats each run and prints medians, the
+order of the two modes swapped every round.
+
+    exchange bench transport --batches 1,256 --entries 20000 --tls both --rounds 4
 
 Run it through ``exchange`` (not ``python -m``): the CLI picks gRPC's I/O path
 before grpc is imported, as it does for a node (``exchange_node.grpc_io``).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -66,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="off",
         help="mutual TLS on the stream; 'both' measures plaintext and mTLS in turn",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs per batch size and mode (medians are printed); with --tls both each "
+        "round swaps which mode goes first",
+    )
     parser.add_argument("--receiver", default="", help=argparse.SUPPRESS)
     parser.add_argument("--receiver-tls", default="", help=argparse.SUPPRESS)
 
@@ -82,10 +94,12 @@ def main(args: argparse.Namespace) -> int:
         if True in modes:
             _write_pki(tls_dir)
         for batch in (int(b) for b in args.batches.split(",")):
-            by_mode: dict[bool, list[BenchResult]] = {}
-            for tls in modes:
-                by_mode[tls] = _run(
-                    _sender(
+            runs: dict[bool, list[list[BenchResult]]] = {tls: [] for tls in modes}
+            for round_ in range(args.rounds):
+                # ABBA: each round swaps which mode goes first, so a machine that is
+                # getting busier or quieter does not favour one of them.
+                for tls in modes if round_ % 2 == 0 else modes[::-1]:
+                    sender = _sender(
                         batch,
                         args.entries,
                         args.entry_bytes,
@@ -93,9 +107,10 @@ def main(args: argparse.Namespace) -> int:
                         args.envelope_bytes,
                         args.uvloop,
                         tls_dir if tls else None,
-                    ),
-                    uvloop=args.uvloop,
-                )
+                    )
+                    runs[tls].append(_run(sender, uvloop=args.uvloop))
+            by_mode = {tls: _medians(r) for tls, r in runs.items()}
+            for tls in modes:
                 results.extend(by_mode[tls])
             if len(modes) == 2:
                 results.extend(_ratios(by_mode[True], by_mode[False]))
@@ -105,6 +120,14 @@ def main(args: argparse.Namespace) -> int:
     results.append(BenchResult("host_load_average_1m", round(os.getloadavg()[0], 2), "tasks"))
     report("transport", results, as_json=getattr(args, "json", False))
     return 0
+
+
+def _medians(runs: list[list[BenchResult]]) -> list[BenchResult]:
+    """Each figure's median over the rounds (same names and units)."""
+    return [
+        BenchResult(first.name, statistics.median(r[i].value for r in runs), first.unit)
+        for i, first in enumerate(runs[0])
+    ]
 
 
 def _ratios(mtls: list[BenchResult], plain: list[BenchResult]) -> list[BenchResult]:
