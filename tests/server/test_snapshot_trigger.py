@@ -13,6 +13,7 @@ from pathlib import Path
 
 from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
 from exchange_node.server import config as node_config
+from exchange_node.server.divergence import state_digest
 from exchange_node.server.envelope import unwrap_snapshot
 from exchange_node.server.shell import Node
 from exchange_node.storage import format as fmt
@@ -124,5 +125,26 @@ async def test_bytes_trigger_snapshots_compacts_and_reports_memory(tmp_path: Pat
         limit = re.search(r"^exchange_memory_log_limit_bytes (\S+)", text, flags=re.M)
         assert limit is not None and float(limit[1]) == SNAPSHOT_BYTES
         assert re.search(r"^exchange_snapshot_failures_total 0", text, flags=re.M)
+    finally:
+        await node.stop(grace_seconds=1.0)
+
+
+async def test_an_idle_node_hashes_its_state_in_a_child(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    await node.start()
+    try:
+        await _leader(node)
+        for n in range(0, 200, 10):
+            await node.submit([_order(k) for k in range(n, n + 10)])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        # Idle after IDLE_HASH_SECONDS: a status call starts a child; a later one has it.
+        while node.status_hash()[0] != node.applied_index:
+            assert loop.time() < deadline, "no fresh hash of the idle state"
+            await asyncio.sleep(0.1)
+        index, digest = node.status_hash()
+        assert bytes.fromhex(digest) == state_digest(node.engine.snapshot())
+        # Recorded as a checkpoint at that index, for the peers' digests.
+        assert node.divergence.hash_ring[index] == bytes.fromhex(digest)
     finally:
         await node.stop(grace_seconds=1.0)

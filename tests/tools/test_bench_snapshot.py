@@ -49,6 +49,10 @@ def test_bench_snapshot_json_reports_every_figure() -> None:
         "client_p99_ms_between",
         "client_p99_ratio",
         "client_errors",
+        "wal_fsync_max_ms_during",
+        "wal_fsync_p99_ms_during",
+        "wal_fsync_max_ms_between",
+        "wal_fsync_p99_ms_between",
     }
     assert results["snapshots"] == 2
     assert results["resting_orders"] == 2000

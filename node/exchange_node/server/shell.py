@@ -203,6 +203,8 @@ class Node:
         self._reject_log = RateLimitedLog()
         self._hand_over_task: asyncio.Future[None] | None = None
         self._hash_cache: tuple[int, bytes] = (-1, b"")
+        self._hashing = -1
+        """The applied index a checkpoint child is hashing for an idle node (-1: none)."""
         self._applied_conf = ConfState()
         """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
         self._last_applied_seen = -1
@@ -917,6 +919,8 @@ class Node:
                 result = await loop.run_in_executor(self._snapshot_wait, wait_child, pid, read_fd)
             finally:
                 self._children.discard(pid)
+                if self._hashing == index:
+                    self._hashing = -1
             if checkpoint:
                 # A shared index: every replica hashes its state there (divergence.py).
                 self.divergence.record(index, result.digest, time.monotonic())
@@ -988,11 +992,25 @@ class Node:
         return digest
 
     def status_hash(self) -> tuple[int, str]:
-        """(index, hex hash) for status documents: fresh when idle, else the newest known."""
+        """(index, hex hash) for status documents: the newest known. When idle (or none
+        is known) a child hashes the applied index, so a later call has it fresh; the
+        index says which state the hash is of (``state_hash_index``)."""
         idle = time.monotonic() - self._last_apply_time >= IDLE_HASH_SECONDS
         if self._engine is not None and (idle or self._hash_cache[0] < 0):
-            self._state_hash_bytes()
+            if self._loop is None:
+                self._state_hash_bytes()  # not started: nothing else runs
+            else:
+                self._request_hash()
         return self._hash_cache[0], self._hash_cache[1].hex()
+
+    def _request_hash(self) -> None:
+        """Hash the state at the applied index in a forked child (never on the loop: a
+        deep book takes seconds); the digest is recorded as a checkpoint when it comes."""
+        index = self.applied_index
+        if index == 0 or self._hash_cache[0] == index or self._hashing == index:
+            return
+        self._hashing = index
+        self._take_snapshot(snapshot=False, checkpoint=True)
 
     @property
     def diverged(self) -> bool:
@@ -1024,7 +1042,6 @@ class Node:
             log.error("a fenced leader could not hand leadership over: %s", exc)
 
     async def _digest_timer(self) -> None:
-        last_sent = -1
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
@@ -1035,18 +1052,20 @@ class Node:
             # The newest digest goes out again every interval even when unchanged: a
             # live voter's own digests are what refute forged ones (see DivergenceWatch.compare).
             if time.monotonic() - self._last_apply_time < IDLE_HASH_SECONDS:
-                # Busy: computing a hash costs a full engine snapshot, so send
-                # only the newest checkpoint (hashed with its snapshot anyway).
+                # Busy: send the newest checkpoint (--checkpoint-entries: an index
+                # every replica hashes, in a child; server/snapshots.py).
                 ring = self.divergence.hash_ring
                 index = max(ring, default=0)
                 if index == 0:
                     continue
                 digest = ring[index]
             else:
-                digest = self.divergence.hash_ring.get(index) or self._state_hash_bytes()
-                if index != last_sent:
-                    self.divergence.record(index, digest, time.monotonic())
-            last_sent = index
+                # Idle: the applied index's hash, computed by a child (it records it).
+                found = self.divergence.hash_ring.get(index)
+                if found is None:
+                    self._request_hash()
+                    continue
+                digest = found
             transport = self.transport
             assert transport is not None
             for peer in self.members:

@@ -20,6 +20,9 @@ Figures (names never change meaning):
   delay counts);
   ``client_p99_ratio`` is during / between (the goal of issue 14: at most 3).
 - ``client_errors``: orders that failed.
+- ``wal_fsync_max_ms_during`` / ``wal_fsync_p99_ms_during`` (and ``_between``):
+  the WAL's fsyncs that overlap a snapshot, and the others: a slow disk, as
+  opposed to a busy loop.
 """
 
 from __future__ import annotations
@@ -50,6 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=500, help="orders per request while filling")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0.0,
+        help="instead: a 3-node cluster of real processes at --rate for this long (make "
+        "soak-load), printing RSS per node, snapshots, leader changes and p99 over time",
+    )
+    parser.add_argument(
+        "--soak-snapshot-bytes",
+        default="8MiB",
+        help="the soak cluster's --snapshot-bytes (several snapshots in a short run)",
+    )
+    parser.add_argument(
+        "--report-seconds", type=float, default=30.0, help="soak: one line this often"
+    )
     parser.add_argument(
         "--node-arg",
         action="append",
@@ -91,8 +109,13 @@ def _overlaps(start: float, end: float, windows: list[tuple[float, float]]) -> b
 
 
 async def run(args: argparse.Namespace, data_dir: Path) -> list[BenchResult]:
+    from exchange_node.engine.engine import tune_garbage_collector
     from exchange_node.server import config as node_config
     from exchange_node.server.shell import Node
+
+    # As the node's process does (server_cli.py): otherwise full collections over the
+    # deep book stall the loop for seconds between snapshots too.
+    tune_garbage_collector()
 
     parser = argparse.ArgumentParser()
     node_config.add_arguments(parser)
@@ -111,6 +134,16 @@ async def run(args: argparse.Namespace, data_dir: Path) -> list[BenchResult]:
         *args.node_arg,
     ]
     node = Node(node_config.from_args(parser.parse_args(node_args), env={}))
+    # Every WAL fsync (end time, seconds), to tell a slow disk from a busy loop.
+    fsyncs: list[tuple[float, float]] = []
+    on_disk_timing = node._on_disk_timing
+
+    def timing(kind: str, seconds: float) -> None:
+        if kind == "fsync":
+            fsyncs.append((time.perf_counter(), seconds))
+        on_disk_timing(kind, seconds)
+
+    node._on_disk_timing = timing  # type: ignore[method-assign]
     await node.start()
     try:
         loop = asyncio.get_running_loop()
@@ -196,6 +229,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> list[BenchResult]:
     client_during = [e - s for s, e in requests if _overlaps(s, e, windows)]
     client_between = [e - s for s, e in requests if not _overlaps(s, e, windows)]
     p99_during, p99_between = _p99(client_during), _p99(client_between)
+    fsync_during = [sec for end, sec in fsyncs if _overlaps(end - sec, end, windows)]
+    fsync_between = [sec for end, sec in fsyncs if not _overlaps(end - sec, end, windows)]
     ms = 1_000.0
     return [
         BenchResult("state_bytes", state_bytes, "bytes"),
@@ -220,11 +255,23 @@ async def run(args: argparse.Namespace, data_dir: Path) -> list[BenchResult]:
             "client_p99_ratio", round(p99_during / p99_between, 2) if p99_between else 0.0, "x"
         ),
         BenchResult("client_errors", errors, "orders"),
+        BenchResult("wal_fsync_max_ms_during", round(max(fsync_during, default=0) * ms, 2), "ms"),
+        BenchResult("wal_fsync_p99_ms_during", round(_p99(fsync_during) * ms, 2), "ms"),
+        BenchResult("wal_fsync_max_ms_between", round(max(fsync_between, default=0) * ms, 2), "ms"),
+        BenchResult("wal_fsync_p99_ms_between", round(_p99(fsync_between) * ms, 2), "ms"),
     ]
 
 
 def main(args: argparse.Namespace) -> int:
     logging.getLogger("exchange").setLevel(logging.WARNING)
+    if args.soak_minutes > 0:
+        from exchange_node.tools.bench.snapshot_soak import soak
+
+        with tempfile.TemporaryDirectory(prefix="soak-load-") as tmp:
+            root = args.data_dir or Path(tmp)
+            results = asyncio.run(soak(args, root))
+        report("snapshot_soak", results, as_json=args.json)
+        return 0
     if args.data_dir is not None:
         results = asyncio.run(run(args, args.data_dir))
     else:
