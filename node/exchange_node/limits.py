@@ -29,8 +29,12 @@ RAFT_MAX_INFLIGHT: Final = 64
 
 # ---------------------------------------------------------------- engine
 
-ENGINE_DEDUP_WINDOW: Final = 65_536
-"""Retained results for exactly-once: far more commands than a client retries within seconds."""
+ENGINE_DEDUP_HORIZON_NS: Final = 24 * 3600 * 1_000_000_000
+"""Exactly-once horizon in replicated entry time: a client retries within a trading day."""
+ENGINE_DEDUP_MAX_KEYS: Final = 262_144
+"""Cap on remembered exactly-once keys, the horizon's memory bound: about 0.7 KB each (a
+result and its events), so about 190 MB; 24 h at a sustained high rate would not fit, and
+then the cap shortens the horizon (``exactly_once_evicted_by_cap`` counts it)."""
 ENGINE_FINISHED_WINDOW: Final = 65_536
 """Finished orders still answered by queries: a client polling an order sees its end state."""
 ENGINE_TRADE_HISTORY: Final = 1_000

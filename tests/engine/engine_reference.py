@@ -77,7 +77,9 @@ def key_ok(value: Any) -> bool:
 
 
 class ReferenceExchange:
-    def __init__(self, symbols: list[AddSymbol], dedup_window: int) -> None:
+    def __init__(
+        self, symbols: list[AddSymbol], dedup_max_keys: int, dedup_horizon_ns: int
+    ) -> None:
         self.specs: dict[str, SymbolSpec] = {}
         self.last_price: dict[str, int] = {}
         self.seq: dict[str, int] = {}
@@ -85,8 +87,11 @@ class ReferenceExchange:
         self.positions: dict[tuple[str, str], ModelPosition] = {}
         self.default_limits = (0, 0, 0)
         self.client_limits: dict[str, tuple[int, int, int]] = {}
-        self.retained: list[tuple[tuple[str, str], dict[str, Any]]] = []
-        self.dedup_window = dedup_window
+        self.retained: list[tuple[tuple[str, str], dict[str, Any], int]] = []
+        """(key, result, engine time when retained), oldest first."""
+        self.dedup_max_keys = dedup_max_keys
+        self.dedup_horizon_ns = dedup_horizon_ns
+        self.evicted_by_cap = 0
         self.next_order_id = 1
         self.arrivals = 0
         self.now = 0
@@ -129,15 +134,16 @@ class ReferenceExchange:
         return [o for o in self.book if o.client_id == client_id]
 
     def retained_result(self, key: tuple[str, str]) -> dict[str, Any] | None:
-        for retained_key, result in reversed(self.retained):
+        for retained_key, result, _time in reversed(self.retained):
             if retained_key == key:
                 return result
         return None
 
     def retain(self, key: tuple[str, str], result: dict[str, Any]) -> None:
-        self.retained.append((key, result))
-        if len(self.retained) > self.dedup_window:
+        self.retained.append((key, result, self.now))
+        if len(self.retained) > self.dedup_max_keys:
             self.retained.pop(0)
+            self.evicted_by_cap += 1
 
     def result(self, order_id: int | None, status: str, events: list[dict[str, Any]]) -> dict:
         return {
@@ -334,6 +340,10 @@ class ReferenceExchange:
     def apply(self, command: Any, log_index: int, timestamp_ns: int) -> dict[str, Any]:
         self.log_index = log_index
         self.now = max(self.now, timestamp_ns)
+        # Exactly-once horizon: a key retained at t is gone once the clock reaches t + horizon.
+        self.retained = [
+            item for item in self.retained if item[2] > self.now - self.dedup_horizon_ns
+        ]
         if isinstance(command, NewOrder):
             return self.new_order(command)
         if isinstance(command, Cancel):

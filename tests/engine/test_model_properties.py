@@ -43,7 +43,9 @@ from exchange_node.engine.events import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-DEDUP_WINDOW = 6
+DEDUP_MAX_KEYS = 6
+DEDUP_HORIZON_NS = 9_000_000
+"""Nine steps of the sequences below (1 ms apart): both the cap and the horizon evict."""
 
 clients = st.sampled_from(CLIENTS[:3])
 coids = st.sampled_from([f"o{i}" for i in range(10)])
@@ -193,8 +195,14 @@ def check_order_rules(command: Command, result: CommandResult, engine: Engine) -
 
 
 def run_against_model(sequence: list[tuple[Command, int]]) -> Engine:
-    engine = Engine(SYMBOLS, dedup_window=DEDUP_WINDOW, finished_window=8, trade_history=5)
-    model = ReferenceExchange(SYMBOLS, DEDUP_WINDOW)
+    engine = Engine(
+        SYMBOLS,
+        dedup_max_keys=DEDUP_MAX_KEYS,
+        dedup_horizon_ns=DEDUP_HORIZON_NS,
+        finished_window=8,
+        trade_history=5,
+    )
+    model = ReferenceExchange(SYMBOLS, DEDUP_MAX_KEYS, DEDUP_HORIZON_NS)
     ledger = OrderLedger()
     for step, (command, clock_jitter) in enumerate(sequence):
         log_index = step // 3 + 1  # several commands per log entry, like a batch
@@ -213,6 +221,9 @@ def run_against_model(sequence: list[tuple[Command, int]]) -> Engine:
             positions = {s: p.to_dict() for s, p in engine.positions(client_id).items()}
             assert positions == model.position_view(client_id), f"step {step}: {client_id}"
         check_engine_invariants(engine)
+        assert list(engine.state.result_fifo) == [key for key, _, _ in model.retained], step
+        assert list(engine.state.result_times) == [t for _, _, t in model.retained], step
+        assert engine.state.results_evicted_by_cap == model.evicted_by_cap, step
         if ledger.record(result):
             check_order_rules(command, result, engine)
         ledger.check(engine)

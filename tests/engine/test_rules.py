@@ -402,7 +402,7 @@ def test_repeats_change_no_state_hash() -> None:
 
 
 def test_retention_window_then_duplicate_while_live_then_new_once_gone() -> None:
-    desk = Desk(dedup_window=3)
+    desk = Desk(dedup_max_keys=3)
     live = desk.limit("a", "keep", BUY, 99, 1)
     done = desk.limit("a", "gone", BUY, 98, 1)
     desk.do(Cancel("a", done.order_id, None))
@@ -489,7 +489,7 @@ def test_replace_to_not_more_than_filled_cancels_the_order() -> None:
 
 
 def test_replace_rejections() -> None:
-    desk = Desk(dedup_window=1)  # so "other" below is a live order, not a retained result
+    desk = Desk(dedup_max_keys=1)  # so "other" below is a live order, not a retained result
     order = desk.limit("a", "1", BUY, 99, 10, post_only=True)
     desk.limit("a", "other", BUY, 98, 1)
     desk.limit("m", "1", SELL, 101, 5)

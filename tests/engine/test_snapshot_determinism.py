@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 
 def new_engine() -> Engine:
-    return Engine(SYMBOLS, dedup_window=64, finished_window=64, trade_history=20)
+    return Engine(SYMBOLS, dedup_max_keys=64, finished_window=64, trade_history=20)
 
 
 def apply_all(engine: Engine, commands: list, first_index: int = 1) -> list[dict]:
@@ -98,7 +98,7 @@ import sys
 sys.path.insert(0, {here!r})
 from engine_workload import SYMBOLS, random_commands
 from exchange_node.engine.engine import Engine
-engine = Engine(SYMBOLS, dedup_window=64, finished_window=64, trade_history=20)
+engine = Engine(SYMBOLS, dedup_max_keys=64, finished_window=64, trade_history=20)
 for index, command in enumerate(random_commands(5, 2_000), start=1):
     engine.apply(command, log_index=index, timestamp_ns=index * 250_000_000)
 print(engine.state_hash())

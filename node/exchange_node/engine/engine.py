@@ -14,11 +14,19 @@ Rules, in the order the checks are made for a new order:
 1. Exactly-once. A command carrying a ``(client_id, client_order_id)`` key
    (a ``NewOrder``, or a ``CancelReplace`` by its ``new_client_order_id``)
    whose key is in the retention table returns the *original* result object
-   and changes nothing. Retention: the results of the last ``dedup_window``
-   keyed commands (default 65,536), whatever their outcome, in apply order
-   (a global FIFO, included in snapshots). After a key has left the window, a
-   command reusing it is rejected ``DUPLICATE_CLIENT_ORDER_ID`` while the
-   order it named is still live, and is a new command once that order is gone.
+   and changes nothing. Retention, whatever the outcome: a time horizon in
+   engine time (``dedup_horizon_ns``, default 24 h) and a cap on keys
+   (``dedup_max_keys``, default 262,144, all clients together). A key
+   retained by an entry stamped ``t`` is forgotten before the first entry
+   whose stamp moves the engine clock to ``t + horizon`` or later is applied;
+   a retry in an entry stamped below that returns the original result. When
+   a command would take the table past the cap, the oldest key goes first
+   (apply order) and ``results_evicted_by_cap`` counts it: the horizon is then
+   shorter than configured. Both are part of the replicated state (snapshots
+   carry the keys' times and the counters), so every replica forgets the
+   same key at the same entry. After a key is forgotten, a command reusing
+   it is rejected ``DUPLICATE_CLIENT_ORDER_ID`` while the order it named is
+   still live, and is a new command once that order is gone.
 2. Format (``validate_format``): ids, symbol, quantity > 0 and on the lot
    grid, limit price > 0 and on the tick grid, market price 0, post-only
    only for GTC limits.
@@ -69,7 +77,8 @@ Events: ``BookUpdate`` events come last in a result, one per level whose total
 changed, in the order the levels first changed, each with the symbol's next
 sequence number. Positions and realised P&L use integer average cost
 (``Position``). Queries answer live orders and the last ``finished_window``
-finished ones; ``recent_trades`` keeps ``trade_history`` fills per symbol and
+finished ones (a count, not a time: it serves queries, not exactly-once, and
+its cap is its memory bound, so a time limit could only make it shorter); ``recent_trades`` keeps ``trade_history`` fills per symbol and
 ``analytics`` keeps ``candle_history`` candles per interval, bucketed by the
 engine clock (a late stamp is folded into the newest candle).
 
@@ -130,7 +139,8 @@ from exchange_node.engine.views import Position, RiskLimits
 from exchange_node.limits import (
     ENGINE_CANDLE_HISTORY,
     ENGINE_CANDLE_INTERVALS_NS,
-    ENGINE_DEDUP_WINDOW,
+    ENGINE_DEDUP_HORIZON_NS,
+    ENGINE_DEDUP_MAX_KEYS,
     ENGINE_FINISHED_WINDOW,
     ENGINE_TRADE_HISTORY,
 )
@@ -224,18 +234,22 @@ class Engine(EngineQueries):
         symbols: Iterable[AddSymbol | SymbolSpec] = (),
         default_risk: RiskLimits | None = None,
         *,
-        dedup_window: int = ENGINE_DEDUP_WINDOW,
+        dedup_horizon_ns: int = ENGINE_DEDUP_HORIZON_NS,
+        dedup_max_keys: int = ENGINE_DEDUP_MAX_KEYS,
         finished_window: int = ENGINE_FINISHED_WINDOW,
         trade_history: int = ENGINE_TRADE_HISTORY,
         candle_intervals_ns: tuple[int, ...] = ENGINE_CANDLE_INTERVALS_NS,
         candle_history: int = ENGINE_CANDLE_HISTORY,
     ) -> None:
-        if dedup_window < 1 or finished_window < 1 or trade_history < 1 or candle_history < 1:
+        if dedup_max_keys < 1 or finished_window < 1 or trade_history < 1 or candle_history < 1:
             raise ValueError("retention sizes must be >= 1")
+        if not 0 < dedup_horizon_ns <= _INT64_MAX:
+            raise ValueError("the exactly-once horizon must be a positive i64 of nanoseconds")
         if any(interval <= 0 for interval in candle_intervals_ns):
             raise ValueError("candle intervals must be positive")
         self.state = EngineState(
-            dedup_window=dedup_window,
+            dedup_horizon_ns=dedup_horizon_ns,
+            dedup_max_keys=dedup_max_keys,
             finished_window=finished_window,
             trade_history=trade_history,
             candle_intervals_ns=tuple(candle_intervals_ns),
@@ -301,6 +315,9 @@ class Engine(EngineQueries):
         st.log_index = log_index
         if type(timestamp_ns) is int and st.now < timestamp_ns <= _INT64_MAX:
             st.now = timestamp_ns
+            times = st.result_times
+            if times and times[0] <= timestamp_ns - st.dedup_horizon_ns:
+                st.expire_results()
         st.applied_index = log_index
         handlers = self._handlers
         results = []
@@ -328,6 +345,9 @@ class Engine(EngineQueries):
         st.log_index = log_index
         if type(timestamp_ns) is int and st.now < timestamp_ns <= _INT64_MAX:
             st.now = timestamp_ns
+            times = st.result_times
+            if times and times[0] <= timestamp_ns - st.dedup_horizon_ns:
+                st.expire_results()
         if log_index > st.applied_index:
             st.applied_index = log_index
         result: CommandResult = handler(command)
@@ -648,8 +668,12 @@ class Engine(EngineQueries):
         results[key] = result
         fifo = st.result_fifo
         fifo.append(key)
-        if len(fifo) > st.dedup_window:
+        times = st.result_times
+        times.append(st.now)
+        if len(fifo) > st.dedup_max_keys:
             del results[fifo.popleft()]
+            times.popleft()
+            st.results_evicted_by_cap += 1
         return result
 
     def _match(
@@ -1287,6 +1311,38 @@ class Engine(EngineQueries):
                     state.seq,
                 )
             )
+
+    # ------------------------------------------------------------------ memory
+
+    def retention_stats(self) -> dict[str, int]:
+        """What the retention tables hold now, for ``/metrics`` (O(1)).
+
+        - ``exactly_once_keys``: remembered (client id, client order id) keys;
+        - ``exactly_once_max_keys``, ``exactly_once_horizon_ns``: their cap and horizon;
+        - ``exactly_once_evicted_by_cap``: keys dropped by the cap before their horizon
+          (rising means the horizon is shorter than configured);
+        - ``exactly_once_expired``: keys forgotten at their horizon;
+        - ``exactly_once_oldest_ns``: engine time of the oldest remembered key (0: none);
+        - ``exactly_once_covered_ns``: engine clock minus that time (0: none), the
+          span retries are answered over now;
+        - ``finished_orders``, ``finished_max_orders``: finished orders kept for queries;
+        - ``engine_clock_ns``: the engine clock (the highest leader stamp applied).
+        """
+        st = self.state
+        times = st.result_times
+        oldest = times[0] if times else 0
+        return {
+            "exactly_once_keys": len(st.results),
+            "exactly_once_max_keys": st.dedup_max_keys,
+            "exactly_once_horizon_ns": st.dedup_horizon_ns,
+            "exactly_once_evicted_by_cap": st.results_evicted_by_cap,
+            "exactly_once_expired": st.results_expired,
+            "exactly_once_oldest_ns": oldest,
+            "exactly_once_covered_ns": st.now - oldest if times else 0,
+            "finished_orders": len(st.finished),
+            "finished_max_orders": st.finished_window,
+            "engine_clock_ns": st.now,
+        }
 
     # ------------------------------------------------------------------ snapshots
 

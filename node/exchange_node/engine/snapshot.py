@@ -4,20 +4,23 @@ Canonical means: two engines in the same state produce the same bytes, no
 matter how they got there (applied the log, or restored from a snapshot).
 Everything is written in a defined order: symbols, clients and positions by
 name; books best level first and FIFO within a level (dead records left by
-lazy cancels are not written); the exactly-once table and the finished
-orders in their FIFO order; trades and candles oldest first. ``state_hash``
+lazy cancels are not written); the exactly-once table (with its keys'
+times) and the finished orders in their FIFO order; trades and candles
+oldest first. ``state_hash``
 is BLAKE2b over these bytes. Strings go into one table, numbered in order of
 first use during that canonical walk.
 
-Format, version 2 or 3 (little endian)::
+Format, version 4 (little endian); versions 2 and 3 are read too::
 
     magic "EXSN" | u8 version
     strings   u32 n, u32[n] lengths in characters, UTF-8 of all n strings concatenated
-    config    u32 dedup_window, finished_window, trade_history, candle_history,
-              u8 n + i64 interval_ns * n
-    counters  i64 next_order_id, trade_log_index, trade_seq, now, log_index, applied_index
+    config    u32 dedup_max_keys, finished_window, trade_history, candle_history,
+              u8 n + i64 interval_ns * n,
+              (version 4) i64 dedup_horizon_ns
+    counters  i64 next_order_id, trade_log_index, trade_seq, now, log_index, applied_index,
+              (version 4) int results_evicted_by_cap, int results_expired
     risk      limits(default), u32 n + (ref client, limits) * n      limits := int * 3
-    open      (version 3 only) int max_open_orders(default), u32 n + (ref client, int) * n
+    open      (versions 3 and 4) int max_open_orders(default), u32 n + (ref client, int) * n
     symbols   u32 n + symbol * n
       symbol := ref name, i64 tick, lot, band_bps, reference, u8 halted,
                 i64 last_price, seq, trade_count, int volume, int notional,
@@ -31,7 +34,14 @@ Format, version 2 or 3 (little endian)::
     positions u32 n + (ref client, ref symbol, int * 7) * n
     results   u32 n + (ref client, ref client_order_id, i64 log_index, u8 has_order_id,
               i64 order_id, u8 status, u32 n + event * n) * n
+    times     (version 4) u32 runs + (i64 time_ns, u32 keys) * runs: the results' times,
+              run-length coded in the same order (runs of one time, keys > 0, times rising)
     finished  u32 n + finished order * n
+
+Versions 2 and 3 (written before the time horizon) had a count window and no
+times: they are read with the default horizon and cap (the cap at least the old
+window), and their retained keys count as retained at the snapshot's clock, so
+they are remembered at least as long as before.
 
 ``ref`` is a u32 index into the string table; ``int`` a u8 length plus
 little-endian two's complement (any size). An event is a u8 tag and one
@@ -75,11 +85,12 @@ from exchange_node.engine.events import (
 from exchange_node.engine.queries import finished_view
 from exchange_node.engine.state import EngineState, SymbolState
 from exchange_node.engine.views import Position, RiskLimits
+from exchange_node.limits import ENGINE_DEDUP_HORIZON_NS, ENGINE_DEDUP_MAX_KEYS
 
 MAGIC = b"EXSN"
-SNAPSHOT_VERSION = 3
-"""Version 3 adds the open-order limits; an engine without any writes version 2,
-byte for byte what it wrote before they existed (equal states, equal hashes)."""
+SNAPSHOT_VERSION = 4
+"""Version 4 adds the exactly-once horizon (config, counters, the keys' times) and always
+has the open-order limits; 3 added those limits (2 had none). All three are read."""
 _GENERIC = 0x80
 
 
@@ -92,6 +103,7 @@ _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _I64X4 = struct.Struct("<qqqq")
 _I64X6 = struct.Struct("<qqqqqq")
+_TIME_RUN = struct.Struct("<qI")
 _SYMBOL_HEAD = struct.Struct("<IqqqqBqqq")
 _RESULT_HEAD = struct.Struct("<IIqBqBI")
 _FINISHED = struct.Struct("<qIIIBBBqqqBBB")
@@ -278,7 +290,7 @@ def encode_snapshot(st: EngineState) -> bytes:
     parts = writer.parts
     ref = writer.ref
     for size in (
-        st.dedup_window,
+        st.dedup_max_keys,
         st.finished_window,
         st.trade_history,
         st.candle_history,
@@ -287,6 +299,7 @@ def encode_snapshot(st: EngineState) -> bytes:
     parts.append(_U8.pack(len(st.candle_intervals_ns)))
     for interval in st.candle_intervals_ns:
         parts.append(_I64.pack(interval))
+    parts.append(_I64.pack(st.dedup_horizon_ns))
     parts.append(
         _I64X6.pack(
             st.next_order_id,
@@ -297,19 +310,18 @@ def encode_snapshot(st: EngineState) -> bytes:
             st.applied_index,
         )
     )
+    writer.big(st.results_evicted_by_cap)
+    writer.big(st.results_expired)
     writer.limits(st.default_limits)
     writer.u32(len(st.client_limits))
     for client_id, limits in sorted(st.client_limits.items()):
         writer.u32(ref(client_id))
         writer.limits(limits)
-    version = 2
-    if st.default_max_open or st.client_max_open:
-        version = 3
-        writer.big(st.default_max_open)
-        writer.u32(len(st.client_max_open))
-        for client_id, max_open in sorted(st.client_max_open.items()):
-            writer.u32(ref(client_id))
-            writer.big(max_open)
+    writer.big(st.default_max_open)
+    writer.u32(len(st.client_max_open))
+    for client_id, max_open in sorted(st.client_max_open.items()):
+        writer.u32(ref(client_id))
+        writer.big(max_open)
 
     writer.u32(len(st.symbols))
     for name, state in sorted(st.symbols.items()):
@@ -377,6 +389,14 @@ def encode_snapshot(st: EngineState) -> bytes:
         )
         for event in result.events:
             writer.event(event)
+    runs: list[list[int]] = []
+    for time_ns in st.result_times:
+        if runs and runs[-1][0] == time_ns:
+            runs[-1][1] += 1
+        else:
+            runs.append([time_ns, 1])
+    writer.u32(len(runs))
+    parts.extend(_TIME_RUN.pack(time_ns, keys) for time_ns, keys in runs)
 
     writer.u32(len(st.finished_fifo))
     for order_id in st.finished_fifo:
@@ -402,7 +422,7 @@ def encode_snapshot(st: EngineState) -> bytes:
     strings = writer.strings
     lengths = array("I", map(len, strings))
     blob = "".join(strings).encode()
-    header = [MAGIC, _U8.pack(version), _U32.pack(len(strings))]
+    header = [MAGIC, _U8.pack(SNAPSHOT_VERSION), _U32.pack(len(strings))]
     return b"".join([*header, lengths.tobytes(), _U32.pack(len(blob)), blob, *parts])
 
 
@@ -568,7 +588,7 @@ def _decode(data: bytes) -> Engine:
     reader = _Reader(data)
     reader.take(4)
     version = reader.u8()
-    if version not in (2, SNAPSHOT_VERSION):
+    if version not in (2, 3, SNAPSHOT_VERSION):
         raise SnapshotError(f"unknown snapshot version {version}")
     string_count = reader.u32()
     lengths = reader.column("I", string_count)
@@ -583,15 +603,21 @@ def _decode(data: bytes) -> Engine:
         strings.append(text[offset : offset + length])
         offset += length
 
-    dedup_window, finished_window, trade_history, candle_history = (
+    dedup_max_keys, finished_window, trade_history, candle_history = (
         reader.u32(),
         reader.u32(),
         reader.u32(),
         reader.u32(),
     )
     intervals = tuple(reader.unpack(_I64)[0] for _ in range(reader.u8()))
+    if version >= 4:
+        horizon_ns = reader.unpack(_I64)[0]
+    else:  # a count window before the horizon existed (module docstring)
+        horizon_ns = ENGINE_DEDUP_HORIZON_NS
+        dedup_max_keys = max(dedup_max_keys, ENGINE_DEDUP_MAX_KEYS)
     engine = Engine(
-        dedup_window=dedup_window,
+        dedup_horizon_ns=horizon_ns,
+        dedup_max_keys=dedup_max_keys,
         finished_window=finished_window,
         trade_history=trade_history,
         candle_intervals_ns=intervals,
@@ -606,6 +632,9 @@ def _decode(data: bytes) -> Engine:
         st.log_index,
         st.applied_index,
     ) = reader.unpack(_I64X6)
+    if version >= 4:
+        st.results_evicted_by_cap = reader.big()
+        st.results_expired = reader.big()
     st.default_limits = reader.limits()
     for _ in range(reader.u32()):
         client_id = strings[reader.u32()]
@@ -686,6 +715,25 @@ def _decode(data: bytes) -> Engine:
         )
         st.results[key] = result
         st.result_fifo.append(key)
+    times = st.result_times
+    if version >= 4:
+        previous = None
+        for _ in range(reader.u32()):
+            time_ns, keys = reader.unpack(_TIME_RUN)
+            if (
+                keys == 0
+                or (previous is not None and time_ns <= previous)
+                or len(times) + keys > len(st.result_fifo)
+            ):
+                raise SnapshotError(f"bad exactly-once time run at {time_ns}")
+            previous = time_ns
+            times.extend([time_ns] * keys)
+        if len(times) != len(st.result_fifo):
+            raise SnapshotError("exactly-once times do not cover its keys")
+        if len(times) > dedup_max_keys or (times and times[0] <= st.now - horizon_ns):
+            raise SnapshotError("exactly-once table beyond its cap or horizon")
+    else:
+        times.extend([st.now] * len(st.result_fifo))
 
     for _ in range(reader.u32()):
         (

@@ -82,8 +82,8 @@ class SymbolState:
 class EngineState:
     """Everything the engine holds. Public attributes; only the engine's write path changes them.
 
-    Retention sizes (``dedup_window`` ...) are fixed at construction and part of
-    the state (a snapshot carries them).
+    Retention settings (``dedup_horizon_ns``, ``dedup_max_keys``, ``finished_window``
+    ...) are fixed at construction and part of the state (a snapshot carries them).
     """
 
     __slots__ = (
@@ -92,7 +92,8 @@ class EngineState:
         "candle_intervals_ns",
         "client_limits",
         "client_max_open",
-        "dedup_window",
+        "dedup_horizon_ns",
+        "dedup_max_keys",
         "default_limits",
         "default_max_open",
         "finished",
@@ -105,7 +106,10 @@ class EngineState:
         "orders",
         "positions",
         "result_fifo",
+        "result_times",
         "results",
+        "results_evicted_by_cap",
+        "results_expired",
         "specs",
         "symbols",
         "trade_history",
@@ -116,14 +120,19 @@ class EngineState:
     def __init__(
         self,
         *,
-        dedup_window: int,
+        dedup_horizon_ns: int,
+        dedup_max_keys: int,
         finished_window: int,
         trade_history: int,
         candle_intervals_ns: tuple[int, ...],
         candle_history: int,
         default_limits: RiskLimits,
     ) -> None:
-        self.dedup_window = dedup_window
+        self.dedup_horizon_ns = dedup_horizon_ns
+        """Exactly-once horizon in engine time: a key is forgotten at the first entry
+        stamped ``horizon`` or more after the entry that retained it."""
+        self.dedup_max_keys = dedup_max_keys
+        """Cap on remembered keys: beyond it the oldest is dropped before its horizon."""
         self.finished_window = finished_window
         self.trade_history = trade_history
         self.candle_intervals_ns = candle_intervals_ns
@@ -137,8 +146,17 @@ class EngineState:
         self.live_by_client: dict[str, dict[str, RestingOrder]] = {}
         """Live orders by client id, then client order id (the same objects as ``orders``)."""
         self.results: dict[tuple[str, str], CommandResult] = {}
-        """Exactly-once table: the result of the last ``dedup_window`` keyed commands."""
+        """Exactly-once table: the results of the keyed commands within the horizon
+        (at most ``dedup_max_keys`` of them)."""
         self.result_fifo: deque[tuple[str, str]] = deque()
+        """The keys of ``results`` in apply order (oldest first)."""
+        self.result_times: deque[int] = deque()
+        """Engine time at which each key of ``result_fifo`` was retained (same positions;
+        non-decreasing, since the engine clock is)."""
+        self.results_evicted_by_cap = 0
+        """Keys dropped by ``dedup_max_keys`` before their horizon (replicated, in snapshots)."""
+        self.results_expired = 0
+        """Keys forgotten at their horizon."""
         self.finished: dict[int, FinishedOrder] = {}
         """The last ``finished_window`` finished orders by order id."""
         self.finished_fifo: deque[int] = deque()
@@ -172,7 +190,8 @@ class EngineState:
         return position
 
     def retain(self, key: tuple[str, str], result: CommandResult) -> CommandResult:
-        """Add a result to the exactly-once table, evicting the oldest beyond the window.
+        """Add a result to the exactly-once table at the engine's time; beyond the cap,
+        drop the oldest key (counted in ``results_evicted_by_cap``).
 
         A key is only ever added when absent (a present key returns its result
         first), so the FIFO holds each retained key exactly once.
@@ -180,9 +199,32 @@ class EngineState:
         self.results[key] = result
         fifo = self.result_fifo
         fifo.append(key)
-        if len(fifo) > self.dedup_window:
+        self.result_times.append(self.now)
+        if len(fifo) > self.dedup_max_keys:
             del self.results[fifo.popleft()]
+            self.result_times.popleft()
+            self.results_evicted_by_cap += 1
         return result
+
+    def expire_results(self) -> None:
+        """Forget the keys retained at or before ``now - dedup_horizon_ns``.
+
+        Called whenever the engine clock moves forward (the only time a key can
+        reach its horizon), before the entry's commands are applied. The times
+        are in apply order and non-decreasing, so expired keys are a prefix.
+        """
+        times = self.result_times
+        cutoff = self.now - self.dedup_horizon_ns
+        if not times or times[0] > cutoff:
+            return
+        fifo = self.result_fifo
+        results = self.results
+        expired = 0
+        while times and times[0] <= cutoff:
+            times.popleft()
+            del results[fifo.popleft()]
+            expired += 1
+        self.results_expired += expired
 
     def finish(
         self,
@@ -237,7 +279,9 @@ class EngineState:
         - the order index is the books: ``orders`` and ``live_by_client`` hold
           exactly the live orders on the books, under their own ids;
         - open quantities in positions are the live orders' leaves;
-        - per symbol, positions sum to zero (every fill has a buyer and a seller).
+        - per symbol, positions sum to zero (every fill has a buyer and a seller);
+        - the exactly-once table holds each key of its FIFO once, at most
+          ``dedup_max_keys`` of them, with non-decreasing times all within the horizon.
         """
         on_books: dict[int, RestingOrder] = {}
         open_buy: dict[tuple[str, str], int] = {}
@@ -308,6 +352,20 @@ class EngineState:
                 net[symbol] = net.get(symbol, 0) + position.quantity
         for symbol, total in net.items():
             _check(total == 0, f"{symbol}: positions sum to {total}, not 0")
+        fifo, times = self.result_fifo, self.result_times
+        _check(
+            len(fifo) == len(times) == len(self.results) and set(fifo) == self.results.keys(),
+            "the exactly-once FIFO, its times and its table differ",
+        )
+        _check(len(fifo) <= self.dedup_max_keys, f"{len(fifo)} keys above the cap")
+        _check(
+            all(a <= b for a, b in zip(times, list(times)[1:], strict=False)),
+            "exactly-once times go backwards",
+        )
+        _check(
+            not times or times[0] > self.now - self.dedup_horizon_ns,
+            f"a key retained at {times[0] if times else 0} outlived the horizon",
+        )
 
 
 def _check(condition: bool, message: str) -> None:
