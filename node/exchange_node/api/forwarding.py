@@ -54,6 +54,12 @@ def request_hops(request: web.Request) -> int:
         return 0
 
 
+def leader_url(leader_http: str, path: str, *, secure: bool) -> str:
+    """The leader's URL for ``path``: HTTPS when this node was asked over HTTPS
+    (members of one cluster serve alike)."""
+    return f"{'https' if secure else 'http'}://{leader_http}{path}"
+
+
 LEADER_WATCH_S = 0.05
 """How often a forwarded request checks that its target is still the leader."""
 
@@ -64,7 +70,18 @@ class Forwarder:
     learns that leadership moved: after a partition the old leader may never
     answer, and waiting out the forward timeout would hold the client for
     nothing. The client then gets 504 (outcome unknown; retrying with the same
-    client order id is safe) within about an election after the partition."""
+    client order id is safe) once this node's own election timer fires or the
+    new leader's first message arrives: at most about two election timeouts
+    after the leader went silent, plus ``LEADER_WATCH_S`` (docs/api.md).
+
+    ``leader_now`` must give the address in the form ``NotLeader.leader_http``
+    has: both come from the node's one membership map (``http_address`` of the
+    leader's member entry), so an unchanged leader always compares equal.
+
+    Over HTTPS the leader's certificate is verified (``tls``) against the host
+    in its address: the address a member advertises must be a name its
+    certificate carries (on Kubernetes ``<pod>.<cluster>-peers.<ns>.svc``,
+    which the operator's server certificate names)."""
 
     def __init__(
         self,
@@ -129,8 +146,7 @@ class Forwarder:
         if "Authorization" not in headers and "token" in request.query:
             headers["Authorization"] = f"Bearer {request.query['token']}"
         _inject_trace_context(headers, request)
-        scheme = "https" if request.secure else "http"
-        url = f"{scheme}://{leader_http}{request.rel_url}"
+        url = leader_url(leader_http, str(request.rel_url), secure=request.secure)
         return await self.send(request.method, url, headers, body, leader_http, write=write)
 
     async def send(
