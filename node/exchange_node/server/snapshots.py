@@ -268,6 +268,9 @@ def _run_child(
             signal.signal(signum, signal.SIG_DFL)
         # A collection would touch every object (copying the pages): not needed here.
         gc.disable()
+        # Behind the node on a busy CPU: the snapshot may take longer, clients not.
+        with contextlib.suppress(OSError):
+            os.nice(10)
         state = engine.snapshot()
         digest = state_digest(state)
         payload = b""
