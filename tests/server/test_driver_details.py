@@ -761,5 +761,18 @@ def test_a_second_notice_for_the_same_follower_replaces_the_first():
     hold.route([app(2, commit=3)], lambda _peer: True, 0.0)
     hold.route([app(2, commit=4)], lambda _peer: True, 0.5)
     assert hold.merged == 1 and hold.held == 2
+    hold.route([app(2, commit=5)], lambda _peer: True, 0.6)
+    assert hold.merged == 2 and hold.held == 3
     assert hold.release_at == 1.0  # the first hold's time
-    assert hold.release(1.0) == [app(2, commit=4)]
+    assert hold.release(1.0) == [app(2, commit=5)]
+
+
+def test_an_append_with_entries_merges_the_notice_held_for_its_follower():
+    hold = CommitNoticeHold(1.0)
+    hold.route([app(2), app(3)], lambda _peer: True, 0.0)
+    out = hold.route(
+        [app(2, with_entries=True), app(3, with_entries=True)], lambda _peer: True, 0.5
+    )
+    assert out == [app(2, with_entries=True), app(3, with_entries=True)]
+    assert hold.merged == 2
+    assert hold.release(1.0) == []  # nothing left to send: the appends carried the commit
