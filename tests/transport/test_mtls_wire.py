@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -228,3 +231,20 @@ async def test_certificates_are_checked_per_connection_not_per_message(
     assert pair.leader.stats.reconnects == 0
     # 200 round trips (400 envelopes) later: no file check, no new authentication.
     assert (refreshes, authentications) == before
+
+
+def test_transport_bench_measures_both_modes() -> None:
+    """``exchange bench transport --tls both`` streams over mTLS and plaintext and prints
+    the CPU per round trip of each and their ratio (figures only, never judged here)."""
+    command = [sys.executable, "-m", "exchange_node.cli", "bench", "transport", "--json"]
+    command += ["--batches", "1", "--window", "1", "--entries", "20", "--tls", "both"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    figures = {r["name"]: r["value"] for r in json.loads(done.stdout)["results"]}
+    for name in (
+        "cpu_us_per_round_trip_batch1",
+        "cpu_us_per_round_trip_batch1_mtls",
+        "cpu_us_per_round_trip_batch1_mtls_vs_plain",
+        "stream_messages_per_s_batch1_mtls_vs_plain",
+    ):
+        assert figures[name] > 0, name

@@ -50,6 +50,7 @@ from exchange_node.transport.transport import (
 )
 
 SENDER_ID = 1
+ACK_TIMEOUT_S = 30.0
 RECEIVER_ID = 2
 
 
@@ -237,7 +238,15 @@ async def _sender(
                 transport.send(apps[sent : sent + burst])
                 sent += burst
             acked.clear()
-            await acked.wait()
+            try:
+                await asyncio.wait_for(acked.wait(), ACK_TIMEOUT_S)
+            except TimeoutError:
+                # The transport drops what is queued when a stream breaks (Raft resends;
+                # this bench does not): say so instead of waiting forever.
+                raise RuntimeError(
+                    f"no acknowledgement for {ACK_TIMEOUT_S:g} s after {acks} of "
+                    f"{messages_total}: {stats}"
+                ) from None
         elapsed = time.perf_counter() - started
         sender_cpu = time.process_time() - cpu_started
         child.stdin.write(b"report\n")
