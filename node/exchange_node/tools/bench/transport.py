@@ -95,11 +95,11 @@ def main(args: argparse.Namespace) -> int:
         if True in modes:
             _write_pki(tls_dir)
         for batch in (int(b) for b in args.batches.split(",")):
-            runs: dict[bool, list[list[BenchResult]]] = {tls: [] for tls in modes}
+            runs: dict[bool, list[list[BenchResult]]] = {mtls: [] for mtls in modes}
             for round_ in range(args.rounds):
                 # ABBA: each round swaps which mode goes first, so a machine that is
                 # getting busier or quieter does not favour one of them.
-                for tls in modes if round_ % 2 == 0 else modes[::-1]:
+                for mtls in modes if round_ % 2 == 0 else modes[::-1]:
                     sender = _sender(
                         batch,
                         args.entries,
@@ -107,12 +107,12 @@ def main(args: argparse.Namespace) -> int:
                         args.window,
                         args.envelope_bytes,
                         args.uvloop,
-                        tls_dir if tls else None,
+                        tls_dir if mtls else None,
                     )
-                    runs[tls].append(_run(sender, uvloop=args.uvloop))
-            by_mode = {tls: _medians(r) for tls, r in runs.items()}
-            for tls in modes:
-                results.extend(by_mode[tls])
+                    runs[mtls].append(_run(sender, uvloop=args.uvloop))
+            by_mode = {mtls: _medians(r) for mtls, r in runs.items()}
+            for mtls in modes:
+                results.extend(by_mode[mtls])
             if len(modes) == 2:
                 results.extend(_ratios(by_mode[True], by_mode[False]))
     if args.codec:
