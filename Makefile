@@ -66,13 +66,14 @@ sim: install  ## a batch of deterministic simulation seeds
 soak: install  ## simulation and crash soaks until Ctrl-C; prints seeds per second
 	$(EXCHANGE) sim --soak --steps 5000 --nodes mixed
 
-# A 3-node cluster of real processes at sustained load (350 requests/s, a deep book,
+# A 3-node cluster of real processes at sustained load (SOAK_RATE requests/s, a deep book,
 # 8 MiB snapshots so that a run sees many): RSS per node over time, snapshots taken,
 # leader changes, client p99 during and between snapshots (docs/snapshots.md).
 SOAK_MINUTES ?= 30
+SOAK_RATE ?= 350
 .PHONY: soak-load
 soak-load: install  ## 3-node cluster at sustained load for SOAK_MINUTES (30): memory, snapshots, p99
-	$(EXCHANGE) bench snapshot --soak-minutes $(SOAK_MINUTES) --rate 350 --report-seconds 30
+	$(EXCHANGE) bench snapshot --soak-minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) --report-seconds 30
 
 bench: install  ## every benchmark, one JSON object each (docs/performance.md)
 	$(EXCHANGE) bench raft --json

@@ -62,8 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--soak-snapshot-bytes",
-        default="8MiB",
+        default="2MiB",
         help="the soak cluster's --snapshot-bytes (several snapshots in a short run)",
+    )
+    parser.add_argument(
+        "--soak-inflight", type=int, default=64, help="soak: most requests out at once"
     )
     parser.add_argument(
         "--report-seconds", type=float, default=30.0, help="soak: one line this often"

@@ -12,6 +12,9 @@ four times a second: a snapshot is "in progress" while any node's
 window counts as "during". Every ``--report-seconds`` one line: RSS per node
 (``/proc/PID/status``), snapshots taken per node, the log held since the last
 snapshot, leader changes, and the client p99 during and between snapshots.
+At most ``--soak-inflight`` requests are out at once: beyond it the schedule
+waits (the wait counts in the latency), so an overloaded cluster shows as
+latency rather than as an unbounded pile of connections.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ SYMBOL = "BTC-USD"
 MID = 50_000
 POLL_SECONDS = 0.25
 _SAMPLE = re.compile(r"^(exchange_[a-z_]+)(?:\{[^}]*\})? (\S+)$", re.M)
+
+
+KEYS = 8
+"""The cluster's bench keys used, one client each (a client's orders in flight are
+limited: a batch of 500 per key at a time)."""
 
 
 def _resting(seq: int) -> dict[str, Any]:
@@ -134,14 +142,12 @@ async def soak(args: argparse.Namespace, root: Path) -> list[BenchResult]:
 
 
 async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -> list[BenchResult]:
-    token = cluster.key_for("bench0")
-    headers = {"Authorization": f"Bearer {token}"}
+    auth = [{"Authorization": f"Bearer {cluster.key_for(f'bench{i}')}"} for i in range(KEYS)]
     watch = _Watch(cluster)
     pids = {i: proc.pid for i, proc in cluster.procs.items()}
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
         timeout=aiohttp.ClientTimeout(total=15),
-        headers=headers,
     )
     async with session:
         await watch.poll(session)
@@ -151,44 +157,66 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
             return f"http://{cluster.member(watch.leader or leader).http}"
 
         # The deep book.
-        sem = asyncio.Semaphore(4)
+        sems = [asyncio.Semaphore(1) for _ in range(KEYS)]
 
-        async def fill(lo: int, hi: int) -> None:
-            async with sem:
+        async def fill(batch: int, lo: int, hi: int) -> None:
+            key = batch % KEYS
+            async with sems[key]:
                 body = {"orders": [_resting(k) for k in range(lo, hi)]}
-                for _ in range(20):
-                    async with session.post(f"{base()}/v1/orders/batch", json=body) as resp:
-                        await resp.read()
+                answer = b""
+                for _ in range(60):
+                    url = f"{base()}/v1/orders/batch"
+                    async with session.post(url, json=body, headers=auth[key]) as resp:
+                        answer = await resp.read()
                         if resp.status == 200:
                             return
-                    await asyncio.sleep(0.2)
-                raise RuntimeError(f"filling the book failed ({resp.status})")
+                    await asyncio.sleep(0.5)
+                raise RuntimeError(f"filling the book failed: {answer[:300]!r}")
 
         await asyncio.gather(
-            *(fill(lo, min(args.resting, lo + 500)) for lo in range(0, args.resting, 500))
+            *(
+                fill(batch, lo, min(args.resting, lo + 500))
+                for batch, lo in enumerate(range(0, args.resting, 500))
+            )
         )
         await watch.poll(session)
         start_changes = watch.total("exchange_raft_leader_changes_total")
 
         requests: list[tuple[float, float, bool]] = []  # (due, end, ok)
+        statuses: dict[str, int] = {}
         stop = False
         inflight: set[asyncio.Task[None]] = set()
 
         async def one(n: int, due: float) -> None:
             seq = args.resting + n // 2
+            old = seq - args.resting
             try:
                 if n % 2 == 0:
-                    request = session.post(f"{base()}/v1/orders", json=_resting(seq))
+                    request = session.post(
+                        f"{base()}/v1/orders", json=_resting(seq), headers=auth[seq // 500 % KEYS]
+                    )
                 else:
+                    # The order placed ``--resting`` before, by the key that placed it.
                     request = session.delete(
-                        f"{base()}/v1/orders/by-client-id/s{seq - args.resting}"
+                        f"{base()}/v1/orders/by-client-id/s{old}", headers=auth[old // 500 % KEYS]
                     )
                 async with request as resp:
                     await resp.read()
                     ok = resp.status < 500
+                    kind = f"{resp.status // 100}xx"
             except Exception:
                 ok = False
+                kind = "failed"
+            statuses[kind] = statuses.get(kind, 0) + 1
             requests.append((due, time.perf_counter(), ok))
+
+        window = asyncio.Semaphore(args.soak_inflight)
+
+        async def bounded(n: int, due: float) -> None:
+            try:
+                await one(n, due)
+            finally:
+                window.release()
 
         async def load() -> None:
             n = 0
@@ -196,8 +224,11 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
             next_at = time.perf_counter()
             while not stop:
                 now = time.perf_counter()
-                while next_at <= now:
-                    task = asyncio.create_task(one(n, next_at))
+                while next_at <= now and not stop:
+                    # At most --soak-inflight requests out: a late one still counts
+                    # from when it was due.
+                    await window.acquire()
+                    task = asyncio.create_task(bounded(n, next_at))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
                     n += 1
@@ -274,6 +305,8 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
             "client_p99_ratio", round(p99_during / p99_between, 2) if p99_between else 0.0, "x"
         ),
     ]
+    for kind in ("2xx", "4xx", "5xx", "failed"):
+        results.append(BenchResult(f"answers_{kind}", statuses.get(kind, 0), "requests"))
     for i in pids:
         results.append(BenchResult(f"rss_mb_first_n{i}", round(rss[i][0], 1), "MiB"))
         results.append(BenchResult(f"rss_mb_last_n{i}", round(rss[i][-1], 1), "MiB"))
