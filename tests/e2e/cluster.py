@@ -14,6 +14,7 @@ from the API keys Secret the scenario created.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Workload:
     owner: dict[str, str] = field(default_factory=dict)  # client_order_id -> client
     fills: int = 0
     refused: int = 0  # answers that were not an acknowledgement (retried with the same id)
+    forwarded: int = 0  # acknowledgements a follower relayed from the leader
 
 
 class Cluster(Protocol):
@@ -66,6 +68,35 @@ def condition(status: Obj, kind: str) -> str | None:
     return None
 
 
+async def read(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    http: aiohttp.ClientSession,
+    path: str,
+    token: str | None = None,
+) -> tuple[int, Any]:
+    """GET ``path`` through the client Service: (status, JSON). An election (502, 503,
+    504) or an endpoint going away is retried, as a client does; other answers return."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    last = "no answer"
+    for _attempt in range(80):
+        try:
+            base, server_name, ca = await cluster.client_endpoint(namespace, name)
+            context = ssl.create_default_context(cadata=ca.decode())
+            async with http.get(
+                f"{base}{path}", headers=headers, ssl=context, server_hostname=server_name
+            ) as r:
+                answer = await r.json(content_type=None)
+                if r.status not in (502, 503, 504):
+                    return r.status, answer
+                last = f"{r.status} {answer}"
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"GET {path} never answered: {last}")
+
+
 async def run_workload(
     cluster: Cluster,
     namespace: str,
@@ -83,10 +114,9 @@ async def run_workload(
     context = ssl.create_default_context(cadata=ca.decode())
     (buyer, buyer_key), (seller, seller_key) = sorted(keys.items())[:2]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.get(f"{base}/v1/symbols", ssl=context, server_hostname=server_name) as r:
-            assert r.status == 200, await r.text()
-            symbols = (await r.json())["symbols"]
-        symbol = symbols[0]
+        status, answer = await read(cluster, namespace, name, http, "/v1/symbols")
+        assert status == 200, answer
+        symbol = answer["symbols"][0]
         tick = int(symbol.get("tick_size") or 1)
         reference = int(symbol.get("reference_price") or tick * 1000)
         price = max(tick, reference - reference % tick)  # inside any price band
@@ -96,6 +126,7 @@ async def run_workload(
                 order_id = f"{prefix}-{client}-{i}"
                 body = {"symbol": symbol["symbol"], "side": side, "price": price,
                         "quantity": lot, "client_order_id": order_id}  # fmt: skip
+                last = "no answer"
                 for _attempt in range(40):
                     try:
                         async with http.post(
@@ -109,18 +140,22 @@ async def run_workload(
                             if r.status == 200:
                                 result.acknowledged[order_id] = int(answer["order_id"])
                                 result.owner[order_id] = client
+                                if r.headers.get("X-Exchange-Forwarded-By"):
+                                    result.forwarded += 1
                                 result.fills += sum(
                                     1 for e in answer.get("events", ()) if e.get("type") == "fill"
                                 )
                                 break
-                    except (aiohttp.ClientError, TimeoutError):
-                        pass
+                            last = f"{r.status} {answer}"
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        last = repr(exc)
                     result.refused += 1
                     await asyncio.sleep(0.25)
                     # A Service's endpoints change while pods restart: ask again.
-                    base, server_name, ca = await cluster.client_endpoint(namespace, name)
+                    with contextlib.suppress(ConnectionError):
+                        base, server_name, ca = await cluster.client_endpoint(namespace, name)
                 else:
-                    raise AssertionError(f"{order_id} was never acknowledged")
+                    raise AssertionError(f"{order_id} was never acknowledged; last: {last}")
     return result
 
 
@@ -128,18 +163,12 @@ async def lost_orders(
     cluster: Cluster, namespace: str, name: str, keys: dict[str, str], workload: Workload
 ) -> list[str]:
     """Every acknowledged order must still be known to the cluster (by its client id)."""
-    base, server_name, ca = await cluster.client_endpoint(namespace, name)
-    context = ssl.create_default_context(cadata=ca.decode())
     lost = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         for order_id, exchange_id in workload.acknowledged.items():
             client = workload.owner[order_id]
-            url = f"{base}/v1/orders/by-client-id/{order_id}"
-            headers = {"Authorization": f"Bearer {keys[client]}"}
-            async with http.get(
-                url, headers=headers, ssl=context, server_hostname=server_name
-            ) as r:
-                found = await r.json(content_type=None) if r.status == 200 else {}
-            if int(found.get("order_id", -1)) != exchange_id:
-                lost.append(order_id)
+            path = f"/v1/orders/by-client-id/{order_id}"
+            status, found = await read(cluster, namespace, name, http, path, keys[client])
+            if status != 200 or int(found.get("order_id", -1)) != exchange_id:
+                lost.append(f"{order_id} (acknowledged as {exchange_id}; {status} {found})"[:240])
     return lost

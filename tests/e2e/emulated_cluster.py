@@ -101,7 +101,16 @@ class EmulatedCluster:
         ]
         if not ready:
             raise ConnectionError(f"Service {service} has no ready endpoint")
-        pod = sorted(ready, key=lambda p: str(p["metadata"]["name"]))[0]
+        # A Service spreads connections over its endpoints; here a follower is picked
+        # whenever there is one, so every write takes the forwarding path (follower ->
+        # leader over HTTPS, the leader's certificate verified) and not only by chance.
+        pod = sorted(
+            ready,
+            key=lambda p: (
+                (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == "leader",
+                str(p["metadata"]["name"]),
+            ),
+        )[0]
         ordinal = int(pod["metadata"]["name"].rsplit("-", 1)[1])
         kubelet = self.live.kubelet
         base = f"https://{kubelet.host(ordinal)}:{kubelet.http_ports[ordinal]}"

@@ -2,9 +2,18 @@
 
 It plugs into ClusterEmulator's Kubelet protocol. Each pod becomes a node
 process on loopback with the pod template's environment, rewritten only where
-a cluster differs from one machine: the headless-service names become
+a cluster differs from one machine: the peers' gRPC addresses become
 127.0.0.1 with per-pod ports, the ConfigMap and Secret the pod would mount
 or reference are read from the emulator, and the volume is a directory.
+The HTTP addresses keep the pods' DNS names (`<pod>.<cluster>-peers.<ns>.svc`,
+with the pod's port), as real pods advertise them: the HTTP server certificate
+names exactly these, so a follower that forwards to the leader over HTTPS, or
+asks the members for the live view, verifies the certificate as on Kubernetes.
+An emulated cluster DNS in each node process (``EMULATED_CLUSTER_DNS``, a JSON
+map of those names to the pods' addresses, used by the node's aiohttp clients)
+resolves them, as CoreDNS would.
+gRPC resolves in C (not through it); the peers verify each other by member
+identity whatever the address, so their addresses stay numeric.
 The Secrets the pod mounts (the HTTP server certificate and the CA; no member
 key: each node makes its own in its data directory) are written to files as the
 kubelet would, and the environment's paths point at them. The operator reaches each node's admin
@@ -18,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -35,7 +45,16 @@ from kmock_harness import ClusterEmulator
 
 Obj = dict[str, Any]
 NODE_MAIN = (
-    "import argparse, sys\n"
+    "import argparse, json, os, sys\n"
+    # The cluster DNS for the node's HTTP clients (forwarding, the members' view): the
+    # pods' names resolve to their addresses, everything else as usual. The TLS name
+    # checked stays the URL's host. (aiohttp's resolver: uvloop resolves in C.)
+    "import aiohttp.connector, aiohttp.resolver\n"
+    "hosts = json.loads(os.environ.pop('EMULATED_CLUSTER_DNS', '{}'))\n"
+    "class ClusterDns(aiohttp.resolver.ThreadedResolver):\n"
+    "    async def resolve(self, host, *rest, **kw):\n"
+    "        return await super().resolve(hosts.get(host, host), *rest, **kw)\n"
+    "aiohttp.connector.DefaultResolver = ClusterDns\n"
     "from exchange_node import server_cli\n"
     "parser = argparse.ArgumentParser()\n"
     "server_cli.add_arguments(parser)\n"
@@ -123,6 +142,17 @@ class ProcessKubelet:
         """Where pod ``ordinal`` listens: loopback, or its namespace's address."""
         return "127.0.0.1" if self.network is None else self.network.ip(ordinal + 1)
 
+    def dns_name(self, ordinal: int) -> str:
+        """Pod ``ordinal``'s DNS name (the emulated cluster DNS resolves it to host())."""
+        return names.peer_host(self.cluster, ordinal, self.namespace)
+
+    def http_address(self, ordinal: int) -> str:
+        """The HTTP address pod ``ordinal`` advertises: its DNS name, as a real pod."""
+        return f"{self.dns_name(ordinal)}:{self.http_ports[ordinal]}"
+
+    def cluster_dns(self) -> dict[str, str]:
+        return {self.dns_name(o): self.host(o) for o in range(len(self.http_ports))}
+
     # --- NetworkPolicies, enforced (with a network) ----------------------------------
     def enforce_policies(self) -> None:
         """Make the pods' namespaces drop what the Egress NetworkPolicies do not allow.
@@ -197,7 +227,8 @@ class ProcessKubelet:
         env["EXCHANGE_ADMIN_PORT"] = str(self.admin_ports[ordinal])
         self._mount_tls(pod, ordinal, env)
         env["EXCHANGE_ADVERTISE_ADDRESS"] = f"{self.host(ordinal)}:{self.grpc_ports[ordinal]}"
-        env["EXCHANGE_ADVERTISE_HTTP"] = f"{self.host(ordinal)}:{self.http_ports[ordinal]}"
+        env["EXCHANGE_ADVERTISE_HTTP"] = self.http_address(ordinal)
+        env["EMULATED_CLUSTER_DNS"] = json.dumps(self.cluster_dns())
         if "EXCHANGE_PEER_TLS_CERT" not in env and env.get("EXCHANGE_PEER_TLS_ENROLL") != "true":
             # No certificate files are mounted here: say so explicitly (secure by default).
             env["EXCHANGE_INSECURE_PEERS"] = "true"
@@ -210,7 +241,7 @@ class ProcessKubelet:
             assert peer_ordinal is not None, address
             host = self.host(peer_ordinal)
             peers.append(f"{peer_id}={host}:{self.grpc_ports[peer_ordinal]}")
-            peer_http.append(f"{peer_id}={host}:{self.http_ports[peer_ordinal]}")
+            peer_http.append(f"{peer_id}={self.http_address(peer_ordinal)}")
         env["EXCHANGE_PEERS"] = ",".join(peers)
         env["EXCHANGE_PEER_HTTP"] = ",".join(peer_http)
         env["EXCHANGE_DATA_DIR"] = str(data_dir)
@@ -287,8 +318,7 @@ class ProcessKubelet:
     def member_addresses(self, cluster: str, namespace: str, pod: str) -> tuple[str, str]:
         """Where a pod's node listens here, for the operator's add-member calls."""
         ordinal = int(pod.rsplit("-", 1)[1])
-        host = self.host(ordinal)
-        return f"{host}:{self.grpc_ports[ordinal]}", f"{host}:{self.http_ports[ordinal]}"
+        return f"{self.host(ordinal)}:{self.grpc_ports[ordinal]}", self.http_address(ordinal)
 
     @property
     def url_template(self) -> str:
