@@ -67,7 +67,7 @@ soak: install  ## simulation and crash soaks until Ctrl-C; prints seeds per seco
 	$(EXCHANGE) sim --soak --steps 5000 --nodes mixed
 
 # A 3-node cluster of real processes at sustained load (SOAK_RATE requests/s, a deep book,
-# 8 MiB snapshots so that a run sees many): RSS per node over time, snapshots taken,
+# 2 MiB snapshots so that a run sees several): RSS per node over time, snapshots taken,
 # leader changes, client p99 during and between snapshots (docs/snapshots.md).
 SOAK_MINUTES ?= 30
 SOAK_RATE ?= 350

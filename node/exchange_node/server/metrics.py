@@ -274,7 +274,7 @@ class _ApiRefusalsCollector(Collector):
 
 
 MEMORY_GAUGES = {
-    "log_bytes": "bytes of log entries applied since the newest snapshot",
+    "log_bytes": "log entries applied since the newest snapshot: data plus 150 bytes each",
     "log_entries": "entries in the in-memory Raft log (after the newest snapshot)",
     "log_limit_bytes": "--snapshot-bytes: a snapshot is taken once log_bytes reaches it",
     "exactly_once_keys": "results the engine keeps for exactly-once (client order ids)",

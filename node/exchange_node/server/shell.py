@@ -88,6 +88,7 @@ from exchange_node.server.membership import PeerGate, RateLimitedLog, apply_chan
 from exchange_node.server.metrics import NodeMetrics
 from exchange_node.server.requests import Proposal, Requests, Token
 from exchange_node.server.snapshots import (
+    ENTRY_MEMORY_OVERHEAD,
     MODE_CHECKPOINT,
     MODE_FILE,
     MODE_PIPE,
@@ -729,7 +730,7 @@ class Node:
                 self._publisher.publish(index, results)
         self.applied_index = index
         self._applied_term = entry.term
-        due = self.snapshot_policy.applied(index, len(entry.data))
+        due = self.snapshot_policy.applied(index, len(entry.data) + ENTRY_MEMORY_OVERHEAD)
         if due.snapshot or due.checkpoint:
             # A forked child serialises the state as of this index (server/snapshots.py).
             self._take_snapshot(snapshot=due.snapshot, checkpoint=due.checkpoint)
