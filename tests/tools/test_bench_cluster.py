@@ -36,6 +36,9 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
         "single_throughput",
         "latency_p50_ms_at_500",
         "latency_p99_ms_at_500",
+        "cpu_ms_per_order_batch",
+        "cpu_ms_per_order_single",
+        "cpu_ms_per_order_at_500",
         "failover_unavailability_median_s",
         "failover_unavailability_max_s",
         "single_node_single_throughput",
@@ -51,6 +54,8 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
     for name in ("batch_throughput", "single_throughput", "single_node_single_throughput"):
         assert figures[name] > 0, name
     assert 0 < figures["latency_p50_ms_at_500"] <= figures["latency_p99_ms_at_500"]
+    for phase in ("batch", "single", "at_500"):  # the nodes' CPU, read from /proc
+        assert 0 < figures[f"cpu_ms_per_order_{phase}"] < 1_000, phase
     assert 0 < figures["failover_unavailability_median_s"] < 30
 
 
@@ -77,7 +82,12 @@ def test_bench_cluster_side_by_side_reports_both_modes_and_ratios(tmp_path) -> N
     figures = {
         r["name"]: r["value"] for r in json.loads(out.stdout.strip().splitlines()[-1])["results"]
     }
-    for name in ("batch_throughput", "single_throughput", "latency_p50_ms_at_500"):
+    for name in (
+        "batch_throughput",
+        "single_throughput",
+        "latency_p50_ms_at_500",
+        "cpu_ms_per_order_single",
+    ):
         assert figures[f"{name}_mtls"] > 0 and figures[f"{name}_plain"] > 0, name
         ratio = figures[f"{name}_mtls"] / figures[f"{name}_plain"]
         assert abs(figures[f"{name}_mtls_vs_plain"] - ratio) < 0.01, name

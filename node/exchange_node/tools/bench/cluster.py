@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import queue
 import shutil
 import statistics
@@ -526,6 +527,18 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
     return gaps
 
 
+def _cpu_seconds(cluster: LocalCluster) -> float:
+    """user+sys CPU seconds of the cluster's node processes so far (Linux /proc)."""
+    total = 0
+    for proc in cluster.procs.values():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _three_node_phases(
     cluster: LocalCluster, args: argparse.Namespace, run: str = ""
 ) -> tuple[dict[str, float], int]:
@@ -533,12 +546,21 @@ def _three_node_phases(
 
     ``run`` goes into every client order id, so a second round on the same cluster does
     not reuse the first round's ids (the exchange would refuse them as reused)."""
-    batch = _run_load(
+    cpu: dict[str, float] = {}
+
+    def measured(phase: str, spec: dict[str, Any]) -> dict[str, Any]:
+        # CPU per order of the nodes: steadier than rates on a shared host.
+        before = _cpu_seconds(cluster)
+        result = _run_load(phase, spec)
+        cpu[phase] = (_cpu_seconds(cluster) - before) / max(1, result["orders"]) * 1000
+        return result
+
+    batch = measured(
         "batch",
         _spec(cluster, args, f"b{run}-", batch_size=args.batch_size, clients=args.batch_clients),
     )
-    single = _run_load("single", _spec(cluster, args, f"s{run}-", clients=args.single_clients))
-    lat = _run_load(
+    single = measured("single", _spec(cluster, args, f"s{run}-", clients=args.single_clients))
+    lat = measured(
         "latency", _spec(cluster, args, f"l{run}-", rate=args.rate, client=args.latency_client)
     )
     figures = {
@@ -546,6 +568,9 @@ def _three_node_phases(
         "single_throughput": round(single["orders"] / single["seconds"], 1),
         "latency_p50_ms_at_500": round(lat["p50_ms"], 3),
         "latency_p99_ms_at_500": round(lat["p99_ms"], 3),
+        "cpu_ms_per_order_batch": round(cpu["batch"], 3),
+        "cpu_ms_per_order_single": round(cpu["single"], 3),
+        "cpu_ms_per_order_at_500": round(cpu["latency"], 3),
     }
     return figures, batch["errors"] + single["errors"] + lat["errors"]
 
@@ -555,6 +580,9 @@ _UNITS = {
     "single_throughput": "orders/s",
     "latency_p50_ms_at_500": "ms",
     "latency_p99_ms_at_500": "ms",
+    "cpu_ms_per_order_batch": "ms",
+    "cpu_ms_per_order_single": "ms",
+    "cpu_ms_per_order_at_500": "ms",
 }
 
 
