@@ -19,6 +19,7 @@ import pytest
 from exchange_node.chaos import runner
 from exchange_node.chaos.runner import RunError, RunOptions, make_target
 from exchange_node.chaos.scenarios import SCENARIOS, FaultContext, FaultWindow, compose
+from exchange_node.chaos.target import LogMark
 
 ALL_KINDS = frozenset(
     {
@@ -33,6 +34,7 @@ ALL_KINDS = frozenset(
         "disk",
         "power_cut",
         "corrupt_state",
+        "lost_tail",
     }
 )
 
@@ -106,6 +108,13 @@ class FakeTarget:
 
     def corrupt_state(self, n: int, seed: int, watch_s: float = 10.0) -> FakeHandle:
         return self._fault(f"corrupt_state {n} {seed}")
+
+    def mark_log(self, n: int) -> LogMark:
+        self.calls.append(f"mark_log {n}")
+        return LogMark(n, "wal-1.log", 100)
+
+    def cut_log(self, n: int, mark: LogMark) -> FakeHandle:
+        return self._fault(f"cut_log {n} {mark.size}")
 
 
 def run_schedule(name: str, seed: int, seconds: float = 6.0) -> tuple[FakeTarget, list[Any]]:

@@ -49,7 +49,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import net
-from .target import ActiveFault, CapabilityError, ClusterCredentials, LinkFault, NodeEndpoint
+from .target import (
+    ActiveFault,
+    CapabilityError,
+    ClusterCredentials,
+    LinkFault,
+    LogMark,
+    NodeEndpoint,
+)
 
 HTTP_PORT, ADMIN_PORT, GRPC_PORT = 8080, 8081, 7070
 DEFAULT_IMAGE = "raft-exchange:dev"
@@ -470,6 +477,12 @@ class DockerTarget:
         raise CapabilityError(
             "corrupt_state on --target docker is not offered (use --target local)"
         )
+
+    def mark_log(self, node_id: int) -> LogMark:
+        raise CapabilityError("lost_tail on --target docker is not offered (use --target local)")
+
+    def cut_log(self, node_id: int, mark: LogMark) -> ActiveFault:
+        raise CapabilityError("lost_tail on --target docker is not offered (use --target local)")
 
     # ---- cleanup ------------------------------------------------------------------------
 

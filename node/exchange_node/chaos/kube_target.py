@@ -76,6 +76,7 @@ from .target import (
     ClusterCredentials,
     DiskFault,
     LinkFault,
+    LogMark,
     NodeEndpoint,
 )
 
@@ -649,6 +650,12 @@ class KubernetesTarget:
         raise CapabilityError(
             "corrupt_state on --target kubernetes is not offered (--target local)"
         )
+
+    def mark_log(self, node_id: int) -> LogMark:
+        raise CapabilityError("lost_tail on --target kubernetes is not offered (--target local)")
+
+    def cut_log(self, node_id: int, mark: LogMark) -> ActiveFault:
+        raise CapabilityError("lost_tail on --target kubernetes is not offered (--target local)")
 
     # ---- cleanup ---------------------------------------------------------------------------
 

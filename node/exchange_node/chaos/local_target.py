@@ -39,10 +39,11 @@ from .target import (
     ClusterCredentials,
     DiskFault,
     LinkFault,
+    LogMark,
     NodeEndpoint,
 )
 
-ALWAYS = frozenset({"kill", "pause", "restart", "corrupt_state"})
+ALWAYS = frozenset({"kill", "pause", "restart", "corrupt_state", "lost_tail"})
 
 
 def Fault(target: LocalTarget, description: str, undo: Callable[[], object]) -> ActiveFault:
@@ -483,6 +484,43 @@ class LocalTarget:
             undo,
         )
         fault.outcome = self._watch_corrupted(node_id, watch_s)
+        return fault
+
+    def mark_log(self, node_id: int) -> LogMark:
+        """Where the node's WAL ends now: its newest segment and that segment's size."""
+        self._check_node(node_id)
+        data_dir = Path(self.cluster.member(node_id).data_dir)
+        segments = sorted(data_dir.glob("wal-*.log"))
+        if not segments:
+            raise RuntimeError(f"node {node_id} has no WAL segment in {data_dir}")
+        newest = segments[-1]
+        return LogMark(node_id, newest.name, newest.stat().st_size)
+
+    def cut_log(self, node_id: int, mark: LogMark) -> ActiveFault:
+        """SIGKILL the node, then cut its WAL back to ``mark``: segments begun since are
+        removed, the marked one truncated to its size then. The promise file is left as
+        it was (the disk lost log, not the promise). Healing starts the node."""
+        self._check_node(node_id)
+        data_dir = Path(self.cluster.member(node_id).data_dir)
+        self.cluster.kill(node_id)
+        cut = removed = 0
+        for segment in sorted(data_dir.glob("wal-*.log")):
+            if segment.name > mark.segment:
+                cut += segment.stat().st_size
+                segment.unlink()
+                removed += 1
+        marked = data_dir / mark.segment
+        if marked.exists() and marked.stat().st_size > mark.size:
+            cut += marked.stat().st_size - mark.size
+            with open(marked, "r+b") as f:
+                f.truncate(mark.size)
+                os.fsync(f.fileno())
+        fault = Fault(
+            self,
+            f"lost tail of node {node_id}: WAL cut back to {mark.segment} at {mark.size}",
+            lambda: self._start(node_id),
+        )
+        fault.outcome = f"node {node_id}: {cut} bytes cut off its WAL ({removed} newer segments)"
         return fault
 
     def _watch_corrupted(self, node_id: int, watch_s: float) -> str:

@@ -356,6 +356,102 @@ def _latency_loss(ctx: FaultContext) -> None:
         ctx.sleep(3)
 
 
+LOST_TAIL_ACK_S = 3.0
+"""How long the frozen follower misses what the leader and the cut follower acknowledge."""
+LOST_TAIL_LEADER_DOWN_S = 4.0
+"""How long the old leader stays down once the other two are back (no quorum can form
+without it: the cut node owes what only the leader still has)."""
+LOST_TAIL_START_S = 30.0
+"""The longest wait for a restarted node to answer, or for a leader after the heal."""
+LOST_TAIL_AFTER_S = 6.0
+"""Load after the leader is back, before the next round or the end of the run (clients
+that timed out during the outage retry first)."""
+
+
+def _lost_tail(ctx: FaultContext) -> None:
+    """Issue 14's reproduction: freeze one follower; the leader and the other follower
+    acknowledge orders; kill the leader, and that follower with its WAL cut back to
+    before them; restart it and resume the frozen one while the old leader stays down a
+    while, then start the leader. Before protocol-aware recovery the two elected a leader
+    without the orders and lost them; now the cut one does not vote for a log shorter
+    than it promised, and no leader is elected until the old one is back."""
+    t = ctx.target
+    # One round takes about LOST_TAIL_ACK_S + LOST_TAIL_LEADER_DOWN_S + restarts, and
+    # runs whole once begun (its waits are not cut short by the deadline).
+    while ctx.alive(LOST_TAIL_ACK_S):
+        leader = ctx.leader()
+        followers = ctx.others(leader)
+        if len(followers) < 2:
+            return
+        cut, frozen = ctx.rng.sample(followers, 2)
+        handles: list[FaultHandle] = []
+
+        def inject(
+            leader: int = leader,
+            cut: int = cut,
+            frozen: int = frozen,
+            got: list[FaultHandle] = handles,
+        ) -> FaultHandle | None:
+            paused = t.pause(frozen)
+            got.append(paused)
+            mark = t.mark_log(cut)
+            ctx.stop.wait(LOST_TAIL_ACK_S)  # orders acknowledged by the leader and `cut`
+            got.append(t.kill(leader))
+            lost = t.cut_log(cut, mark)
+            got.append(lost)
+            # The two followers come back; the old leader stays down (healed last).
+            lost.heal()
+            paused.heal()
+            return lost
+
+        try:
+            window, _ = ctx.inject("lost-tail", [leader, cut, frozen], inject)
+        except BaseException:
+            _heal_all(handles, newest_first=True)
+            raise
+        try:
+            # Once the cut node answers (a restart may take seconds on a loaded
+            # machine), the two followers get LOST_TAIL_LEADER_DOWN_S without the old
+            # leader: time to elect a leader without the acknowledged tail, if they would.
+            verdict = _recovery_verdict(t, cut, LOST_TAIL_START_S)
+            ctx.stop.wait(LOST_TAIL_LEADER_DOWN_S)
+            meanwhile = t.leader()
+            window.outcome = f"{window.outcome}; restarted with verdict {verdict}; " + (
+                f"no leader without node {leader}"
+                if meanwhile is None
+                else f"node {meanwhile} led without node {leader}"
+            )
+        finally:
+            ctx.heal(window, None, partial(_heal_all, handles, newest_first=True))
+        # Let the workload see the cluster back (a leader, writes acknowledged) even
+        # past the deadline: the round's point is what the history says afterwards.
+        back = time.monotonic() + LOST_TAIL_START_S
+        while t.leader() is None and time.monotonic() < back and not ctx.stop.is_set():
+            time.sleep(0.2)
+        ctx.stop.wait(LOST_TAIL_AFTER_S)
+
+
+def _recovery_verdict(target: Target, node_id: int, wait_s: float) -> str:
+    """What the node's recovery concluded (its admin status, waited for up to
+    ``wait_s``), or why it is unknown."""
+    cluster: Any = getattr(target, "cluster", None)
+    if cluster is None:
+        return "unknown (no status on this target)"
+    end = time.monotonic() + wait_s
+    answer: object = None
+    while time.monotonic() < end:
+        try:
+            code, doc = cluster.request(node_id, "GET", "/v1/admin/status", timeout=1.0)
+        except OSError as exc:
+            answer = exc
+        else:
+            if code == 200 and isinstance(doc, dict):
+                return str(doc.get("recovery_verdict", "unknown"))
+            answer = f"{code} {str(doc)[:200]}"
+        time.sleep(0.2)
+    return f"unknown (no status in {wait_s:g} s: {answer})"
+
+
 MONKEY_NEEDS = frozenset({"kill"})
 
 
@@ -460,6 +556,14 @@ SCENARIOS: dict[str, Scenario] = {
             "40+-20 ms on the leader's peer links (proxy) and 10% loss on a follower (iptables)",
             frozenset({"link", "loss"}),
             _latency_loss,
+        ),
+        Scenario(
+            "lost-tail",
+            "a follower frozen while the leader and the other follower acknowledge orders; "
+            "that follower's WAL cut back to before them; all killed, the two followers "
+            "restarted before the old leader (issue 14)",
+            frozenset({"pause", "kill", "lost_tail"}),
+            _lost_tail,
         ),
         Scenario(
             "chaos-monkey",

@@ -25,6 +25,8 @@ Fault kinds (the strings in ``capabilities``):
 ``disk``            slow or stalled fsync, EIO on write or fsync, a full disk (FUSE)
 ``power_cut``       kill a node and drop its writes that were never fsynced (FUSE)
 ``corrupt_state``   damage a stopped node's data on disk (byzantine replica)
+``lost_tail``       cut a stopped node's WAL back to an earlier mark (``mark_log``,
+                    ``cut_log``): a disk that lost synced, acknowledged writes
 ==================  ===========================================================
 """
 
@@ -47,6 +49,7 @@ FaultKind = Literal[
     "disk",
     "power_cut",
     "corrupt_state",
+    "lost_tail",
 ]
 
 LinkToxic = Literal["latency", "stall", "reset", "corrupt"]
@@ -74,6 +77,17 @@ class DiskFault:
     kind: DiskFaultKind
     delay_ms: float = 0.0
     """For ``slow_fsync``: added to every fsync; ``stall_fsync`` blocks until healed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogMark:
+    """Where a node's WAL ended at one moment (``Target.mark_log``)."""
+
+    node_id: int
+    segment: str
+    """The newest segment's file name then."""
+    size: int
+    """Its size in bytes then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +202,15 @@ class Target(Protocol):
 
     def corrupt_state(self, node_id: int, seed: int) -> FaultHandle:
         """Stop the node, damage its data on disk (seeded), start it again."""
+        ...
+
+    def mark_log(self, node_id: int) -> LogMark:
+        """Where the node's WAL ends now (for ``cut_log``)."""
+        ...
+
+    def cut_log(self, node_id: int, mark: LogMark) -> FaultHandle:
+        """Kill the node and cut its WAL back to ``mark`` (what it wrote since is gone,
+        fsynced or not); healing starts it. ``outcome`` says what was cut."""
         ...
 
     def heal_all(self) -> None:
