@@ -124,9 +124,9 @@ mutate: install  ## mutation testing of raft/ (mutmut; not in make test, about a
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist
 
-# The e2e suite (tests/e2e, marker e2e): on kind where Docker, kind, kubectl, Helm and a
-# registry are at hand (each test skips naming what is missing), and the emulated
-# cluster's full scenario (scale, upgrade with trading on). make test runs its short part.
+# The e2e suite (tests/e2e, marker e2e) on kind where Docker, kind, kubectl, Helm and a
+# registry are at hand (each test skips naming what is missing). make test runs the same
+# scenario (install, trade, scale 3->5->3, rolling upgrade, delete) on the emulated cluster.
 .PHONY: e2e
-e2e: install  ## the e2e suite: kind (or one skip line naming what is missing) + the emulated cluster
+e2e: install  ## the e2e suite on kind (or one skip line naming what is missing); make test runs the scenario emulated
 	$(PY) -m pytest -m e2e -rs tests/e2e $(PYTEST_ARGS)

@@ -35,11 +35,6 @@ def _order(coid: str) -> dict[str, object]:
             "client_order_id": coid}  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the leader watch is not wired yet: api/app.py builds its Forwarder with "
-    "leader_now=None (the lead applies leader_now=self.leader_http_now, then this marker goes)",
-)
 def test_a_write_forwarded_to_a_frozen_leader_answers_when_leadership_moves(
     tmp_path: Path,
 ) -> None:

@@ -79,10 +79,8 @@ class Api:
             config.forward_timeout_seconds,
             config.max_forward_hops,
             config.unavailable_retry_after_seconds,
-            # leader_now=self.leader_http_now would end a forward as soon as this node
-            # sees leadership move; not wired: on the emulated Kubernetes cluster every
-            # forwarded write then timed out (cause not found yet, issue 14).
-            leader_now=None,
+            # End a forward as soon as this node sees leadership move (docs/api.md).
+            leader_now=self.leader_http_now,
             tls=lambda: self.members.tls(),
         )
         self._leader_seen: tuple[float, str | None] = (-1.0, None)
