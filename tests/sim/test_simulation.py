@@ -72,6 +72,8 @@ def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
         "reads_answered",
         "elections",
         "pauses",
+        "lost_tails",  # 377 in seeds 0-159
+        "recovering_starts",  # 485 in seeds 0-159
     ):
         assert stats[fault] >= BATCH_SEEDS, (fault, stats[fault])
     assert stats["members_added"] >= BATCH_SEEDS // 2
