@@ -279,6 +279,8 @@ class Node:
         recovered = self._storage.recover()
         # The simulator's and tests' storages have no verdict: they never lose a tail.
         verdict = getattr(self._storage, "recovery_verdict", None)
+        if callable(verdict):  # the simulator's disk computes it (sim/disk.py)
+            verdict = verdict()
         self.recovery_verdict = verdict.kind.value if verdict is not None else "clean"
         self._engine = self._engine_factory() if self._engine_factory else _new_engine()
         if recovered.snapshot is not None:

@@ -249,9 +249,18 @@ def fork_child(
     Call from the event loop's thread, between two applies: the child's copy of the
     engine is exactly the state at ``meta.index``."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child; covered by the tests' results
-        _run_child(write_fd, engine, members, meta, mode, data_dir)
+    # No collection from the fork on, in the child: one would find the objects of the
+    # parent's other threads (gone in the child) and run their finalizers (asyncio
+    # tasks, gRPC objects), which crashed a child. The child never turns it back on.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; covered by the tests' results
+            _run_child(write_fd, engine, members, meta, mode, data_dir)
+    finally:
+        if collecting:
+            gc.enable()
     os.close(write_fd)
     return pid, read_fd
 
@@ -274,8 +283,6 @@ def _run_child(
             signal.set_wakeup_fd(-1)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        # A collection would touch every object (copying the pages): not needed here.
-        gc.disable()
         # Behind the node on a busy CPU: the snapshot may take longer, clients not.
         with contextlib.suppress(OSError):
             os.nice(10)
