@@ -112,6 +112,16 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "leader has brought it back.",
         ),
         Alert(
+            "ExchangeMemberStuck",
+            f"max by (pod, member) (exchange_member_stuck{sel}) > 0",
+            "1m",
+            "warning",
+            f"A member of {where} is stuck behind",
+            "Member {{ $labels.member }} (judged by pod {{ $labels.pod }}) stayed short of "
+            "an index committed 10 s earlier, with no state hash differing: the cluster runs "
+            "on fewer replicas than it believes.",
+        ),
+        Alert(
             "ExchangeCommitLatencyHigh",
             "histogram_quantile(0.99, sum by (le) "
             f"(rate(exchange_raft_commit_latency_seconds_bucket{sel}[5m])))"

@@ -88,6 +88,12 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         "8m",
         {"pod": "xc-1"},
     ),
+    "ExchangeMemberStuck": (
+        [series("exchange_member_stuck", "0 1x20", pod="xc-0", member="3")],
+        [series("exchange_member_stuck", "0x20", pod="xc-0", member="3")],
+        "5m",
+        {"pod": "xc-0", "member": "3"},
+    ),
     "ExchangeCommitLatencyHigh": (
         histogram(
             "exchange_raft_commit_latency_seconds",
