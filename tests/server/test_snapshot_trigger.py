@@ -119,7 +119,9 @@ async def test_bytes_trigger_snapshots_compacts_and_reports_memory(tmp_path: Pat
             "exchange_memory_log_entries",
             "exchange_memory_log_limit_bytes",
             "exchange_memory_exactly_once_keys",
+            "exchange_memory_exactly_once_keys_limit",
             "exchange_memory_finished_orders",
+            "exchange_memory_finished_orders_limit",
             "exchange_snapshot_in_progress",
             "exchange_snapshot_fork_seconds_count",
         ):

@@ -962,7 +962,7 @@ class Node:
 
     def memory_report(self) -> dict[str, float]:
         """What this node holds in memory against its configured bounds (the
-        ``exchange_memory_*`` gauges, docs/observability.md)."""
+        ``exchange_memory_*`` gauges, docs/snapshots.md)."""
         report: dict[str, float] = {
             "log_bytes": self.snapshot_policy.bytes_since,
             "log_limit_bytes": self.config.snapshot_bytes,
@@ -970,18 +970,17 @@ class Node:
         if self._core is not None:
             raft_log = self._core.log
             report["log_entries"] = raft_log.last_index() - raft_log.offset
-        state = getattr(self._engine, "state", None)
-        if state is not None:
-            for name, used, limit in (
-                ("exactly_once_keys", "results", "dedup_window"),
-                ("finished_orders", "finished", "finished_window"),
+        stats = getattr(self._engine, "retention_stats", None)
+        if callable(stats):  # engine/engine.py: O(1) sizes of the retention tables
+            held = stats()
+            for name, key in (
+                ("exactly_once_keys", "exactly_once_keys"),
+                ("exactly_once_keys_limit", "exactly_once_max_keys"),
+                ("finished_orders", "finished_orders"),
+                ("finished_orders_limit", "finished_max_orders"),
             ):
-                held = getattr(state, used, None)
-                if held is not None:
-                    report[name] = len(held)
-                bound = getattr(state, limit, None)
-                if isinstance(bound, int):
-                    report[name + "_limit"] = bound
+                if key in held:
+                    report[name] = held[key]
         return report
 
     # ------------------------------------------------------------------ divergence
