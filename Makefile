@@ -118,7 +118,7 @@ proto: install  ## regenerate the gRPC peer protocol code from node/exchange_nod
 	cd node && ../$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. exchange_node/transport/peer.proto
 
 .PHONY: mutate
-mutate: install  ## mutation testing of raft/ (mutmut; not in make test, about an hour on 2 cores): score and survivors
+mutate: install  ## mutation testing of raft/ and server/driver.py (mutmut; not in make test, about an hour on 2 cores): score and survivors
 	$(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 clean:  ## remove caches (keeps .venv)

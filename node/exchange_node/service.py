@@ -55,6 +55,8 @@ class MemberStatus:
     healthy: bool
     regressions: int = 0
     """Times the leader found this follower's log shorter than it believed."""
+    stuck: str = ""
+    """Why it is stuck behind (applying, behind, silent: server/divergence.py), or ""."""
 
 
 @dataclass(slots=True)

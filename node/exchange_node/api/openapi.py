@@ -170,6 +170,12 @@ def _components(config: ApiConfig) -> dict[str, Any]:
                 "description": "Times the leader found this member's log shorter than it "
                 "believed (a lost tail); it is unhealthy until it caught up again.",
             },
+            "stuck": {
+                **_STR,
+                "description": "Why the member is stuck behind, empty when it is not: "
+                "applying (applied short of commit), behind (connected, log not keeping "
+                "up) or silent (no message and no digest), each for STUCK_S (10 s).",
+            },
         },
         additionalProperties=False,
     )

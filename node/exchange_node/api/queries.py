@@ -141,6 +141,7 @@ def cluster_view(status: NodeStatus) -> dict[str, Any]:
                 "lag": member.lag,
                 "healthy": member.healthy,
                 "regressions": member.regressions,
+                "stuck": member.stuck,
             }
         )
     return {

@@ -199,6 +199,7 @@ def status_document(node: Any) -> dict[str, Any]:
             "match_index": m.match_index,
             "lag": m.lag,
             "healthy": m.healthy,
+            "stuck": m.stuck,
         }
         for m in st.members
     ]

@@ -107,6 +107,14 @@ class NodeMetrics:
             ["peer"],
             registry=r,
         )
+        self.member_stuck = Gauge(
+            "exchange_member_stuck",
+            "1 while the member is stuck behind: short of an index committed "
+            "STUCK_S ago (server/divergence.py), judged by the leader for its peers "
+            "and by every member for itself",
+            ["member"],
+            registry=r,
+        )
         self.follower_healthy = Gauge(
             "exchange_raft_follower_healthy",
             "1 unless the peer's log went backwards and has not caught up again",

@@ -71,6 +71,7 @@ from exchange_node.server.divergence import (
     DIGEST_INTERVAL_S,
     IDLE_HASH_SECONDS,
     DivergenceWatch,
+    ProgressWatch,
     state_digest,
 )
 from exchange_node.server.driver import Batch, Driver, Failure
@@ -199,6 +200,8 @@ class Node:
             on_diverged=self.metrics.divergence.inc,
             on_fenced=self._on_fenced,
         )
+        self.progress = ProgressWatch(0)
+        """Members stuck behind (server/divergence.py)."""
         self._gate = PeerGate(0, ())
         """Which senders' messages reach the core (server/membership.py)."""
         self._reject_log = RateLimitedLog()
@@ -268,7 +271,7 @@ class Node:
             cluster_state=cfg.cluster_state,
             initial_size=len(cfg.peers),
         )
-        self.divergence.node_id = self.node_id
+        self.divergence.node_id = self.progress.node_id = self.node_id
         self._gate = PeerGate(self.node_id, [p.node_id for p in cfg.peers])
         logs.CONTEXT.node_id = self.node_id
         logs.CONTEXT.name = cfg.name
@@ -1043,11 +1046,26 @@ class Node:
         except (ServiceError, ValueError) as exc:
             log.error("a fenced leader could not hand leadership over: %s", exc)
 
+    def _check_progress(self, now: float) -> None:
+        leader = self.role == Role.LEADER and self._core is not None
+        progress = self.core.status().progress if leader else {}
+        self.progress.check(
+            now,
+            commit_index=self.commit_index,
+            applied_index=self.applied_index,
+            members=set(self.conf_state.voters) | set(self.conf_state.learners),
+            leader=leader,
+            match={peer: pr.match for peer, pr in progress.items()},
+            heard=self._last_heard,
+            digests=self.divergence.digest_at,
+        )
+
     async def _digest_timer(self) -> None:
         while True:
             await asyncio.sleep(DIGEST_INTERVAL_S)
             self._last_loop_beat = time.monotonic()
             self.divergence.check(self._last_loop_beat)
+            self._check_progress(self._last_loop_beat)
             index = self.applied_index
             if index == 0:
                 continue
@@ -1217,6 +1235,7 @@ class Node:
                     else 0,
                     healthy=healthy,
                     regressions=pr.regressions if pr is not None else 0,
+                    stuck=stuck.reason if (stuck := self.progress.stuck.get(node_id)) else "",
                 )
             )
         return NodeStatus(
@@ -1248,6 +1267,9 @@ class Node:
                     m.follower_lag.labels(peer=str(peer)).set(max(0, st.last_index - pr.match))
                     m.follower_regressions.labels(peer=str(peer)).set(pr.regressions)
                     m.follower_healthy.labels(peer=str(peer)).set(1 if pr.healthy else 0)
+        m.member_stuck.clear()
+        for member in set(self.conf_state.voters) | set(self.conf_state.learners):
+            m.member_stuck.labels(member=str(member)).set(member in self.progress.stuck)
         if self._core is not None:
             m.recovering.set(self._core.status().recovering)
         engine = self._engine
