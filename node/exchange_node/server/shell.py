@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ipaddress
 import logging
 import os
 import pathlib
@@ -66,7 +67,7 @@ from exchange_node.raft.types import (
     SnapshotMeta,
 )
 from exchange_node.server import logs, tracing
-from exchange_node.server.config import NodeConfig
+from exchange_node.server.config import NodeConfig, PeerSpec
 from exchange_node.server.divergence import (
     DIGEST_INTERVAL_S,
     IDLE_HASH_SECONDS,
@@ -308,14 +309,15 @@ class Node:
                     )
                 ]
             elif any(p.node_id == self.node_id for p in peers):
+                # Every initial member writes the same bootstrap entries (the log's
+                # first N entries must be equal on every replica): names and addresses
+                # come from --peers alone, never from this node's own flags.
                 bootstrap = [
                     ConfChange(
                         ConfChangeType.PROMOTE,
                         p.node_id,
-                        MemberInfo(
-                            cfg.name if p.node_id == self.node_id else f"node-{p.node_id}",
-                            cfg.advertise_address if p.node_id == self.node_id else p.grpc_address,
-                            cfg.advertise_http if p.node_id == self.node_id else p.http_address,
+                        bootstrap_member(
+                            p, cfg.advertise_http if p.node_id == self.node_id else ""
                         ).to_context(),
                     )
                     for p in peers
@@ -1334,7 +1336,7 @@ class Node:
             raise ValueError("node id must be >= 1")
         if node_id in self.conf_state.voters or node_id in self.conf_state.learners:
             raise ValueError(f"node {node_id} is already a member")
-        info = MemberInfo(f"node-{node_id}", grpc_address, http_address)
+        info = bootstrap_member(PeerSpec(node_id, grpc_address, http_address))
         await self._conf_change(ConfChange(ConfChangeType.ADD_LEARNER, node_id, info.to_context()))
 
     async def promote_member(self, node_id: int) -> None:
@@ -1414,6 +1416,21 @@ def _open_wal(cfg: NodeConfig, on_timing: Callable[[str, float], None]) -> RaftS
     # A damaged last segment is cut back (the cut bytes kept beside it) and the node
     # recovers from its peers instead of refusing to start (docs/recovery.md).
     return open_storage(cfg.data_dir, on_save=on_save, repair_corruption=True)
+
+
+def bootstrap_member(peer: PeerSpec, own_http: str = "") -> MemberInfo:
+    """A member as every node names it, from its peer address alone (``--peers`` for
+    the initial members, the admin request for one added later): its name is the first label of its peer host when that is a DNS name (a pod's
+    ``<cluster>-<i>.<cluster>-peers.<ns>.svc`` gives ``<cluster>-<i>``), else
+    ``node-<id>``. ``own_http`` fills in this node's HTTP address only when
+    ``--peer-http`` names none."""
+    host = peer.grpc_address.rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        name = f"node-{peer.node_id}"
+    except ValueError:
+        name = host.split(".", 1)[0] or f"node-{peer.node_id}"
+    return MemberInfo(name, peer.grpc_address, peer.http_address or own_http)
 
 
 def _new_engine() -> Engine:
