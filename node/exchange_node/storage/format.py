@@ -115,14 +115,6 @@ COMMIT_RECORD_SIZE = RECORD_HEAD_SIZE + COMMIT_BODY.size
 COMMIT_PATTERN = struct.pack("<IB", COMMIT_BODY.size, RT_COMMIT)
 """Bytes 4..9 of every COMMIT record: what recovery searches for past a bad record."""
 
-BODY_SIZES = {
-    RT_HARD_STATE: HARD_STATE_BODY.size,
-    RT_TRUNCATE: TRUNCATE_BODY.size,
-    RT_SNAPSHOT: SNAPSHOT_BODY.size,
-    RT_COMMIT: COMMIT_BODY.size,
-}
-
-
 def checksum_fn(algorithm: int) -> ChecksumFn:
     """The function for a checksum id; ValueError for an id that is not one."""
     try:
