@@ -15,7 +15,7 @@ from typing import Any
 
 from exchange_node.engine.commands import AddSymbol, encode_batch
 from exchange_node.engine.engine import Engine
-from exchange_node.service import MemberStatus, NodeStatus
+from exchange_node.service import MemberStatus, NodeStatus, NotLeader
 
 SYMBOLS = (
     AddSymbol("BTC-USD", tick_size=5, lot_size=1, price_band_bps=0, reference_price=50_000),
@@ -119,26 +119,31 @@ class EngineService:
         return sub
 
     def status(self) -> NodeStatus:
+        # A follower (fail_submit is NotLeader) names that leader and its address, as a
+        # real node's status would: the forwarder's leader watch compares the two.
+        leader, leader_http = self.node_id, None
+        if isinstance(self.fail_submit, NotLeader) and self.fail_submit.leader_id:
+            leader, leader_http = self.fail_submit.leader_id, self.fail_submit.leader_http
+
+        def http(member: int) -> str:
+            return (leader_http if member == leader and leader_http else None) or (
+                f"127.0.0.1:808{member}"
+            )
+
         return NodeStatus(
             node_id=self.node_id,
             name=f"node-{self.node_id}",
-            role="leader",
+            role="leader" if leader == self.node_id else "follower",
             term=3,
-            leader=self.node_id,
+            leader=leader,
             commit_index=self.index,
             applied_index=self.index,
             state_hash="ab" * 32,
             diverged=False,
             members=[
-                MemberStatus(
-                    1, "node-1", "127.0.0.1:7071", "127.0.0.1:8081", True, self.index, 0, True
-                ),
-                MemberStatus(
-                    2, "node-2", "127.0.0.1:7072", "127.0.0.1:8082", True, self.index, 0, True
-                ),
-                MemberStatus(
-                    3, "node-3", "127.0.0.1:7073", "127.0.0.1:8083", False, 0, self.index, False
-                ),
+                MemberStatus(1, "node-1", "127.0.0.1:7071", http(1), True, self.index, 0, True),
+                MemberStatus(2, "node-2", "127.0.0.1:7072", http(2), True, self.index, 0, True),
+                MemberStatus(3, "node-3", "127.0.0.1:7073", http(3), False, 0, self.index, False),
             ],
         )
 

@@ -76,8 +76,9 @@ def test_300_seeds_of_5000_steps_mixed_3_and_5_nodes_have_no_violation(capsys):
         "recovering_starts",  # 485 in seeds 0-159
     ):
         assert stats[fault] >= BATCH_SEEDS, (fault, stats[fault])
+    # Removals are rarer since lost tails joined the mix: 135 in seeds 0-299.
     assert stats["members_added"] >= BATCH_SEEDS // 2
-    assert stats["members_removed"] >= BATCH_SEEDS // 2
+    assert stats["members_removed"] >= BATCH_SEEDS // 3
     assert stats["heals"] >= 2 * BATCH_SEEDS
     assert stats["leaders_removed"] > 0 and stats["members_promoted"] > 0
     assert stats["snapshots_broken"] > 0
