@@ -17,6 +17,8 @@ from exchange_operator import names, spec
 Schema = dict[str, Any]
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# A whole number of bytes: no fractions or milli-units (a node needs at least one byte).
+BYTES_PATTERN = r"^[1-9][0-9]*(k|M|G|Ki|Mi|Gi)?$"
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,15}$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -225,10 +227,20 @@ def spec_schema() -> Schema:
                     "maxPosition": _int(1, default=spec.DEFAULT_RISK["maxPosition"]),
                 },
             },
+            "snapshotBytes": {
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-int-or-string": True,
+                "pattern": BYTES_PATTERN,
+                "default": spec.DEFAULT_SNAPSHOT_BYTES,
+                "description": "take a snapshot once the log since the last one reaches "
+                "this size (a quantity, e.g. 64Mi): the bound on each node's in-memory log. "
+                "The pod's memory limit needs room for it and for one copy-on-write copy of "
+                "the engine while a snapshot is written (docs/snapshots.md).",
+            },
             "snapshotThreshold": _int(
-                100,
+                0,
                 default=spec.DEFAULT_SNAPSHOT_THRESHOLD,
-                description="log entries between snapshots",
+                description="also take a snapshot after this many log entries (0: bytes only)",
             ),
             "electionMs": _int(50, 60_000, default=spec.DEFAULT_ELECTION_MS),
             "heartbeatMs": _int(10, 10_000, default=spec.DEFAULT_HEARTBEAT_MS),

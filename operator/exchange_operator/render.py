@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from exchange_operator import names
+from exchange_operator.quantity import parse_quantity
 from exchange_operator.spec import ClusterRef, ClusterSpec, tolerated_failures
 
 Obj = dict[str, Any]
@@ -563,6 +564,7 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
         value("EXCHANGE_PEERS", peers_env(cluster, state.bootstrap_replicas)),
         value("EXCHANGE_CLUSTER_STATE", "existing" if state.bootstrapped else "new"),
         value("EXCHANGE_CONFIG", f"{names.CONFIG_DIR}/{names.CONFIG_FILE_NAME}"),
+        value("EXCHANGE_SNAPSHOT_BYTES", int(parse_quantity(spec.snapshot_bytes))),
         value("EXCHANGE_SNAPSHOT_THRESHOLD", spec.snapshot_threshold),
         value("EXCHANGE_ELECTION_MS", spec.election_ms),
         value("EXCHANGE_HEARTBEAT_MS", spec.heartbeat_ms),

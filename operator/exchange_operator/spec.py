@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from exchange_operator.quantity import parse_quantity
+
 DEFAULT_REPLICAS = 3
 MIN_REPLICAS = 1
 MAX_REPLICAS = 7
@@ -35,7 +37,10 @@ DEFAULT_RISK: dict[str, int] = {
     "maxNotional": 1_000_000_000,
     "maxPosition": 10_000_000,
 }
-DEFAULT_SNAPSHOT_THRESHOLD = 10_000
+# Snapshots trigger on the log's size in bytes (the node's --snapshot-bytes): an entry
+# count bounds memory badly, as one entry carries 1 to 500 orders (docs/snapshots.md).
+DEFAULT_SNAPSHOT_BYTES = "64Mi"
+DEFAULT_SNAPSHOT_THRESHOLD = 0
 DEFAULT_ELECTION_MS = 1000
 DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_API_KEYS_KEY = "api-keys"
@@ -154,6 +159,7 @@ class ClusterSpec:
     storage: Storage = field(default_factory=Storage)
     symbols: tuple[Symbol, ...] = ()
     risk: Risk = field(default_factory=lambda: _risk(DEFAULT_RISK))
+    snapshot_bytes: str = DEFAULT_SNAPSHOT_BYTES
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
     election_ms: int = DEFAULT_ELECTION_MS
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
@@ -250,6 +256,20 @@ def _symbol(raw: Mapping[str, Any]) -> Symbol:
         price_band_bps=int(raw.get("priceBandBps", 1000)),
         reference_price=None if ref is None else int(ref),
     )
+
+
+def _snapshot_bytes(raw: Any) -> str:
+    """`snapshotBytes` as given, once it is known to be a whole number of bytes >= 1."""
+    text = str(raw)
+    try:
+        size = parse_quantity(text)
+    except ValueError:
+        size = None
+    if size is None or size < 1 or size != int(size):
+        raise ValueError(
+            f"spec.snapshotBytes must be a whole number of bytes >= 1, e.g. 64Mi: {raw!r}"
+        )
+    return text
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
@@ -384,6 +404,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         storage=storage,
         symbols=tuple(_symbol(s) for s in symbols_raw),
         risk=_risk(spec.get("risk") or {}),
+        snapshot_bytes=_snapshot_bytes(spec.get("snapshotBytes", DEFAULT_SNAPSHOT_BYTES)),
         snapshot_threshold=int(spec.get("snapshotThreshold", DEFAULT_SNAPSHOT_THRESHOLD)),
         election_ms=int(spec.get("electionMs", DEFAULT_ELECTION_MS)),
         heartbeat_ms=int(spec.get("heartbeatMs", DEFAULT_HEARTBEAT_MS)),
