@@ -152,3 +152,42 @@ async def test_an_idle_node_hashes_its_state_in_a_child(tmp_path: Path) -> None:
         assert node.divergence.hash_ring[index] == bytes.fromhex(digest)
     finally:
         await node.stop(grace_seconds=1.0)
+
+
+# Status calls on a busy node start at most one hashing child at a time. Under load the
+# applied index moves on before a hashing child finishes; a child per status call piled
+# up: a 3-node soak at 350 orders/s had 37 forked children on its leader, each a full
+# engine serialisation, and the host's load average went past 60.
+async def test_a_busy_node_hashes_in_one_child_at_a_time(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    await node.start()
+    try:
+        await _leader(node)
+        most_children = 0
+        hashes: set[int] = set()
+        # Orders keep the applied index moving while status is asked for again and
+        # again, as the operator, `exchange top` and the soak's reporter do.
+        for n in range(0, 3000, 10):
+            await node.submit([_order(k) for k in range(n, n + 10)])
+            index, _ = node.status_hash()
+            hashes.add(index)
+            most_children = max(most_children, len(node._children))
+            await asyncio.sleep(0)
+        # At most: one status hash, one snapshot, one fixed checkpoint.
+        assert most_children <= 3, most_children
+        # A busy node still learns hashes (each labelled with its own index).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while node.status_hash()[0] < 0:
+            assert loop.time() < deadline, "no hash while busy"
+            await asyncio.sleep(0.05)
+        index, digest = node.status_hash()
+        assert 0 < index <= node.applied_index
+        assert node.divergence.hash_ring[index] == bytes.fromhex(digest)
+        # A hash for the current index, once idle, is the state's own.
+        while node.status_hash()[0] != node.applied_index:
+            assert loop.time() < deadline + 20, "no fresh hash of the idle state"
+            await asyncio.sleep(0.1)
+        assert bytes.fromhex(node.status_hash()[1]) == state_digest(node.engine.snapshot())
+    finally:
+        await node.stop(grace_seconds=1.0)

@@ -932,7 +932,8 @@ class Node:
             if checkpoint:
                 # A shared index: every replica hashes its state there (divergence.py).
                 self.divergence.record(index, result.digest, time.monotonic())
-            if self.applied_index == index:
+            if index > self._hash_cache[0]:
+                # The newest known hash, with the index it is of (status_hash).
                 self._hash_cache = (index, result.digest)
             if mode == MODE_CHECKPOINT:
                 return
@@ -1014,7 +1015,9 @@ class Node:
         """Hash the state at the applied index in a forked child (never on the loop: a
         deep book takes seconds); the digest is recorded as a checkpoint when it comes."""
         index = self.applied_index
-        if index == 0 or self._hash_cache[0] == index or self._hashing == index:
+        if index == 0 or self._hash_cache[0] == index or self._hashing >= 0:
+            # One hash child at a time: under load the applied index moves on before a
+            # child finishes, and a child per status call piled up dozens of forks.
             return
         self._hashing = index
         self._take_snapshot(snapshot=False, checkpoint=True)
