@@ -302,7 +302,8 @@ class Api:
             status, body = await self.orders.place_batch(client_id, payload, reservation)
         finally:
             reservation.release()  # a no-op once settled
-        return json_response(body, status)
+        encoded = await self.orders.encode_batch_answer(body)
+        return web.Response(body=encoded, status=status, content_type=_JSON)
 
     async def h_cancel(self, request: web.Request) -> web.StreamResponse:
         client_id = self.auth.client_for(request)

@@ -45,7 +45,7 @@ from exchange_node.service import (
     Unavailable,
 )
 
-from . import errors, queries, schema
+from . import errors, jsonio, queries, schema
 from .auth import BatchReservation
 from .config import ApiConfig
 from .errors import ApiError
@@ -242,31 +242,51 @@ class OrderEntry:
         """``reservation``: the rate-limit tokens taken for the batch, settled at one
         per order once they are counted (a client's limit bounds the work it causes,
         not its requests)."""
+        name = schema.BATCH_ITEMS_FIELD
         body = schema.BATCH.validate(payload)
-        items = schema.validate_array(
-            body[schema.BATCH_ITEMS_FIELD],
-            schema.BATCH_ITEMS_FIELD,
-            schema.NEW_ORDER,
-            self.config.max_batch,
-        )
+        raw = schema.check_array(body[name], name, self.config.max_batch)
         if reservation is not None:
-            reservation.settle(len(items))
-        with self.in_flight_slot(client_id, len(items)):
+            reservation.settle(len(raw))
+        with self.in_flight_slot(client_id, len(raw)):
+            # Every order's schema first, then every order's command: the first problem
+            # named is the same as checking the whole array at once, but the loop is
+            # given back every API_BATCH_YIELD_EVERY orders (a full batch checked in one
+            # piece held it for about 2.5 ms, and 5 ms with the first commands).
+            items = []
+            for i, entry in enumerate(raw):
+                if i % API_BATCH_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let other clients' requests in between
+                items.append(schema.NEW_ORDER.validate(entry, f"{name}[{i}]"))
             commands = []
             for i, item in enumerate(items):
-                if i and i % API_BATCH_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let other clients' requests in between
-                commands.append(
-                    self.new_order_command(client_id, item, f"{schema.BATCH_ITEMS_FIELD}[{i}]")
-                )
+                if i % API_BATCH_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                commands.append(self.new_order_command(client_id, item, f"{name}[{i}]"))
             results = await self.service.submit(commands)
             out = []
             for i, result in enumerate(results):
-                if i and i % API_BATCH_YIELD_EVERY == 0:
+                if i % API_BATCH_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 status, answer = result_answer(result, client_id)
                 out.append({"status": status, **answer} if status != 200 else answer)
         return 200, {"results": out}
+
+    @staticmethod
+    async def encode_batch_answer(body: dict[str, Any]) -> bytes:
+        """``jsonio.dumps(body)`` for a batch's answer ``{"results": [...]}``, the same
+        bytes, encoded API_BATCH_YIELD_EVERY results at a time with the loop given
+        back in between (500 results in one piece held it for about 3.5 ms)."""
+        results = body["results"]
+        if list(body) != ["results"] or len(results) <= API_BATCH_YIELD_EVERY:
+            return jsonio.dumps(body)
+        parts = [b'{"results":[']
+        for lo in range(0, len(results), API_BATCH_YIELD_EVERY):
+            await asyncio.sleep(0)
+            if lo:
+                parts.append(b",")
+            parts.append(jsonio.dumps(results[lo : lo + API_BATCH_YIELD_EVERY])[1:-1])
+        parts.append(b"]}")
+        return b"".join(parts)
 
     async def cancel_order(
         self, client_id: str, order_id: int | None, client_order_id: str | None

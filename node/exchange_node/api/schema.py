@@ -226,6 +226,13 @@ class ObjectSchema:
 def validate_array(
     value: Any, path: str, item: ObjectSchema, max_items: int
 ) -> list[dict[str, Any]]:
+    checked = check_array(value, path, max_items)
+    return [item.validate(entry, f"{path}[{i}]") for i, entry in enumerate(checked)]
+
+
+def check_array(value: Any, path: str, max_items: int) -> list[Any]:
+    """``value`` as a non-empty array of at most ``max_items`` (400, or 413 when longer);
+    its items are left to the caller (a batch checks them in slices, see orders.py)."""
     if type(value) is not list:
         raise errors.bad_request(
             errors.INVALID_TYPE, f"{path} must be an array, got {json_type_name(value)}", path
@@ -239,7 +246,7 @@ def validate_array(
             f"{path} has {len(value)} items; the limit is {max_items}",
             path,
         )
-    return [item.validate(entry, f"{path}[{i}]") for i, entry in enumerate(value)]
+    return value
 
 
 # --------------------------------------------------------------------------- the bodies
