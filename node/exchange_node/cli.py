@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -91,6 +92,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before any subcommand's module imports grpc (see grpc_io).
     prefer_classic_io()
@@ -98,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        # A bench owns clusters of child processes, which its finally blocks and atexit
+        # hooks stop; a plain SIGTERM would skip both and leave the nodes running.
+        signal.signal(signal.SIGTERM, _interrupted)
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
