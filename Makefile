@@ -63,7 +63,8 @@ fmt: install  ## apply ruff's fixes and formatting
 sim: install  ## a batch of deterministic simulation seeds
 	$(EXCHANGE) sim --seeds 300 --steps 5000 --nodes mixed
 
-soak: install  ## simulation and crash soaks until Ctrl-C; prints seeds per second
+soak: install  ## the crash soak (pytest -m soak: SIGKILL of a writing WAL), then simulation seeds until Ctrl-C
+	$(PY) -m pytest -m soak -rs tests $(PYTEST_ARGS)
 	$(EXCHANGE) sim --soak --steps 5000 --nodes mixed
 
 # A 3-node cluster of real processes at sustained load (SOAK_RATE requests/s, a deep book,
