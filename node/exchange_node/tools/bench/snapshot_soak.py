@@ -256,7 +256,9 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
                 now = time.perf_counter()
                 for i, pid in pids.items():
                     rss[i].append(_rss_mb(pid))
-                recent = [r for r in requests if last_line <= r[0] < now]
+                # Requests answered since the last line, each timed from when it was
+                # due: a cluster that falls behind shows as late answers, not as none.
+                recent = [r for r in requests if last_line <= r[1] < now]
                 windows = [*watch.windows]
                 if watch._open is not None:
                     windows.append((watch._open, now))
