@@ -26,6 +26,8 @@ EXPECTED = {
     "read-before-term-commit": ("answers read",),
     "read-without-quorum": ("answers read",),
     "never-campaign": ("liveness",),
+    # A lost connection to another peer taken for the leader's: the lease checker.
+    "lease-lost-with-any-peer": ("in the lease of its leader",),
     # The driver's orderings (server/driver.py), caught through what clients see.
     "follower-acks-before-fsync": ("a power cut now loses it",),
     "vote-before-fsync": ("a power cut now loses it", "grants its vote"),
@@ -45,7 +47,8 @@ def test_every_planted_bug_has_an_expectation():
 # 114 (commit-previous-term), 11 (forget-vote), 42 (heartbeat-commit-beyond-match),
 # 3 (lost-snapshot-stalls: a lost snapshot must meet a leader that survives into
 # the calm), 200 (never-campaign), 13 (read-before-term-commit), 5
-# (read-without-quorum), 8 (vote-for-older-log), 74 (vote-for-shorter-log).
+# (read-without-quorum), 8 (vote-for-older-log), 74 (vote-for-shorter-log),
+# 7 (lease-lost-with-any-peer).
 SEED_BOUNDS = {"lost-snapshot-stalls": 600, "read-without-quorum": 400}
 
 

@@ -95,6 +95,18 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
             ),
         ),
         PlantedBug(
+            "lease-lost-with-any-peer",
+            "a follower told that any peer's process is gone (not only its leader's) "
+            "forgets its leader's lease and grants votes while it still hears the leader",
+            "core",
+            (
+                (
+                    "if self.role is not Role.FOLLOWER or peer == NONE or peer != self.leader:",
+                    "if self.role is not Role.FOLLOWER or peer == NONE:",
+                ),
+            ),
+        ),
+        PlantedBug(
             "never-campaign",
             "a follower whose election timer fires never campaigns (a liveness bug)",
             "core",

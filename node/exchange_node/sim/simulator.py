@@ -9,7 +9,8 @@ one ``random.Random(seed)``, so a seed replays exactly.
 The run alternates between *chaos* and *calm*. During chaos the nemesis
 crashes nodes (at random, just after they vote or win an election, or
 between a write and its sync, leaving a torn tail; messages still in a
-crashed process's buffers may die with it), cuts an acknowledged tail off a
+crashed process's buffers may die with it; the peers that can reach it see
+its connections refused and tell their cores, ``leader_unreachable``), cuts an acknowledged tail off a
 crashed node's durable log (a disk fault: recovery must tell it from a torn
 write and keep the node from voting until a leader has restored it, as the
 node's shell does with ``RaftCore.start_recovering``), pauses processes, partitions
@@ -98,6 +99,7 @@ _CRASH = 12
 _CATCH_UP = 13
 _SYNCED = 14
 _RELEASE = 15
+_PEER_GONE = 16
 
 _EVENT_NAMES = (
     "tick",
@@ -116,11 +118,18 @@ _EVENT_NAMES = (
     "catch-up check",
     "fsync done",
     "release commit notices",
+    "peer gone",
 )
 
 _LEADER = Role.LEADER
 _SNAP = MessageType.SNAP
 _APP = MessageType.APP
+_HEARTBEAT = MessageType.HEARTBEAT
+_VOTE = MessageType.VOTE
+_PRE_VOTE = MessageType.PRE_VOTE
+_VOTE_ANSWERS = (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP)
+_TRANSFER = b"transfer"
+"""``raft.core.TRANSFER_CONTEXT`` (a planted copy of the core has its own module)."""
 _CONF_CHANGE = EntryType.CONF_CHANGE
 _ROLE_CHAR = {0: "F", 1: "p", 2: "C", 3: "L"}
 
@@ -185,6 +194,7 @@ class SimNode:
         "incarnation",
         "initial",
         "leader",
+        "lease",
         "lost_outboxes",
         "lost_tail",
         "paused_until",
@@ -194,6 +204,8 @@ class SimNode:
         "storage",
         "term",
         "tick_ms",
+        "ticks",
+        "told_gone",
         "torn",
         "watch",
     )
@@ -230,6 +242,12 @@ class SimNode:
         """A paused process (a long GC, SIGSTOP) neither ticks nor reads until then."""
         self.lost_outboxes: set[int] = set()
         """Incarnations whose messages still in flight died with the process."""
+        self.ticks = 0
+        """Ticks this node's clock gave its cores, over all incarnations."""
+        self.lease: tuple[int, int, int] = (0, 0, 0)
+        """(term, leader, ticks): when this node last accepted a message from its leader."""
+        self.told_gone: tuple[int, int] = (0, 0)
+        """(term, leader): the transport told this node that leader's process is gone."""
 
 
 class _SimMachine:
@@ -325,6 +343,8 @@ class Simulation:
         self.driver_module: ModuleType = driver if driver is not None else _default_driver()
         self.seed = seed
         self.rng = random.Random(seed)
+        self._gone_rng = random.Random(seed ^ 0x5EED_60E5)
+        """When a dead process's peers notice (``_connections_break``)."""
         self.settings = SimSettings.for_seed(self.rng, nodes)
         if settings is not None:
             self.settings = settings
@@ -381,6 +401,8 @@ class Simulation:
                 "heals",
                 "max_recovery_ms",
                 "max_catch_up_ms",
+                "peer_gone_hints",
+                "leader_gone_hints",
             ),
             0,
         )
@@ -420,6 +442,7 @@ class Simulation:
             self._on_catch_up,
             self._on_synced,
             self._on_release,
+            self._on_peer_gone,
         )
         violation = None
         traced = self.trace is not None
@@ -559,6 +582,46 @@ class Simulation:
         node.incarnation += 1
         node.role = Role.FOLLOWER
         node.leader = 0
+        self._connections_break(node)
+
+    def _connections_break(self, node: SimNode) -> None:
+        """The kernel closes a dead process's sockets: every live peer it was
+        connected to sees its stream break and, reconnecting, is refused. A peer
+        cut off from it by a partition sees nothing (no reset crosses the cut), nor
+        does anyone when a process is paused. The transport then tells the core
+        (``RaftCore.leader_unreachable``) a few milliseconds later, if the node is
+        still down by then (a restarted one accepts the reconnect). The delays come
+        from a stream of their own, so the rest of a seed's choices stay put."""
+        rng = self._gone_rng
+        for peer in self.nodes.values():
+            if peer is node or not peer.alive:
+                continue
+            if self.network.is_cut(peer.id, node.id) or self.network.is_cut(node.id, peer.id):
+                continue
+            at = self.now + rng.randint(1, 25)
+            self._push(at, _PEER_GONE, peer, (peer.incarnation, node, node.incarnation))
+
+    def _on_peer_gone(self, peer: SimNode, arg: tuple[int, SimNode, int]) -> bool | None:
+        incarnation, gone, gone_incarnation = arg
+        if peer.incarnation != incarnation or not peer.alive:
+            return False
+        if gone.alive or gone.incarnation != gone_incarnation:
+            return False  # back up before the reconnect: it is accepted
+        if peer.paused_until > self.now:
+            self._push(peer.paused_until + self._gone_rng.randint(0, 3), _PEER_GONE, peer, arg)
+            return False
+        if self.trace is not None:
+            self._trace_step(f"{peer.id} sees {gone.id}'s process gone")
+        self.stats["peer_gone_hints"] += 1
+        self._input(peer, lambda: self._peer_gone_now(peer, gone.id))
+        return None
+
+    def _peer_gone_now(self, peer: SimNode, gone: int) -> None:
+        core = peer.core
+        if core.role is Role.FOLLOWER and core.leader == gone:
+            self.stats["leader_gone_hints"] += 1
+            peer.told_gone = (core.term, gone)
+        core.leader_unreachable(gone)
 
     def _input(self, node: SimNode, action: Callable[[], object]) -> None:
         """Give the core an input now, or (a write in flight) once the write is durable."""
@@ -805,6 +868,7 @@ class Simulation:
         return None
 
     def _tick_now(self, node: SimNode) -> None:
+        node.ticks += 1
         node.driver.tick()
         self._flush_deferred(node)
 
@@ -850,12 +914,53 @@ class Simulation:
             return None
         assert node is not None
         self.stats["delivered"] += 1
-        self._input(node, lambda: node.driver.step(message))
+        self._input(node, lambda: self._step_checked(node, message))
         if is_snapshot:
             self.stats["snapshots_sent"] += 1
             if sender is not None and sender.alive:
                 self._input(sender, lambda: sender.core.report_snapshot(message.to, True))
         return None
+
+    def _step_checked(self, node: SimNode, message: Any) -> None:
+        """Step ``message``, checking the leader lease (dissertation 4.2.3): with
+        check-quorum, a follower that accepted a message from its leader fewer than
+        an election timeout ago (its own ticks) and was not told that leader's
+        process is gone grants no vote or pre-vote for a higher term, except the
+        forced vote of a leadership transfer (checked by the core's own rules)."""
+        core = node.core
+        kind = message.type
+        if kind is _VOTE or kind is _PRE_VOTE:
+            term, leader, heard_at = node.lease
+            held = (
+                self.settings.check_quorum
+                and message.context != _TRANSFER
+                and message.term > core.term
+                and core.role is Role.FOLLOWER
+                and leader != 0
+                and (term, leader) == (core.term, core.leader)
+                and node.ticks - heard_at < self.settings.election_tick
+                and node.told_gone != (term, leader)
+            )
+            before = len(core.msgs)
+            node.driver.step(message)
+            if held:
+                for m in core.msgs[before:]:
+                    if m.to == message.frm and not m.reject and m.type in _VOTE_ANSWERS:
+                        raise Violation(
+                            f"node {node.id} grants a {kind.name} to {message.frm} for term "
+                            f"{message.term} while in the lease of its leader {leader} "
+                            f"(term {term}, heard {node.ticks - heard_at} ticks ago), "
+                            "which no one reported gone"
+                        )
+            return
+        node.driver.step(message)
+        if (kind is _APP or kind is _HEARTBEAT or kind is _SNAP) and (
+            core.role is Role.FOLLOWER
+            and core.leader == message.frm
+            and core.term == message.term
+            and core.election_elapsed == 0
+        ):
+            node.lease = (message.term, message.frm, node.ticks)
 
     def _on_client(self, _: Any, __: Any) -> None:
         rng = self.rng
