@@ -68,6 +68,7 @@ from exchange_node.raft.types import (
 )
 from exchange_node.server import logs, tracing
 from exchange_node.server.config import NodeConfig, PeerSpec
+from exchange_node.server.disk import DiskThread
 from exchange_node.server.divergence import (
     DIGEST_INTERVAL_S,
     IDLE_HASH_SECONDS,
@@ -160,7 +161,8 @@ class Node:
         self.node_id = 0
         self.name = config.name
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal")
+        self._disk = DiskThread("wal")
+        """Every storage call, in order (server/disk.py)."""
         self._wakeup = asyncio.Event()
         self._inbox: list[Message] = []
         self._proposals: FairQueue = FairQueue()
@@ -461,8 +463,8 @@ class Node:
                 os.kill(pid, signal.SIGKILL)
         self._snapshot_wait.shutdown(wait=True)
         if self._storage is not None:
-            await asyncio.get_running_loop().run_in_executor(self._disk, self._storage.close)
-        self._disk.shutdown(wait=True)
+            await self._disk.run(self._storage.close)
+        self._disk.close()
         self._stopped.set()
         log.info("stopped")
 
@@ -602,9 +604,7 @@ class Node:
         write = self.driver.flush_deferred()
         if write is None:
             return
-        future = self._loop.run_in_executor(  # type: ignore[union-attr]
-            self._disk, _save, self.storage, [], write.hard_state, None
-        )
+        future = self._disk.run(_save, self.storage, [], write.hard_state, None)
         future.add_done_callback(_log_failure)
 
     def _propose_pending(self) -> None:
@@ -658,8 +658,8 @@ class Node:
             self._send(batch.send_now)
         write = batch.write
         if write is not None:
-            saving = self._loop.run_in_executor(  # type: ignore[union-attr]
-                self._disk, _save, self.storage, write.entries, write.hard_state, write.snapshot
+            saving = self._disk.run(
+                _save, self.storage, write.entries, write.hard_state, write.snapshot
             )
             driver.apply_now(batch)
             await saving
@@ -939,11 +939,11 @@ class Node:
                 return
             if mode == MODE_FILE:
                 put = self.storage.save_written_snapshot  # type: ignore[attr-defined]
-                snapshot: Snapshot = await loop.run_in_executor(self._disk, put, index, meta.term)
+                snapshot: Snapshot = await self._disk.run(put, index, meta.term)
             else:
                 assert result.data is not None
                 snapshot = Snapshot(meta, result.data)
-                await loop.run_in_executor(self._disk, self.storage.save_snapshot, snapshot)
+                await self._disk.run(self.storage.save_snapshot, snapshot)
         except BaseException:
             if mode != MODE_CHECKPOINT:
                 self.snapshot_policy.failed()
