@@ -78,7 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="on",
         help="mutual TLS between the nodes (default on); 'both' runs an mTLS and a plaintext "
         "cluster side by side, each phase on one then the other (alternating which goes "
-        "first), and prints each figure for both with the mTLS/plaintext ratio",
+        "first), and prints each figure for both with the median of the rounds' "
+        "mTLS/plaintext ratios",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="with --peer-tls both: rounds per mode (each round runs every phase on both "
+        "clusters back to back, the next round in the other order)",
     )
     parser.add_argument(
         "--compare",
@@ -265,7 +273,10 @@ async def _batch_phase(spec: dict[str, Any]) -> dict[str, Any]:
             first = seq
             seq += size
             # Even workers buy, odd ones sell (each worker is one client): orders trade.
-            body = {"orders": [_order(first + i, f"b{wid}-", wid % 2 == 0) for i in range(size)]}
+            # The phase's prefix too: a later round must not resend ids the exchange
+            # answers from its idempotency record (acknowledged again, nothing done).
+            prefix = f"{spec['prefix']}{wid}-"
+            body = {"orders": [_order(first + i, prefix, wid % 2 == 0) for i in range(size)]}
             status, doc = await client.request("POST", "/v1/orders/batch", body)
             if status == 200:
                 # Engine results carry the order's status name; failures an int.
@@ -539,40 +550,54 @@ def _cpu_seconds(cluster: LocalCluster) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+PHASES = ("batch", "single", "latency")
+"""The 3-node load phases, in the order they run."""
+
+
+def _measure_phase(
+    cluster: LocalCluster, args: argparse.Namespace, phase: str, run: str = ""
+) -> tuple[dict[str, float], int]:
+    """One load phase on a running 3-node cluster: its figures and its failed requests.
+
+    CPU per order (user+sys of the node processes, from /proc) is steadier than a rate on
+    a shared host. ``run`` goes into every client order id, so a later round on the same
+    cluster does not reuse an earlier round's ids (the exchange would refuse them as
+    reused)."""
+    if phase == "batch":
+        spec = _spec(
+            cluster, args, f"b{run}-", batch_size=args.batch_size, clients=args.batch_clients
+        )
+    elif phase == "single":
+        spec = _spec(cluster, args, f"s{run}-", clients=args.single_clients)
+    else:
+        spec = _spec(cluster, args, f"l{run}-", rate=args.rate, client=args.latency_client)
+    cpu_before = _cpu_seconds(cluster)
+    result = _run_load(phase, spec)
+    cpu = (_cpu_seconds(cluster) - cpu_before) / max(1, result["orders"]) * 1000
+    if phase == "latency":
+        figures = {
+            "latency_p50_ms_at_500": round(result["p50_ms"], 3),
+            "latency_p99_ms_at_500": round(result["p99_ms"], 3),
+        }
+        suffix = "at_500"
+    else:
+        figures = {f"{phase}_throughput": round(result["orders"] / result["seconds"], 1)}
+        suffix = phase
+    figures[f"cpu_ms_per_order_{suffix}"] = round(cpu, 3)
+    return figures, result["errors"]
+
+
 def _three_node_phases(
     cluster: LocalCluster, args: argparse.Namespace, run: str = ""
 ) -> tuple[dict[str, float], int]:
-    """Batch, single and latency figures of one running 3-node cluster, and its errors.
-
-    ``run`` goes into every client order id, so a second round on the same cluster does
-    not reuse the first round's ids (the exchange would refuse them as reused)."""
-    cpu: dict[str, float] = {}
-
-    def measured(phase: str, spec: dict[str, Any]) -> dict[str, Any]:
-        # CPU per order of the nodes: steadier than rates on a shared host.
-        before = _cpu_seconds(cluster)
-        result = _run_load(phase, spec)
-        cpu[phase] = (_cpu_seconds(cluster) - before) / max(1, result["orders"]) * 1000
-        return result
-
-    batch = measured(
-        "batch",
-        _spec(cluster, args, f"b{run}-", batch_size=args.batch_size, clients=args.batch_clients),
-    )
-    single = measured("single", _spec(cluster, args, f"s{run}-", clients=args.single_clients))
-    lat = measured(
-        "latency", _spec(cluster, args, f"l{run}-", rate=args.rate, client=args.latency_client)
-    )
-    figures = {
-        "batch_throughput": round(batch["orders"] / batch["seconds"], 1),
-        "single_throughput": round(single["orders"] / single["seconds"], 1),
-        "latency_p50_ms_at_500": round(lat["p50_ms"], 3),
-        "latency_p99_ms_at_500": round(lat["p99_ms"], 3),
-        "cpu_ms_per_order_batch": round(cpu["batch"], 3),
-        "cpu_ms_per_order_single": round(cpu["single"], 3),
-        "cpu_ms_per_order_at_500": round(cpu["latency"], 3),
-    }
-    return figures, batch["errors"] + single["errors"] + lat["errors"]
+    """Batch, single and latency figures of one running 3-node cluster, and its errors."""
+    figures: dict[str, float] = {}
+    errors = 0
+    for phase in PHASES:
+        phase_figures, failed = _measure_phase(cluster, args, phase, run)
+        figures.update(phase_figures)
+        errors += failed
+    return figures, errors
 
 
 _UNITS = {
@@ -586,35 +611,67 @@ _UNITS = {
 }
 
 
+def side_by_side_order(round_index: int) -> tuple[str, str]:
+    """Which mode runs each phase first in a round: mTLS, plaintext, then swapped (ABBA)."""
+    return ("mtls", "plain") if round_index % 2 == 0 else ("plain", "mtls")
+
+
+def ratio_summary(
+    samples: dict[str, list[dict[str, float]]], name: str
+) -> tuple[float, float, float, float, float]:
+    """Medians of ``name`` per mode, and the median, lowest and highest of the rounds'
+    mTLS/plaintext ratios (each round's pair ran back to back, so a ratio within a round
+    sees one machine; the median of those ignores the rounds a neighbour spoiled)."""
+    mtls = [s[name] for s in samples["mtls"]]
+    plain = [s[name] for s in samples["plain"]]
+    ratios = [a / b for a, b in zip(mtls, plain, strict=True) if b and a == a and b == b]
+    if not ratios:
+        nan = float("nan")
+        return statistics.median(mtls), statistics.median(plain), nan, nan, nan
+    return (
+        statistics.median(mtls),
+        statistics.median(plain),
+        statistics.median(ratios),
+        min(ratios),
+        max(ratios),
+    )
+
+
 def _side_by_side(args: argparse.Namespace, root: Path) -> int:
     """``--peer-tls both``: the same phases on an mTLS and a plaintext cluster, interleaved.
 
-    Both clusters run at once (idle heartbeats cost little); each round runs every
-    phase on one cluster then the other, and the next round swaps who goes first,
-    so neither mode always meets a warmer machine. Figures are medians over rounds.
+    Both clusters run at once (idle heartbeats cost little). Each round runs every phase
+    on one cluster and at once on the other, and the next round swaps who goes first
+    (ABBA), so neither mode always meets a warmer machine. The ratio printed for a figure
+    is the median over rounds of that round's mTLS/plaintext ratio (with the lowest and
+    highest beside it); the per-mode figures are medians over rounds.
     """
-    rounds = 2
+    rounds = max(1, args.rounds)
     clusters = {"mtls": _start(root / "mtls", 3, args, True)}
     try:
         clusters["plain"] = _start(root / "plain", 3, args, False)
-        samples: dict[str, list[dict[str, float]]] = {"mtls": [], "plain": []}
+        samples: dict[str, list[dict[str, float]]] = {
+            "mtls": [{} for _ in range(rounds)],
+            "plain": [{} for _ in range(rounds)],
+        }
         errors = 0
         for r in range(rounds):
-            order = ("mtls", "plain") if r % 2 == 0 else ("plain", "mtls")
-            for mode in order:
-                figures, failed = _three_node_phases(clusters[mode], args, str(r))
-                samples[mode].append(figures)
-                errors += failed
+            for phase in PHASES:
+                for mode in side_by_side_order(r):
+                    figures, failed = _measure_phase(clusters[mode], args, phase, str(r))
+                    samples[mode][r].update(figures)
+                    errors += failed
     finally:
         for cluster in clusters.values():
             cluster.stop_all(10)
     results: list[BenchResult] = []
     for name, unit in _UNITS.items():
-        medians = {m: statistics.median(s[name] for s in samples[m]) for m in samples}
-        results.append(BenchResult(f"{name}_mtls", round(medians["mtls"], 3), unit))
-        results.append(BenchResult(f"{name}_plain", round(medians["plain"], 3), unit))
-        ratio = medians["mtls"] / medians["plain"] if medians["plain"] else float("nan")
+        mtls, plain, ratio, lowest, highest = ratio_summary(samples, name)
+        results.append(BenchResult(f"{name}_mtls", round(mtls, 3), unit))
+        results.append(BenchResult(f"{name}_plain", round(plain, 3), unit))
         results.append(BenchResult(f"{name}_mtls_vs_plain", round(ratio, 3), "ratio"))
+        results.append(BenchResult(f"{name}_mtls_vs_plain_lowest", round(lowest, 3), "ratio"))
+        results.append(BenchResult(f"{name}_mtls_vs_plain_highest", round(highest, 3), "ratio"))
     results.append(BenchResult("rounds", rounds, "per mode"))
     results.append(BenchResult("request_errors", errors, "requests"))
     report("cluster", results, as_json=args.json)
