@@ -199,3 +199,14 @@ def test_without_pre_vote_the_hint_only_shortens_the_timers():
     net.tick(2)
     net.deliver()
     assert net.cores[2].role is Role.LEADER and net.cores[2].term == term + 1
+
+
+def test_a_follower_without_a_leader_ignores_it():
+    net = Network([1, 2, 3], election_tick=ELECTION, heartbeat_tick=1)
+    net.process_all()
+    follower = net.cores[2]  # no leader yet
+    elapsed, timeout = follower.election_elapsed, follower.randomized_election_timeout
+    follower.leader_unreachable(0)
+    follower.leader_unreachable(1)
+    assert (follower.election_elapsed, follower.randomized_election_timeout) == (elapsed, timeout)
+    assert follower.role is Role.FOLLOWER and not follower.has_ready()
