@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,6 +201,49 @@ def test_a_child_that_dies_is_a_failure(tmp_path: Path) -> None:
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(SnapshotError, match="died"):
         wait_child(pid, read_fd)
+
+
+_NODE_THAT_DIES = """
+import sys, time
+from exchange_node.raft.types import ConfState, SnapshotMeta
+from exchange_node.server.snapshots import MODE_FILE, fork_child
+
+class Slow:
+    def snapshot(self):
+        time.sleep(60)
+        return b""
+
+pid, _ = fork_child(Slow(), {}, SnapshotMeta(1, 1, ConfState([1])), MODE_FILE, sys.argv[1])
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_child_dies_with_its_node(tmp_path: Path) -> None:
+    """A kill -9 of the node ends its snapshot child: one that lived on held the data
+    directory's lock and kept writing into it while the node restarted."""
+    node = subprocess.Popen(
+        [sys.executable, "-c", _NODE_THAT_DIES, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert node.stdout is not None
+        child = int(node.stdout.readline())
+        os.kill(node.pid, signal.SIGKILL)
+        node.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+            assert time.monotonic() < deadline, "the snapshot child outlived its node"
+            time.sleep(0.05)
+    finally:
+        if node.poll() is None:
+            node.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 # ---------------------------------------------------------------------- the WAL
