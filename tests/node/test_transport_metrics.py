@@ -46,12 +46,15 @@ def test_peer_counters_are_exported_per_peer_and_rejected_frames_by_reason() -> 
         'exchange_peer_frames_rejected_total{reason="snapshot_timeout"}': 0,
         'exchange_peer_frames_rejected_total{reason="snapshot_too_large"}': 0,
         "exchange_peer_tls_enabled": 0,
+        "exchange_peer_gone_total": 0,
     }
     stats.sender_mismatch, stats.wrong_cluster, stats.tls_enabled = 4, 2, True
+    stats.peers_gone = 3
     after = samples(metrics)
     assert after['exchange_peer_frames_rejected_total{reason="sender_mismatch"}'] == 4
     assert after['exchange_peer_frames_rejected_total{reason="wrong_cluster"}'] == 2
     assert after["exchange_peer_tls_enabled"] == 1
+    assert after["exchange_peer_gone_total"] == 3
     # Live: a later scrape sees the counters move.
     stats.peers[2].messages_sent += 10
     assert samples(metrics)['exchange_peer_messages_sent_total{peer="2"}'] == 15

@@ -268,6 +268,37 @@ async def test_reconnects_after_the_peer_restarts(cluster: Cluster) -> None:
     assert a.transport.stats.stream_failures >= 1
 
 
+async def test_a_peer_whose_process_is_gone_is_reported_gone(cluster: Cluster) -> None:
+    gone: list[int] = []
+    a = await cluster.add(1, min_backoff=0.01, max_backoff=0.2, on_peer_gone=gone.append)
+    b = await cluster.add(2)
+    cluster.connect_all()
+    a.transport.send([app(1, 2, 1, 10)])
+    await until(lambda: len(b.seen.messages) == 1, "the first batch")
+    await b.transport.stop()  # the listener closes with the streams, as at a process exit
+    await until(lambda: 2 in gone, "node 2 reported gone")
+    assert set(gone) == {2}  # again at each refused reconnect: the core ignores repeats
+    assert a.transport.stats.peers_gone >= 1
+
+
+async def test_a_broken_stream_to_a_listening_peer_is_not_reported_gone(
+    cluster: Cluster,
+) -> None:
+    gone: list[int] = []
+    a = await cluster.add(1, min_backoff=0.01, max_backoff=0.2, on_peer_gone=gone.append)
+    b = await cluster.add(2, answer_timeout=60.0)
+    cluster.connect_all()
+    a.transport.send([app(1, 2, 1, 10)])
+    await until(lambda: len(b.seen.messages) == 1, "the first batch")
+    for inbound in list(b.transport._inbound.values()):
+        inbound.end()  # the stream breaks; the peer still listens
+    await until(lambda: a.transport.stats.reconnects >= 1, "the stream to come back")
+    a.transport.send([app(1, 2, 11, 10)])
+    await until(lambda: len(b.seen.messages) >= 2, "a batch over the new stream")
+    assert a.transport.stats.stream_failures >= 1
+    assert gone == [] and a.transport.stats.peers_gone == 0
+
+
 async def test_snapshot_of_several_mib_is_chunked_and_reassembled(cluster: Cluster) -> None:
     a = await cluster.add(1, snapshot_chunk_bytes=1 << 20)
     b = await cluster.add(2)

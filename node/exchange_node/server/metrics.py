@@ -388,7 +388,7 @@ class _TransportCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        sent, received, dropped, reconnects, connected, rejected, tls = families
+        sent, received, dropped, reconnects, connected, rejected, tls, gone = families
         stats = self._stats()
         if stats is not None:
             for peer, p in sorted(stats.peers.items()):
@@ -408,6 +408,7 @@ class _TransportCollector(Collector):
             rejected.add_metric(["snapshot_timeout"], stats.snapshot_timeouts)
             rejected.add_metric(["snapshot_too_large"], stats.snapshot_oversized)
             tls.add_metric([], 1 if stats.tls_enabled else 0)
+            gone.add_metric([], stats.peers_gone)
         return iter(families)
 
     @staticmethod
@@ -444,5 +445,10 @@ class _TransportCollector(Collector):
             GaugeMetricFamily(
                 "exchange_peer_tls_enabled",
                 "1 when the peer port requires mutual TLS, 0 with --insecure-peers",
+            ),
+            CounterMetricFamily(
+                "exchange_peer_gone",
+                "broken peer streams after which the peer refused a new connection (its "
+                "process died): a follower of it campaigns at once (docs/elections.md)",
             ),
         ]

@@ -400,6 +400,7 @@ class Node:
             on_digest=self._on_digest,
             on_snapshot_status=self._on_snapshot_status,
             on_unreachable=self._on_unreachable,
+            on_peer_gone=self._on_peer_gone,
             # Two election timeouts (>= 4 heartbeats): a follower answers every
             # heartbeat, so silence that long means a wedged stream, not a slow peer.
             answer_timeout=2 * self.config.election_ms / 1000,
@@ -529,6 +530,12 @@ class Node:
 
     def _on_unreachable(self, peer: int) -> None:
         self._ops.append(lambda: self.core.report_unreachable(peer))
+        self._wakeup.set()
+
+    def _on_peer_gone(self, peer: int) -> None:
+        # The peer's process died: if we follow it, campaign without waiting out the
+        # election timeout (a hint only; docs/elections.md).
+        self._ops.append(lambda: self.core.leader_unreachable(peer))
         self._wakeup.set()
 
     def _on_disk_timing(self, kind: str, seconds: float) -> None:

@@ -26,6 +26,13 @@ Failure policy (Raft tolerates lost messages; it does not tolerate stalls):
   unreachable (the core falls back to probing) and reconnects with
   exponential backoff and jitter, capped at ``max_backoff`` seconds.
 - A full queue drops the new messages and reports the peer unreachable.
+- A broken or failed stream to a peer, or the end of the peer's stream to us,
+  is followed by one plain TCP connect to the peer's address: refused means
+  nobody listens there any more (the process died and the kernel closed its
+  sockets), reported with ``on_peer_gone`` so a follower of that peer
+  campaigns without waiting out its election timeout. Any other outcome says
+  nothing (a partition or a frozen process gives no refusal) and is not
+  reported.
 - A frame whose CRC does not match is dropped and counted, never applied.
 - A peer that stops answering (``answer_timeout``): a follower answers every APP
   and HEARTBEAT on its own stream back, so when we have written some to a peer
@@ -43,7 +50,7 @@ Failure policy (Raft tolerates lost messages; it does not tolerate stalls):
 
 Callbacks run on the event loop. ``on_message`` is called directly from the
 receiving coroutine and must not block. ``on_unreachable``,
-``on_snapshot_status`` and ``on_digest`` are scheduled with ``call_soon`` so
+``on_snapshot_status``, ``on_peer_gone`` and ``on_digest`` are scheduled with ``call_soon`` so
 they never re-enter the caller in the middle of ``send()``.
 
 gRPC metadata: ``metadata`` given to the constructor is attached, unchanged,
@@ -133,6 +140,9 @@ OnSnapshotStatus = Callable[[int, bool], None]
 """``on_snapshot_status(peer, ok)``: the SNAP message reached the peer or did not."""
 OnUnreachable = Callable[[int], None]
 """``on_unreachable(peer)``: messages to ``peer`` were lost; probe it again."""
+OnPeerGone = Callable[[int], None]
+"""``on_peer_gone(peer)``: our stream to ``peer`` broke and a new connection was
+refused: its process is gone (``RaftCore.leader_unreachable``)."""
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -232,6 +242,8 @@ class TransportStats:
     encode_failures: int = 0
     """Outgoing messages the codec rejected (dropped; a bug upstream)."""
     connects: int = 0
+    peers_gone: int = 0
+    """Broken streams after which the peer refused a new connection (``on_peer_gone``)."""
     reconnects: int = 0
     """Streams established after a peer's first one."""
     stream_failures: int = 0
@@ -367,6 +379,7 @@ class PeerTransport:
         on_digest: OnDigest | None = None,
         on_snapshot_status: OnSnapshotStatus | None = None,
         on_unreachable: OnUnreachable | None = None,
+        on_peer_gone: OnPeerGone | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         queue_limit_bytes: int = DEFAULT_QUEUE_BYTES,
@@ -399,6 +412,7 @@ class PeerTransport:
         self._on_digest = on_digest
         self._on_snapshot_status = on_snapshot_status
         self._on_unreachable = on_unreachable
+        self._on_peer_gone = on_peer_gone
         self.max_message_bytes = max_message_bytes
         self.queue_limit = queue_limit
         self.queue_limit_bytes = queue_limit_bytes
@@ -869,6 +883,9 @@ class PeerTransport:
             dropped = self._discard_queue(state)
             if established or dropped:
                 self._report_unreachable(state.node_id)
+            if self._on_peer_gone is not None:
+                # Before the backoff: a dead process is worth knowing about at once.
+                await self._probe_gone(state)
             delay = backoff_delay(attempt, self._min_backoff, self._max_backoff, self._rng)
             attempt = min(attempt + 1, 30)
             with contextlib.suppress(TimeoutError):
@@ -928,6 +945,33 @@ class PeerTransport:
             state.stats.envelopes_sent += 1
             state.stats.messages_sent += len(messages)
             state.stats.queued = len(queue)
+
+    def _probe_gone_soon(self, peer: int | None) -> None:
+        state = self._peers.get(peer) if peer is not None else None
+        if state is None or self._on_peer_gone is None or self._closed:
+            return
+        task = asyncio.create_task(self._probe_gone(state))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _probe_gone(self, state: _Peer) -> None:
+        """One TCP connect to the peer: refused means its process is gone."""
+        host, _, port = state.address.rpartition(":")
+        host = host.strip("[]")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port)), self._connect_timeout
+            )
+        except ConnectionRefusedError:
+            self.stats.peers_gone += 1
+            log.info("peer %d refuses connections: its process is gone", state.node_id)
+            self._schedule(self._on_peer_gone, state.node_id)
+            return
+        except (OSError, TimeoutError, ValueError):
+            return  # unreachable, slow or unresolvable: no sign either way
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     def _discard_queue(self, state: _Peer) -> int:
         dropped = len(state.queue)
@@ -1169,6 +1213,9 @@ class _PeerService(pb_grpc.PeerServicer):
         finally:
             if task is not None:
                 transport._inbound.pop(task, None)
+            # The sender's stream ended: if its process died, say so now (our own
+            # stream to it may be between attempts and notice only later).
+            transport._probe_gone_soon(member)
         return pb.ReplicateSummary(envelopes=accepted, dropped=dropped)
 
     async def InstallSnapshot(
