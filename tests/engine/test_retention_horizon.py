@@ -29,7 +29,7 @@ from exchange_node.engine.commands import (
 )
 from exchange_node.engine.engine import Engine
 from exchange_node.engine.events import CommandResult, Status
-from exchange_node.engine.snapshot import SNAPSHOT_VERSION, SnapshotError
+from exchange_node.engine.snapshot import SNAPSHOT_VERSION, SnapshotError, encode_snapshot
 from exchange_node.engine.state import EngineState
 from exchange_node.limits import ENGINE_DEDUP_HORIZON_NS, ENGINE_DEDUP_MAX_KEYS
 from hypothesis import given, settings
@@ -268,7 +268,7 @@ def test_the_snapshot_carries_the_horizon_the_cap_the_times_and_the_counters() -
         engine.apply_entry(index + 1, encode_batch(stamp, [ioc(key)]))
     engine.apply_entry(6, encode_batch(1_015, [ioc("f")]))  # "b" and "c" drop at 1,010 and 1,020
     data = engine.snapshot()
-    assert data[4] == SNAPSHOT_VERSION == 4
+    assert data[4] == SNAPSHOT_VERSION == 5
     restored = Engine.restore(data)
     st_ = restored.state
     assert (st_.dedup_horizon_ns, st_.dedup_max_keys) == (HORIZON, 4)
@@ -281,34 +281,58 @@ def test_the_snapshot_carries_the_horizon_the_cap_the_times_and_the_counters() -
         assert replica.apply_entry(8, encode_batch(1_020, [ioc("c")]))[0].log_index == 8
 
 
-def _runs(*runs: tuple[int, int]) -> bytes:
-    """The times section: u32 count, then (i64 time, u32 keys) per run."""
-    out = len(runs).to_bytes(4, "little")
-    for time_ns, count in runs:
-        out += time_ns.to_bytes(8, "little", signed=True) + count.to_bytes(4, "little")
-    return out
+def _times(*times: int) -> bytes:
+    """The keys' times column of a version 5 exactly-once block: i64 per key."""
+    return b"".join(t.to_bytes(8, "little", signed=True) for t in times)
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        pytest.param(_runs((10, 0), (20, 1)), id="zero keys"),
-        pytest.param(_runs((10, 2), (10, 1)), id="times not rising"),
-        pytest.param(_runs((10, 3), (20, 1)), id="more times than keys"),
-        pytest.param(_runs((10, 1), (20, 1)), id="fewer times than keys"),
-        pytest.param(_runs((-2_000, 2), (20, 1)), id="beyond the horizon"),
+        pytest.param(_times(10, 20, 10), id="times not rising"),
+        pytest.param(_times(-2_000, -2_000, 20), id="beyond the horizon"),
     ],
 )
 def test_a_snapshot_with_bad_retention_times_is_refused(bad: bytes) -> None:
     engine = Engine(AAA, dedup_horizon_ns=HORIZON)
     engine.apply_entry(1, encode_batch(10, [ioc("a"), ioc("b")]))
     engine.apply_entry(2, encode_batch(20, [ioc("c")]))
-    data = engine.snapshot()
-    good = _runs((10, 2), (20, 1))
+    data = encode_snapshot(engine.state, compress=False)  # the block stored as is
+    good = _times(10, 10, 20)
     at = data.index(good)
     assert Engine.restore(data[:at] + good + data[at + len(good) :]).state_hash()
     with pytest.raises(SnapshotError):
         Engine.restore(data[:at] + bad + data[at + len(good) :])
+
+
+def test_a_version_4_snapshot_is_still_read() -> None:
+    """``fixtures/snapshot_v4.bin`` was written by the engine of commit c921c19 (version 4,
+    the keys' times run-length coded): ``Engine(SYMBOLS, dedup_horizon_ns=10 s,
+    dedup_max_keys=64, finished_window=64, trade_history=20)`` applying
+    ``random_commands(21, 300)`` and ``SetOrderLimits(None, 40)`` one per log index,
+    stamped ``(index // 2) * 250 ms`` (43 keys retained, 128 forgotten at the horizon)."""
+    from exchange_node.engine.commands import SetOrderLimits
+
+    data = (DATA / "snapshot_v4.bin").read_bytes()
+    assert data[4] == 4
+    old = Engine.restore(data)
+    commands: list[Command] = [*random_commands(21, 300), SetOrderLimits(None, 40)]
+    replayed = Engine(
+        SYMBOLS,
+        dedup_horizon_ns=10_000_000_000,
+        dedup_max_keys=64,
+        finished_window=64,
+        trade_history=20,
+    )
+    for index, command in enumerate(commands, start=1):
+        replayed.apply(command, log_index=index, timestamp_ns=(index // 2) * 250_000_000)
+    st_ = old.state
+    assert len(st_.result_fifo) == 43 and st_.results_expired == 128
+    assert list(st_.result_times) == list(replayed.state.result_times)
+    st_.check_invariants()
+    # The whole state is the replayed one: the same version 5 bytes and hash.
+    assert old.snapshot() == replayed.snapshot()
+    assert old.state_hash() == replayed.state_hash()
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -354,7 +378,7 @@ def test_snapshots_written_before_the_horizon_are_still_read(version: int) -> No
         is (st_.results[key])
     )
     again = Engine.restore(old.snapshot())
-    assert again.snapshot()[4] == 4 and again.state_hash() == old.state_hash()
+    assert again.snapshot()[4] == 5 and again.state_hash() == old.state_hash()
 
 
 # ---------------------------------------------------------------- planted faults

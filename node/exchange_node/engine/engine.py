@@ -1360,8 +1360,13 @@ class Engine(EngineQueries):
         return decode_snapshot(data)
 
     def state_hash(self) -> str:
-        """BLAKE2b-256 hex digest of the canonical snapshot: equal on every replica."""
-        return hashlib.blake2b(self.snapshot(), digest_size=32).hexdigest()
+        """BLAKE2b-256 hex digest of the canonical snapshot (its exactly-once block not
+        compressed, so the digest does not depend on the zlib build): equal on every replica."""
+        from exchange_node.engine.snapshot import encode_snapshot
+
+        return hashlib.blake2b(
+            encode_snapshot(self.state, compress=False), digest_size=32
+        ).hexdigest()
 
 
 def tune_garbage_collector(gen0_threshold: int = 100_000) -> None:

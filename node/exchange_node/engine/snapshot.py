@@ -7,10 +7,12 @@ name; books best level first and FIFO within a level (dead records left by
 lazy cancels are not written); the exactly-once table (with its keys'
 times) and the finished orders in their FIFO order; trades and candles
 oldest first. ``state_hash``
-is BLAKE2b over these bytes. Strings go into one table, numbered in order of
+is BLAKE2b over these bytes in their canonical form: the exactly-once block
+stored, not compressed (``encode_snapshot(state, compress=False)``, itself a
+readable snapshot), so the digest does not depend on the zlib build. Strings go into one table, numbered in order of
 first use during that canonical walk.
 
-Format, version 4 (little endian); versions 2 and 3 are read too::
+Format, version 5 (little endian); versions 2, 3 and 4 are read too::
 
     magic "EXSN" | u8 version
     strings   u32 n, u32[n] lengths in characters, UTF-8 of all n strings concatenated
@@ -32,11 +34,30 @@ Format, version 4 (little endian); versions 2 and 3 are read too::
                 i64[] leaves, u8[] flags (post_only | stp << 1), u32[] client refs,
                 u8[] client order id lengths (characters), u32 size + their UTF-8
     positions u32 n + (ref client, ref symbol, int * 7) * n
-    results   u32 n + (ref client, ref client_order_id, i64 log_index, u8 has_order_id,
-              i64 order_id, u8 status, u32 n + event * n) * n
+    results   (version 5) u8 compression (0 stored, 1 zlib), u32 size, u32 stored size,
+              the exactly-once block (below), zlib-compressed at level 1 when 1
+    results   (versions 2 to 4) u32 n + (ref client, ref client_order_id, i64 log_index,
+              u8 has_order_id, i64 order_id, u8 status, u32 n + event * n) * n
     times     (version 4) u32 runs + (i64 time_ns, u32 keys) * runs: the results' times,
               run-length coded in the same order (runs of one time, keys > 0, times rising)
     finished  u32 n + finished order * n
+
+The exactly-once block (version 5) holds the keys in FIFO order column by
+column, then their events grouped by type, column by column::
+
+    u32 n, u32[n] client refs, ids(n) client order ids, i64[n] log indexes,
+    u8[n] has order id, i64[n] order ids (0 if none), u8[n] statuses,
+    u32[n] event counts, i64[n] the keys' times (non-decreasing)
+    u32 E, u8[E] event tags in order (tag, or tag + 128: the event is in misc)
+    per columnar type (Accepted, Fill, Cancelled, Expired, Replaced, BookUpdate,
+    TradingStatus): u32 count, then one column per field in field order
+    (strings as u32 refs, client order ids as ids(count), i64/u64, enums and flags u8)
+    u32 size + misc: the other events (Rejected; a type with an integer beyond its
+    column) one after the other as in version 4
+    ids(k) := u8[k] lengths in characters, u32 size, their UTF-8
+
+Client order ids stay out of the string table (each is used once or twice); the
+block is regular enough for zlib level 1 to shrink it about 8:1.
 
 Versions 2 and 3 (written before the time horizon) had a count window and no
 times: they are read with the default horizon and cap (the cap at least the old
@@ -54,11 +75,14 @@ u64: a log index below 2^40 keeps them in range.
 from __future__ import annotations
 
 import struct
+import zlib
 from array import array
 from collections.abc import Callable
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import and_, attrgetter, is_, le, lt, rshift
 from typing import Any
 
-from exchange_node.engine.book import BookSide, RestingOrder
+from exchange_node.engine.book import BookSide, Level, RestingOrder
 from exchange_node.engine.commands import (
     OrderType,
     RejectReason,
@@ -88,9 +112,10 @@ from exchange_node.engine.views import Position, RiskLimits
 from exchange_node.limits import ENGINE_DEDUP_HORIZON_NS, ENGINE_DEDUP_MAX_KEYS
 
 MAGIC = b"EXSN"
-SNAPSHOT_VERSION = 4
-"""Version 4 adds the exactly-once horizon (config, counters, the keys' times) and always
-has the open-order limits; 3 added those limits (2 had none). All three are read."""
+SNAPSHOT_VERSION = 5
+"""Version 5 writes the exactly-once table as one compressed block of columns; 4 added the
+exactly-once horizon (config, counters, the keys' times) and always has the open-order
+limits; 3 added those limits (2 had none). All four are read."""
 _GENERIC = 0x80
 
 
@@ -104,6 +129,11 @@ _I64 = struct.Struct("<q")
 _I64X4 = struct.Struct("<qqqq")
 _I64X6 = struct.Struct("<qqqqqq")
 _TIME_RUN = struct.Struct("<qI")
+_RESULTS_HEAD = struct.Struct("<BII")
+_RESULTS_LEVEL = 1
+"""zlib level of the exactly-once block: level 1 takes most of the redundancy (about 8:1
+on a full table) at a fraction of the time of the default level."""
+_MAX_RESULTS_BLOCK = 1 << 31
 _SYMBOL_HEAD = struct.Struct("<IqqqqBqqq")
 _RESULT_HEAD = struct.Struct("<IIqBqBI")
 _FINISHED = struct.Struct("<qIIIBBBqqqBBB")
@@ -284,8 +314,9 @@ class _Writer:
             self.big(value)
 
 
-def encode_snapshot(st: EngineState) -> bytes:
-    """The canonical snapshot of ``st`` (see the module docstring)."""
+def encode_snapshot(st: EngineState, *, compress: bool = True) -> bytes:
+    """The snapshot of ``st`` (see the module docstring); ``compress=False`` gives the
+    canonical form (the exactly-once block stored as is), which ``state_hash`` hashes."""
     writer = _Writer()
     parts = writer.parts
     ref = writer.ref
@@ -371,32 +402,10 @@ def encode_snapshot(st: EngineState) -> bytes:
         ):
             writer.big(value)
 
-    results = st.results
-    retained = [(key, results[key]) for key in st.result_fifo]
-    writer.u32(len(retained))
-    for (client_id, client_order_id), result in retained:
-        order_id = result.order_id
-        parts.append(
-            _RESULT_HEAD.pack(
-                ref(client_id),
-                ref(client_order_id),
-                result.log_index,
-                0 if order_id is None else 1,
-                0 if order_id is None else order_id,
-                int(result.status),
-                len(result.events),
-            )
-        )
-        for event in result.events:
-            writer.event(event)
-    runs: list[list[int]] = []
-    for time_ns in st.result_times:
-        if runs and runs[-1][0] == time_ns:
-            runs[-1][1] += 1
-        else:
-            runs.append([time_ns, 1])
-    writer.u32(len(runs))
-    parts.extend(_TIME_RUN.pack(time_ns, keys) for time_ns, keys in runs)
+    block = _encode_results(writer, st)
+    stored = zlib.compress(block, _RESULTS_LEVEL) if compress else block
+    parts.append(_RESULTS_HEAD.pack(1 if compress else 0, len(block), len(stored)))
+    parts.append(stored)
 
     writer.u32(len(st.finished_fifo))
     for order_id in st.finished_fifo:
@@ -475,6 +484,203 @@ def _write_side(writer: _Writer, levels: Any) -> None:
     parts.append(client_order_id_blob)
 
 
+# --------------------------------------------------------------------------- results (version 5)
+
+# Fields holding a client order id: distinct per key, so kept out of the string table.
+_ID_FIELDS = frozenset({"client_order_id", "old_client_order_id", "new_client_order_id"})
+# Event types written column by column (no optional fields); others go to the misc stream.
+_COLUMN_TYPES: tuple[type, ...] = (
+    Accepted,
+    Fill,
+    Cancelled,
+    Expired,
+    Replaced,
+    BookUpdate,
+    TradingStatus,
+)
+_COLUMN_CODES = {"q": "q", "Q": "Q"}  # strings are u32 refs, enums and flags u8
+_BOOLS = (False, True)
+
+
+def _column_layout(cls: Any) -> tuple[tuple[str, Any], ...]:
+    """(field name, kind) per field, in the event's field order."""
+    return tuple(zip(cls.__slots__, _EVENT_SPECS[cls][1], strict=True))
+
+
+_COLUMN_LAYOUTS = {cls: _column_layout(cls) for cls in _COLUMN_TYPES}
+
+
+def _text_column(values: list[str]) -> list[bytes]:
+    """u8 lengths in characters, u32 size, UTF-8 (as the book's client order ids)."""
+    blob = "".join(values).encode()
+    return [bytes(map(len, values)), _U32.pack(len(blob)), blob]
+
+
+def _encode_results(writer: _Writer, st: EngineState) -> bytes:
+    """The exactly-once table in columns (version 5), uncompressed (module docstring)."""
+    results = st.results
+    keys = list(st.result_fifo)
+    retained = list(map(results.__getitem__, keys))
+    count = len(keys)
+    ref = writer.ref
+    index = writer.string_index
+    out: list[bytes] = [_U32.pack(count)]
+    client_ids = [key[0] for key in keys]
+    for client_id in dict.fromkeys(client_ids):
+        ref(client_id)
+    out.append(array("I", map(index.__getitem__, client_ids)).tobytes())
+    out += _text_column([key[1] for key in keys])
+    out.append(array("q", [r.log_index for r in retained]).tobytes())
+    order_ids = [r.order_id for r in retained]
+    out.append(bytes([order_id is not None for order_id in order_ids]))
+    out.append(array("q", [0 if o is None else o for o in order_ids]).tobytes())
+    out.append(bytes([r.status for r in retained]))
+    out.append(array("I", [len(r.events) for r in retained]).tobytes())
+    out.append(array("q", st.result_times).tobytes())
+
+    events = [event for r in retained for event in r.events]
+    types = list(map(type, events))
+    columns: list[bytes] = []
+    columnar: set[type] = set()
+    for cls in _COLUMN_TYPES:
+        group = list(compress(events, map(is_, types, repeat(cls))))
+        try:
+            columns += _encode_columns(writer, cls, group)
+            columnar.add(cls)
+        except OverflowError:  # an integer beyond its column: the whole type goes to misc
+            columns.append(_U32.pack(0))
+    tag_of = {
+        cls: tag if cls in columnar else tag | _GENERIC for cls, (tag, _) in _EVENT_SPECS.items()
+    }
+    tags = bytes(map(tag_of.__getitem__, types))
+    misc = [event for event in events if type(event) not in columnar]
+    out += [_U32.pack(len(events)), bytes(tags), *columns]
+    saved = writer.parts
+    writer.parts = []
+    for event in misc:
+        writer.event(event)
+    misc_bytes = b"".join(writer.parts)
+    writer.parts = saved
+    out += [_U32.pack(len(misc_bytes)), misc_bytes]
+    return b"".join(out)
+
+
+def _encode_columns(writer: _Writer, cls: type, group: list[Event]) -> list[bytes]:
+    out = [_U32.pack(len(group))]
+    if not group:
+        return out
+    ref = writer.ref
+    index = writer.string_index
+    for name, kind in _COLUMN_LAYOUTS[cls]:
+        values = list(map(attrgetter(name), group))
+        if kind == "s":
+            if name in _ID_FIELDS:
+                out += _text_column(values)
+                continue
+            for value in dict.fromkeys(values):
+                ref(value)
+            out.append(array("I", map(index.__getitem__, values)).tobytes())
+        elif kind in _COLUMN_CODES:
+            out.append(array(_COLUMN_CODES[kind], values).tobytes())
+        else:  # an enum or a flag
+            out.append(bytes(values))
+    return out
+
+
+def _decode_results(reader: _Reader, st: EngineState, block: bytes) -> None:
+    """Rebuild the exactly-once table from a version 5 block (its times included)."""
+    sub = _Reader(block)
+    sub.strings = strings = reader.strings
+    count = sub.u32()
+    client_ids = list(map(strings.__getitem__, sub.column("I", count)))
+    client_order_ids = _read_text_column(sub, count)
+    log_indexes = sub.column("q", count)
+    has_order_id = sub.raw(count)
+    order_ids = sub.column("q", count)
+    statuses = list(map(_ENUM_MEMBERS[Status].__getitem__, sub.raw(count)))
+    event_counts = sub.column("I", count)
+    times = sub.column("q", count)
+    if count and max(has_order_id) > 1:
+        raise SnapshotError("bad retained result flag")
+
+    total = sub.u32()
+    tags = sub.raw(total)
+    nexts: dict[int, Callable[[], Event]] = {}
+    decoded: list[list[Event]] = []
+    for cls in _COLUMN_TYPES:
+        events = _decode_columns(sub, cls)
+        decoded.append(events)
+        nexts[_EVENT_SPECS[cls][0]] = iter(events).__next__
+    misc_size = sub.u32()
+    misc_at = sub.take(misc_size)
+    misc = _Reader(block[misc_at : misc_at + misc_size])
+    misc.strings = strings
+    for tag in _EVENT_BY_TAG:
+        nexts[tag | _GENERIC] = misc.event
+    try:
+        events = list(map(_call, map(nexts.__getitem__, tags)))
+    except StopIteration:
+        raise SnapshotError("more event tags than events") from None
+    if len(events) != total or sub.pos != len(block):
+        raise SnapshotError("results block does not end with its events")
+    for cls, group in zip(_COLUMN_TYPES, decoded, strict=True):
+        if tags.count(_EVENT_SPECS[cls][0]) != len(group):
+            raise SnapshotError(f"{cls.__name__} events do not match their tags")
+    if misc.pos != misc_size:
+        raise SnapshotError("misc events do not match their tags")
+    if sum(event_counts) != total:
+        raise SnapshotError("result event counts do not cover the events")
+    ends = list(accumulate(event_counts))
+    starts = [0, *ends[:-1]] if ends else []
+    lists = [events[start:end] for start, end in zip(starts, ends, strict=True)]
+    optional_ids = [o if h else None for o, h in zip(order_ids, has_order_id, strict=True)]
+    keys = list(zip(client_ids, client_order_ids, strict=True))
+    results = st.results
+    results.update(
+        zip(keys, map(CommandResult, log_indexes, optional_ids, statuses, lists), strict=True)
+    )
+    if len(results) != count:
+        raise SnapshotError("a retained key appears twice")
+    st.result_fifo.extend(keys)
+    st.result_times.extend(times)
+
+
+def _call(function: Callable[[], Event]) -> Event:
+    return function()
+
+
+def _read_text_column(reader: _Reader, count: int) -> list[str]:
+    lengths = reader.raw(count)
+    size = reader.u32()
+    pos = reader.take(size)
+    text = reader.data[pos : pos + size].decode()
+    if sum(lengths) != len(text):
+        raise SnapshotError("text column lengths do not match its text")
+    ends = list(accumulate(lengths))
+    return [text[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=False)]
+
+
+def _decode_columns(reader: _Reader, cls: type) -> list[Event]:
+    count = reader.u32()
+    if not count:
+        return []
+    strings = reader.strings
+    columns: list[Any] = []
+    for name, kind in _COLUMN_LAYOUTS[cls]:
+        if kind == "s":
+            if name in _ID_FIELDS:
+                columns.append(_read_text_column(reader, count))
+            else:
+                columns.append(map(strings.__getitem__, reader.column("I", count)))
+        elif kind in _COLUMN_CODES:
+            columns.append(reader.column(_COLUMN_CODES[kind], count))
+        elif kind == "b":
+            columns.append(map(_BOOLS.__getitem__, reader.raw(count)))
+        else:
+            columns.append(map(_ENUM_MEMBERS[kind].__getitem__, reader.raw(count)))
+    return list(map(cls, *columns))
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -499,6 +705,10 @@ class _Reader:
 
     def u8(self) -> int:
         return self.data[self.take(1)]
+
+    def raw(self, size: int) -> bytes:
+        pos = self.take(size)
+        return self.data[pos : pos + size]
 
     def u32(self) -> int:
         value: int = _U32.unpack_from(self.data, self.take(4))[0]
@@ -578,7 +788,15 @@ def decode_snapshot(data: bytes) -> Engine:
         return _decode(bytes(data))
     except SnapshotError:
         raise
-    except (ValueError, KeyError, IndexError, TypeError, OverflowError, struct.error) as exc:
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        OverflowError,
+        struct.error,
+        zlib.error,
+    ) as exc:
         raise SnapshotError(f"corrupt snapshot: {exc}") from None
 
 
@@ -588,7 +806,7 @@ def _decode(data: bytes) -> Engine:
     reader = _Reader(data)
     reader.take(4)
     version = reader.u8()
-    if version not in (2, 3, SNAPSHOT_VERSION):
+    if version not in (2, 3, 4, SNAPSHOT_VERSION):
         raise SnapshotError(f"unknown snapshot version {version}")
     string_count = reader.u32()
     lengths = reader.column("I", string_count)
@@ -700,40 +918,10 @@ def _decode(data: bytes) -> Engine:
     if sum(len(by_symbol) for by_symbol in st.positions.values()) != count or created > count:
         raise SnapshotError("positions section does not cover the live orders' owners")
 
-    for _ in range(reader.u32()):
-        client_ref, coid_ref, log_index, has_order_id, order_id, status, events = reader.unpack(
-            _RESULT_HEAD
-        )
-        key = (strings[client_ref], strings[coid_ref])
-        if key in st.results or has_order_id > 1:
-            raise SnapshotError(f"bad retained result {key!r}")
-        result = CommandResult(
-            log_index,
-            order_id if has_order_id else None,
-            _member(Status, status),
-            [reader.event() for _ in range(events)],
-        )
-        st.results[key] = result
-        st.result_fifo.append(key)
-    times = st.result_times
-    if version >= 4:
-        previous = None
-        for _ in range(reader.u32()):
-            time_ns, keys = reader.unpack(_TIME_RUN)
-            if (
-                keys == 0
-                or (previous is not None and time_ns <= previous)
-                or len(times) + keys > len(st.result_fifo)
-            ):
-                raise SnapshotError(f"bad exactly-once time run at {time_ns}")
-            previous = time_ns
-            times.extend([time_ns] * keys)
-        if len(times) != len(st.result_fifo):
-            raise SnapshotError("exactly-once times do not cover its keys")
-        if len(times) > dedup_max_keys or (times and times[0] <= st.now - horizon_ns):
-            raise SnapshotError("exactly-once table beyond its cap or horizon")
+    if version >= 5:
+        _read_results(reader, st, dedup_max_keys, horizon_ns)
     else:
-        times.extend([st.now] * len(st.result_fifo))
+        _read_results_v4(reader, st, version, dedup_max_keys, horizon_ns)
 
     for _ in range(reader.u32()):
         (
@@ -781,6 +969,71 @@ def _decode(data: bytes) -> Engine:
     return engine
 
 
+def _read_results(reader: _Reader, st: EngineState, max_keys: int, horizon_ns: int) -> None:
+    """Version 5: the exactly-once block, zlib or stored, then its checks."""
+    compression, size, stored_size = reader.unpack(_RESULTS_HEAD)
+    if compression > 1 or size > _MAX_RESULTS_BLOCK:
+        raise SnapshotError(f"bad exactly-once block header ({compression}, {size})")
+    pos = reader.take(stored_size)
+    stored = reader.data[pos : pos + stored_size]
+    if compression:
+        inflater = zlib.decompressobj()
+        block = inflater.decompress(stored, size + 1)
+        if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+            raise SnapshotError("exactly-once block: bad compressed stream")
+    else:
+        block = stored
+    if len(block) != size:
+        raise SnapshotError("exactly-once block: wrong size")
+    _decode_results(reader, st, block)
+    times = st.result_times
+    if not all(map(le, times, islice(times, 1, None))):
+        raise SnapshotError("exactly-once times go backwards")
+    if len(times) > max_keys or (times and times[0] <= st.now - horizon_ns):
+        raise SnapshotError("exactly-once table beyond its cap or horizon")
+
+
+def _read_results_v4(
+    reader: _Reader, st: EngineState, version: int, dedup_max_keys: int, horizon_ns: int
+) -> None:
+    """Versions 2 to 4: one record per key, then (version 4) the time runs."""
+    strings = reader.strings
+    for _ in range(reader.u32()):
+        client_ref, coid_ref, log_index, has_order_id, order_id, status, events = reader.unpack(
+            _RESULT_HEAD
+        )
+        key = (strings[client_ref], strings[coid_ref])
+        if key in st.results or has_order_id > 1:
+            raise SnapshotError(f"bad retained result {key!r}")
+        result = CommandResult(
+            log_index,
+            order_id if has_order_id else None,
+            _member(Status, status),
+            [reader.event() for _ in range(events)],
+        )
+        st.results[key] = result
+        st.result_fifo.append(key)
+    times = st.result_times
+    if version >= 4:
+        previous = None
+        for _ in range(reader.u32()):
+            time_ns, keys = reader.unpack(_TIME_RUN)
+            if (
+                keys == 0
+                or (previous is not None and time_ns <= previous)
+                or len(times) + keys > len(st.result_fifo)
+            ):
+                raise SnapshotError(f"bad exactly-once time run at {time_ns}")
+            previous = time_ns
+            times.extend([time_ns] * keys)
+        if len(times) != len(st.result_fifo):
+            raise SnapshotError("exactly-once times do not cover its keys")
+        if len(times) > dedup_max_keys or (times and times[0] <= st.now - horizon_ns):
+            raise SnapshotError("exactly-once table beyond its cap or horizon")
+    else:
+        times.extend([st.now] * len(st.result_fifo))
+
+
 def _read_side(reader: _Reader, st: EngineState, symbol: str, book_side: BookSide) -> None:
     level_count = reader.u32()
     prices = reader.column("q", level_count)
@@ -789,70 +1042,69 @@ def _read_side(reader: _Reader, st: EngineState, symbol: str, book_side: BookSid
     order_ids = reader.column("Q", total)
     quantities = reader.column("q", total)
     leaves_column = reader.column("q", total)
-    pos = reader.take(total)
-    flags = reader.data[pos : pos + total]
+    flags = reader.raw(total)
     clients = reader.column("I", total)
-    id_lengths = reader.column("B", total)
-    blob_size = reader.u32()
-    pos = reader.take(blob_size)
-    id_text = reader.data[pos : pos + blob_size].decode()
-    if sum(id_lengths) != len(id_text):
-        raise SnapshotError("client order id lengths do not match their text")
-    client_order_ids: list[str] = []
-    offset = 0
-    for length in id_lengths:
-        client_order_ids.append(id_text[offset : offset + length])
-        offset += length
+    client_order_ids = _read_text_column(reader, total)
+    if not total:
+        if level_count:
+            raise SnapshotError("an empty book level")
+        return
+    if min(counts) == 0 or not all(map(lt, *_keys_of(book_side.sign, prices))):
+        raise SnapshotError("book levels out of order or empty")
+    if min(leaves_column) <= 0 or not all(map(le, leaves_column, quantities)):
+        raise SnapshotError("a resting order with bad leaves")
     strings = reader.strings
-    side = book_side.side
-    sign = book_side.sign
-    orders = st.orders
     live_by_client = st.live_by_client
     position_of: dict[int, Position] = {}
     live_of: dict[int, dict[str, RestingOrder]] = {}
-    new_order: Callable[..., RestingOrder] = RestingOrder
-    add = book_side.add
-    previous_key: int | None = None
+    for client in dict.fromkeys(clients):  # first use order, as the write path creates them
+        client_id = strings[client]
+        position_of[client] = st.position(client_id, symbol)
+        live_of[client] = live_by_client.setdefault(client_id, {})
+    side = book_side.side
+    new_orders = list(
+        map(
+            RestingOrder,
+            order_ids,
+            map(strings.__getitem__, clients),
+            client_order_ids,
+            repeat(symbol),
+            repeat(side),
+            chain.from_iterable(map(repeat, prices, counts)),
+            quantities,
+            leaves_column,
+            map(_BOOLS.__getitem__, map(and_, flags, repeat(1))),
+            map(_STPS.__getitem__, map(rshift, flags, repeat(1))),
+            map(position_of.__getitem__, clients),
+        )
+    )
+    orders = st.orders
+    before = len(orders)
+    orders.update(zip(order_ids, new_orders, strict=True))
+    live_before = sum(map(len, live_of.values()))
+    for client, client_order_id, order in zip(clients, client_order_ids, new_orders, strict=True):
+        live_of[client][client_order_id] = order
+    if len(orders) != before + total or sum(map(len, live_of.values())) != live_before + total:
+        raise SnapshotError("a resting order id or client order id appears twice")
+    sign = book_side.sign
+    levels = book_side.levels
     start = 0
-    for level_index in range(level_count):
-        price = prices[level_index]
-        key = sign * price
-        count = counts[level_index]
-        if count == 0 or (previous_key is not None and key <= previous_key):
-            raise SnapshotError(f"book levels out of order at price {price}")
-        previous_key = key
-        for index in range(start, start + count):
-            client = clients[index]
-            position = position_of.get(client)
-            if position is None:
-                client_id = strings[client]
-                position = position_of[client] = st.position(client_id, symbol)
-                live_of[client] = live_by_client.setdefault(client_id, {})
-            live = live_of[client]
-            order_id = order_ids[index]
-            quantity = quantities[index]
-            leaves = leaves_column[index]
-            client_order_id = client_order_ids[index]
-            if not 0 < leaves <= quantity or order_id in orders or client_order_id in live:
-                raise SnapshotError(f"bad resting order {order_id}")
-            flag = flags[index]
-            order = new_order(
-                order_id,
-                strings[client],
-                client_order_id,
-                symbol,
-                side,
-                price,
-                quantity,
-                leaves,
-                flag & 1 == 1,
-                _STPS[flag >> 1],
-                position,
-            )
-            add(order)
-            orders[order_id] = order
-            live[client_order_id] = order
-        start += count
+    for price, count in zip(prices, counts, strict=True):
+        level = Level(price)
+        end = start + count
+        level.orders.extend(new_orders[start:end])
+        level.total = sum(leaves_column[start:end])
+        level.count = count
+        levels[sign * price] = level
+        start = end
+    book_side.keys.update(levels)
+    book_side.best_key = book_side.keys[0]
+
+
+def _keys_of(sign: int, prices: array[int]) -> tuple[list[int], list[int]]:
+    """(keys, the keys shifted by one): levels must be strictly rising in key."""
+    keys = [sign * price for price in prices]
+    return keys, keys[1:]
 
 
 __all__: list[str] = ["SnapshotError", "decode_snapshot", "encode_snapshot"]
