@@ -76,12 +76,20 @@ async def test_bytes_trigger_snapshots_compacts_and_reports_memory(tmp_path: Pat
     await node.start()
     try:
         await _leader(node)
-        sizes = []
+        idle_over_threshold = []
         # About 370 bytes of data per entry (10 orders), counted as ~520 with the
         # per-entry overhead: a snapshot every ~32 entries.
         for n in range(0, 2_000, 10):
+            taken_before = node.metrics.snapshots._value.get()
             await node.submit([_order(k) for k in range(n, n + 10)])
-            sizes.append(node.snapshot_policy.bytes_since)
+            # Past the threshold a child is always at work: with none in flight (and
+            # none finished meanwhile, which leaves what was applied during it), the
+            # log since the snapshot is below the threshold. (What is applied while a
+            # child runs depends on the machine's speed, so it is not bounded here.)
+            finished = node.metrics.snapshots._value.get() != taken_before
+            bytes_since = node.snapshot_policy.bytes_since
+            if not node.snapshots.in_flight and not finished and bytes_since >= SNAPSHOT_BYTES:
+                idle_over_threshold.append((n, bytes_since))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
         while node.snapshots.in_flight or node.metrics.snapshots._value.get() < 3:
@@ -90,9 +98,7 @@ async def test_bytes_trigger_snapshots_compacts_and_reports_memory(tmp_path: Pat
         taken = node.metrics.snapshots._value.get()
         # 200 entries of ~520 bytes against 16 KiB: several snapshots, not one per entry.
         assert 3 <= taken <= 15, taken
-        # The in-memory log since the snapshot stays near the bound: the threshold
-        # plus what is applied while one child runs.
-        assert max(sizes) < 3 * SNAPSHOT_BYTES
+        assert idle_over_threshold == []
         await asyncio.sleep(0.1)  # the compaction runs in the next driver step
         raft_log = node.core.log
         assert raft_log.offset == node.snapshots.index > 0
@@ -173,8 +179,9 @@ async def test_a_busy_node_hashes_in_one_child_at_a_time(tmp_path: Path) -> None
             hashes.add(index)
             most_children = max(most_children, len(node._children))
             await asyncio.sleep(0)
-        # At most: one status hash, one snapshot, one fixed checkpoint.
-        assert most_children <= 3, most_children
+        # At most one snapshot and one hashing child (a fixed checkpoint's, every 25
+        # entries here, or a status hash's).
+        assert most_children <= 2, most_children
         # A busy node still learns hashes (each labelled with its own index).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20

@@ -211,7 +211,8 @@ class Node:
         self._hand_over_task: asyncio.Future[None] | None = None
         self._hash_cache: tuple[int, bytes] = (-1, b"")
         self._hashing = -1
-        """The applied index a checkpoint child is hashing for an idle node (-1: none)."""
+        """The index the one hashing child (a checkpoint's or an idle node's) is
+        hashing (-1: none)."""
         self._applied_conf = ConfState()
         """The configuration as of ``applied_index`` (the core's may be ahead of it)."""
         self._last_applied_seen = -1
@@ -886,12 +887,19 @@ class Node:
             return
         index, term = self.applied_index, self._applied_term
         snapshot = snapshot and self.snapshots.due(index) and not self.snapshots.in_flight
+        if checkpoint and not snapshot and self._hashing >= 0:
+            # One hashing child at a time (besides a snapshot's): when hashing takes
+            # longer than the entries between checkpoints, children would pile up.
+            # This replica then has no digest at this index; the next one is compared.
+            log.debug("checkpoint at %d skipped: a hash of %d is running", index, self._hashing)
+            checkpoint = False
         if not snapshot and not checkpoint:
             return
         storage = self.storage
         data_dir: str | None = None
         if not snapshot:
             mode = MODE_CHECKPOINT
+            self._hashing = index
         elif can_put_written(storage):
             mode, data_dir = MODE_FILE, snapshot_dir(storage)
         else:
@@ -934,7 +942,7 @@ class Node:
                 result = await loop.run_in_executor(self._snapshot_wait, wait_child, pid, read_fd)
             finally:
                 self._children.discard(pid)
-                if self._hashing == index:
+                if mode == MODE_CHECKPOINT and self._hashing == index:
                     self._hashing = -1
             if checkpoint:
                 # A shared index: every replica hashes its state there (divergence.py).
@@ -1026,7 +1034,6 @@ class Node:
             # One hash child at a time: under load the applied index moves on before a
             # child finishes, and a child per status call piled up dozens of forks.
             return
-        self._hashing = index
         self._take_snapshot(snapshot=False, checkpoint=True)
 
     @property
