@@ -25,7 +25,6 @@ import pytest
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("RAFT_EXCHANGE_IMAGE", "raft-exchange:dev")
 PROMETHEUS_IMAGE = "raft-exchange-prometheus-debian:test"
 LOCAL_BASE = "raft-exchange-base:bookworm"
 
@@ -82,15 +81,9 @@ def eventually(what: str, probe: Any, timeout: float = 90) -> Any:
 
 
 @pytest.fixture(scope="module")
-def images() -> None:
-    if run("docker", "image", "inspect", IMAGE, check=False).returncode != 0:
-        build = run(
-            str(REPO / "scripts" / "build-image.sh"),
-            timeout=900,
-            env={**os.environ, "IMAGE": IMAGE},
-            cwd=REPO,
-        )
-        print(build.stdout.strip().splitlines()[-1])
+def images(exchange_image: str) -> str:
+    """This tree's node image (built once per source tree, tests/conftest.py) and the
+    Prometheus image."""
     if run("docker", "image", "inspect", PROMETHEUS_IMAGE, check=False).returncode != 0:
         base = (
             LOCAL_BASE
@@ -110,17 +103,18 @@ def images() -> None:
             str(REPO / "tests" / "compose"),
             timeout=600,
         )
+    return exchange_image
 
 
 @pytest.fixture
-def stack(images: None) -> Iterator[dict[str, Any]]:
+def stack(images: str) -> Iterator[dict[str, Any]]:
     from exchange_node.tools.local import free_ports
 
     ports = free_ports(4)
     token = "tok-" + secrets.token_hex(8)
     env = {
         **os.environ,
-        "EXCHANGE_IMAGE": IMAGE,
+        "EXCHANGE_IMAGE": images,
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
         "EXCHANGE_HTTP_PORT_0": str(ports[0]),
         "EXCHANGE_HTTP_PORT_1": str(ports[1]),

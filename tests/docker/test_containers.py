@@ -11,7 +11,6 @@ converge to one state hash.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -25,7 +24,6 @@ import pytest
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("RAFT_EXCHANGE_IMAGE", "raft-exchange:dev")
 ADMIN = "admin-" + secrets.token_hex(8)
 KEY = "key-docker-" + secrets.token_hex(8)
 SYMBOL = "BTC-USD"
@@ -81,7 +79,8 @@ def http(
 
 
 class ContainerCluster:
-    def __init__(self, prefix: str, ports: list[int], admin_ports: list[int]) -> None:
+    def __init__(self, image: str, prefix: str, ports: list[int], admin_ports: list[int]) -> None:
+        self.image = image
         self.prefix = prefix
         self.network = f"{prefix}-net"
         self.ports = ports  # published HTTP port per member, index = ordinal
@@ -132,7 +131,7 @@ class ContainerCluster:
             "EXCHANGE_REQUEST_TIMEOUT_MS=3000",
             "-e",
             "EXCHANGE_INSECURE_PEERS=true",  # a private Docker network; mTLS: tests/security
-            IMAGE,
+            self.image,
         )
         docker("network", "connect", self.network, self.names[i])
         docker("start", self.names[i])
@@ -208,19 +207,9 @@ class ContainerCluster:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    if not os.environ.get("RAFT_EXCHANGE_IMAGE"):
-        build = subprocess.run(
-            [str(REPO / "scripts" / "build-image.sh")],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "IMAGE": IMAGE},
-        )
-        assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-4000:]
-        print(build.stdout.strip().splitlines()[-1])
-    return IMAGE
+def image(exchange_image: str) -> str:
+    # This tree's image, built once per source tree (tests/conftest.py).
+    return exchange_image
 
 
 @pytest.fixture
@@ -228,7 +217,7 @@ def containers(image: str):
     from exchange_node.tools.local import free_ports
 
     ports = free_ports(6)
-    cluster = ContainerCluster("rx" + secrets.token_hex(3), ports[:3], ports[3:])
+    cluster = ContainerCluster(image, "rx" + secrets.token_hex(3), ports[:3], ports[3:])
     docker("network", "create", cluster.network)
     try:
         for i in range(3):

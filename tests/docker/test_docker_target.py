@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +29,6 @@ from exchange_node.chaos.docker_target import (
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("RAFT_EXCHANGE_IMAGE", "raft-exchange:dev")
 
 _reason = unavailable_reason()
 if _reason:
@@ -38,19 +36,9 @@ if _reason:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    # The session's image when it is there; built once otherwise.
-    if not docker("image", "ls", "-q", IMAGE).strip():
-        build = subprocess.run(
-            [str(REPO / "scripts" / "build-image.sh")],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "IMAGE": IMAGE},
-        )
-        assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-4000:]
-    return IMAGE
+def image(exchange_image: str) -> str:
+    # This tree's image, built once per source tree (tests/conftest.py).
+    return exchange_image
 
 
 def call(base: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
