@@ -43,8 +43,10 @@ system-deps:  ## as root: apt-install promtool, Docker, debootstrap, Chromium; s
 	scripts/system-deps.sh
 	scripts/dockerd.sh
 
+# The slowest tests and the seconds per test directory end the output, so that each run
+# (CI's included) shows where the suite's time budget goes.
 test: install system-deps  ## run the whole suite (pytest's "no tests ran" fails the target)
-	$(PY) -m pytest -m 'not soak and not e2e and not chaos' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not soak and not e2e and not chaos' --durations=30 --dir-durations $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint + format check), mypy (strict on the consensus core and operator), manifest drift
 	$(VENV)/bin/ruff check node tests operator scripts client
