@@ -345,3 +345,14 @@ def test_a_real_transfer_in_five_voters_passes_the_followers_leases_with_notices
         m.to for m in net.sent if m.type is MessageType.TIMEOUT_NOW and m.index == 4 and m.to != 4
     )
     assert notices == [2, 3, 5]
+
+
+def test_a_read_answer_before_the_leader_is_heard_is_ignored():
+    """A READ_INDEX_RESP with nonce 0 matched a follower that had not yet heard this
+    term's leader (its leader nonce is 0 then): a forged answer set a read index."""
+    net = Network([1, 2, 3], check_quorum=True, pre_vote=True)
+    follower = net.cores[2]  # no leader heard yet in its term
+    assert follower.leader == 0 and follower.role is Role.FOLLOWER
+    answer = Message(MessageType.READ_INDEX_RESP, 2, 3, follower.term, index=1, context=b"r")
+    step_and_collect(net, follower, answer)
+    assert net.read_states[2] == []

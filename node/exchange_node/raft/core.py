@@ -438,13 +438,9 @@ class RaftCore:
         self.election_elapsed = max(self.election_elapsed, self.config.election_tick)
         self.randomized_election_timeout = self.election_elapsed + rank + 1
         if rank == 0 and self.config.pre_vote:
+            # A pre-vote keeps the timer as set above, so the request goes out again at
+            # the next tick, for a peer that had not noticed yet and dropped it.
             self._hup(transfer=False)
-            self._pre_vote_again_next_tick()
-
-    def _pre_vote_again_next_tick(self) -> None:
-        if self.role is Role.PRE_CANDIDATE:
-            self.election_elapsed = 0
-            self.randomized_election_timeout = 1
 
     def is_replicating(self, peer: int) -> bool:
         """This node leads and streams to ``peer`` optimistically (its log is known to
@@ -806,7 +802,8 @@ class RaftCore:
                 self._campaign_after_apply = True
             else:
                 self._hup(transfer=True)
-        elif t is _READ_INDEX_RESP and m.nonce == self._leader_nonce:
+        elif t is _READ_INDEX_RESP and self._leader_nonce and m.nonce == self._leader_nonce:
+            # Before this term's leader has been heard (nonce 0) no answer is genuine.
             self.read_states.append(ReadState(m.index, m.context))
         # READ_INDEX or TRANSFER_LEADER here means the sender's idea of the leader was
         # stale: dropped rather than relayed under another sender's name; the
