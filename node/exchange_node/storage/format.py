@@ -115,6 +115,7 @@ COMMIT_RECORD_SIZE = RECORD_HEAD_SIZE + COMMIT_BODY.size
 COMMIT_PATTERN = struct.pack("<IB", COMMIT_BODY.size, RT_COMMIT)
 """Bytes 4..9 of every COMMIT record: what recovery searches for past a bad record."""
 
+
 def checksum_fn(algorithm: int) -> ChecksumFn:
     """The function for a checksum id; ValueError for an id that is not one."""
     try:
