@@ -455,6 +455,10 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                             "reconnects {{pod}} -> {{peer}}",
                         ),
                         (
+                            f"sum by (pod) (increase(exchange_peer_gone_total{s}[15m]))",
+                            "peer process gone, seen by {{pod}}",
+                        ),
+                        (
                             f"sum by (pod, reason) "
                             f"(increase(exchange_peer_frames_rejected_total{s}[15m]))",
                             "rejected {{pod}} {{reason}}",
