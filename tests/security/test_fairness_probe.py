@@ -73,7 +73,7 @@ def test_bench_fairness_prints_the_leaders_loop_figures(tmp_path: Path) -> None:
     out = subprocess.run(
         [
             *(sys.executable, "-m", "exchange_node.cli", "bench", "fairness", "--json"),
-            *("--nodes=1", "--orders=20", "--rounds=1", "--hog-batches=4"),
+            *("--nodes=1", "--orders=300", "--rounds=1", "--hog-batches=4"),
             *("--loop-probe", "--loop-probe-steps", f"--data-root={tmp_path}"),
         ],
         capture_output=True,
@@ -92,7 +92,10 @@ def test_bench_fairness_prints_the_leaders_loop_figures(tmp_path: Path) -> None:
         "leader_steps_over_0.5ms_hogged",
     ):
         assert name in figures, sorted(figures)
-    # The hog's 500-order entries are applied in one piece: the probe must see steps.
+    # The victim's window (300 orders, over a second) holds some of the hog's 500-order
+    # batches (its limit: 1,000 orders/s), applied in slices of 100 orders: the probe
+    # must see those steps in the hogged window.
+    assert figures["hog_orders_per_s"] > 0, figures
     assert figures["leader_steps_over_0.5ms_hogged"] > 0, figures
     assert figures["leader_step_max_ms_hogged"] > 0.5, figures
     assert "leader loop: the longest callbacks" in out.stderr

@@ -109,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- the loop probe (in each node)
 
 
+PROBE_FLUSH_WAIT_S = 1.5
+
+
 def install_loop_probe(out_dir: str) -> None:
     """In a node process (imported by the bench's sitecustomize): wrap ``asyncio.run`` so
     that the node's main coroutine runs beside a 1 ms lateness probe, and start a
@@ -621,6 +624,10 @@ def main(args: argparse.Namespace) -> int:
                 honour_retry_after=args.hog_honours_retry_after,
             )
             leader_pid = cluster.procs[figures["leader"]].pid
+            if records is not None:
+                # The probe writes its records once a second: the last window's must
+                # reach the file before the node stops.
+                time.sleep(PROBE_FLUSH_WAIT_S)
         finally:
             cluster.stop_all(15)
         loop = None
