@@ -246,8 +246,8 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
         deadline = started + args.soak_minutes * 60
         last_line = started
         print(
-            "  t_s  rss_mb(n1/n2/n3)         snapshots  log_kib(n1/n2/n3)   leader_chg  "
-            "p99_ms_during  p99_ms_between  errors",
+            "  t_s  rss_mb(n1/n2/n3)         snapshots  log_kib(n1/n2/n3)   "
+            "eo_keys_k(n1/n2/n3)  leader_chg  p99_ms_during  p99_ms_between  errors",
             flush=True,
         )
         try:
@@ -266,6 +266,8 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
                 between = [e - d for d, e, _ in recent if not _overlaps(d, e, windows)]
                 snaps = watch.total("exchange_snapshots_total")
                 logs = watch.total("exchange_memory_log_bytes")
+                # The exactly-once table grows until its cap: RSS follows it, then stops.
+                keys = watch.total("exchange_memory_exactly_once_keys")
                 changes = watch.total("exchange_raft_leader_changes_total")
                 print(
                     f"{now - started:5.0f}  "
@@ -273,6 +275,7 @@ async def _soak(args: argparse.Namespace, cluster: LocalCluster, aiohttp: Any) -
                     + "/".join(f"{snaps[i]:.0f}" for i in pids).rjust(10)
                     + "  "
                     + "/".join(f"{logs[i] / 1024:.0f}" for i in pids).ljust(20)
+                    + "/".join(f"{keys[i] / 1000:.0f}" for i in pids).ljust(21)
                     + f"{max(changes[i] - start_changes[i] for i in pids):9.0f}  "
                     + f"{_p99(during) * 1000:13.1f}  {_p99(between) * 1000:14.1f}  "
                     + f"{sum(1 for r in recent if not r[2]):6d}",
