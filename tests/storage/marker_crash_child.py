@@ -63,7 +63,8 @@ def prepare(data_dir: str) -> int:
             op = append(first, first + 5, 1, 1)
             storage.save(entries=op.entries, hard_state=op.hard_state)
         assert len(storage._segments) > 2
-        return storage._segments[-1].size + 10
+        active = storage._segments[-1]
+        return active.size - fmt.slot_area(active.version) + 10
 
 
 def prepared_model() -> Model:

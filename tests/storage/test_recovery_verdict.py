@@ -3,7 +3,8 @@ acknowledged tail, corruption (docs/recovery.md).
 
 Each test writes a real data directory through ``open_storage`` (real fsyncs),
 damages it the way a crash or a bad disk would (cut at record boundaries and
-mid-record, flipped bytes, a deleted promise file), and reopens it.
+mid-record, flipped bytes, torn promise slots, an older version's deleted promise
+file), and reopens it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,19 @@ import os
 
 import pytest
 from exchange_node.raft.types import Entry, HardState
-from exchange_node.storage import StorageCorruptionError, WalStorage, open_storage
+from exchange_node.storage import StorageCorruptionError, WalStorage, open_storage, wal
+from exchange_node.storage import format as fmt
 from exchange_node.storage.files import NEWEST_SEGMENT_FILE
-from exchange_node.storage.promise import PROMISE_FILE, SLOT_OFFSETS, read_promise
+from exchange_node.storage.promise import (
+    FILE_SIZE as PROMISE_FILE_SIZE,
+)
+from exchange_node.storage.promise import (
+    PROMISE_FILE,
+    SLOT_OFFSETS,
+    Promise,
+    encode_slot,
+    read_segment_slots,
+)
 from exchange_node.storage.verdict import VerdictKind
 
 
@@ -23,10 +34,12 @@ def _entries(first: int, count: int, term: int) -> list[Entry]:
     return [Entry(term, i, b"order-%d" % i) for i in range(first, first + count)]
 
 
-def _write(data_dir, batches: int = 6, per_batch: int = 5) -> tuple[str, list[int]]:
+def _write(
+    data_dir, batches: int = 6, per_batch: int = 5, promise_sync: str = "on"
+) -> tuple[str, list[int]]:
     """``batches`` batches of entries (term 2, after a vote in term 2); returns the
     segment's path and its size after each batch (index 0: before the first)."""
-    with open_storage(data_dir) as storage:
+    with open_storage(data_dir, promise_sync=promise_sync) as storage:
         storage.save(hard_state=HardState(2, 1, 0))
         path = storage._segments[-1].path
         sizes = [os.path.getsize(path)]
@@ -123,43 +136,125 @@ def test_a_lost_tail_that_held_a_vote_gives_the_vote_back(tmp_path):
         assert storage.hard_state == HardState(5, 3, 0)
 
 
-def test_a_deleted_promise_file_is_a_possible_loss(tmp_path):
-    _write(tmp_path)
+def _slots(path: str, *, newest: bool = True):
+    with open(path, "rb") as f:
+        return read_segment_slots(path, f.read(fmt.SLOTS_RECORDS_START), newest=newest)
+
+
+def _old_version_dir(data_dir, *, promise_file: bool) -> tuple[str, list[int]]:
+    """A directory as the versions before promise slots left it: version-1 segments,
+    and (``promise_file``) the promise in ``PROMISE`` with ``NEWEST_SEGMENT`` tagged,
+    or (not) no promise at all, as before promises existed."""
+    path, sizes = _write(data_dir, promise_sync="off")
+    newest = data_dir / NEWEST_SEGMENT_FILE
+    assert newest.read_text().split() == ["1"]
+    if promise_file:
+        # What the last batch wrote: batch 7 (a vote batch, then six of entries) to 30.
+        promise = Promise(2, 1, 7, 30, 2)
+        slot = encode_slot(9, promise)
+        raw = bytearray(PROMISE_FILE_SIZE)
+        raw[SLOT_OFFSETS[1] : SLOT_OFFSETS[1] + len(slot)] = slot
+        (data_dir / PROMISE_FILE).write_bytes(bytes(raw))
+        newest.write_text("1 promise\n")
+    return path, sizes
+
+
+def test_a_directory_from_before_promises_gets_one_quietly(tmp_path):
+    _old_version_dir(tmp_path, promise_file=False)
+    with open_storage(tmp_path) as storage:
+        assert storage.recovery_verdict.kind is VerdictKind.CLEAN
+        active = storage._segments[-1]
+        assert (active.seq, active.version) == (2, fmt.SEGMENT_VERSION_SLOTS)
+    assert (tmp_path / NEWEST_SEGMENT_FILE).read_text().split() == ["2", "promise"]
+    assert _slots(active.path).promise.last_index == 30
+
+
+def test_a_promise_file_of_an_older_version_is_read_then_replaced_by_slots(tmp_path):
+    path, sizes = _old_version_dir(tmp_path, promise_file=True)
+    _cut(path, sizes[2])
+    with open_storage(tmp_path) as storage:
+        verdict = storage.recovery_verdict
+        assert verdict.kind is VerdictKind.LOST and verdict.promised_index == 30
+        assert storage.owed_index == 30
+        active = storage._segments[-1]
+        assert active.version == fmt.SEGMENT_VERSION_SLOTS
+    # The promise (and what is owed) moved into the new segment; PROMISE is gone.
+    assert not (tmp_path / PROMISE_FILE).exists()
+    assert _slots(active.path).promise.owed_index == 30
+    with open_storage(tmp_path) as storage:
+        assert storage.recovery_verdict.kind is VerdictKind.LOST
+        assert storage.owed_index == 30
+
+
+def test_a_deleted_promise_file_of_an_older_version_is_a_possible_loss(tmp_path):
+    _old_version_dir(tmp_path, promise_file=True)
     os.unlink(tmp_path / PROMISE_FILE)
     with open_storage(tmp_path) as storage:
         verdict = storage.recovery_verdict
         assert verdict.kind is VerdictKind.LOST and verdict.must_recover
         assert "promise file is missing" in verdict.message
         assert verdict.promised_index == 30
-    assert read_promise(str(tmp_path)) is not None
+        assert _slots(storage._segments[-1].path).promise.owed_index == 30
 
 
-def test_a_directory_from_before_promises_gets_one_quietly(tmp_path):
-    _write(tmp_path)
-    os.unlink(tmp_path / PROMISE_FILE)
-    newest = tmp_path / NEWEST_SEGMENT_FILE
-    newest.write_text(newest.read_text().split()[0] + "\n")  # the older format
-    with open_storage(tmp_path) as storage:
-        assert storage.recovery_verdict.kind is VerdictKind.CLEAN
-    assert newest.read_text().split()[1] == "promise"
-    assert read_promise(str(tmp_path)).last_index == 30
+def _flip_slot(path: str, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at + 20)
+        byte = f.read(1)
+        f.seek(at + 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def test_one_torn_promise_slot_leaves_the_other_in_force_and_two_are_corruption(tmp_path):
-    _write(tmp_path)
-    promise_path = tmp_path / PROMISE_FILE
-    before = read_promise(str(tmp_path))
-    raw = bytearray(promise_path.read_bytes())
-    newest_at = max(SLOT_OFFSETS, key=lambda at: int.from_bytes(raw[at + 16 : at + 24], "little"))
-    raw[newest_at + 20] ^= 0xFF
-    promise_path.write_bytes(bytes(raw))
-    older = read_promise(str(tmp_path))
-    assert older is not None and older.batch_seq == before.batch_seq - 1
-    other = SLOT_OFFSETS[1] if newest_at == SLOT_OFFSETS[0] else SLOT_OFFSETS[0]
-    raw[other + 20] ^= 0xFF
-    promise_path.write_bytes(bytes(raw))
-    with pytest.raises(StorageCorruptionError, match="neither slot of the promise file"):
+    path, _ = _write(tmp_path)
+    before = _slots(path)
+    newest_at = fmt.PROMISE_SLOT_OFFSETS[before.write_seq % 2]
+    _flip_slot(path, newest_at)
+    older = _slots(path)
+    assert older.torn and older.promise.batch_seq == before.promise.batch_seq - 1
+    other = fmt.PROMISE_SLOT_OFFSETS[(before.write_seq + 1) % 2]
+    _flip_slot(path, other)
+    with pytest.raises(StorageCorruptionError, match="neither promise slot of the segment"):
         open_storage(tmp_path)
+
+
+def test_a_torn_slot_is_rewritten_at_open_so_no_older_segment_keeps_one(tmp_path):
+    path, _ = _write(tmp_path)
+    before = _slots(path)
+    # The older slot damaged: what a crash leaves when the next batch's slot write was
+    # cut short and that batch left no bytes. The promise in force is still current.
+    _flip_slot(path, fmt.PROMISE_SLOT_OFFSETS[(before.write_seq + 1) % 2])
+    assert _slots(path).torn
+    with open_storage(tmp_path, segment_bytes=fmt.SEGMENT_HEADER_SIZE) as storage:
+        assert storage.recovery_verdict.kind is VerdictKind.CLEAN
+        assert storage.promise == before.promise
+        assert not _slots(path).torn
+        storage.save(entries=_entries(31, 1, 2))  # rotates: path is an older segment now
+        assert storage._segments[-1].path != path
+    with open_storage(tmp_path) as storage:
+        assert storage.last_index() == 31
+    assert not _slots(path, newest=False).torn
+
+
+def test_damage_in_an_older_segments_slots_or_padding_is_corruption(tmp_path):
+    with open_storage(tmp_path, segment_bytes=fmt.SEGMENT_HEADER_SIZE) as storage:
+        storage.save(entries=_entries(1, 2, 1), hard_state=HardState(1, 1, 0))
+        storage.save(entries=_entries(3, 2, 1))
+        older = storage._segments[-2].path
+    for where, offset in (("slot", fmt.PROMISE_SLOT_OFFSETS[0] + 30), ("padding", 5000)):
+        with open(older, "r+b") as f:
+            raw = f.read()
+        damaged = bytearray(raw)
+        damaged[offset] ^= 0x04
+        with open(older, "wb") as f:
+            f.write(bytes(damaged))
+        with pytest.raises(StorageCorruptionError) as info:
+            open_storage(tmp_path)
+        assert info.value.path == older, where
+        with open(older, "wb") as f:
+            f.write(raw)
+    with open_storage(tmp_path) as storage:
+        assert storage.last_index() == 4
 
 
 def test_a_flipped_byte_before_the_last_batch_is_corruption(tmp_path, caplog):
@@ -210,8 +305,21 @@ def test_planted_fault_a_store_that_skips_promises_takes_a_lost_tail_for_torn(
         assert storage.recovery_verdict.kind is not VerdictKind.LOST
 
 
-@pytest.mark.parametrize("mode", ["parallel", "sequential"])
-def test_both_flush_modes_write_the_same_promise(tmp_path, mode):
-    with open_storage(tmp_path, promise_sync=mode) as storage:
+def test_a_save_that_promises_is_one_write_to_the_segment_and_one_flush(tmp_path, monkeypatch):
+    """The promise goes into the batch's own segment, so one fdatasync covers both:
+    no second file, no second flush (what issue 13 measured as the slowdown)."""
+    flushed: list[int] = []
+    flush = wal._fdatasync
+
+    def counting(fd: int) -> None:
+        flushed.append(fd)
+        flush(fd)
+
+    with open_storage(tmp_path) as storage:
+        monkeypatch.setattr(wal, "_fdatasync", counting)
         storage.save(entries=_entries(1, 3, 1), hard_state=HardState(1, 1, 0))
-    assert read_promise(str(tmp_path)) == (1, 1, 1, 3, 1, 0, 0)
+        storage.save(entries=_entries(4, 3, 1), hard_state=HardState(1, 1, 3))
+        assert flushed == [storage._write_fd] * 2
+        path = storage._segments[-1].path
+    promise = _slots(path).promise
+    assert promise == (1, 1, 2, 6, 1, 0, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from exchange_node.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from exchange_node.storage import format as fmt
 from exchange_node.storage import open_storage
 
 
@@ -33,7 +34,7 @@ def test_a_data_dir_survives_two_restarts_after_a_snapshot_marker_closes_a_segme
     #    snapshots at its last entry (an idle replica, applied == last index), the
     #    KEEP marker goes into segment 1 and pushes it past the limit, so the very
     #    next save rotates; segment 1 then holds no entry beyond the snapshot.
-    limit = size + 10
+    limit = size - fmt.slot_area(fmt.SEGMENT_VERSION_SLOTS) + 10  # slots do not count
     with open_storage(data_dir, segment_bytes=limit) as wal:
         wal.save_snapshot(Snapshot(SnapshotMeta(20, 1, ConfState((1,), ())), b"state"))
         wal.save(entries=[_entry(21)], hard_state=HardState(1, 1, 21))

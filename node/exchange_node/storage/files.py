@@ -38,10 +38,29 @@ def snapshot_name(index: int, term: int) -> str:
 class Segment:
     """One segment file as the store knows it."""
 
-    __slots__ = ("checksum", "first_index", "max_index", "path", "read_fd", "seq", "size")
+    __slots__ = (
+        "checksum",
+        "first_index",
+        "max_index",
+        "path",
+        "read_fd",
+        "seq",
+        "size",
+        "version",
+    )
 
-    def __init__(self, seq: int, first_index: int, path: str, checksum: int, size: int) -> None:
+    def __init__(
+        self,
+        seq: int,
+        first_index: int,
+        path: str,
+        checksum: int,
+        size: int,
+        version: int = fmt.SEGMENT_VERSION_PLAIN,
+    ) -> None:
         self.seq = seq
+        self.version = version
+        """Segment format version: 2 has promise slots (``format.py``)."""
         self.first_index = first_index
         self.path = path
         self.checksum = checksum
@@ -68,6 +87,14 @@ def write_all(fd: int, buf: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def pwrite_all(fd: int, buf: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(buf)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def write_file_durably(directory: str, name: str, pieces: Sequence[bytes]) -> str:

@@ -12,9 +12,9 @@ Segment file ``wal-<seq:016x>-<first_index:016x>.log``
 -------------------------------------------------------
 ``seq`` numbers segments 1, 2, 3, ... with no gaps; ``first_index`` is the
 index the first entry written into the segment would have. The file is a
-80-byte header followed by records::
+80-byte header, then (version 2) two promise slots, then records::
 
-    header: magic "EXWALSEG" | version u16 (=1) | checksum u8 | pad 5 bytes
+    header: magic "EXWALSEG" | version u16 | checksum u8 | pad 5 bytes
             seq u64 | first_index u64 | prev_term u64
             hs_term u64 | hs_vote u64 | hs_commit u64 | batch_seq u64 | crc u32 | pad u32
 
@@ -22,6 +22,13 @@ index the first entry written into the segment would have. The file is a
 ``hs_*`` the hard state current when the segment was created (so deleting
 older segments never loses it) and ``batch_seq`` the sequence number of the
 last batch committed before it. ``crc`` covers the 72 bytes before it.
+
+Version 1 segments have their first record at byte 80. Version 2 segments (the
+ones written now) keep the node's *promise* (``promise.py``) in two 88-byte
+slots at bytes 4096 and 8192, zeros elsewhere, and their first record at byte
+12288. The slots are overwritten in place, alternately, with the batch whose
+promise they carry, so one ``fdatasync`` of the segment makes both durable
+(``docs/recovery.md``). Only the newest segment's slots are in force.
 
 Record::
 
@@ -84,6 +91,27 @@ SEGMENT_MAGIC = b"EXWALSEG"
 SEGMENT_HEADER = struct.Struct("<8sHBxxxxxQQQQQQQ")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size + 8  # + crc u32 + pad u32
 assert SEGMENT_HEADER.size == 72 and SEGMENT_HEADER_SIZE == 80
+
+SEGMENT_VERSION_PLAIN = 1
+"""Records follow the header at byte 80; the promise, if any, is in ``PROMISE``."""
+SEGMENT_VERSION_SLOTS = 2
+"""Two promise slots (``promise.py``) at ``PROMISE_SLOT_OFFSETS``, zero padding
+between, records from ``SLOTS_RECORDS_START``: one ``fdatasync`` of the segment
+makes a batch and its promise durable together."""
+PROMISE_SLOT_OFFSETS = (4096, 8192)
+"""Each slot on a page (and sectors) of its own, apart from the header and records."""
+SLOTS_RECORDS_START = 12288
+
+
+def records_start(version: int) -> int:
+    """File offset of a segment's first record."""
+    return SLOTS_RECORDS_START if version == SEGMENT_VERSION_SLOTS else SEGMENT_HEADER_SIZE
+
+
+def slot_area(version: int) -> int:
+    """Bytes between a segment's header and its first record (the promise slots)."""
+    return records_start(version) - SEGMENT_HEADER_SIZE
+
 
 SNAPSHOT_MAGIC = b"EXSNAP01"
 SNAPSHOT_HEADER = struct.Struct("<8sHBxIIQQQ")
@@ -149,15 +177,25 @@ def encode_segment_header(
     prev_term: int,
     hard_state: tuple[int, int, int],
     batch_seq: int,
+    version: int = SEGMENT_VERSION_PLAIN,
 ) -> bytes:
+    """The 80-byte header (a version-2 segment's slots and padding follow it)."""
     head = SEGMENT_HEADER.pack(
-        SEGMENT_MAGIC, VERSION, checksum, seq, first_index, prev_term, *hard_state, batch_seq
+        SEGMENT_MAGIC, version, checksum, seq, first_index, prev_term, *hard_state, batch_seq
     )
     return head + struct.pack("<II", checksum_fn(checksum)(head), 0)
 
 
 class SegmentHeader:
-    __slots__ = ("batch_seq", "checksum", "first_index", "hard_state", "prev_term", "seq")
+    __slots__ = (
+        "batch_seq",
+        "checksum",
+        "first_index",
+        "hard_state",
+        "prev_term",
+        "seq",
+        "version",
+    )
 
     def __init__(
         self,
@@ -167,7 +205,9 @@ class SegmentHeader:
         prev_term: int,
         hard_state: tuple[int, int, int],
         batch_seq: int,
+        version: int = SEGMENT_VERSION_PLAIN,
     ) -> None:
+        self.version = version
         self.checksum = checksum
         self.seq = seq
         self.first_index = first_index
@@ -185,13 +225,13 @@ def decode_segment_header(raw: bytes) -> SegmentHeader:
     )
     if magic != SEGMENT_MAGIC:
         raise ValueError(f"bad magic {magic!r}: not a WAL segment")
-    if version != VERSION:
+    if version not in (SEGMENT_VERSION_PLAIN, SEGMENT_VERSION_SLOTS):
         raise ValueError(f"unsupported segment version {version}")
     crc = checksum_fn(checksum)
     stored, pad = struct.unpack_from("<II", raw, SEGMENT_HEADER.size)
     if crc(raw[: SEGMENT_HEADER.size]) != stored or pad != 0:
         raise ValueError("segment header checksum mismatch")
-    return SegmentHeader(checksum, seq, first, prev_term, (term, vote, commit), batch_seq)
+    return SegmentHeader(checksum, seq, first, prev_term, (term, vote, commit), batch_seq, version)
 
 
 # -- snapshot files -----------------------------------------------------------------

@@ -1,17 +1,28 @@
-"""The promise file: what this node has durably promised, kept apart from the WAL.
+"""The promise: what this node has durably promised, kept apart from the log tail.
 
 A lost log tail (a disk that dropped synced writes, a restore of an old copy, a
 cut file) must not be taken for a torn write that was never acknowledged. The
-WAL cannot tell the two apart by itself: the record that would prove the
+log records alone cannot tell the two apart: the record that would prove the
 acknowledgement is in the tail that went missing. So every batch that changes
 what the node promises (new entries: it acknowledges them, or as leader counts
 them for itself; a new term or vote; a snapshot installed from a leader) also
-writes a *promise* here, and no acknowledgement or vote leaves the node before
-both files are durable. ``docs/recovery.md`` gives the design and its limits.
+writes a *promise*, and no acknowledgement or vote leaves the node before both
+are durable. ``docs/recovery.md`` gives the design and its limits.
 
-File ``PROMISE`` (8,192 bytes, created once, then only overwritten in place, so
-an ``fdatasync`` never has to flush metadata): two slots at offsets 0 and 4096,
-written alternately, so a torn write of one slot leaves the other intact::
+Where: two slots in the header area of every version-2 WAL segment (bytes 4096
+and 8192, ``format.py``), before the records, overwritten in place and
+alternately, so a torn write of one slot leaves the other intact and one
+``fdatasync`` of the segment makes a batch and its promise durable together.
+A cut of the segment's tail leaves the slots; a lost whole segment is seen
+through ``NEWEST_SEGMENT``. Only the newest segment's slots are in force; a new
+segment starts with the promise current when it is created.
+
+Directories written before version-2 segments kept the promise in a file
+``PROMISE`` (8,192 bytes, the same two slots at offsets 0 and 4096): it is
+still read while the newest segment is version 1, and removed once the store
+has moved to a version-2 segment (at open).
+
+A slot::
 
     magic "EXPROMIS" | version u16 | checksum u8 | pad 5 bytes
     write_seq u64 | term u64 | vote u64 | batch_seq u64 | last_index u64 | last_term u64
@@ -34,10 +45,11 @@ from typing import NamedTuple
 
 from . import format as fmt
 from .errors import StorageCorruptionError
-from .files import fdatasync, fsync_dir, write_file_durably
 
 PROMISE_FILE = "PROMISE"
+"""The promise file of directories written before version-2 segments (read only)."""
 SLOT_OFFSETS = (0, 4096)
+"""The slots in ``PROMISE`` (a version-2 segment's are ``format.PROMISE_SLOT_OFFSETS``)."""
 FILE_SIZE = 8192
 MAGIC = b"EXPROMIS"
 VERSION = 1
@@ -46,7 +58,7 @@ SLOT_SIZE = _SLOT.size + 8  # + crc u32 + pad u32
 
 
 class Promise(NamedTuple):
-    """What the node had durably promised when it last wrote the file."""
+    """What the node had durably promised when it last wrote a slot."""
 
     term: int
     vote: int
@@ -61,9 +73,14 @@ class Promise(NamedTuple):
     """The term of the entry at ``owed_index`` in the log that was lost (0: unknown)."""
 
 
+_TAIL = struct.Struct("<II")
+_WRITE_CRC = fmt.CHECKSUMS[fmt.WRITE_CHECKSUM]
+
+
 def encode_slot(write_seq: int, promise: Promise, checksum: int = fmt.WRITE_CHECKSUM) -> bytes:
     head = _SLOT.pack(MAGIC, VERSION, checksum, write_seq, *promise)
-    return head + struct.pack("<II", fmt.checksum_fn(checksum)(head), 0)
+    crc = _WRITE_CRC if checksum == fmt.WRITE_CHECKSUM else fmt.checksum_fn(checksum)
+    return head + _TAIL.pack(crc(head), 0)
 
 
 def decode_slot(raw: bytes) -> tuple[int, Promise] | None:
@@ -101,41 +118,75 @@ def read_promise(data_dir: str) -> Promise | None:
     return max(intact)[1]
 
 
-class PromiseWriter:
-    """Writes promises into alternating slots of an open ``PROMISE`` file."""
+class SegmentSlots(NamedTuple):
+    """The promise slots of a version-2 segment as read."""
 
-    def __init__(self, data_dir: str, start: Promise | None) -> None:
-        """Open (creating durably if absent) the file; ``start`` is written at once when
-        given (a new file, or one recovery had to repair)."""
-        self.path = os.path.join(data_dir, PROMISE_FILE)
-        if not os.path.exists(self.path):
-            write_file_durably(data_dir, PROMISE_FILE, [bytes(FILE_SIZE)])
-            fsync_dir(data_dir)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        self._write_seq = self._newest_write_seq()
-        self.promise: Promise | None = None
-        if start is not None:
-            self.write(start)
-            self.sync()
+    write_seq: int
+    """The highest ``write_seq`` of an intact slot."""
+    promise: Promise
+    """The promise in that slot: the one in force if this is the newest segment."""
+    torn: bool
+    """The other slot is damaged: a slot write a crash interrupted (newest segment only)."""
 
-    def _newest_write_seq(self) -> int:
-        raw = os.pread(self._fd, FILE_SIZE, 0)
-        seqs = [s[0] for at in SLOT_OFFSETS if (s := decode_slot(raw[at : at + SLOT_SIZE]))]
-        return max(seqs, default=0)
 
-    def write(self, promise: Promise) -> None:
-        """Write the next slot (not yet durable: call ``sync``)."""
-        self._write_seq += 1
-        slot = encode_slot(self._write_seq, promise)
-        at = SLOT_OFFSETS[self._write_seq % 2]
-        if os.pwrite(self._fd, slot, at) != len(slot):
-            raise OSError(f"short write to {self.path}")
+def read_segment_slots(path: str, raw: bytes, *, newest: bool) -> SegmentSlots:
+    """Check and read the head of a version-2 segment (its first ``SLOTS_RECORDS_START``
+    bytes, ``raw``). Padding must be zeros and each slot blank or intact; only the
+    newest segment may have one damaged slot (the write a crash cut short: every older
+    segment's last slot write was durable before the next segment was created).
+    Raises ``StorageCorruptionError`` otherwise, or when no slot is intact."""
+    start = fmt.SEGMENT_HEADER_SIZE
+    for at in (*fmt.PROMISE_SLOT_OFFSETS, fmt.SLOTS_RECORDS_START):
+        if raw[start:at].count(0) != at - start:
+            return_at = start + next(k for k, b in enumerate(raw[start:at]) if b)
+            raise StorageCorruptionError(path, return_at, "nonzero bytes in the slot padding")
+        start = at + SLOT_SIZE
+    intact: list[tuple[int, Promise]] = []
+    damaged: list[int] = []
+    for at in fmt.PROMISE_SLOT_OFFSETS:
+        piece = raw[at : at + SLOT_SIZE]
+        if piece.count(0) == SLOT_SIZE:
+            continue
+        slot = decode_slot(piece)
+        if slot is None:
+            damaged.append(at)
+        else:
+            intact.append(slot)
+    if not intact:
+        raise StorageCorruptionError(path, None, "neither promise slot of the segment is intact")
+    if damaged and not newest:
+        raise StorageCorruptionError(path, damaged[0], "damaged promise slot in an older segment")
+    write_seq, promise = max(intact)
+    return SegmentSlots(write_seq, promise, bool(damaged))
+
+
+class SlotWriter:
+    """The promise slots of the active segment: which slot the next promise goes to.
+
+    The store writes the bytes itself (``pwrite`` on the segment's descriptor, with
+    the batch) so that the batch's one ``fdatasync`` covers both."""
+
+    def __init__(self, write_seq: int, promise: Promise | None) -> None:
+        self.write_seq = write_seq
+        self.promise = promise
+        """The promise last written (durable once its batch is)."""
+
+    def next_slot(self, promise: Promise) -> tuple[bytes, int]:
+        """(bytes, file offset) of the next slot to write for ``promise``; call
+        ``written`` once they are durable."""
+        write_seq = self.write_seq + 1
+        return encode_slot(write_seq, promise), fmt.PROMISE_SLOT_OFFSETS[write_seq % 2]
+
+    def written(self, promise: Promise) -> None:
+        self.write_seq += 1
         self.promise = promise
 
-    def sync(self) -> None:
-        fdatasync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def segment_head(self, header: bytes, promise: Promise) -> bytes:
+        """A new version-2 segment's first ``SLOTS_RECORDS_START`` bytes: ``header``,
+        then ``promise`` in its slot (the other slot blank); call ``written`` once the
+        segment is durable."""
+        head = bytearray(fmt.SLOTS_RECORDS_START)
+        head[: len(header)] = header
+        slot, at = self.next_slot(promise)
+        head[at : at + len(slot)] = slot
+        return bytes(head)

@@ -53,9 +53,11 @@ Recovery rules
    surviving segments are always contiguous, so a gap is always a loss.
 7. The recovered hard state's ``commit`` must not exceed the last recovered
    index: entries known committed would be missing.
-8. The promise file (``promise.py``) says which batch the node last promised
-   with. Every batch is written only after the previous one is durable, and a
-   promise for batch B is issued only then too, so a log whose last intact
+8. The promise (``promise.py``: the slots of the newest segment if it is
+   version 2, else the ``PROMISE`` file an older version kept) says which
+   batch the node last promised with. Every batch is written only after the
+   previous one is durable, and a promise for batch B is issued only then
+   too (with B, and flushed by B's own ``fdatasync``), so a log whose last intact
    batch is below B - 1 has lost batches that were durable and possibly
    acknowledged: a *lost acknowledged tail*, not a torn write. The verdict
    (``verdict.py``) says which of clean, torn, lost or corruption applies, and
@@ -101,7 +103,7 @@ from .files import (
     load_snapshot,
     read_newest_segment_record,
 )
-from .promise import Promise, read_promise
+from .promise import Promise, SegmentSlots, read_promise, read_segment_slots
 from .verdict import RecoveryVerdict, VerdictKind
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,9 @@ class RecoveredDirectory:
     seconds: float
     verdict: RecoveryVerdict
     promise: Promise | None
-    """The promise in force as read (None: no promise file)."""
+    """The promise in force as read (None: none kept, or the promise file is missing)."""
+    slots: SegmentSlots | None = None
+    """The newest segment's promise slots (None: a version-1 segment)."""
 
 
 def recover_directory(
@@ -143,7 +147,6 @@ def recover_directory(
     segment_files.sort()
     snapshots = list_snapshots(data_dir)
     newest_created, keeps_promise = read_newest_segment_record(data_dir)
-    promise = read_promise(data_dir)
 
     if not segment_files:
         if snapshots or newest_created:
@@ -209,6 +212,15 @@ def recover_directory(
     orphans = [s for s in snapshots if marker is None or s[0] > marker[0]]
     if marker is not None:
         snapshot = load_snapshot(data_dir, *marker)
+    slots = replay.slots
+    promise: Promise | None
+    if slots is not None:
+        # Rule 8: the newest segment's slots hold the promise (a PROMISE file left
+        # by an older version is stale once a version-2 segment exists).
+        promise = slots.promise
+        keeps_promise = True
+    else:
+        promise = read_promise(data_dir)
     verdict = judge(replay, torn, promise, keeps_promise)
 
     # Everything checked: only now change files.
@@ -237,7 +249,13 @@ def recover_directory(
         fsync_dir(data_dir)
 
     return RecoveredDirectory(
-        segments, replay, snapshot, time.perf_counter() - started, verdict, promise
+        segments,
+        replay,
+        snapshot,
+        time.perf_counter() - started,
+        verdict,
+        promise,
+        slots,
     )
 
 
@@ -370,6 +388,8 @@ class Replay:
         self.reset_seq = 0
         """Segment holding the last RESET marker: every older segment is dead."""
         self.started = False
+        self.slots: SegmentSlots | None = None
+        """The last segment's promise slots if it is version 2."""
         self.base_from_header = True
         """Nothing below ``base_index`` is known: it came from the first segment's header."""
 
@@ -397,7 +417,16 @@ class Replay:
             except ValueError as exc:
                 raise StorageCorruptionError(path, 0, f"bad segment header: {exc}") from None
             self._check_header(path, header, seq, first_index)
-            segment = Segment(seq, first_index, path, header.checksum, size)
+            start = fmt.records_start(header.version)
+            if size < start:
+                # Created whole (temp file, fsync, rename) before any record: damage.
+                raise StorageCorruptionError(
+                    path, size, f"segment cut inside its header area ({start} bytes)"
+                )
+            if header.version == fmt.SEGMENT_VERSION_SLOTS:
+                slots = read_segment_slots(path, os.pread(fd, start, 0), newest=is_last)
+                self.slots = slots if is_last else None
+            segment = Segment(seq, first_index, path, header.checksum, size, header.version)
             torn_at = self._records(fd, path, segment, size, is_last)
         finally:
             os.close(fd)
@@ -441,7 +470,7 @@ class Replay:
         positions = self.positions
         add_entry = entries.append
         add_position = positions.append
-        offset = fmt.SEGMENT_HEADER_SIZE  # file offset of buf[0]
+        offset = fmt.records_start(segment.version)  # file offset of buf[0]
         buf = b""
         view = memoryview(buf)
         p = 0

@@ -26,17 +26,21 @@ Writing
   previous (term, vote, commit) in force and can never produce a vote that was
   not cast. This costs no extra fsync, where a separate file (temp + fsync +
   rename + directory fsync) would cost three on every change of ``commit``.
-* The promise file (``promise.py``, design in ``docs/recovery.md``): a batch
-  that changes what the node promises (new entries, a new term or vote, a
-  snapshot from the leader) also overwrites one slot of ``PROMISE``. Its
-  ``fdatasync`` runs in a helper thread at the same time as the WAL's, so the
-  batch still waits for one disk flush, not two (``promise_sync="sequential"``
-  waits for them one after the other, ``"off"`` writes none: for benchmarks).
-  Recovery compares the two to tell a lost tail from a torn write
-  (``recovery_verdict``).
-* A segment rotates when it has reached ``segment_bytes`` before a batch (so a
+* The promise (``promise.py``, design in ``docs/recovery.md``): a batch that
+  changes what the node promises (new entries, a new term or vote, a snapshot
+  from the leader) also overwrites one of the two promise slots in the active
+  segment's header area (a ``pwrite`` before the records' end), so the
+  batch's one ``fdatasync`` makes both durable: no second file, no second
+  flush, no helper thread. A batch that promises nothing new (a commit-only
+  hard state, the application's snapshot) writes no slot. Recovery compares
+  the promise with the records to tell a lost tail from a torn write
+  (``recovery_verdict``). ``promise_sync="off"`` writes version-1 segments
+  without slots (for benchmarks only).
+* A segment rotates when it has reached ``segment_bytes`` (promise slots not
+  counted) before a batch (so a
   segment exceeds the limit by at most one batch). The new segment is written
-  to ``.tmp``, fsynced, renamed, and the directory fsynced.
+  to ``.tmp`` (header, and the promise current then in its first slot),
+  fsynced, renamed, and the directory fsynced.
 * Snapshots: file written to ``.tmp``, fsynced, renamed, directory fsynced;
   then a SNAPSHOT marker batch in the WAL makes it *the* snapshot. A snapshot
   from the leader (``save(snapshot=...)``) is a RESET marker: the whole log is
@@ -84,7 +88,6 @@ import os
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from exchange_node.limits import WAL_KEEP_SNAPSHOTS, WAL_SEGMENT_BYTES, WAL_TAIL_CACHE_ENTRIES
@@ -112,16 +115,18 @@ from .files import (
     write_file_durably,
 )
 from .files import fdatasync as _fdatasync
+from .files import pwrite_all as _pwrite_all
 from .files import write_all as _write_all
 from .interface import RecoveredState
 from .lock import DataDirLock
-from .promise import Promise, PromiseWriter
+from .promise import PROMISE_FILE, Promise, SegmentSlots, SlotWriter
 from .recovery import recover_directory
 from .verdict import RecoveryVerdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
 _NO_HARD_STATE = HardState()
+_SLOT_AREA = fmt.slot_area(fmt.SEGMENT_VERSION_SLOTS)
 
 
 def write_snapshot_file(data_dir: str, snapshot: Snapshot) -> str:
@@ -167,11 +172,11 @@ class WalStorage:
         keep_snapshots: int,
         tail_cache_entries: int,
         on_save: SaveObserver | None,
-        promise_sync: str = "parallel",
+        promise_sync: str = "on",
         repair_corruption: bool = False,
     ) -> None:
-        if promise_sync not in ("parallel", "sequential", "off"):
-            raise ValueError("promise_sync must be parallel, sequential or off")
+        if promise_sync not in ("on", "off"):
+            raise ValueError("promise_sync must be on or off")
         if segment_bytes < fmt.SEGMENT_HEADER_SIZE:
             raise ValueError("segment_bytes is smaller than a segment header")
         if keep_snapshots < 1:
@@ -204,10 +209,10 @@ class WalStorage:
         self._tail: list[Entry] = []
         self._tail_first = 1
         self._recovered: RecoveredState | None = None
-        self._promise_sync = promise_sync
+        self._promises_on = promise_sync == "on"
         self._repair_corruption = repair_corruption
-        self._promise: PromiseWriter | None = None
-        self._promise_pool: ThreadPoolExecutor | None = None
+        self._promise: SlotWriter | None = None
+        """The active segment's promise slots (None with ``promise_sync="off"``)."""
         self._owed = 0
         """Nonzero while recovering: the index the log must reach again (see verdict)."""
         self._owed_last_term = 0
@@ -256,7 +261,7 @@ class WalStorage:
                     f"append at {first} leaves a gap or overwrites the snapshot "
                     f"(first index {base_after + 1}, last {last_after})"
                 )
-        if self._active.size >= self.segment_bytes:
+        if self._segment_full():
             self._rotate()
         self._write_batch(entries, hard_state, snapshot, fmt.SNAPSHOT_RESET)
 
@@ -291,7 +296,7 @@ class WalStorage:
             raise LogContractError(
                 f"snapshot at {meta.index} has term {meta.term}, the log has {stored_term}"
             )
-        if self._active.size >= self.segment_bytes:
+        if self._segment_full():
             self._rotate()
         self._write_batch((), None, snapshot, fmt.SNAPSHOT_KEEP, write_snapshot_file=write_file)
 
@@ -323,10 +328,6 @@ class WalStorage:
         self._closed = True
         for segment in self._segments:
             self._close_read_fd(segment)
-        if self._promise is not None:
-            self._promise.close()
-        if self._promise_pool is not None:
-            self._promise_pool.shutdown(wait=True)
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1
@@ -447,31 +448,20 @@ class WalStorage:
 
         fd = self._write_fd
         try:
-            _write_all(fd, buf)
+            _write_all(fd, buf)  # at the file position: the end of the records
             if promise is not None:
+                # Into the same file: the one fdatasync below covers the slot too.
                 assert self._promise is not None
-                self._promise.write(promise)
+                slot, slot_at = self._promise.next_slot(promise)
+                done = os.pwrite(fd, slot, slot_at)
+                if done != len(slot):
+                    _pwrite_all(fd, slot[done:], slot_at + done)
         except OSError as exc:
             self._fail(exc, undo_to=segment.size)
             raise
         wrote = time.perf_counter()
         try:
-            if promise is not None and self._promise_sync == "parallel":
-                # Both flushes at once: the batch waits for one disk round, not two.
-                pool = self._promise_pool
-                if pool is None:
-                    pool = self._promise_pool = ThreadPoolExecutor(1, "promise-sync")
-                assert self._promise is not None
-                promise_synced = pool.submit(self._promise.sync)
-                try:
-                    _fdatasync(fd)
-                finally:
-                    promise_synced.result()
-            else:
-                _fdatasync(fd)
-                if promise is not None:
-                    assert self._promise is not None
-                    self._promise.sync()
+            _fdatasync(fd)
         except OSError as exc:
             # The batch was never acknowledged, but its bytes may sit in the page cache
             # (Linux marks them clean after a failed fsync): cut them off, or a restart
@@ -480,6 +470,8 @@ class WalStorage:
             raise
         synced = time.perf_counter()
         if promise is not None:
+            assert self._promise is not None
+            self._promise.written(promise)
             self._owed = promise.owed_index
             self._owed_last_term = promise.owed_last_term
 
@@ -518,12 +510,13 @@ class WalStorage:
         writer = self._promise
         if writer is None:
             return None
-        last_index, last_term = self.last_index(), self._last_term
-        if snapshot is not None and snapshot_mode == fmt.SNAPSHOT_RESET:
-            last_index, last_term = snapshot.meta.index, snapshot.meta.term
         if entries:
             last_index, last_term = entries[-1].index, entries[-1].term
         else:
+            if snapshot is not None and snapshot_mode == fmt.SNAPSHOT_RESET:
+                last_index, last_term = snapshot.meta.index, snapshot.meta.term
+            else:
+                last_index, last_term = self.last_index(), self._last_term
             snapshot_mode = snapshot_mode if snapshot is not None else 0
         hs = hard_state if hard_state is not None else self._hard_state
         # Only entries or a snapshot from a leader (a recovering node leads nothing)
@@ -540,7 +533,8 @@ class WalStorage:
             self._owed_last_term if owed else 0,
         )
         current = writer.promise
-        if current is not None and current._replace(batch_seq=promise.batch_seq) == promise:
+        # Unchanged but for the batch number: nothing new is promised.
+        if current is not None and current[:2] == promise[:2] and current[3:] == promise[3:]:
             return None
         return promise
 
@@ -595,10 +589,22 @@ class WalStorage:
             del tail[:drop]
             self._tail_first += drop
 
-    def _rotate(self) -> None:
-        self._create_segment(self._active.seq + 1, self.last_index() + 1, self._last_term)
+    def _segment_full(self) -> bool:
+        """The active segment has reached ``segment_bytes`` (its promise slots and their
+        padding not counted: the limit means the same for both versions)."""
+        active = self._active
+        slots = _SLOT_AREA if active.version == fmt.SEGMENT_VERSION_SLOTS else 0
+        return active.size - slots >= self.segment_bytes
 
-    def _create_segment(self, seq: int, first_index: int, prev_term: int) -> None:
+    def _rotate(self, promise: Promise | None = None) -> None:
+        self._create_segment(self._active.seq + 1, self.last_index() + 1, self._last_term, promise)
+
+    def _create_segment(
+        self, seq: int, first_index: int, prev_term: int, promise: Promise | None = None
+    ) -> None:
+        """A new active segment, durably. With promises on it is version 2 and its slot
+        holds ``promise`` (default: the promise as of now)."""
+        version = fmt.SEGMENT_VERSION_SLOTS if self._promise is not None else 1
         header = fmt.encode_segment_header(
             fmt.WRITE_CHECKSUM,
             seq,
@@ -606,16 +612,23 @@ class WalStorage:
             prev_term,
             (self._hard_state.term, self._hard_state.vote, self._hard_state.commit),
             self._batch_seq,
+            version,
         )
+        if self._promise is not None:
+            promise = promise if promise is not None else self._current_promise()
+            header = self._promise.segment_head(header, promise)
         name = segment_name(seq, first_index)
         path = write_file_durably(self.data_dir, name, [header])
+        if self._promise is not None:
+            assert promise is not None
+            self._promise.written(promise)
         # Only after the segment exists: the record may lag the newest segment, never lead.
         write_file_durably(self.data_dir, NEWEST_SEGMENT_FILE, [self._newest_record(seq)])
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fd = _open_for_writing(path)
         if self._write_fd >= 0:
             os.close(self._write_fd)
         self._write_fd = fd
-        segment = Segment(seq, first_index, path, fmt.WRITE_CHECKSUM, len(header))
+        segment = Segment(seq, first_index, path, fmt.WRITE_CHECKSUM, len(header), version)
         self._segments.append(segment)
         self._by_seq[seq] = segment
         self._crc = fmt.checksum_fn(fmt.WRITE_CHECKSUM)
@@ -749,10 +762,8 @@ class WalStorage:
     def _recover_from_disk(self) -> None:
         found = recover_directory(self.data_dir, repair_corruption=self._repair_corruption)
         if found is None:
-            if self._promise_sync != "off":
-                # Before the first segment: a directory with a tagged NEWEST_SEGMENT always
-                # has a promise file, so its absence is a loss and not an older version.
-                self._promise = PromiseWriter(self.data_dir, Promise(0, 0, 0, 0, 0))
+            if self._promises_on:
+                self._promise = SlotWriter(0, None)
             self._create_segment(1, 1, 0)
             self._recovered = RecoveredState()
             log.info("initialised an empty log in %s", self.data_dir)
@@ -762,7 +773,7 @@ class WalStorage:
         self._by_seq = {segment.seq: segment for segment in found.segments}
         active = self._segments[-1]
         self._crc = fmt.checksum_fn(active.checksum)
-        self._write_fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._write_fd = _open_for_writing(active.path)
         self._base_index, self._base_term = replay.base_index, replay.base_term
         self._positions = replay.positions
         entries = replay.entries
@@ -795,8 +806,8 @@ class WalStorage:
         if replay.marker is not None:
             # Finish a compaction a crash may have interrupted.
             self._compact(replay.marker[0], dead_before_seq=replay.reset_seq)
-        if self._promise_sync != "off":
-            self._open_promise(found.promise, HardState(*replay.hard_state))
+        if self._promises_on:
+            self._open_promise(found.slots, found.promise, HardState(*replay.hard_state))
         self._recovered = RecoveredState(
             hard_state=self._hard_state, snapshot=snapshot, entries=entries
         )
@@ -811,30 +822,60 @@ class WalStorage:
             found.seconds,
         )
 
-    def _open_promise(self, found: Promise | None, wal_hard_state: HardState) -> None:
-        """Open the promise file after recovery: bring it up to date with what was
-        recovered (and the owed index), and the WAL's hard state up to the promise's."""
+    def _open_promise(
+        self, slots: SegmentSlots | None, found: Promise | None, wal_hard_state: HardState
+    ) -> None:
+        """Open the promise slots after recovery: bring the promise up to date with what
+        was recovered (and the owed index), and the WAL's hard state up to the promise's.
+
+        A directory whose newest segment is version 1 (written before promise slots, with
+        or without a ``PROMISE`` file) moves to a new version-2 segment first, its slot
+        holding the promise; then the ``PROMISE`` file, stale from there on, goes."""
         current = self._current_promise()
-        if found is None:
-            # An older version's directory, or a lost promise file: write one now, then
-            # tag NEWEST_SEGMENT so that losing it from here on is seen.
-            self._promise = PromiseWriter(self.data_dir, current)
-            write_file_durably(
-                self.data_dir, NEWEST_SEGMENT_FILE, [self._newest_record(self._active.seq)]
-            )
+        hs, self._hard_state = self._hard_state, wal_hard_state
+        if self._active.version != fmt.SEGMENT_VERSION_SLOTS:
+            self._promise = SlotWriter(0, None)
+            # Durable before PROMISE goes: the new segment's slot has its term, vote, owed.
+            self._rotate(current)
+            legacy = os.path.join(self.data_dir, PROMISE_FILE)
+            if os.path.exists(legacy):
+                os.unlink(legacy)
+                fsync_dir(self.data_dir)
         else:
-            self._promise = PromiseWriter(self.data_dir, None)
-            self._promise.promise = found
-        if self._hard_state != wal_hard_state:
+            assert slots is not None
+            self._promise = SlotWriter(slots.write_seq, slots.promise)
+            if slots.torn:
+                # The damaged slot is the next one written: made whole at once, before a
+                # rotation could leave it in an older segment (where it reads as damage).
+                self._write_promise(slots.promise)
+        if hs != wal_hard_state:
             # One batch: the WAL holds the term and vote the node must keep (and the
             # promise written with it keeps the owed index).
-            hs, self._hard_state = self._hard_state, wal_hard_state
-            if self._active.size >= self.segment_bytes:
+            if self._segment_full():
                 self._rotate()
             self._write_batch((), hs, None, fmt.SNAPSHOT_RESET)
         elif self._promise.promise != current:
-            self._promise.write(current)
-            self._promise.sync()
+            self._write_promise(current)
+
+    def _write_promise(self, promise: Promise) -> None:
+        """The promise alone, durably, into the active segment's next slot."""
+        assert self._promise is not None
+        slot, at = self._promise.next_slot(promise)
+        try:
+            _pwrite_all(self._write_fd, slot, at)
+            _fdatasync(self._write_fd)
+        except OSError as exc:
+            self._fail(exc, undo_to=None)
+            raise
+        self._promise.written(promise)
+
+
+def _open_for_writing(path: str) -> int:
+    """The active segment's descriptor, positioned at its end. Not ``O_APPEND``: the
+    promise slots are overwritten with ``pwrite``, which ``O_APPEND`` would append."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
 
 
 def open_storage(
@@ -844,15 +885,15 @@ def open_storage(
     keep_snapshots: int = WAL_KEEP_SNAPSHOTS,
     tail_cache_entries: int = WAL_TAIL_CACHE_ENTRIES,
     on_save: SaveObserver | None = None,
-    promise_sync: str = "parallel",
+    promise_sync: str = "on",
     repair_corruption: bool = False,
 ) -> WalStorage:
     """Lock ``data_dir`` (created if absent), recover it, and return the store.
 
     ``tail_cache_entries``: how many of the newest entries ``entries()`` serves
     from memory (between this and twice this many are kept).
-    ``promise_sync``: how the promise file is flushed ("parallel" with the WAL,
-    "sequential" after it, "off": no promise file, for benchmarks only).
+    ``promise_sync``: "on" keeps the promise in the segments' slots (flushed with each
+    batch), "off" keeps none (version-1 segments; for benchmarks only).
     ``repair_corruption``: damage in the last segment cuts the log back instead of
     raising (verdict ``CORRUPTION``; the node must then recover from its peers).
     Raises ``DataDirLockedError`` if another open holds the directory and
