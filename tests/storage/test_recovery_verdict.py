@@ -141,7 +141,14 @@ def _slots(path: str, *, newest: bool = True):
         return read_segment_slots(path, f.read(fmt.SLOTS_RECORDS_START), newest=newest)
 
 
-def _old_version_dir(data_dir, *, promise_file: bool) -> tuple[str, list[int]]:
+_LAST_PROMISE = Promise(2, 1, 7, 30, 2)
+"""What ``_write``'s last batch promises: batch 7 (a vote batch, then six of entries)
+up to index 30."""
+
+
+def _old_version_dir(
+    data_dir, *, promise_file: bool, promise: Promise = _LAST_PROMISE
+) -> tuple[str, list[int]]:
     """A directory as the versions before promise slots left it: version-1 segments,
     and (``promise_file``) the promise in ``PROMISE`` with ``NEWEST_SEGMENT`` tagged,
     or (not) no promise at all, as before promises existed."""
@@ -149,8 +156,6 @@ def _old_version_dir(data_dir, *, promise_file: bool) -> tuple[str, list[int]]:
     newest = data_dir / NEWEST_SEGMENT_FILE
     assert newest.read_text().split() == ["1"]
     if promise_file:
-        # What the last batch wrote: batch 7 (a vote batch, then six of entries) to 30.
-        promise = Promise(2, 1, 7, 30, 2)
         slot = encode_slot(9, promise)
         raw = bytearray(PROMISE_FILE_SIZE)
         raw[SLOT_OFFSETS[1] : SLOT_OFFSETS[1] + len(slot)] = slot
@@ -184,6 +189,26 @@ def test_a_promise_file_of_an_older_version_is_read_then_replaced_by_slots(tmp_p
     with open_storage(tmp_path) as storage:
         assert storage.recovery_verdict.kind is VerdictKind.LOST
         assert storage.owed_index == 30
+
+
+def test_a_crash_while_moving_an_older_directory_to_slots_keeps_the_promised_vote(
+    tmp_path, monkeypatch
+):
+    # The PROMISE file holds a vote (term 5, for 3) that the lost WAL tail held.
+    path, sizes = _old_version_dir(tmp_path, promise_file=True, promise=Promise(5, 3, 7, 30, 2))
+    _cut(path, sizes[2])
+
+    def crash(*args, **kwargs):
+        raise OSError("planted crash after the new segment, before the vote batch")
+
+    monkeypatch.setattr(WalStorage, "_write_batch", crash)
+    with pytest.raises(OSError, match="planted crash"):
+        open_storage(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / PROMISE_FILE).exists()  # only the new segment's slot has it now
+    with open_storage(tmp_path) as storage:
+        assert storage.recovery_verdict.kind is VerdictKind.LOST
+        assert storage.recover().hard_state[:2] == (5, 3)
 
 
 def test_a_deleted_promise_file_of_an_older_version_is_a_possible_loss(tmp_path):
