@@ -97,6 +97,18 @@ def test_planted_stale_best_key_is_caught(busy: Engine) -> None:
         engine.state.check_invariants()
 
 
+def test_planted_exactly_once_table_out_of_fifo_order_is_caught(busy: Engine) -> None:
+    # The snapshot writes the table in its own order, taken to be the FIFO's: a table
+    # whose order differs (the oldest key moved to the end) must be named.
+    engine = _fresh(busy)
+    results = engine.state.results
+    assert len(results) > 1
+    oldest = next(iter(results))
+    results[oldest] = results.pop(oldest)
+    with pytest.raises(AssertionError, match="in order"):
+        engine.state.check_invariants()
+
+
 def test_write_path_refuses_to_leave_a_crossed_book(monkeypatch: pytest.MonkeyPatch) -> None:
     """A matcher that trades nothing leaves a crossing order resting: the write path asserts."""
     engine = Engine(SYMBOLS)

@@ -280,7 +280,8 @@ class EngineState:
           exactly the live orders on the books, under their own ids;
         - open quantities in positions are the live orders' leaves;
         - per symbol, positions sum to zero (every fill has a buyer and a seller);
-        - the exactly-once table holds each key of its FIFO once, at most
+        - the exactly-once table holds each key of its FIFO once and in its order (the
+          snapshot writes the table in its own order), at most
           ``dedup_max_keys`` of them, with non-decreasing times all within the horizon.
         """
         on_books: dict[int, RestingOrder] = {}
@@ -354,8 +355,8 @@ class EngineState:
             _check(total == 0, f"{symbol}: positions sum to {total}, not 0")
         fifo, times = self.result_fifo, self.result_times
         _check(
-            len(fifo) == len(times) == len(self.results) and set(fifo) == self.results.keys(),
-            "the exactly-once FIFO, its times and its table differ",
+            len(fifo) == len(times) == len(self.results) and list(fifo) == list(self.results),
+            "the exactly-once FIFO (in order), its times and its table differ",
         )
         _check(len(fifo) <= self.dedup_max_keys, f"{len(fifo)} keys above the cap")
         _check(
