@@ -138,8 +138,8 @@ def read_segment_slots(path: str, raw: bytes, *, newest: bool) -> SegmentSlots:
     start = fmt.SEGMENT_HEADER_SIZE
     for at in (*fmt.PROMISE_SLOT_OFFSETS, fmt.SLOTS_RECORDS_START):
         if raw[start:at].count(0) != at - start:
-            return_at = start + next(k for k, b in enumerate(raw[start:at]) if b)
-            raise StorageCorruptionError(path, return_at, "nonzero bytes in the slot padding")
+            bad_at = start + next(k for k, b in enumerate(raw[start:at]) if b)
+            raise StorageCorruptionError(path, bad_at, "nonzero bytes in the slot padding")
         start = at + SLOT_SIZE
     intact: list[tuple[int, Promise]] = []
     damaged: list[int] = []
