@@ -498,8 +498,9 @@ class LocalTarget:
 
     def cut_log(self, node_id: int, mark: LogMark) -> ActiveFault:
         """SIGKILL the node, then cut its WAL back to ``mark``: segments begun since are
-        removed, the marked one truncated to its size then. The promise file is left as
-        it was (the disk lost log, not the promise). Healing starts the node."""
+        removed, the marked one truncated to its size then. The promise (slots in the
+        marked segment's header area, before every record) is left as it was (the
+        disk lost log, not the promise). Healing starts the node."""
         self._check_node(node_id)
         data_dir = Path(self.cluster.member(node_id).data_dir)
         self.cluster.kill(node_id)

@@ -15,7 +15,7 @@ the real storage may recover to; nothing that was synced is lost by a crash.
 
 A disk fault may lose synced writes too: ``lose_tail()`` cuts the end off the
 durable log (a power loss on a disk that lied about its flush, a restored old
-copy). Like the real store's promise file (``storage/promise.py``), each sync
+copy). Like the real store's promise (``storage/promise.py``), each sync
 records what the node has durably promised (its term and the end of its log),
 apart from the log; ``recovery_verdict()`` compares the recovered log with it,
 as ``WalStorage.recovery_verdict`` does: a log that ends below the promise is a
