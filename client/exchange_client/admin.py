@@ -222,6 +222,19 @@ class AdminClient:
         result: dict[str, Any] = await self.call("PUT", path, limits, leader=True)
         return result
 
+    async def retention(self) -> dict[str, Any]:
+        """The exactly-once horizon and cap and the finished-order window in force."""
+        result: dict[str, Any] = await self.call("GET", "/v1/admin/retention")
+        return result
+
+    async def set_retention(self, **settings: int) -> dict[str, Any]:
+        """Set some of ``exactly_once_horizon_seconds``, ``exactly_once_max_keys``,
+        ``finished_orders`` through the log (every replica, at once)."""
+        result: dict[str, Any] = await self.call(
+            "PUT", "/v1/admin/retention", settings, leader=True
+        )
+        return result
+
     async def snapshot(self) -> dict[str, Any]:
         """Snapshot the first endpoint that answers now; ``{"index", "term"}``."""
         result: dict[str, Any] = await self.call("POST", "/v1/admin/snapshot")

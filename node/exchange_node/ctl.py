@@ -14,6 +14,7 @@ cluster that ``exchange local up`` or ``make demo`` started (``--data-root``,
     snapshot save FILE                take a snapshot now and download it
     symbol halt SYMBOL | resume SYMBOL
     risk get CLIENT | set CLIENT [--max-order-qty N] [--max-notional N] ...
+    retention get | set [--horizon 24h] [--max-keys N] [--finished-orders N]
     audit list                        who did what: every endpoint's admin actions
     top                               the terminal UI (public API endpoints)
 
@@ -47,6 +48,7 @@ CTL_COMMANDS: dict[str, str] = {
     "snapshot": "take a snapshot now and save it to a file",
     "symbol": "halt or resume trading a symbol",
     "risk": "read or set a client's pre-trade risk limits",
+    "retention": "read or set how long and how many exactly-once results are kept",
     "audit": "the admin actions every endpoint's node served: who did what",
     "top": "terminal UI: members, book, trades, throughput, alerts (public API)",
 }
@@ -155,6 +157,12 @@ def register(sub: Any) -> None:
             s.add_argument("client")
             for flag in ("max-order-qty", "max-notional", "max-position", "max-open-orders"):
                 s.add_argument(f"--{flag}", type=_non_negative_int(f"--{flag}"))
+        elif name == "retention":
+            actions.add_parser("get", help="the settings in force and how full the table is")
+            s = actions.add_parser("set", help="set some of them, through the log")
+            s.add_argument("--horizon", type=_horizon_seconds, help="e.g. 24h, 90m, 3600s")
+            s.add_argument("--max-keys", type=_positive_int("--max-keys"))
+            s.add_argument("--finished-orders", type=_positive_int("--finished-orders"))
         elif name == "audit":
             actions.add_parser("list", help="every endpoint's recent admin actions, oldest first")
         elif name == "top":
@@ -168,6 +176,15 @@ def register(sub: Any) -> None:
         for action_parser in actions.choices.values():
             _connection_flags(action_parser, argparse.SUPPRESS)
         p.set_defaults(_main=main, ctl_command=name)
+
+
+def _horizon_seconds(text: str) -> int:
+    from exchange_node.server.config import parse_horizon_ns
+
+    try:
+        return parse_horizon_ns(text) // 1_000_000_000
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--horizon: {exc}, got {text!r}") from None
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -466,6 +483,23 @@ async def _change(admin: Any, args: argparse.Namespace) -> Any:
                 "--max-position, --max-open-orders"
             )
         return await admin.set_risk(args.client, **limits)
+    if command == "retention":
+        if action == "get":
+            return await admin.retention()
+        settings = {
+            key: value
+            for key, value in (
+                ("exactly_once_horizon_seconds", args.horizon),
+                ("exactly_once_max_keys", args.max_keys),
+                ("finished_orders", args.finished_orders),
+            )
+            if value is not None
+        }
+        if not settings:
+            raise UsageError(
+                "retention set: give at least one of --horizon, --max-keys, --finished-orders"
+            )
+        return await admin.set_retention(**settings)
     if command == "audit":
         docs = await asyncio.gather(
             *(admin.call_one(e, "GET", "/v1/admin/audit") for e in admin.endpoints),

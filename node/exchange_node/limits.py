@@ -37,6 +37,10 @@ result and its events), so about 190 MB; 24 h at a sustained high rate would not
 then the cap shortens the horizon (``exactly_once_evicted_by_cap`` counts it)."""
 ENGINE_FINISHED_WINDOW: Final = 65_536
 """Finished orders still answered by queries: a client polling an order sees its end state."""
+ENGINE_RETENTION_MAX_HORIZON_NS: Final = 366 * 24 * 3600 * 1_000_000_000
+"""Longest exactly-once horizon SetRetention accepts: a year; the cap bounds memory anyway."""
+ENGINE_RETENTION_MAX_ENTRIES: Final = (1 << 32) - 1
+"""Largest exactly-once cap or finished-order window: the snapshot stores them as u32."""
 ENGINE_TRADE_HISTORY: Final = 1_000
 """Recent trades kept per symbol: what a trade tape shows; older trades are in the log."""
 ENGINE_CANDLE_INTERVALS_NS: Final = (1_000_000_000, 60_000_000_000)

@@ -237,6 +237,32 @@ def spec_schema() -> Schema:
                 "The pod's memory limit needs room for it and for one copy-on-write copy of "
                 "the engine while a snapshot is written (docs/snapshots.md).",
             },
+            "exactlyOnce": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "exactly-once retention, replicated: every new leader puts "
+                "these in force through the log; a field left out keeps the cluster's own "
+                "value (24h, 262144 keys, 65536 finished orders unless changed)",
+                "properties": {
+                    "horizon": {
+                        "type": "string",
+                        "pattern": spec.HORIZON_PATTERN,
+                        "description": "how long a client_order_id's result is remembered "
+                        "for retries, e.g. 24h, 90m, 3600s (at most 366d)",
+                    },
+                    "maxKeys": _int(
+                        1,
+                        spec.RETENTION_MAX_ENTRIES,
+                        description="the most results remembered (about 0.7 KB each); the "
+                        "oldest go first beyond it",
+                    ),
+                    "finishedOrders": _int(
+                        1,
+                        spec.RETENTION_MAX_ENTRIES,
+                        description="finished orders kept for queries",
+                    ),
+                },
+            },
             "snapshotThreshold": _int(
                 0,
                 default=spec.DEFAULT_SNAPSHOT_THRESHOLD,

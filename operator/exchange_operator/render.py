@@ -593,6 +593,14 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
     )
     if spec.otlp_endpoint:
         env.append(value("OTEL_EXPORTER_OTLP_ENDPOINT", spec.otlp_endpoint))
+    retention = spec.exactly_once
+    for name, setting in (
+        ("EXCHANGE_EXACTLY_ONCE_HORIZON", retention.horizon),
+        ("EXCHANGE_EXACTLY_ONCE_MAX_KEYS", retention.max_keys),
+        ("EXCHANGE_FINISHED_ORDERS", retention.finished_orders),
+    ):
+        if setting is not None:  # unset: the cluster keeps its own value
+            env.append(value(name, setting))
     return env
 
 

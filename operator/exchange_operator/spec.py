@@ -6,6 +6,7 @@ API server and the operator agree on what an omitted field means.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,50 @@ class Risk:
     max_order_qty: int
     max_notional: int
     max_position: int
+
+
+@dataclass(frozen=True)
+class ExactlyOnce:
+    """``spec.exactlyOnce``: engine retention the nodes set through the log; a field
+    left out leaves the cluster's own value (docs/api.md, "Exactly once")."""
+
+    horizon: str | None = None
+    """Whole seconds with s, m, h or d (``24h``): ``--exactly-once-horizon``."""
+    max_keys: int | None = None
+    finished_orders: int | None = None
+
+
+HORIZON_PATTERN = r"^[1-9][0-9]*[smhd]?$"
+RETENTION_MAX_ENTRIES = (1 << 32) - 1
+"""The node's own bound on the cap and the window (its snapshot stores them as u32)."""
+
+
+def _exactly_once(raw: Any) -> ExactlyOnce:
+    if raw is None:
+        return ExactlyOnce()
+    if not isinstance(raw, Mapping):
+        raise ValueError("spec.exactlyOnce must be a mapping")
+    unknown = set(raw) - {"horizon", "maxKeys", "finishedOrders"}
+    if unknown:
+        raise ValueError(f"spec.exactlyOnce has unknown fields {sorted(unknown)}")
+    horizon = raw.get("horizon")
+    if horizon is not None and not re.fullmatch(HORIZON_PATTERN, str(horizon)):
+        raise ValueError(f"spec.exactlyOnce.horizon must be like 24h, 90m or 3600s: {horizon!r}")
+    counts: dict[str, int | None] = {}
+    for name in ("maxKeys", "finishedOrders"):
+        value = raw.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= RETENTION_MAX_ENTRIES
+        ):
+            raise ValueError(
+                f"spec.exactlyOnce.{name} must be an integer in 1..{RETENTION_MAX_ENTRIES}"
+            )
+        counts[name] = value
+    return ExactlyOnce(
+        None if horizon is None else str(horizon), counts["maxKeys"], counts["finishedOrders"]
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +206,7 @@ class ClusterSpec:
     risk: Risk = field(default_factory=lambda: _risk(DEFAULT_RISK))
     snapshot_bytes: str = DEFAULT_SNAPSHOT_BYTES
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)
     election_ms: int = DEFAULT_ELECTION_MS
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     api_keys_secret: SecretRef | None = None
@@ -406,6 +452,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         risk=_risk(spec.get("risk") or {}),
         snapshot_bytes=_snapshot_bytes(spec.get("snapshotBytes", DEFAULT_SNAPSHOT_BYTES)),
         snapshot_threshold=int(spec.get("snapshotThreshold", DEFAULT_SNAPSHOT_THRESHOLD)),
+        exactly_once=_exactly_once(spec.get("exactlyOnce")),
         election_ms=int(spec.get("electionMs", DEFAULT_ELECTION_MS)),
         heartbeat_ms=int(spec.get("heartbeatMs", DEFAULT_HEARTBEAT_MS)),
         api_keys_secret=api_keys,

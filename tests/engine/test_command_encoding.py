@@ -22,6 +22,7 @@ from exchange_node.engine.commands import (
     RejectReason,
     ResumeSymbol,
     SelfTradeMode,
+    SetRetention,
     SetRiskLimits,
     Side,
     SymbolSpec,
@@ -67,6 +68,7 @@ any_command = st.one_of(
     st.builds(HaltSymbol, text),
     st.builds(ResumeSymbol, text),
     st.builds(SetRiskLimits, st.one_of(st.none(), text), int64, int64, int64),
+    st.builds(SetRetention, int64, int64, int64),
 )
 
 
@@ -205,6 +207,12 @@ def limit(**changes: object) -> NewOrder:
         (SetRiskLimits(None, -1, 0, 0), RejectReason.INVALID_FIELD),
         (SetRiskLimits("", 1, 0, 0), RejectReason.INVALID_FIELD),
         (SetRiskLimits("c", 1, 2, 3), None),
+        (SetRetention(3_600 * 10**9, 1_000, 500), None),
+        (SetRetention(0, 1_000, 500), RejectReason.INVALID_FIELD),
+        (SetRetention(367 * 86_400 * 10**9, 1_000, 500), RejectReason.INVALID_FIELD),
+        (SetRetention(1, 0, 500), RejectReason.INVALID_FIELD),
+        (SetRetention(1, 1 << 32, 500), RejectReason.INVALID_FIELD),
+        (SetRetention(1, 1, -5), RejectReason.INVALID_FIELD),
         ("not a command", RejectReason.INVALID_FIELD),
     ],
 )

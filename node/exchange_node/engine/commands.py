@@ -31,6 +31,8 @@ Wire format, version 1 (little endian, struct based)::
     SET_RISK_LIMITS 19 optstr client_id (absent: the default limits),
                        i64 max_order_qty, i64 max_notional, i64 max_position
     SET_ORDER_LIMITS 20 optstr client_id (absent: the default), i64 max_open_orders
+    SET_RETENTION  21  i64 exactly_once_horizon_ns, i64 exactly_once_max_keys,
+                       i64 finished_window
 
 Quantities and prices are signed on the wire on purpose: a zero or negative
 quantity is a *format* reject the engine reports, not an encoding failure.
@@ -51,7 +53,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
-from exchange_node.limits import ENGINE_MAX_BATCH_COMMANDS, ENGINE_MAX_STRING_BYTES
+from exchange_node.limits import (
+    ENGINE_MAX_BATCH_COMMANDS,
+    ENGINE_MAX_STRING_BYTES,
+    ENGINE_RETENTION_MAX_ENTRIES,
+    ENGINE_RETENTION_MAX_HORIZON_NS,
+)
 
 WIRE_VERSION = 1
 MAX_STRING_BYTES = ENGINE_MAX_STRING_BYTES
@@ -234,6 +241,20 @@ class SetOrderLimits:
     max_open_orders: int
 
 
+@dataclass(slots=True)
+class SetRetention:
+    """Admin: how long and how many exactly-once results the engine keeps, and how many
+    finished orders it keeps for queries (docs/api.md, "Exactly once").
+
+    The horizon is in engine time (the leader's stamps). Lowering the cap or the
+    window forgets the oldest entries at once (counted like any cap eviction);
+    lowering the horizon forgets what it no longer covers at once."""
+
+    exactly_once_horizon_ns: int
+    exactly_once_max_keys: int
+    finished_window: int
+
+
 Command = (
     NewOrder
     | Cancel
@@ -244,6 +265,7 @@ Command = (
     | ResumeSymbol
     | SetRiskLimits
     | SetOrderLimits
+    | SetRetention
 )
 
 
@@ -419,6 +441,19 @@ def validate_format(command: Command, symbols: Mapping[str, _SymbolLike]) -> Rej
                 RejectReason.INVALID_FIELD, "max_open_orders must be >= 0 (0: unlimited)"
             )
         return None
+    if isinstance(command, SetRetention):
+        for name, most in (
+            ("exactly_once_horizon_ns", ENGINE_RETENTION_MAX_HORIZON_NS),
+            ("exactly_once_max_keys", ENGINE_RETENTION_MAX_ENTRIES),
+            ("finished_window", ENGINE_RETENTION_MAX_ENTRIES),
+        ):
+            value = getattr(command, name)
+            rejection = _check_int64(value, name)
+            if rejection:
+                return rejection
+            if not 1 <= value <= most:
+                return Rejection(RejectReason.INVALID_FIELD, f"{name} must be in 1..{most}")
+        return None
     return Rejection(RejectReason.INVALID_FIELD, f"not a command: {type(command).__name__}")
 
 
@@ -478,6 +513,7 @@ TAG_HALT_SYMBOL = 17
 TAG_RESUME_SYMBOL = 18
 TAG_SET_RISK_LIMITS = 19
 TAG_SET_ORDER_LIMITS = 20
+TAG_SET_RETENTION = 21
 
 _HEADER = struct.Struct("<BqI")
 _U8 = struct.Struct("<B")
@@ -591,6 +627,14 @@ def encode_command(out: bytearray, command: Command) -> None:
         out.append(TAG_SET_ORDER_LIMITS)
         _put_optstr(out, command.client_id, "client_id")
         out += _pack(_I64, command.max_open_orders)
+    elif isinstance(command, SetRetention):
+        out.append(TAG_SET_RETENTION)
+        out += _pack(
+            _I64X3,
+            command.exactly_once_horizon_ns,
+            command.exactly_once_max_keys,
+            command.finished_window,
+        )
     else:
         raise CommandEncodeError(f"not a command: {type(command).__name__}")
 
@@ -710,6 +754,8 @@ def _decode_command(reader: _Reader) -> Command:
     if tag == TAG_SET_ORDER_LIMITS:
         limited_client = reader.optstr()
         return SetOrderLimits(limited_client, reader.unpack(_I64)[0])
+    if tag == TAG_SET_RETENTION:
+        return SetRetention(*reader.unpack(_I64X3))
     raise CommandDecodeError(f"unknown command tag {tag} at byte {reader.pos - 1}")
 
 

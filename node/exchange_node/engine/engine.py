@@ -71,7 +71,9 @@ Other commands:
   trade) at the back of its new level. The order id stays; its client order id
   becomes the new one.
 - Admin: ``AddSymbol``, ``HaltSymbol`` / ``ResumeSymbol`` (new orders and
-  replaces rejected while halted), ``SetRiskLimits``, ``SetOrderLimits``.
+  replaces rejected while halted), ``SetRiskLimits``, ``SetOrderLimits``,
+  ``SetRetention`` (the exactly-once horizon and cap and the finished-order
+  window, in force at once: lowering one forgets the oldest entries now).
 
 Events: ``BookUpdate`` events come last in a result, one per level whose total
 changed, in the order the levels first changed, each with the symbol's next
@@ -111,6 +113,7 @@ from exchange_node.engine.commands import (
     ResumeSymbol,
     SelfTradeMode,
     SetOrderLimits,
+    SetRetention,
     SetRiskLimits,
     Side,
     SymbolSpec,
@@ -268,6 +271,7 @@ class Engine(EngineQueries):
             ResumeSymbol: self._resume_symbol,
             SetRiskLimits: self._set_risk_limits,
             SetOrderLimits: self._set_order_limits,
+            SetRetention: self._set_retention,
         }
         for item in symbols:
             spec = item if isinstance(item, SymbolSpec) else None
@@ -1294,6 +1298,18 @@ class Engine(EngineQueries):
             st.default_max_open = command.max_open_orders
         else:
             st.client_max_open[command.client_id] = command.max_open_orders
+        return CommandResult(st.log_index, None, _S_ACCEPTED, [])
+
+    def _set_retention(self, command: SetRetention) -> CommandResult:
+        st = self.state
+        rejection = validate_format(command, st.specs)
+        if rejection is not None:
+            return _reject(rejection.reason, rejection.message, st.log_index)
+        st.set_retention(
+            command.exactly_once_horizon_ns,
+            command.exactly_once_max_keys,
+            command.finished_window,
+        )
         return CommandResult(st.log_index, None, _S_ACCEPTED, [])
 
     # ------------------------------------------------------------------ bookkeeping

@@ -226,6 +226,23 @@ class EngineState:
             expired += 1
         self.results_expired += expired
 
+    def set_retention(self, horizon_ns: int, max_keys: int, finished_window: int) -> None:
+        """New retention settings (a validated SetRetention), in force at once: the
+        oldest exactly-once keys beyond the new cap and finished orders beyond the new
+        window are forgotten now, and so are keys the new horizon no longer covers."""
+        self.dedup_horizon_ns = horizon_ns
+        self.dedup_max_keys = max_keys
+        self.finished_window = finished_window
+        fifo, times, results = self.result_fifo, self.result_times, self.results
+        while len(fifo) > max_keys:
+            del results[fifo.popleft()]
+            times.popleft()
+            self.results_evicted_by_cap += 1
+        finished_fifo = self.finished_fifo
+        while len(finished_fifo) > finished_window:
+            del self.finished[finished_fifo.popleft()]
+        self.expire_results()
+
     def finish(
         self,
         order: RestingOrder,

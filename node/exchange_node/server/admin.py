@@ -531,6 +531,75 @@ async def admin_put_risk(request: web.Request) -> web.Response:
     return web.json_response({**_limits_document(node.engine, client), "log_index": index})
 
 
+RETENTION_FIELDS = ("exactly_once_horizon_seconds", "exactly_once_max_keys", "finished_orders")
+
+
+def _retention_document(engine: Any) -> dict[str, Any]:
+    stats = engine.retention_stats()
+    return {
+        "exactly_once_horizon_seconds": stats["exactly_once_horizon_ns"] // 1_000_000_000,
+        "exactly_once_max_keys": stats["exactly_once_max_keys"],
+        "finished_orders": stats["finished_max_orders"],
+        "exactly_once_keys": stats["exactly_once_keys"],
+        "exactly_once_evicted_by_cap": stats["exactly_once_evicted_by_cap"],
+    }
+
+
+async def admin_get_retention(request: web.Request) -> web.Response:
+    """The exactly-once horizon and cap and the finished-order window in force (the same
+    on every replica), after a ReadIndex barrier, with how full the table is."""
+    _check_admin(request)
+    node = _node(request)
+    barrier = await _guarded(node, node.read_barrier())
+    if isinstance(barrier, web.Response):
+        return barrier
+    return web.json_response(_retention_document(node.engine))
+
+
+async def admin_put_retention(request: web.Request) -> web.Response:
+    """Set the retention through the log (engine SetRetention); fields left out keep
+    their value. In force at that entry on every replica: lowering one forgets the
+    oldest entries at once. A node started with the matching flag sets its own value
+    again when it becomes leader."""
+    from exchange_node.engine.commands import SetRetention
+    from exchange_node.limits import ENGINE_RETENTION_MAX_ENTRIES, ENGINE_RETENTION_MAX_HORIZON_NS
+
+    _check_admin(request)
+    node = _node(request)
+    doc = await _body(request)
+    for key in doc:
+        if key not in RETENTION_FIELDS:
+            raise _bad(f"unknown field {key[:40]!r}; known: {', '.join(RETENTION_FIELDS)}", key)
+    if not doc:
+        raise _bad(f"give at least one of {', '.join(RETENTION_FIELDS)}", "body")
+    most = {
+        "exactly_once_horizon_seconds": ENGINE_RETENTION_MAX_HORIZON_NS // 1_000_000_000,
+        "exactly_once_max_keys": ENGINE_RETENTION_MAX_ENTRIES,
+        "finished_orders": ENGINE_RETENTION_MAX_ENTRIES,
+    }
+    for key, value in doc.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most[key]:
+            raise _bad(f"{key} must be an integer in 1..{most[key]}", key)
+    _identity(request)
+    current = _retention_document(node.engine)
+    merged = {key: doc.get(key, current[key]) for key in RETENTION_FIELDS}
+    command = SetRetention(
+        merged["exactly_once_horizon_seconds"] * 1_000_000_000,
+        merged["exactly_once_max_keys"],
+        merged["finished_orders"],
+    )
+    result = await _guarded(node, node.submit([command]))
+    if isinstance(result, web.Response):
+        return result
+    index = result[0].log_index
+    rejected = _rejection(result)
+    if rejected is not None:
+        _audit(request, "retention-set", doc, {"log_index": index, "rejected": rejected})
+        return web.json_response({"error": rejected["message"], **rejected}, status=422)
+    _audit(request, "retention-set", doc, {"log_index": index})
+    return web.json_response({**_retention_document(node.engine), "log_index": index})
+
+
 async def admin_take_snapshot(request: web.Request) -> web.Response:
     """Snapshot this node's state now; ``{"index", "term"}`` once it is durable."""
     _check_admin(request)
@@ -626,6 +695,8 @@ OPS_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/admin/symbols/{symbol}/resume", admin_resume_symbol),
     ("GET", "/v1/admin/risk/{client}", admin_get_risk),
     ("PUT", "/v1/admin/risk/{client}", admin_put_risk),
+    ("GET", "/v1/admin/retention", admin_get_retention),
+    ("PUT", "/v1/admin/retention", admin_put_retention),
     ("POST", "/v1/admin/snapshot", admin_take_snapshot),
     ("GET", "/v1/admin/snapshot", admin_get_snapshot),
     ("GET", "/v1/admin/audit", admin_audit),
@@ -646,6 +717,29 @@ _LIMITS = {
         **{
             name: {"type": "integer", "minimum": 0, "description": "0: unlimited"}
             for name in RISK_FIELDS
+        },
+        "log_index": {"type": "integer", "description": "where the change committed (PUT)"},
+    },
+}
+
+
+_RETENTION = {
+    "type": "object",
+    "properties": {
+        "exactly_once_horizon_seconds": {
+            "type": "integer",
+            "description": "a client_order_id's result is remembered this long (engine time)",
+        },
+        "exactly_once_max_keys": {
+            "type": "integer",
+            "description": "the most results remembered; the oldest go first beyond it",
+        },
+        "finished_orders": {"type": "integer", "description": "finished orders kept for queries"},
+        "exactly_once_keys": {"type": "integer", "description": "results remembered now"},
+        "exactly_once_evicted_by_cap": {
+            "type": "integer",
+            "description": "results the cap dropped before their horizon (rising: the "
+            "effective horizon is shorter than configured)",
         },
         "log_index": {"type": "integer", "description": "where the change committed (PUT)"},
     },
@@ -798,6 +892,42 @@ def admin_openapi() -> dict[str, Any]:
                     "example": {"max_order_qty": 100},
                 },
                 params=("client",),
+                errors=(400, 401, 422),
+                leader=True,
+            ),
+        },
+        "/v1/admin/retention": {
+            "get": _op(
+                "ops",
+                "The exactly-once horizon and cap and the finished-order window in force "
+                "(replicated: the same on every replica), read after a ReadIndex barrier, "
+                "with how many keys the table holds and how many the cap dropped early.",
+                ok=_RETENTION,
+                example={
+                    "exactly_once_horizon_seconds": 86400,
+                    "exactly_once_max_keys": 262144,
+                    "finished_orders": 65536,
+                    "exactly_once_keys": 1200,
+                    "exactly_once_evicted_by_cap": 0,
+                },
+            ),
+            "put": _op(
+                "ops",
+                "Set the retention through the log; fields left out keep their value. In "
+                "force at that entry on every replica: lowering one forgets the oldest "
+                "entries at once. A node started with the matching --exactly-once-* or "
+                "--finished-orders flag sets its own value again when it becomes leader. "
+                "Audited.",
+                ok=_RETENTION,
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "properties": {
+                        name: {"type": "integer", "minimum": 1} for name in RETENTION_FIELDS
+                    },
+                    "example": {"exactly_once_horizon_seconds": 3600},
+                },
                 errors=(400, 401, 422),
                 leader=True,
             ),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from exchange_node.limits import ENGINE_RETENTION_MAX_ENTRIES, ENGINE_RETENTION_MAX_HORIZON_NS
 
 ENV_PREFIX = "EXCHANGE_"
 
@@ -51,6 +52,25 @@ DEFAULT_SYMBOLS = (
     SymbolConfig("BTC-USD", tick_size=1, lot_size=1, price_band_bps=2_000, reference_price=50_000),
     SymbolConfig("ETH-USD", tick_size=1, lot_size=1, price_band_bps=2_000, reference_price=3_000),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Engine retention the leader sets through the log (engine: SetRetention) at every
+    new term when it differs; None leaves the cluster's own value (docs/api.md)."""
+
+    exactly_once_horizon_ns: int | None = None
+    exactly_once_max_keys: int | None = None
+    finished_orders: int | None = None
+
+    def wanted(self, current: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(horizon ns, max keys, finished orders): these settings over ``current``."""
+        horizon, keys, finished = current
+        return (
+            horizon if self.exactly_once_horizon_ns is None else self.exactly_once_horizon_ns,
+            keys if self.exactly_once_max_keys is None else self.exactly_once_max_keys,
+            finished if self.finished_orders is None else self.finished_orders,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +126,7 @@ class NodeConfig:
     """Snapshot once the entries applied since the last one reach this many bytes."""
     checkpoint_entries: int = 50_000
     """Divergence checkpoint (state hash) at every multiple of this applied index."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,6 +203,29 @@ def _byte_size(text: str) -> int:
     value = int(digits) * _SIZE_UNITS[unit]
     if value < 1:
         raise ValueError("must be >= 1")
+    return value
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def parse_horizon_ns(text: str) -> int:
+    """``86400``, ``3600s``, ``90m``, ``24h`` or ``7d``: whole seconds, 1 s to 366 days."""
+    stripped = text.strip().lower()
+    unit = stripped[-1:] if stripped[-1:] in _DURATION_UNITS else ""
+    digits = stripped[: len(stripped) - len(unit)]
+    if not digits.isdigit():
+        raise ValueError("must be whole seconds, or a number with s, m, h or d (e.g. 24h)")
+    nanoseconds = int(digits) * _DURATION_UNITS.get(unit, 1) * 1_000_000_000
+    if not 1 <= nanoseconds <= ENGINE_RETENTION_MAX_HORIZON_NS:
+        raise ValueError("must be from 1 s to 366 days")
+    return nanoseconds
+
+
+def _retention_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= ENGINE_RETENTION_MAX_ENTRIES:
+        raise ValueError(f"must be in 1..{ENGINE_RETENTION_MAX_ENTRIES}")
     return value
 
 
@@ -301,6 +345,26 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
         50_000,
         "hash the state at every applied index that is a multiple of this (the same on "
         "every replica), for divergence checks (0: no fixed checkpoints)",
+    ),
+    "exactly-once-horizon": (
+        parse_horizon_ns,
+        None,
+        "how long a client_order_id's result is remembered for retries (24h, 90m, 3600s); "
+        "every new leader sets it through the log when it differs (unset: the cluster's "
+        "own value, 24h unless changed with PUT /v1/admin/retention)",
+    ),
+    "exactly-once-max-keys": (
+        _retention_count,
+        None,
+        "the most client_order_id results remembered, all clients together (about 0.7 KB "
+        "each; unset: the cluster's own value, 262144 unless changed); set like "
+        "--exactly-once-horizon",
+    ),
+    "finished-orders": (
+        _retention_count,
+        None,
+        "finished orders kept for queries (unset: the cluster's own value, 65536 unless "
+        "changed); set like --exactly-once-horizon",
     ),
     "election-ms": (_positive_int, 1_000, "election timeout in milliseconds"),
     "heartbeat-ms": (_positive_int, 100, "heartbeat interval in milliseconds (one core tick)"),
@@ -654,4 +718,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         peer_tls_ca=peer_tls_ca,
         insecure_peers=insecure_peers,
         max_snapshot_bytes=_value("max-snapshot-bytes", args, env),
+        retention=RetentionConfig(
+            _value("exactly-once-horizon", args, env),
+            _value("exactly-once-max-keys", args, env),
+            _value("finished-orders", args, env),
+        ),
     )

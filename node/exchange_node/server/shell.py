@@ -47,6 +47,7 @@ from exchange_node.engine.commands import (
     AddSymbol,
     RejectReason,
     SetOrderLimits,
+    SetRetention,
     SetRiskLimits,
     Side,
     encode_batch,
@@ -1155,6 +1156,19 @@ class Node:
         engine_max_open = getattr(self.engine, "max_open_orders", None)
         if engine_max_open is not None and engine_max_open() != risk.max_open_orders:
             commands.append(SetOrderLimits(None, risk.max_open_orders))
+        # So do the retention settings given as flags (those left unset keep the
+        # cluster's value, which PUT /v1/admin/retention may have changed).
+        retention = getattr(self.engine, "retention_stats", None)
+        if retention is not None:
+            stats = retention()
+            current = (
+                stats["exactly_once_horizon_ns"],
+                stats["exactly_once_max_keys"],
+                stats["finished_max_orders"],
+            )
+            wanted = self.config.retention.wanted(current)
+            if wanted != current:
+                commands.append(SetRetention(*wanted))
         if not commands:
             return
         loop = self._loop

@@ -1,0 +1,74 @@
+"""spec.exactlyOnce: the operator passes the retention settings to the nodes, whose
+leaders put them in force through the log; fields left out are not rendered, so the
+cluster keeps its own values (docs/api.md, "Exactly once")."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+from exchange_node.server import config as node_config
+from exchange_operator import render
+from exchange_operator.spec import ClusterRef, parse_spec
+
+CLUSTER = ClusterRef(name="prod", namespace="trading", uid="uid-1")
+NAMES = (
+    "EXCHANGE_EXACTLY_ONCE_HORIZON",
+    "EXCHANGE_EXACTLY_ONCE_MAX_KEYS",
+    "EXCHANGE_FINISHED_ORDERS",
+)
+
+
+def _node_env(raw: dict[str, Any]) -> dict[str, str]:
+    spec = parse_spec(raw)
+    state = render.RenderState(
+        statefulset_replicas=spec.replicas,
+        bootstrap_replicas=spec.replicas,
+        bootstrapped=False,
+        claim_size=None,
+    )
+    (sts,) = (o for o in render.core_children(CLUSTER, spec, state) if o["kind"] == "StatefulSet")
+    (node,) = (c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "node")
+    return {e["name"]: e["value"] for e in node["env"] if "value" in e}
+
+
+def _retention(env: dict[str, str]) -> node_config.RetentionConfig:
+    """What the node's own parser makes of the rendered variables."""
+    parser = argparse.ArgumentParser()
+    node_config.add_arguments(parser)
+    picked = {k: v for k, v in env.items() if k in NAMES}
+    cfg = node_config.from_args(
+        parser.parse_args([]), env={"EXCHANGE_INSECURE_PEERS": "true", **picked}
+    )
+    return cfg.retention
+
+
+def test_left_out_the_nodes_keep_the_clusters_values() -> None:
+    env = _node_env({})
+    assert not set(NAMES) & set(env)
+    assert _retention(env) == node_config.RetentionConfig(None, None, None)
+
+
+def test_given_they_reach_the_node_as_its_flags() -> None:
+    env = _node_env({"exactlyOnce": {"horizon": "2h", "maxKeys": 500_000, "finishedOrders": 9}})
+    assert _retention(env) == node_config.RetentionConfig(7_200 * 10**9, 500_000, 9)
+    env = _node_env({"exactlyOnce": {"horizon": "90m"}})
+    assert _retention(env) == node_config.RetentionConfig(5_400 * 10**9, None, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"horizon": "soon"}, "horizon"),
+        ({"horizon": "0h"}, "horizon"),
+        ({"maxKeys": 0}, "maxKeys"),
+        ({"maxKeys": True}, "maxKeys"),
+        ({"finishedOrders": 1 << 32}, "finishedOrders"),
+        ({"window": 5}, "window"),
+        ("24h", "exactlyOnce"),
+    ],
+)
+def test_a_bad_field_is_refused_by_name(raw: Any, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_spec({"exactlyOnce": raw})
