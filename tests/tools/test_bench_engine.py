@@ -61,3 +61,26 @@ def test_bench_engine_counts_instructions_per_command_under_valgrind() -> None:
     # Applying a command runs thousands of instructions; the count is repeatable.
     assert 2_000 < first < 1_000_000
     assert abs(first - second) / first < 0.02
+
+
+def test_the_exactly_once_cap_reaches_the_engines_measured(monkeypatch, capsys) -> None:
+    """`--exactly-once-max-keys 65536` measures the state 3d038d2 held (its count window)."""
+    from exchange_node import cli
+    from exchange_node.limits import ENGINE_DEDUP_MAX_KEYS
+    from exchange_node.tools.bench import engine as bench_engine
+
+    monkeypatch.setattr(bench_engine, "_MAX_KEYS", [ENGINE_DEDUP_MAX_KEYS])
+    caps: list[int] = []
+    real = bench_engine.new_engine
+
+    def recording():
+        engine = real()
+        caps.append(engine.state.dedup_max_keys)
+        return engine
+
+    monkeypatch.setattr(bench_engine, "new_engine", recording)
+    argv = ["bench", "engine", "--json", "--commands", "500", "--resting", "500"]
+    assert cli.main([*argv, "--repeat", "1", "--exactly-once-max-keys", "65536"]) == 0
+    assert caps and set(caps) == {65_536}
+    assert cli.main([*argv, "--exactly-once-max-keys", "0"]) == 2
+    assert "--exactly-once-max-keys" in capsys.readouterr().err

@@ -38,3 +38,26 @@ def test_bench_storage_prints_every_figure_as_json(tmp_path, capsys):
         assert values[name] > 0, name
     assert values["append_fsync_p99_ms"] >= values["append_fsync_p50_ms"]
     assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself
+
+
+def test_no_promise_opens_the_append_stores_without_the_slot(tmp_path, monkeypatch, capsys):
+    """`--no-promise` measures the WAL without protocol-aware recovery's slot (what
+    3d038d2's WAL did), and only then."""
+    from exchange_node.tools.bench import storage as bench_storage
+
+    opened: list[str] = []
+    real = bench_storage.open_storage
+
+    def recording(data_dir, **kwargs):
+        opened.append(kwargs.get("promise_sync", "on"))
+        return real(data_dir, **kwargs)
+
+    monkeypatch.setattr(bench_storage, "open_storage", recording)
+    argv = ["bench", "storage", "--json", "--dir", str(tmp_path), "--seconds", "0.01"]
+    argv += ["--recovery-entries", "100"]
+    assert cli.main([*argv, "--no-promise"]) == 0
+    assert opened[:4] == ["off"] * 4  # the four append figures
+    opened.clear()
+    assert cli.main(argv) == 0
+    assert opened[:4] == ["on"] * 4
+    capsys.readouterr()

@@ -54,6 +54,7 @@ from exchange_node.engine.commands import (
     encode_batch,
 )
 from exchange_node.engine.engine import Engine, tune_garbage_collector
+from exchange_node.limits import ENGINE_DEDUP_MAX_KEYS
 from exchange_node.tools.bench.format import BenchResult, report
 
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
@@ -75,10 +76,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also count instructions per command under valgrind (slow, load-independent)",
     )
     parser.add_argument("--instruction-commands", type=int, default=40_000)
+    parser.add_argument(
+        "--exactly-once-max-keys",
+        type=int,
+        default=None,
+        help="the engine's exactly-once cap (default: the node's, 262,144); 65536 measures "
+        "the state of 3d038d2, whose count window held that many",
+    )
+
+
+_MAX_KEYS = [ENGINE_DEDUP_MAX_KEYS]
+"""The exactly-once cap of the engines measured (``--exactly-once-max-keys``)."""
 
 
 def new_engine() -> Engine:
-    return Engine([AddSymbol(symbol, 1, 1, 2_000, START_MID) for symbol in SYMBOLS])
+    return Engine(
+        [AddSymbol(symbol, 1, 1, 2_000, START_MID) for symbol in SYMBOLS],
+        dedup_max_keys=_MAX_KEYS[0],
+    )
 
 
 def mixed_workload(count: int, *, seed: int, clients: int) -> list[Command]:
@@ -309,6 +324,11 @@ def measure_instructions(count: int, seed: int, clients: int) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.exactly_once_max_keys is not None:
+        if args.exactly_once_max_keys < 1:
+            print("exchange bench engine: --exactly-once-max-keys must be >= 1", file=sys.stderr)
+            return 2
+        _MAX_KEYS[0] = args.exactly_once_max_keys
     tune_garbage_collector()
     commands = mixed_workload(args.commands, seed=args.seed, clients=args.clients)
     throughput, throughput_cpu = measure_throughput(commands, args.repeat)

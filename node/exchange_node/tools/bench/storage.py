@@ -53,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="approximate time spent on each append throughput figure",
     )
+    parser.add_argument(
+        "--no-promise",
+        action="store_true",
+        help="append without the promise slot (promise_sync='off', benchmarks only): the "
+        "WAL's cost without protocol-aware recovery (docs/recovery.md)",
+    )
+
+
+_PROMISE = ["on"]
+"""``promise_sync`` of the stores the append figures open (``--no-promise``: off)."""
 
 
 def _entries(first: int, count: int, payload: bytes) -> list[Entry]:
@@ -63,7 +73,7 @@ def _append_throughput(root: str, batch: int, seconds: float) -> tuple[float, li
     """Entries/s for batches of ``batch``; also each save's latency in seconds."""
     payload = os.urandom(ENTRY_BYTES)
     data_dir = tempfile.mkdtemp(prefix=f"append-{batch}-", dir=root)
-    storage = open_storage(data_dir)
+    storage = open_storage(data_dir, promise_sync=_PROMISE[0])
     try:
         # Build batches ahead of time: the figure is the storage's, not Entry()'s.
         batches = [_entries(1 + k * batch, batch, payload) for k in range(64)]
@@ -150,6 +160,7 @@ def _recovery(root: str, count: int) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> int:
+    _PROMISE[0] = "off" if args.no_promise else "on"
     root = tempfile.mkdtemp(prefix="exchange-bench-storage-", dir=args.dir)
     try:
         results: list[BenchResult] = []
