@@ -133,6 +133,12 @@ API_PENALTY_FIRST_S: Final = 0.25
 """Shut-out of a key that ignored a 429's Retry-After; it doubles with each further early try."""
 API_PENALTY_MAX_S: Final = 10.0
 """Longest shut-out for ignoring Retry-After: a broken client is back within seconds once fixed."""
+API_TARPIT_MAX_S: Final = 1.0
+"""A shut-out key's refusal is answered after its Retry-After, this long at most: each of its
+connections then carries about one request a second, not hundreds (each cost the loop a parse)."""
+API_TARPIT_MAX_HELD: Final = 256
+"""Shut-out refusals held at once, all keys together (a socket and a sleeping task each); more
+are answered at once, as before."""
 API_MAX_TOLD_TO_WAIT: Final = 10_000
 """Connections remembered as told to wait by a 429: bounded memory under a flood of them."""
 API_MAX_DEPTH: Final = 1_000

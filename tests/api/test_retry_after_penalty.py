@@ -115,3 +115,34 @@ def test_connections_told_to_wait_are_bounded_and_need_no_weak_references():
         with pytest.raises(ApiError):
             auth.client_for(_Request("tok"))  # type: ignore[arg-type]
     assert len(auth._told_to_wait) <= API_MAX_TOLD_TO_WAIT
+
+
+async def test_a_shut_out_keys_refusal_is_held_for_its_delay_and_holds_are_bounded(
+    make_client, monkeypatch
+):
+    """A client that retries at once is answered only after the delay (at most
+    API_TARPIT_MAX_S): its connections carry a request a second, not hundreds.
+    Held answers are bounded node-wide; beyond the bound they go at once."""
+    from exchange_node.api import app as api_app
+
+    cap = API_PENALTY_FIRST_S * 0.8  # below the first shut-out: the cap decides
+    monkeypatch.setattr(api_app, "API_TARPIT_MAX_S", cap)
+    client, _ = await make_client(rate_limit_per_second=0.001, rate_limit_burst=1)
+    api = client.app[API_KEY]
+    assert (await client.post("/v1/orders", json=SELL, headers=ALICE)).status == 200
+    assert (await client.post("/v1/orders", json=SELL, headers=ALICE)).status == 429
+    assert api.tarpitted_total == 0  # a plain 429 is answered at once
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    early = await client.post("/v1/orders", json=SELL, headers=ALICE)
+    assert early.status == 429
+    assert (await early.json())["error"]["limit"] == "retry_after_ignored"
+    assert loop.time() - started >= cap * 0.95  # held for the (capped) delay
+    assert (api.tarpitted_total, api.tarpitted) == (1, 0)  # held once, released
+    # At the bound, a refusal is answered at once.
+    monkeypatch.setattr(api_app, "API_TARPIT_MAX_HELD", 0)
+    again = await client.post("/v1/orders", json=SELL, headers=ALICE)
+    assert again.status == 429 and api.tarpitted_total == 1
+    # Another key is neither shut out nor held.
+    assert (await client.post("/v1/orders", json=SELL, headers=BOB)).status == 200
+    assert api.tarpitted_total == 1

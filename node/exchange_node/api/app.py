@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange_node.engine.commands import SymbolSpec
+from exchange_node.limits import API_TARPIT_MAX_HELD, API_TARPIT_MAX_S
 from exchange_node.service import ExchangeService, NotLeader, ServiceError
 
 from . import errors, jsonio, queries, schema
@@ -84,6 +85,10 @@ class Api:
             tls=lambda: self.members.tls(),
         )
         self._leader_seen: tuple[float, str | None] = (-1.0, None)
+        self.tarpitted = 0
+        """Refusals of shut-out keys being held now (``refuse``)."""
+        self.tarpitted_total = 0
+        """Refusals of shut-out keys held before their answer, in all."""
         self.orders = OrderEntry(service, config, self.refusals)
         self.hub = WsHub(service, config, self.orders, self.auth, self.forwarder)
         self.members = MemberStatusFetcher(
@@ -117,7 +122,7 @@ class Api:
                 try:
                     return await handler(request)
                 except ApiError as exc:
-                    return exc.response()
+                    return await self.refuse(exc)
                 except NotLeader as exc:
                     try:
                         return await self.not_leader(request, exc, write=write)
@@ -131,6 +136,25 @@ class Api:
             return run
 
         return wrap
+
+    async def refuse(self, exc: ApiError) -> web.StreamResponse:
+        """The error's answer. A key shut out for ignoring Retry-After gets it only
+        after the delay (at most API_TARPIT_MAX_S): answered at once, a client that
+        retries at once costs the loop a request parse hundreds of times a second,
+        which the other clients' latency pays for (docs/api.md)."""
+        limit = (exc.extra or {}).get("limit")
+        if (
+            limit == "retry_after_ignored"
+            and exc.retry_after
+            and self.tarpitted < API_TARPIT_MAX_HELD
+        ):
+            self.tarpitted += 1
+            self.tarpitted_total += 1
+            try:
+                await asyncio.sleep(min(exc.retry_after, API_TARPIT_MAX_S))
+            finally:
+                self.tarpitted -= 1
+        return exc.response()
 
     def leader_http_now(self) -> str | None:
         """This node's view of the leader's HTTP address, at most 50 ms old (one
