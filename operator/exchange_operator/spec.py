@@ -86,6 +86,17 @@ class ExactlyOnce:
 
 
 HORIZON_PATTERN = r"^[1-9][0-9]*[smhd]?$"
+HORIZON_MAX_SECONDS = 366 * 86_400
+"""The node's own bound on the horizon (it refuses to start with a longer one)."""
+_HORIZON_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def _horizon_seconds(text: str) -> int:
+    unit = text[-1] if text[-1] in _HORIZON_UNITS else "s"
+    digits = text[:-1] if text[-1] in _HORIZON_UNITS else text
+    return int(digits) * _HORIZON_UNITS[unit]
+
+
 RETENTION_MAX_ENTRIES = (1 << 32) - 1
 """The node's own bound on the cap and the window (its snapshot stores them as u32)."""
 
@@ -99,8 +110,13 @@ def _exactly_once(raw: Any) -> ExactlyOnce:
     if unknown:
         raise ValueError(f"spec.exactlyOnce has unknown fields {sorted(unknown)}")
     horizon = raw.get("horizon")
-    if horizon is not None and not re.fullmatch(HORIZON_PATTERN, str(horizon)):
-        raise ValueError(f"spec.exactlyOnce.horizon must be like 24h, 90m or 3600s: {horizon!r}")
+    if horizon is not None and (
+        not re.fullmatch(HORIZON_PATTERN, str(horizon))
+        or _horizon_seconds(str(horizon)) > HORIZON_MAX_SECONDS
+    ):
+        raise ValueError(
+            f"spec.exactlyOnce.horizon must be like 24h, 90m or 3600s, at most 366d: {horizon!r}"
+        )
     counts: dict[str, int | None] = {}
     for name in ("maxKeys", "finishedOrders"):
         value = raw.get(name)

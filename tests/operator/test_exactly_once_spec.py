@@ -55,6 +55,8 @@ def test_given_they_reach_the_node_as_its_flags() -> None:
     assert _retention(env) == node_config.RetentionConfig(7_200 * 10**9, 500_000, 9)
     env = _node_env({"exactlyOnce": {"horizon": "90m"}})
     assert _retention(env) == node_config.RetentionConfig(5_400 * 10**9, None, None)
+    env = _node_env({"exactlyOnce": {"horizon": "366d"}})  # the longest either accepts
+    assert _retention(env).exactly_once_horizon_ns == 366 * 86_400 * 10**9
 
 
 @pytest.mark.parametrize(
@@ -62,6 +64,8 @@ def test_given_they_reach_the_node_as_its_flags() -> None:
     [
         ({"horizon": "soon"}, "horizon"),
         ({"horizon": "0h"}, "horizon"),
+        ({"horizon": "367d"}, "horizon"),
+        ({"horizon": 31_708_801}, "horizon"),
         ({"maxKeys": 0}, "maxKeys"),
         ({"maxKeys": True}, "maxKeys"),
         ({"finishedOrders": 1 << 32}, "finishedOrders"),
