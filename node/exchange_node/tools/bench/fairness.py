@@ -6,12 +6,13 @@ sends single IOC orders one after another and times each answer, alone
 client, in its own process, keeps ``--hog-batches`` batch requests of
 ``--hog-batch-size`` orders in flight, retrying 10 ms after each 429
 (``victim_p50_ms_hogged``, ``victim_p99_ms_hogged``); the two alternate
-``--rounds`` times so that the machine's neighbours weigh on both alike, and
-the hogged phases start once the hog's rate limit has refused it (its burst
-spent). ``victim_p99_ratio`` is hogged over unloaded p99; ``victim_errors``
+``--rounds`` times, ``--phase-seconds`` each, so that the machine's neighbours
+weigh on both alike, and the hogged phases start once the hog's rate limit has
+refused it (its burst spent); ``victim_orders_hogged`` is how many orders the
+p99 is taken over. ``victim_p99_ratio`` is hogged over unloaded p99; ``victim_errors``
 counts the victim's answers other than 200 (a 503 would mean the hog filled
-the shared queue); ``hog_orders_per_s`` and ``hog_429_per_s``, over the
-hogged phases only, show that the hog was at its limit (its key's orders/s,
+the shared queue); ``hog_orders_per_s``, ``hog_429_per_s`` and
+``hog_other_per_s`` (answers neither 200 nor 429), over the hogged phases only, show that the hog was at its limit (its key's orders/s,
 ``--api-rate-limit``). IOC orders far from the touch never rest, so the book
 does not grow during the run.
 
@@ -57,6 +58,11 @@ HOG_PRICE = 59_000  # a SELL far above any bid: IOC, never fills, never rests
 VICTIM_PRICE = 41_000  # a BUY far below any ask
 LOOP_PROBE_ENV = "EXCHANGE_BENCH_LOOP_PROBE"
 """A directory: a node process that sees it (through the sitecustomize) probes its loop."""
+PHASE_SECONDS = 5.0
+"""Each phase of each round: at the default limit (1,000 orders/s, a 500-order batch
+every 0.5 s on average, two at once after each Retry-After second) a window of 5 s holds
+about ten of the hog's batches; in windows shorter than a second, as when phases were
+counted in orders, some held none and the ratio measured nothing."""
 PROBE_INTERVAL_S = 0.001
 STALL_SAMPLE_MS = 4.0
 """The watchdog samples the loop thread's stack when the loop has not woken for this long."""
@@ -80,7 +86,11 @@ _STEP_THREAD: list[int] = []
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=3, help="cluster size (1 or 3)")
     parser.add_argument(
-        "--orders", type=int, default=1_500, help="victim orders per phase (all rounds)"
+        "--phase-seconds",
+        type=float,
+        default=PHASE_SECONDS,
+        help="how long the victim sends in each phase of each round (at least 2 s holds "
+        "several of a hog's batches at the default limit)",
     )
     parser.add_argument("--hog-batches", type=int, default=40, help="hog requests in flight")
     parser.add_argument("--hog-batch-size", type=int, default=500)
@@ -370,15 +380,20 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def victim_latencies(url: str, token: str, orders: int, prefix: str) -> dict[str, Any]:
-    """Send ``orders`` single IOC orders one at a time; latencies (ms) and failures."""
+async def victim_latencies(url: str, token: str, seconds: float, prefix: str) -> dict[str, Any]:
+    """Send single IOC orders one at a time for ``seconds`` (after 5 to warm up the
+    connection); latencies (ms) and failures."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     errors: dict[int, int] = {}
     async with aiohttp.ClientSession() as session:
-        for i in range(orders + 5):
+        i = 0
+        ends = None
+        while ends is None or time.monotonic() < ends:
+            if i == 5:
+                ends = time.monotonic() + seconds
             body = {
                 "symbol": SYMBOL,
                 "side": "BUY",
@@ -393,7 +408,8 @@ async def victim_latencies(url: str, token: str, orders: int, prefix: str) -> di
                 await resp.read()
                 status = resp.status
             elapsed = (time.perf_counter() - started) * 1000
-            if i < 5:
+            i += 1
+            if i <= 5:
                 continue  # the connection's first requests warm up
             if status != 200:
                 errors[status] = errors.get(status, 0) + 1
@@ -425,7 +441,7 @@ async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {spec['token']}", "Content-Type": "application/json"}
     stop_file = Path(spec["stop_file"])
     limited_file = Path(spec["limited_file"])
-    counts: dict[str, Any] = {"orders": 0, "429": 0, "other": 0}
+    counts: dict[str, Any] = {"orders": 0, "429": 0, "other": []}
     accepted: list[tuple[float, int]] = []  # (wall clock, orders): the victim's window
     refused: list[float] = []
     serial = 0
@@ -477,7 +493,7 @@ async def _hog(spec: dict[str, Any]) -> dict[str, Any]:
                     wait = None
                 await asyncio.sleep(float(wait) if wait else 0.01)
             else:
-                counts["other"] += 1
+                counts["other"].append(time.time())
                 await asyncio.sleep(0.01)
 
     connector = aiohttp.TCPConnector(limit=spec["batches"])
@@ -552,7 +568,7 @@ def measure(
     cluster: LocalCluster,
     root: Path,
     *,
-    orders: int,
+    phase_seconds: float,
     hog_batches: int,
     hog_batch_size: int,
     rounds: int = 1,
@@ -564,17 +580,16 @@ def measure(
     url = f"http://{cluster.member(leader).http}"
     # The hog is a retail key (the node's default limit); bench keys have their own.
     victim, hog_token = cluster.key_for("alice"), cluster.key_for("dave")
-    per_round = max(1, orders // rounds)
     alone: list[dict[str, Any]] = []
     hogged: list[dict[str, Any]] = []
-    hog_orders = hog_refused = hog_seconds = 0.0
+    hog_orders = hog_refused = hog_other = hog_seconds = 0.0
     hog_requests = 0
     hog_limited = True
     alone_windows: list[tuple[float, float]] = []
     hogged_windows: list[tuple[float, float]] = []
     for r in range(rounds):
         window = time.time()
-        alone.append(asyncio.run(victim_latencies(url, victim, per_round, f"v-alone{r}")))
+        alone.append(asyncio.run(victim_latencies(url, victim, phase_seconds, f"v-alone{r}")))
         alone_windows.append((window, time.time()))
         hog = Hog(url, hog_token, hog_batches, hog_batch_size, root, honour_retry_after)
         try:
@@ -582,7 +597,7 @@ def measure(
             if not hog.wait_limited(10):
                 hog_limited = False
             window = time.time()
-            hogged.append(asyncio.run(victim_latencies(url, victim, per_round, f"v-hog{r}")))
+            hogged.append(asyncio.run(victim_latencies(url, victim, phase_seconds, f"v-hog{r}")))
             window_end = time.time()
         finally:
             counts = hog.stop()
@@ -593,6 +608,7 @@ def measure(
         hog_orders += sum(accepted)
         refused = sum(1 for at in counts["refused"] if window <= at <= window_end)
         hog_refused += refused
+        hog_other += sum(1 for at in counts["other"] if window <= at <= window_end)
         hog_requests += len(accepted) + refused
     return {
         "alone": _pooled(alone),
@@ -600,6 +616,7 @@ def measure(
         "hog": {
             "orders_per_s": hog_orders / hog_seconds,
             "429_per_s": hog_refused / hog_seconds,
+            "other_per_s": hog_other / hog_seconds,
             "limited": hog_limited,
             "requests": hog_requests,
         },
@@ -617,7 +634,7 @@ def main(args: argparse.Namespace) -> int:
             figures = measure(
                 cluster,
                 root,
-                orders=args.orders,
+                phase_seconds=args.phase_seconds,
                 hog_batches=args.hog_batches,
                 hog_batch_size=args.hog_batch_size,
                 rounds=args.rounds,
@@ -647,8 +664,10 @@ def main(args: argparse.Namespace) -> int:
         BenchResult("victim_p99_ms_hogged", round(hogged["p99"], 2), "ms"),
         BenchResult("victim_p99_ratio", round(hogged["p99"] / alone["p99"], 2), "x"),
         BenchResult("victim_errors", sum(hogged["errors"].values()), "requests"),
+        BenchResult("victim_orders_hogged", len(hogged["latencies"]), "orders"),
         BenchResult("hog_orders_per_s", round(hog["orders_per_s"], 1), "orders/s"),
         BenchResult("hog_429_per_s", round(hog["429_per_s"], 1), "requests/s"),
+        BenchResult("hog_other_per_s", round(hog["other_per_s"], 1), "requests/s"),
     ]
     if loop is not None:
         results += [
