@@ -481,9 +481,7 @@ def test_slow_readers_are_closed_with_bounded_memory_and_a_live_loop(deep: Local
 def test_one_client_hogging_does_not_starve_another(tmp_path: Path) -> None:
     cluster = start_cluster(tmp_path / "cluster", 1)
     try:
-        figures = measure(
-            cluster, tmp_path, phase_seconds=1.0, hog_batches=40, hog_batch_size=500
-        )
+        figures = measure(cluster, tmp_path, phase_seconds=1.0, hog_batches=40, hog_batch_size=500)
     finally:
         cluster.stop_all(15)
     alone, hogged, hog = figures["alone"], figures["hogged"], figures["hog"]
