@@ -4,44 +4,24 @@ cluster keeps its own values (docs/api.md, "Exactly once")."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import pytest
+import rendered_node
 from exchange_node.server import config as node_config
-from exchange_operator import render
-from exchange_operator.spec import ClusterRef, parse_spec
+from exchange_operator.spec import parse_spec
 
-CLUSTER = ClusterRef(name="prod", namespace="trading", uid="uid-1")
 NAMES = (
     "EXCHANGE_EXACTLY_ONCE_HORIZON",
     "EXCHANGE_EXACTLY_ONCE_MAX_KEYS",
     "EXCHANGE_FINISHED_ORDERS",
 )
-
-
-def _node_env(raw: dict[str, Any]) -> dict[str, str]:
-    spec = parse_spec(raw)
-    state = render.RenderState(
-        statefulset_replicas=spec.replicas,
-        bootstrap_replicas=spec.replicas,
-        bootstrapped=False,
-        claim_size=None,
-    )
-    (sts,) = (o for o in render.core_children(CLUSTER, spec, state) if o["kind"] == "StatefulSet")
-    (node,) = (c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "node")
-    return {e["name"]: e["value"] for e in node["env"] if "value" in e}
+_node_env = rendered_node.node_env
 
 
 def _retention(env: dict[str, str]) -> node_config.RetentionConfig:
     """What the node's own parser makes of the rendered variables."""
-    parser = argparse.ArgumentParser()
-    node_config.add_arguments(parser)
-    picked = {k: v for k, v in env.items() if k in NAMES}
-    cfg = node_config.from_args(
-        parser.parse_args([]), env={"EXCHANGE_INSECURE_PEERS": "true", **picked}
-    )
-    return cfg.retention
+    return rendered_node.node_config_from(env, NAMES).retention
 
 
 def test_left_out_the_nodes_keep_the_clusters_values() -> None:

@@ -7,37 +7,18 @@ The node snapshots once the log since the last snapshot reaches --snapshot-bytes
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 import pytest
+import rendered_node
 from exchange_node.server import config as node_config
-from exchange_operator import crd, render
-from exchange_operator.spec import ClusterRef, parse_spec
+from exchange_operator import crd
+from exchange_operator.spec import parse_spec
 
-CLUSTER = ClusterRef(name="prod", namespace="trading", uid="uid-1")
-
-
-def _node_env(raw: dict[str, Any]) -> dict[str, str]:
-    spec = parse_spec(raw)
-    state = render.RenderState(
-        statefulset_replicas=spec.replicas,
-        bootstrap_replicas=spec.replicas,
-        bootstrapped=False,
-        claim_size=None,
-    )
-    (sts,) = (o for o in render.core_children(CLUSTER, spec, state) if o["kind"] == "StatefulSet")
-    (node,) = (c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "node")
-    return {e["name"]: e["value"] for e in node["env"] if "value" in e}
+_node_env = rendered_node.node_env
 
 
 def _node_config(env: dict[str, str]) -> node_config.NodeConfig:
-    parser = argparse.ArgumentParser()
-    node_config.add_arguments(parser)
-    wanted = ("EXCHANGE_SNAPSHOT_BYTES", "EXCHANGE_SNAPSHOT_THRESHOLD")
-    picked = {k: v for k, v in env.items() if k in wanted}
-    return node_config.from_args(
-        parser.parse_args([]), env={"EXCHANGE_INSECURE_PEERS": "true", **picked}
+    return rendered_node.node_config_from(
+        env, ("EXCHANGE_SNAPSHOT_BYTES", "EXCHANGE_SNAPSHOT_THRESHOLD")
     )
 
 
