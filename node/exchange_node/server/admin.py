@@ -424,6 +424,46 @@ def _symbol(request: web.Request) -> str:
     return symbol
 
 
+async def _propose_setting(
+    request: web.Request,
+    node: Any,
+    commands: list[Any],
+    action: str,
+    args: dict[str, Any],
+    answer: Callable[[], dict[str, Any]],
+) -> web.Response:
+    """Propose an admin command through the log and answer: ``answer()`` with the
+    entry's index once applied, 422 with the engine's reason if it rejected it, the
+    node's error if it could not be proposed; the outcome audited as ``action``."""
+    result = await _guarded(node, node.submit(commands))
+    if isinstance(result, web.Response):
+        return result
+    index = result[0].log_index
+    rejected = _rejection(result)
+    if rejected is not None:
+        _audit(request, action, args, {"log_index": index, "rejected": rejected})
+        return web.json_response({"error": rejected["message"], **rejected}, status=422)
+    _audit(request, action, args, {"log_index": index})
+    return web.json_response({**answer(), "log_index": index})
+
+
+def _check_integer_fields(
+    doc: dict[str, Any], ranges: dict[str, tuple[int, int]], must: Callable[[str, int, int], str]
+) -> None:
+    """400 naming the field: unknown, none given, or not an integer in its range
+    (``must(key, lo, hi)`` says what it must be)."""
+    known = ", ".join(ranges)
+    for key in doc:
+        if key not in ranges:
+            raise _bad(f"unknown field {key[:40]!r}; known: {known}", key)
+    if not doc:
+        raise _bad(f"give at least one of {known}", "body")
+    for key, value in doc.items():
+        lo, hi = ranges[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _bad(must(key, lo, hi), key)
+
+
 async def _set_halted(request: web.Request, halted: bool) -> web.Response:
     from exchange_node.engine.commands import HaltSymbol, ResumeSymbol
 
@@ -436,17 +476,14 @@ async def _set_halted(request: web.Request, halted: bool) -> web.Response:
             {"error": f"unknown symbol {symbol[:40]!r}", "field": "symbol"}, status=404
         )
     command = HaltSymbol(symbol) if halted else ResumeSymbol(symbol)
-    action = "halt" if halted else "resume"
-    result = await _guarded(node, node.submit([command]))
-    if isinstance(result, web.Response):
-        return result
-    index = result[0].log_index
-    rejected = _rejection(result)
-    if rejected is not None:
-        _audit(request, action, {"symbol": symbol}, {"log_index": index, "rejected": rejected})
-        return web.json_response({"error": rejected["message"], **rejected}, status=422)
-    _audit(request, action, {"symbol": symbol}, {"log_index": index})
-    return web.json_response({"symbol": symbol, "halted": halted, "log_index": index})
+    return await _propose_setting(
+        request,
+        node,
+        [command],
+        "halt" if halted else "resume",
+        {"symbol": symbol},
+        lambda: {"symbol": symbol, "halted": halted},
+    )
 
 
 async def admin_halt_symbol(request: web.Request) -> web.Response:
@@ -498,14 +535,11 @@ async def admin_put_risk(request: web.Request) -> web.Response:
     node = _node(request)
     client = _client(request)
     doc = await _body(request)
-    for key in doc:
-        if key not in RISK_FIELDS:
-            raise _bad(f"unknown field {key[:40]!r}; known: {', '.join(RISK_FIELDS)}", key)
-    if not doc:
-        raise _bad(f"give at least one of {', '.join(RISK_FIELDS)}", "body")
-    for key, value in doc.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
-            raise _bad(f"{key} must be an integer >= 0 (0: unlimited)", key)
+    _check_integer_fields(
+        doc,
+        dict.fromkeys(RISK_FIELDS, (0, MAX_LIMIT)),
+        lambda key, _lo, _hi: f"{key} must be an integer >= 0 (0: unlimited)",
+    )
     _identity(request)
     current = _limits_document(node.engine, client)
     merged = {key: doc.get(key, current[key]) for key in RISK_FIELDS}
@@ -518,17 +552,14 @@ async def admin_put_risk(request: web.Request) -> web.Response:
         )
     if "max_open_orders" in doc:
         commands.append(SetOrderLimits(client, merged["max_open_orders"]))
-    result = await _guarded(node, node.submit(commands))
-    if isinstance(result, web.Response):
-        return result
-    index = result[0].log_index
-    args = {"client_id": current["client_id"], **doc}
-    rejected = _rejection(result)
-    if rejected is not None:
-        _audit(request, "risk-set", args, {"log_index": index, "rejected": rejected})
-        return web.json_response({"error": rejected["message"], **rejected}, status=422)
-    _audit(request, "risk-set", args, {"log_index": index})
-    return web.json_response({**_limits_document(node.engine, client), "log_index": index})
+    return await _propose_setting(
+        request,
+        node,
+        commands,
+        "risk-set",
+        {"client_id": current["client_id"], **doc},
+        lambda: _limits_document(node.engine, client),
+    )
 
 
 RETENTION_FIELDS = ("exactly_once_horizon_seconds", "exactly_once_max_keys", "finished_orders")
@@ -567,19 +598,15 @@ async def admin_put_retention(request: web.Request) -> web.Response:
     _check_admin(request)
     node = _node(request)
     doc = await _body(request)
-    for key in doc:
-        if key not in RETENTION_FIELDS:
-            raise _bad(f"unknown field {key[:40]!r}; known: {', '.join(RETENTION_FIELDS)}", key)
-    if not doc:
-        raise _bad(f"give at least one of {', '.join(RETENTION_FIELDS)}", "body")
-    most = {
-        "exactly_once_horizon_seconds": ENGINE_RETENTION_MAX_HORIZON_NS // 1_000_000_000,
-        "exactly_once_max_keys": ENGINE_RETENTION_MAX_ENTRIES,
-        "finished_orders": ENGINE_RETENTION_MAX_ENTRIES,
-    }
-    for key, value in doc.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most[key]:
-            raise _bad(f"{key} must be an integer in 1..{most[key]}", key)
+    _check_integer_fields(
+        doc,
+        {
+            "exactly_once_horizon_seconds": (1, ENGINE_RETENTION_MAX_HORIZON_NS // 1_000_000_000),
+            "exactly_once_max_keys": (1, ENGINE_RETENTION_MAX_ENTRIES),
+            "finished_orders": (1, ENGINE_RETENTION_MAX_ENTRIES),
+        },
+        lambda key, lo, hi: f"{key} must be an integer in {lo}..{hi}",
+    )
     _identity(request)
     current = _retention_document(node.engine)
     merged = {key: doc.get(key, current[key]) for key in RETENTION_FIELDS}
@@ -588,16 +615,9 @@ async def admin_put_retention(request: web.Request) -> web.Response:
         merged["exactly_once_max_keys"],
         merged["finished_orders"],
     )
-    result = await _guarded(node, node.submit([command]))
-    if isinstance(result, web.Response):
-        return result
-    index = result[0].log_index
-    rejected = _rejection(result)
-    if rejected is not None:
-        _audit(request, "retention-set", doc, {"log_index": index, "rejected": rejected})
-        return web.json_response({"error": rejected["message"], **rejected}, status=422)
-    _audit(request, "retention-set", doc, {"log_index": index})
-    return web.json_response({**_retention_document(node.engine), "log_index": index})
+    return await _propose_setting(
+        request, node, [command], "retention-set", doc, lambda: _retention_document(node.engine)
+    )
 
 
 async def admin_take_snapshot(request: web.Request) -> web.Response:
