@@ -9,10 +9,11 @@ client, in its own process, keeps ``--hog-batches`` batch requests of
 ``--rounds`` times, ``--phase-seconds`` each, so that the machine's neighbours
 weigh on both alike, and the hogged phases start once the hog's rate limit has
 refused it (its burst spent); ``victim_orders_hogged`` is how many orders the
-p99 is taken over. ``victim_p99_ratio`` is hogged over unloaded p99; ``victim_errors``
-counts the victim's answers other than 200 (a 503 would mean the hog filled
-the shared queue); ``hog_orders_per_s``, ``hog_429_per_s`` and
-``hog_other_per_s`` (answers neither 200 nor 429), over the hogged phases only, show that the hog was at its limit (its key's orders/s,
+p99 is taken over. ``victim_p99_ratio`` is hogged over unloaded p99;
+``victim_errors`` counts the victim's answers other than 200 (a 503 would mean
+the hog filled the shared queue); ``hog_orders_per_s``, ``hog_429_per_s`` and
+``hog_other_per_s`` (answers neither 200 nor 429), over the hogged phases
+only, show that the hog was at its limit (its key's orders/s,
 ``--api-rate-limit``). IOC orders far from the touch never rest, so the book
 does not grow during the run.
 
