@@ -721,5 +721,14 @@ def main(args: argparse.Namespace) -> int:
         print("leader loop: stack samples in stalls while the hog ran, by site:", file=sys.stderr)
         for site, n in loop["sites"]:
             print(f"  {n:6d}  {site}", file=sys.stderr)
+    if not hog["limited"] or hog["orders_per_s"] == 0:
+        # The ratio then compares the victim with itself: say so where a reader looks.
+        print(
+            "warning: the hog was not at its limit in the hogged phases "
+            f"(refused by its rate limit: {'yes' if hog['limited'] else 'no'}, "
+            f"{hog['orders_per_s']:.0f} orders/s accepted); victim_p99_ratio measures "
+            "nothing: give longer --phase-seconds",
+            file=sys.stderr,
+        )
     report("fairness", results, as_json=args.json)
     return 0
