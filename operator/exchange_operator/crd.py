@@ -268,6 +268,13 @@ def spec_schema() -> Schema:
                 default=spec.DEFAULT_SNAPSHOT_THRESHOLD,
                 description="also take a snapshot after this many log entries (0: bytes only)",
             ),
+            "checkpointEntries": _int(
+                0,
+                spec.CHECKPOINT_ENTRIES_MAX,
+                description="hash the state every this many applied entries to compare the "
+                "replicas (the node's --checkpoint-entries; absent: its default, 50,000; "
+                "0: only when idle). Raise it when ExchangeDivergenceCheckBlind fires",
+            ),
             "electionMs": _int(50, 60_000, default=spec.DEFAULT_ELECTION_MS),
             "heartbeatMs": _int(10, 10_000, default=spec.DEFAULT_HEARTBEAT_MS),
             "apiKeysSecretRef": {

@@ -29,6 +29,9 @@ FOLLOWER_LAG_ENTRIES = 1000
 COMMIT_LATENCY_P99_SECONDS = 0.25
 FSYNC_P99_SECONDS = 0.05
 LEADER_CHANGES_PER_15M = 3
+CHECK_BLIND_WINDOW = "30m"
+"""Skipped divergence checkpoints and none hashed for this long: the member is blind (at the
+default 50,000 entries a checkpoint comes every 100 s at 500 entries/s)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
     sel = selector(namespace, cluster)
     voters = selector(namespace, cluster, 'kind="voter"')
     where = f"ExchangeCluster {namespace}/{cluster}"
+    checkpoints = "exchange_divergence_checkpoints_total" + selector(
+        namespace, cluster, 'outcome="skipped"'
+    )
+    hashed = "exchange_divergence_checkpoints_total" + selector(
+        namespace, cluster, 'outcome="hashed"'
+    )
     return [
         Alert(
             "ExchangeNoLeader",
@@ -187,6 +196,18 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "critical",
             f"Replicas of {where} disagree on state",
             "A replica's state hash differs from the leader's: stop trading and investigate.",
+        ),
+        Alert(
+            "ExchangeDivergenceCheckBlind",
+            f"max by (pod) (increase({checkpoints}[{CHECK_BLIND_WINDOW}]))"
+            f" > 0 unless on (pod) max by (pod) (increase({hashed}[{CHECK_BLIND_WINDOW}])) > 0",
+            "0s",
+            "warning",
+            f"A member of {where} compares its state with no one's",
+            "{{ $labels.pod }} skipped every divergence checkpoint for "
+            f"{CHECK_BLIND_WINDOW} (the hash of the previous one was still running) and "
+            "hashed none: a divergence of its state would go unseen. Raise "
+            "--checkpoint-entries (or find what slows its forked hashing child).",
         ),
     ]
 

@@ -601,6 +601,8 @@ def _env(cluster: ClusterRef, spec: ClusterSpec, state: RenderState) -> list[Obj
     ):
         if setting is not None:  # unset: the cluster keeps its own value
             env.append(value(name, setting))
+    if spec.checkpoint_entries is not None:  # unset: the node's default (and no roll)
+        env.append(value("EXCHANGE_CHECKPOINT_ENTRIES", spec.checkpoint_entries))
     return env
 
 

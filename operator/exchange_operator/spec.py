@@ -222,6 +222,8 @@ class ClusterSpec:
     risk: Risk = field(default_factory=lambda: _risk(DEFAULT_RISK))
     snapshot_bytes: str = DEFAULT_SNAPSHOT_BYTES
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    checkpoint_entries: int | None = None
+    """Divergence checkpoint interval in entries; None: the node's default (not rendered)."""
     exactly_once: ExactlyOnce = field(default_factory=ExactlyOnce)
     election_ms: int = DEFAULT_ELECTION_MS
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
@@ -298,6 +300,20 @@ class ClusterRef:
     name: str
     namespace: str
     uid: str
+
+
+CHECKPOINT_ENTRIES_MAX = 1 << 40
+
+
+def _checkpoint_entries(raw: Any) -> int | None:
+    """spec.checkpointEntries: absent (the node's default) or an integer >= 0."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= CHECKPOINT_ENTRIES_MAX:
+        raise ValueError(
+            f"spec.checkpointEntries must be an integer in 0..{CHECKPOINT_ENTRIES_MAX}: {raw!r}"
+        )
+    return raw
 
 
 def _risk(raw: Mapping[str, Any]) -> Risk:
@@ -468,6 +484,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ClusterSpec:
         risk=_risk(spec.get("risk") or {}),
         snapshot_bytes=_snapshot_bytes(spec.get("snapshotBytes", DEFAULT_SNAPSHOT_BYTES)),
         snapshot_threshold=int(spec.get("snapshotThreshold", DEFAULT_SNAPSHOT_THRESHOLD)),
+        checkpoint_entries=_checkpoint_entries(spec.get("checkpointEntries")),
         exactly_once=_exactly_once(spec.get("exactlyOnce")),
         election_ms=int(spec.get("electionMs", DEFAULT_ELECTION_MS)),
         heartbeat_ms=int(spec.get("heartbeatMs", DEFAULT_HEARTBEAT_MS)),

@@ -41,6 +41,8 @@ def histogram(metric: str, buckets: dict[str, str], **labels: str) -> list[dict[
     return [series(f"{metric}_bucket", v, le=le, **labels) for le, v in buckets.items()]
 
 
+CHECKPOINTS = "exchange_divergence_checkpoints_total"
+
 # alert -> (firing fixture, healthy fixture, eval time, labels of the firing alert)
 CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str, str]]] = {
     "ExchangeNoLeader": (
@@ -162,6 +164,22 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
         pods("exchange_state_divergence_total", ["0x24"]),
         "3m",
         {},
+    ),
+    "ExchangeDivergenceCheckBlind": (
+        # xc-1 skipped every checkpoint for 35 minutes; xc-0 hashed its own.
+        [
+            series(CHECKPOINTS, "0+1x140", pod="xc-1", outcome="skipped"),
+            series(CHECKPOINTS, "0x140", pod="xc-1", outcome="hashed"),
+            series(CHECKPOINTS, "0+1x140", pod="xc-0", outcome="hashed"),
+        ],
+        # Some skipped, some hashed (a slow hash now and then), and an idle member.
+        [
+            series(CHECKPOINTS, "0+1x140", pod="xc-1", outcome="skipped"),
+            series(CHECKPOINTS, "0x100 1x40", pod="xc-1", outcome="hashed"),
+            series(CHECKPOINTS, "0x140", pod="xc-2", outcome="skipped"),
+        ],
+        "34m",
+        {"pod": "xc-1"},
     ),
 }
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import socket
 from pathlib import Path
 
+import pytest
 from exchange_node.engine.commands import NewOrder, OrderType, Side, TimeInForce
 from exchange_node.server import config as node_config
 from exchange_node.server.divergence import state_digest
@@ -201,5 +203,44 @@ async def test_a_busy_node_hashes_in_one_child_at_a_time(tmp_path: Path) -> None
         index, digest = node.status_hash()
         assert bytes.fromhex(digest) == state_digest(node.engine.snapshot())
         assert node.divergence.hash_ring[index] == bytes.fromhex(digest)
+    finally:
+        await node.stop(grace_seconds=1.0)
+
+
+def _checkpoints(node: Node, outcome: str) -> float:
+    return node.metrics.checkpoints.labels(outcome=outcome)._value.get()
+
+
+async def test_a_checkpoint_skipped_while_a_hash_runs_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = _node(tmp_path)
+    await node.start()
+    try:
+        await _leader(node)
+        await node.submit([_order(k) for k in range(10)])
+        children = len(node._children)
+        node._hashing = 1  # as if the hash of index 1 were still running
+        with caplog.at_level(logging.WARNING, logger="exchange"):
+            node._take_snapshot(snapshot=False, checkpoint=True)
+            node._take_snapshot(snapshot=False, checkpoint=True)
+        assert _checkpoints(node, "skipped") == 2
+        assert _checkpoints(node, "hashed") == 0
+        assert len(node._children) == children, "a second hashing child was forked"
+        warnings = [r for r in caplog.records if "checkpoint at" in r.getMessage()]
+        # The second skip is within the log's interval: one line for both.
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "--checkpoint-entries" in warnings[0].getMessage()
+        # Once no hash runs, the checkpoint is hashed in a child and counted.
+        node._hashing = -1
+        node._take_snapshot(snapshot=False, checkpoint=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while _checkpoints(node, "hashed") < 1:
+            assert loop.time() < deadline, "the checkpoint was never hashed"
+            await asyncio.sleep(0.05)
+        index = node.applied_index
+        assert node.divergence.hash_ring[index] == state_digest(node.engine.snapshot())
+        assert _checkpoints(node, "skipped") == 2
     finally:
         await node.stop(grace_seconds=1.0)

@@ -32,6 +32,8 @@ ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
 PROPOSAL_OUTCOMES = ("committed", "dropped", "not_leader", "overloaded")
 PEER_REJECT_REASONS = ("not_member", "joining", "self", "digest_not_voter", "digest_conflict")
 """Why the node refused a peer message before its consensus core (server/shell.py)."""
+CHECKPOINT_OUTCOMES = ("hashed", "skipped")
+"""What became of a divergence checkpoint on this replica (server/shell.py)."""
 
 # Latency buckets from 50 us (an fsync on a fast disk) to 10 s.
 _FAST_BUCKETS = (
@@ -169,6 +171,14 @@ class NodeMetrics:
             "peer state hash differed from ours at the same applied index",
             registry=r,
         )
+        self.checkpoints = Counter(
+            "exchange_divergence_checkpoints",
+            "divergence checkpoints by outcome: hashed (this replica's digest at the index "
+            "was recorded) or skipped (a hash of an earlier index was still running, so "
+            "this replica has no digest there; the next checkpoint is compared)",
+            ["outcome"],
+            registry=r,
+        )
         self.peer_messages_rejected = Counter(
             "exchange_peer_messages_rejected",
             "peer messages and state digests refused before the consensus core: not_member, "
@@ -198,6 +208,8 @@ class NodeMetrics:
             self.role.labels(role=role).set(0)
         for outcome in PROPOSAL_OUTCOMES:
             self.proposals.labels(outcome=outcome)
+        for outcome in CHECKPOINT_OUTCOMES:
+            self.checkpoints.labels(outcome=outcome)
         for kind in ("voter", "learner"):
             self.members.labels(kind=kind).set(0)
         for reason in PEER_REJECT_REASONS:

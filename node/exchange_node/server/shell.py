@@ -892,7 +892,17 @@ class Node:
             # One hashing child at a time (besides a snapshot's): when hashing takes
             # longer than the entries between checkpoints, children would pile up.
             # This replica then has no digest at this index; the next one is compared.
-            log.debug("checkpoint at %d skipped: a hash of %d is running", index, self._hashing)
+            self.metrics.checkpoints.labels(outcome="skipped").inc()
+            if self._reject_log.due("checkpoint_skipped", self.node_id, time.monotonic()):
+                log.warning(
+                    "divergence checkpoint at %d skipped: the hash of %d is still running. "
+                    "While every checkpoint is skipped this replica's state is compared with "
+                    "no one's; if this repeats, raise --checkpoint-entries "
+                    '(exchange_divergence_checkpoints_total{outcome="skipped"}, '
+                    "logged at most every 10 s)",
+                    index,
+                    self._hashing,
+                )
             checkpoint = False
         if not snapshot and not checkpoint:
             return
@@ -948,6 +958,7 @@ class Node:
             if checkpoint:
                 # A shared index: every replica hashes its state there (divergence.py).
                 self.divergence.record(index, result.digest, time.monotonic())
+                self.metrics.checkpoints.labels(outcome="hashed").inc()
             if index > self._hash_cache[0]:
                 # The newest known hash, with the index it is of (status_hash).
                 self._hash_cache = (index, result.digest)
