@@ -20,6 +20,8 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
             "--duration=1",
             "--failover-trials=1",
             "--single-clients=8",
+            "--ws-clients=2",
+            "--ws-in-flight=8",
             "--rate=200",
             f"--data-root={tmp_path}",
         ],
@@ -34,10 +36,12 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
     assert set(figures) == {
         "batch_throughput",
         "single_throughput",
+        "ws_single_throughput",
         "latency_p50_ms_at_500",
         "latency_p99_ms_at_500",
         "cpu_ms_per_order_batch",
         "cpu_ms_per_order_single",
+        "cpu_ms_per_order_ws_single",
         "cpu_ms_per_order_at_500",
         "failover_unavailability_median_s",
         "failover_unavailability_max_s",
@@ -51,10 +55,15 @@ def test_bench_cluster_json_reports_every_figure(tmp_path) -> None:
     }
     assert figures["peer_tls"] == 1  # mTLS unless --peer-tls=off
     assert figures["request_errors"] == 0
-    for name in ("batch_throughput", "single_throughput", "single_node_single_throughput"):
+    for name in (
+        "batch_throughput",
+        "single_throughput",
+        "ws_single_throughput",
+        "single_node_single_throughput",
+    ):
         assert figures[name] > 0, name
     assert 0 < figures["latency_p50_ms_at_500"] <= figures["latency_p99_ms_at_500"]
-    for phase in ("batch", "single", "at_500"):  # the nodes' CPU, read from /proc
+    for phase in ("batch", "single", "ws_single", "at_500"):  # the nodes' CPU, from /proc
         assert 0 < figures[f"cpu_ms_per_order_{phase}"] < 1_000, phase
     assert 0 < figures["failover_unavailability_median_s"] < 30
 
@@ -71,6 +80,8 @@ def test_bench_cluster_side_by_side_reports_both_modes_and_ratios(tmp_path) -> N
             "--peer-tls=both",
             "--duration=0.5",
             "--single-clients=4",
+            "--ws-clients=2",
+            "--ws-in-flight=8",
             "--rate=100",
             "--rounds=2",
             f"--data-root={tmp_path}",
@@ -86,6 +97,7 @@ def test_bench_cluster_side_by_side_reports_both_modes_and_ratios(tmp_path) -> N
     for name in (
         "batch_throughput",
         "single_throughput",
+        "ws_single_throughput",
         "latency_p50_ms_at_500",
         "cpu_ms_per_order_single",
     ):

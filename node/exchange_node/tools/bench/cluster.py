@@ -8,6 +8,12 @@ process. Then the same single-order figures against a 1-node cluster
 - ``batch_throughput``: orders/s acknowledged through ``POST /v1/orders/batch``
   (committed and applied before the answer).
 - ``single_throughput``: orders/s with one order per ``POST /v1/orders``.
+- ``ws_single_throughput``: orders/s with one order per WebSocket message
+  (``{"op": "order"}`` on ``/v1/ws``): ``--ws-clients`` sockets (16) to the
+  leader, each keeping ``--ws-in-flight`` orders (64) unanswered: 1,024 in all,
+  as many as ``exchange bench etcd`` keeps puts outstanding. The fastest public
+  path for single orders: no HTTP request per order, and the orders that arrive
+  while a Ready's fsync runs are proposed together in the next one.
 - ``latency_p50_ms_at_500`` / ``latency_p99_ms_at_500``: 500 orders/s offered
   on a fixed schedule, latency from each order's *intended* send time to its
   answer (corrected for coordinated omission: a stalled server cannot make
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import queue
@@ -61,6 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--single-clients", type=int, default=64, help="concurrent single-order requests"
     )
+    parser.add_argument(
+        "--ws-clients", type=int, default=16, help="WebSockets sending single orders"
+    )
+    parser.add_argument(
+        "--ws-in-flight",
+        type=int,
+        default=64,
+        help="orders each of those WebSockets keeps unanswered (the node allows 1,000); "
+        "16 x 64 is the 1,024 puts etcd's bench keeps outstanding",
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="offered orders/s (latency)")
     parser.add_argument(
         "--latency-client",
@@ -77,9 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("on", "off", "both"),
         default="on",
         help="mutual TLS between the nodes (default on); 'both' runs an mTLS and a plaintext "
-        "cluster side by side, each phase on one then the other (alternating which goes "
-        "first), and prints each figure for both with the median of the rounds' "
-        "mTLS/plaintext ratios",
+        "cluster in the same run, each phase on one then the other (alternating which goes "
+        "first; the other's processes are stopped meanwhile), and prints each figure for "
+        "both with the median of the rounds' mTLS/plaintext ratios",
     )
     parser.add_argument(
         "--rounds",
@@ -313,6 +330,55 @@ async def _single_phase(spec: dict[str, Any]) -> dict[str, Any]:
     return {"orders": acked, "seconds": seconds, "errors": errors}
 
 
+async def _ws_single_phase(spec: dict[str, Any]) -> dict[str, Any]:
+    """One order per WebSocket message (``{"op": "order"}``): ``clients`` sockets to the
+    leader, each keeping ``in_flight`` orders sent and not yet answered."""
+    import aiohttp
+
+    deadline = time.monotonic() + spec["duration"]
+    url = f"http://{spec['leader_http']}/v1/ws"
+    acked = 0
+    errors = 0
+    seq = 0
+
+    async def worker(session: aiohttp.ClientSession, wid: int) -> None:
+        nonlocal acked, errors, seq
+        async with session.ws_connect(url, headers=_auth(spec, wid), max_msg_size=0) as ws:
+            hello = await ws.receive_json()
+            if hello.get("type") != "hello" or hello.get("client_id") is None:
+                raise RuntimeError(f"unexpected first WebSocket message {hello!r}")
+            waiting = 0
+
+            async def send() -> None:
+                nonlocal seq, waiting
+                seq += 1
+                order = _order(seq, spec["prefix"])
+                order["op"], order["id"] = "order", seq
+                waiting += 1
+                await ws.send_str(json.dumps(order))
+
+            for _ in range(spec["in_flight"]):
+                await send()
+            while waiting:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    errors += waiting  # closed with orders unanswered
+                    return
+                doc = json.loads(message.data)
+                if doc.get("type") not in ("ack", "error"):
+                    continue
+                waiting -= 1
+                if doc["type"] == "ack" and doc.get("status") == 200:
+                    acked += 1
+                else:
+                    errors += 1
+                if time.monotonic() < deadline:
+                    await send()
+
+    seconds = await _run_workers(worker, spec["clients"])
+    return {"orders": acked, "seconds": seconds, "errors": errors}
+
+
 async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
     """Open loop: order i is due at start + i/rate whatever happened before it."""
     import json
@@ -428,6 +494,7 @@ def _load_main(phase: str, spec: dict[str, Any], out: Any) -> None:
     runners = {
         "batch": _batch_phase,
         "single": _single_phase,
+        "ws_single": _ws_single_phase,
         "latency": _latency_phase,
     }
     if phase == "failover":
@@ -550,7 +617,7 @@ def _cpu_seconds(cluster: LocalCluster) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-PHASES = ("batch", "single", "latency")
+PHASES = ("batch", "single", "ws_single", "latency")
 """The 3-node load phases, in the order they run."""
 
 
@@ -569,6 +636,10 @@ def _measure_phase(
         )
     elif phase == "single":
         spec = _spec(cluster, args, f"s{run}-", clients=args.single_clients)
+    elif phase == "ws_single":
+        spec = _spec(
+            cluster, args, f"w{run}-", clients=args.ws_clients, in_flight=args.ws_in_flight
+        )
     else:
         spec = _spec(cluster, args, f"l{run}-", rate=args.rate, client=args.latency_client)
     cpu_before = _cpu_seconds(cluster)
@@ -603,10 +674,12 @@ def _three_node_phases(
 _UNITS = {
     "batch_throughput": "orders/s",
     "single_throughput": "orders/s",
+    "ws_single_throughput": "orders/s",
     "latency_p50_ms_at_500": "ms",
     "latency_p99_ms_at_500": "ms",
     "cpu_ms_per_order_batch": "ms",
     "cpu_ms_per_order_single": "ms",
+    "cpu_ms_per_order_ws_single": "ms",
     "cpu_ms_per_order_at_500": "ms",
 }
 
@@ -637,19 +710,49 @@ def ratio_summary(
     )
 
 
+def _freeze(cluster: LocalCluster, frozen: bool) -> None:
+    """SIGSTOP (or SIGCONT) every node process of ``cluster``."""
+    for node_id in list(cluster.procs):
+        if cluster.alive(node_id):
+            (cluster.pause if frozen else cluster.resume)(node_id)
+
+
+def _settle(cluster: LocalCluster, args: argparse.Namespace, timeout: float = 60.0) -> None:
+    """After a thaw: wait until one leader has held for two election timeouts and every
+    node is ready (a thawed cluster may hold an election first: its timers are overdue)."""
+    deadline = time.monotonic() + timeout
+    leader = cluster.wait_for_leader(timeout)
+    while True:
+        time.sleep(2 * args.election_ms / 1000)
+        now = cluster.wait_for_leader(max(1.0, deadline - time.monotonic()))
+        if now == leader:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("the thawed cluster's leadership did not settle")
+        leader = now
+    cluster.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+
+
 def _side_by_side(args: argparse.Namespace, root: Path) -> int:
     """``--peer-tls both``: the same phases on an mTLS and a plaintext cluster, interleaved.
 
-    Both clusters run at once (idle heartbeats cost little). Each round runs every phase
-    on one cluster and at once on the other, and the next round swaps who goes first
-    (ABBA), so neither mode always meets a warmer machine. The ratio printed for a figure
-    is the median over rounds of that round's mTLS/plaintext ratio (with the lowest and
-    highest beside it); the per-mode figures are medians over rounds.
+    Both clusters are started once, and only the one being measured runs: the other's
+    processes are stopped (SIGSTOP) meanwhile, so its heartbeats, timers and hashing
+    children take no CPU from the phase (with both running, the latency phase's p50 was
+    2-5 times a lone cluster's on two cores). A thawed cluster settles (one leader for two
+    election timeouts, every node ready) before its phase. Each round runs every phase on
+    one cluster and then on the other, and the next round swaps who goes first (ABBA), so
+    neither mode always meets a warmer machine. The ratio printed for a figure is the
+    median over rounds of that round's mTLS/plaintext ratio (with the lowest and highest
+    beside it); the per-mode figures are medians over rounds.
     """
     rounds = max(1, args.rounds)
     clusters = {"mtls": _start(root / "mtls", 3, args, True)}
+    running = "mtls"
     try:
+        _freeze(clusters["mtls"], True)
         clusters["plain"] = _start(root / "plain", 3, args, False)
+        running = "plain"
         samples: dict[str, list[dict[str, float]]] = {
             "mtls": [{} for _ in range(rounds)],
             "plain": [{} for _ in range(rounds)],
@@ -658,11 +761,17 @@ def _side_by_side(args: argparse.Namespace, root: Path) -> int:
         for r in range(rounds):
             for phase in PHASES:
                 for mode in side_by_side_order(r):
+                    if mode != running:
+                        _freeze(clusters[running], True)
+                        _freeze(clusters[mode], False)
+                        running = mode
+                        _settle(clusters[mode], args)
                     figures, failed = _measure_phase(clusters[mode], args, phase, str(r))
                     samples[mode][r].update(figures)
                     errors += failed
     finally:
         for cluster in clusters.values():
+            _freeze(cluster, False)  # a stopped process would not see SIGTERM
             cluster.stop_all(10)
     results: list[BenchResult] = []
     for name, unit in _UNITS.items():
@@ -684,6 +793,7 @@ _VERSUS_ETCD = {
     "latency_p50_ms_at_500": "etcd_latency_p50_ms_at_500",
     "latency_p99_ms_at_500": "etcd_latency_p99_ms_at_500",
     "single_throughput": "etcd_put_throughput",
+    "ws_single_throughput": "etcd_put_throughput",
     "batch_throughput": "etcd_put_throughput",
     "failover_unavailability_median_s": "etcd_failover_unavailability_median_s",
 }
