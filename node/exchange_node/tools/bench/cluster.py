@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -717,9 +718,43 @@ def _freeze(cluster: LocalCluster, frozen: bool) -> None:
             (cluster.pause if frozen else cluster.resume)(node_id)
 
 
+def _children(cluster: LocalCluster) -> int:
+    """Forked children (state hashes, snapshots) of ``cluster``'s node processes now."""
+    count = 0
+    for proc in cluster.procs.values():
+        # A process gone, or a kernel without the file: nothing to wait for.
+        with contextlib.suppress(OSError):
+            count += len(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())
+    return count
+
+
+def _wait_children(cluster: LocalCluster, deadline: float) -> None:
+    while _children(cluster):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the nodes' hashing or snapshot children did not finish")
+        time.sleep(0.1)
+
+
+def _quiesce(cluster: LocalCluster, deadline: float) -> None:
+    """Wait until no node has a forked child and a round of status calls starts none. A
+    node idle for 2 s hashes its state in a child when asked for its status (the bench's
+    leader checks ask), and a continued node has been idle for as long as it was stopped:
+    that hash (about a second of CPU per node on a full exactly-once table) would
+    otherwise run during the next phase."""
+    while True:
+        for node_id in list(cluster.procs):
+            if cluster.alive(node_id):
+                cluster.status(node_id)
+        time.sleep(0.2)
+        if not _children(cluster):
+            return
+        _wait_children(cluster, deadline)
+
+
 def _settle(cluster: LocalCluster, args: argparse.Namespace, timeout: float = 60.0) -> None:
-    """After a thaw: wait until one leader has held for two election timeouts and every
-    node is ready (a thawed cluster may hold an election first: its timers are overdue)."""
+    """After a thaw: wait until one leader has held for two election timeouts, every node
+    is ready (a thawed cluster may hold an election first: its timers are overdue), and no
+    node hashes its state (``_quiesce``)."""
     deadline = time.monotonic() + timeout
     leader = cluster.wait_for_leader(timeout)
     while True:
@@ -731,16 +766,18 @@ def _settle(cluster: LocalCluster, args: argparse.Namespace, timeout: float = 60
             raise TimeoutError("the thawed cluster's leadership did not settle")
         leader = now
     cluster.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+    _quiesce(cluster, deadline)
 
 
 def _side_by_side(args: argparse.Namespace, root: Path) -> int:
     """``--peer-tls both``: the same phases on an mTLS and a plaintext cluster, interleaved.
 
     Both clusters are started once, and only the one being measured runs: the other's
-    processes are stopped (SIGSTOP) meanwhile, so its heartbeats, timers and hashing
-    children take no CPU from the phase (with both running, the latency phase's p50 was
-    2-5 times a lone cluster's on two cores). A thawed cluster settles (one leader for two
-    election timeouts, every node ready) before its phase. Each round runs every phase on
+    processes are stopped (SIGSTOP) meanwhile, once their forked children are done, so its
+    heartbeats, timers and state hashes take no CPU from the phase (with both running,
+    the latency phase's p50 was 2-5 times a lone cluster's on two cores). A continued
+    cluster settles (one leader for two election timeouts, every node ready, no node
+    hashing its state) before its phase. Each round runs every phase on
     one cluster and then on the other, and the next round swaps who goes first (ABBA), so
     neither mode always meets a warmer machine. The ratio printed for a figure is the
     median over rounds of that round's mTLS/plaintext ratio (with the lowest and highest
@@ -762,6 +799,8 @@ def _side_by_side(args: argparse.Namespace, root: Path) -> int:
             for phase in PHASES:
                 for mode in side_by_side_order(r):
                     if mode != running:
+                        # A snapshot child of the stopped cluster would still run.
+                        _wait_children(clusters[running], time.monotonic() + 60)
                         _freeze(clusters[running], True)
                         _freeze(clusters[mode], False)
                         running = mode
