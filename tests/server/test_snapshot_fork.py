@@ -108,6 +108,37 @@ def test_replicas_stagger_their_first_snapshot_and_keep_the_phase() -> None:
     assert policy.threshold_bytes() == 3_000
 
 
+def _snapshot_indexes(slot: int, slots: int, entries: int, up_to: int) -> list[int]:
+    policy = SnapshotPolicy(snapshot_bytes=10**12, snapshot_entries=entries, checkpoint_entries=0)
+    policy.place(slot, slots)
+    due = []
+    for index in range(1, up_to + 1):
+        if policy.applied(index, 10).snapshot:
+            due.append(index)
+            policy.started()
+            policy.taken()
+    return due
+
+
+def test_replicas_stagger_the_entry_trigger_too() -> None:
+    # --snapshot-threshold alone (bytes never reached): the first snapshot of each
+    # voter a third of the count apart, then the full count, so no two fork together.
+    seen = [_snapshot_indexes(slot, 3, 300, 1_000) for slot in range(3)]
+    assert seen == [[100, 400, 700, 1_000], [200, 500, 800], [300, 600, 900]]
+    # A single member is not staggered.
+    assert _snapshot_indexes(0, 1, 300, 700) == [300, 600]
+    policy = SnapshotPolicy(snapshot_bytes=10**12, snapshot_entries=300, checkpoint_entries=0)
+    policy.place(1, 3)
+    assert policy.threshold_entries() == 200
+    policy.reset(staggered=False)  # a restart from its own snapshot keeps its phase
+    assert policy.threshold_entries() == 300
+    policy.reset(staggered=True)  # a leader's snapshot installed: staggered again
+    assert policy.threshold_entries() == 200
+    off = SnapshotPolicy(snapshot_bytes=10**12, snapshot_entries=0, checkpoint_entries=0)
+    off.place(1, 3)
+    assert off.threshold_entries() == 0
+
+
 def test_checkpoints_fall_at_the_same_indexes_on_every_replica() -> None:
     seen = []
     for slot in range(3):

@@ -23,9 +23,13 @@ When (``SnapshotPolicy``, pure and deterministic):
   (``--snapshot-threshold``, 0: off).
 - **Staggered.** After a fresh start, or after installing a leader's snapshot,
   the first threshold of the voter ranked ``slot`` of ``slots`` is
-  ``bytes * (slot + 1) / slots``; later ones are the full threshold. Every
-  replica applies the same bytes, so their phases stay apart (a restart from
-  the replica's own snapshot keeps its phase).
+  ``bytes * (slot + 1) / slots``, and so is the entry count's; later ones are
+  the full thresholds. Every replica applies the same entries, so their phases
+  stay apart (a restart from the replica's own snapshot keeps its phase). The
+  entry count was once left out, so a cluster with ``--snapshot-threshold``
+  (local clusters, the demo and the benches set 50,000 or 100,000) forked on
+  every replica at the same index, and under load the leader's stall cost it
+  its leadership.
 - **Checkpoints at shared indexes.** Snapshots no longer fall at equal indexes,
   so the divergence checkpoint is separate: every ``--checkpoint-entries``
   applied index (the same on every replica), a child only hashes the state (or
@@ -172,11 +176,18 @@ class SnapshotPolicy:
             return max(1, self.snapshot_bytes * (self.slot + 1) // self.slots)
         return self.snapshot_bytes
 
+    def threshold_entries(self) -> int:
+        """0: no entry trigger."""
+        if self.snapshot_entries > 0 and self._staggered:
+            return max(1, self.snapshot_entries * (self.slot + 1) // self.slots)
+        return self.snapshot_entries
+
     def applied(self, index: int, size: int) -> Due:
         self.bytes_since += size
         self.entries_since += 1
+        entries = self.threshold_entries()
         snapshot = self.bytes_since >= self.threshold_bytes() or (
-            self.snapshot_entries > 0 and self.entries_since >= self.snapshot_entries
+            entries > 0 and self.entries_since >= entries
         )
         checkpoint = self.checkpoint_entries > 0 and index % self.checkpoint_entries == 0
         return Due(snapshot, checkpoint)
