@@ -47,6 +47,7 @@ import os
 import queue
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -341,9 +342,10 @@ async def _ws_single_phase(spec: dict[str, Any]) -> dict[str, Any]:
     acked = 0
     errors = 0
     seq = 0
+    sample: str | None = None
 
     async def worker(session: aiohttp.ClientSession, wid: int) -> None:
-        nonlocal acked, errors, seq
+        nonlocal acked, errors, seq, sample
         async with session.ws_connect(url, headers=_auth(spec, wid), max_msg_size=0) as ws:
             hello = await ws.receive_json()
             if hello.get("type") != "hello" or hello.get("client_id") is None:
@@ -373,11 +375,13 @@ async def _ws_single_phase(spec: dict[str, Any]) -> dict[str, Any]:
                     acked += 1
                 else:
                     errors += 1
+                    if sample is None:
+                        sample = json.dumps(doc)[:300]
                 if time.monotonic() < deadline:
                     await send()
 
     seconds = await _run_workers(worker, spec["clients"])
-    return {"orders": acked, "seconds": seconds, "errors": errors}
+    return {"orders": acked, "seconds": seconds, "errors": errors, "error_sample": sample}
 
 
 async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
@@ -656,6 +660,12 @@ def _measure_phase(
         figures = {f"{phase}_throughput": round(result["orders"] / result["seconds"], 1)}
         suffix = phase
     figures[f"cpu_ms_per_order_{suffix}"] = round(cpu, 3)
+    if result["errors"] and result.get("error_sample"):
+        print(
+            f"bench cluster: {result['errors']} failed requests in the {phase} phase, "
+            f"the first: {result['error_sample']}",
+            file=sys.stderr,
+        )
     return figures, result["errors"]
 
 
