@@ -10,10 +10,12 @@ bench prints the probe's figures from real node processes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,15 @@ def test_the_probe_reports_a_planted_stall_in_cpu_time_and_names_it(
     monkeypatch.setattr(fairness, "_STEP_THREAD", [])
     monkeypatch.setattr(fairness, "_STEPS", [])
     fairness._time_every_callback()
+    callbacks = list(gc.callbacks)
     started, ended = asyncio.run(run_probe(tmp_path))
+    # The probe ended with its task: its watchdog thread and GC callback with it (a
+    # watchdog left behind sampled this thread's stack for every later test).
+    deadline = time.monotonic() + 2
+    while any(t.name == "loop-probe-watchdog" and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the probe's watchdog thread outlived it"
+        time.sleep(0.01)
+    assert gc.callbacks == callbacks
     probe = fairness.read_probe(tmp_path, os.getpid())
     window = [(started, ended)]
     before = [(started - 0.3, started - 0.01)]

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -219,22 +220,26 @@ async def _loop_probe(out_dir: Path) -> None:
     loop_cpu = time.pthread_getcpuclockid(loop_thread)
     beat_cpu = time.thread_time()
 
+    stopped = threading.Event()
+
     def watchdog() -> None:
         # Counted in the loop thread's CPU time, not in wall time: a loop that waits for
         # a core (the machine's other load) or for the GIL is not stalled by its work.
         last_sampled = 0.0
-        while True:
-            time.sleep(PROBE_INTERVAL_S)
+        while not stopped.wait(PROBE_INTERVAL_S):
             stalled = time.clock_gettime(loop_cpu) - beat_cpu
             # One sample per 2 ms of a stall: where the loop spends a long step.
             if stalled * 1000 >= STALL_SAMPLE_MS and stalled - last_sampled >= 0.002:
                 frame = sys._current_frames().get(loop_thread)
                 stack: list[str] = []
-                while frame is not None and len(stack) < 40:
-                    code = frame.f_code
-                    name = code.co_filename.rsplit("/site-packages/", 1)[-1]
-                    stack.append(f"{name}:{frame.f_lineno}:{code.co_qualname}")
-                    frame = frame.f_back
+                try:
+                    while frame is not None and len(stack) < 40:
+                        code = frame.f_code
+                        name = code.co_filename.rsplit("/site-packages/", 1)[-1]
+                        stack.append(f"{name}:{frame.f_lineno}:{code.co_qualname}")
+                        frame = frame.f_back
+                except AttributeError:  # the thread ran on while it was read: no sample
+                    continue
                 samples.append((time.time(), stalled, stack))
                 last_sampled = stalled
             elif stalled * 1000 < STALL_SAMPLE_MS:
@@ -242,28 +247,38 @@ async def _loop_probe(out_dir: Path) -> None:
 
     threading.Thread(target=watchdog, name="loop-probe-watchdog", daemon=True).start()
     flushed = time.monotonic()
-    while True:
-        started = time.perf_counter()
-        await asyncio.sleep(PROBE_INTERVAL_S)
-        woke = time.perf_counter()
-        cpu = time.thread_time()
-        lags.append((time.time(), max(0.0, woke - started - PROBE_INTERVAL_S), cpu - beat_cpu))
-        beat_cpu = cpu
-        if time.monotonic() - flushed >= 1.0:
-            flushed = time.monotonic()
-            taken_lags, taken_samples, taken_steps = lags[:], samples[:], _STEPS[:]
-            taken_gcs = collections_[:]
-            del lags[: len(taken_lags)], samples[: len(taken_samples)]
-            del _STEPS[: len(taken_steps)], collections_[: len(taken_gcs)]
-            record = {
-                "lags": taken_lags,
-                "samples": taken_samples,
-                "steps": taken_steps,
-                "gcs": taken_gcs,
-            }
-            with path.open("a") as out:
-                out.write(json.dumps(record) + "\n")
-            beat_cpu = time.thread_time()  # the flush is the probe's, not the node's
+    try:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            woke = time.perf_counter()
+            cpu = time.thread_time()
+            lags.append((time.time(), max(0.0, woke - started - PROBE_INTERVAL_S), cpu - beat_cpu))
+            beat_cpu = cpu
+            if time.monotonic() - flushed >= 1.0:
+                flushed = time.monotonic()
+                taken_lags, taken_samples, taken_steps = lags[:], samples[:], _STEPS[:]
+                taken_gcs = collections_[:]
+                del lags[: len(taken_lags)], samples[: len(taken_samples)]
+                del _STEPS[: len(taken_steps)], collections_[: len(taken_gcs)]
+                record = {
+                    "lags": taken_lags,
+                    "samples": taken_samples,
+                    "steps": taken_steps,
+                    "gcs": taken_gcs,
+                }
+                with path.open("a") as out:
+                    out.write(json.dumps(record) + "\n")
+                beat_cpu = time.thread_time()  # the flush is the probe's, not the node's
+    finally:
+        # The probe ends with its task. A watchdog left behind went on sampling the
+        # thread's stack every 2 ms of its CPU for the rest of the process (in a pytest
+        # run, every later test), with no beat to reset it, and once hit a frame the
+        # thread had already left (an AttributeError in the thread).
+        stopped.set()
+        gc.callbacks.remove(on_gc)
+        with contextlib.suppress(ValueError):
+            _STEP_THREAD.remove(loop_thread)
 
 
 def enable_loop_probe(root: Path, steps: bool = False) -> Path:
