@@ -28,8 +28,7 @@ When (``SnapshotPolicy``, pure and deterministic):
   stay apart (a restart from the replica's own snapshot keeps its phase). The
   entry count was once left out, so a cluster with ``--snapshot-threshold``
   (local clusters, the demo and the benches set 50,000 or 100,000) forked on
-  every replica at the same index, and under load the leader's stall cost it
-  its leadership.
+  every replica at the same index.
 - **Checkpoints at shared indexes.** Snapshots no longer fall at equal indexes,
   so the divergence checkpoint is separate: every ``--checkpoint-entries``
   applied index (the same on every replica), a child only hashes the state (or
