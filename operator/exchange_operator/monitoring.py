@@ -55,7 +55,7 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
     sel = selector(namespace, cluster)
     voters = selector(namespace, cluster, 'kind="voter"')
     where = f"ExchangeCluster {namespace}/{cluster}"
-    checkpoints = "exchange_divergence_checkpoints_total" + selector(
+    skipped = "exchange_divergence_checkpoints_total" + selector(
         namespace, cluster, 'outcome="skipped"'
     )
     hashed = "exchange_divergence_checkpoints_total" + selector(
@@ -199,7 +199,7 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
         ),
         Alert(
             "ExchangeDivergenceCheckBlind",
-            f"max by (pod) (increase({checkpoints}[{CHECK_BLIND_WINDOW}]))"
+            f"max by (pod) (increase({skipped}[{CHECK_BLIND_WINDOW}]))"
             f" > 0 unless on (pod) max by (pod) (increase({hashed}[{CHECK_BLIND_WINDOW}])) > 0",
             "0s",
             "warning",
@@ -207,7 +207,7 @@ def alerts(namespace: str, cluster: str) -> list[Alert]:
             "{{ $labels.pod }} skipped every divergence checkpoint for "
             f"{CHECK_BLIND_WINDOW} (the hash of the previous one was still running) and "
             "hashed none: a divergence of its state would go unseen. Raise "
-            "--checkpoint-entries (or find what slows its forked hashing child).",
+            "spec.checkpointEntries (or find what slows its forked hashing child).",
         ),
     ]
 
