@@ -146,7 +146,14 @@ API_MAX_DEPTH: Final = 1_000
 API_MAX_TRADES: Final = 1_000
 """Trades in one ``/v1/trades`` answer: the engine keeps ENGINE_TRADE_HISTORY per symbol."""
 API_BATCH_YIELD_EVERY: Final = 100
-"""A batch gives the event loop back every this many orders: others wait a slice, not the batch."""
+"""A batch gives the event loop back every this many orders: others wait a slice, not the batch.
+It is also the size of the pieces a paced batch is proposed in (``API_PACE_MAX_SPAN_S``)."""
+API_PACE_MAX_SPAN_S: Final = 1.0
+"""A batch of a key that has spent half its burst is proposed in pieces of
+``API_BATCH_YIELD_EVERY`` orders, spaced at the key's rate, so that a key at its limit
+loads the cluster evenly instead of in bursts of its whole batch (docs/api.md); the pieces
+of one batch span at most this long whatever the key's rate (its bucket's debt still holds
+it to its rate in the long run), so that no batch waits for its pace beyond it."""
 API_MEMBER_STATUS_TIMEOUT_S: Final = 0.5
 """``/v1/cluster/members``: one member's own ``/v1/cluster``; a dead member costs this, no more."""
 API_MEMBER_STATUS_CACHE_S: Final = 0.25

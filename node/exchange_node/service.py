@@ -87,6 +87,11 @@ class ExchangeService(Protocol):
         Raises NotLeader, Overloaded, Unavailable or Timeout."""
         ...
 
+    def leads(self) -> bool:
+        """Whether ``submit`` would propose here now (this node leads, is not fenced
+        and is not stopping); no I/O, cheap enough for every request."""
+        ...
+
     async def read_barrier(self) -> None:
         """Linearizable read barrier (ReadIndex): returns once this replica has
         applied everything committed before the call. Raises like ``submit``."""

@@ -93,6 +93,9 @@ class EngineService:
             raise self.fail_submit
         return self.apply(list(commands))
 
+    def leads(self) -> bool:
+        return self.fail_submit is None
+
     def apply(self, commands: list[Any]) -> list[Any]:
         """Commit and apply one entry now (also usable directly by tests)."""
         self.submitted.append(commands)

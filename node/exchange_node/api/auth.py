@@ -7,7 +7,12 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from exchange_node.limits import API_MAX_TOLD_TO_WAIT, API_PENALTY_FIRST_S, API_PENALTY_MAX_S
+from exchange_node.limits import (
+    API_MAX_TOLD_TO_WAIT,
+    API_PACE_MAX_SPAN_S,
+    API_PENALTY_FIRST_S,
+    API_PENALTY_MAX_S,
+)
 
 from . import errors
 from .errors import ApiError
@@ -43,7 +48,7 @@ def bearer_token(request: web.Request, *, allow_query: bool = False) -> str | No
 
 
 class TokenBucket:
-    __slots__ = ("last", "penalty", "penalty_until", "tokens")
+    __slots__ = ("last", "paced_until", "penalty", "penalty_until", "tokens")
 
     def __init__(self, tokens: float, now: float) -> None:
         self.tokens = tokens
@@ -51,6 +56,8 @@ class TokenBucket:
         self.penalty = 0.0
         """Seconds the key was last shut out for ignoring Retry-After (0: it is not)."""
         self.penalty_until = 0.0
+        self.paced_until = 0.0
+        """When the key's last paced batch is all proposed (``RateLimiter.pace``)."""
 
 
 class RateLimiter:
@@ -144,6 +151,28 @@ class RateLimiter:
         """Whether ``key`` is shut out for ignoring Retry-After."""
         bucket = self.buckets.get(key)
         return bucket is not None and bucket.penalty > 0 and self.clock() < bucket.penalty_until
+
+    def pace(self, key: str, orders: int, piece: int) -> list[float] | None:
+        """When to propose the pieces of ``piece`` orders of a batch of ``orders`` that
+        ``key`` has been charged for (clock times, one per piece), or None to propose
+        the whole batch at once, as one log entry: when the key has no limit or still
+        has half its burst or more. A key that has spent more than that is at its
+        limit; its pieces are spaced at its rate (at most ``API_PACE_MAX_SPAN_S`` for
+        one batch) after those of its batches paced before, so that it loads the
+        cluster evenly rather than in bursts of a whole batch, which every replica
+        would process in one go while other clients' orders wait for a core."""
+        rate, burst = self.limit_of(key)
+        if rate <= 0:
+            return None
+        bucket = self._refilled(key, rate, burst)
+        if bucket.tokens >= burst / 2:
+            return None
+        pieces = -(-orders // piece)
+        step = min(piece / rate, API_PACE_MAX_SPAN_S / pieces)
+        start = max(bucket.paced_until, bucket.last)
+        times = [start + i * step for i in range(pieces)]
+        bucket.paced_until = start + pieces * step
+        return times
 
     def refund(self, key: str, tokens: float) -> None:
         rate, burst = self.limit_of(key)
@@ -301,6 +330,13 @@ class BatchReservation:
 
     def __init__(self, limiter: RateLimiter, key: str, tokens: float) -> None:
         self.limiter, self.key, self.tokens = limiter, key, tokens
+
+    def pace(self, orders: int, piece: int) -> list[float] | None:
+        """``RateLimiter.pace`` for the batch's key."""
+        return self.limiter.pace(self.key, orders, piece)
+
+    def clock(self) -> float:
+        return self.limiter.clock()
 
     def settle(self, orders: int) -> None:
         self.limiter.refund(self.key, self.tokens - (orders - 1))

@@ -387,7 +387,9 @@ DESCRIPTIONS = {
     "openOrders": "Your resting orders, optionally in one symbol.",
     "newOrderBatch": "Up to max_batch orders proposed as one log entry (one fsync, one round "
     "of replication); each has its own result, in order. A batch costs one rate-limit token "
-    "per order.",
+    "per order. A key that has spent half its burst is at its limit: its batch is proposed in "
+    "pieces of 100 orders spaced at its rate (other clients' orders may fall between them), "
+    "and a piece that fails stops the rest, each of whose orders then carries that error.",
     "massCancel": "Cancels all your resting orders, in one symbol or all (empty body).",
     "getOrderByClientId": "One of your orders by the client order id you gave it.",
     "cancelOrderByClientId": "Cancels one of your orders by its client order id.",
@@ -718,7 +720,7 @@ def build_openapi(config: ApiConfig) -> dict[str, Any]:
         },
         "/v1/orders/batch": {
             "post": op(
-                f"Submit up to {config.max_batch} orders as one log entry",
+                f"Submit up to {config.max_batch} orders (one log entry unless the key is at its limit)",
                 batch,
                 security=secured,
                 operationId="newOrderBatch",

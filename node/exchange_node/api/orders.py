@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from exchange_node.engine.commands import (
@@ -262,14 +262,77 @@ class OrderEntry:
                 if i % API_BATCH_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 commands.append(self.new_order_command(client_id, item, f"{name}[{i}]"))
-            results = await self.service.submit(commands)
+            times = None
+            if reservation is not None and self.service.leads():
+                # Paced where it is proposed: a follower forwards the batch whole.
+                times = reservation.pace(len(commands), API_BATCH_YIELD_EVERY)
+            results: list[CommandResult | ApiError]
+            if times is None or reservation is None:
+                results = list(await self.service.submit(commands))
+            else:
+                results = await self.submit_paced(commands, times, reservation.clock)
             out = []
             for i, result in enumerate(results):
                 if i % API_BATCH_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+                if isinstance(result, ApiError):
+                    out.append({"status": result.status, **result.body()})
+                    continue
                 status, answer = result_answer(result, client_id)
                 out.append({"status": status, **answer} if status != 200 else answer)
         return 200, {"results": out}
+
+    async def submit_paced(
+        self,
+        commands: Sequence[ClientCommand],
+        times: Sequence[float],
+        clock: Callable[[], float],
+    ) -> list[CommandResult | ApiError]:
+        """Propose ``commands`` in pieces of API_BATCH_YIELD_EVERY, piece ``i`` at
+        ``clock()`` time ``times[i]`` (``RateLimiter.pace``), and wait for them all.
+
+        Each piece is its own proposal: other clients' orders may be applied between
+        two pieces, and the pieces keep their order (the leader's queue is first in,
+        first out per client). Once a piece has failed, no later piece is proposed.
+        The answer has one item per command: its result, or the error of its piece
+        (of the first failed piece for those never proposed). When every piece
+        failed, the service error is raised instead, as for a batch proposed whole
+        (a follower forwards it on ``NotLeader``): ``Timeout`` if any piece timed out
+        (its outcome is unknown), else the first failure.
+        """
+        piece = API_BATCH_YIELD_EVERY
+        if len(times) == 1 and times[0] <= clock():
+            return list(await self.service.submit(commands))  # at its pace: one entry
+        proposed: list[asyncio.Future[Sequence[CommandResult]]] = []
+        try:
+            for i, at in enumerate(times):
+                delay = at - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if any(f.done() and f.exception() is not None for f in proposed):
+                    break
+                part = commands[i * piece : (i + 1) * piece]
+                proposed.append(asyncio.ensure_future(self.service.submit(part)))
+                await asyncio.sleep(0)  # its proposal is made (or refused) before the next
+        finally:
+            outcomes = await asyncio.gather(*proposed, return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, ServiceError)]
+        if failures and len(failures) == len(outcomes):
+            raise next((f for f in failures if isinstance(f, Timeout)), failures[0])
+        retry_after = self.config.unavailable_retry_after_seconds
+        results: list[CommandResult | ApiError] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, ServiceError):
+                answer = service_error(outcome, retry_after)
+                results.extend([answer] * len(commands[i * piece : (i + 1) * piece]))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.extend(outcome)
+        if failures:
+            first = service_error(failures[0], retry_after)
+            results.extend([first] * (len(commands) - len(results)))
+        return results
 
     @staticmethod
     async def encode_batch_answer(body: dict[str, Any]) -> bytes:

@@ -359,7 +359,10 @@ BATCH = ObjectSchema(
             required=True,
             items=NEW_ORDER,
             min_items=1,
-            description="New orders, applied in this order as one log entry.",
+            description=(
+                "New orders, applied in this order; as one log entry unless the key is at its "
+                "rate limit (then in pieces of 100 spaced at its rate)."
+            ),
         )
     ],
     "A batch of new orders.",

@@ -1226,6 +1226,9 @@ class Node:
         self._wakeup.set()
         return await future
 
+    def leads(self) -> bool:
+        return self.role == Role.LEADER and not self._stopping and not self.fenced
+
     async def read_barrier(self) -> None:
         if self._stopping:
             raise Unavailable("node is shutting down")
