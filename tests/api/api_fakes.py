@@ -155,3 +155,16 @@ class EngineService:
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
+
+
+def far_ioc_sell(client_order_id: str, **over: Any) -> dict[str, Any]:
+    """A new order's body: an IOC SELL far above any bid, so it never fills and never rests."""
+    return {
+        "symbol": "BTC-USD",
+        "side": "SELL",
+        "time_in_force": "IOC",
+        "price": 59_000,
+        "quantity": 1,
+        "client_order_id": client_order_id,
+        **over,
+    }

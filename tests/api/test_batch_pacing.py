@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from api_fakes import ALICE, BOB, EngineService
+from api_fakes import ALICE, BOB, EngineService, far_ioc_sell
 from exchange_node.api.auth import RateLimiter
 from exchange_node.limits import API_BATCH_YIELD_EVERY, API_PACE_MAX_SPAN_S
 from exchange_node.service import NotLeader, Timeout
@@ -27,14 +27,7 @@ PIECE = API_BATCH_YIELD_EVERY
 
 
 def order(k: int, client: str = "a") -> dict[str, Any]:
-    return {
-        "symbol": "BTC-USD",
-        "side": "SELL",
-        "time_in_force": "IOC",
-        "price": 59_000,
-        "quantity": 1,
-        "client_order_id": f"{client}-{k}",
-    }
+    return far_ioc_sell(f"{client}-{k}")
 
 
 def batch(n: int, start: int = 0) -> dict[str, Any]:

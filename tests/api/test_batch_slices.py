@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from api_fakes import ALICE
+from api_fakes import ALICE, far_ioc_sell
 from exchange_node.api import jsonio, orders, schema
 from exchange_node.api.orders import OrderEntry
 from exchange_node.limits import API_BATCH_YIELD_EVERY
@@ -23,15 +23,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 def order(k: int, **over: Any) -> dict[str, Any]:
-    return {
-        "symbol": "BTC-USD",
-        "side": "SELL",
-        "time_in_force": "IOC",
-        "price": 59_000,
-        "quantity": 1,
-        "client_order_id": f"s-{k}",
-        **over,
-    }
+    return far_ioc_sell(f"s-{k}", **over)
 
 
 async def test_a_full_batch_gives_the_loop_back_every_slice(make_client, monkeypatch):
