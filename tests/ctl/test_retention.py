@@ -181,5 +181,13 @@ def test_flags_are_set_by_the_leader_and_unset_ones_keep_the_clusters_value(
             "exactly_once_max_keys": 50,
             "finished_orders": 1_000,
         }
+        # The first leader set its flags over the engine's defaults (expected, no
+        # warning); the second replaced what PUT had set, and says so by name.
+        log = one.log_path(1).read_text()
+        assert "setting the retention from this member's flags" in log
+        warnings = [line for line in log.splitlines() if "retention flags replace" in line]
+        assert len(warnings) == 1, warnings
+        assert "finished_orders 7 -> 1000" in warnings[0]
+        assert "exactly_once_max_keys" not in warnings[0]  # not flagged: PUT's 50 stays
     finally:
         one.stop_all(10)

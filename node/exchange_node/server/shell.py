@@ -52,6 +52,11 @@ from exchange_node.engine.commands import (
     Side,
     encode_batch,
 )
+from exchange_node.limits import (
+    ENGINE_DEDUP_HORIZON_NS,
+    ENGINE_DEDUP_MAX_KEYS,
+    ENGINE_FINISHED_WINDOW,
+)
 from exchange_node.raft.config import RaftConfig
 from exchange_node.raft.core import RaftCore
 from exchange_node.raft.types import (
@@ -1180,6 +1185,7 @@ class Node:
             wanted = self.config.retention.wanted(current)
             if wanted != current:
                 commands.append(SetRetention(*wanted))
+                _log_retention_override(current, wanted)
         if not commands:
             return
         loop = self._loop
@@ -1497,3 +1503,31 @@ class _Machine:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.node._install_snapshot(snapshot)
+
+
+_ENGINE_RETENTION = (ENGINE_DEDUP_HORIZON_NS, ENGINE_DEDUP_MAX_KEYS, ENGINE_FINISHED_WINDOW)
+
+
+def _log_retention_override(current: tuple[int, int, int], wanted: tuple[int, int, int]) -> None:
+    """Say that this leader's retention flags replace the cluster's setting.
+
+    From the engine's defaults (a new cluster) that is expected. From anything else it
+    means that members were started with different flags (each leader then sets its
+    own, at every election) or that ``PUT /v1/admin/retention`` changed a setting that
+    this member's flags name: the operator should know."""
+    names = ("exactly_once_horizon_ns", "exactly_once_max_keys", "finished_orders")
+    changed = {
+        name: {"from": old, "to": new}
+        for name, old, new in zip(names, current, wanted, strict=True)
+        if old != new
+    }
+    if current == _ENGINE_RETENTION:
+        log.info("setting the retention from this member's flags", extra={"changed": changed})
+        return
+    log.warning(
+        "this leader's retention flags replace the cluster's retention: %s. Members "
+        "started with different flags set their own at each election, and a flag wins "
+        "over PUT /v1/admin/retention whenever this member leads (docs/api.md)",
+        ", ".join(f"{n} {c['from']} -> {c['to']}" for n, c in changed.items()),
+        extra={"changed": changed},
+    )
