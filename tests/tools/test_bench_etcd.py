@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import shutil
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -54,3 +56,96 @@ def test_a_put_lands_in_a_real_etcd_cluster(tmp_path):
 def test_a_missing_binary_names_the_flag(tmp_path):
     with pytest.raises(FileNotFoundError, match="--etcd-binary"):
         EtcdCluster(tmp_path, str(tmp_path / "no-etcd"))
+
+
+def test_the_ratio_of_interleaved_rounds_is_the_median_of_each_rounds_ratio():
+    from exchange_node.tools.bench.cluster import versus_etcd_rounds
+
+    ours = [
+        {"latency_p50_ms_at_500": 10.0, "batch_throughput": 9_000.0},
+        {"latency_p50_ms_at_500": 40.0, "batch_throughput": 12_000.0},  # a spoiled round
+        {"latency_p50_ms_at_500": 12.0, "batch_throughput": 10_000.0},
+    ]
+    theirs = [
+        {"etcd_latency_p50_ms_at_500": 5.0, "etcd_put_throughput": 3_000.0},
+        {"etcd_latency_p50_ms_at_500": 20.0, "etcd_put_throughput": 2_000.0},
+        {"etcd_latency_p50_ms_at_500": 4.0, "etcd_put_throughput": 2_500.0},
+    ]
+    failover = {
+        "failover_unavailability_median_s": 0.1,
+        "etcd_failover_unavailability_median_s": 2.0,
+    }
+    got = {r.name: r.value for r in versus_etcd_rounds(ours, theirs, failover)}
+    # Round by round 2.0, 2.0, 3.0: the median of those, not 20.67 / 9.67 (the medians' ratio).
+    assert got["latency_p50_ms_at_500_vs_etcd"] == 2.0
+    assert got["latency_p50_ms_at_500_vs_etcd_lowest"] == 2.0
+    assert got["latency_p50_ms_at_500_vs_etcd_highest"] == 3.0
+    assert got["batch_throughput_vs_etcd"] == 4.0  # 3.0, 6.0, 4.0
+    assert got["failover_unavailability_median_s_vs_etcd"] == 0.05
+    assert "single_throughput_vs_etcd" not in got  # no figure, no ratio
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
+def test_a_frozen_etcd_cluster_answers_nothing_and_settles_after_a_thaw(tmp_path):
+    assert ETCD is not None
+    cluster = EtcdCluster(tmp_path, ETCD, n=3, election_ms=300, heartbeat_ms=30)
+    cluster.start_all()
+    try:
+        leader = cluster.leader(60)
+        cluster.freeze(True)
+        with pytest.raises(OSError):
+            cluster.status(leader, timeout=0.5)
+        cluster.freeze(False)
+        settled = cluster.settle(60)
+        assert cluster.status(settled)["leader"] == cluster.status(settled)["header"]["member_id"]
+    finally:
+        cluster.freeze(False)
+        cluster.stop_all()
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
+def test_bench_cluster_interleaved_with_etcd_reports_each_ratio_with_its_rounds(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange_node.cli",
+            "bench",
+            "cluster",
+            "--json",
+            "--compare=etcd",
+            "--rounds=2",
+            "--duration=0.5",
+            "--single-clients=4",
+            "--ws-clients=2",
+            "--ws-in-flight=8",
+            "--rate=100",
+            "--etcd-in-flight=16",
+            "--skip-failover",
+            f"--data-root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = {
+        r["name"]: r["value"] for r in json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    }
+    assert figures["etcd_put_throughput"] > 0 and figures["batch_throughput"] > 0
+    for name in ("latency_p50_ms_at_500", "latency_p99_ms_at_500", "ws_single_throughput"):
+        lowest = figures[f"{name}_vs_etcd_lowest"]
+        assert 0 < lowest <= figures[f"{name}_vs_etcd"] <= figures[f"{name}_vs_etcd_highest"]
+    assert figures["rounds"] == 2 and figures["request_errors"] == 0
+    # Both systems really ran, in the same data root.
+    assert list((tmp_path / "etcd").glob("m*/member")) and list((tmp_path / "three").iterdir())
+
+
+def test_bench_cluster_refuses_rounds_below_one():
+    out = subprocess.run(
+        [sys.executable, "-m", "exchange_node.cli", "bench", "cluster", "--rounds=0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "--rounds must be >= 1" in out.stderr

@@ -103,9 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=4,
-        help="with --peer-tls both: rounds per mode (each round runs every phase on both "
-        "clusters back to back, the next round in the other order)",
+        default=None,
+        help="with --peer-tls both: rounds per mode (default 4; each round runs every phase "
+        "on both clusters back to back, the next round in the other order); with --compare "
+        "etcd: 2 or more interleaves the exchange and etcd the same way (default 1: etcd "
+        "once, after the exchange)",
     )
     parser.add_argument(
         "--compare",
@@ -805,7 +807,7 @@ def _side_by_side(args: argparse.Namespace, root: Path) -> int:
     median over rounds of that round's mTLS/plaintext ratio (with the lowest and highest
     beside it); the per-mode figures are medians over rounds.
     """
-    rounds = max(1, args.rounds)
+    rounds = max(1, args.rounds or 4)
     clusters = {"mtls": _start(root / "mtls", 3, args, True)}
     running = "mtls"
     try:
@@ -875,10 +877,142 @@ def _compare_etcd(
     return results
 
 
+def versus_etcd_rounds(
+    ours: list[dict[str, float]], theirs: list[dict[str, float]], failover: dict[str, float]
+) -> list[BenchResult]:
+    """Each ``*_vs_etcd`` ratio of interleaved rounds: the median over rounds of the
+    round's exchange/etcd ratio, with the lowest and highest round (``failover`` holds
+    both systems' failover figures, measured once: their plain ratio)."""
+    results = []
+    for name, other in _VERSUS_ETCD.items():
+        if name in failover:
+            if failover.get(other):
+                ratio = failover[name] / failover[other]
+                results.append(BenchResult(f"{name}_vs_etcd", round(ratio, 3), "ratio"))
+            continue
+        ratios = [
+            a[name] / b[other]
+            for a, b in zip(ours, theirs, strict=True)
+            if name in a and b.get(other)
+        ]
+        if ratios:
+            for suffix, value in (
+                ("", statistics.median(ratios)),
+                ("_lowest", min(ratios)),
+                ("_highest", max(ratios)),
+            ):
+                results.append(BenchResult(f"{name}_vs_etcd{suffix}", round(value, 3), "ratio"))
+    return results
+
+
+def _versus_etcd(args: argparse.Namespace, root: Path) -> int:
+    """``--compare etcd --rounds N`` (N >= 2): the exchange and etcd, interleaved.
+
+    As ``--peer-tls both`` does for its two clusters: both start once, only the one being
+    measured runs (the other is stopped, SIGSTOP), a thawed one settles first, and each
+    round measures one then the other, the next round in the other order (ABBA). A
+    figure's ratio is the median over rounds of that round's exchange/etcd ratio, printed
+    with the lowest and highest round: a round the machine's neighbours spoiled spoils
+    both of its measurements, and its ratio stays usable where one run's does not (one
+    run's p50 ratio was 1.98 one hour and 5.8 the next on this host). Failover runs
+    once per system after the rounds, as without rounds; the single-node figures are
+    left out (they have no etcd counterpart)."""
+    from exchange_node.tools.bench import etcd
+
+    rounds = args.rounds
+    ours = _start(root / "three", 3, args)
+    theirs: etcd.EtcdCluster | None = None
+    running = "exchange"
+    samples: dict[str, list[dict[str, float]]] = {
+        "exchange": [{} for _ in range(rounds)],
+        "etcd": [{} for _ in range(rounds)],
+    }
+    errors = 0
+    failover: dict[str, float] = {}
+
+    def run_only(side: str) -> None:
+        nonlocal running
+        if side == running:
+            return
+        assert theirs is not None
+        if running == "exchange":
+            _wait_children(ours, time.monotonic() + 60)  # a snapshot child would still run
+            _freeze(ours, True)
+            theirs.freeze(False)
+            theirs.settle()
+        else:
+            theirs.freeze(True)
+            _freeze(ours, False)
+            _settle(ours, args)
+        running = side
+
+    try:
+        _wait_children(ours, time.monotonic() + 60)
+        _freeze(ours, True)
+        running = "etcd"
+        theirs = etcd.EtcdCluster(
+            root / "etcd",
+            args.etcd_binary,
+            election_ms=args.election_ms,
+            heartbeat_ms=args.heartbeat_ms,
+        )
+        theirs.start_all()
+        theirs.leader()
+        for r in range(rounds):
+            for side in ("exchange", "etcd") if r % 2 == 0 else ("etcd", "exchange"):
+                run_only(side)
+                if side == "exchange":
+                    for phase in PHASES:
+                        figures, failed = _measure_phase(ours, args, phase, str(r))
+                        samples["exchange"][r].update(figures)
+                        errors += failed
+                else:
+                    figures = etcd.measure_load(theirs, args)
+                    errors += int(figures.pop("etcd_request_errors"))
+                    samples["etcd"][r].update(figures)
+        if not args.skip_failover:
+            run_only("exchange")
+            gaps = _failover(ours, args, root)
+            failover["failover_unavailability_median_s"] = round(statistics.median(gaps), 3)
+            failover["failover_unavailability_max_s"] = round(max(gaps), 3)
+            run_only("etcd")
+            failover.update(etcd.measure_failover(theirs, args, root))
+    finally:
+        _freeze(ours, False)  # a stopped process would not see SIGTERM
+        ours.stop_all(10)
+        if theirs is not None:
+            theirs.freeze(False)
+            theirs.stop_all()
+    results = [
+        BenchResult(name, round(statistics.median(s[name] for s in samples["exchange"]), 3), unit)
+        for name, unit in _UNITS.items()
+    ]
+    results += [
+        BenchResult(name, round(statistics.median(s[name] for s in samples["etcd"]), 3), unit)
+        for name, unit in etcd.UNITS.items()
+        if name in samples["etcd"][0]
+    ]
+    results += [BenchResult(name, value, "s") for name, value in failover.items()]
+    results += versus_etcd_rounds(samples["exchange"], samples["etcd"], failover)
+    results.append(BenchResult("rounds", rounds, "per system"))
+    results.append(BenchResult("request_errors", errors, "requests"))
+    results.append(BenchResult("election_ms", args.election_ms, "ms"))
+    results.append(BenchResult("heartbeat_ms", args.heartbeat_ms, "ms"))
+    results.append(BenchResult("peer_tls", 1 if args.peer_tls == "on" else 0, "1=mTLS"))
+    report("cluster", results, as_json=args.json)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.rounds is not None and args.rounds < 1:
+        print("exchange bench cluster: --rounds must be >= 1", file=sys.stderr)
+        return 2
     if args.peer_tls == "both":
         with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
             return _side_by_side(args, Path(args.data_root or tmp))
+    if args.compare == "etcd" and (args.rounds or 1) > 1:
+        with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
+            return _versus_etcd(args, Path(args.data_root or tmp))
     with tempfile.TemporaryDirectory(prefix="exchange-bench-") as tmp:
         root = Path(args.data_root or tmp)
         results: list[BenchResult] = []

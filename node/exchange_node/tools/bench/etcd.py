@@ -22,7 +22,11 @@ the key, and 2, the value), so no etcd client library is needed, and finds
 the leader through the JSON gateway's ``/v3/maintenance/status``.
 
 ``exchange bench cluster --compare etcd`` runs this after the exchange's own
-phases, in the same run, and prints both side by side with their ratios.
+phases, in the same run, and prints both side by side with their ratios. With
+``--rounds N`` (2 or more) it interleaves the two instead: both clusters stay up,
+the one not being measured is stopped (``EtcdCluster.freeze``), and each round
+measures one then the other, the next round in the other order; each ratio is
+the median of the rounds' ratios, with the lowest and highest round.
 """
 
 from __future__ import annotations
@@ -155,6 +159,27 @@ class EtcdCluster:
                     return m
             time.sleep(0.05)
         raise TimeoutError("etcd elected no leader")
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) every running member: a stopped cluster takes no CPU
+        from a phase measured beside it."""
+        for m in self.members:
+            if m.proc is not None and m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def settle(self, timeout: float = 60.0) -> Member:
+        """After a thaw: the leader, once the same member has led for two election
+        timeouts (a thawed member's timers are overdue; it may campaign first)."""
+        deadline = time.monotonic() + timeout
+        leader = self.leader(timeout)
+        while True:
+            time.sleep(2 * self.election_ms / 1000)
+            now = self.leader(max(1.0, deadline - time.monotonic()))
+            if now is leader:
+                return leader
+            if time.monotonic() > deadline:
+                raise TimeoutError("the thawed etcd cluster's leadership did not settle")
+            leader = now
 
     def kill(self, m: Member) -> None:
         if m.proc is not None:
@@ -338,28 +363,41 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, float]:
         heartbeat_ms=args.heartbeat_ms,
     )
     cluster.start_all()
-    figures: dict[str, float] = {}
     try:
-        leader = cluster.leader()
-        address = leader.client_address
-        latency = _Load(
-            "latency", {"address": address, "rate": args.rate, "duration": args.duration}
-        ).result(args.duration + 120)
-        throughput = _Load(
-            "throughput",
-            {"address": address, "in_flight": args.etcd_in_flight, "duration": args.duration},
-        ).result(args.duration + 120)
-        figures["etcd_latency_p50_ms_at_500"] = round(latency["p50_ms"], 3)
-        figures["etcd_latency_p99_ms_at_500"] = round(latency["p99_ms"], 3)
-        figures["etcd_put_throughput"] = round(throughput["puts"] / throughput["seconds"], 1)
-        figures["etcd_request_errors"] = latency["errors"] + throughput["errors"]
+        figures = measure_load(cluster, args)
         if not args.skip_failover:
-            gaps = _failover(cluster, args.failover_trials, root)
-            figures["etcd_failover_unavailability_median_s"] = round(statistics.median(gaps), 3)
-            figures["etcd_failover_unavailability_max_s"] = round(max(gaps), 3)
+            figures.update(measure_failover(cluster, args, root))
     finally:
         cluster.stop_all()
     return figures
+
+
+def measure_load(cluster: EtcdCluster, args: argparse.Namespace) -> dict[str, float]:
+    """Latency at ``--rate`` and puts/s on a running cluster (its leader's address)."""
+    address = cluster.leader().client_address
+    latency = _Load(
+        "latency", {"address": address, "rate": args.rate, "duration": args.duration}
+    ).result(args.duration + 120)
+    throughput = _Load(
+        "throughput",
+        {"address": address, "in_flight": args.etcd_in_flight, "duration": args.duration},
+    ).result(args.duration + 120)
+    return {
+        "etcd_latency_p50_ms_at_500": round(latency["p50_ms"], 3),
+        "etcd_latency_p99_ms_at_500": round(latency["p99_ms"], 3),
+        "etcd_put_throughput": round(throughput["puts"] / throughput["seconds"], 1),
+        "etcd_request_errors": latency["errors"] + throughput["errors"],
+    }
+
+
+def measure_failover(
+    cluster: EtcdCluster, args: argparse.Namespace, root: Path
+) -> dict[str, float]:
+    gaps = _failover(cluster, args.failover_trials, root)
+    return {
+        "etcd_failover_unavailability_median_s": round(statistics.median(gaps), 3),
+        "etcd_failover_unavailability_max_s": round(max(gaps), 3),
+    }
 
 
 UNITS = {
