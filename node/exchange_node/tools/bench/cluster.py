@@ -914,7 +914,7 @@ def _versus_etcd(args: argparse.Namespace, root: Path) -> int:
     figure's ratio is the median over rounds of that round's exchange/etcd ratio, printed
     with the lowest and highest round: a round the machine's neighbours spoiled spoils
     both of its measurements, and its ratio stays usable where one run's does not (one
-    run's p50 ratio was 1.98 one hour and 5.8 the next on this host). Failover runs
+    run's p50 ratio was 1.98 and another's 5.8, hours apart, on this host). Failover runs
     once per system after the rounds, as without rounds; the single-node figures are
     left out (they have no etcd counterpart)."""
     from exchange_node.tools.bench import etcd
