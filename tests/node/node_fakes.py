@@ -1,8 +1,10 @@
 """Stand-ins for the engine, for tests of the I/O shell on its own.
 
 ``RecordingEngine`` keeps the decoded commands it applied; its state hash is
-a running SHA-256 of every applied entry, so replicas that applied the same
-log agree and any difference shows.
+a SHA-256 chain over every applied entry (each link hashes the previous one and
+the entry), so replicas that applied the same log agree and any difference
+shows. The chain's value is in the snapshot, so a replica restored from one goes
+on with the same chain as a replica that applied every entry.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.applied: list[tuple[int, str]] = []
         self.listed: set[str] = set()
-        self.digest = hashlib.sha256()
+        self.chain = bytes(32)
         self.last_index = 0
 
     def apply_entry(self, log_index: int, data: bytes) -> list[FakeResult]:
         assert log_index > self.last_index, (log_index, self.last_index)
         self.last_index = log_index
         _ts, commands = decode_batch(data)
-        self.digest.update(log_index.to_bytes(8, "big") + data[9:])
+        self.chain = hashlib.sha256(self.chain + log_index.to_bytes(8, "big") + data[9:]).digest()
         results = []
         for command in commands:
             if isinstance(command, AddSymbol):
@@ -50,7 +52,7 @@ class RecordingEngine:
             {
                 "applied": self.applied,
                 "listed": sorted(self.listed),
-                "digest": self.digest.hexdigest(),
+                "chain": self.chain.hex(),
                 "last": self.last_index,
             }
         ).encode()
@@ -61,9 +63,9 @@ class RecordingEngine:
         doc = json.loads(data)
         self.applied = [tuple(x) for x in doc["applied"]]
         self.listed = set(doc["listed"])
-        self.digest = hashlib.sha256(doc["digest"].encode())
+        self.chain = bytes.fromhex(doc["chain"])
         self.last_index = doc["last"]
         return self
 
     def state_hash(self) -> bytes:
-        return self.digest.digest()
+        return self.chain
