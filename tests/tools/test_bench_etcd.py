@@ -6,8 +6,6 @@ import asyncio
 import base64
 import json
 import shutil
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -101,51 +99,3 @@ def test_a_frozen_etcd_cluster_answers_nothing_and_settles_after_a_thaw(tmp_path
     finally:
         cluster.freeze(False)
         cluster.stop_all()
-
-
-@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
-def test_bench_cluster_interleaved_with_etcd_reports_each_ratio_with_its_rounds(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchange_node.cli",
-            "bench",
-            "cluster",
-            "--json",
-            "--compare=etcd",
-            "--rounds=2",
-            "--duration=0.5",
-            "--single-clients=4",
-            "--ws-clients=2",
-            "--ws-in-flight=8",
-            "--rate=100",
-            "--etcd-in-flight=16",
-            "--skip-failover",
-            f"--data-root={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = {
-        r["name"]: r["value"] for r in json.loads(out.stdout.strip().splitlines()[-1])["results"]
-    }
-    assert figures["etcd_put_throughput"] > 0 and figures["batch_throughput"] > 0
-    for name in ("latency_p50_ms_at_500", "latency_p99_ms_at_500", "ws_single_throughput"):
-        lowest = figures[f"{name}_vs_etcd_lowest"]
-        assert 0 < lowest <= figures[f"{name}_vs_etcd"] <= figures[f"{name}_vs_etcd_highest"]
-    assert figures["rounds"] == 2 and figures["request_errors"] == 0
-    # Both systems really ran, in the same data root.
-    assert list((tmp_path / "etcd").glob("m*/member")) and list((tmp_path / "three").iterdir())
-
-
-def test_bench_cluster_refuses_rounds_below_one():
-    out = subprocess.run(
-        [sys.executable, "-m", "exchange_node.cli", "bench", "cluster", "--rounds=0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 2 and "--rounds must be >= 1" in out.stderr
