@@ -99,3 +99,21 @@ def test_a_frozen_etcd_cluster_answers_nothing_and_settles_after_a_thaw(tmp_path
     finally:
         cluster.freeze(False)
         cluster.stop_all()
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
+def test_killing_etcds_leader_gives_a_finite_unavailability_from_the_open_loop_writer(tmp_path):
+    from exchange_node.tools.bench.etcd import _failover
+
+    assert ETCD is not None
+    cluster = EtcdCluster(tmp_path, ETCD, n=3, election_ms=300, heartbeat_ms=30)
+    cluster.start_all()
+    try:
+        cluster.leader(60)
+        [gap] = _failover(cluster, 1, tmp_path)
+        # A put sent after the kill was acknowledged (the leader was really killed:
+        # nothing before the kill counts). No timing is asserted.
+        assert 0 < gap < 30, gap
+        assert len(cluster.members) == 3 and cluster.status(cluster.leader(60))["leader"]
+    finally:
+        cluster.stop_all()

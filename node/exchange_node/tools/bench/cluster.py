@@ -19,8 +19,10 @@ process. Then the same single-order figures against a 1-node cluster
   answer (corrected for coordinated omission: a stalled server cannot make
   the client send less).
 - ``failover_unavailability_median_s``: kill -9 of the leader while writes
-  flow to every node; per trial the time from the kill to the first write
-  acknowledged after it; median of ``--failover-trials`` (default 5).
+  flow to every node in turn, one every 5 ms whatever is unanswered (open loop,
+  ``tools/bench/failover.py``); per trial the time from the kill to the first
+  write sent after it and acknowledged; median of ``--failover-trials``
+  (default 5).
 - ``single_node_single_throughput``, ``single_node_latency_p50_ms_at_500``,
   ``single_node_latency_p99_ms_at_500``: the same on one node.
 - ``request_errors``: requests of the load phases (not the failover writer)
@@ -53,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exchange_node.tools.bench.failover import open_loop_writes, unavailability_gaps
 from exchange_node.tools.bench.format import BenchResult, report
 from exchange_node.tools.local import LocalCluster
 
@@ -467,39 +470,27 @@ async def _latency_phase(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _failover_writer(spec: dict[str, Any], stop_file: str) -> dict[str, Any]:
-    """Writes to every node in turn until ``stop_file`` exists; returns success times."""
-    import aiohttp
-
+    """Open-loop writes to every node in turn until ``stop_file`` exists (see
+    ``tools/bench/failover.py``); returns the acknowledged writes' times."""
     nodes = spec["nodes_http"]
-    successes: list[tuple[float, float]] = []
-    counter = 0
-    stop = False
-
-    async def worker(session: aiohttp.ClientSession, wid: int) -> None:
-        nonlocal counter
-        # One client per node: the writer aims at every node in turn itself.
-        clients = [_sdk_client(session, spec, wid, node, timeout=2.0) for node in nodes]
-        k = wid
-        while not stop:
-            counter += 1
-            k += 1
-            sent = time.monotonic()
-            order = _order(counter, spec["prefix"])
-            status, _ = await clients[k % len(nodes)].request("POST", "/v1/orders", order)
-            if status == 200:
-                successes.append((sent, time.monotonic()))
-                await asyncio.sleep(0.002)
-                continue
-            await asyncio.sleep(0.005)
-
-    async def watch() -> None:
-        nonlocal stop
-        while not Path(stop_file).exists():
-            await asyncio.sleep(0.05)
-        stop = True
+    prefix = spec["prefix"]
+    stop = Path(stop_file).exists
 
     async with _session(2.0) as session:
-        await asyncio.gather(watch(), *(worker(session, w) for w in range(8)))
+        # One client per node and key: the writer aims at every node in turn itself.
+        clients = [
+            _sdk_client(session, spec, key, node, timeout=2.0)
+            for key in range(len(spec["tokens"]))
+            for node in nodes
+        ]
+
+        async def write(k: int) -> bool:
+            status, _ = await clients[k % len(clients)].request(
+                "POST", "/v1/orders", _order(k, prefix)
+            )
+            return bool(status == 200)
+
+        successes = await open_loop_writes(write, stop)
     return {"successes": successes}
 
 
@@ -616,12 +607,7 @@ def _failover(cluster: LocalCluster, args: argparse.Namespace, root: Path) -> li
             time.sleep(0.5)
     finally:
         stop_file.write_text("stop")
-    successes = load.result()["successes"]
-    gaps = []
-    for killed_at in kills:
-        after = [done for sent, done in successes if sent >= killed_at]
-        gaps.append(min(after) - killed_at if after else float("inf"))
-    return gaps
+    return unavailability_gaps(load.result()["successes"], kills)
 
 
 def _cpu_seconds(cluster: LocalCluster) -> float:

@@ -12,8 +12,10 @@ exchange through one HTTP client process:
 - ``etcd_put_throughput``: puts/s with ``--etcd-in-flight`` puts outstanding
   (one key per put, 16-byte values);
 - ``etcd_failover_unavailability_median_s``: kill -9 of the leader while puts
-  flow to every member; per trial the time from the kill to the first put
-  sent after it and acknowledged (the killed member restarts between trials).
+  flow to every member in turn, one every 5 ms whatever is unanswered (open
+  loop, ``tools/bench/failover.py``); per trial the time from the kill to the
+  first put sent after it and acknowledged (the killed member restarts between
+  trials).
 
 etcd comes from Debian's ``etcd-server`` package (``apt-get install
 etcd-server``); its path is ``--etcd-binary``. The client speaks etcd's gRPC
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exchange_node.tools.bench.failover import open_loop_writes, unavailability_gaps
 from exchange_node.tools.bench.format import BenchResult, report
 from exchange_node.tools.local import free_ports
 
@@ -271,33 +274,22 @@ async def _latency(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _failover_writer(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open-loop puts to every member in turn until the stop file exists (see
+    ``tools/bench/failover.py``); returns the acknowledged puts' times."""
     import grpc
 
-    stop_file = Path(spec["stop_file"])
+    stop = Path(spec["stop_file"]).exists
     channels = [grpc.aio.insecure_channel(a) for a in spec["addresses"]]
     puts = [c.unary_unary(PUT) for c in channels]
-    successes: list[tuple[float, float]] = []  # (sent, acknowledged)
-    stop = False
 
-    async def worker(w: int) -> None:
-        k = w
-        while not stop:
-            k += 1
-            sent = time.monotonic()
-            try:
-                await puts[k % len(puts)](put_request(f"f/{w}/{k}".encode(), b"v"), timeout=2)
-                successes.append((sent, time.monotonic()))
-                await asyncio.sleep(0.002)
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.005)
+    async def write(k: int) -> bool:
+        try:
+            await puts[k % len(puts)](put_request(f"f/{k}".encode(), b"v"), timeout=2)
+        except grpc.aio.AioRpcError:
+            return False
+        return True
 
-    async def watch() -> None:
-        nonlocal stop
-        while not stop_file.exists():
-            await asyncio.sleep(0.05)
-        stop = True
-
-    await asyncio.gather(watch(), *(worker(w) for w in range(8)))
+    successes = await open_loop_writes(write, stop)
     for c in channels:
         await c.close()
     return {"successes": successes}
@@ -344,10 +336,7 @@ def _failover(cluster: EtcdCluster, trials: int, root: Path) -> list[float]:
         cluster.kill(leader)
         time.sleep(max(3.0, 4 * cluster.election_ms / 1000))
         stop_file.write_text("stop")
-        successes = writer.result(60)["successes"]
-        # The first put sent after the kill and acknowledged, as the cluster bench.
-        after = [done for sent, done in successes if sent >= killed_at]
-        gaps.append(min(after) - killed_at if after else float("inf"))
+        gaps += unavailability_gaps(writer.result(60)["successes"], [killed_at])
         cluster.start(leader, state="existing")
         cluster.leader()
         time.sleep(1.0)  # the restarted member catches up before the next kill
