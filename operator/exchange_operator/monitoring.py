@@ -375,6 +375,23 @@ def _dashboard_panels() -> dict[str, tuple[str, list[Panel]]]:
                     ((f"sum(exchange_state_divergence_total{s})", "divergences"),),
                     kind="stat",
                 ),
+                Panel(
+                    "Event loop: late ticks p99 and GC pauses (a stall near the election"
+                    " timeout costs a leader)",
+                    (
+                        (
+                            f"histogram_quantile(0.99, sum by (pod, le) "
+                            f"(rate(exchange_event_loop_lag_seconds_bucket{s}[$__rate_interval])))",
+                            "tick lag p99 {{pod}}",
+                        ),
+                        (
+                            f"max by (pod, generation) "
+                            f"(rate(exchange_gc_pause_seconds_sum{s}[$__rate_interval]))",
+                            "GC s/s {{pod}} gen {{generation}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
             ],
         ),
         "replication": (

@@ -156,6 +156,21 @@ class NodeMetrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "exchange_event_loop_lag_seconds",
+            "how late the event loop woke up for each Raft tick: a garbage collection, a"
+            " fork(), a long callback or a starved CPU held it (server/stalls.py)",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "exchange_gc_pause_seconds",
+            "cyclic garbage collections of the process, by generation: each one holds"
+            " every thread, the event loop included (server/stalls.py)",
+            ["generation"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
         self.snapshot_in_progress = Gauge(
             "exchange_snapshot_in_progress",
             "1 while a snapshot this node started is not durable yet",

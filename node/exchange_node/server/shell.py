@@ -109,6 +109,7 @@ from exchange_node.server.snapshots import (
     snapshot_dir,
     wait_child,
 )
+from exchange_node.server.stalls import GcPauseObserver
 from exchange_node.server.subscriptions import Publisher, Subscription
 from exchange_node.service import (
     MemberStatus,
@@ -163,6 +164,7 @@ class Node:
         self._engine_factory = engine_factory
         self._storage_factory = storage_factory
         self.metrics = metrics or NodeMetrics()
+        self._gc_pauses = GcPauseObserver(self.metrics.gc_pause)
         self.metrics.watch_transport(lambda: self.transport.stats if self.transport else None)
         self.node_id = 0
         self.name = config.name
@@ -414,6 +416,7 @@ class Node:
         )
         await transport.start()
         self._set_transport_peers()
+        self._gc_pauses.install()
         self._loop_task = asyncio.create_task(self._drive(), name="raft-driver")
         self._timers = [
             asyncio.create_task(self._tick_timer(), name="raft-tick"),
@@ -447,6 +450,7 @@ class Node:
             await asyncio.sleep(0.02)
         for timer in self._timers:
             timer.cancel()
+        self._gc_pauses.uninstall()
         self.driver.notices.discard()
         if self._release_timer is not None:
             self._release_timer.cancel()
@@ -555,10 +559,12 @@ class Node:
     async def _tick_timer(self) -> None:
         interval = self.config.heartbeat_ms / 1000.0
         next_at = time.monotonic() + interval
+        lag = self.metrics.loop_lag.observe
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             now = time.monotonic()
             self._last_loop_beat = now
+            lag(max(0.0, now - next_at))
             # Catch up missed ticks (a paused process) but never burst more than a few.
             missed = min(3, max(1, int((now - next_at) / interval) + 1))
             next_at += missed * interval
