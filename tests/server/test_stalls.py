@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,3 +73,35 @@ def test_a_blocked_event_loop_shows_as_a_late_tick(tmp_path: Path) -> None:
     assert late is not None
     assert float(late[1]) < ticks  # at least one tick came more than 0.1 s late
     assert _sum(text, "exchange_event_loop_lag_seconds") >= 0.2
+
+
+_FORKED_CHILD = """
+import gc, os, re
+from exchange_node.server.metrics import NodeMetrics
+from exchange_node.server.stalls import GcPauseObserver
+
+metrics = NodeMetrics()
+GcPauseObserver(metrics.gc_pause).install()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        gc.collect(2)
+        text = metrics.render().decode()
+        os.write(write, re.search(r'^exchange_gc_pause_seconds_count[{]generation="2"[}] (\\S+)',
+                                  text, re.M)[1].encode())
+    finally:
+        os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(float(os.read(read, 100)))
+"""
+
+
+def test_a_forked_child_does_not_observe_its_collections() -> None:
+    # In a fresh interpreter: this one may hold gRPC's threads, which do not fork.
+    out = subprocess.run(
+        [sys.executable, "-c", _FORKED_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout) == 0

@@ -17,6 +17,7 @@ Two figures for ``/metrics`` (docs/node-contract.md):
 from __future__ import annotations
 
 import gc
+import os
 import time
 from typing import Any
 
@@ -31,16 +32,21 @@ class GcPauseObserver:
     ``gc.callbacks`` is process-wide: every node in a process (tests) observes the
     process's collections. The callback does a clock read and, at the end, one
     observation: no allocation of tracked objects, so it cannot trigger a collection
-    itself."""
+    itself. A forked child (a snapshot's) inherits the callback and ignores it: it
+    must not take a metric's lock that another thread of the parent may have held at
+    the fork."""
 
-    __slots__ = ("_children", "_installed", "_started")
+    __slots__ = ("_children", "_installed", "_pid", "_started")
 
     def __init__(self, histogram: Histogram) -> None:
         self._children = [histogram.labels(generation=g) for g in GENERATIONS]
         self._started = 0.0
         self._installed = False
+        self._pid = os.getpid()
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if os.getpid() != self._pid:
+            return
         if phase == "start":
             self._started = time.perf_counter()
             return
@@ -50,6 +56,7 @@ class GcPauseObserver:
         self._started = 0.0
 
     def install(self) -> None:
+        self._pid = os.getpid()
         if not self._installed:
             gc.callbacks.append(self)
             self._installed = True
