@@ -83,37 +83,37 @@ def test_the_ratio_of_interleaved_rounds_is_the_median_of_each_rounds_ratio():
     assert "single_throughput_vs_etcd" not in got  # no figure, no ratio
 
 
-@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
-def test_a_frozen_etcd_cluster_answers_nothing_and_settles_after_a_thaw(tmp_path):
-    assert ETCD is not None
+@pytest.fixture
+def etcd3(tmp_path):
+    """Three real etcd members at the bench's election timeout and heartbeat, started."""
+    if ETCD is None:
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
     cluster = EtcdCluster(tmp_path, ETCD, n=3, election_ms=300, heartbeat_ms=30)
     cluster.start_all()
     try:
-        leader = cluster.leader(60)
-        cluster.freeze(True)
-        with pytest.raises(OSError):
-            cluster.status(leader, timeout=0.5)
-        cluster.freeze(False)
-        settled = cluster.settle(60)
-        assert cluster.status(settled)["leader"] == cluster.status(settled)["header"]["member_id"]
+        yield cluster
     finally:
         cluster.freeze(False)
         cluster.stop_all()
 
 
-@pytest.mark.skipif(ETCD is None, reason="etcd is not installed (apt-get install etcd-server)")
-def test_killing_etcds_leader_gives_a_finite_unavailability_from_the_open_loop_writer(tmp_path):
+def test_a_frozen_etcd_cluster_answers_nothing_and_settles_after_a_thaw(etcd3):
+    leader = etcd3.leader(60)
+    etcd3.freeze(True)
+    with pytest.raises(OSError):
+        etcd3.status(leader, timeout=0.5)
+    etcd3.freeze(False)
+    settled = etcd3.settle(60)
+    assert etcd3.status(settled)["leader"] == etcd3.status(settled)["header"]["member_id"]
+
+
+def test_killing_etcds_leader_gives_a_finite_unavailability_from_the_open_loop_writer(
+    etcd3, tmp_path
+):
     from exchange_node.tools.bench.etcd import _failover
 
-    assert ETCD is not None
-    cluster = EtcdCluster(tmp_path, ETCD, n=3, election_ms=300, heartbeat_ms=30)
-    cluster.start_all()
-    try:
-        cluster.leader(60)
-        [gap] = _failover(cluster, 1, tmp_path)
-        # A put sent after the kill was acknowledged (the leader was really killed:
-        # nothing before the kill counts). No timing is asserted.
-        assert 0 < gap < 30, gap
-        assert len(cluster.members) == 3 and cluster.status(cluster.leader(60))["leader"]
-    finally:
-        cluster.stop_all()
+    etcd3.leader(60)
+    [gap] = _failover(etcd3, 1, tmp_path)
+    # A put sent after the kill was acknowledged. No timing is asserted.
+    assert 0 < gap < 30, gap
+    assert etcd3.status(etcd3.leader(60))["leader"]
