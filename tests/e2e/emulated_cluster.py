@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -145,5 +146,17 @@ async def emulated_cluster(tmp_path: Path) -> AsyncIterator[EmulatedCluster]:
     async with start_live(tmp_path, rbac=True) as live:
         cluster = EmulatedCluster(live)
         yield cluster
-        operator_refusals = [r for r in live.emulator.refusals if r.startswith("token")]
+        operator_refusals = [
+            r
+            for r in live.emulator.refusals
+            if r.startswith("token") and not _into_a_deleted_namespace(r)
+        ]
         assert operator_refusals == [], operator_refusals
+
+
+def _into_a_deleted_namespace(refusal: str) -> bool:
+    """A write the operator was making when the uninstall deleted the namespace along
+    with the cluster (the scenario deletes everything at once, as `kubectl delete -f`
+    does): every operator races deletion so, and it is not a missing permission, which
+    is what the check above is for. A 403 always counts."""
+    return re.search(r': 404 namespaces "[^"]+" not found$', refusal) is not None
